@@ -1,0 +1,110 @@
+//! The whole pipeline: sources in, rendered objects (or every diagnostic) out.
+
+use serde_json::Value;
+
+use crate::diag::{self, Diagnostic};
+use crate::load::{self, Source};
+use crate::plan::{self, PlanOptions};
+use crate::validate::{self, ValidateOptions};
+use crate::{emit, render, resolve};
+
+/// Output targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Kubernetes with Envoy Gateway (the `service` topology).
+    Kubernetes,
+}
+
+/// Everything the CLI can set.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Output target.
+    pub target: Target,
+    /// Namespace of namespaced objects that name none.
+    pub default_namespace: String,
+    /// Extproc image when GatewayConfig sets none.
+    pub extproc_image: String,
+    /// Replicas of each extproc Deployment.
+    pub replicas: i32,
+    /// Request body limit of the extproc.
+    pub max_request_body_bytes: u64,
+    /// Write input Secrets (with their data) to the output.
+    pub include_secrets: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            target: Target::Kubernetes,
+            default_namespace: "default".into(),
+            extproc_image: plan::DEFAULT_EXTPROC_IMAGE.into(),
+            replicas: 2,
+            max_request_body_bytes: aigw_filterconfig::DEFAULT_MAX_REQUEST_BODY_BYTES,
+            include_secrets: false,
+        }
+    }
+}
+
+/// A successful build.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    /// Objects in canonical order, ready to render.
+    pub objects: Vec<Value>,
+    /// Warnings (stderr).
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl BuildOutput {
+    /// The objects as one YAML stream.
+    pub fn stream(&self) -> String {
+        render::stream(&self.objects)
+    }
+}
+
+/// Runs every stage. On failure returns every diagnostic (errors first, then warnings).
+pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, Vec<Diagnostic>> {
+    let (documents, mut diags) = load::parse_sources(sources);
+    let (validated, found) = validate::validate(documents, &ValidateOptions { default_namespace: options.default_namespace.clone() });
+    diags.extend(found);
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(finish(diags));
+    }
+    let (resolved, found) = resolve::resolve(&validated);
+    diags.extend(found);
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(finish(diags));
+    }
+    let plan_options = PlanOptions {
+        extproc_image: options.extproc_image.clone(),
+        max_request_body_bytes: options.max_request_body_bytes,
+        replicas: options.replicas,
+    };
+    let (plan, found) = plan::plan(&validated, &resolved, &plan_options, options.include_secrets);
+    diags.extend(found);
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(finish(diags));
+    }
+    let mut objects = match emit::emit(&validated, &plan) {
+        Ok(objects) => objects,
+        Err(found) => {
+            diags.extend(found);
+            return Err(finish(diags));
+        }
+    };
+    objects.iter_mut().for_each(render::escape_substitution);
+    render::sort(&mut objects);
+    Ok(BuildOutput { objects, warnings: finish(diags) })
+}
+
+/// Checks each object alone, as `kubectl apply` would: syntax, schema and CEL rules.
+pub fn check(sources: &[Source], default_namespace: &str) -> Vec<Diagnostic> {
+    let (documents, mut diags) = load::parse_sources(sources);
+    let (_, found) = validate::validate(documents, &ValidateOptions { default_namespace: default_namespace.to_string() });
+    diags.extend(found.into_iter().filter(|d| !d.message.starts_with("duplicate object")));
+    finish(diags)
+}
+
+fn finish(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diag::normalize(&mut diags);
+    diags
+}

@@ -1,0 +1,238 @@
+//! Diagnostics: every error or warning the compiler reports, with the file, line, object and
+//! field it concerns. Stages collect diagnostics instead of stopping at the first one, so a user
+//! sees every problem of an input set in one run.
+
+use std::fmt;
+
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The build cannot produce output.
+    Error,
+    /// The build produces output, but something deserves attention.
+    Warning,
+}
+
+/// One segment of a field path.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PathSegment {
+    /// A mapping key.
+    Key(String),
+    /// A sequence index.
+    Index(usize),
+}
+
+/// A path to a field inside one document, such as `spec.rules[0].backendRefs[1].weight`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FieldPath(pub Vec<PathSegment>);
+
+impl FieldPath {
+    /// The document root.
+    pub fn root() -> Self {
+        FieldPath(Vec::new())
+    }
+
+    /// Parses a dotted path with `[i]` indices (`spec.rules[0].name`).
+    pub fn parse(text: &str) -> Self {
+        let mut segments = Vec::new();
+        for part in text.split('.').filter(|p| !p.is_empty()) {
+            let mut rest = part;
+            if let Some(open) = rest.find('[') {
+                let key = &rest[..open];
+                if !key.is_empty() {
+                    segments.push(PathSegment::Key(key.to_string()));
+                }
+                rest = &rest[open..];
+                while let Some(stripped) = rest.strip_prefix('[') {
+                    let Some(close) = stripped.find(']') else { break };
+                    if let Ok(index) = stripped[..close].parse() {
+                        segments.push(PathSegment::Index(index));
+                    }
+                    rest = &stripped[close + 1..];
+                }
+            } else {
+                segments.push(PathSegment::Key(rest.to_string()));
+            }
+        }
+        FieldPath(segments)
+    }
+
+    /// Parses a JSON pointer (`/spec/rules/0/name`); numeric segments are indices.
+    pub fn from_pointer(pointer: &str) -> Self {
+        let segments = pointer
+            .split('/')
+            .skip(1)
+            .map(|raw| {
+                let seg = raw.replace("~1", "/").replace("~0", "~");
+                match seg.parse::<usize>() {
+                    Ok(index) => PathSegment::Index(index),
+                    Err(_) => PathSegment::Key(seg),
+                }
+            })
+            .collect();
+        FieldPath(segments)
+    }
+
+    /// This path with one more key.
+    pub fn key(&self, key: &str) -> Self {
+        let mut next = self.clone();
+        next.0.push(PathSegment::Key(key.to_string()));
+        next
+    }
+
+    /// This path with one more index.
+    pub fn index(&self, index: usize) -> Self {
+        let mut next = self.clone();
+        next.0.push(PathSegment::Index(index));
+        next
+    }
+
+    /// True for the document root.
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for segment in &self.0 {
+            match segment {
+                PathSegment::Key(key) => {
+                    if !first {
+                        f.write_str(".")?;
+                    }
+                    f.write_str(key)?;
+                }
+                PathSegment::Index(index) => write!(f, "[{index}]")?,
+            }
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+/// Where a diagnostic points: a file and line, when known.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Location {
+    /// The file as the user named it (`-` for standard input).
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+}
+
+/// One error or warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
+    /// File and line.
+    pub location: Option<Location>,
+    /// The object, as `Kind namespace/name`.
+    pub object: Option<String>,
+    /// The field inside the object.
+    pub field: Option<FieldPath>,
+    /// What is wrong and, where it helps, how to fix it.
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// An error with only a message.
+    pub fn error(message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            location: None,
+            object: None,
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    /// A warning with only a message.
+    pub fn warning(message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(message)
+        }
+    }
+
+    /// Sets the location.
+    pub fn at(mut self, location: Option<Location>) -> Self {
+        self.location = location;
+        self
+    }
+
+    /// Sets the object.
+    pub fn object(mut self, object: impl Into<String>) -> Self {
+        self.object = Some(object.into());
+        self
+    }
+
+    /// Sets the field.
+    pub fn field(mut self, field: FieldPath) -> Self {
+        self.field = if field.is_root() { None } else { Some(field) };
+        self
+    }
+
+    /// True for errors.
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.severity {
+            Severity::Error => "error: ",
+            Severity::Warning => "warning: ",
+        })?;
+        if let Some(location) = &self.location {
+            write!(f, "{}:{}: ", location.file, location.line)?;
+        }
+        if let Some(object) = &self.object {
+            write!(f, "{object}: ")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Sorts diagnostics into a stable order (file, line, then text) and removes exact repeats.
+pub fn normalize(diagnostics: &mut Vec<Diagnostic>) {
+    diagnostics.sort_by(|a, b| {
+        (a.severity, &a.location, &a.object, a.to_string()).cmp(&(
+            b.severity,
+            &b.location,
+            &b.object,
+            b.to_string(),
+        ))
+    });
+    diagnostics.dedup();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_and_print_both_ways() {
+        let path = FieldPath::parse("spec.rules[0].backendRefs[12].weight");
+        assert_eq!(path.to_string(), "spec.rules[0].backendRefs[12].weight");
+        assert_eq!(FieldPath::from_pointer("/spec/rules/0/backendRefs/12/weight"), path);
+        assert_eq!(FieldPath::from_pointer("/metadata/annotations/a~1b").to_string(), "metadata.annotations.a/b");
+    }
+
+    #[test]
+    fn display_names_every_part() {
+        let d = Diagnostic::error("weight must be at least 0")
+            .at(Some(Location { file: "r.yaml".into(), line: 7 }))
+            .object("AIGatewayRoute default/chat")
+            .field(FieldPath::parse("spec.rules[0].backendRefs[0].weight"));
+        assert_eq!(
+            d.to_string(),
+            "error: r.yaml:7: AIGatewayRoute default/chat: spec.rules[0].backendRefs[0].weight: weight must be at least 0"
+        );
+    }
+}

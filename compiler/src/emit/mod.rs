@@ -1,0 +1,177 @@
+//! Stage 5, emit: the [`Plan`] in, Kubernetes objects (as JSON values) out.
+//!
+//! - [`workload`]: the extproc's ServiceAccount, ConfigMap, Deployment, Service and
+//!   PodDisruptionBudget, from the minijinja templates in `templates/`, each parsed back into its
+//!   typed k8s-openapi object so that a template mistake is a build error, not a broken manifest;
+//! - [`routing`]: HTTPRoutes, HTTPRouteFilters, ReferenceGrants, the EnvoyExtensionPolicy and the
+//!   rate-limit BackendTrafficPolicy;
+//! - pass-through objects, normalised: server-set fields removed, namespace defaulted.
+//!
+//! Every generated object carries the `app.kubernetes.io/managed-by: aigw` label and the
+//! `aigateway.envoyproxy.io/generated-from` annotation naming its source.
+
+pub mod routing;
+pub mod workload;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use crate::diag::Diagnostic;
+use crate::plan::Plan;
+use crate::validate::{ObjectId, Validated};
+
+/// Label every generated object carries.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "aigw");
+/// Annotation naming the object a generated object comes from.
+pub const GENERATED_FROM: &str = "aigateway.envoyproxy.io/generated-from";
+
+/// `Kind/namespace/name` of a source object.
+pub fn lineage(id: &ObjectId) -> String {
+    format!("{}/{}/{}", id.kind, id.namespace, id.name)
+}
+
+/// Standard metadata of a generated object.
+pub fn metadata(name: &str, namespace: &str, source: &ObjectId, mut labels: BTreeMap<String, String>) -> Value {
+    labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
+    json!({
+        "name": name,
+        "namespace": namespace,
+        "labels": labels,
+        "annotations": {GENERATED_FROM: lineage(source)},
+    })
+}
+
+/// Emits every object of the plan, generated and passed through.
+pub fn emit(input: &Validated, plan: &Plan) -> Result<Vec<Value>, Vec<Diagnostic>> {
+    let mut objects = Vec::new();
+    let mut errors = Vec::new();
+    for instance in &plan.instances {
+        match workload::emit(instance) {
+            Ok(mut found) => objects.append(&mut found),
+            Err(mut found) => errors.append(&mut found),
+        }
+        match routing::emit(instance) {
+            Ok(mut found) => objects.append(&mut found),
+            Err(mut found) => errors.append(&mut found),
+        }
+    }
+    for &index in plan.passthrough.iter().chain(&plan.secrets) {
+        objects.push(normalize(&input.document(&input.objects[index]).value));
+    }
+    if errors.is_empty() { Ok(objects) } else { Err(errors) }
+}
+
+/// Removes what the API server sets, so that objects exported from a cluster become
+/// desired state again: `status` and the server-managed metadata.
+pub fn normalize(value: &Value) -> Value {
+    let mut value = value.clone();
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+            for key in ["uid", "resourceVersion", "creationTimestamp", "managedFields", "generation", "selfLink", "ownerReferences", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+                meta.remove(key);
+            }
+            if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+                annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+                if annotations.is_empty() {
+                    meta.remove("annotations");
+                }
+            }
+        }
+    }
+    value
+}
+
+/// Deserializes `value` into `T` and back, and fails when anything was lost or changed on the
+/// way: a field `T` does not have, a wrong type. Returns the typed object's JSON.
+pub fn through_typed<T: DeserializeOwned + Serialize>(value: Value, what: &str) -> Result<Value, String> {
+    let typed: T = serde_path_to_error::deserialize(&value)
+        .map_err(|err| format!("{what}: field {}: {}", err.path(), err.inner()))?;
+    let back = serde_json::to_value(&typed).map_err(|err| format!("{what}: {err}"))?;
+    let mut expected = value;
+    crate::validate::schema::drop_nulls(&mut expected);
+    if let Some(path) = first_difference(&expected, &back, String::new()) {
+        return Err(format!("{what}: field {path} is not part of the typed object or changed type"));
+    }
+    Ok(back)
+}
+
+fn first_difference(a: &Value, b: &Value, path: String) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for key in keys {
+                let child = format!("{path}.{key}");
+                match (x.get(key), y.get(key)) {
+                    (Some(left), Some(right)) => {
+                        if let Some(found) = first_difference(left, right, child) {
+                            return Some(found);
+                        }
+                    }
+                    (Some(left), None) if is_empty(left) => {}
+                    (None, Some(right)) if is_empty(right) => {}
+                    _ => return Some(child.trim_start_matches('.').to_string()),
+                }
+            }
+            None
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            if x.len() != y.len() {
+                return Some(path.trim_start_matches('.').to_string());
+            }
+            x.iter().zip(y).enumerate().find_map(|(i, (l, r))| first_difference(l, r, format!("{path}[{i}]")))
+        }
+        (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => None,
+        _ if a == b => None,
+        _ => Some(path.trim_start_matches('.').to_string()),
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        Value::Null => true,
+        _ => false,
+    }
+}
+
+/// Inserts `key: value` into a JSON object.
+pub fn insert(object: &mut Value, key: &str, value: Value) {
+    if let Some(map) = object.as_object_mut() {
+        map.insert(key.to_string(), value);
+    }
+}
+
+/// An empty JSON object.
+pub fn object() -> Value {
+    Value::Object(Map::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_round_trip_catches_unknown_fields() {
+        let good = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}});
+        assert!(through_typed::<k8s_openapi::api::core::v1::ConfigMap>(good, "ConfigMap").is_ok());
+        let bad = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "dta": {"k": "v"}});
+        let err = through_typed::<k8s_openapi::api::core::v1::ConfigMap>(bad, "ConfigMap").unwrap_err();
+        assert!(err.contains("dta"), "{err}");
+    }
+
+    #[test]
+    fn normalize_drops_server_fields() {
+        let exported = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "a", "namespace": "n", "uid": "x", "resourceVersion": "1", "ownerReferences": [],
+                         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+            "status": {}
+        });
+        assert_eq!(normalize(&exported), json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "n"}}));
+    }
+}

@@ -1,0 +1,244 @@
+//! Routing objects of one instance: HTTPRoutes (checked against the gateway-api crate's types),
+//! their HTTPRouteFilters, the ReferenceGrants their cross-namespace backendRefs need, the
+//! EnvoyExtensionPolicy that puts the extproc on them, and the rate-limit BackendTrafficPolicy.
+//! Every Gateway API and Envoy Gateway default is written out, so that what Argo CD or Flux
+//! compares with the cluster is exactly what the API server stores.
+
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use gateway_api::apis::standard::referencegrants::ReferenceGrant;
+use serde_json::{Value, json};
+
+use super::{GENERATED_FROM, MANAGED_BY, lineage, metadata, through_typed};
+use crate::diag::Diagnostic;
+use crate::model::{EG_GROUP, GATEWAY_GROUP};
+use crate::plan::{self, HttpRoutePlan, Instance, RateLimitPlan};
+use aigw_filterconfig::{METADATA_NAMESPACE, SELECTED_BACKEND_HEADER};
+
+/// Body of the catch-all answer, in the OpenAI error shape.
+pub const NOT_FOUND_BODY: &str = r#"{"error":{"message":"No matching route found. It is likely because the model specified in your request is not configured in the Gateway.","type":"invalid_request_error","code":"model_not_found"}}"#;
+
+/// Emits the routing objects of `instance`.
+pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
+    let mut objects = Vec::new();
+    let mut errors = Vec::new();
+    let fail = |message: String| {
+        Diagnostic::error(format!("Gateway {}/{}: internal error: {message}", instance.gateway.namespace, instance.gateway.name))
+    };
+    let mut filters_done = std::collections::BTreeSet::new();
+    for route in &instance.routes {
+        match through_typed::<HttpRoute>(http_route(instance, route), "HTTPRoute") {
+            Ok(value) => objects.push(value),
+            Err(err) => errors.push(fail(err)),
+        }
+        if filters_done.insert(route.host_rewrite_filter.clone()) {
+            objects.extend(filters(instance, route));
+        }
+    }
+    for grant in &instance.reference_grants {
+        let value = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "ReferenceGrant",
+            "metadata": metadata(&grant.name, &grant.namespace, &instance.gateway, Default::default()),
+            "spec": {
+                "from": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute", "namespace": instance.namespace}],
+                "to": grant.backends.iter().map(|b| json!({"group": EG_GROUP, "kind": "Backend", "name": b})).collect::<Vec<_>>(),
+            }
+        });
+        match through_typed::<ReferenceGrant>(value, "ReferenceGrant") {
+            Ok(value) => objects.push(value),
+            Err(err) => errors.push(fail(err)),
+        }
+    }
+    objects.push(extension_policy(instance));
+    if let Some(rate_limit) = &instance.rate_limit {
+        objects.push(traffic_policy(instance, rate_limit));
+    }
+    if errors.is_empty() { Ok(objects) } else { Err(errors) }
+}
+
+fn path_matches(headers: Value) -> Vec<Value> {
+    plan::AI_PATH_PREFIXES
+        .iter()
+        .map(|prefix| {
+            let mut m = json!({"path": {"type": "PathPrefix", "value": prefix}});
+            if !headers.is_null() {
+                m["headers"] = headers.clone();
+            }
+            m
+        })
+        .collect()
+}
+
+fn extension_ref(name: &str) -> Value {
+    json!({"type": "ExtensionRef", "extensionRef": {"group": EG_GROUP, "kind": "HTTPRouteFilter", "name": name}})
+}
+
+fn http_route(instance: &Instance, route: &HttpRoutePlan) -> Value {
+    let mut rules: Vec<Value> = route
+        .rules
+        .iter()
+        .map(|rule| {
+            let mut backend = json!({
+                "group": rule.target.group,
+                "kind": rule.target.kind,
+                "name": rule.target.name,
+                "weight": 1,
+            });
+            if rule.target_namespace != instance.namespace {
+                backend["namespace"] = json!(rule.target_namespace);
+            }
+            if let Some(port) = rule.target.port {
+                backend["port"] = json!(port);
+            }
+            let mut timeouts = json!({"request": rule.request_timeout});
+            if let Some(backend_request) = &rule.backend_request_timeout {
+                timeouts["backendRequest"] = json!(backend_request);
+            }
+            json!({
+                "name": rule.name,
+                "matches": path_matches(json!([{"type": "Exact", "name": SELECTED_BACKEND_HEADER, "value": rule.backend_id}])),
+                "filters": [extension_ref(&route.host_rewrite_filter)],
+                "backendRefs": [backend],
+                "timeouts": timeouts,
+            })
+        })
+        .collect();
+    if route.catch_all {
+        rules.push(json!({
+            "name": "route-not-found",
+            "matches": path_matches(Value::Null),
+            "filters": [extension_ref(&route.not_found_filter)],
+        }));
+    }
+    let parent_refs: Vec<Value> = route
+        .parent_refs
+        .iter()
+        .map(|p| {
+            let mut parent = json!({"group": p.group, "kind": p.kind, "name": p.name, "namespace": p.namespace});
+            if let Some(section) = &p.section_name {
+                parent["sectionName"] = json!(section);
+            }
+            if let Some(port) = p.port {
+                parent["port"] = json!(port);
+            }
+            parent
+        })
+        .collect();
+    let mut spec = json!({"parentRefs": parent_refs, "rules": rules});
+    if !route.hostnames.is_empty() {
+        spec["hostnames"] = json!(route.hostnames);
+    }
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": metadata(&route.name, &instance.namespace, &route.source, route.labels.clone()),
+        "spec": spec,
+    })
+}
+
+fn filters(instance: &Instance, route: &HttpRoutePlan) -> Vec<Value> {
+    vec![
+        json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "HTTPRouteFilter",
+            "metadata": metadata(&route.host_rewrite_filter, &instance.namespace, &route.source, Default::default()),
+            "spec": {"urlRewrite": {"hostname": {"type": "Backend"}}},
+        }),
+        json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "HTTPRouteFilter",
+            "metadata": metadata(&route.not_found_filter, &instance.namespace, &route.source, Default::default()),
+            "spec": {"directResponse": {
+                "statusCode": 404,
+                "contentType": "application/json",
+                "body": {"type": "Inline", "inline": NOT_FOUND_BODY},
+            }},
+        }),
+    ]
+}
+
+fn extension_policy(instance: &Instance) -> Value {
+    let policy = &instance.extension_policy;
+    let ours = json!({
+        "backendRefs": [{"group": "", "kind": "Service", "name": instance.name, "port": plan::GRPC_PORT, "weight": 1}],
+        "failOpen": false,
+        "messageTimeout": "30s",
+        "metadata": {"writableNamespaces": [METADATA_NAMESPACE]},
+        "processingMode": {
+            "allowModeOverride": true,
+            "request": {"body": "Buffered"},
+            "response": {"body": "Buffered"},
+        },
+    });
+    let mut spec = json!({
+        "targetRefs": policy.targets.iter().map(|t| json!({"group": GATEWAY_GROUP, "kind": "HTTPRoute", "name": t})).collect::<Vec<_>>(),
+        "extProc": [ours],
+    });
+    for (list, items) in &policy.merged {
+        if let Some(existing) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            existing.extend(items.iter().cloned());
+        } else {
+            spec[list] = json!(items);
+        }
+    }
+    json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "EnvoyExtensionPolicy",
+        "metadata": metadata(&policy.name, &instance.namespace, &instance.gateway, Default::default()),
+        "spec": spec,
+    })
+}
+
+fn traffic_policy(instance: &Instance, plan: &RateLimitPlan) -> Value {
+    let rules: Vec<Value> = plan
+        .rules
+        .iter()
+        .map(|rule| {
+            let backend_header = if rule.backend_ids.len() == 1 {
+                json!({"name": SELECTED_BACKEND_HEADER, "type": "Exact", "value": rule.backend_ids[0], "invert": false})
+            } else {
+                let alternatives: Vec<String> = rule.backend_ids.iter().map(|id| regex::escape(id)).collect();
+                json!({"name": SELECTED_BACKEND_HEADER, "type": "RegularExpression", "value": format!("^({})$", alternatives.join("|")), "invert": false})
+            };
+            let selectors: Vec<Value> = if rule.client_selectors.is_empty() {
+                vec![json!({"headers": [backend_header]})]
+            } else {
+                rule.client_selectors
+                    .iter()
+                    .map(|selector| {
+                        let mut selector = Value::Object(selector.clone());
+                        let mut headers = selector.get("headers").and_then(Value::as_array).cloned().unwrap_or_default();
+                        headers.insert(0, backend_header.clone());
+                        selector["headers"] = json!(headers);
+                        selector
+                    })
+                    .collect()
+            };
+            let mut out = json!({
+                "clientSelectors": selectors,
+                "limit": {"requests": rule.limit, "unit": rule.unit},
+                "cost": {
+                    "request": {"from": "Number", "number": 0},
+                    "response": {"from": "Metadata", "metadata": {"namespace": METADATA_NAMESPACE, "key": plan::QUOTA_COST_KEY}},
+                },
+            });
+            if let Some(shadow) = rule.shadow_mode {
+                out["shadowMode"] = json!(shadow);
+            }
+            out
+        })
+        .collect();
+    let mut meta = metadata(&plan.name, &instance.namespace, &instance.gateway, Default::default());
+    meta["annotations"][GENERATED_FROM] =
+        json!(plan.sources.iter().map(lineage).collect::<Vec<_>>().join(","));
+    meta["labels"][MANAGED_BY.0] = json!(MANAGED_BY.1);
+    json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "BackendTrafficPolicy",
+        "metadata": meta,
+        "spec": {
+            "targetRefs": plan.targets.iter().map(|t| json!({"group": GATEWAY_GROUP, "kind": "HTTPRoute", "name": t})).collect::<Vec<_>>(),
+            "rateLimit": {"type": "Global", "global": {"rules": rules}},
+        },
+    })
+}

@@ -1,0 +1,26 @@
+//! `aigw`: compiles Envoy AI Gateway custom resources into the Gateway API, Envoy Gateway and
+//! Kubernetes objects that make them work on a cluster with Envoy Gateway and no AI Gateway
+//! controller, plus the configuration of `aigw-extproc`.
+//!
+//! The compiler is one pass through named stages, each a module whose docs say what goes in and
+//! what comes out: [`load`] → [`validate`] → [`resolve`] → [`plan`] → [`emit`] → [`render`] →
+//! [`write`]. Every stage is a pure function of its input: the same objects in any order and any
+//! split into files give the same bytes. Errors are collected as [`diag::Diagnostic`]s naming the
+//! file, line, object and field; when there is any, nothing is written.
+//!
+//! The CLI (`src/main.rs`) is a thin layer over [`build`], [`check`] and [`diff`].
+
+pub mod build;
+pub mod diag;
+pub mod diff;
+pub mod emit;
+pub mod load;
+pub mod model;
+pub mod plan;
+pub mod render;
+pub mod resolve;
+pub mod schemas;
+pub mod validate;
+pub mod write;
+
+pub use build::{BuildOptions, BuildOutput, Target, build, check};

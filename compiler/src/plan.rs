@@ -1,0 +1,1079 @@
+//! Stage 4, plan: resolved objects in, one typed [`Plan`] of what will exist out.
+//!
+//! For each Gateway with AIGatewayRoutes the plan holds one extproc [`Instance`]: its filter
+//! configuration (the contract of `aigw-extproc`), the Secrets it mounts, its workload settings
+//! (from GatewayConfig and the CLI), the HTTPRoutes that carry the attached routes (one per
+//! AIGatewayRoute, split past Gateway API's 16-rule limit), the ReferenceGrants those need, the
+//! EnvoyExtensionPolicy (with user ext_proc filters for the same routes merged in) and the
+//! rate-limit policy compiled from QuotaPolicies. Every name is decided here, once; the emit
+//! stage only shapes objects.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aigw_filterconfig::{
+    self as fc, ApiSchema, BackendAuth, BodyField, BodyMutation, Credential, CredentialOverride,
+    FilterConfig, HeaderMutation, HeaderValue, LlmRequestCost, Model,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::diag::{Diagnostic, FieldPath};
+use crate::model::{
+    self, AiGatewayRoute, AiServiceBackend, BackendSecurityPolicy, GatewayConfig, HeaderMatchType,
+    HttpBodyMutation, HttpHeaderMutation, ParentReference, QuotaDuration, SecurityPolicyType, EG_GROUP,
+};
+use crate::resolve::{Key, Resolved, SecretUse};
+use crate::validate::{Body, Object, ObjectId, Validated};
+
+/// Default extproc image; pin your own with `--extproc-image` or GatewayConfig.
+pub const DEFAULT_EXTPROC_IMAGE: &str = "ghcr.io/aigw/aigw-extproc:v0.1.0";
+/// Where Secrets are mounted in the extproc container.
+pub const SECRETS_ROOT: &str = "/etc/aigw/secrets";
+/// Where the filter config is mounted.
+pub const CONFIG_DIR: &str = "/etc/aigw/config";
+/// File name of the filter config inside the ConfigMap.
+pub const CONFIG_FILE: &str = "filter-config.yaml";
+/// gRPC port of the extproc.
+pub const GRPC_PORT: i32 = 1063;
+/// Admin (metrics, health) port of the extproc.
+pub const ADMIN_PORT: i32 = 1064;
+/// Path prefixes of the AI endpoints: only these are routed to the extproc.
+pub const AI_PATH_PREFIXES: [&str; 4] = ["/anthropic", "/cohere", "/tokenize", "/v1"];
+/// Gateway API's limit of rules per HTTPRoute.
+pub const MAX_RULES_PER_ROUTE: usize = 16;
+/// Annotation on GatewayConfig carrying extproc ServiceAccount annotations (a YAML or JSON map).
+pub const SERVICE_ACCOUNT_ANNOTATIONS: &str = "aigw.envoyproxy.io/service-account-annotations";
+/// Metadata key of QuotaPolicy costs (as upstream).
+pub const QUOTA_COST_KEY: &str = "quota_cost";
+/// ConfigMaps above this size are refused by the API server.
+pub const MAX_CONFIGMAP_BYTES: usize = 1024 * 1024;
+
+/// Settings from the command line.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Extproc image when GatewayConfig sets none.
+    pub extproc_image: String,
+    /// Request body limit written to the filter config.
+    pub max_request_body_bytes: u64,
+    /// Replicas of each extproc Deployment.
+    pub replicas: i32,
+}
+
+/// A Secret mounted into an extproc.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MountedSecret {
+    /// Secret name (in the instance's namespace).
+    pub secret: String,
+    /// Pod volume name.
+    pub volume: String,
+    /// Directory it is mounted at.
+    pub mount_path: String,
+}
+
+/// A backend target of an HTTPRoute rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendRule {
+    /// Rule name.
+    pub name: String,
+    /// The selected-backend header value the rule matches.
+    pub backend_id: String,
+    /// The AIServiceBackend's `backendRef`, namespace resolved.
+    pub target: model::BackendObjectReference,
+    /// Namespace of the target.
+    pub target_namespace: String,
+    /// Rule timeouts (request always set).
+    pub request_timeout: String,
+    /// Per-attempt timeout.
+    pub backend_request_timeout: Option<String>,
+}
+
+/// One generated HTTPRoute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRoutePlan {
+    /// Name.
+    pub name: String,
+    /// The AIGatewayRoute it comes from.
+    pub source: ObjectId,
+    /// Parent references to the Gateway (namespace resolved).
+    pub parent_refs: Vec<ParentReference>,
+    /// Hostnames.
+    pub hostnames: Vec<String>,
+    /// Labels copied from the AIGatewayRoute.
+    pub labels: BTreeMap<String, String>,
+    /// Backend rules.
+    pub rules: Vec<BackendRule>,
+    /// Whether this part carries the catch-all rule.
+    pub catch_all: bool,
+    /// Host rewrite HTTPRouteFilter.
+    pub host_rewrite_filter: String,
+    /// Not-found HTTPRouteFilter.
+    pub not_found_filter: String,
+}
+
+/// A ReferenceGrant letting the generated HTTPRoutes reach Backends in another namespace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceGrantPlan {
+    /// Namespace of the Backends.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Backend names (at most 16).
+    pub backends: Vec<String>,
+}
+
+/// A rate-limit rule compiled from a QuotaPolicy bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitRule {
+    /// Backend ids whose requests count against the bucket.
+    pub backend_ids: Vec<String>,
+    /// Extra client selectors of the bucket (Envoy Gateway RateLimitSelectCondition).
+    pub client_selectors: Vec<serde_json::Map<String, Value>>,
+    /// Tokens (cost units) per unit.
+    pub limit: u64,
+    /// Unit.
+    pub unit: &'static str,
+    /// Count without enforcing.
+    pub shadow_mode: Option<bool>,
+}
+
+/// The BackendTrafficPolicy compiled from QuotaPolicies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitPlan {
+    /// Name.
+    pub name: String,
+    /// HTTPRoutes it targets.
+    pub targets: Vec<String>,
+    /// Rules.
+    pub rules: Vec<RateLimitRule>,
+    /// QuotaPolicies it comes from.
+    pub sources: Vec<ObjectId>,
+}
+
+/// The EnvoyExtensionPolicy of an instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtensionPolicyPlan {
+    /// Name.
+    pub name: String,
+    /// HTTPRoutes it targets.
+    pub targets: Vec<String>,
+    /// Filter lists of user EnvoyExtensionPolicies merged in (`extProc`, `wasm`, `lua`, `dynamicModule`).
+    pub merged: BTreeMap<String, Vec<Value>>,
+}
+
+/// Workload settings of an extproc.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    /// Image.
+    pub image: String,
+    /// Replicas.
+    pub replicas: i32,
+    /// Extra environment (core/v1 EnvVar).
+    pub env: Vec<Value>,
+    /// Resources (core/v1 ResourceRequirements).
+    pub resources: Value,
+    /// Container security context.
+    pub security_context: Value,
+    /// Extra volume mounts.
+    pub volume_mounts: Vec<Value>,
+    /// ServiceAccount annotations (workload identity).
+    pub service_account_annotations: BTreeMap<String, String>,
+}
+
+/// One extproc instance and everything generated for its Gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// The Gateway.
+    pub gateway: ObjectId,
+    /// Namespace of everything below (the Gateway's).
+    pub namespace: String,
+    /// Name of the ServiceAccount, ConfigMap, Deployment, Service and policies.
+    pub name: String,
+    /// The filter config.
+    pub config: FilterConfig,
+    /// Secrets mounted.
+    pub secrets: Vec<MountedSecret>,
+    /// Workload settings.
+    pub workload: Workload,
+    /// HTTPRoutes.
+    pub routes: Vec<HttpRoutePlan>,
+    /// ReferenceGrants.
+    pub reference_grants: Vec<ReferenceGrantPlan>,
+    /// EnvoyExtensionPolicy.
+    pub extension_policy: ExtensionPolicyPlan,
+    /// BackendTrafficPolicy from QuotaPolicies.
+    pub rate_limit: Option<RateLimitPlan>,
+}
+
+/// Output of the stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// One instance per Gateway with routes.
+    pub instances: Vec<Instance>,
+    /// Input objects passed through (object indices).
+    pub passthrough: Vec<usize>,
+    /// Input Secrets written because the user asked (object indices).
+    pub secrets: Vec<usize>,
+}
+
+/// Makes `name` fit in `max` characters: long names keep a prefix and gain a hash suffix, so
+/// two long names stay distinct.
+pub fn bounded_name(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let digest = hex(&Sha256::digest(name.as_bytes()));
+    let keep = max.saturating_sub(9);
+    let prefix: String = name.chars().take(keep).collect();
+    format!("{}-{}", prefix.trim_end_matches(['-', '.']), &digest[..8])
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn dns_label(name: &str) -> String {
+    name.replace('.', "-")
+}
+
+struct Planner<'a> {
+    input: &'a Validated,
+    resolved: &'a Resolved,
+    options: &'a PlanOptions,
+    diags: Vec<Diagnostic>,
+}
+
+/// Plans every instance; returns the plan and every problem found.
+pub fn plan(input: &Validated, resolved: &Resolved, options: &PlanOptions, include_secrets: bool) -> (Plan, Vec<Diagnostic>) {
+    let mut planner = Planner { input, resolved, options, diags: Vec::new() };
+    let mut instances = Vec::new();
+    for gateway in &resolved.gateways {
+        instances.push(planner.instance(gateway));
+    }
+    let mut merged_policies = BTreeSet::new();
+    planner.merge_extension_policies(&mut instances, &mut merged_policies);
+    planner.check_collisions(&instances);
+
+    let mut passthrough = Vec::new();
+    let mut secrets = Vec::new();
+    for (i, object) in input.objects.iter().enumerate() {
+        match &object.body {
+            Body::Route(_) | Body::ServiceBackend(_) | Body::SecurityPolicy(_) | Body::GatewayConfig(_) | Body::QuotaPolicy(_) => {}
+            Body::Secret(_) => {
+                if include_secrets {
+                    planner.diags.push(input.warning_at(
+                        object,
+                        FieldPath::root(),
+                        "Secret written to the output with its data because --include-secrets is set; keep the output out of Git",
+                    ));
+                    secrets.push(i);
+                } else {
+                    planner.diags.push(input.warning_at(
+                        object,
+                        FieldPath::root(),
+                        "Secret not written to the output (its data stays out of rendered manifests); create it in the cluster another way, or pass --include-secrets",
+                    ));
+                }
+            }
+            Body::ExtensionPolicy if merged_policies.contains(&i) => {}
+            _ => passthrough.push(i),
+        }
+    }
+    (Plan { instances, passthrough, secrets }, planner.diags)
+}
+
+impl Planner<'_> {
+    fn object(&self, index: usize) -> &Object {
+        &self.input.objects[index]
+    }
+
+    fn instance(&mut self, attached: &crate::resolve::AttachedGateway) -> Instance {
+        let gateway = self.object(attached.gateway).id.clone();
+        let namespace = gateway.namespace.clone();
+        let name = bounded_name(&format!("aigw-extproc-{}", dns_label(&gateway.name)), 63);
+        let config_object = attached.config.map(|i| (i, self.object(i).clone()));
+        let gateway_config = config_object.as_ref().and_then(|(_, o)| match &o.body {
+            Body::GatewayConfig(c) => Some((**c).clone()),
+            _ => None,
+        });
+
+        let mut config = FilterConfig::new(self.options.max_request_body_bytes);
+        let mut routes = Vec::new();
+        let mut secrets: BTreeSet<MountedSecret> = BTreeSet::new();
+        let mut grants: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut quota_rules: Vec<RateLimitRule> = Vec::new();
+        let mut quota_targets = BTreeSet::new();
+        let mut quota_sources = BTreeSet::new();
+        let mut route_names = BTreeSet::new();
+
+        for &route_index in &attached.routes {
+            let route_object = self.object(route_index).clone();
+            let Body::Route(route) = &route_object.body else { continue };
+            let (fc_route, backends, rules) = self.route(&route_object, route, &gateway, &mut secrets);
+            config.routes.push(fc_route);
+            config.backends.extend(backends);
+            for rule in &rules {
+                if rule.target_namespace != namespace {
+                    grants.entry(rule.target_namespace.clone()).or_default().insert(rule.target.name.clone());
+                }
+            }
+            let parts = self.http_routes(&route_object, route, &gateway, rules);
+            for part in &parts {
+                route_names.insert(part.name.clone());
+            }
+            let (mut rules, targets, sources, costs) = self.quotas(&route_object, route, &parts);
+            if let Some(last) = config.routes.last_mut() {
+                last.costs.extend(costs);
+            }
+            quota_rules.append(&mut rules);
+            quota_targets.extend(targets);
+            quota_sources.extend(sources);
+            routes.extend(parts);
+        }
+        config.backends.sort_by(|a, b| a.name.cmp(&b.name));
+
+        if let Some(gc) = &gateway_config {
+            config.global_costs = gc.spec.global_llm_request_costs.iter().map(cost).collect();
+            if gc.spec.forward_proxy.is_some() {
+                if let Some((_, object)) = &config_object {
+                    self.diags.push(self.input.error_at(
+                        object,
+                        FieldPath::parse("spec.forwardProxy"),
+                        "forwardProxy is not yet supported by aigw: upstream connections would bypass the proxy",
+                    ));
+                }
+            }
+        }
+        let workload = self.workload(&gateway, config_object.as_ref().map(|(_, o)| o), gateway_config.as_ref());
+        if let Err(err) = config.check() {
+            self.diags.push(Diagnostic::error(format!("internal error: generated filter config for Gateway {}/{} is inconsistent: {err}", gateway.namespace, gateway.name)));
+        }
+
+        let reference_grants = grants
+            .into_iter()
+            .flat_map(|(ns, backends)| {
+                let backends: Vec<String> = backends.into_iter().collect();
+                let base = format!("aigw-{}-{}", namespace, dns_label(&gateway.name));
+                backends
+                    .chunks(16)
+                    .enumerate()
+                    .map(|(i, chunk)| ReferenceGrantPlan {
+                        namespace: ns.clone(),
+                        name: bounded_name(&if i == 0 { base.clone() } else { format!("{base}-{}", i + 1) }, 253),
+                        backends: chunk.to_vec(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+
+        let rate_limit = (!quota_rules.is_empty()).then(|| RateLimitPlan {
+            name: bounded_name(&format!("aigw-quota-{}", dns_label(&gateway.name)), 253),
+            targets: quota_targets.into_iter().collect(),
+            rules: quota_rules,
+            sources: quota_sources.into_iter().collect(),
+        });
+
+        Instance {
+            extension_policy: ExtensionPolicyPlan {
+                name: name.clone(),
+                targets: route_names.into_iter().collect(),
+                merged: BTreeMap::new(),
+            },
+            gateway,
+            namespace,
+            name,
+            config,
+            secrets: secrets.into_iter().collect(),
+            workload,
+            routes,
+            reference_grants,
+            rate_limit,
+        }
+    }
+
+    /// The filter-config view of one route, its backends, and the HTTPRoute rules it needs.
+    fn route(
+        &mut self,
+        object: &Object,
+        route: &AiGatewayRoute,
+        gateway: &ObjectId,
+        secrets: &mut BTreeSet<MountedSecret>,
+    ) -> (fc::Route, Vec<fc::Backend>, Vec<BackendRule>) {
+        let route_name = format!("{}/{}", object.id.namespace, object.id.name);
+        let mut fc_rules = Vec::new();
+        let mut backends = Vec::new();
+        let mut http_rules = Vec::new();
+        let mut models: BTreeMap<String, Model> = BTreeMap::new();
+        let default_created = object
+            .document_meta_created(self.input)
+            .and_then(|t| crate::validate::rules::parse_rfc3339(&t))
+            .unwrap_or(0);
+        for (i, rule) in route.spec.rules.iter().enumerate() {
+            let rule_path = FieldPath::parse("spec.rules").index(i);
+            if rule.stream_idle_timeout.is_some() {
+                self.diags.push(self.input.warning_at(
+                    object,
+                    rule_path.key("streamIdleTimeout"),
+                    "streamIdleTimeout is not applied by aigw yet; streamed responses use Envoy's default stream idle timeout",
+                ));
+            }
+            let created = rule
+                .models_created_at
+                .as_deref()
+                .and_then(crate::validate::rules::parse_rfc3339)
+                .unwrap_or(default_created);
+            let matches: Vec<fc::RuleMatch> = rule
+                .matches
+                .iter()
+                .map(|m| fc::RuleMatch {
+                    headers: m
+                        .headers
+                        .iter()
+                        .map(|h| fc::HeaderMatch {
+                            name: h.name.to_ascii_lowercase(),
+                            match_type: match h.match_type {
+                                HeaderMatchType::Exact => fc::HeaderMatchType::Exact,
+                                HeaderMatchType::RegularExpression => fc::HeaderMatchType::RegularExpression,
+                            },
+                            value: h.value.clone(),
+                        })
+                        .collect(),
+                })
+                .collect();
+            for header in rule.matches.iter().flat_map(|m| &m.headers) {
+                if header.name.eq_ignore_ascii_case(fc::MODEL_HEADER) && header.match_type == HeaderMatchType::Exact {
+                    models.entry(header.value.clone()).or_insert_with(|| Model {
+                        id: header.value.clone(),
+                        owned_by: rule.models_owned_by.clone(),
+                        created,
+                    });
+                }
+                if header.match_type == HeaderMatchType::RegularExpression {
+                    if let Err(err) = regex::Regex::new(&format!("^(?:{})$", header.value)) {
+                        self.diags.push(self.input.error_at(
+                            object,
+                            rule_path.key("matches"),
+                            format!("header {:?}: invalid regular expression: {}", header.name, err.to_string().lines().last().unwrap_or_default()),
+                        ));
+                    }
+                }
+            }
+            let mut weighted = Vec::new();
+            let mut has_priority = false;
+            for (j, backend_ref) in rule.backend_refs.iter().enumerate() {
+                let ns = backend_ref.namespace.clone().unwrap_or_else(|| object.id.namespace.clone());
+                let key: Key = (ns.clone(), backend_ref.name.clone());
+                let Some(&backend_index) = self.resolved.service_backends.get(&key) else { continue };
+                let backend_object = self.object(backend_index).clone();
+                let Body::ServiceBackend(service_backend) = &backend_object.body else { continue };
+                let id = format!("{ns}/{}/route/{route_name}/rule/{i}/ref/{j}", backend_ref.name);
+                let weight = u32::try_from(backend_ref.weight).unwrap_or(u32::MAX);
+                let priority = u32::try_from(backend_ref.priority).unwrap_or(u32::MAX);
+                has_priority |= priority > 0;
+                weighted.push(fc::WeightedBackend { backend: id.clone(), weight, priority });
+                let auth = self.auth(&key, gateway, secrets);
+                backends.push(fc::Backend {
+                    name: id.clone(),
+                    service_backend: format!("{ns}/{}", backend_ref.name),
+                    schema: schema(&service_backend.spec.schema),
+                    model_name_override: backend_ref.model_name_override.clone().filter(|m| !m.is_empty()),
+                    upstream_host: self.upstream_host(service_backend, &ns),
+                    header_mutation: header_mutation(
+                        service_backend.spec.header_mutation.as_ref(),
+                        backend_ref.header_mutation.as_ref(),
+                        auth.as_ref().and_then(|a| a.credential_override.as_ref()),
+                    ),
+                    body_mutation: body_mutation(service_backend.spec.body_mutation.as_ref(), backend_ref.body_mutation.as_ref()),
+                    auth,
+                });
+                if weight > 0 {
+                    let target = &service_backend.spec.backend_ref;
+                    let target_namespace = target.namespace.clone().unwrap_or_else(|| ns.clone());
+                    let timeouts = rule.timeouts.as_ref();
+                    http_rules.push(BackendRule {
+                        name: format!("rule-{i}-ref-{j}"),
+                        backend_id: id,
+                        target: target.clone(),
+                        target_namespace,
+                        request_timeout: timeouts.and_then(|t| t.request.clone()).unwrap_or_else(|| "60s".into()),
+                        backend_request_timeout: timeouts.and_then(|t| t.backend_request.clone()),
+                    });
+                }
+            }
+            if has_priority {
+                self.diags.push(self.input.warning_at(
+                    object,
+                    rule_path.key("backendRefs"),
+                    "priority fallback needs retries across backends, which the service topology does not do; backends with priority > 0 are picked only when no priority-0 backend has weight",
+                ));
+            }
+            fc_rules.push(fc::RouteRule { name: rule.name.clone(), matches, backends: weighted });
+        }
+        let fc_route = fc::Route {
+            name: route_name,
+            hostnames: route.spec.hostnames.clone(),
+            rules: fc_rules,
+            costs: route.spec.llm_request_costs.iter().map(cost).collect(),
+            models: models.into_values().collect(),
+        };
+        (fc_route, backends, http_rules)
+    }
+
+    fn upstream_host(&self, backend: &AiServiceBackend, ns: &str) -> Option<String> {
+        let target = &backend.spec.backend_ref;
+        if target.group != EG_GROUP || target.kind != "Backend" {
+            return None;
+        }
+        let key = (target.namespace.clone().unwrap_or_else(|| ns.to_string()), target.name.clone());
+        let index = self.resolved.eg_backends.get(&key)?;
+        let doc = self.input.document(self.object(*index));
+        doc.value
+            .pointer("/spec/endpoints")?
+            .as_array()?
+            .iter()
+            .find_map(|e| e.pointer("/fqdn/hostname").and_then(Value::as_str))
+            .map(str::to_string)
+    }
+
+    /// The auth of the AIServiceBackend `key`, with its Secrets checked for mountability and
+    /// recorded as mounts.
+    fn auth(&mut self, key: &Key, gateway: &ObjectId, secrets: &mut BTreeSet<MountedSecret>) -> Option<BackendAuth> {
+        let policy_index = *self.resolved.security_policy_of.get(key)?;
+        let object = self.object(policy_index).clone();
+        let Body::SecurityPolicy(policy) = &object.body else { return None };
+        let uses = self.resolved.secrets_of_policy.get(&policy_index).cloned().unwrap_or_default();
+        let mut file_of = BTreeMap::new();
+        for secret in &uses {
+            if secret.namespace != gateway.namespace {
+                self.diags.push(self.input.error_at(
+                    &object,
+                    secret.field.clone(),
+                    format!(
+                        "Secret {}/{} cannot be mounted by the extproc of Gateway {}/{}, which runs in namespace {:?}; create the Secret in {:?} and set secretRef.namespace: {}{}",
+                        secret.namespace,
+                        secret.name,
+                        gateway.namespace,
+                        gateway.name,
+                        gateway.namespace,
+                        gateway.namespace,
+                        gateway.namespace,
+                        if object.id.namespace != gateway.namespace {
+                            format!(
+                                ", with a ReferenceGrant in {:?} from aigateway.envoyproxy.io/BackendSecurityPolicy in {:?} to Secret",
+                                gateway.namespace, object.id.namespace
+                            )
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
+                continue;
+            }
+            let mount = mounted_secret(&secret.name);
+            file_of.insert(secret.field.clone(), format!("{}/{}", mount.mount_path, secret.key));
+            secrets.insert(mount);
+        }
+        Some(build_auth(policy, &file_of))
+    }
+
+    fn http_routes(&mut self, object: &Object, route: &AiGatewayRoute, gateway: &ObjectId, rules: Vec<BackendRule>) -> Vec<HttpRoutePlan> {
+        let base = if object.id.namespace == gateway.namespace {
+            object.id.name.clone()
+        } else {
+            format!("{}-{}", object.id.namespace, object.id.name)
+        };
+        let base = bounded_name(&base, 253);
+        let parent_refs: Vec<ParentReference> = route
+            .spec
+            .parent_refs
+            .iter()
+            .filter(|p| {
+                p.name == gateway.name && p.namespace.clone().unwrap_or_else(|| object.id.namespace.clone()) == gateway.namespace
+            })
+            .map(|p| ParentReference { namespace: Some(gateway.namespace.clone()), ..p.clone() })
+            .collect();
+        let mut labels = self.input.document(object).value.pointer("/metadata/labels").and_then(Value::as_object).map(|m| {
+            m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect::<BTreeMap<_, _>>()
+        }).unwrap_or_default();
+        labels.remove("app.kubernetes.io/instance");
+        // Rules are packed 16 per HTTPRoute; the catch-all goes last, in the last part.
+        let total = rules.len() + 1;
+        let parts = total.div_ceil(MAX_RULES_PER_ROUTE);
+        let mut out = Vec::new();
+        let mut remaining = rules.into_iter();
+        for part in 0..parts {
+            let capacity = if part + 1 == parts { MAX_RULES_PER_ROUTE - 1 } else { MAX_RULES_PER_ROUTE };
+            let chunk: Vec<BackendRule> = remaining.by_ref().take(capacity).collect();
+            let name = if part == 0 { base.clone() } else { bounded_name(&format!("{base}-{}", part + 1), 253) };
+            out.push(HttpRoutePlan {
+                name,
+                source: object.id.clone(),
+                parent_refs: parent_refs.clone(),
+                hostnames: route.spec.hostnames.clone(),
+                labels: labels.clone(),
+                rules: chunk,
+                catch_all: part + 1 == parts,
+                host_rewrite_filter: bounded_name(&format!("ai-eg-host-rewrite-{base}"), 253),
+                not_found_filter: bounded_name(&format!("ai-eg-route-not-found-response-{base}"), 253),
+            });
+        }
+        out
+    }
+
+    /// Rate-limit rules, targeted HTTPRoutes, sources and filter-config costs from the
+    /// QuotaPolicies of the backends this route uses.
+    fn quotas(
+        &mut self,
+        object: &Object,
+        route: &AiGatewayRoute,
+        parts: &[HttpRoutePlan],
+    ) -> (Vec<RateLimitRule>, Vec<String>, Vec<ObjectId>, Vec<LlmRequestCost>) {
+        let mut rules = Vec::new();
+        let mut targets = Vec::new();
+        let mut sources = Vec::new();
+        let mut costs = Vec::new();
+        let mut by_backend_model: BTreeMap<(Key, String), Vec<String>> = BTreeMap::new();
+        for (i, rule) in route.spec.rules.iter().enumerate() {
+            for (j, backend_ref) in rule.backend_refs.iter().enumerate() {
+                let ns = backend_ref.namespace.clone().unwrap_or_else(|| object.id.namespace.clone());
+                let Some(model) = &backend_ref.model_name_override else { continue };
+                if backend_ref.weight == 0 {
+                    continue;
+                }
+                let id = format!("{ns}/{}/route/{}/{}/rule/{i}/ref/{j}", backend_ref.name, object.id.namespace, object.id.name);
+                by_backend_model.entry(((ns, backend_ref.name.clone()), model.clone())).or_default().push(id);
+            }
+        }
+        for ((key, model), ids) in by_backend_model {
+            let Some(policies) = self.resolved.quotas_of.get(&key) else { continue };
+            for &policy_index in policies {
+                let policy_object = self.object(policy_index).clone();
+                let Body::QuotaPolicy(policy) = &policy_object.body else { continue };
+                for quota in policy.spec.per_model_quotas.iter().filter(|q| q.model_name == model) {
+                    sources.push(policy_object.id.clone());
+                    costs.push(LlmRequestCost {
+                        metadata_key: QUOTA_COST_KEY.into(),
+                        cost_type: fc::CostType::CEL,
+                        cel: Some(quota.quota.cost_expression.clone().unwrap_or_else(|| "total_tokens".into())),
+                        service_backend: Some(format!("{}/{}", key.0, key.1)),
+                        model: Some(model.clone()),
+                    });
+                    for part in parts {
+                        if part.rules.iter().any(|r| ids.contains(&r.backend_id)) {
+                            targets.push(part.name.clone());
+                        }
+                    }
+                    for bucket in &quota.quota.bucket_rules {
+                        rules.push(RateLimitRule {
+                            backend_ids: ids.clone(),
+                            client_selectors: bucket.client_selectors.clone(),
+                            limit: bucket.quota.limit,
+                            unit: unit(bucket.quota.duration),
+                            shadow_mode: bucket.shadow_mode,
+                        });
+                    }
+                    if let Some(default) = &quota.quota.default_bucket {
+                        rules.push(RateLimitRule {
+                            backend_ids: ids.clone(),
+                            client_selectors: Vec::new(),
+                            limit: default.limit,
+                            unit: unit(default.duration),
+                            shadow_mode: None,
+                        });
+                    }
+                }
+                if policy.spec.service_quota.is_some() {
+                    self.diags.push(self.input.warning_at(
+                        &policy_object,
+                        FieldPath::parse("spec.serviceQuota"),
+                        "serviceQuota is not enforced (upstream does not enforce it either); use perModelQuotas",
+                    ));
+                }
+                for (q, quota) in policy.spec.per_model_quotas.iter().enumerate() {
+                    let zero = quota.quota.default_bucket.as_ref().is_some_and(|b| b.limit == 0)
+                        || quota.quota.bucket_rules.iter().any(|b| b.quota.limit == 0);
+                    if zero {
+                        self.diags.push(self.input.error_at(
+                            &policy_object,
+                            FieldPath::parse("spec.perModelQuotas").index(q).key("quota"),
+                            "a quota limit of 0 cannot be enforced by Envoy Gateway (its rate limits start at 1)",
+                        ));
+                    }
+                }
+            }
+        }
+        costs.dedup();
+        (rules, targets, sources, costs)
+    }
+
+    fn workload(&mut self, gateway: &ObjectId, config_object: Option<&Object>, config: Option<&GatewayConfig>) -> Workload {
+        let k8s = config.and_then(|c| c.spec.ext_proc.as_ref()).and_then(|e| e.kubernetes.clone()).unwrap_or_default();
+        let image = match (&k8s.image, &k8s.image_repository) {
+            (Some(image), _) => image.clone(),
+            (None, Some(repository)) => {
+                let tag = default_tag(&self.options.extproc_image);
+                format!("{repository}{tag}")
+            }
+            (None, None) => self.options.extproc_image.clone(),
+        };
+        let mut service_account_annotations = BTreeMap::new();
+        if let Some(object) = config_object {
+            let doc = self.input.document(object);
+            if let Some(text) = doc.value.pointer("/metadata/annotations").and_then(|a| a.get(SERVICE_ACCOUNT_ANNOTATIONS)).and_then(Value::as_str) {
+                match serde_saphyr::from_str::<BTreeMap<String, String>>(text) {
+                    Ok(map) => service_account_annotations = map,
+                    Err(err) => self.diags.push(self.input.error_at(
+                        object,
+                        FieldPath::parse("metadata.annotations"),
+                        format!(
+                            "annotation {SERVICE_ACCOUNT_ANNOTATIONS} must be a YAML or JSON map of strings: {}",
+                            err.to_string().lines().next().unwrap_or_default()
+                        ),
+                    )),
+                }
+            }
+        }
+        let _ = gateway;
+        Workload {
+            image,
+            replicas: self.options.replicas,
+            env: k8s.env,
+            resources: k8s.resources.unwrap_or_else(default_resources),
+            security_context: k8s.security_context.unwrap_or_else(default_security_context),
+            volume_mounts: k8s.volume_mounts,
+            service_account_annotations,
+        }
+    }
+
+    fn merge_extension_policies(&mut self, instances: &mut [Instance], merged: &mut BTreeSet<usize>) {
+        for (i, object) in self.input.objects.iter().enumerate() {
+            if !matches!(object.body, Body::ExtensionPolicy) {
+                continue;
+            }
+            let doc = self.input.document(object);
+            let mut targets: Vec<(usize, String)> = Vec::new();
+            let refs = doc.value.pointer("/spec/targetRefs").and_then(Value::as_array).cloned().unwrap_or_default();
+            let single = doc.value.pointer("/spec/targetRef").cloned();
+            for target in refs.iter().chain(single.iter()) {
+                if target.get("kind").and_then(Value::as_str) != Some("HTTPRoute") {
+                    continue;
+                }
+                let name = target.get("name").and_then(Value::as_str).unwrap_or_default();
+                if let Some(pos) = instances.iter().position(|inst| inst.namespace == object.id.namespace && inst.extension_policy.targets.iter().any(|t| t == name)) {
+                    targets.push((pos, name.to_string()));
+                }
+            }
+            if targets.is_empty() {
+                continue;
+            }
+            let total = refs.len() + usize::from(single.is_some());
+            let first = targets[0].0;
+            if targets.len() != total || targets.iter().any(|(pos, _)| *pos != first) || doc.value.pointer("/spec/targetSelectors").is_some() {
+                self.diags.push(self.input.error_at(
+                    object,
+                    FieldPath::parse("spec"),
+                    "this EnvoyExtensionPolicy targets generated HTTPRoutes together with other objects; Envoy Gateway allows one policy per route, so aigw merges it into the generated one, which needs it to target only routes of one Gateway's AIGatewayRoutes",
+                ));
+                continue;
+            }
+            let instance = &mut instances[first];
+            for list in ["extProc", "wasm", "lua", "dynamicModule"] {
+                if let Some(items) = doc.value.pointer(&format!("/spec/{list}")).and_then(Value::as_array) {
+                    instance.extension_policy.merged.entry(list.to_string()).or_default().extend(items.iter().cloned());
+                }
+            }
+            if instance.extension_policy.merged.get("extProc").map_or(0, Vec::len) + 1 > 16 {
+                self.diags.push(self.input.error_at(object, FieldPath::parse("spec.extProc"), "merged EnvoyExtensionPolicy would have more than 16 extProc filters"));
+            }
+            merged.insert(i);
+        }
+    }
+
+    fn check_collisions(&mut self, instances: &[Instance]) {
+        let mut generated: BTreeMap<(String, String, String), String> = BTreeMap::new();
+        for instance in instances {
+            let mut add = |kind: &str, ns: &str, name: &str, source: String, diags: &mut Vec<Diagnostic>| {
+                if let Some(previous) = generated.insert((kind.into(), ns.into(), name.into()), source.clone()) {
+                    diags.push(Diagnostic::error(format!(
+                        "{kind} {ns}/{name} would be generated twice (for {previous} and for {source}); rename one of the AIGatewayRoutes"
+                    )));
+                }
+            };
+            for route in &instance.routes {
+                add("HTTPRoute", &instance.namespace, &route.name, route.source.to_string(), &mut self.diags);
+            }
+        }
+        for object in &self.input.objects {
+            let kind = object.id.kind.as_str();
+            if let Some(source) = generated.get(&(kind.to_string(), object.id.namespace.clone(), object.id.name.clone())) {
+                self.diags.push(self.input.error_at(
+                    object,
+                    FieldPath::root(),
+                    format!("the input defines {}, which aigw generates for {source}; rename or remove it", object.id),
+                ));
+            }
+        }
+        let _ = EG_GROUP;
+    }
+}
+
+impl Object {
+    fn document_meta_created(&self, input: &Validated) -> Option<String> {
+        input.document(self).value.pointer("/metadata/creationTimestamp").and_then(Value::as_str).map(str::to_string)
+    }
+}
+
+fn unit(duration: QuotaDuration) -> &'static str {
+    match duration {
+        QuotaDuration::Second => "Second",
+        QuotaDuration::Minute => "Minute",
+        QuotaDuration::Hour => "Hour",
+        QuotaDuration::Day => "Day",
+    }
+}
+
+fn default_tag(image: &str) -> String {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    let tag = last.split_once(':').map(|(_, t)| format!(":{t}")).unwrap_or_default();
+    let digest = image.split_once('@').map(|(_, d)| format!("@{d}")).unwrap_or_default();
+    format!("{tag}{digest}")
+}
+
+fn default_resources() -> Value {
+    serde_json::json!({"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}})
+}
+
+fn default_security_context() -> Value {
+    serde_json::json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": false,
+        "readOnlyRootFilesystem": true,
+        "runAsGroup": 65532,
+        "runAsNonRoot": true,
+        "runAsUser": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"}
+    })
+}
+
+/// The mount of one Secret.
+pub fn mounted_secret(secret: &str) -> MountedSecret {
+    MountedSecret {
+        secret: secret.to_string(),
+        volume: bounded_name(&format!("secret-{}", dns_label(secret)), 63),
+        mount_path: format!("{SECRETS_ROOT}/{secret}"),
+    }
+}
+
+fn cost(cost: &model::LlmRequestCost) -> LlmRequestCost {
+    LlmRequestCost {
+        metadata_key: cost.metadata_key.clone(),
+        cost_type: cost.cost_type,
+        cel: if cost.cost_type == fc::CostType::CEL { cost.cel.clone() } else { None },
+        service_backend: None,
+        model: None,
+    }
+}
+
+fn schema(schema: &model::VersionedApiSchema) -> fc::BackendSchema {
+    match schema.name {
+        ApiSchema::OpenAI | ApiSchema::Anthropic => fc::BackendSchema {
+            name: schema.name,
+            version: None,
+            prefix: Some(schema.prefix.clone().unwrap_or_else(|| "v1".into())),
+        },
+        _ => fc::BackendSchema { name: schema.name, version: schema.version.clone(), prefix: None },
+    }
+}
+
+/// Backend-level then route-level: route-level `set` wins per (lower-cased) name; `remove` is
+/// the union. Headers a credential override reads are removed so they never reach the provider.
+fn header_mutation(
+    backend: Option<&HttpHeaderMutation>,
+    route: Option<&HttpHeaderMutation>,
+    credential_override: Option<&CredentialOverride>,
+) -> Option<HeaderMutation> {
+    let mut set = BTreeMap::new();
+    let mut remove = BTreeSet::new();
+    for mutation in [backend, route].into_iter().flatten() {
+        for header in &mutation.set {
+            set.insert(header.name.to_ascii_lowercase(), header.value.clone());
+        }
+        remove.extend(mutation.remove.iter().map(|h| h.to_ascii_lowercase()));
+    }
+    if let Some(header) = credential_override.and_then(|o| o.header_name.as_ref()) {
+        if header.ends_with('-') {
+            for suffix in ["access-key-id", "secret-access-key", "session-token"] {
+                remove.insert(format!("{header}{suffix}"));
+            }
+        } else {
+            remove.insert(header.clone());
+        }
+    }
+    let mutation = HeaderMutation {
+        set: set.into_iter().map(|(name, value)| HeaderValue { name, value }).collect(),
+        remove: remove.into_iter().collect(),
+    };
+    (!mutation.set.is_empty() || !mutation.remove.is_empty()).then_some(mutation)
+}
+
+fn body_mutation(backend: Option<&HttpBodyMutation>, route: Option<&HttpBodyMutation>) -> Option<BodyMutation> {
+    let mut set = BTreeMap::new();
+    let mut remove = BTreeSet::new();
+    for mutation in [backend, route].into_iter().flatten() {
+        for field in &mutation.set {
+            set.insert(field.path.clone(), field.value.clone());
+        }
+        remove.extend(mutation.remove.iter().cloned());
+    }
+    let mutation = BodyMutation {
+        set: set.into_iter().map(|(path, value)| BodyField { path, value }).collect(),
+        remove: remove.into_iter().collect(),
+    };
+    (!mutation.set.is_empty() || !mutation.remove.is_empty()).then_some(mutation)
+}
+
+/// Builds the filter-config auth of a policy; `files` maps each secretRef field to its file.
+fn build_auth(policy: &BackendSecurityPolicy, files: &BTreeMap<FieldPath, String>) -> BackendAuth {
+    let spec = &policy.spec;
+    let file = |path: &str| files.get(&FieldPath::parse(path)).cloned().unwrap_or_default();
+    let oidc = |o: &model::Oidc, path: &str, grant_type: &Option<String>, aud: &Option<String>| fc::OidcExchange {
+        issuer: o.provider.issuer.clone(),
+        token_endpoint: o.provider.token_endpoint.clone(),
+        client_id: o.client_id.clone().unwrap_or_else(|| files.get(&FieldPath::parse(&format!("{path}.clientIDRef"))).map(|f| format!("file:{f}")).unwrap_or_default()),
+        client_secret_file: files.get(&FieldPath::parse(&format!("{path}.clientSecret"))).cloned().unwrap_or_default(),
+        scopes: o.scopes.clone(),
+        grant_type: grant_type.clone(),
+        aud: aud.clone(),
+    };
+    let credential = match spec.policy_type {
+        SecurityPolicyType::ApiKey => Credential::ApiKey { key_file: file("spec.apiKey.secretRef") },
+        SecurityPolicyType::AzureApiKey => Credential::AzureApiKey { key_file: file("spec.azureAPIKey.secretRef") },
+        SecurityPolicyType::AnthropicApiKey => Credential::AnthropicApiKey { key_file: file("spec.anthropicAPIKey.secretRef") },
+        SecurityPolicyType::AwsCredentials => {
+            let aws = spec.aws_credentials.clone();
+            Credential::Aws {
+                region: aws.as_ref().map(|a| a.region.clone()).unwrap_or_default(),
+                credentials_file: aws.as_ref().and_then(|a| a.credentials_file.as_ref()).map(|_| file("spec.awsCredentials.credentialsFile.secretRef")),
+                profile: aws.as_ref().and_then(|a| a.credentials_file.as_ref()).map(|f| f.profile.clone()),
+                oidc_exchange: aws.as_ref().and_then(|a| a.oidc_exchange_token.as_ref()).map(|e| fc::AwsOidcExchange {
+                    oidc: oidc(&e.oidc, "spec.awsCredentials.oidcExchangeToken.oidc", &e.grant_type, &e.aud),
+                    aws_role_arn: e.aws_role_arn.clone(),
+                }),
+            }
+        }
+        SecurityPolicyType::AzureCredentials => {
+            let azure = spec.azure_credentials.clone();
+            Credential::Azure {
+                client_id: azure.as_ref().map(|a| a.client_id.clone()).unwrap_or_default(),
+                tenant_id: azure.as_ref().map(|a| a.tenant_id.clone()).unwrap_or_default(),
+                client_secret_file: azure.as_ref().and_then(|a| a.client_secret_ref.as_ref()).map(|_| file("spec.azureCredentials.clientSecretRef")),
+                oidc_exchange: azure
+                    .as_ref()
+                    .and_then(|a| a.oidc_exchange_token.as_ref())
+                    .map(|e| oidc(&e.oidc, "spec.azureCredentials.oidcExchangeToken.oidc", &e.grant_type, &e.aud)),
+            }
+        }
+        SecurityPolicyType::GcpCredentials => {
+            let gcp = spec.gcp_credentials.clone();
+            Credential::Gcp {
+                project_name: gcp.as_ref().map(|g| g.project_name.clone()).unwrap_or_default(),
+                region: gcp.as_ref().map(|g| g.region.clone()).unwrap_or_default(),
+                credentials_file: gcp.as_ref().and_then(|g| g.credentials_file.as_ref()).map(|_| file("spec.gcpCredentials.credentialsFile.secretRef")),
+                workload_identity_federation: gcp.as_ref().and_then(|g| g.workload_identity_federation_config.as_ref()).map(|w| {
+                    fc::GcpWorkloadIdentityFederation {
+                        project_id: w.project_id.clone(),
+                        workload_identity_pool_name: w.workload_identity_pool_name.clone(),
+                        workload_identity_provider_name: w.workload_identity_provider_name.clone(),
+                        service_account_name: w.service_account_impersonation.as_ref().map(|s| s.service_account_name.clone()),
+                        oidc: oidc(
+                            &w.oidc_exchange_token.oidc,
+                            "spec.gcpCredentials.workloadIdentityFederationConfig.oidcExchangeToken.oidc",
+                            &w.oidc_exchange_token.grant_type,
+                            &w.oidc_exchange_token.aud,
+                        ),
+                    }
+                }),
+            }
+        }
+    };
+    let default_header = match spec.policy_type {
+        SecurityPolicyType::ApiKey => "x-aigw-api-key",
+        SecurityPolicyType::AnthropicApiKey => "x-aigw-anthropic-api-key",
+        SecurityPolicyType::AzureApiKey => "x-aigw-azure-api-key",
+        SecurityPolicyType::AzureCredentials => "x-aigw-azure-access-token",
+        SecurityPolicyType::GcpCredentials => "x-aigw-gcp-access-token",
+        SecurityPolicyType::AwsCredentials => "x-aigw-aws-",
+    };
+    let credential_override = spec.credential_override.as_ref().map(|o| match (&o.from_request_headers, &o.from_dynamic_metadata) {
+        (Some(headers), _) => CredentialOverride {
+            header_name: Some(headers.header.clone().unwrap_or_else(|| default_header.into()).to_ascii_lowercase()),
+            metadata_namespace: None,
+            metadata_key: None,
+            fallback_to_configured: headers.fallback_to_configured,
+        },
+        (None, Some(metadata)) => CredentialOverride {
+            header_name: None,
+            metadata_namespace: Some(metadata.namespace.clone()),
+            metadata_key: Some(metadata.key.clone().unwrap_or_else(|| {
+                if spec.policy_type == SecurityPolicyType::AwsCredentials { "x-aigw-aws-credentials".into() } else { default_header.into() }
+            })),
+            fallback_to_configured: metadata.fallback_to_configured,
+        },
+        (None, None) => CredentialOverride { header_name: None, metadata_namespace: None, metadata_key: None, fallback_to_configured: true },
+    });
+    BackendAuth { credential, credential_override }
+}
+
+/// Unused-secret check helper for tests and callers: the Secrets an instance mounts by name.
+pub fn mounted_names(instance: &Instance) -> Vec<&str> {
+    instance.secrets.iter().map(|s| s.secret.as_str()).collect()
+}
+
+#[allow(dead_code)]
+fn _assert_secret_use_ordering(a: &SecretUse, b: &SecretUse) -> bool {
+    a < b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_are_bounded_and_stay_distinct() {
+        let a = bounded_name(&"a".repeat(80), 63);
+        let b = bounded_name(&format!("{}b", "a".repeat(79)), 63);
+        assert!(a.len() <= 63 && b.len() <= 63);
+        assert_ne!(a, b);
+        assert_eq!(bounded_name("short", 63), "short");
+    }
+
+    #[test]
+    fn image_repository_keeps_the_default_tag() {
+        assert_eq!(default_tag("ghcr.io/aigw/aigw-extproc:v0.1.0"), ":v0.1.0");
+        assert_eq!(default_tag("localhost:5000/x@sha256:abc"), "@sha256:abc");
+    }
+
+    #[test]
+    fn route_level_header_mutation_wins_and_removes_are_unioned() {
+        let backend = HttpHeaderMutation {
+            set: vec![model::HttpHeader { name: "X-A".into(), value: "backend".into() }],
+            remove: vec!["x-gone".into()],
+        };
+        let route = HttpHeaderMutation {
+            set: vec![model::HttpHeader { name: "x-a".into(), value: "route".into() }],
+            remove: vec!["X-Other".into(), "x-gone".into()],
+        };
+        let merged = header_mutation(Some(&backend), Some(&route), None).unwrap();
+        assert_eq!(merged.set, vec![HeaderValue { name: "x-a".into(), value: "route".into() }]);
+        assert_eq!(merged.remove, vec!["x-gone".to_string(), "x-other".to_string()]);
+    }
+
+    #[test]
+    fn credential_override_headers_are_removed_upstream() {
+        let o = CredentialOverride { header_name: Some("x-aigw-aws-".into()), metadata_namespace: None, metadata_key: None, fallback_to_configured: true };
+        let merged = header_mutation(None, None, Some(&o)).unwrap();
+        assert_eq!(merged.remove, vec!["x-aigw-aws-access-key-id", "x-aigw-aws-secret-access-key", "x-aigw-aws-session-token"]);
+    }
+}

@@ -1,0 +1,664 @@
+//! Stage 3, resolve: validated objects in, a [`Resolved`] set of links out.
+//!
+//! Follows every reference between objects and checks what only the whole set can tell:
+//! AIGatewayRoute → Gateway (listener attachment as Gateway API defines it: section name, port,
+//! protocol, allowed kinds, allowed namespaces, hostnames), AIGatewayRoute → AIServiceBackend →
+//! Envoy Gateway Backend, BackendSecurityPolicy → AIServiceBackend and → Secret (with the keys
+//! each credential needs), Gateway → GatewayConfig, QuotaPolicy → AIServiceBackend.
+//! Cross-namespace references need a ReferenceGrant in the target namespace, as in Gateway API.
+//!
+//! Mountability of Secrets depends on which extproc instance reads them, so it is checked by
+//! [`crate::plan`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use crate::diag::{Diagnostic, FieldPath};
+use crate::model::{
+    AIGW_GROUP, AiGatewayRoute, AiServiceBackend, BackendSecurityPolicy, EG_GROUP, GATEWAY_GROUP,
+    SecretObjectReference, SecurityPolicyType,
+};
+use crate::validate::{AllowedFrom, Body, GatewayView, Object, ObjectId, Validated};
+
+/// `(namespace, name)`.
+pub type Key = (String, String);
+
+/// A Secret some credential needs: where it is referenced and which key must be in it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SecretUse {
+    /// Namespace of the Secret.
+    pub namespace: String,
+    /// Name of the Secret.
+    pub name: String,
+    /// Key the credential reads.
+    pub key: String,
+    /// Field of the BackendSecurityPolicy that references it.
+    pub field: FieldPath,
+}
+
+/// A Gateway with the AIGatewayRoutes attached to it.
+#[derive(Debug, Clone)]
+pub struct AttachedGateway {
+    /// Index of the Gateway in [`Validated::objects`].
+    pub gateway: usize,
+    /// Routes attached, as object indices, ordered by namespace then name.
+    pub routes: Vec<usize>,
+    /// GatewayConfig object index, when the Gateway names one.
+    pub config: Option<usize>,
+}
+
+/// Output of the stage.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Gateways that have AIGatewayRoutes, ordered by namespace then name.
+    pub gateways: Vec<AttachedGateway>,
+    /// AIServiceBackends by key.
+    pub service_backends: BTreeMap<Key, usize>,
+    /// Envoy Gateway Backends by key.
+    pub eg_backends: BTreeMap<Key, usize>,
+    /// The BackendSecurityPolicy of each AIServiceBackend that has one.
+    pub security_policy_of: BTreeMap<Key, usize>,
+    /// Secrets each BackendSecurityPolicy reads.
+    pub secrets_of_policy: BTreeMap<usize, Vec<SecretUse>>,
+    /// QuotaPolicies by the AIServiceBackend they target.
+    pub quotas_of: BTreeMap<Key, Vec<usize>>,
+    /// Secrets present in the input.
+    pub secrets: BTreeMap<Key, usize>,
+}
+
+struct Index<'a> {
+    input: &'a Validated,
+    by_id: BTreeMap<(&'a str, &'a str, &'a str, &'a str), usize>,
+}
+
+impl<'a> Index<'a> {
+    fn new(input: &'a Validated) -> Self {
+        let by_id = input
+            .objects
+            .iter()
+            .enumerate()
+            .map(|(i, o)| ((o.id.group.as_str(), o.id.kind.as_str(), o.id.namespace.as_str(), o.id.name.as_str()), i))
+            .collect();
+        Index { input, by_id }
+    }
+
+    fn find(&self, group: &str, kind: &str, namespace: &str, name: &str) -> Option<usize> {
+        self.by_id.get(&(group, kind, namespace, name)).copied()
+    }
+
+    fn object(&self, index: usize) -> &'a Object {
+        &self.input.objects[index]
+    }
+
+    /// True when a ReferenceGrant in `to_namespace` lets `(from_group, from_kind, from_namespace)`
+    /// refer to `(to_group, to_kind, to_name)`.
+    fn granted(&self, from: (&str, &str, &str), to_namespace: &str, to: (&str, &str, &str)) -> bool {
+        self.input.objects.iter().any(|o| {
+            let Body::ReferenceGrant(grant) = &o.body else { return false };
+            o.id.namespace == to_namespace
+                && grant.from.iter().any(|(g, k, ns)| g == from.0 && k == from.1 && ns == from.2)
+                && grant
+                    .to
+                    .iter()
+                    .any(|(g, k, name)| g == to.0 && k == to.1 && name.as_deref().is_none_or(|n| n == to.2))
+        })
+    }
+}
+
+fn route_of(object: &Object) -> Option<&AiGatewayRoute> {
+    match &object.body {
+        Body::Route(route) => Some(route),
+        _ => None,
+    }
+}
+
+/// Resolves every reference; returns the links and every problem found.
+pub fn resolve(input: &Validated) -> (Resolved, Vec<Diagnostic>) {
+    let index = Index::new(input);
+    let mut diags = Vec::new();
+    let mut resolved = Resolved {
+        gateways: Vec::new(),
+        service_backends: BTreeMap::new(),
+        eg_backends: BTreeMap::new(),
+        security_policy_of: BTreeMap::new(),
+        secrets_of_policy: BTreeMap::new(),
+        quotas_of: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+    };
+    for (i, object) in input.objects.iter().enumerate() {
+        let key = (object.id.namespace.clone(), object.id.name.clone());
+        match (&object.body, object.id.group.as_str(), object.id.kind.as_str()) {
+            (Body::ServiceBackend(_), ..) => {
+                resolved.service_backends.insert(key, i);
+            }
+            (Body::Secret(_), ..) => {
+                resolved.secrets.insert(key, i);
+            }
+            (_, EG_GROUP, "Backend") => {
+                resolved.eg_backends.insert(key, i);
+            }
+            _ => {}
+        }
+    }
+
+    let mut attached: BTreeMap<usize, BTreeSet<(String, String, usize)>> = BTreeMap::new();
+    for (i, object) in input.objects.iter().enumerate() {
+        let Some(route) = route_of(object) else { continue };
+        for gateway in attach_route(&index, object, route, &mut diags) {
+            attached.entry(gateway).or_default().insert((object.id.namespace.clone(), object.id.name.clone(), i));
+        }
+        check_route_backends(&index, object, route, &mut diags);
+    }
+
+    for (i, object) in input.objects.iter().enumerate() {
+        match &object.body {
+            Body::ServiceBackend(backend) => check_service_backend(&index, object, backend, &mut diags),
+            Body::SecurityPolicy(policy) => {
+                let uses = check_security_policy(&index, i, object, policy, &mut resolved, &mut diags);
+                resolved.secrets_of_policy.insert(i, uses);
+            }
+            Body::QuotaPolicy(quota) => {
+                for (t, target) in quota.spec.target_refs.iter().enumerate() {
+                    let key = (object.id.namespace.clone(), target.name.clone());
+                    if index.find(AIGW_GROUP, "AIServiceBackend", &key.0, &key.1).is_none() {
+                        diags.push(input.error_at(
+                            object,
+                            FieldPath::parse("spec.targetRefs").index(t),
+                            format!("AIServiceBackend {}/{} not found in the input", key.0, key.1),
+                        ));
+                    } else {
+                        resolved.quotas_of.entry(key).or_default().push(i);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    for (gateway, routes) in attached {
+        let object = index.object(gateway);
+        let Body::Gateway(view) = &object.body else { continue };
+        let config = view.gateway_config.as_ref().and_then(|name| {
+            let found = index.find(AIGW_GROUP, "GatewayConfig", &object.id.namespace, name);
+            if found.is_none() {
+                diags.push(input.error_at(
+                    object,
+                    FieldPath::parse("metadata.annotations"),
+                    format!(
+                        "annotation aigateway.envoyproxy.io/gateway-config names GatewayConfig {}/{name}, which is not in the input",
+                        object.id.namespace
+                    ),
+                ));
+            }
+            found
+        });
+        resolved.gateways.push(AttachedGateway {
+            gateway,
+            routes: routes.into_iter().map(|(_, _, i)| i).collect(),
+            config,
+        });
+    }
+    resolved
+        .gateways
+        .sort_by(|a, b| index.object(a.gateway).id.cmp(&index.object(b.gateway).id));
+    diags.extend(overlap_warnings(&index, &resolved));
+    (resolved, diags)
+}
+
+/// Attaches a route to the Gateways of its parentRefs; returns the Gateway object indices.
+fn attach_route(index: &Index<'_>, object: &Object, route: &AiGatewayRoute, diags: &mut Vec<Diagnostic>) -> Vec<usize> {
+    let input = index.input;
+    let mut gateways = Vec::new();
+    if route.spec.parent_refs.is_empty() {
+        diags.push(input.warning_at(
+            object,
+            FieldPath::parse("spec.parentRefs"),
+            "the route has no parentRefs, so it attaches to no Gateway and produces nothing",
+        ));
+    }
+    for (p, parent) in route.spec.parent_refs.iter().enumerate() {
+        let field = FieldPath::parse("spec.parentRefs").index(p);
+        let namespace = parent.namespace.clone().unwrap_or_else(|| object.id.namespace.clone());
+        if parent.group != GATEWAY_GROUP {
+            diags.push(input.error_at(object, field.key("group"), format!("parent group must be {GATEWAY_GROUP}")));
+            continue;
+        }
+        let Some(gateway) = index.find(GATEWAY_GROUP, "Gateway", &namespace, &parent.name) else {
+            diags.push(input.error_at(object, field, format!("Gateway {namespace}/{} not found in the input", parent.name)));
+            continue;
+        };
+        let gw_object = index.object(gateway);
+        let Body::Gateway(view) = &gw_object.body else { continue };
+        match admitting_listener(index, view, &gw_object.id, parent, object, route) {
+            Ok(()) => gateways.push(gateway),
+            Err(reason) => diags.push(input.error_at(
+                object,
+                field,
+                format!("the route cannot attach to Gateway {namespace}/{}: {reason}", parent.name),
+            )),
+        }
+    }
+    gateways
+}
+
+fn admitting_listener(
+    index: &Index<'_>,
+    view: &GatewayView,
+    gateway: &ObjectId,
+    parent: &crate::model::ParentReference,
+    route_object: &Object,
+    route: &AiGatewayRoute,
+) -> Result<(), String> {
+    let mut reasons = Vec::new();
+    let candidates: Vec<_> = view
+        .listeners
+        .iter()
+        .filter(|l| parent.section_name.as_ref().is_none_or(|s| *s == l.name))
+        .filter(|l| parent.port.is_none_or(|p| i64::from(p) == l.port))
+        .collect();
+    if candidates.is_empty() {
+        return Err(match (&parent.section_name, parent.port) {
+            (Some(section), _) => format!("it has no listener named {section:?}{}", port_suffix(parent.port)),
+            (None, Some(port)) => format!("it has no listener on port {port}"),
+            (None, None) => "it has no listeners".into(),
+        });
+    }
+    for listener in candidates {
+        if !matches!(listener.protocol.as_str(), "HTTP" | "HTTPS") {
+            reasons.push(format!("listener {:?} speaks {}, not HTTP or HTTPS", listener.name, listener.protocol));
+            continue;
+        }
+        if let Some(kinds) = &listener.allowed_kinds {
+            if !kinds.iter().any(|(g, k)| g == GATEWAY_GROUP && k == "HTTPRoute") {
+                reasons.push(format!("listener {:?} does not allow HTTPRoutes", listener.name));
+                continue;
+            }
+        }
+        if let Err(reason) = namespace_admitted(index, &listener.allowed_from, &gateway.namespace, &route_object.id.namespace) {
+            reasons.push(format!("listener {:?}: {reason}", listener.name));
+            continue;
+        }
+        if let Some(host) = &listener.hostname {
+            if !route.spec.hostnames.is_empty() && !route.spec.hostnames.iter().any(|h| hostnames_intersect(h, host)) {
+                reasons.push(format!("listener {:?} serves {host:?}, which none of the route's hostnames matches", listener.name));
+                continue;
+            }
+        }
+        return Ok(());
+    }
+    Err(reasons.join("; "))
+}
+
+fn port_suffix(port: Option<i32>) -> String {
+    port.map(|p| format!(" on port {p}")).unwrap_or_default()
+}
+
+fn namespace_admitted(index: &Index<'_>, from: &AllowedFrom, gateway_ns: &str, route_ns: &str) -> Result<(), String> {
+    match from {
+        AllowedFrom::All => Ok(()),
+        AllowedFrom::Same if gateway_ns == route_ns => Ok(()),
+        AllowedFrom::Same => Err(format!(
+            "allowedRoutes admits only routes from namespace {gateway_ns:?} (the route is in {route_ns:?})"
+        )),
+        AllowedFrom::Selector(selector) => {
+            // The generated HTTPRoute lives in the Gateway's namespace, so both must match.
+            for ns in [route_ns, gateway_ns] {
+                let Some(object) = index.find("", "Namespace", "", ns) else {
+                    return Err(format!(
+                        "allowedRoutes selects namespaces by label, and Namespace {ns:?} is not in the input, so its labels cannot be checked; add the Namespace object"
+                    ));
+                };
+                let Body::Namespace(labels) = &index.object(object).body else { continue };
+                if !selector_matches(selector, labels)? {
+                    return Err(format!("allowedRoutes' namespace selector does not match Namespace {ns:?}"));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Evaluates a Kubernetes LabelSelector.
+pub fn selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> Result<bool, String> {
+    if let Some(required) = selector.get("matchLabels").and_then(Value::as_object) {
+        for (key, value) in required {
+            if labels.get(key).map(String::as_str) != value.as_str() {
+                return Ok(false);
+            }
+        }
+    }
+    for expression in selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+        let key = expression.get("key").and_then(Value::as_str).unwrap_or_default();
+        let values: Vec<&str> = expression
+            .get("values")
+            .and_then(Value::as_array)
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let actual = labels.get(key).map(String::as_str);
+        let holds = match expression.get("operator").and_then(Value::as_str) {
+            Some("In") => actual.is_some_and(|a| values.contains(&a)),
+            Some("NotIn") => actual.is_none_or(|a| !values.contains(&a)),
+            Some("Exists") => actual.is_some(),
+            Some("DoesNotExist") => actual.is_none(),
+            other => return Err(format!("unsupported label selector operator {other:?}")),
+        };
+        if !holds {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Gateway API hostname intersection (a `*.` wildcard matches one or more labels).
+pub fn hostnames_intersect(a: &str, b: &str) -> bool {
+    fn covers(wildcard: &str, host: &str) -> bool {
+        match wildcard.strip_prefix('*') {
+            Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+            None => wildcard == host,
+        }
+    }
+    a == b || covers(a, b) || covers(b, a)
+}
+
+fn check_route_backends(index: &Index<'_>, object: &Object, route: &AiGatewayRoute, diags: &mut Vec<Diagnostic>) {
+    let input = index.input;
+    for (r, rule) in route.spec.rules.iter().enumerate() {
+        for (b, backend_ref) in rule.backend_refs.iter().enumerate() {
+            let field = FieldPath::parse("spec.rules").index(r).key("backendRefs").index(b);
+            if backend_ref.kind.is_some() {
+                diags.push(input.error_at(
+                    object,
+                    field,
+                    "InferencePool backends are not yet supported by aigw; use an AIServiceBackend",
+                ));
+                continue;
+            }
+            let namespace = backend_ref.namespace.clone().unwrap_or_else(|| object.id.namespace.clone());
+            if index.find(AIGW_GROUP, "AIServiceBackend", &namespace, &backend_ref.name).is_none() {
+                diags.push(input.error_at(
+                    object,
+                    field,
+                    format!("AIServiceBackend {namespace}/{} not found in the input", backend_ref.name),
+                ));
+                continue;
+            }
+            if namespace != object.id.namespace
+                && !index.granted(
+                    (AIGW_GROUP, "AIGatewayRoute", &object.id.namespace),
+                    &namespace,
+                    (AIGW_GROUP, "AIServiceBackend", &backend_ref.name),
+                )
+            {
+                diags.push(input.error_at(
+                    object,
+                    field.key("namespace"),
+                    format!(
+                        "referencing AIServiceBackend {namespace}/{} from namespace {:?} needs a ReferenceGrant in namespace {namespace:?} from {AIGW_GROUP}/AIGatewayRoute in {:?} to {AIGW_GROUP}/AIServiceBackend",
+                        backend_ref.name, object.id.namespace, object.id.namespace
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+fn check_service_backend(index: &Index<'_>, object: &Object, backend: &AiServiceBackend, diags: &mut Vec<Diagnostic>) {
+    let input = index.input;
+    let target = &backend.spec.backend_ref;
+    let namespace = target.namespace.clone().unwrap_or_else(|| object.id.namespace.clone());
+    let field = FieldPath::parse("spec.backendRef");
+    if index.find(&target.group, &target.kind, &namespace, &target.name).is_none() {
+        diags.push(input.error_at(
+            object,
+            field.clone(),
+            format!("{} {namespace}/{} not found in the input", target.kind, target.name),
+        ));
+        return;
+    }
+    if namespace != object.id.namespace
+        && !index.granted(
+            (AIGW_GROUP, "AIServiceBackend", &object.id.namespace),
+            &namespace,
+            (&target.group, &target.kind, &target.name),
+        )
+    {
+        diags.push(input.error_at(
+            object,
+            field.key("namespace"),
+            format!(
+                "referencing {} {namespace}/{} from namespace {:?} needs a ReferenceGrant in namespace {namespace:?} from {AIGW_GROUP}/AIServiceBackend in {:?} to {}/{}",
+                target.kind, target.name, object.id.namespace, object.id.namespace, target.group, target.kind
+            ),
+        ));
+    }
+}
+
+fn check_security_policy(
+    index: &Index<'_>,
+    policy_index: usize,
+    object: &Object,
+    policy: &BackendSecurityPolicy,
+    resolved: &mut Resolved,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<SecretUse> {
+    let input = index.input;
+    for (t, target) in policy.spec.target_refs.iter().enumerate() {
+        let field = FieldPath::parse("spec.targetRefs").index(t);
+        if target.kind == "InferencePool" {
+            diags.push(input.error_at(object, field, "InferencePool targets are not yet supported by aigw"));
+            continue;
+        }
+        let key = (object.id.namespace.clone(), target.name.clone());
+        if index.find(AIGW_GROUP, "AIServiceBackend", &key.0, &key.1).is_none() {
+            diags.push(input.error_at(object, field, format!("AIServiceBackend {}/{} not found in the input", key.0, key.1)));
+            continue;
+        }
+        if let Some(previous) = resolved.security_policy_of.insert(key.clone(), policy_index) {
+            let other = index.object(previous);
+            diags.push(input.error_at(
+                object,
+                field,
+                format!(
+                    "AIServiceBackend {}/{} is already targeted by {}; a backend can have only one BackendSecurityPolicy",
+                    key.0, key.1, other.id
+                ),
+            ));
+        }
+    }
+    let spec = &policy.spec;
+    let mut refs: Vec<(&SecretObjectReference, &str, FieldPath)> = Vec::new();
+    let spec_path = FieldPath::parse("spec");
+    if let Some(r) = &spec.api_key {
+        refs.push((&r.secret_ref, "apiKey", spec_path.key("apiKey").key("secretRef")));
+    }
+    if let Some(r) = &spec.azure_api_key {
+        refs.push((&r.secret_ref, "apiKey", spec_path.key("azureAPIKey").key("secretRef")));
+    }
+    if let Some(r) = &spec.anthropic_api_key {
+        refs.push((&r.secret_ref, "apiKey", spec_path.key("anthropicAPIKey").key("secretRef")));
+    }
+    let mut oidcs = Vec::new();
+    if let Some(aws) = &spec.aws_credentials {
+        let aws_path = spec_path.key("awsCredentials");
+        if let Some(file) = &aws.credentials_file {
+            refs.push((&file.secret_ref, "credentials", aws_path.key("credentialsFile").key("secretRef")));
+        }
+        if let Some(exchange) = &aws.oidc_exchange_token {
+            oidcs.push((&exchange.oidc, aws_path.key("oidcExchangeToken").key("oidc")));
+        }
+    }
+    if let Some(azure) = &spec.azure_credentials {
+        let azure_path = spec_path.key("azureCredentials");
+        if let Some(secret) = &azure.client_secret_ref {
+            refs.push((secret, "client-secret", azure_path.key("clientSecretRef")));
+        }
+        if let Some(exchange) = &azure.oidc_exchange_token {
+            oidcs.push((&exchange.oidc, azure_path.key("oidcExchangeToken").key("oidc")));
+        }
+    }
+    if let Some(gcp) = &spec.gcp_credentials {
+        let gcp_path = spec_path.key("gcpCredentials");
+        if let Some(file) = &gcp.credentials_file {
+            refs.push((&file.secret_ref, "service_account.json", gcp_path.key("credentialsFile").key("secretRef")));
+        }
+        if let Some(wif) = &gcp.workload_identity_federation_config {
+            oidcs.push((
+                &wif.oidc_exchange_token.oidc,
+                gcp_path.key("workloadIdentityFederationConfig").key("oidcExchangeToken").key("oidc"),
+            ));
+        }
+        let static_credential = gcp.credentials_file.is_some() || gcp.workload_identity_federation_config.is_some();
+        let fallback = spec.credential_override.as_ref().is_some_and(|o| {
+            o.from_request_headers.as_ref().is_some_and(|h| h.fallback_to_configured)
+                || o.from_dynamic_metadata.as_ref().is_some_and(|m| m.fallback_to_configured)
+        });
+        if fallback && !static_credential {
+            diags.push(input.error_at(
+                object,
+                spec_path.key("credentialOverride"),
+                "fallbackToConfigured needs a configured credential, and GCP application default credentials do not count as one; set fallbackToConfigured: false or configure credentialsFile",
+            ));
+        }
+    }
+    for (oidc, path) in &oidcs {
+        refs.push((&oidc.client_secret, "client-secret", path.key("clientSecret")));
+        if let Some(id_ref) = &oidc.client_id_ref {
+            refs.push((id_ref, "client-id", path.key("clientIDRef")));
+        }
+    }
+    if spec.policy_type == SecurityPolicyType::AwsCredentials
+        && spec.aws_credentials.as_ref().is_some_and(|a| a.oidc_exchange_token.is_some() && a.credentials_file.is_some())
+    {
+        diags.push(input.error_at(
+            object,
+            spec_path.key("awsCredentials"),
+            "set either credentialsFile or oidcExchangeToken, not both",
+        ));
+    }
+
+    let mut uses = Vec::new();
+    for (secret_ref, key, field) in refs {
+        if !(secret_ref.group.is_empty() && secret_ref.kind == "Secret") {
+            diags.push(input.error_at(object, field, "only core Secrets can be referenced"));
+            continue;
+        }
+        let namespace = secret_ref.namespace.clone().unwrap_or_else(|| object.id.namespace.clone());
+        if namespace != object.id.namespace
+            && !index.granted((AIGW_GROUP, "BackendSecurityPolicy", &object.id.namespace), &namespace, ("", "Secret", &secret_ref.name))
+        {
+            diags.push(input.error_at(
+                object,
+                field.key("namespace"),
+                format!(
+                    "referencing Secret {namespace}/{} from namespace {:?} needs a ReferenceGrant in namespace {namespace:?} from {AIGW_GROUP}/BackendSecurityPolicy in {:?} to Secret",
+                    secret_ref.name, object.id.namespace, object.id.namespace
+                ),
+            ));
+            continue;
+        }
+        if let Some(secret) = index.find("", "Secret", &namespace, &secret_ref.name) {
+            if let Body::Secret(view) = &index.object(secret).body {
+                if !view.keys.contains(key) {
+                    diags.push(input.error_at(
+                        object,
+                        field.clone(),
+                        format!(
+                            "Secret {namespace}/{} has no key {key:?} (it has: {}), which this credential reads",
+                            secret_ref.name,
+                            if view.keys.is_empty() { "none".to_string() } else { view.keys.iter().cloned().collect::<Vec<_>>().join(", ") }
+                        ),
+                    ));
+                }
+            }
+        }
+        uses.push(SecretUse { namespace, name: secret_ref.name.clone(), key: key.to_string(), field });
+    }
+    uses
+}
+
+/// Warns when two routes on one Gateway can match the same request: the first by
+/// namespace/name wins, which is rarely what the author meant.
+fn overlap_warnings(index: &Index<'_>, resolved: &Resolved) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for gateway in &resolved.gateways {
+        let routes: Vec<(&Object, &AiGatewayRoute)> = gateway
+            .routes
+            .iter()
+            .filter_map(|i| {
+                let object = index.object(*i);
+                route_of(object).map(|r| (object, r))
+            })
+            .collect();
+        for (a_pos, (a_obj, a)) in routes.iter().enumerate() {
+            for (b_obj, b) in routes.iter().skip(a_pos + 1) {
+                let hosts_overlap = a.spec.hostnames.is_empty()
+                    || b.spec.hostnames.is_empty()
+                    || a.spec.hostnames.iter().any(|x| b.spec.hostnames.iter().any(|y| hostnames_intersect(x, y)));
+                if !hosts_overlap {
+                    continue;
+                }
+                let models_a = exact_models(a);
+                let shared: Vec<&String> = exact_models(b).iter().filter(|m| models_a.contains(*m)).copied().collect();
+                let catch_all = catches_all(a);
+                if shared.is_empty() && !catch_all {
+                    continue;
+                }
+                let what = if shared.is_empty() {
+                    "every model (its rules have a catch-all)".to_string()
+                } else {
+                    format!("model {:?}", shared[0])
+                };
+                out.push(index.input.warning_at(
+                    b_obj,
+                    FieldPath::root(),
+                    format!(
+                        "{} on the same Gateway also matches {what} for the same hosts and is evaluated first (routes are ordered by namespace/name), so this route never sees those requests",
+                        a_obj.id
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn exact_models(route: &AiGatewayRoute) -> Vec<&String> {
+    route
+        .spec
+        .rules
+        .iter()
+        .flat_map(|r| &r.matches)
+        .flat_map(|m| &m.headers)
+        .filter(|h| h.name.eq_ignore_ascii_case(aigw_filterconfig::MODEL_HEADER) && h.match_type == crate::model::HeaderMatchType::Exact)
+        .map(|h| &h.value)
+        .collect()
+}
+
+fn catches_all(route: &AiGatewayRoute) -> bool {
+    route.spec.rules.iter().any(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.headers.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostname_intersection_follows_gateway_api() {
+        assert!(hostnames_intersect("a.example.com", "a.example.com"));
+        assert!(hostnames_intersect("*.example.com", "a.b.example.com"));
+        assert!(hostnames_intersect("a.example.com", "*.example.com"));
+        assert!(!hostnames_intersect("*.example.com", "example.com"));
+        assert!(!hostnames_intersect("a.example.com", "b.example.com"));
+    }
+
+    #[test]
+    fn label_selectors() {
+        let labels: BTreeMap<String, String> = [("team".to_string(), "ai".to_string())].into();
+        let yes = serde_json::json!({"matchLabels": {"team": "ai"}, "matchExpressions": [{"key": "env", "operator": "DoesNotExist"}]});
+        let no = serde_json::json!({"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["ai"]}]});
+        assert_eq!(selector_matches(&yes, &labels), Ok(true));
+        assert_eq!(selector_matches(&no, &labels), Ok(false));
+        assert!(selector_matches(&serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Near"}]}), &labels).is_err());
+    }
+}

@@ -1,0 +1,506 @@
+//! Stage 2, validate: documents in, typed [`Object`]s out.
+//!
+//! Each document is classified by `apiVersion` and `kind`. AI Gateway kinds are checked as the
+//! API server would (schema, then the CRD's CEL rules, see [`schema`] and [`rules`]) and
+//! deserialized into [`crate::model`] types; v1alpha1 documents are read into the same types (the
+//! versions are structurally identical apart from the rules that [`rules`] applies per version),
+//! which is the whole conversion. The Gateway API and core objects the compiler reads (Gateway,
+//! ReferenceGrant, Secret, Namespace) are parsed into small views. Everything else is kept as it
+//! is, to be passed through.
+//!
+//! Checks here look at one object at a time; `aigw validate` stops after this stage. References
+//! between objects are the next stage's ([`crate::resolve`]).
+
+pub mod rules;
+pub mod schema;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::diag::{Diagnostic, FieldPath};
+use crate::load::Document;
+use crate::model::{self, AIGW_GROUP, EG_GROUP, GATEWAY_GROUP};
+use schema::AiKind;
+
+/// Identity of an object: group, kind, namespace (empty when cluster-scoped) and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectId {
+    /// API group (empty for core).
+    pub group: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace; empty for cluster-scoped kinds.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// A Gateway listener as far as route attachment is concerned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    /// Listener name.
+    pub name: String,
+    /// Hostname the listener serves, if restricted.
+    pub hostname: Option<String>,
+    /// Port.
+    pub port: i64,
+    /// Protocol (HTTP, HTTPS, ...).
+    pub protocol: String,
+    /// Which namespaces may attach routes.
+    pub allowed_from: AllowedFrom,
+    /// Which route kinds may attach (`None`: the protocol's default).
+    pub allowed_kinds: Option<Vec<(String, String)>>,
+}
+
+/// `allowedRoutes.namespaces.from`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AllowedFrom {
+    /// Only the Gateway's namespace (the default).
+    Same,
+    /// Any namespace.
+    All,
+    /// Namespaces whose labels match the selector.
+    Selector(Value),
+}
+
+/// The parts of a Gateway the compiler reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayView {
+    /// Listeners.
+    pub listeners: Vec<Listener>,
+    /// GatewayConfig named by the `aigateway.envoyproxy.io/gateway-config` annotation.
+    pub gateway_config: Option<String>,
+}
+
+/// A ReferenceGrant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceGrantView {
+    /// `(group, kind, namespace)` allowed to refer.
+    pub from: Vec<(String, String, String)>,
+    /// `(group, kind, name)` that may be referred to; no name: any.
+    pub to: Vec<(String, String, Option<String>)>,
+}
+
+/// A Secret: its keys, never its values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretView {
+    /// Keys under `data` and `stringData`.
+    pub keys: BTreeSet<String>,
+}
+
+/// What the compiler knows about an object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// AIGatewayRoute.
+    Route(Box<model::AiGatewayRoute>),
+    /// AIServiceBackend.
+    ServiceBackend(Box<model::AiServiceBackend>),
+    /// BackendSecurityPolicy.
+    SecurityPolicy(Box<model::BackendSecurityPolicy>),
+    /// GatewayConfig.
+    GatewayConfig(Box<model::GatewayConfig>),
+    /// QuotaPolicy.
+    QuotaPolicy(Box<model::QuotaPolicy>),
+    /// Gateway (passed through).
+    Gateway(GatewayView),
+    /// ReferenceGrant (passed through).
+    ReferenceGrant(ReferenceGrantView),
+    /// Secret (passed through only on request).
+    Secret(SecretView),
+    /// Namespace (passed through); its labels.
+    Namespace(BTreeMap<String, String>),
+    /// Envoy Gateway EnvoyExtensionPolicy: merged when it targets generated routes.
+    ExtensionPolicy,
+    /// Anything else: passed through.
+    Other,
+}
+
+/// A validated object and the document it came from.
+#[derive(Debug, Clone)]
+pub struct Object {
+    /// Index into [`Validated::documents`].
+    pub doc: usize,
+    /// Identity.
+    pub id: ObjectId,
+    /// Typed content.
+    pub body: Body,
+}
+
+/// Output of the stage.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// Documents, with namespaces defaulted and nulls removed.
+    pub documents: Vec<Document>,
+    /// One object per document, in input order.
+    pub objects: Vec<Object>,
+}
+
+impl Validated {
+    /// The document an object came from.
+    pub fn document(&self, object: &Object) -> &Document {
+        &self.documents[object.doc]
+    }
+
+    /// A diagnostic located at `field` of `object`.
+    pub fn error_at(&self, object: &Object, field: FieldPath, message: impl Into<String>) -> Diagnostic {
+        let doc = self.document(object);
+        Diagnostic::error(message)
+            .at(Some(doc.location(&field)))
+            .object(object.id.to_string())
+            .field(field)
+    }
+
+    /// A warning located at `field` of `object`.
+    pub fn warning_at(&self, object: &Object, field: FieldPath, message: impl Into<String>) -> Diagnostic {
+        let mut diag = self.error_at(object, field, message);
+        diag.severity = crate::diag::Severity::Warning;
+        diag
+    }
+}
+
+/// Kinds that have no namespace (the ones a GitOps repository can plausibly hold).
+const CLUSTER_SCOPED: &[(&str, &str)] = &[
+    ("", "Namespace"),
+    ("", "Node"),
+    ("", "PersistentVolume"),
+    ("gateway.networking.k8s.io", "GatewayClass"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ("storage.k8s.io", "StorageClass"),
+    ("storage.k8s.io", "CSIDriver"),
+    ("scheduling.k8s.io", "PriorityClass"),
+    ("networking.k8s.io", "IngressClass"),
+    ("node.k8s.io", "RuntimeClass"),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
+    ("apiregistration.k8s.io", "APIService"),
+];
+
+/// Splits `apiVersion` into group and version.
+pub fn split_api_version(api_version: &str) -> (&str, &str) {
+    match api_version.rsplit_once('/') {
+        Some((group, version)) => (group, version),
+        None => ("", api_version),
+    }
+}
+
+/// Options of the stage.
+#[derive(Debug, Clone)]
+pub struct ValidateOptions {
+    /// Namespace given to namespaced objects that have none.
+    pub default_namespace: String,
+}
+
+/// Validates every document; returns the objects and every diagnostic found.
+pub fn validate(mut documents: Vec<Document>, options: &ValidateOptions) -> (Validated, Vec<Diagnostic>) {
+    let mut diagnostics = Vec::new();
+    let mut objects = Vec::new();
+    for (index, doc) in documents.iter_mut().enumerate() {
+        schema::drop_nulls(&mut doc.value);
+        match classify(index, doc, options) {
+            Ok((object, mut found)) => {
+                diagnostics.append(&mut found);
+                if let Some(object) = object {
+                    objects.push(object);
+                }
+            }
+            Err(diag) => diagnostics.push(diag),
+        }
+    }
+    let validated = Validated { documents, objects };
+    diagnostics.extend(duplicates(&validated));
+    (validated, diagnostics)
+}
+
+fn duplicates(validated: &Validated) -> Vec<Diagnostic> {
+    let mut seen: BTreeMap<&ObjectId, &Object> = BTreeMap::new();
+    let mut out = Vec::new();
+    for object in &validated.objects {
+        if let Some(first) = seen.insert(&object.id, object) {
+            let first_location = validated.document(first).location(&FieldPath::root());
+            out.push(validated.error_at(
+                object,
+                FieldPath::root(),
+                format!(
+                    "duplicate object: {} is also defined at {}:{}",
+                    object.id, first_location.file, first_location.line
+                ),
+            ));
+        }
+    }
+    out
+}
+
+type Classified = (Option<Object>, Vec<Diagnostic>);
+
+fn classify(index: usize, doc: &mut Document, options: &ValidateOptions) -> Result<Classified, Diagnostic> {
+    let locate = |doc: &Document, field: &str| Some(doc.location(&FieldPath::parse(field)));
+    let api_version = doc.value.get("apiVersion").and_then(Value::as_str).map(str::to_string);
+    let kind = doc.value.get("kind").and_then(Value::as_str).map(str::to_string);
+    let (Some(api_version), Some(kind)) = (api_version, kind) else {
+        return Err(Diagnostic::error("every document needs string fields apiVersion and kind").at(locate(doc, "")));
+    };
+    let name = doc.value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    if name.is_empty() {
+        return Err(Diagnostic::error(format!("{kind}: metadata.name is required"))
+            .at(locate(doc, "metadata"))
+            .field(FieldPath::parse("metadata.name")));
+    }
+    let (group, version) = split_api_version(&api_version);
+    let (group, version) = (group.to_string(), version.to_string());
+    let cluster_scoped = CLUSTER_SCOPED.iter().any(|(g, k)| *g == group && *k == kind);
+    let namespace = if cluster_scoped {
+        String::new()
+    } else {
+        let ns = doc.value.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
+        match ns {
+            Some(ns) => ns,
+            None => {
+                if let Some(meta) = doc.value.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.insert("namespace".into(), Value::String(options.default_namespace.clone()));
+                }
+                options.default_namespace.clone()
+            }
+        }
+    };
+    let id = ObjectId { group: group.clone(), kind: kind.clone(), namespace, name };
+    let object_error = |field: FieldPath, message: String| -> Diagnostic {
+        Diagnostic::error(message)
+            .at(Some(doc.location(&field)))
+            .object(id.to_string())
+            .field(field)
+    };
+
+    if group == AIGW_GROUP {
+        if kind == "MCPRoute" {
+            return Err(object_error(
+                FieldPath::root(),
+                "MCPRoute is not yet supported by aigw; remove it from the input or serve it with the upstream controller".into(),
+            ));
+        }
+        let Some(ai_kind) = AiKind::from_name(&kind) else {
+            return Err(object_error(FieldPath::parse("kind"), format!("unknown kind {kind} in {AIGW_GROUP}")));
+        };
+        let rule_version = match (ai_kind, version.as_str()) {
+            (AiKind::QuotaPolicy, "v1alpha1") => rules::Version::V1Alpha1,
+            (AiKind::QuotaPolicy, _) => {
+                return Err(object_error(
+                    FieldPath::parse("apiVersion"),
+                    format!("QuotaPolicy is served only as {AIGW_GROUP}/v1alpha1, not {version}"),
+                ));
+            }
+            (_, "v1beta1") => rules::Version::V1Beta1,
+            (_, "v1alpha1") => rules::Version::V1Alpha1,
+            _ => {
+                return Err(object_error(
+                    FieldPath::parse("apiVersion"),
+                    format!("{kind} is served as {AIGW_GROUP}/v1beta1 and v1alpha1, not {version}"),
+                ));
+            }
+        };
+        let structural = schema::check(ai_kind, &doc.value);
+        if !structural.is_empty() {
+            let found = structural.into_iter().map(|v| object_error(v.path, v.message)).collect();
+            return Ok((None, found));
+        }
+        let typed = typed_body(ai_kind, &doc.value).map_err(|(path, message)| object_error(path, message))?;
+        let violations = match &typed {
+            Body::Route(r) => rules::route(&r.spec),
+            Body::ServiceBackend(b) => rules::service_backend(&b.spec),
+            Body::SecurityPolicy(p) => rules::security_policy(&p.spec, rule_version),
+            Body::GatewayConfig(c) => rules::gateway_config(&c.spec),
+            Body::QuotaPolicy(q) => rules::quota_policy(&q.spec),
+            _ => Vec::new(),
+        };
+        if !violations.is_empty() {
+            let found = violations.into_iter().map(|v| object_error(v.path, v.message)).collect();
+            return Ok((None, found));
+        }
+        return Ok((Some(Object { doc: index, id, body: typed }), Vec::new()));
+    }
+
+    let body = match (group.as_str(), kind.as_str()) {
+        (GATEWAY_GROUP, "Gateway") => Body::Gateway(gateway_view(&doc.value).map_err(|(p, m)| object_error(p, m))?),
+        (GATEWAY_GROUP, "ReferenceGrant") => {
+            Body::ReferenceGrant(reference_grant_view(&doc.value).map_err(|(p, m)| object_error(p, m))?)
+        }
+        ("", "Secret") => Body::Secret(secret_view(&doc.value)),
+        ("", "Namespace") => Body::Namespace(string_map(doc.value.pointer("/metadata/labels"))),
+        (EG_GROUP, "EnvoyExtensionPolicy") => Body::ExtensionPolicy,
+        _ => Body::Other,
+    };
+    Ok((Some(Object { doc: index, id, body }), Vec::new()))
+}
+
+fn typed_body(kind: AiKind, value: &Value) -> Result<Body, (FieldPath, String)> {
+    fn decode<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, (FieldPath, String)> {
+        serde_path_to_error::deserialize(value).map_err(|err| {
+            let path = FieldPath::parse(&err.path().to_string());
+            (path, err.into_inner().to_string())
+        })
+    }
+    Ok(match kind {
+        AiKind::Route => Body::Route(Box::new(decode(value)?)),
+        AiKind::ServiceBackend => Body::ServiceBackend(Box::new(decode(value)?)),
+        AiKind::SecurityPolicy => Body::SecurityPolicy(Box::new(decode(value)?)),
+        AiKind::GatewayConfig => Body::GatewayConfig(Box::new(decode(value)?)),
+        AiKind::QuotaPolicy => Body::QuotaPolicy(Box::new(decode(value)?)),
+    })
+}
+
+fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|map| {
+            map.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn gateway_view(value: &Value) -> Result<GatewayView, (FieldPath, String)> {
+    let listeners_path = FieldPath::parse("spec.listeners");
+    let Some(listeners) = value.pointer("/spec/listeners").and_then(Value::as_array) else {
+        return Err((listeners_path, "a Gateway needs spec.listeners".into()));
+    };
+    let mut out = Vec::new();
+    for (i, listener) in listeners.iter().enumerate() {
+        let path = listeners_path.index(i);
+        let text = |key: &str| listener.get(key).and_then(Value::as_str).map(str::to_string);
+        let Some(name) = text("name") else {
+            return Err((path.key("name"), "required field is missing".into()));
+        };
+        let Some(port) = listener.get("port").and_then(Value::as_i64) else {
+            return Err((path.key("port"), "required integer field is missing".into()));
+        };
+        let Some(protocol) = text("protocol") else {
+            return Err((path.key("protocol"), "required field is missing".into()));
+        };
+        let namespaces = listener.pointer("/allowedRoutes/namespaces");
+        let allowed_from = match namespaces.and_then(|n| n.get("from")).and_then(Value::as_str) {
+            None | Some("Same") => AllowedFrom::Same,
+            Some("All") => AllowedFrom::All,
+            Some("Selector") => AllowedFrom::Selector(
+                namespaces.and_then(|n| n.get("selector")).cloned().unwrap_or(Value::Null),
+            ),
+            Some(other) => {
+                return Err((
+                    path.key("allowedRoutes").key("namespaces").key("from"),
+                    format!("unsupported value {other:?}: must be one of All, Same, Selector"),
+                ));
+            }
+        };
+        let allowed_kinds = listener.pointer("/allowedRoutes/kinds").and_then(Value::as_array).map(|kinds| {
+            kinds
+                .iter()
+                .map(|k| {
+                    let group = k.get("group").and_then(Value::as_str).unwrap_or(GATEWAY_GROUP).to_string();
+                    let kind = k.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+                    (group, kind)
+                })
+                .collect()
+        });
+        out.push(Listener { name, hostname: text("hostname"), port, protocol, allowed_from, allowed_kinds });
+    }
+    let gateway_config = value
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get("aigateway.envoyproxy.io/gateway-config"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(GatewayView { listeners: out, gateway_config })
+}
+
+fn reference_grant_view(value: &Value) -> Result<ReferenceGrantView, (FieldPath, String)> {
+    let list = |key: &str| value.pointer(&format!("/spec/{key}")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+    let mut from = Vec::new();
+    for (i, entry) in list("from").iter().enumerate() {
+        let (Some(group), Some(kind), Some(namespace)) = (text(entry, "group"), text(entry, "kind"), text(entry, "namespace")) else {
+            return Err((FieldPath::parse("spec.from").index(i), "group, kind and namespace are required".into()));
+        };
+        from.push((group, kind, namespace));
+    }
+    let mut to = Vec::new();
+    for (i, entry) in list("to").iter().enumerate() {
+        let (Some(group), Some(kind)) = (text(entry, "group"), text(entry, "kind")) else {
+            return Err((FieldPath::parse("spec.to").index(i), "group and kind are required".into()));
+        };
+        to.push((group, kind, text(entry, "name")));
+    }
+    Ok(ReferenceGrantView { from, to })
+}
+
+fn secret_view(value: &Value) -> SecretView {
+    let mut keys = BTreeSet::new();
+    for field in ["data", "stringData"] {
+        if let Some(map) = value.get(field).and_then(Value::as_object) {
+            keys.extend(map.keys().cloned());
+        }
+    }
+    SecretView { keys }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{Source, parse_sources};
+
+    fn run(text: &str) -> (Validated, Vec<String>) {
+        let (docs, diags) = parse_sources(&[Source { name: "in.yaml".into(), text: text.into() }]);
+        assert!(diags.is_empty());
+        let (validated, diags) = validate(docs, &ValidateOptions { default_namespace: "default".into() });
+        (validated, diags.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn namespaces_are_defaulted_except_for_cluster_scoped_kinds() {
+        let (v, diags) = run("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n");
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(v.objects[0].id.namespace, "default");
+        assert_eq!(v.documents[0].value["metadata"]["namespace"], "default");
+        assert_eq!(v.objects[1].id.namespace, "");
+    }
+
+    #[test]
+    fn duplicates_name_both_places() {
+        let (_, diags) = run("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, namespace: default}\n");
+        assert_eq!(diags, vec!["error: in.yaml:5: ConfigMap default/a: duplicate object: ConfigMap default/a is also defined at in.yaml:1"]);
+    }
+
+    #[test]
+    fn schema_errors_carry_file_line_object_and_field() {
+        let (_, diags) = run(
+            "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata:\n  name: b\nspec:\n  schema:\n    name: OpenAl\n  backendRef:\n    name: x\n    kind: Backend\n    group: gateway.envoyproxy.io\n",
+        );
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(diags[0].starts_with("error: in.yaml:7: AIServiceBackend default/b: spec.schema.name: unsupported value \"OpenAl\""), "{}", diags[0]);
+    }
+
+    #[test]
+    fn mcp_route_is_rejected_clearly() {
+        let (_, diags) = run("apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: MCPRoute\nmetadata: {name: m}\nspec: {}\n");
+        assert!(diags[0].contains("MCPRoute is not yet supported"), "{diags:?}");
+    }
+
+    #[test]
+    fn quota_policy_only_in_v1alpha1() {
+        let (_, diags) = run("apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: QuotaPolicy\nmetadata: {name: q}\nspec: {}\n");
+        assert!(diags[0].contains("served only as aigateway.envoyproxy.io/v1alpha1"), "{diags:?}");
+    }
+}

@@ -1,0 +1,668 @@
+//! The filter configuration contract between `aigw build` and `aigw-extproc`.
+//!
+//! The compiler writes one [`FilterConfig`] per extproc instance (a ConfigMap in Kubernetes, a file
+//! for the standalone target); the extproc reads it at start and on every change. Both sides use
+//! these types, so the contract is declared once. The crate owns:
+//!
+//! - the type tree and its serde representation (camelCase keys, unknown fields rejected);
+//! - the [`API_VERSION`] it speaks, checked by [`FilterConfig::from_yaml_value`];
+//! - structural checks that need no I/O ([`FilterConfig::check`]): every backend a rule names exists,
+//!   names are unique, weights are sane.
+//!
+//! It owns no Kubernetes types and no secret values: credentials appear only as file paths under
+//! the mount root, which the extproc reads (and re-reads when they change).
+
+use std::collections::BTreeSet;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The `apiVersion` this crate reads and writes.
+pub const API_VERSION: &str = "aigw.envoyproxy.io/filterconfig/v1alpha1";
+
+/// Dynamic metadata namespace the extproc writes costs and request facts into (same as upstream).
+pub const METADATA_NAMESPACE: &str = "io.envoy.ai_gateway";
+
+/// Header carrying the model name read from the request body.
+pub const MODEL_HEADER: &str = "x-ai-eg-model";
+
+/// Header carrying the backend the extproc selected; the generated routes match on it.
+pub const SELECTED_BACKEND_HEADER: &str = "x-ai-eg-selected-backend";
+
+/// Default request body limit when the compiler is not told otherwise (bytes).
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Errors found when reading or checking a filter config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The document is not valid for this contract (syntax, unknown field, wrong type).
+    #[error("invalid filter config: {0}")]
+    Invalid(String),
+    /// The document speaks another contract version.
+    #[error(
+        "filter config apiVersion {found:?} is not supported: this build reads {expected:?}; \
+         rebuild the config with a matching `aigw build`"
+    )]
+    UnsupportedVersion {
+        /// The version found in the document.
+        found: String,
+        /// The version this build reads.
+        expected: &'static str,
+    },
+    /// A cross-reference inside the document does not hold.
+    #[error("inconsistent filter config: {0}")]
+    Inconsistent(String),
+}
+
+/// Root of the filter configuration served by one extproc instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Contract version; must equal [`API_VERSION`].
+    pub api_version: String,
+    /// Requests whose body is larger than this many bytes are answered 413.
+    pub max_request_body_bytes: u64,
+    /// AIGatewayRoutes served by this instance, ordered by namespace then name.
+    pub routes: Vec<Route>,
+    /// Every backend any rule can select, ordered by name.
+    pub backends: Vec<Backend>,
+    /// Gateway-wide costs (GatewayConfig `globalLLMRequestCosts`); route costs win per metadata key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub global_costs: Vec<LlmRequestCost>,
+}
+
+/// One AIGatewayRoute as the extproc sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Route {
+    /// `<namespace>/<name>` of the AIGatewayRoute (also the `route_name` metadata and CEL variable).
+    pub name: String,
+    /// Hostnames the route serves, as in Gateway API (`*.example.com` wildcards allowed). Empty: any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// Rules in declaration order; the first rule whose matches hold picks the backend.
+    pub rules: Vec<RouteRule>,
+    /// Token costs written as dynamic metadata at the end of each response.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub costs: Vec<LlmRequestCost>,
+    /// Models listed by `/v1/models` for requests this route serves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<Model>,
+}
+
+/// One rule of an AIGatewayRoute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteRule {
+    /// The rule's name, when the AIGatewayRoute gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Alternatives: the rule applies when any match holds. Empty: the rule always applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<RuleMatch>,
+    /// Candidate backends; one is picked by weight.
+    pub backends: Vec<WeightedBackend>,
+}
+
+/// A set of header conditions that must all hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleMatch {
+    /// Header conditions; `x-ai-eg-model` is filled from the request body before matching.
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// A Gateway API header match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Header name, lower-cased.
+    pub name: String,
+    /// How `value` is compared.
+    #[serde(rename = "type")]
+    pub match_type: HeaderMatchType,
+    /// Exact value, or a regular expression matched against the whole header value.
+    pub value: String,
+}
+
+/// Comparison used by a [`HeaderMatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum HeaderMatchType {
+    /// Byte-for-byte equality.
+    Exact,
+    /// RE2-style regular expression that must match the whole value.
+    RegularExpression,
+}
+
+/// A backend reference with its share of traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WeightedBackend {
+    /// Name of an entry in [`FilterConfig::backends`].
+    pub backend: String,
+    /// Relative weight; 0 means never selected.
+    pub weight: u32,
+    /// Fallback tier: lower is preferred (0 = primary).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+/// One (route, rule, backendRef) target: an AIServiceBackend as reached from one rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Backend {
+    /// `<backendNamespace>/<backendName>/route/<routeName>/rule/<ruleIndex>/ref/<refIndex>`, the
+    /// value of the selected-backend header and of the `backend_name` metadata.
+    pub name: String,
+    /// `<namespace>/<name>` of the AIServiceBackend.
+    pub service_backend: String,
+    /// API schema the backend speaks.
+    pub schema: BackendSchema,
+    /// Model name sent upstream instead of the one the client asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_name_override: Option<String>,
+    /// Host the upstream request goes to, when the compiler knows it (used for request signing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_host: Option<String>,
+    /// How the extproc authenticates to the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<BackendAuth>,
+    /// Header changes for the upstream request (backend-level merged with route-level).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_mutation: Option<HeaderMutation>,
+    /// Top-level JSON body changes for the upstream request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_mutation: Option<BodyMutation>,
+}
+
+/// API schema of a backend, with its version or path prefix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendSchema {
+    /// Schema name.
+    pub name: ApiSchema,
+    /// Version: Azure `api-version`, Anthropic-on-cloud `anthropic_version`, Cohere path version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Path prefix for OpenAI and Anthropic (default `v1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// The API schemas upstream supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub enum ApiSchema {
+    /// OpenAI and every OpenAI-compatible server.
+    OpenAI,
+    /// Cohere native API (v2).
+    Cohere,
+    /// AWS Bedrock Converse / InvokeModel.
+    AWSBedrock,
+    /// Azure OpenAI deployments.
+    AzureOpenAI,
+    /// Gemini on GCP Vertex AI.
+    GCPVertexAI,
+    /// Claude on GCP Vertex AI.
+    GCPAnthropic,
+    /// Anthropic native API.
+    Anthropic,
+    /// Claude on AWS Bedrock InvokeModel.
+    AWSAnthropic,
+}
+
+impl ApiSchema {
+    /// Every schema, in declaration order.
+    pub const ALL: [ApiSchema; 8] = [
+        ApiSchema::OpenAI,
+        ApiSchema::Cohere,
+        ApiSchema::AWSBedrock,
+        ApiSchema::AzureOpenAI,
+        ApiSchema::GCPVertexAI,
+        ApiSchema::GCPAnthropic,
+        ApiSchema::Anthropic,
+        ApiSchema::AWSAnthropic,
+    ];
+
+    /// The name as written in CRDs and in this contract.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiSchema::OpenAI => "OpenAI",
+            ApiSchema::Cohere => "Cohere",
+            ApiSchema::AWSBedrock => "AWSBedrock",
+            ApiSchema::AzureOpenAI => "AzureOpenAI",
+            ApiSchema::GCPVertexAI => "GCPVertexAI",
+            ApiSchema::GCPAnthropic => "GCPAnthropic",
+            ApiSchema::Anthropic => "Anthropic",
+            ApiSchema::AWSAnthropic => "AWSAnthropic",
+        }
+    }
+}
+
+/// Credentials for a backend. Secret material is referenced by file path only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendAuth {
+    /// The credential itself.
+    pub credential: Credential,
+    /// Per-request credential taken from a header or from dynamic metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_override: Option<CredentialOverride>,
+}
+
+/// The credential kinds, one per BackendSecurityPolicy type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Credential {
+    /// `Authorization: Bearer <key>`.
+    #[serde(rename = "APIKey", rename_all = "camelCase")]
+    ApiKey {
+        /// File holding the key.
+        key_file: String,
+    },
+    /// `api-key: <key>` (Azure OpenAI).
+    #[serde(rename = "AzureAPIKey", rename_all = "camelCase")]
+    AzureApiKey {
+        /// File holding the key.
+        key_file: String,
+    },
+    /// `x-api-key: <key>` (Anthropic).
+    #[serde(rename = "AnthropicAPIKey", rename_all = "camelCase")]
+    AnthropicApiKey {
+        /// File holding the key.
+        key_file: String,
+    },
+    /// AWS SigV4 signing (service `bedrock`).
+    #[serde(rename = "AWSCredentials", rename_all = "camelCase")]
+    Aws {
+        /// Signing region (the host's region wins when the host encodes one).
+        region: String,
+        /// Shared credentials file (INI). Absent: environment, then web identity, then instance metadata.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials_file: Option<String>,
+        /// Profile inside the credentials file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+        /// Exchange an OIDC token for AWS credentials with STS `AssumeRoleWithWebIdentity`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        oidc_exchange: Option<AwsOidcExchange>,
+    },
+    /// Entra ID token for Azure OpenAI (`Authorization: Bearer`).
+    #[serde(rename = "AzureCredentials", rename_all = "camelCase")]
+    Azure {
+        /// Application (client) ID.
+        client_id: String,
+        /// Directory (tenant) ID.
+        tenant_id: String,
+        /// File holding the client secret (client-credentials flow).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_secret_file: Option<String>,
+        /// Obtain an OIDC token and exchange it with Entra ID (federated credentials).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        oidc_exchange: Option<OidcExchange>,
+    },
+    /// GCP OAuth token (`Authorization: Bearer`, path prefixed with project and region).
+    #[serde(rename = "GCPCredentials", rename_all = "camelCase")]
+    Gcp {
+        /// GCP project name.
+        project_name: String,
+        /// GCP region.
+        region: String,
+        /// Service account key file. Absent (and no federation): application default credentials.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials_file: Option<String>,
+        /// Workload identity federation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workload_identity_federation: Option<GcpWorkloadIdentityFederation>,
+    },
+}
+
+/// An OIDC client-credentials token request, whose token is then exchanged with a cloud provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcExchange {
+    /// Issuer URL of the identity provider.
+    pub issuer: String,
+    /// Token endpoint, when it differs from the issuer's discovery document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    /// OAuth client ID.
+    pub client_id: String,
+    /// File holding the OAuth client secret.
+    pub client_secret_file: String,
+    /// Scopes requested.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Grant type for the exchange, when not the provider default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_type: Option<String>,
+    /// Audience for the exchange, when not the provider default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// OIDC exchange for AWS: an [`OidcExchange`] plus the role to assume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsOidcExchange {
+    /// The OIDC token request.
+    pub oidc: OidcExchange,
+    /// ARN of the role assumed with the OIDC token.
+    pub aws_role_arn: String,
+}
+
+/// GCP workload identity federation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GcpWorkloadIdentityFederation {
+    /// Project ID that owns the workload identity pool.
+    pub project_id: String,
+    /// Workload identity pool name.
+    pub workload_identity_pool_name: String,
+    /// Workload identity provider name.
+    pub workload_identity_provider_name: String,
+    /// Service account impersonated with the federated token, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// The OIDC token request whose token is federated.
+    pub oidc: OidcExchange,
+}
+
+/// Where a per-request credential comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialOverride {
+    /// Request header holding the credential (AWS: prefix of the three headers). Removed upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_name: Option<String>,
+    /// Dynamic metadata namespace holding the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_namespace: Option<String>,
+    /// Dynamic metadata key holding the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_key: Option<String>,
+    /// Use the configured credential when the request carries none (else 401).
+    pub fallback_to_configured: bool,
+}
+
+/// Header changes applied to the upstream request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMutation {
+    /// Headers set (lower-cased names, sorted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HeaderValue>,
+    /// Headers removed (lower-cased, sorted, unique).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// A header name and value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderValue {
+    /// Lower-cased header name.
+    pub name: String,
+    /// Header value.
+    pub value: String,
+}
+
+/// Top-level JSON body changes applied to the upstream request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BodyMutation {
+    /// Fields set; `value` is JSON text (a bare word is taken as a string).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<BodyField>,
+    /// Top-level fields removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// A top-level body field and its JSON value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BodyField {
+    /// Top-level field name.
+    pub path: String,
+    /// JSON text of the value.
+    pub value: String,
+}
+
+/// A cost computed from token usage and written as dynamic metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LlmRequestCost {
+    /// Metadata key under [`METADATA_NAMESPACE`].
+    pub metadata_key: String,
+    /// What is counted.
+    #[serde(rename = "type")]
+    pub cost_type: CostType,
+    /// CEL expression (only for [`CostType::CEL`]); checked to compile by the compiler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cel: Option<String>,
+    /// Only for requests to this AIServiceBackend (`<namespace>/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_backend: Option<String>,
+    /// Only for requests whose upstream model is this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// Token counts a cost can be based on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum CostType {
+    /// Input (prompt) tokens.
+    InputToken,
+    /// Cached input tokens.
+    CachedInputToken,
+    /// Input tokens written to the cache.
+    CacheCreationInputToken,
+    /// Output (completion) tokens.
+    OutputToken,
+    /// Input plus output tokens.
+    TotalToken,
+    /// Reasoning tokens.
+    ReasoningToken,
+    /// A CEL expression over the token counts, model, backend and route.
+    CEL,
+}
+
+/// A model listed by `/v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Model {
+    /// Model name (the Exact `x-ai-eg-model` match value).
+    pub id: String,
+    /// `owned_by` field.
+    pub owned_by: String,
+    /// `created` field, Unix seconds.
+    pub created: i64,
+}
+
+impl FilterConfig {
+    /// An empty configuration of the current version.
+    pub fn new(max_request_body_bytes: u64) -> Self {
+        FilterConfig {
+            api_version: API_VERSION.to_string(),
+            max_request_body_bytes,
+            routes: Vec::new(),
+            backends: Vec::new(),
+            global_costs: Vec::new(),
+        }
+    }
+
+    /// Reads a configuration from its JSON form, checks the version first (so an old or new file
+    /// gets a version message, not a field error), then the structure and cross-references.
+    pub fn from_json_value(value: serde_json::Value) -> Result<Self, ConfigError> {
+        match value.get("apiVersion").and_then(serde_json::Value::as_str) {
+            Some(API_VERSION) => {}
+            Some(other) => {
+                return Err(ConfigError::UnsupportedVersion {
+                    found: other.to_string(),
+                    expected: API_VERSION,
+                });
+            }
+            None => return Err(ConfigError::Invalid("missing string field `apiVersion`".into())),
+        }
+        let config: FilterConfig = decode(value)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Alias of [`FilterConfig::from_json_value`] for callers that parsed YAML into JSON values.
+    pub fn from_yaml_value(value: serde_json::Value) -> Result<Self, ConfigError> {
+        Self::from_json_value(value)
+    }
+
+    /// Checks the cross-references that serde cannot: unique names, existing backends, CEL present
+    /// exactly for CEL costs.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let mut backends = BTreeSet::new();
+        for backend in &self.backends {
+            if !backends.insert(backend.name.as_str()) {
+                return Err(ConfigError::Inconsistent(format!(
+                    "backend {:?} is declared twice",
+                    backend.name
+                )));
+            }
+        }
+        let mut routes = BTreeSet::new();
+        for route in &self.routes {
+            if !routes.insert(route.name.as_str()) {
+                return Err(ConfigError::Inconsistent(format!(
+                    "route {:?} is declared twice",
+                    route.name
+                )));
+            }
+            for (index, rule) in route.rules.iter().enumerate() {
+                for target in &rule.backends {
+                    if !backends.contains(target.backend.as_str()) {
+                        return Err(ConfigError::Inconsistent(format!(
+                            "route {:?} rule {index} names unknown backend {:?}",
+                            route.name, target.backend
+                        )));
+                    }
+                }
+            }
+            check_costs(&route.costs)?;
+        }
+        check_costs(&self.global_costs)
+    }
+}
+
+fn check_costs(costs: &[LlmRequestCost]) -> Result<(), ConfigError> {
+    for cost in costs {
+        let has_cel = cost.cel.as_deref().is_some_and(|cel| !cel.trim().is_empty());
+        match (cost.cost_type, has_cel) {
+            (CostType::CEL, false) => {
+                return Err(ConfigError::Inconsistent(format!(
+                    "cost {:?} has type CEL but no expression",
+                    cost.metadata_key
+                )));
+            }
+            (CostType::CEL, true) | (_, false) => {}
+            (_, true) => {
+                return Err(ConfigError::Inconsistent(format!(
+                    "cost {:?} has an expression but type {:?}",
+                    cost.metadata_key, cost.cost_type
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decode(value: serde_json::Value) -> Result<FilterConfig, ConfigError> {
+    serde_json::from_value(value).map_err(|err| ConfigError::Invalid(err.to_string()))
+}
+
+/// The JSON Schema of [`FilterConfig`].
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(FilterConfig)).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> serde_json::Value {
+        json!({
+            "apiVersion": API_VERSION,
+            "maxRequestBodyBytes": 1024,
+            "routes": [{
+                "name": "default/route",
+                "rules": [{
+                    "matches": [{"headers": [{"name": "x-ai-eg-model", "type": "Exact", "value": "gpt-4o"}]}],
+                    "backends": [{"backend": "default/openai/route/route/rule/0/ref/0", "weight": 1}]
+                }],
+                "costs": [{"metadataKey": "tokens", "type": "CEL", "cel": "input_tokens + output_tokens"}]
+            }],
+            "backends": [{
+                "name": "default/openai/route/route/rule/0/ref/0",
+                "serviceBackend": "default/openai",
+                "schema": {"name": "OpenAI", "prefix": "v1"},
+                "auth": {"credential": {"type": "APIKey", "keyFile": "/etc/aigw/secrets/openai/apiKey"}}
+            }]
+        })
+    }
+
+    #[test]
+    fn reads_a_valid_config_and_round_trips() -> Result<(), ConfigError> {
+        let config = FilterConfig::from_json_value(sample())?;
+        assert_eq!(config.backends[0].schema.name, ApiSchema::OpenAI);
+        assert!(matches!(
+            config.backends[0].auth.as_ref().map(|a| &a.credential),
+            Some(Credential::ApiKey { key_file }) if key_file == "/etc/aigw/secrets/openai/apiKey"
+        ));
+        let back = serde_json::to_value(&config).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        assert_eq!(back, sample());
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_other_versions_with_a_version_message() {
+        let mut doc = sample();
+        doc["apiVersion"] = json!("aigw.envoyproxy.io/filterconfig/v9");
+        let err = FilterConfig::from_json_value(doc).err();
+        assert!(matches!(err, Some(ConfigError::UnsupportedVersion { ref found, .. }) if found.ends_with("v9")));
+    }
+
+    #[test]
+    fn rejects_unknown_fields() {
+        let mut doc = sample();
+        doc["routes"][0]["surprise"] = json!(true);
+        assert!(matches!(FilterConfig::from_json_value(doc), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn rejects_dangling_backend() {
+        let mut doc = sample();
+        doc["routes"][0]["rules"][0]["backends"][0]["backend"] = json!("nope");
+        let err = FilterConfig::from_json_value(doc).err();
+        assert!(matches!(err, Some(ConfigError::Inconsistent(ref m)) if m.contains("unknown backend")));
+    }
+
+    #[test]
+    fn rejects_cel_cost_without_expression() {
+        let mut doc = sample();
+        doc["routes"][0]["costs"][0]
+            .as_object_mut()
+            .map(|cost| cost.remove("cel"));
+        let err = FilterConfig::from_json_value(doc).err();
+        assert!(matches!(err, Some(ConfigError::Inconsistent(ref m)) if m.contains("no expression")));
+    }
+
+    #[test]
+    fn schema_names_every_api_schema() {
+        let schema = json_schema().to_string();
+        for name in ApiSchema::ALL {
+            assert!(schema.contains(name.as_str()), "{name:?} missing from schema");
+        }
+    }
+}
