@@ -64,7 +64,12 @@ impl BuildOutput {
 /// Runs every stage. On failure returns every diagnostic (errors first, then warnings).
 pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, Vec<Diagnostic>> {
     let (documents, mut diags) = load::parse_sources(sources);
-    let (validated, found) = validate::validate(documents, &ValidateOptions { default_namespace: options.default_namespace.clone() });
+    let (validated, found) = validate::validate(
+        documents,
+        &ValidateOptions {
+            default_namespace: options.default_namespace.clone(),
+        },
+    );
     diags.extend(found);
     if diags.iter().any(Diagnostic::is_error) {
         return Err(finish(diags));
@@ -79,7 +84,12 @@ pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, 
         max_request_body_bytes: options.max_request_body_bytes,
         replicas: options.replicas,
     };
-    let (plan, found) = plan::plan(&validated, &resolved, &plan_options, options.include_secrets);
+    let (plan, found) = plan::plan(
+        &validated,
+        &resolved,
+        &plan_options,
+        options.include_secrets,
+    );
     diags.extend(found);
     if diags.iter().any(Diagnostic::is_error) {
         return Err(finish(diags));
@@ -93,14 +103,26 @@ pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, 
     };
     objects.iter_mut().for_each(render::escape_substitution);
     render::sort(&mut objects);
-    Ok(BuildOutput { objects, warnings: finish(diags) })
+    Ok(BuildOutput {
+        objects,
+        warnings: finish(diags),
+    })
 }
 
 /// Checks each object alone, as `kubectl apply` would: syntax, schema and CEL rules.
 pub fn check(sources: &[Source], default_namespace: &str) -> Vec<Diagnostic> {
     let (documents, mut diags) = load::parse_sources(sources);
-    let (_, found) = validate::validate(documents, &ValidateOptions { default_namespace: default_namespace.to_string() });
-    diags.extend(found.into_iter().filter(|d| !d.message.starts_with("duplicate object")));
+    let (_, found) = validate::validate(
+        documents,
+        &ValidateOptions {
+            default_namespace: default_namespace.to_string(),
+        },
+    );
+    diags.extend(
+        found
+            .into_iter()
+            .filter(|d| !d.message.starts_with("duplicate object")),
+    );
     finish(diags)
 }
 

@@ -44,7 +44,9 @@ impl FieldPath {
                 }
                 rest = &rest[open..];
                 while let Some(stripped) = rest.strip_prefix('[') {
-                    let Some(close) = stripped.find(']') else { break };
+                    let Some(close) = stripped.find(']') else {
+                        break;
+                    };
                     if let Ok(index) = stripped[..close].parse() {
                         segments.push(PathSegment::Index(index));
                     }
@@ -220,14 +222,23 @@ mod tests {
     fn paths_parse_and_print_both_ways() {
         let path = FieldPath::parse("spec.rules[0].backendRefs[12].weight");
         assert_eq!(path.to_string(), "spec.rules[0].backendRefs[12].weight");
-        assert_eq!(FieldPath::from_pointer("/spec/rules/0/backendRefs/12/weight"), path);
-        assert_eq!(FieldPath::from_pointer("/metadata/annotations/a~1b").to_string(), "metadata.annotations.a/b");
+        assert_eq!(
+            FieldPath::from_pointer("/spec/rules/0/backendRefs/12/weight"),
+            path
+        );
+        assert_eq!(
+            FieldPath::from_pointer("/metadata/annotations/a~1b").to_string(),
+            "metadata.annotations.a/b"
+        );
     }
 
     #[test]
     fn display_names_every_part() {
         let d = Diagnostic::error("weight must be at least 0")
-            .at(Some(Location { file: "r.yaml".into(), line: 7 }))
+            .at(Some(Location {
+                file: "r.yaml".into(),
+                line: 7,
+            }))
             .object("AIGatewayRoute default/chat")
             .field(FieldPath::parse("spec.rules[0].backendRefs[0].weight"));
         assert_eq!(

@@ -117,8 +117,8 @@ fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Diagnost
     let entries = std::fs::read_dir(dir)
         .map_err(|err| Diagnostic::error(format!("cannot read {}: {err}", dir.display())))?;
     for entry in entries {
-        let entry =
-            entry.map_err(|err| Diagnostic::error(format!("cannot read {}: {err}", dir.display())))?;
+        let entry = entry
+            .map_err(|err| Diagnostic::error(format!("cannot read {}: {err}", dir.display())))?;
         let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -157,8 +157,14 @@ struct DocumentOutline {
 }
 
 enum Frame {
-    Mapping { key: Option<String>, path: FieldPath },
-    Sequence { next: usize, path: FieldPath },
+    Mapping {
+        key: Option<String>,
+        path: FieldPath,
+    },
+    Sequence {
+        next: usize,
+        path: FieldPath,
+    },
 }
 
 fn outline(source: &Source) -> Result<Vec<DocumentOutline>, Diagnostic> {
@@ -183,21 +189,21 @@ fn outline(source: &Source) -> Result<Vec<DocumentOutline>, Diagnostic> {
                 });
             }
             Event::Scalar(ref value, ..) => {
-                if let Some(Frame::Mapping { key, .. }) = stack.last_mut() {
-                    if key.is_none() {
-                        *key = Some(value.to_string());
-                        continue;
-                    }
+                if let Some(Frame::Mapping { key, .. }) = stack.last_mut()
+                    && key.is_none()
+                {
+                    *key = Some(value.to_string());
+                    continue;
                 }
                 let is_root_null = stack.is_empty() && value.is_empty();
                 node_at(&mut docs, &mut stack, line, !is_root_null);
             }
             Event::Alias(..) => {
-                if let Some(Frame::Mapping { key, .. }) = stack.last_mut() {
-                    if key.is_none() {
-                        *key = Some(String::new());
-                        continue;
-                    }
+                if let Some(Frame::Mapping { key, .. }) = stack.last_mut()
+                    && key.is_none()
+                {
+                    *key = Some(String::new());
+                    continue;
                 }
                 node_at(&mut docs, &mut stack, line, true);
             }
@@ -226,10 +232,7 @@ fn node_at(
 ) -> FieldPath {
     let path = match stack.last_mut() {
         None => FieldPath::root(),
-        Some(Frame::Mapping { key, path }) => {
-            let child = path.key(key.take().as_deref().unwrap_or_default());
-            child
-        }
+        Some(Frame::Mapping { key, path }) => path.key(key.take().as_deref().unwrap_or_default()),
         Some(Frame::Sequence { next, path }) => {
             let child = path.index(*next);
             *next += 1;
@@ -282,16 +285,22 @@ fn parse_source(source: &Source) -> Result<Vec<Document>, Diagnostic> {
             continue;
         }
         if !value.is_object() {
-            return Err(Diagnostic::error(
-                "a document must be a mapping with apiVersion and kind",
-            )
-            .at(Some(Location {
-                file: source.name.clone(),
-                line: doc.first_node_line,
-            })));
+            return Err(
+                Diagnostic::error("a document must be a mapping with apiVersion and kind").at(
+                    Some(Location {
+                        file: source.name.clone(),
+                        line: doc.first_node_line,
+                    }),
+                ),
+            );
         }
         let mut lines = doc.lines.clone();
-        lines.retain(|path, _| !path.0.iter().any(|s| matches!(s, PathSegment::Key(k) if k.is_empty())));
+        lines.retain(|path, _| {
+            !path
+                .0
+                .iter()
+                .any(|s| matches!(s, PathSegment::Key(k) if k.is_empty()))
+        });
         documents.push(Document {
             file: file.clone(),
             line: doc.first_node_line,
@@ -321,7 +330,8 @@ mod tests {
 
     #[test]
     fn splits_documents_and_skips_empty_ones() {
-        let docs = parse("---\n# only a comment\n---\nkind: A\nmetadata:\n  name: a\n---\n---\nkind: B\n");
+        let docs =
+            parse("---\n# only a comment\n---\nkind: A\nmetadata:\n  name: a\n---\n---\nkind: B\n");
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0].value["kind"], "A");
         assert_eq!(docs[0].line, 4);
@@ -335,10 +345,16 @@ mod tests {
             "kind: A\nspec:\n  rules:\n  - name: one\n    backendRefs:\n    - name: x\n      weight: 3\n---\nkind: B\nspec: {a: [1, 2]}\n",
         );
         let a = &docs[0];
-        assert_eq!(a.line_of(&FieldPath::parse("spec.rules[0].backendRefs[0].weight")), 7);
+        assert_eq!(
+            a.line_of(&FieldPath::parse("spec.rules[0].backendRefs[0].weight")),
+            7
+        );
         assert_eq!(a.line_of(&FieldPath::parse("spec.rules[0].name")), 4);
         // A missing field points at its closest ancestor.
-        assert_eq!(a.line_of(&FieldPath::parse("spec.rules[0].backendRefs[0].priority")), 6);
+        assert_eq!(
+            a.line_of(&FieldPath::parse("spec.rules[0].backendRefs[0].priority")),
+            6
+        );
         assert_eq!(docs[1].line_of(&FieldPath::parse("spec.a[1]")), 10);
     }
 

@@ -13,7 +13,11 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "aigw", version, about = "Compile Envoy AI Gateway custom resources into Gateway API, Envoy Gateway and Kubernetes manifests")]
+#[command(
+    name = "aigw",
+    version,
+    about = "Compile Envoy AI Gateway custom resources into Gateway API, Envoy Gateway and Kubernetes manifests"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -103,7 +107,11 @@ fn report(diagnostics: &[Diagnostic]) {
     }
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     if errors > 0 {
-        let _ = writeln!(stderr, "aigw: {errors} error{} found; nothing was written", if errors == 1 { "" } else { "s" });
+        let _ = writeln!(
+            stderr,
+            "aigw: {errors} error{} found; nothing was written",
+            if errors == 1 { "" } else { "s" }
+        );
     }
 }
 
@@ -113,7 +121,11 @@ fn sources(inputs: &Inputs) -> anyhow::Result<Vec<load::Source>> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Build { inputs, output, settings } => {
+        Command::Build {
+            inputs,
+            output,
+            settings,
+        } => {
             let sources = sources(&inputs)?;
             let built = match aigw::build(&sources, &settings.options()) {
                 Ok(built) => built,
@@ -125,16 +137,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             report(&built.warnings);
             if output.as_os_str() == "-" {
                 let mut stdout = std::io::stdout().lock();
-                stdout.write_all(built.stream().as_bytes()).context("writing to standard output")?;
+                stdout
+                    .write_all(built.stream().as_bytes())
+                    .context("writing to standard output")?;
                 stdout.flush().context("writing to standard output")?;
             } else {
                 let files = write::files(&built.objects)?;
                 write::write_dir(&output, &files)?;
-                eprintln!("aigw: wrote {} objects to {}", built.objects.len(), output.display());
+                eprintln!(
+                    "aigw: wrote {} objects to {}",
+                    built.objects.len(),
+                    output.display()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Diff { inputs, against, settings } => {
+        Command::Diff {
+            inputs,
+            against,
+            settings,
+        } => {
             let sources = sources(&inputs)?;
             let built = match aigw::build(&sources, &settings.options()) {
                 Ok(built) => built,
@@ -150,8 +172,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("aigw: {} is up to date", against.display());
                 Ok(ExitCode::SUCCESS)
             } else {
-                std::io::stdout().lock().write_all(text.as_bytes()).context("writing to standard output")?;
-                eprintln!("aigw: {} differs from the build; run `aigw build ... -o {}`", against.display(), against.display());
+                std::io::stdout()
+                    .lock()
+                    .write_all(text.as_bytes())
+                    .context("writing to standard output")?;
+                eprintln!(
+                    "aigw: {} differs from the build; run `aigw build ... -o {}`",
+                    against.display(),
+                    against.display()
+                );
                 Ok(ExitCode::FAILURE)
             }
         }
@@ -167,10 +196,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Schema { output } => {
-            std::fs::create_dir_all(&output).with_context(|| format!("creating {}", output.display()))?;
+            std::fs::create_dir_all(&output)
+                .with_context(|| format!("creating {}", output.display()))?;
             for (name, text) in aigw::schemas::all() {
                 let path = output.join(name);
-                std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -447,10 +447,18 @@ pub struct BackendSecurityPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<SecretKeyRef>,
     /// For type AzureAPIKey.
-    #[serde(default, rename = "azureAPIKey", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "azureAPIKey",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub azure_api_key: Option<SecretKeyRef>,
     /// For type AnthropicAPIKey.
-    #[serde(default, rename = "anthropicAPIKey", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "anthropicAPIKey",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub anthropic_api_key: Option<SecretKeyRef>,
     /// For type AWSCredentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -569,7 +577,11 @@ pub struct Oidc {
     #[schemars(length(min = 1))]
     pub client_id: Option<String>,
     /// Secret holding the client ID (key `client-id`).
-    #[serde(default, rename = "clientIDRef", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "clientIDRef",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_id_ref: Option<SecretObjectReference>,
     /// Secret holding the client secret (key `client-secret`).
     pub client_secret: SecretObjectReference,
@@ -590,15 +602,27 @@ pub struct Oidc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie_names: Option<serde_json::Value>,
     /// Not used by token exchange.
-    #[serde(default, rename = "csrfTokenTTL", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "csrfTokenTTL",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(pattern(DURATION))]
     pub csrf_token_ttl: Option<String>,
     /// Not used by token exchange.
-    #[serde(default, rename = "defaultRefreshTokenTTL", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "defaultRefreshTokenTTL",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(pattern(DURATION))]
     pub default_refresh_token_ttl: Option<String>,
     /// Not used by token exchange.
-    #[serde(default, rename = "defaultTokenTTL", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "defaultTokenTTL",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(pattern(DURATION))]
     pub default_token_ttl: Option<String>,
     /// Not used by token exchange.
@@ -611,7 +635,11 @@ pub struct Oidc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_access_token: Option<bool>,
     /// Not used by token exchange.
-    #[serde(default, rename = "forwardIDToken", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "forwardIDToken",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub forward_id_token: Option<serde_json::Value>,
     /// Not used by token exchange.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -620,7 +648,11 @@ pub struct Oidc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_through_auth_header: Option<bool>,
     /// Not used by token exchange.
-    #[serde(default, rename = "redirectURL", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "redirectURL",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub redirect_url: Option<String>,
     /// Not used by token exchange.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -19,8 +19,9 @@ use sha2::{Digest, Sha256};
 
 use crate::diag::{Diagnostic, FieldPath};
 use crate::model::{
-    self, AiGatewayRoute, AiServiceBackend, BackendSecurityPolicy, GatewayConfig, HeaderMatchType,
-    HttpBodyMutation, HttpHeaderMutation, ParentReference, QuotaDuration, SecurityPolicyType, EG_GROUP,
+    self, AiGatewayRoute, AiServiceBackend, BackendSecurityPolicy, EG_GROUP, GatewayConfig,
+    HeaderMatchType, HttpBodyMutation, HttpHeaderMutation, ParentReference, QuotaDuration,
+    SecurityPolicyType,
 };
 use crate::resolve::{Key, Resolved, SecretUse};
 use crate::validate::{Body, Object, ObjectId, Validated};
@@ -244,8 +245,18 @@ struct Planner<'a> {
 }
 
 /// Plans every instance; returns the plan and every problem found.
-pub fn plan(input: &Validated, resolved: &Resolved, options: &PlanOptions, include_secrets: bool) -> (Plan, Vec<Diagnostic>) {
-    let mut planner = Planner { input, resolved, options, diags: Vec::new() };
+pub fn plan(
+    input: &Validated,
+    resolved: &Resolved,
+    options: &PlanOptions,
+    include_secrets: bool,
+) -> (Plan, Vec<Diagnostic>) {
+    let mut planner = Planner {
+        input,
+        resolved,
+        options,
+        diags: Vec::new(),
+    };
     let mut instances = Vec::new();
     for gateway in &resolved.gateways {
         instances.push(planner.instance(gateway));
@@ -258,7 +269,11 @@ pub fn plan(input: &Validated, resolved: &Resolved, options: &PlanOptions, inclu
     let mut secrets = Vec::new();
     for (i, object) in input.objects.iter().enumerate() {
         match &object.body {
-            Body::Route(_) | Body::ServiceBackend(_) | Body::SecurityPolicy(_) | Body::GatewayConfig(_) | Body::QuotaPolicy(_) => {}
+            Body::Route(_)
+            | Body::ServiceBackend(_)
+            | Body::SecurityPolicy(_)
+            | Body::GatewayConfig(_)
+            | Body::QuotaPolicy(_) => {}
             Body::Secret(_) => {
                 if include_secrets {
                     planner.diags.push(input.warning_at(
@@ -279,7 +294,14 @@ pub fn plan(input: &Validated, resolved: &Resolved, options: &PlanOptions, inclu
             _ => passthrough.push(i),
         }
     }
-    (Plan { instances, passthrough, secrets }, planner.diags)
+    (
+        Plan {
+            instances,
+            passthrough,
+            secrets,
+        },
+        planner.diags,
+    )
 }
 
 impl Planner<'_> {
@@ -308,13 +330,19 @@ impl Planner<'_> {
 
         for &route_index in &attached.routes {
             let route_object = self.object(route_index).clone();
-            let Body::Route(route) = &route_object.body else { continue };
-            let (fc_route, backends, rules) = self.route(&route_object, route, &gateway, &mut secrets);
+            let Body::Route(route) = &route_object.body else {
+                continue;
+            };
+            let (fc_route, backends, rules) =
+                self.route(&route_object, route, &gateway, &mut secrets);
             config.routes.push(fc_route);
             config.backends.extend(backends);
             for rule in &rules {
                 if rule.target_namespace != namespace {
-                    grants.entry(rule.target_namespace.clone()).or_default().insert(rule.target.name.clone());
+                    grants
+                        .entry(rule.target_namespace.clone())
+                        .or_default()
+                        .insert(rule.target.name.clone());
                 }
             }
             let parts = self.http_routes(&route_object, route, &gateway, rules);
@@ -334,19 +362,26 @@ impl Planner<'_> {
 
         if let Some(gc) = &gateway_config {
             config.global_costs = gc.spec.global_llm_request_costs.iter().map(cost).collect();
-            if gc.spec.forward_proxy.is_some() {
-                if let Some((_, object)) = &config_object {
-                    self.diags.push(self.input.error_at(
+            if gc.spec.forward_proxy.is_some()
+                && let Some((_, object)) = &config_object
+            {
+                self.diags.push(self.input.error_at(
                         object,
                         FieldPath::parse("spec.forwardProxy"),
                         "forwardProxy is not yet supported by aigw: upstream connections would bypass the proxy",
                     ));
-                }
             }
         }
-        let workload = self.workload(&gateway, config_object.as_ref().map(|(_, o)| o), gateway_config.as_ref());
+        let workload = self.workload(
+            &gateway,
+            config_object.as_ref().map(|(_, o)| o),
+            gateway_config.as_ref(),
+        );
         if let Err(err) = config.check() {
-            self.diags.push(Diagnostic::error(format!("internal error: generated filter config for Gateway {}/{} is inconsistent: {err}", gateway.namespace, gateway.name)));
+            self.diags.push(Diagnostic::error(format!(
+                "internal error: generated filter config for Gateway {}/{} is inconsistent: {err}",
+                gateway.namespace, gateway.name
+            )));
         }
 
         let reference_grants = grants
@@ -359,7 +394,14 @@ impl Planner<'_> {
                     .enumerate()
                     .map(|(i, chunk)| ReferenceGrantPlan {
                         namespace: ns.clone(),
-                        name: bounded_name(&if i == 0 { base.clone() } else { format!("{base}-{}", i + 1) }, 253),
+                        name: bounded_name(
+                            &if i == 0 {
+                                base.clone()
+                            } else {
+                                format!("{base}-{}", i + 1)
+                            },
+                            253,
+                        ),
                         backends: chunk.to_vec(),
                     })
                     .collect::<Vec<_>>()
@@ -433,7 +475,9 @@ impl Planner<'_> {
                             name: h.name.to_ascii_lowercase(),
                             match_type: match h.match_type {
                                 HeaderMatchType::Exact => fc::HeaderMatchType::Exact,
-                                HeaderMatchType::RegularExpression => fc::HeaderMatchType::RegularExpression,
+                                HeaderMatchType::RegularExpression => {
+                                    fc::HeaderMatchType::RegularExpression
+                                }
                             },
                             value: h.value.clone(),
                         })
@@ -441,49 +485,75 @@ impl Planner<'_> {
                 })
                 .collect();
             for header in rule.matches.iter().flat_map(|m| &m.headers) {
-                if header.name.eq_ignore_ascii_case(fc::MODEL_HEADER) && header.match_type == HeaderMatchType::Exact {
+                if header.name.eq_ignore_ascii_case(fc::MODEL_HEADER)
+                    && header.match_type == HeaderMatchType::Exact
+                {
                     models.entry(header.value.clone()).or_insert_with(|| Model {
                         id: header.value.clone(),
                         owned_by: rule.models_owned_by.clone(),
                         created,
                     });
                 }
-                if header.match_type == HeaderMatchType::RegularExpression {
-                    if let Err(err) = regex::Regex::new(&format!("^(?:{})$", header.value)) {
-                        self.diags.push(self.input.error_at(
-                            object,
-                            rule_path.key("matches"),
-                            format!("header {:?}: invalid regular expression: {}", header.name, err.to_string().lines().last().unwrap_or_default()),
-                        ));
-                    }
+                if header.match_type == HeaderMatchType::RegularExpression
+                    && let Err(err) = regex::Regex::new(&format!("^(?:{})$", header.value))
+                {
+                    self.diags.push(self.input.error_at(
+                        object,
+                        rule_path.key("matches"),
+                        format!(
+                            "header {:?}: invalid regular expression: {}",
+                            header.name,
+                            err.to_string().lines().last().unwrap_or_default()
+                        ),
+                    ));
                 }
             }
             let mut weighted = Vec::new();
             let mut has_priority = false;
             for (j, backend_ref) in rule.backend_refs.iter().enumerate() {
-                let ns = backend_ref.namespace.clone().unwrap_or_else(|| object.id.namespace.clone());
+                let ns = backend_ref
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| object.id.namespace.clone());
                 let key: Key = (ns.clone(), backend_ref.name.clone());
-                let Some(&backend_index) = self.resolved.service_backends.get(&key) else { continue };
+                let Some(&backend_index) = self.resolved.service_backends.get(&key) else {
+                    continue;
+                };
                 let backend_object = self.object(backend_index).clone();
-                let Body::ServiceBackend(service_backend) = &backend_object.body else { continue };
-                let id = format!("{ns}/{}/route/{route_name}/rule/{i}/ref/{j}", backend_ref.name);
+                let Body::ServiceBackend(service_backend) = &backend_object.body else {
+                    continue;
+                };
+                let id = format!(
+                    "{ns}/{}/route/{route_name}/rule/{i}/ref/{j}",
+                    backend_ref.name
+                );
                 let weight = u32::try_from(backend_ref.weight).unwrap_or(u32::MAX);
                 let priority = u32::try_from(backend_ref.priority).unwrap_or(u32::MAX);
                 has_priority |= priority > 0;
-                weighted.push(fc::WeightedBackend { backend: id.clone(), weight, priority });
+                weighted.push(fc::WeightedBackend {
+                    backend: id.clone(),
+                    weight,
+                    priority,
+                });
                 let auth = self.auth(&key, gateway, secrets);
                 backends.push(fc::Backend {
                     name: id.clone(),
                     service_backend: format!("{ns}/{}", backend_ref.name),
                     schema: schema(&service_backend.spec.schema),
-                    model_name_override: backend_ref.model_name_override.clone().filter(|m| !m.is_empty()),
+                    model_name_override: backend_ref
+                        .model_name_override
+                        .clone()
+                        .filter(|m| !m.is_empty()),
                     upstream_host: self.upstream_host(service_backend, &ns),
                     header_mutation: header_mutation(
                         service_backend.spec.header_mutation.as_ref(),
                         backend_ref.header_mutation.as_ref(),
                         auth.as_ref().and_then(|a| a.credential_override.as_ref()),
                     ),
-                    body_mutation: body_mutation(service_backend.spec.body_mutation.as_ref(), backend_ref.body_mutation.as_ref()),
+                    body_mutation: body_mutation(
+                        service_backend.spec.body_mutation.as_ref(),
+                        backend_ref.body_mutation.as_ref(),
+                    ),
                     auth,
                 });
                 if weight > 0 {
@@ -495,7 +565,9 @@ impl Planner<'_> {
                         backend_id: id,
                         target: target.clone(),
                         target_namespace,
-                        request_timeout: timeouts.and_then(|t| t.request.clone()).unwrap_or_else(|| "60s".into()),
+                        request_timeout: timeouts
+                            .and_then(|t| t.request.clone())
+                            .unwrap_or_else(|| "60s".into()),
                         backend_request_timeout: timeouts.and_then(|t| t.backend_request.clone()),
                     });
                 }
@@ -507,7 +579,11 @@ impl Planner<'_> {
                     "priority fallback needs retries across backends, which the service topology does not do; backends with priority > 0 are picked only when no priority-0 backend has weight",
                 ));
             }
-            fc_rules.push(fc::RouteRule { name: rule.name.clone(), matches, backends: weighted });
+            fc_rules.push(fc::RouteRule {
+                name: rule.name.clone(),
+                matches,
+                backends: weighted,
+            });
         }
         let fc_route = fc::Route {
             name: route_name,
@@ -524,7 +600,10 @@ impl Planner<'_> {
         if target.group != EG_GROUP || target.kind != "Backend" {
             return None;
         }
-        let key = (target.namespace.clone().unwrap_or_else(|| ns.to_string()), target.name.clone());
+        let key = (
+            target.namespace.clone().unwrap_or_else(|| ns.to_string()),
+            target.name.clone(),
+        );
         let index = self.resolved.eg_backends.get(&key)?;
         let doc = self.input.document(self.object(*index));
         doc.value
@@ -537,11 +616,23 @@ impl Planner<'_> {
 
     /// The auth of the AIServiceBackend `key`, with its Secrets checked for mountability and
     /// recorded as mounts.
-    fn auth(&mut self, key: &Key, gateway: &ObjectId, secrets: &mut BTreeSet<MountedSecret>) -> Option<BackendAuth> {
+    fn auth(
+        &mut self,
+        key: &Key,
+        gateway: &ObjectId,
+        secrets: &mut BTreeSet<MountedSecret>,
+    ) -> Option<BackendAuth> {
         let policy_index = *self.resolved.security_policy_of.get(key)?;
         let object = self.object(policy_index).clone();
-        let Body::SecurityPolicy(policy) = &object.body else { return None };
-        let uses = self.resolved.secrets_of_policy.get(&policy_index).cloned().unwrap_or_default();
+        let Body::SecurityPolicy(policy) = &object.body else {
+            return None;
+        };
+        let uses = self
+            .resolved
+            .secrets_of_policy
+            .get(&policy_index)
+            .cloned()
+            .unwrap_or_default();
         let mut file_of = BTreeMap::new();
         for secret in &uses {
             if secret.namespace != gateway.namespace {
@@ -570,13 +661,22 @@ impl Planner<'_> {
                 continue;
             }
             let mount = mounted_secret(&secret.name);
-            file_of.insert(secret.field.clone(), format!("{}/{}", mount.mount_path, secret.key));
+            file_of.insert(
+                secret.field.clone(),
+                format!("{}/{}", mount.mount_path, secret.key),
+            );
             secrets.insert(mount);
         }
         Some(build_auth(policy, &file_of))
     }
 
-    fn http_routes(&mut self, object: &Object, route: &AiGatewayRoute, gateway: &ObjectId, rules: Vec<BackendRule>) -> Vec<HttpRoutePlan> {
+    fn http_routes(
+        &mut self,
+        object: &Object,
+        route: &AiGatewayRoute,
+        gateway: &ObjectId,
+        rules: Vec<BackendRule>,
+    ) -> Vec<HttpRoutePlan> {
         let base = if object.id.namespace == gateway.namespace {
             object.id.name.clone()
         } else {
@@ -588,13 +688,29 @@ impl Planner<'_> {
             .parent_refs
             .iter()
             .filter(|p| {
-                p.name == gateway.name && p.namespace.clone().unwrap_or_else(|| object.id.namespace.clone()) == gateway.namespace
+                p.name == gateway.name
+                    && p.namespace
+                        .clone()
+                        .unwrap_or_else(|| object.id.namespace.clone())
+                        == gateway.namespace
             })
-            .map(|p| ParentReference { namespace: Some(gateway.namespace.clone()), ..p.clone() })
+            .map(|p| ParentReference {
+                namespace: Some(gateway.namespace.clone()),
+                ..p.clone()
+            })
             .collect();
-        let mut labels = self.input.document(object).value.pointer("/metadata/labels").and_then(Value::as_object).map(|m| {
-            m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect::<BTreeMap<_, _>>()
-        }).unwrap_or_default();
+        let mut labels = self
+            .input
+            .document(object)
+            .value
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect::<BTreeMap<_, _>>()
+            })
+            .unwrap_or_default();
         labels.remove("app.kubernetes.io/instance");
         // Rules are packed 16 per HTTPRoute; the catch-all goes last, in the last part.
         let total = rules.len() + 1;
@@ -602,9 +718,17 @@ impl Planner<'_> {
         let mut out = Vec::new();
         let mut remaining = rules.into_iter();
         for part in 0..parts {
-            let capacity = if part + 1 == parts { MAX_RULES_PER_ROUTE - 1 } else { MAX_RULES_PER_ROUTE };
+            let capacity = if part + 1 == parts {
+                MAX_RULES_PER_ROUTE - 1
+            } else {
+                MAX_RULES_PER_ROUTE
+            };
             let chunk: Vec<BackendRule> = remaining.by_ref().take(capacity).collect();
-            let name = if part == 0 { base.clone() } else { bounded_name(&format!("{base}-{}", part + 1), 253) };
+            let name = if part == 0 {
+                base.clone()
+            } else {
+                bounded_name(&format!("{base}-{}", part + 1), 253)
+            };
             out.push(HttpRoutePlan {
                 name,
                 source: object.id.clone(),
@@ -614,7 +738,10 @@ impl Planner<'_> {
                 rules: chunk,
                 catch_all: part + 1 == parts,
                 host_rewrite_filter: bounded_name(&format!("ai-eg-host-rewrite-{base}"), 253),
-                not_found_filter: bounded_name(&format!("ai-eg-route-not-found-response-{base}"), 253),
+                not_found_filter: bounded_name(
+                    &format!("ai-eg-route-not-found-response-{base}"),
+                    253,
+                ),
             });
         }
         out
@@ -627,7 +754,12 @@ impl Planner<'_> {
         object: &Object,
         route: &AiGatewayRoute,
         parts: &[HttpRoutePlan],
-    ) -> (Vec<RateLimitRule>, Vec<String>, Vec<ObjectId>, Vec<LlmRequestCost>) {
+    ) -> (
+        Vec<RateLimitRule>,
+        Vec<String>,
+        Vec<ObjectId>,
+        Vec<LlmRequestCost>,
+    ) {
         let mut rules = Vec::new();
         let mut targets = Vec::new();
         let mut sources = Vec::new();
@@ -635,26 +767,52 @@ impl Planner<'_> {
         let mut by_backend_model: BTreeMap<(Key, String), Vec<String>> = BTreeMap::new();
         for (i, rule) in route.spec.rules.iter().enumerate() {
             for (j, backend_ref) in rule.backend_refs.iter().enumerate() {
-                let ns = backend_ref.namespace.clone().unwrap_or_else(|| object.id.namespace.clone());
-                let Some(model) = &backend_ref.model_name_override else { continue };
+                let ns = backend_ref
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| object.id.namespace.clone());
+                let Some(model) = &backend_ref.model_name_override else {
+                    continue;
+                };
                 if backend_ref.weight == 0 {
                     continue;
                 }
-                let id = format!("{ns}/{}/route/{}/{}/rule/{i}/ref/{j}", backend_ref.name, object.id.namespace, object.id.name);
-                by_backend_model.entry(((ns, backend_ref.name.clone()), model.clone())).or_default().push(id);
+                let id = format!(
+                    "{ns}/{}/route/{}/{}/rule/{i}/ref/{j}",
+                    backend_ref.name, object.id.namespace, object.id.name
+                );
+                by_backend_model
+                    .entry(((ns, backend_ref.name.clone()), model.clone()))
+                    .or_default()
+                    .push(id);
             }
         }
         for ((key, model), ids) in by_backend_model {
-            let Some(policies) = self.resolved.quotas_of.get(&key) else { continue };
+            let Some(policies) = self.resolved.quotas_of.get(&key) else {
+                continue;
+            };
             for &policy_index in policies {
                 let policy_object = self.object(policy_index).clone();
-                let Body::QuotaPolicy(policy) = &policy_object.body else { continue };
-                for quota in policy.spec.per_model_quotas.iter().filter(|q| q.model_name == model) {
+                let Body::QuotaPolicy(policy) = &policy_object.body else {
+                    continue;
+                };
+                for quota in policy
+                    .spec
+                    .per_model_quotas
+                    .iter()
+                    .filter(|q| q.model_name == model)
+                {
                     sources.push(policy_object.id.clone());
                     costs.push(LlmRequestCost {
                         metadata_key: QUOTA_COST_KEY.into(),
                         cost_type: fc::CostType::CEL,
-                        cel: Some(quota.quota.cost_expression.clone().unwrap_or_else(|| "total_tokens".into())),
+                        cel: Some(
+                            quota
+                                .quota
+                                .cost_expression
+                                .clone()
+                                .unwrap_or_else(|| "total_tokens".into()),
+                        ),
                         service_backend: Some(format!("{}/{}", key.0, key.1)),
                         model: Some(model.clone()),
                     });
@@ -690,7 +848,11 @@ impl Planner<'_> {
                     ));
                 }
                 for (q, quota) in policy.spec.per_model_quotas.iter().enumerate() {
-                    let zero = quota.quota.default_bucket.as_ref().is_some_and(|b| b.limit == 0)
+                    let zero = quota
+                        .quota
+                        .default_bucket
+                        .as_ref()
+                        .is_some_and(|b| b.limit == 0)
                         || quota.quota.bucket_rules.iter().any(|b| b.quota.limit == 0);
                     if zero {
                         self.diags.push(self.input.error_at(
@@ -706,8 +868,16 @@ impl Planner<'_> {
         (rules, targets, sources, costs)
     }
 
-    fn workload(&mut self, gateway: &ObjectId, config_object: Option<&Object>, config: Option<&GatewayConfig>) -> Workload {
-        let k8s = config.and_then(|c| c.spec.ext_proc.as_ref()).and_then(|e| e.kubernetes.clone()).unwrap_or_default();
+    fn workload(
+        &mut self,
+        gateway: &ObjectId,
+        config_object: Option<&Object>,
+        config: Option<&GatewayConfig>,
+    ) -> Workload {
+        let k8s = config
+            .and_then(|c| c.spec.ext_proc.as_ref())
+            .and_then(|e| e.kubernetes.clone())
+            .unwrap_or_default();
         let image = match (&k8s.image, &k8s.image_repository) {
             (Some(image), _) => image.clone(),
             (None, Some(repository)) => {
@@ -719,7 +889,12 @@ impl Planner<'_> {
         let mut service_account_annotations = BTreeMap::new();
         if let Some(object) = config_object {
             let doc = self.input.document(object);
-            if let Some(text) = doc.value.pointer("/metadata/annotations").and_then(|a| a.get(SERVICE_ACCOUNT_ANNOTATIONS)).and_then(Value::as_str) {
+            if let Some(text) = doc
+                .value
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(SERVICE_ACCOUNT_ANNOTATIONS))
+                .and_then(Value::as_str)
+            {
                 match serde_saphyr::from_str::<BTreeMap<String, String>>(text) {
                     Ok(map) => service_account_annotations = map,
                     Err(err) => self.diags.push(self.input.error_at(
@@ -739,27 +914,44 @@ impl Planner<'_> {
             replicas: self.options.replicas,
             env: k8s.env,
             resources: k8s.resources.unwrap_or_else(default_resources),
-            security_context: k8s.security_context.unwrap_or_else(default_security_context),
+            security_context: k8s
+                .security_context
+                .unwrap_or_else(default_security_context),
             volume_mounts: k8s.volume_mounts,
             service_account_annotations,
         }
     }
 
-    fn merge_extension_policies(&mut self, instances: &mut [Instance], merged: &mut BTreeSet<usize>) {
+    fn merge_extension_policies(
+        &mut self,
+        instances: &mut [Instance],
+        merged: &mut BTreeSet<usize>,
+    ) {
         for (i, object) in self.input.objects.iter().enumerate() {
             if !matches!(object.body, Body::ExtensionPolicy) {
                 continue;
             }
             let doc = self.input.document(object);
             let mut targets: Vec<(usize, String)> = Vec::new();
-            let refs = doc.value.pointer("/spec/targetRefs").and_then(Value::as_array).cloned().unwrap_or_default();
+            let refs = doc
+                .value
+                .pointer("/spec/targetRefs")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             let single = doc.value.pointer("/spec/targetRef").cloned();
             for target in refs.iter().chain(single.iter()) {
                 if target.get("kind").and_then(Value::as_str) != Some("HTTPRoute") {
                     continue;
                 }
-                let name = target.get("name").and_then(Value::as_str).unwrap_or_default();
-                if let Some(pos) = instances.iter().position(|inst| inst.namespace == object.id.namespace && inst.extension_policy.targets.iter().any(|t| t == name)) {
+                let name = target
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if let Some(pos) = instances.iter().position(|inst| {
+                    inst.namespace == object.id.namespace
+                        && inst.extension_policy.targets.iter().any(|t| t == name)
+                }) {
                     targets.push((pos, name.to_string()));
                 }
             }
@@ -768,7 +960,10 @@ impl Planner<'_> {
             }
             let total = refs.len() + usize::from(single.is_some());
             let first = targets[0].0;
-            if targets.len() != total || targets.iter().any(|(pos, _)| *pos != first) || doc.value.pointer("/spec/targetSelectors").is_some() {
+            if targets.len() != total
+                || targets.iter().any(|(pos, _)| *pos != first)
+                || doc.value.pointer("/spec/targetSelectors").is_some()
+            {
                 self.diags.push(self.input.error_at(
                     object,
                     FieldPath::parse("spec"),
@@ -778,12 +973,32 @@ impl Planner<'_> {
             }
             let instance = &mut instances[first];
             for list in ["extProc", "wasm", "lua", "dynamicModule"] {
-                if let Some(items) = doc.value.pointer(&format!("/spec/{list}")).and_then(Value::as_array) {
-                    instance.extension_policy.merged.entry(list.to_string()).or_default().extend(items.iter().cloned());
+                if let Some(items) = doc
+                    .value
+                    .pointer(&format!("/spec/{list}"))
+                    .and_then(Value::as_array)
+                {
+                    instance
+                        .extension_policy
+                        .merged
+                        .entry(list.to_string())
+                        .or_default()
+                        .extend(items.iter().cloned());
                 }
             }
-            if instance.extension_policy.merged.get("extProc").map_or(0, Vec::len) + 1 > 16 {
-                self.diags.push(self.input.error_at(object, FieldPath::parse("spec.extProc"), "merged EnvoyExtensionPolicy would have more than 16 extProc filters"));
+            if instance
+                .extension_policy
+                .merged
+                .get("extProc")
+                .map_or(0, Vec::len)
+                + 1
+                > 16
+            {
+                self.diags.push(self.input.error_at(
+                    object,
+                    FieldPath::parse("spec.extProc"),
+                    "merged EnvoyExtensionPolicy would have more than 16 extProc filters",
+                ));
             }
             merged.insert(i);
         }
@@ -792,20 +1007,36 @@ impl Planner<'_> {
     fn check_collisions(&mut self, instances: &[Instance]) {
         let mut generated: BTreeMap<(String, String, String), String> = BTreeMap::new();
         for instance in instances {
-            let mut add = |kind: &str, ns: &str, name: &str, source: String, diags: &mut Vec<Diagnostic>| {
-                if let Some(previous) = generated.insert((kind.into(), ns.into(), name.into()), source.clone()) {
+            let mut add = |kind: &str,
+                           ns: &str,
+                           name: &str,
+                           source: String,
+                           diags: &mut Vec<Diagnostic>| {
+                if let Some(previous) =
+                    generated.insert((kind.into(), ns.into(), name.into()), source.clone())
+                {
                     diags.push(Diagnostic::error(format!(
                         "{kind} {ns}/{name} would be generated twice (for {previous} and for {source}); rename one of the AIGatewayRoutes"
                     )));
                 }
             };
             for route in &instance.routes {
-                add("HTTPRoute", &instance.namespace, &route.name, route.source.to_string(), &mut self.diags);
+                add(
+                    "HTTPRoute",
+                    &instance.namespace,
+                    &route.name,
+                    route.source.to_string(),
+                    &mut self.diags,
+                );
             }
         }
         for object in &self.input.objects {
             let kind = object.id.kind.as_str();
-            if let Some(source) = generated.get(&(kind.to_string(), object.id.namespace.clone(), object.id.name.clone())) {
+            if let Some(source) = generated.get(&(
+                kind.to_string(),
+                object.id.namespace.clone(),
+                object.id.name.clone(),
+            )) {
                 self.diags.push(self.input.error_at(
                     object,
                     FieldPath::root(),
@@ -819,7 +1050,12 @@ impl Planner<'_> {
 
 impl Object {
     fn document_meta_created(&self, input: &Validated) -> Option<String> {
-        input.document(self).value.pointer("/metadata/creationTimestamp").and_then(Value::as_str).map(str::to_string)
+        input
+            .document(self)
+            .value
+            .pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str)
+            .map(str::to_string)
     }
 }
 
@@ -835,8 +1071,14 @@ fn unit(duration: QuotaDuration) -> &'static str {
 fn default_tag(image: &str) -> String {
     let without_digest = image.split('@').next().unwrap_or(image);
     let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
-    let tag = last.split_once(':').map(|(_, t)| format!(":{t}")).unwrap_or_default();
-    let digest = image.split_once('@').map(|(_, d)| format!("@{d}")).unwrap_or_default();
+    let tag = last
+        .split_once(':')
+        .map(|(_, t)| format!(":{t}"))
+        .unwrap_or_default();
+    let digest = image
+        .split_once('@')
+        .map(|(_, d)| format!("@{d}"))
+        .unwrap_or_default();
     format!("{tag}{digest}")
 }
 
@@ -870,7 +1112,11 @@ fn cost(cost: &model::LlmRequestCost) -> LlmRequestCost {
     LlmRequestCost {
         metadata_key: cost.metadata_key.clone(),
         cost_type: cost.cost_type,
-        cel: if cost.cost_type == fc::CostType::CEL { cost.cel.clone() } else { None },
+        cel: if cost.cost_type == fc::CostType::CEL {
+            cost.cel.clone()
+        } else {
+            None
+        },
         service_backend: None,
         model: None,
     }
@@ -883,7 +1129,11 @@ fn schema(schema: &model::VersionedApiSchema) -> fc::BackendSchema {
             version: None,
             prefix: Some(schema.prefix.clone().unwrap_or_else(|| "v1".into())),
         },
-        _ => fc::BackendSchema { name: schema.name, version: schema.version.clone(), prefix: None },
+        _ => fc::BackendSchema {
+            name: schema.name,
+            version: schema.version.clone(),
+            prefix: None,
+        },
     }
 }
 
@@ -912,13 +1162,19 @@ fn header_mutation(
         }
     }
     let mutation = HeaderMutation {
-        set: set.into_iter().map(|(name, value)| HeaderValue { name, value }).collect(),
+        set: set
+            .into_iter()
+            .map(|(name, value)| HeaderValue { name, value })
+            .collect(),
         remove: remove.into_iter().collect(),
     };
     (!mutation.set.is_empty() || !mutation.remove.is_empty()).then_some(mutation)
 }
 
-fn body_mutation(backend: Option<&HttpBodyMutation>, route: Option<&HttpBodyMutation>) -> Option<BodyMutation> {
+fn body_mutation(
+    backend: Option<&HttpBodyMutation>,
+    route: Option<&HttpBodyMutation>,
+) -> Option<BodyMutation> {
     let mut set = BTreeMap::new();
     let mut remove = BTreeSet::new();
     for mutation in [backend, route].into_iter().flatten() {
@@ -928,7 +1184,10 @@ fn body_mutation(backend: Option<&HttpBodyMutation>, route: Option<&HttpBodyMuta
         remove.extend(mutation.remove.iter().cloned());
     }
     let mutation = BodyMutation {
-        set: set.into_iter().map(|(path, value)| BodyField { path, value }).collect(),
+        set: set
+            .into_iter()
+            .map(|(path, value)| BodyField { path, value })
+            .collect(),
         remove: remove.into_iter().collect(),
     };
     (!mutation.set.is_empty() || !mutation.remove.is_empty()).then_some(mutation)
@@ -937,42 +1196,93 @@ fn body_mutation(backend: Option<&HttpBodyMutation>, route: Option<&HttpBodyMuta
 /// Builds the filter-config auth of a policy; `files` maps each secretRef field to its file.
 fn build_auth(policy: &BackendSecurityPolicy, files: &BTreeMap<FieldPath, String>) -> BackendAuth {
     let spec = &policy.spec;
-    let file = |path: &str| files.get(&FieldPath::parse(path)).cloned().unwrap_or_default();
-    let oidc = |o: &model::Oidc, path: &str, grant_type: &Option<String>, aud: &Option<String>| fc::OidcExchange {
-        issuer: o.provider.issuer.clone(),
-        token_endpoint: o.provider.token_endpoint.clone(),
-        client_id: o.client_id.clone().unwrap_or_else(|| files.get(&FieldPath::parse(&format!("{path}.clientIDRef"))).map(|f| format!("file:{f}")).unwrap_or_default()),
-        client_secret_file: files.get(&FieldPath::parse(&format!("{path}.clientSecret"))).cloned().unwrap_or_default(),
-        scopes: o.scopes.clone(),
-        grant_type: grant_type.clone(),
-        aud: aud.clone(),
+    let file = |path: &str| {
+        files
+            .get(&FieldPath::parse(path))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let oidc = |o: &model::Oidc, path: &str, grant_type: &Option<String>, aud: &Option<String>| {
+        fc::OidcExchange {
+            issuer: o.provider.issuer.clone(),
+            token_endpoint: o.provider.token_endpoint.clone(),
+            client_id: o.client_id.clone().unwrap_or_else(|| {
+                files
+                    .get(&FieldPath::parse(&format!("{path}.clientIDRef")))
+                    .map(|f| format!("file:{f}"))
+                    .unwrap_or_default()
+            }),
+            client_secret_file: files
+                .get(&FieldPath::parse(&format!("{path}.clientSecret")))
+                .cloned()
+                .unwrap_or_default(),
+            scopes: o.scopes.clone(),
+            grant_type: grant_type.clone(),
+            aud: aud.clone(),
+        }
     };
     let credential = match spec.policy_type {
-        SecurityPolicyType::ApiKey => Credential::ApiKey { key_file: file("spec.apiKey.secretRef") },
-        SecurityPolicyType::AzureApiKey => Credential::AzureApiKey { key_file: file("spec.azureAPIKey.secretRef") },
-        SecurityPolicyType::AnthropicApiKey => Credential::AnthropicApiKey { key_file: file("spec.anthropicAPIKey.secretRef") },
+        SecurityPolicyType::ApiKey => Credential::ApiKey {
+            key_file: file("spec.apiKey.secretRef"),
+        },
+        SecurityPolicyType::AzureApiKey => Credential::AzureApiKey {
+            key_file: file("spec.azureAPIKey.secretRef"),
+        },
+        SecurityPolicyType::AnthropicApiKey => Credential::AnthropicApiKey {
+            key_file: file("spec.anthropicAPIKey.secretRef"),
+        },
         SecurityPolicyType::AwsCredentials => {
             let aws = spec.aws_credentials.clone();
             Credential::Aws {
                 region: aws.as_ref().map(|a| a.region.clone()).unwrap_or_default(),
-                credentials_file: aws.as_ref().and_then(|a| a.credentials_file.as_ref()).map(|_| file("spec.awsCredentials.credentialsFile.secretRef")),
-                profile: aws.as_ref().and_then(|a| a.credentials_file.as_ref()).map(|f| f.profile.clone()),
-                oidc_exchange: aws.as_ref().and_then(|a| a.oidc_exchange_token.as_ref()).map(|e| fc::AwsOidcExchange {
-                    oidc: oidc(&e.oidc, "spec.awsCredentials.oidcExchangeToken.oidc", &e.grant_type, &e.aud),
-                    aws_role_arn: e.aws_role_arn.clone(),
-                }),
+                credentials_file: aws
+                    .as_ref()
+                    .and_then(|a| a.credentials_file.as_ref())
+                    .map(|_| file("spec.awsCredentials.credentialsFile.secretRef")),
+                profile: aws
+                    .as_ref()
+                    .and_then(|a| a.credentials_file.as_ref())
+                    .map(|f| f.profile.clone()),
+                oidc_exchange: aws
+                    .as_ref()
+                    .and_then(|a| a.oidc_exchange_token.as_ref())
+                    .map(|e| fc::AwsOidcExchange {
+                        oidc: oidc(
+                            &e.oidc,
+                            "spec.awsCredentials.oidcExchangeToken.oidc",
+                            &e.grant_type,
+                            &e.aud,
+                        ),
+                        aws_role_arn: e.aws_role_arn.clone(),
+                    }),
             }
         }
         SecurityPolicyType::AzureCredentials => {
             let azure = spec.azure_credentials.clone();
             Credential::Azure {
-                client_id: azure.as_ref().map(|a| a.client_id.clone()).unwrap_or_default(),
-                tenant_id: azure.as_ref().map(|a| a.tenant_id.clone()).unwrap_or_default(),
-                client_secret_file: azure.as_ref().and_then(|a| a.client_secret_ref.as_ref()).map(|_| file("spec.azureCredentials.clientSecretRef")),
+                client_id: azure
+                    .as_ref()
+                    .map(|a| a.client_id.clone())
+                    .unwrap_or_default(),
+                tenant_id: azure
+                    .as_ref()
+                    .map(|a| a.tenant_id.clone())
+                    .unwrap_or_default(),
+                client_secret_file: azure
+                    .as_ref()
+                    .and_then(|a| a.client_secret_ref.as_ref())
+                    .map(|_| file("spec.azureCredentials.clientSecretRef")),
                 oidc_exchange: azure
                     .as_ref()
                     .and_then(|a| a.oidc_exchange_token.as_ref())
-                    .map(|e| oidc(&e.oidc, "spec.azureCredentials.oidcExchangeToken.oidc", &e.grant_type, &e.aud)),
+                    .map(|e| {
+                        oidc(
+                            &e.oidc,
+                            "spec.azureCredentials.oidcExchangeToken.oidc",
+                            &e.grant_type,
+                            &e.aud,
+                        )
+                    }),
             }
         }
         SecurityPolicyType::GcpCredentials => {
@@ -1006,24 +1316,44 @@ fn build_auth(policy: &BackendSecurityPolicy, files: &BTreeMap<FieldPath, String
         SecurityPolicyType::GcpCredentials => "x-aigw-gcp-access-token",
         SecurityPolicyType::AwsCredentials => "x-aigw-aws-",
     };
-    let credential_override = spec.credential_override.as_ref().map(|o| match (&o.from_request_headers, &o.from_dynamic_metadata) {
-        (Some(headers), _) => CredentialOverride {
-            header_name: Some(headers.header.clone().unwrap_or_else(|| default_header.into()).to_ascii_lowercase()),
-            metadata_namespace: None,
-            metadata_key: None,
-            fallback_to_configured: headers.fallback_to_configured,
-        },
-        (None, Some(metadata)) => CredentialOverride {
-            header_name: None,
-            metadata_namespace: Some(metadata.namespace.clone()),
-            metadata_key: Some(metadata.key.clone().unwrap_or_else(|| {
-                if spec.policy_type == SecurityPolicyType::AwsCredentials { "x-aigw-aws-credentials".into() } else { default_header.into() }
-            })),
-            fallback_to_configured: metadata.fallback_to_configured,
-        },
-        (None, None) => CredentialOverride { header_name: None, metadata_namespace: None, metadata_key: None, fallback_to_configured: true },
+    let credential_override = spec.credential_override.as_ref().map(|o| {
+        match (&o.from_request_headers, &o.from_dynamic_metadata) {
+            (Some(headers), _) => CredentialOverride {
+                header_name: Some(
+                    headers
+                        .header
+                        .clone()
+                        .unwrap_or_else(|| default_header.into())
+                        .to_ascii_lowercase(),
+                ),
+                metadata_namespace: None,
+                metadata_key: None,
+                fallback_to_configured: headers.fallback_to_configured,
+            },
+            (None, Some(metadata)) => CredentialOverride {
+                header_name: None,
+                metadata_namespace: Some(metadata.namespace.clone()),
+                metadata_key: Some(metadata.key.clone().unwrap_or_else(|| {
+                    if spec.policy_type == SecurityPolicyType::AwsCredentials {
+                        "x-aigw-aws-credentials".into()
+                    } else {
+                        default_header.into()
+                    }
+                })),
+                fallback_to_configured: metadata.fallback_to_configured,
+            },
+            (None, None) => CredentialOverride {
+                header_name: None,
+                metadata_namespace: None,
+                metadata_key: None,
+                fallback_to_configured: true,
+            },
+        }
     });
-    BackendAuth { credential, credential_override }
+    BackendAuth {
+        credential,
+        credential_override,
+    }
 }
 
 /// Unused-secret check helper for tests and callers: the Secrets an instance mounts by name.
@@ -1058,22 +1388,49 @@ mod tests {
     #[test]
     fn route_level_header_mutation_wins_and_removes_are_unioned() {
         let backend = HttpHeaderMutation {
-            set: vec![model::HttpHeader { name: "X-A".into(), value: "backend".into() }],
+            set: vec![model::HttpHeader {
+                name: "X-A".into(),
+                value: "backend".into(),
+            }],
             remove: vec!["x-gone".into()],
         };
         let route = HttpHeaderMutation {
-            set: vec![model::HttpHeader { name: "x-a".into(), value: "route".into() }],
+            set: vec![model::HttpHeader {
+                name: "x-a".into(),
+                value: "route".into(),
+            }],
             remove: vec!["X-Other".into(), "x-gone".into()],
         };
         let merged = header_mutation(Some(&backend), Some(&route), None).unwrap();
-        assert_eq!(merged.set, vec![HeaderValue { name: "x-a".into(), value: "route".into() }]);
-        assert_eq!(merged.remove, vec!["x-gone".to_string(), "x-other".to_string()]);
+        assert_eq!(
+            merged.set,
+            vec![HeaderValue {
+                name: "x-a".into(),
+                value: "route".into()
+            }]
+        );
+        assert_eq!(
+            merged.remove,
+            vec!["x-gone".to_string(), "x-other".to_string()]
+        );
     }
 
     #[test]
     fn credential_override_headers_are_removed_upstream() {
-        let o = CredentialOverride { header_name: Some("x-aigw-aws-".into()), metadata_namespace: None, metadata_key: None, fallback_to_configured: true };
+        let o = CredentialOverride {
+            header_name: Some("x-aigw-aws-".into()),
+            metadata_namespace: None,
+            metadata_key: None,
+            fallback_to_configured: true,
+        };
         let merged = header_mutation(None, None, Some(&o)).unwrap();
-        assert_eq!(merged.remove, vec!["x-aigw-aws-access-key-id", "x-aigw-aws-secret-access-key", "x-aigw-aws-session-token"]);
+        assert_eq!(
+            merged.remove,
+            vec![
+                "x-aigw-aws-access-key-id",
+                "x-aigw-aws-secret-access-key",
+                "x-aigw-aws-session-token"
+            ]
+        );
     }
 }

@@ -36,7 +36,10 @@ pub fn kind_rank(api_version: &str, kind: &str) -> u8 {
 }
 
 fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
-    value.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// Orders objects canonically.
@@ -45,7 +48,9 @@ pub fn compare(a: &Value, b: &Value) -> Ordering {
         let api_version = text(v, "/apiVersion");
         (
             kind_rank(api_version, text(v, "/kind")),
-            crate::validate::split_api_version(api_version).0.to_string(),
+            crate::validate::split_api_version(api_version)
+                .0
+                .to_string(),
             text(v, "/kind").to_string(),
             text(v, "/metadata/namespace").to_string(),
             text(v, "/metadata/name").to_string(),
@@ -112,10 +117,13 @@ mod tests {
 
     #[test]
     fn yaml_11_ambiguities_are_quoted_and_read_back_as_strings() {
-        let value = json!({"a": "no", "b": "on", "c": "0444", "d": "2025-01-01", "e": "1e3", "f": "y", "g": "null", "h": "~", "i": 0444});
+        let value = json!({"a": "no", "b": "on", "c": "0444", "d": "2025-01-01", "e": "1e3", "f": "y", "g": "null", "h": "~", "i": 444});
         let text = yaml(&value);
         for ambiguous in ["no", "on", "0444", "2025-01-01", "1e3", "y", "null", "~"] {
-            assert!(!text.contains(&format!(": {ambiguous}\n")), "{ambiguous} unquoted in:\n{text}");
+            assert!(
+                !text.contains(&format!(": {ambiguous}\n")),
+                "{ambiguous} unquoted in:\n{text}"
+            );
         }
         let back: Value = serde_saphyr::from_str(&text).unwrap();
         assert_eq!(back, value);
@@ -127,7 +135,10 @@ mod tests {
         let value = json!({"config": "a: 1\nb: [2]\n", "long": long.trim_end()});
         let text = yaml(&value);
         assert!(text.contains("config: |"), "{text}");
-        assert!(text.contains(&format!("long: {}", long.trim_end())), "{text}");
+        assert!(
+            text.contains(&format!("long: {}", long.trim_end())),
+            "{text}"
+        );
         let back: Value = serde_saphyr::from_str(&text).unwrap();
         assert_eq!(back, value);
     }
@@ -142,7 +153,10 @@ mod tests {
     fn substitution_is_escaped() {
         let mut value = json!({"env": "${HOME}", "list": ["$${kept}", "plain $"]});
         escape_substitution(&mut value);
-        assert_eq!(value, json!({"env": "$${HOME}", "list": ["$$${kept}", "plain $"]}));
+        assert_eq!(
+            value,
+            json!({"env": "$${HOME}", "list": ["$$${kept}", "plain $"]})
+        );
     }
 
     #[test]
@@ -156,7 +170,20 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}),
         ];
         sort(&mut objects);
-        let order: Vec<String> = objects.iter().map(|o| format!("{}/{}", text(o, "/kind"), text(o, "/metadata/name"))).collect();
-        assert_eq!(order, ["Namespace/n", "ConfigMap/a", "ConfigMap/b", "Deployment/a", "HTTPRoute/a", "EnvoyExtensionPolicy/a"]);
+        let order: Vec<String> = objects
+            .iter()
+            .map(|o| format!("{}/{}", text(o, "/kind"), text(o, "/metadata/name")))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "Namespace/n",
+                "ConfigMap/a",
+                "ConfigMap/b",
+                "Deployment/a",
+                "HTTPRoute/a",
+                "EnvoyExtensionPolicy/a"
+            ]
+        );
     }
 }

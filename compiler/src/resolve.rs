@@ -78,7 +78,17 @@ impl<'a> Index<'a> {
             .objects
             .iter()
             .enumerate()
-            .map(|(i, o)| ((o.id.group.as_str(), o.id.kind.as_str(), o.id.namespace.as_str(), o.id.name.as_str()), i))
+            .map(|(i, o)| {
+                (
+                    (
+                        o.id.group.as_str(),
+                        o.id.kind.as_str(),
+                        o.id.namespace.as_str(),
+                        o.id.name.as_str(),
+                    ),
+                    i,
+                )
+            })
             .collect();
         Index { input, by_id }
     }
@@ -93,15 +103,24 @@ impl<'a> Index<'a> {
 
     /// True when a ReferenceGrant in `to_namespace` lets `(from_group, from_kind, from_namespace)`
     /// refer to `(to_group, to_kind, to_name)`.
-    fn granted(&self, from: (&str, &str, &str), to_namespace: &str, to: (&str, &str, &str)) -> bool {
+    fn granted(
+        &self,
+        from: (&str, &str, &str),
+        to_namespace: &str,
+        to: (&str, &str, &str),
+    ) -> bool {
         self.input.objects.iter().any(|o| {
-            let Body::ReferenceGrant(grant) = &o.body else { return false };
+            let Body::ReferenceGrant(grant) = &o.body else {
+                return false;
+            };
             o.id.namespace == to_namespace
-                && grant.from.iter().any(|(g, k, ns)| g == from.0 && k == from.1 && ns == from.2)
                 && grant
-                    .to
+                    .from
                     .iter()
-                    .any(|(g, k, name)| g == to.0 && k == to.1 && name.as_deref().is_none_or(|n| n == to.2))
+                    .any(|(g, k, ns)| g == from.0 && k == from.1 && ns == from.2)
+                && grant.to.iter().any(|(g, k, name)| {
+                    g == to.0 && k == to.1 && name.as_deref().is_none_or(|n| n == to.2)
+                })
         })
     }
 }
@@ -128,7 +147,11 @@ pub fn resolve(input: &Validated) -> (Resolved, Vec<Diagnostic>) {
     };
     for (i, object) in input.objects.iter().enumerate() {
         let key = (object.id.namespace.clone(), object.id.name.clone());
-        match (&object.body, object.id.group.as_str(), object.id.kind.as_str()) {
+        match (
+            &object.body,
+            object.id.group.as_str(),
+            object.id.kind.as_str(),
+        ) {
             (Body::ServiceBackend(_), ..) => {
                 resolved.service_backends.insert(key, i);
             }
@@ -144,28 +167,43 @@ pub fn resolve(input: &Validated) -> (Resolved, Vec<Diagnostic>) {
 
     let mut attached: BTreeMap<usize, BTreeSet<(String, String, usize)>> = BTreeMap::new();
     for (i, object) in input.objects.iter().enumerate() {
-        let Some(route) = route_of(object) else { continue };
+        let Some(route) = route_of(object) else {
+            continue;
+        };
         for gateway in attach_route(&index, object, route, &mut diags) {
-            attached.entry(gateway).or_default().insert((object.id.namespace.clone(), object.id.name.clone(), i));
+            attached.entry(gateway).or_default().insert((
+                object.id.namespace.clone(),
+                object.id.name.clone(),
+                i,
+            ));
         }
         check_route_backends(&index, object, route, &mut diags);
     }
 
     for (i, object) in input.objects.iter().enumerate() {
         match &object.body {
-            Body::ServiceBackend(backend) => check_service_backend(&index, object, backend, &mut diags),
+            Body::ServiceBackend(backend) => {
+                check_service_backend(&index, object, backend, &mut diags)
+            }
             Body::SecurityPolicy(policy) => {
-                let uses = check_security_policy(&index, i, object, policy, &mut resolved, &mut diags);
+                let uses =
+                    check_security_policy(&index, i, object, policy, &mut resolved, &mut diags);
                 resolved.secrets_of_policy.insert(i, uses);
             }
             Body::QuotaPolicy(quota) => {
                 for (t, target) in quota.spec.target_refs.iter().enumerate() {
                     let key = (object.id.namespace.clone(), target.name.clone());
-                    if index.find(AIGW_GROUP, "AIServiceBackend", &key.0, &key.1).is_none() {
+                    if index
+                        .find(AIGW_GROUP, "AIServiceBackend", &key.0, &key.1)
+                        .is_none()
+                    {
                         diags.push(input.error_at(
                             object,
                             FieldPath::parse("spec.targetRefs").index(t),
-                            format!("AIServiceBackend {}/{} not found in the input", key.0, key.1),
+                            format!(
+                                "AIServiceBackend {}/{} not found in the input",
+                                key.0, key.1
+                            ),
                         ));
                     } else {
                         resolved.quotas_of.entry(key).or_default().push(i);
@@ -178,7 +216,9 @@ pub fn resolve(input: &Validated) -> (Resolved, Vec<Diagnostic>) {
 
     for (gateway, routes) in attached {
         let object = index.object(gateway);
-        let Body::Gateway(view) = &object.body else { continue };
+        let Body::Gateway(view) = &object.body else {
+            continue;
+        };
         let config = view.gateway_config.as_ref().and_then(|name| {
             let found = index.find(AIGW_GROUP, "GatewayConfig", &object.id.namespace, name);
             if found.is_none() {
@@ -207,7 +247,12 @@ pub fn resolve(input: &Validated) -> (Resolved, Vec<Diagnostic>) {
 }
 
 /// Attaches a route to the Gateways of its parentRefs; returns the Gateway object indices.
-fn attach_route(index: &Index<'_>, object: &Object, route: &AiGatewayRoute, diags: &mut Vec<Diagnostic>) -> Vec<usize> {
+fn attach_route(
+    index: &Index<'_>,
+    object: &Object,
+    route: &AiGatewayRoute,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<usize> {
     let input = index.input;
     let mut gateways = Vec::new();
     if route.spec.parent_refs.is_empty() {
@@ -219,23 +264,39 @@ fn attach_route(index: &Index<'_>, object: &Object, route: &AiGatewayRoute, diag
     }
     for (p, parent) in route.spec.parent_refs.iter().enumerate() {
         let field = FieldPath::parse("spec.parentRefs").index(p);
-        let namespace = parent.namespace.clone().unwrap_or_else(|| object.id.namespace.clone());
+        let namespace = parent
+            .namespace
+            .clone()
+            .unwrap_or_else(|| object.id.namespace.clone());
         if parent.group != GATEWAY_GROUP {
-            diags.push(input.error_at(object, field.key("group"), format!("parent group must be {GATEWAY_GROUP}")));
+            diags.push(input.error_at(
+                object,
+                field.key("group"),
+                format!("parent group must be {GATEWAY_GROUP}"),
+            ));
             continue;
         }
         let Some(gateway) = index.find(GATEWAY_GROUP, "Gateway", &namespace, &parent.name) else {
-            diags.push(input.error_at(object, field, format!("Gateway {namespace}/{} not found in the input", parent.name)));
+            diags.push(input.error_at(
+                object,
+                field,
+                format!("Gateway {namespace}/{} not found in the input", parent.name),
+            ));
             continue;
         };
         let gw_object = index.object(gateway);
-        let Body::Gateway(view) = &gw_object.body else { continue };
+        let Body::Gateway(view) = &gw_object.body else {
+            continue;
+        };
         match admitting_listener(index, view, &gw_object.id, parent, object, route) {
             Ok(()) => gateways.push(gateway),
             Err(reason) => diags.push(input.error_at(
                 object,
                 field,
-                format!("the route cannot attach to Gateway {namespace}/{}: {reason}", parent.name),
+                format!(
+                    "the route cannot attach to Gateway {namespace}/{}: {reason}",
+                    parent.name
+                ),
             )),
         }
     }
@@ -259,31 +320,55 @@ fn admitting_listener(
         .collect();
     if candidates.is_empty() {
         return Err(match (&parent.section_name, parent.port) {
-            (Some(section), _) => format!("it has no listener named {section:?}{}", port_suffix(parent.port)),
+            (Some(section), _) => format!(
+                "it has no listener named {section:?}{}",
+                port_suffix(parent.port)
+            ),
             (None, Some(port)) => format!("it has no listener on port {port}"),
             (None, None) => "it has no listeners".into(),
         });
     }
     for listener in candidates {
         if !matches!(listener.protocol.as_str(), "HTTP" | "HTTPS") {
-            reasons.push(format!("listener {:?} speaks {}, not HTTP or HTTPS", listener.name, listener.protocol));
+            reasons.push(format!(
+                "listener {:?} speaks {}, not HTTP or HTTPS",
+                listener.name, listener.protocol
+            ));
             continue;
         }
-        if let Some(kinds) = &listener.allowed_kinds {
-            if !kinds.iter().any(|(g, k)| g == GATEWAY_GROUP && k == "HTTPRoute") {
-                reasons.push(format!("listener {:?} does not allow HTTPRoutes", listener.name));
-                continue;
-            }
+        if let Some(kinds) = &listener.allowed_kinds
+            && !kinds
+                .iter()
+                .any(|(g, k)| g == GATEWAY_GROUP && k == "HTTPRoute")
+        {
+            reasons.push(format!(
+                "listener {:?} does not allow HTTPRoutes",
+                listener.name
+            ));
+            continue;
         }
-        if let Err(reason) = namespace_admitted(index, &listener.allowed_from, &gateway.namespace, &route_object.id.namespace) {
+        if let Err(reason) = namespace_admitted(
+            index,
+            &listener.allowed_from,
+            &gateway.namespace,
+            &route_object.id.namespace,
+        ) {
             reasons.push(format!("listener {:?}: {reason}", listener.name));
             continue;
         }
-        if let Some(host) = &listener.hostname {
-            if !route.spec.hostnames.is_empty() && !route.spec.hostnames.iter().any(|h| hostnames_intersect(h, host)) {
-                reasons.push(format!("listener {:?} serves {host:?}, which none of the route's hostnames matches", listener.name));
-                continue;
-            }
+        if let Some(host) = &listener.hostname
+            && !route.spec.hostnames.is_empty()
+            && !route
+                .spec
+                .hostnames
+                .iter()
+                .any(|h| hostnames_intersect(h, host))
+        {
+            reasons.push(format!(
+                "listener {:?} serves {host:?}, which none of the route's hostnames matches",
+                listener.name
+            ));
+            continue;
         }
         return Ok(());
     }
@@ -294,7 +379,12 @@ fn port_suffix(port: Option<i32>) -> String {
     port.map(|p| format!(" on port {p}")).unwrap_or_default()
 }
 
-fn namespace_admitted(index: &Index<'_>, from: &AllowedFrom, gateway_ns: &str, route_ns: &str) -> Result<(), String> {
+fn namespace_admitted(
+    index: &Index<'_>,
+    from: &AllowedFrom,
+    gateway_ns: &str,
+    route_ns: &str,
+) -> Result<(), String> {
     match from {
         AllowedFrom::All => Ok(()),
         AllowedFrom::Same if gateway_ns == route_ns => Ok(()),
@@ -309,9 +399,13 @@ fn namespace_admitted(index: &Index<'_>, from: &AllowedFrom, gateway_ns: &str, r
                         "allowedRoutes selects namespaces by label, and Namespace {ns:?} is not in the input, so its labels cannot be checked; add the Namespace object"
                     ));
                 };
-                let Body::Namespace(labels) = &index.object(object).body else { continue };
+                let Body::Namespace(labels) = &index.object(object).body else {
+                    continue;
+                };
                 if !selector_matches(selector, labels)? {
-                    return Err(format!("allowedRoutes' namespace selector does not match Namespace {ns:?}"));
+                    return Err(format!(
+                        "allowedRoutes' namespace selector does not match Namespace {ns:?}"
+                    ));
                 }
             }
             Ok(())
@@ -320,7 +414,10 @@ fn namespace_admitted(index: &Index<'_>, from: &AllowedFrom, gateway_ns: &str, r
 }
 
 /// Evaluates a Kubernetes LabelSelector.
-pub fn selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> Result<bool, String> {
+pub fn selector_matches(
+    selector: &Value,
+    labels: &BTreeMap<String, String>,
+) -> Result<bool, String> {
     if let Some(required) = selector.get("matchLabels").and_then(Value::as_object) {
         for (key, value) in required {
             if labels.get(key).map(String::as_str) != value.as_str() {
@@ -328,8 +425,16 @@ pub fn selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> 
             }
         }
     }
-    for expression in selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
-        let key = expression.get("key").and_then(Value::as_str).unwrap_or_default();
+    for expression in selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = expression
+            .get("key")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let values: Vec<&str> = expression
             .get("values")
             .and_then(Value::as_array)
@@ -361,11 +466,19 @@ pub fn hostnames_intersect(a: &str, b: &str) -> bool {
     a == b || covers(a, b) || covers(b, a)
 }
 
-fn check_route_backends(index: &Index<'_>, object: &Object, route: &AiGatewayRoute, diags: &mut Vec<Diagnostic>) {
+fn check_route_backends(
+    index: &Index<'_>,
+    object: &Object,
+    route: &AiGatewayRoute,
+    diags: &mut Vec<Diagnostic>,
+) {
     let input = index.input;
     for (r, rule) in route.spec.rules.iter().enumerate() {
         for (b, backend_ref) in rule.backend_refs.iter().enumerate() {
-            let field = FieldPath::parse("spec.rules").index(r).key("backendRefs").index(b);
+            let field = FieldPath::parse("spec.rules")
+                .index(r)
+                .key("backendRefs")
+                .index(b);
             if backend_ref.kind.is_some() {
                 diags.push(input.error_at(
                     object,
@@ -374,12 +487,26 @@ fn check_route_backends(index: &Index<'_>, object: &Object, route: &AiGatewayRou
                 ));
                 continue;
             }
-            let namespace = backend_ref.namespace.clone().unwrap_or_else(|| object.id.namespace.clone());
-            if index.find(AIGW_GROUP, "AIServiceBackend", &namespace, &backend_ref.name).is_none() {
+            let namespace = backend_ref
+                .namespace
+                .clone()
+                .unwrap_or_else(|| object.id.namespace.clone());
+            if index
+                .find(
+                    AIGW_GROUP,
+                    "AIServiceBackend",
+                    &namespace,
+                    &backend_ref.name,
+                )
+                .is_none()
+            {
                 diags.push(input.error_at(
                     object,
                     field,
-                    format!("AIServiceBackend {namespace}/{} not found in the input", backend_ref.name),
+                    format!(
+                        "AIServiceBackend {namespace}/{} not found in the input",
+                        backend_ref.name
+                    ),
                 ));
                 continue;
             }
@@ -403,16 +530,30 @@ fn check_route_backends(index: &Index<'_>, object: &Object, route: &AiGatewayRou
     }
 }
 
-fn check_service_backend(index: &Index<'_>, object: &Object, backend: &AiServiceBackend, diags: &mut Vec<Diagnostic>) {
+fn check_service_backend(
+    index: &Index<'_>,
+    object: &Object,
+    backend: &AiServiceBackend,
+    diags: &mut Vec<Diagnostic>,
+) {
     let input = index.input;
     let target = &backend.spec.backend_ref;
-    let namespace = target.namespace.clone().unwrap_or_else(|| object.id.namespace.clone());
+    let namespace = target
+        .namespace
+        .clone()
+        .unwrap_or_else(|| object.id.namespace.clone());
     let field = FieldPath::parse("spec.backendRef");
-    if index.find(&target.group, &target.kind, &namespace, &target.name).is_none() {
+    if index
+        .find(&target.group, &target.kind, &namespace, &target.name)
+        .is_none()
+    {
         diags.push(input.error_at(
             object,
             field.clone(),
-            format!("{} {namespace}/{} not found in the input", target.kind, target.name),
+            format!(
+                "{} {namespace}/{} not found in the input",
+                target.kind, target.name
+            ),
         ));
         return;
     }
@@ -446,15 +587,32 @@ fn check_security_policy(
     for (t, target) in policy.spec.target_refs.iter().enumerate() {
         let field = FieldPath::parse("spec.targetRefs").index(t);
         if target.kind == "InferencePool" {
-            diags.push(input.error_at(object, field, "InferencePool targets are not yet supported by aigw"));
+            diags.push(input.error_at(
+                object,
+                field,
+                "InferencePool targets are not yet supported by aigw",
+            ));
             continue;
         }
         let key = (object.id.namespace.clone(), target.name.clone());
-        if index.find(AIGW_GROUP, "AIServiceBackend", &key.0, &key.1).is_none() {
-            diags.push(input.error_at(object, field, format!("AIServiceBackend {}/{} not found in the input", key.0, key.1)));
+        if index
+            .find(AIGW_GROUP, "AIServiceBackend", &key.0, &key.1)
+            .is_none()
+        {
+            diags.push(input.error_at(
+                object,
+                field,
+                format!(
+                    "AIServiceBackend {}/{} not found in the input",
+                    key.0, key.1
+                ),
+            ));
             continue;
         }
-        if let Some(previous) = resolved.security_policy_of.insert(key.clone(), policy_index) {
+        if let Some(previous) = resolved
+            .security_policy_of
+            .insert(key.clone(), policy_index)
+        {
             let other = index.object(previous);
             diags.push(input.error_at(
                 object,
@@ -470,22 +628,41 @@ fn check_security_policy(
     let mut refs: Vec<(&SecretObjectReference, &str, FieldPath)> = Vec::new();
     let spec_path = FieldPath::parse("spec");
     if let Some(r) = &spec.api_key {
-        refs.push((&r.secret_ref, "apiKey", spec_path.key("apiKey").key("secretRef")));
+        refs.push((
+            &r.secret_ref,
+            "apiKey",
+            spec_path.key("apiKey").key("secretRef"),
+        ));
     }
     if let Some(r) = &spec.azure_api_key {
-        refs.push((&r.secret_ref, "apiKey", spec_path.key("azureAPIKey").key("secretRef")));
+        refs.push((
+            &r.secret_ref,
+            "apiKey",
+            spec_path.key("azureAPIKey").key("secretRef"),
+        ));
     }
     if let Some(r) = &spec.anthropic_api_key {
-        refs.push((&r.secret_ref, "apiKey", spec_path.key("anthropicAPIKey").key("secretRef")));
+        refs.push((
+            &r.secret_ref,
+            "apiKey",
+            spec_path.key("anthropicAPIKey").key("secretRef"),
+        ));
     }
     let mut oidcs = Vec::new();
     if let Some(aws) = &spec.aws_credentials {
         let aws_path = spec_path.key("awsCredentials");
         if let Some(file) = &aws.credentials_file {
-            refs.push((&file.secret_ref, "credentials", aws_path.key("credentialsFile").key("secretRef")));
+            refs.push((
+                &file.secret_ref,
+                "credentials",
+                aws_path.key("credentialsFile").key("secretRef"),
+            ));
         }
         if let Some(exchange) = &aws.oidc_exchange_token {
-            oidcs.push((&exchange.oidc, aws_path.key("oidcExchangeToken").key("oidc")));
+            oidcs.push((
+                &exchange.oidc,
+                aws_path.key("oidcExchangeToken").key("oidc"),
+            ));
         }
     }
     if let Some(azure) = &spec.azure_credentials {
@@ -494,24 +671,39 @@ fn check_security_policy(
             refs.push((secret, "client-secret", azure_path.key("clientSecretRef")));
         }
         if let Some(exchange) = &azure.oidc_exchange_token {
-            oidcs.push((&exchange.oidc, azure_path.key("oidcExchangeToken").key("oidc")));
+            oidcs.push((
+                &exchange.oidc,
+                azure_path.key("oidcExchangeToken").key("oidc"),
+            ));
         }
     }
     if let Some(gcp) = &spec.gcp_credentials {
         let gcp_path = spec_path.key("gcpCredentials");
         if let Some(file) = &gcp.credentials_file {
-            refs.push((&file.secret_ref, "service_account.json", gcp_path.key("credentialsFile").key("secretRef")));
+            refs.push((
+                &file.secret_ref,
+                "service_account.json",
+                gcp_path.key("credentialsFile").key("secretRef"),
+            ));
         }
         if let Some(wif) = &gcp.workload_identity_federation_config {
             oidcs.push((
                 &wif.oidc_exchange_token.oidc,
-                gcp_path.key("workloadIdentityFederationConfig").key("oidcExchangeToken").key("oidc"),
+                gcp_path
+                    .key("workloadIdentityFederationConfig")
+                    .key("oidcExchangeToken")
+                    .key("oidc"),
             ));
         }
-        let static_credential = gcp.credentials_file.is_some() || gcp.workload_identity_federation_config.is_some();
+        let static_credential =
+            gcp.credentials_file.is_some() || gcp.workload_identity_federation_config.is_some();
         let fallback = spec.credential_override.as_ref().is_some_and(|o| {
-            o.from_request_headers.as_ref().is_some_and(|h| h.fallback_to_configured)
-                || o.from_dynamic_metadata.as_ref().is_some_and(|m| m.fallback_to_configured)
+            o.from_request_headers
+                .as_ref()
+                .is_some_and(|h| h.fallback_to_configured)
+                || o.from_dynamic_metadata
+                    .as_ref()
+                    .is_some_and(|m| m.fallback_to_configured)
         });
         if fallback && !static_credential {
             diags.push(input.error_at(
@@ -522,13 +714,20 @@ fn check_security_policy(
         }
     }
     for (oidc, path) in &oidcs {
-        refs.push((&oidc.client_secret, "client-secret", path.key("clientSecret")));
+        refs.push((
+            &oidc.client_secret,
+            "client-secret",
+            path.key("clientSecret"),
+        ));
         if let Some(id_ref) = &oidc.client_id_ref {
             refs.push((id_ref, "client-id", path.key("clientIDRef")));
         }
     }
     if spec.policy_type == SecurityPolicyType::AwsCredentials
-        && spec.aws_credentials.as_ref().is_some_and(|a| a.oidc_exchange_token.is_some() && a.credentials_file.is_some())
+        && spec
+            .aws_credentials
+            .as_ref()
+            .is_some_and(|a| a.oidc_exchange_token.is_some() && a.credentials_file.is_some())
     {
         diags.push(input.error_at(
             object,
@@ -543,9 +742,16 @@ fn check_security_policy(
             diags.push(input.error_at(object, field, "only core Secrets can be referenced"));
             continue;
         }
-        let namespace = secret_ref.namespace.clone().unwrap_or_else(|| object.id.namespace.clone());
+        let namespace = secret_ref
+            .namespace
+            .clone()
+            .unwrap_or_else(|| object.id.namespace.clone());
         if namespace != object.id.namespace
-            && !index.granted((AIGW_GROUP, "BackendSecurityPolicy", &object.id.namespace), &namespace, ("", "Secret", &secret_ref.name))
+            && !index.granted(
+                (AIGW_GROUP, "BackendSecurityPolicy", &object.id.namespace),
+                &namespace,
+                ("", "Secret", &secret_ref.name),
+            )
         {
             diags.push(input.error_at(
                 object,
@@ -557,10 +763,11 @@ fn check_security_policy(
             ));
             continue;
         }
-        if let Some(secret) = index.find("", "Secret", &namespace, &secret_ref.name) {
-            if let Body::Secret(view) = &index.object(secret).body {
-                if !view.keys.contains(key) {
-                    diags.push(input.error_at(
+        if let Some(secret) = index.find("", "Secret", &namespace, &secret_ref.name)
+            && let Body::Secret(view) = &index.object(secret).body
+            && !view.keys.contains(key)
+        {
+            diags.push(input.error_at(
                         object,
                         field.clone(),
                         format!(
@@ -569,10 +776,13 @@ fn check_security_policy(
                             if view.keys.is_empty() { "none".to_string() } else { view.keys.iter().cloned().collect::<Vec<_>>().join(", ") }
                         ),
                     ));
-                }
-            }
         }
-        uses.push(SecretUse { namespace, name: secret_ref.name.clone(), key: key.to_string(), field });
+        uses.push(SecretUse {
+            namespace,
+            name: secret_ref.name.clone(),
+            key: key.to_string(),
+            field,
+        });
     }
     uses
 }
@@ -594,12 +804,19 @@ fn overlap_warnings(index: &Index<'_>, resolved: &Resolved) -> Vec<Diagnostic> {
             for (b_obj, b) in routes.iter().skip(a_pos + 1) {
                 let hosts_overlap = a.spec.hostnames.is_empty()
                     || b.spec.hostnames.is_empty()
-                    || a.spec.hostnames.iter().any(|x| b.spec.hostnames.iter().any(|y| hostnames_intersect(x, y)));
+                    || a.spec
+                        .hostnames
+                        .iter()
+                        .any(|x| b.spec.hostnames.iter().any(|y| hostnames_intersect(x, y)));
                 if !hosts_overlap {
                     continue;
                 }
                 let models_a = exact_models(a);
-                let shared: Vec<&String> = exact_models(b).iter().filter(|m| models_a.contains(*m)).copied().collect();
+                let shared: Vec<&String> = exact_models(b)
+                    .iter()
+                    .filter(|m| models_a.contains(*m))
+                    .copied()
+                    .collect();
                 let catch_all = catches_all(a);
                 if shared.is_empty() && !catch_all {
                     continue;
@@ -630,13 +847,20 @@ fn exact_models(route: &AiGatewayRoute) -> Vec<&String> {
         .iter()
         .flat_map(|r| &r.matches)
         .flat_map(|m| &m.headers)
-        .filter(|h| h.name.eq_ignore_ascii_case(aigw_filterconfig::MODEL_HEADER) && h.match_type == crate::model::HeaderMatchType::Exact)
+        .filter(|h| {
+            h.name.eq_ignore_ascii_case(aigw_filterconfig::MODEL_HEADER)
+                && h.match_type == crate::model::HeaderMatchType::Exact
+        })
         .map(|h| &h.value)
         .collect()
 }
 
 fn catches_all(route: &AiGatewayRoute) -> bool {
-    route.spec.rules.iter().any(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.headers.is_empty()))
+    route
+        .spec
+        .rules
+        .iter()
+        .any(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.headers.is_empty()))
 }
 
 #[cfg(test)]
@@ -659,6 +883,12 @@ mod tests {
         let no = serde_json::json!({"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["ai"]}]});
         assert_eq!(selector_matches(&yes, &labels), Ok(true));
         assert_eq!(selector_matches(&no, &labels), Ok(false));
-        assert!(selector_matches(&serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Near"}]}), &labels).is_err());
+        assert!(
+            selector_matches(
+                &serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Near"}]}),
+                &labels
+            )
+            .is_err()
+        );
     }
 }

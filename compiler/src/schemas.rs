@@ -9,7 +9,10 @@ pub fn all() -> Vec<(String, String)> {
         .into_iter()
         .map(|kind| (format!("{}.json", kind.name()), pretty(&kind.schema())))
         .collect();
-    out.push(("FilterConfig.json".into(), pretty(&aigw_filterconfig::json_schema())));
+    out.push((
+        "FilterConfig.json".into(),
+        pretty(&aigw_filterconfig::json_schema()),
+    ));
     out
 }
 

@@ -35,9 +35,23 @@ pub enum WriteError {
 
 /// The file name of an object.
 pub fn file_name(object: &Value) -> String {
-    let text = |p: &str| object.pointer(p).and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase();
-    let (kind, namespace, name) = (text("/kind"), text("/metadata/namespace"), text("/metadata/name"));
-    if namespace.is_empty() { format!("{kind}-{name}.yaml") } else { format!("{kind}-{namespace}-{name}.yaml") }
+    let text = |p: &str| {
+        object
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    let (kind, namespace, name) = (
+        text("/kind"),
+        text("/metadata/namespace"),
+        text("/metadata/name"),
+    );
+    if namespace.is_empty() {
+        format!("{kind}-{name}.yaml")
+    } else {
+        format!("{kind}-{namespace}-{name}.yaml")
+    }
 }
 
 /// The folder's files, `(name, content)`, kustomization last.
@@ -63,12 +77,22 @@ pub fn files(objects: &[Value]) -> Result<Vec<(String, String)>, WriteError> {
 
 /// Files listed by the `kustomization.yaml` in `dir`, if any.
 pub fn previous_files(dir: &Path) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(dir.join(KUSTOMIZATION)) else { return Vec::new() };
-    let Ok(value) = serde_saphyr::from_str::<Value>(&text) else { return Vec::new() };
+    let Ok(text) = std::fs::read_to_string(dir.join(KUSTOMIZATION)) else {
+        return Vec::new();
+    };
+    let Ok(value) = serde_saphyr::from_str::<Value>(&text) else {
+        return Vec::new();
+    };
     value
         .get("resources")
         .and_then(Value::as_array)
-        .map(|r| r.iter().filter_map(Value::as_str).filter(|n| is_plain_file_name(n)).map(str::to_string).collect())
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .filter(|n| is_plain_file_name(n))
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -143,8 +167,11 @@ mod tests {
         assert!(!dir.join("configmap-ns-b.yaml").exists());
         assert!(dir.join("README.md").exists());
         assert_eq!(previous_files(&dir), vec!["configmap-ns-a.yaml"]);
-        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().contains("aigw-tmp")).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains("aigw-tmp"))
+            .collect();
         assert!(leftovers.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -152,6 +179,9 @@ mod tests {
     #[test]
     fn kustomization_lists_files_in_order() {
         let written = files(&[cm("a"), cm("b")]).unwrap();
-        assert_eq!(written.last().unwrap().1, "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- configmap-ns-a.yaml\n- configmap-ns-b.yaml\n");
+        assert_eq!(
+            written.last().unwrap().1,
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- configmap-ns-a.yaml\n- configmap-ns-b.yaml\n"
+        );
     }
 }

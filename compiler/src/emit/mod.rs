@@ -34,7 +34,12 @@ pub fn lineage(id: &ObjectId) -> String {
 }
 
 /// Standard metadata of a generated object.
-pub fn metadata(name: &str, namespace: &str, source: &ObjectId, mut labels: BTreeMap<String, String>) -> Value {
+pub fn metadata(
+    name: &str,
+    namespace: &str,
+    source: &ObjectId,
+    mut labels: BTreeMap<String, String>,
+) -> Value {
     labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
     json!({
         "name": name,
@@ -61,7 +66,11 @@ pub fn emit(input: &Validated, plan: &Plan) -> Result<Vec<Value>, Vec<Diagnostic
     for &index in plan.passthrough.iter().chain(&plan.secrets) {
         objects.push(normalize(&input.document(&input.objects[index]).value));
     }
-    if errors.is_empty() { Ok(objects) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(objects)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Removes what the API server sets, so that objects exported from a cluster become
@@ -71,7 +80,17 @@ pub fn normalize(value: &Value) -> Value {
     if let Some(map) = value.as_object_mut() {
         map.remove("status");
         if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
-            for key in ["uid", "resourceVersion", "creationTimestamp", "managedFields", "generation", "selfLink", "ownerReferences", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+            for key in [
+                "uid",
+                "resourceVersion",
+                "creationTimestamp",
+                "managedFields",
+                "generation",
+                "selfLink",
+                "ownerReferences",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
                 meta.remove(key);
             }
             if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
@@ -87,14 +106,19 @@ pub fn normalize(value: &Value) -> Value {
 
 /// Deserializes `value` into `T` and back, and fails when anything was lost or changed on the
 /// way: a field `T` does not have, a wrong type. Returns the typed object's JSON.
-pub fn through_typed<T: DeserializeOwned + Serialize>(value: Value, what: &str) -> Result<Value, String> {
+pub fn through_typed<T: DeserializeOwned + Serialize>(
+    value: Value,
+    what: &str,
+) -> Result<Value, String> {
     let typed: T = serde_path_to_error::deserialize(&value)
         .map_err(|err| format!("{what}: field {}: {}", err.path(), err.inner()))?;
     let back = serde_json::to_value(&typed).map_err(|err| format!("{what}: {err}"))?;
     let mut expected = value;
     crate::validate::schema::drop_nulls(&mut expected);
     if let Some(path) = first_difference(&expected, &back, String::new()) {
-        return Err(format!("{what}: field {path} is not part of the typed object or changed type"));
+        return Err(format!(
+            "{what}: field {path} is not part of the typed object or changed type"
+        ));
     }
     Ok(back)
 }
@@ -122,7 +146,10 @@ fn first_difference(a: &Value, b: &Value, path: String) -> Option<String> {
             if x.len() != y.len() {
                 return Some(path.trim_start_matches('.').to_string());
             }
-            x.iter().zip(y).enumerate().find_map(|(i, (l, r))| first_difference(l, r, format!("{path}[{i}]")))
+            x.iter()
+                .zip(y)
+                .enumerate()
+                .find_map(|(i, (l, r))| first_difference(l, r, format!("{path}[{i}]")))
         }
         (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => None,
         _ if a == b => None,
@@ -160,7 +187,8 @@ mod tests {
         let good = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}});
         assert!(through_typed::<k8s_openapi::api::core::v1::ConfigMap>(good, "ConfigMap").is_ok());
         let bad = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "dta": {"k": "v"}});
-        let err = through_typed::<k8s_openapi::api::core::v1::ConfigMap>(bad, "ConfigMap").unwrap_err();
+        let err =
+            through_typed::<k8s_openapi::api::core::v1::ConfigMap>(bad, "ConfigMap").unwrap_err();
         assert!(err.contains("dta"), "{err}");
     }
 
@@ -172,6 +200,9 @@ mod tests {
                          "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
             "status": {}
         });
-        assert_eq!(normalize(&exported), json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "n"}}));
+        assert_eq!(
+            normalize(&exported),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "n"}})
+        );
     }
 }

@@ -22,7 +22,10 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
     let mut objects = Vec::new();
     let mut errors = Vec::new();
     let fail = |message: String| {
-        Diagnostic::error(format!("Gateway {}/{}: internal error: {message}", instance.gateway.namespace, instance.gateway.name))
+        Diagnostic::error(format!(
+            "Gateway {}/{}: internal error: {message}",
+            instance.gateway.namespace, instance.gateway.name
+        ))
     };
     let mut filters_done = std::collections::BTreeSet::new();
     for route in &instance.routes {
@@ -53,7 +56,11 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
     if let Some(rate_limit) = &instance.rate_limit {
         objects.push(traffic_policy(instance, rate_limit));
     }
-    if errors.is_empty() { Ok(objects) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(objects)
+    } else {
+        Err(errors)
+    }
 }
 
 fn path_matches(headers: Value) -> Vec<Value> {
@@ -114,7 +121,8 @@ fn http_route(instance: &Instance, route: &HttpRoutePlan) -> Value {
         .parent_refs
         .iter()
         .map(|p| {
-            let mut parent = json!({"group": p.group, "kind": p.kind, "name": p.name, "namespace": p.namespace});
+            let mut parent =
+                json!({"group": p.group, "kind": p.kind, "name": p.name, "namespace": p.namespace});
             if let Some(section) = &p.section_name {
                 parent["sectionName"] = json!(section);
             }
@@ -228,9 +236,19 @@ fn traffic_policy(instance: &Instance, plan: &RateLimitPlan) -> Value {
             out
         })
         .collect();
-    let mut meta = metadata(&plan.name, &instance.namespace, &instance.gateway, Default::default());
-    meta["annotations"][GENERATED_FROM] =
-        json!(plan.sources.iter().map(lineage).collect::<Vec<_>>().join(","));
+    let mut meta = metadata(
+        &plan.name,
+        &instance.namespace,
+        &instance.gateway,
+        Default::default(),
+    );
+    meta["annotations"][GENERATED_FROM] = json!(
+        plan.sources
+            .iter()
+            .map(lineage)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     meta["labels"][MANAGED_BY.0] = json!(MANAGED_BY.1);
     json!({
         "apiVersion": "gateway.envoyproxy.io/v1alpha1",

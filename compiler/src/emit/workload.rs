@@ -15,11 +15,26 @@ use crate::diag::Diagnostic;
 use crate::plan::{self, Instance};
 
 const TEMPLATES: [(&str, &str); 5] = [
-    ("serviceaccount", include_str!("../../../templates/serviceaccount.yaml.j2")),
-    ("configmap", include_str!("../../../templates/configmap.yaml.j2")),
-    ("deployment", include_str!("../../../templates/deployment.yaml.j2")),
-    ("service", include_str!("../../../templates/service.yaml.j2")),
-    ("poddisruptionbudget", include_str!("../../../templates/poddisruptionbudget.yaml.j2")),
+    (
+        "serviceaccount",
+        include_str!("../../../templates/serviceaccount.yaml.j2"),
+    ),
+    (
+        "configmap",
+        include_str!("../../../templates/configmap.yaml.j2"),
+    ),
+    (
+        "deployment",
+        include_str!("../../../templates/deployment.yaml.j2"),
+    ),
+    (
+        "service",
+        include_str!("../../../templates/service.yaml.j2"),
+    ),
+    (
+        "poddisruptionbudget",
+        include_str!("../../../templates/poddisruptionbudget.yaml.j2"),
+    ),
 ];
 
 fn environment() -> &'static Result<minijinja::Environment<'static>, String> {
@@ -28,7 +43,8 @@ fn environment() -> &'static Result<minijinja::Environment<'static>, String> {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         for (name, source) in TEMPLATES {
-            env.add_template(name, source).map_err(|err| format!("template {name}: {err}"))?;
+            env.add_template(name, source)
+                .map_err(|err| format!("template {name}: {err}"))?;
         }
         Ok(env)
     })
@@ -43,10 +59,19 @@ pub fn config_text(instance: &Instance) -> Result<String, String> {
 /// Labels of the extproc's objects; the selector is the last two.
 fn labels(instance: &Instance) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), "aigw-extproc".to_string()),
-        ("app.kubernetes.io/component".to_string(), "extproc".to_string()),
+        (
+            "app.kubernetes.io/name".to_string(),
+            "aigw-extproc".to_string(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            "extproc".to_string(),
+        ),
         (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        ("aigw.envoyproxy.io/extproc".to_string(), instance.name.clone()),
+        (
+            "aigw.envoyproxy.io/extproc".to_string(),
+            instance.name.clone(),
+        ),
     ])
 }
 
@@ -58,7 +83,9 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
             instance.gateway.namespace, instance.gateway.name
         ))]
     };
-    let env = environment().as_ref().map_err(|err| fail(format!("internal error: {err}")))?;
+    let env = environment()
+        .as_ref()
+        .map_err(|err| fail(format!("internal error: {err}")))?;
     let config_text = config_text(instance).map_err(fail)?;
     if config_text.len() > plan::MAX_CONFIGMAP_BYTES - 4096 {
         return Err(fail(format!(
@@ -74,7 +101,8 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
     ]);
     let annotations = json!({GENERATED_FROM: lineage(&instance.gateway)});
     // Argo CD applies lower waves first: config and identity before the workload that reads them.
-    let config_annotations = json!({GENERATED_FROM: lineage(&instance.gateway), "argocd.argoproj.io/sync-wave": "-1"});
+    let config_annotations =
+        json!({GENERATED_FROM: lineage(&instance.gateway), "argocd.argoproj.io/sync-wave": "-1"});
     let mut service_account_annotations = instance.workload.service_account_annotations.clone();
     service_account_annotations.insert(GENERATED_FROM.into(), lineage(&instance.gateway));
     service_account_annotations.insert("argocd.argoproj.io/sync-wave".into(), "-1".into());
@@ -112,7 +140,8 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
             .and_then(|template| template.render(minijinja::value::Serde(&context)))
             .map_err(|err| format!("internal error: template {name}: {err:#}"));
         let value = rendered.and_then(|text| {
-            serde_saphyr::from_str::<Value>(&text).map_err(|err| format!("internal error: template {name} is not valid YAML: {err}"))
+            serde_saphyr::from_str::<Value>(&text)
+                .map_err(|err| format!("internal error: template {name} is not valid YAML: {err}"))
         });
         let typed = value.and_then(|value| match name {
             "serviceaccount" => through_typed::<ServiceAccount>(value, "ServiceAccount"),
@@ -126,7 +155,11 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
             Err(err) => errors.extend(fail(err)),
         }
     }
-    if errors.is_empty() { Ok(objects) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(objects)
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]

@@ -154,7 +154,12 @@ impl Validated {
     }
 
     /// A diagnostic located at `field` of `object`.
-    pub fn error_at(&self, object: &Object, field: FieldPath, message: impl Into<String>) -> Diagnostic {
+    pub fn error_at(
+        &self,
+        object: &Object,
+        field: FieldPath,
+        message: impl Into<String>,
+    ) -> Diagnostic {
         let doc = self.document(object);
         Diagnostic::error(message)
             .at(Some(doc.location(&field)))
@@ -163,7 +168,12 @@ impl Validated {
     }
 
     /// A warning located at `field` of `object`.
-    pub fn warning_at(&self, object: &Object, field: FieldPath, message: impl Into<String>) -> Diagnostic {
+    pub fn warning_at(
+        &self,
+        object: &Object,
+        field: FieldPath,
+        message: impl Into<String>,
+    ) -> Diagnostic {
         let mut diag = self.error_at(object, field, message);
         diag.severity = crate::diag::Severity::Warning;
         diag
@@ -184,10 +194,19 @@ const CLUSTER_SCOPED: &[(&str, &str)] = &[
     ("scheduling.k8s.io", "PriorityClass"),
     ("networking.k8s.io", "IngressClass"),
     ("node.k8s.io", "RuntimeClass"),
-    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
-    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "MutatingWebhookConfiguration",
+    ),
     ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
-    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingAdmissionPolicyBinding",
+    ),
     ("apiregistration.k8s.io", "APIService"),
 ];
 
@@ -207,7 +226,10 @@ pub struct ValidateOptions {
 }
 
 /// Validates every document; returns the objects and every diagnostic found.
-pub fn validate(mut documents: Vec<Document>, options: &ValidateOptions) -> (Validated, Vec<Diagnostic>) {
+pub fn validate(
+    mut documents: Vec<Document>,
+    options: &ValidateOptions,
+) -> (Validated, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
     let mut objects = Vec::new();
     for (index, doc) in documents.iter_mut().enumerate() {
@@ -248,37 +270,73 @@ fn duplicates(validated: &Validated) -> Vec<Diagnostic> {
 
 type Classified = (Option<Object>, Vec<Diagnostic>);
 
-fn classify(index: usize, doc: &mut Document, options: &ValidateOptions) -> Result<Classified, Diagnostic> {
+fn classify(
+    index: usize,
+    doc: &mut Document,
+    options: &ValidateOptions,
+) -> Result<Classified, Diagnostic> {
     let locate = |doc: &Document, field: &str| Some(doc.location(&FieldPath::parse(field)));
-    let api_version = doc.value.get("apiVersion").and_then(Value::as_str).map(str::to_string);
-    let kind = doc.value.get("kind").and_then(Value::as_str).map(str::to_string);
+    let api_version = doc
+        .value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let kind = doc
+        .value
+        .get("kind")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let (Some(api_version), Some(kind)) = (api_version, kind) else {
-        return Err(Diagnostic::error("every document needs string fields apiVersion and kind").at(locate(doc, "")));
+        return Err(
+            Diagnostic::error("every document needs string fields apiVersion and kind")
+                .at(locate(doc, "")),
+        );
     };
-    let name = doc.value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = doc
+        .value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if name.is_empty() {
-        return Err(Diagnostic::error(format!("{kind}: metadata.name is required"))
-            .at(locate(doc, "metadata"))
-            .field(FieldPath::parse("metadata.name")));
+        return Err(
+            Diagnostic::error(format!("{kind}: metadata.name is required"))
+                .at(locate(doc, "metadata"))
+                .field(FieldPath::parse("metadata.name")),
+        );
     }
     let (group, version) = split_api_version(&api_version);
     let (group, version) = (group.to_string(), version.to_string());
-    let cluster_scoped = CLUSTER_SCOPED.iter().any(|(g, k)| *g == group && *k == kind);
+    let cluster_scoped = CLUSTER_SCOPED
+        .iter()
+        .any(|(g, k)| *g == group && *k == kind);
     let namespace = if cluster_scoped {
         String::new()
     } else {
-        let ns = doc.value.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
+        let ns = doc
+            .value
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         match ns {
             Some(ns) => ns,
             None => {
                 if let Some(meta) = doc.value.get_mut("metadata").and_then(Value::as_object_mut) {
-                    meta.insert("namespace".into(), Value::String(options.default_namespace.clone()));
+                    meta.insert(
+                        "namespace".into(),
+                        Value::String(options.default_namespace.clone()),
+                    );
                 }
                 options.default_namespace.clone()
             }
         }
     };
-    let id = ObjectId { group: group.clone(), kind: kind.clone(), namespace, name };
+    let id = ObjectId {
+        group: group.clone(),
+        kind: kind.clone(),
+        namespace,
+        name,
+    };
     let object_error = |field: FieldPath, message: String| -> Diagnostic {
         Diagnostic::error(message)
             .at(Some(doc.location(&field)))
@@ -294,7 +352,10 @@ fn classify(index: usize, doc: &mut Document, options: &ValidateOptions) -> Resu
             ));
         }
         let Some(ai_kind) = AiKind::from_name(&kind) else {
-            return Err(object_error(FieldPath::parse("kind"), format!("unknown kind {kind} in {AIGW_GROUP}")));
+            return Err(object_error(
+                FieldPath::parse("kind"),
+                format!("unknown kind {kind} in {AIGW_GROUP}"),
+            ));
         };
         let rule_version = match (ai_kind, version.as_str()) {
             (AiKind::QuotaPolicy, "v1alpha1") => rules::Version::V1Alpha1,
@@ -315,10 +376,14 @@ fn classify(index: usize, doc: &mut Document, options: &ValidateOptions) -> Resu
         };
         let structural = schema::check(ai_kind, &doc.value);
         if !structural.is_empty() {
-            let found = structural.into_iter().map(|v| object_error(v.path, v.message)).collect();
+            let found = structural
+                .into_iter()
+                .map(|v| object_error(v.path, v.message))
+                .collect();
             return Ok((None, found));
         }
-        let typed = typed_body(ai_kind, &doc.value).map_err(|(path, message)| object_error(path, message))?;
+        let typed = typed_body(ai_kind, &doc.value)
+            .map_err(|(path, message)| object_error(path, message))?;
         let violations = match &typed {
             Body::Route(r) => rules::route(&r.spec),
             Body::ServiceBackend(b) => rules::service_backend(&b.spec),
@@ -328,23 +393,42 @@ fn classify(index: usize, doc: &mut Document, options: &ValidateOptions) -> Resu
             _ => Vec::new(),
         };
         if !violations.is_empty() {
-            let found = violations.into_iter().map(|v| object_error(v.path, v.message)).collect();
+            let found = violations
+                .into_iter()
+                .map(|v| object_error(v.path, v.message))
+                .collect();
             return Ok((None, found));
         }
-        return Ok((Some(Object { doc: index, id, body: typed }), Vec::new()));
+        return Ok((
+            Some(Object {
+                doc: index,
+                id,
+                body: typed,
+            }),
+            Vec::new(),
+        ));
     }
 
     let body = match (group.as_str(), kind.as_str()) {
-        (GATEWAY_GROUP, "Gateway") => Body::Gateway(gateway_view(&doc.value).map_err(|(p, m)| object_error(p, m))?),
-        (GATEWAY_GROUP, "ReferenceGrant") => {
-            Body::ReferenceGrant(reference_grant_view(&doc.value).map_err(|(p, m)| object_error(p, m))?)
+        (GATEWAY_GROUP, "Gateway") => {
+            Body::Gateway(gateway_view(&doc.value).map_err(|(p, m)| object_error(p, m))?)
         }
+        (GATEWAY_GROUP, "ReferenceGrant") => Body::ReferenceGrant(
+            reference_grant_view(&doc.value).map_err(|(p, m)| object_error(p, m))?,
+        ),
         ("", "Secret") => Body::Secret(secret_view(&doc.value)),
         ("", "Namespace") => Body::Namespace(string_map(doc.value.pointer("/metadata/labels"))),
         (EG_GROUP, "EnvoyExtensionPolicy") => Body::ExtensionPolicy,
         _ => Body::Other,
     };
-    Ok((Some(Object { doc: index, id, body }), Vec::new()))
+    Ok((
+        Some(Object {
+            doc: index,
+            id,
+            body,
+        }),
+        Vec::new(),
+    ))
 }
 
 fn typed_body(kind: AiKind, value: &Value) -> Result<Body, (FieldPath, String)> {
@@ -382,7 +466,12 @@ fn gateway_view(value: &Value) -> Result<GatewayView, (FieldPath, String)> {
     let mut out = Vec::new();
     for (i, listener) in listeners.iter().enumerate() {
         let path = listeners_path.index(i);
-        let text = |key: &str| listener.get(key).and_then(Value::as_str).map(str::to_string);
+        let text = |key: &str| {
+            listener
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
         let Some(name) = text("name") else {
             return Err((path.key("name"), "required field is missing".into()));
         };
@@ -393,11 +482,17 @@ fn gateway_view(value: &Value) -> Result<GatewayView, (FieldPath, String)> {
             return Err((path.key("protocol"), "required field is missing".into()));
         };
         let namespaces = listener.pointer("/allowedRoutes/namespaces");
-        let allowed_from = match namespaces.and_then(|n| n.get("from")).and_then(Value::as_str) {
+        let allowed_from = match namespaces
+            .and_then(|n| n.get("from"))
+            .and_then(Value::as_str)
+        {
             None | Some("Same") => AllowedFrom::Same,
             Some("All") => AllowedFrom::All,
             Some("Selector") => AllowedFrom::Selector(
-                namespaces.and_then(|n| n.get("selector")).cloned().unwrap_or(Value::Null),
+                namespaces
+                    .and_then(|n| n.get("selector"))
+                    .cloned()
+                    .unwrap_or(Value::Null),
             ),
             Some(other) => {
                 return Err((
@@ -406,40 +501,77 @@ fn gateway_view(value: &Value) -> Result<GatewayView, (FieldPath, String)> {
                 ));
             }
         };
-        let allowed_kinds = listener.pointer("/allowedRoutes/kinds").and_then(Value::as_array).map(|kinds| {
-            kinds
-                .iter()
-                .map(|k| {
-                    let group = k.get("group").and_then(Value::as_str).unwrap_or(GATEWAY_GROUP).to_string();
-                    let kind = k.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-                    (group, kind)
-                })
-                .collect()
+        let allowed_kinds = listener
+            .pointer("/allowedRoutes/kinds")
+            .and_then(Value::as_array)
+            .map(|kinds| {
+                kinds
+                    .iter()
+                    .map(|k| {
+                        let group = k
+                            .get("group")
+                            .and_then(Value::as_str)
+                            .unwrap_or(GATEWAY_GROUP)
+                            .to_string();
+                        let kind = k
+                            .get("kind")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string();
+                        (group, kind)
+                    })
+                    .collect()
+            });
+        out.push(Listener {
+            name,
+            hostname: text("hostname"),
+            port,
+            protocol,
+            allowed_from,
+            allowed_kinds,
         });
-        out.push(Listener { name, hostname: text("hostname"), port, protocol, allowed_from, allowed_kinds });
     }
     let gateway_config = value
         .pointer("/metadata/annotations")
         .and_then(|a| a.get("aigateway.envoyproxy.io/gateway-config"))
         .and_then(Value::as_str)
         .map(str::to_string);
-    Ok(GatewayView { listeners: out, gateway_config })
+    Ok(GatewayView {
+        listeners: out,
+        gateway_config,
+    })
 }
 
 fn reference_grant_view(value: &Value) -> Result<ReferenceGrantView, (FieldPath, String)> {
-    let list = |key: &str| value.pointer(&format!("/spec/{key}")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let list = |key: &str| {
+        value
+            .pointer(&format!("/spec/{key}"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
     let mut from = Vec::new();
     for (i, entry) in list("from").iter().enumerate() {
-        let (Some(group), Some(kind), Some(namespace)) = (text(entry, "group"), text(entry, "kind"), text(entry, "namespace")) else {
-            return Err((FieldPath::parse("spec.from").index(i), "group, kind and namespace are required".into()));
+        let (Some(group), Some(kind), Some(namespace)) = (
+            text(entry, "group"),
+            text(entry, "kind"),
+            text(entry, "namespace"),
+        ) else {
+            return Err((
+                FieldPath::parse("spec.from").index(i),
+                "group, kind and namespace are required".into(),
+            ));
         };
         from.push((group, kind, namespace));
     }
     let mut to = Vec::new();
     for (i, entry) in list("to").iter().enumerate() {
         let (Some(group), Some(kind)) = (text(entry, "group"), text(entry, "kind")) else {
-            return Err((FieldPath::parse("spec.to").index(i), "group and kind are required".into()));
+            return Err((
+                FieldPath::parse("spec.to").index(i),
+                "group and kind are required".into(),
+            ));
         };
         to.push((group, kind, text(entry, "name")));
     }
@@ -462,15 +594,25 @@ mod tests {
     use crate::load::{Source, parse_sources};
 
     fn run(text: &str) -> (Validated, Vec<String>) {
-        let (docs, diags) = parse_sources(&[Source { name: "in.yaml".into(), text: text.into() }]);
+        let (docs, diags) = parse_sources(&[Source {
+            name: "in.yaml".into(),
+            text: text.into(),
+        }]);
         assert!(diags.is_empty());
-        let (validated, diags) = validate(docs, &ValidateOptions { default_namespace: "default".into() });
+        let (validated, diags) = validate(
+            docs,
+            &ValidateOptions {
+                default_namespace: "default".into(),
+            },
+        );
         (validated, diags.iter().map(ToString::to_string).collect())
     }
 
     #[test]
     fn namespaces_are_defaulted_except_for_cluster_scoped_kinds() {
-        let (v, diags) = run("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n");
+        let (v, diags) = run(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n",
+        );
         assert!(diags.is_empty(), "{diags:?}");
         assert_eq!(v.objects[0].id.namespace, "default");
         assert_eq!(v.documents[0].value["metadata"]["namespace"], "default");
@@ -479,8 +621,15 @@ mod tests {
 
     #[test]
     fn duplicates_name_both_places() {
-        let (_, diags) = run("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, namespace: default}\n");
-        assert_eq!(diags, vec!["error: in.yaml:5: ConfigMap default/a: duplicate object: ConfigMap default/a is also defined at in.yaml:1"]);
+        let (_, diags) = run(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, namespace: default}\n",
+        );
+        assert_eq!(
+            diags,
+            vec![
+                "error: in.yaml:5: ConfigMap default/a: duplicate object: ConfigMap default/a is also defined at in.yaml:1"
+            ]
+        );
     }
 
     #[test]
@@ -494,13 +643,23 @@ mod tests {
 
     #[test]
     fn mcp_route_is_rejected_clearly() {
-        let (_, diags) = run("apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: MCPRoute\nmetadata: {name: m}\nspec: {}\n");
-        assert!(diags[0].contains("MCPRoute is not yet supported"), "{diags:?}");
+        let (_, diags) = run(
+            "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: MCPRoute\nmetadata: {name: m}\nspec: {}\n",
+        );
+        assert!(
+            diags[0].contains("MCPRoute is not yet supported"),
+            "{diags:?}"
+        );
     }
 
     #[test]
     fn quota_policy_only_in_v1alpha1() {
-        let (_, diags) = run("apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: QuotaPolicy\nmetadata: {name: q}\nspec: {}\n");
-        assert!(diags[0].contains("served only as aigateway.envoyproxy.io/v1alpha1"), "{diags:?}");
+        let (_, diags) = run(
+            "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: QuotaPolicy\nmetadata: {name: q}\nspec: {}\n",
+        );
+        assert!(
+            diags[0].contains("served only as aigateway.envoyproxy.io/v1alpha1"),
+            "{diags:?}"
+        );
     }
 }

@@ -105,7 +105,10 @@ fn strip_null_alternatives(value: &mut Value) {
             // Enums with documented variants come out as `oneOf` of `const`s; an `enum` gives
             // the reader the list of allowed values instead of "not valid under any schema".
             let constants: Option<Vec<Value>> = match map.get("oneOf") {
-                Some(Value::Array(alternatives)) => alternatives.iter().map(|alt| alt.get("const").cloned()).collect(),
+                Some(Value::Array(alternatives)) => alternatives
+                    .iter()
+                    .map(|alt| alt.get("const").cloned())
+                    .collect(),
                 _ => None,
             };
             if let Some(constants) = constants {
@@ -177,7 +180,10 @@ pub fn check(kind: AiKind, document: &Value) -> Vec<Violation> {
         Err(err) => {
             return vec![Violation {
                 path: FieldPath::root(),
-                message: format!("internal error: schema of {} does not compile: {err}", kind.name()),
+                message: format!(
+                    "internal error: schema of {} does not compile: {err}",
+                    kind.name()
+                ),
             }];
         }
     };
@@ -250,7 +256,11 @@ mod tests {
     #[test]
     fn every_kind_schema_compiles() {
         for (kind, validator) in &validators().0 {
-            assert!(validator.is_ok(), "{kind:?}: {validator:?}", validator = validator.as_ref().err());
+            assert!(
+                validator.is_ok(),
+                "{kind:?}: {validator:?}",
+                validator = validator.as_ref().err()
+            );
         }
     }
 
@@ -271,10 +281,25 @@ mod tests {
             .map(|v| format!("{}: {}", v.path, v.message))
             .collect();
         assert_eq!(found.len(), 4, "{found:#?}");
-        assert!(found.iter().any(|f| f == "spec.rules[0].surprise: unknown field"));
-        assert!(found.iter().any(|f| f.starts_with("spec.rules[0].matches[0].headers[0].type: unsupported value \"Prefix\"")));
-        assert!(found.iter().any(|f| f.starts_with("spec.rules[0].timeouts.request: \"1 minute\" does not match")));
-        assert!(found.iter().any(|f| f.starts_with("spec.rules[0].backendRefs[0].weight:")));
+        assert!(
+            found
+                .iter()
+                .any(|f| f == "spec.rules[0].surprise: unknown field")
+        );
+        assert!(found.iter().any(|f| f.starts_with(
+            "spec.rules[0].matches[0].headers[0].type: unsupported value \"Prefix\""
+        )));
+        assert!(
+            found
+                .iter()
+                .any(|f| f
+                    .starts_with("spec.rules[0].timeouts.request: \"1 minute\" does not match"))
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with("spec.rules[0].backendRefs[0].weight:"))
+        );
     }
 
     #[test]
@@ -282,7 +307,13 @@ mod tests {
         let mut doc = route();
         doc["spec"].as_object_mut().map(|s| s.remove("rules"));
         let found = check(AiKind::Route, &doc);
-        assert_eq!(found, vec![Violation { path: FieldPath::parse("spec.rules"), message: "required field is missing".into() }]);
+        assert_eq!(
+            found,
+            vec![Violation {
+                path: FieldPath::parse("spec.rules"),
+                message: "required field is missing".into()
+            }]
+        );
     }
 
     #[test]

@@ -194,7 +194,9 @@ pub struct BackendSchema {
 }
 
 /// The API schemas upstream supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum ApiSchema {
     /// OpenAI and every OpenAI-compatible server.
     OpenAI,
@@ -507,7 +509,11 @@ impl FilterConfig {
                     expected: API_VERSION,
                 });
             }
-            None => return Err(ConfigError::Invalid("missing string field `apiVersion`".into())),
+            None => {
+                return Err(ConfigError::Invalid(
+                    "missing string field `apiVersion`".into(),
+                ));
+            }
         }
         let config: FilterConfig = decode(value)?;
         config.check()?;
@@ -557,7 +563,10 @@ impl FilterConfig {
 
 fn check_costs(costs: &[LlmRequestCost]) -> Result<(), ConfigError> {
     for cost in costs {
-        let has_cel = cost.cel.as_deref().is_some_and(|cel| !cel.trim().is_empty());
+        let has_cel = cost
+            .cel
+            .as_deref()
+            .is_some_and(|cel| !cel.trim().is_empty());
         match (cost.cost_type, has_cel) {
             (CostType::CEL, false) => {
                 return Err(ConfigError::Inconsistent(format!(
@@ -620,7 +629,8 @@ mod tests {
             config.backends[0].auth.as_ref().map(|a| &a.credential),
             Some(Credential::ApiKey { key_file }) if key_file == "/etc/aigw/secrets/openai/apiKey"
         ));
-        let back = serde_json::to_value(&config).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let back =
+            serde_json::to_value(&config).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         assert_eq!(back, sample());
         Ok(())
     }
@@ -630,14 +640,19 @@ mod tests {
         let mut doc = sample();
         doc["apiVersion"] = json!("aigw.envoyproxy.io/filterconfig/v9");
         let err = FilterConfig::from_json_value(doc).err();
-        assert!(matches!(err, Some(ConfigError::UnsupportedVersion { ref found, .. }) if found.ends_with("v9")));
+        assert!(
+            matches!(err, Some(ConfigError::UnsupportedVersion { ref found, .. }) if found.ends_with("v9"))
+        );
     }
 
     #[test]
     fn rejects_unknown_fields() {
         let mut doc = sample();
         doc["routes"][0]["surprise"] = json!(true);
-        assert!(matches!(FilterConfig::from_json_value(doc), Err(ConfigError::Invalid(_))));
+        assert!(matches!(
+            FilterConfig::from_json_value(doc),
+            Err(ConfigError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -645,7 +660,9 @@ mod tests {
         let mut doc = sample();
         doc["routes"][0]["rules"][0]["backends"][0]["backend"] = json!("nope");
         let err = FilterConfig::from_json_value(doc).err();
-        assert!(matches!(err, Some(ConfigError::Inconsistent(ref m)) if m.contains("unknown backend")));
+        assert!(
+            matches!(err, Some(ConfigError::Inconsistent(ref m)) if m.contains("unknown backend"))
+        );
     }
 
     #[test]
@@ -655,14 +672,19 @@ mod tests {
             .as_object_mut()
             .map(|cost| cost.remove("cel"));
         let err = FilterConfig::from_json_value(doc).err();
-        assert!(matches!(err, Some(ConfigError::Inconsistent(ref m)) if m.contains("no expression")));
+        assert!(
+            matches!(err, Some(ConfigError::Inconsistent(ref m)) if m.contains("no expression"))
+        );
     }
 
     #[test]
     fn schema_names_every_api_schema() {
         let schema = json_schema().to_string();
         for name in ApiSchema::ALL {
-            assert!(schema.contains(name.as_str()), "{name:?} missing from schema");
+            assert!(
+                schema.contains(name.as_str()),
+                "{name:?} missing from schema"
+            );
         }
     }
 }

@@ -1,0 +1,366 @@
+//! Golden cases: `golden/<case>/input/` compiles to exactly `golden/<case>/expected/`.
+//!
+//! - A case that builds has its rendered folder (one file per object plus kustomization.yaml)
+//!   in `expected/`, and its warnings, if any, in `expected/warnings.txt`.
+//! - A case that fails has the exact diagnostics in `expected/errors.txt`.
+//! - `golden/<case>/options.yaml` may set `includeSecrets`, `extprocImage`, `replicas`.
+//!
+//! `UPDATE_GOLDEN=1 cargo test --test golden` rewrites the expected files; review the diff.
+//! Also checked here: the same documents in another order and another split into files give
+//! the same bytes; every emitted object validates against the upstream schemas; v1alpha1 input
+//! gives the same output as its v1beta1 twin.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test harness: a failed read or build is a failed test"
+)]
+
+#[path = "support/crd_schema.rs"]
+mod crd_schema;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aigw::load::Source;
+use aigw::{BuildOptions, write};
+use serde_json::Value;
+
+fn golden_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../golden")
+}
+
+fn cases() -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(golden_root())
+        .expect("golden/ exists")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("input").is_dir())
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 10,
+        "expected at least ten golden cases, found {}",
+        cases.len()
+    );
+    cases
+}
+
+fn sources(case: &Path) -> Vec<Source> {
+    let input = case.join("input");
+    let mut files = Vec::new();
+    collect(&input, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| Source {
+            name: path.strip_prefix(case).unwrap().display().to_string(),
+            text: std::fs::read_to_string(&path).unwrap(),
+        })
+        .collect()
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+}
+
+fn options(case: &Path) -> BuildOptions {
+    let mut options = BuildOptions::default();
+    if let Ok(text) = std::fs::read_to_string(case.join("options.yaml")) {
+        let value: Value = serde_saphyr::from_str(&text).unwrap();
+        if let Some(v) = value.get("includeSecrets").and_then(Value::as_bool) {
+            options.include_secrets = v;
+        }
+        if let Some(v) = value.get("extprocImage").and_then(Value::as_str) {
+            options.extproc_image = v.to_string();
+        }
+        if let Some(v) = value.get("replicas").and_then(Value::as_i64) {
+            options.replicas = i32::try_from(v).unwrap();
+        }
+    }
+    options
+}
+
+fn diagnostics_text(diags: &[aigw::diag::Diagnostic]) -> String {
+    diags.iter().map(|d| format!("{d}\n")).collect()
+}
+
+/// What a case produces: file name → content.
+fn produce(case: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    match aigw::build(&sources(case), &options(case)) {
+        Ok(built) => {
+            for (name, content) in write::files(&built.objects).unwrap() {
+                out.insert(name, content);
+            }
+            if !built.warnings.is_empty() {
+                out.insert("warnings.txt".into(), diagnostics_text(&built.warnings));
+            }
+        }
+        Err(diags) => {
+            out.insert("errors.txt".into(), diagnostics_text(&diags));
+        }
+    }
+    out
+}
+
+fn read_expected(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().to_string();
+            out.insert(name, std::fs::read_to_string(entry.path()).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn golden_cases_match_byte_for_byte() {
+    let update = std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1");
+    let mut failures = Vec::new();
+    for case in cases() {
+        let produced = produce(&case);
+        let expected_dir = case.join("expected");
+        if update {
+            let _ = std::fs::remove_dir_all(&expected_dir);
+            std::fs::create_dir_all(&expected_dir).unwrap();
+            for (name, content) in &produced {
+                std::fs::write(expected_dir.join(name), content).unwrap();
+            }
+            continue;
+        }
+        let expected = read_expected(&expected_dir);
+        if produced != expected {
+            let names: std::collections::BTreeSet<&String> =
+                produced.keys().chain(expected.keys()).collect();
+            for name in names {
+                let (p, e) = (produced.get(name), expected.get(name));
+                if p != e {
+                    let diff = similar::TextDiff::from_lines(
+                        e.map(String::as_str).unwrap_or(""),
+                        p.map(String::as_str).unwrap_or(""),
+                    )
+                    .unified_diff()
+                    .header("expected", "produced")
+                    .to_string();
+                    failures.push(format!("{}: {name}\n{diff}", case.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "golden mismatches (run UPDATE_GOLDEN=1 cargo test --test golden and review):\n{}",
+        failures.join("\n")
+    );
+}
+
+/// A deterministic permutation: reversed, then rotated.
+fn permute<T: Clone>(items: &[T], rotate: usize) -> Vec<T> {
+    let mut out: Vec<T> = items.iter().rev().cloned().collect();
+    if !out.is_empty() {
+        let k = rotate % out.len();
+        out.rotate_left(k);
+    }
+    out
+}
+
+#[test]
+fn order_and_file_split_do_not_change_the_output() {
+    for case in cases() {
+        let options = options(&case);
+        let original = sources(&case);
+        let Ok(reference) = aigw::build(&original, &options) else {
+            continue;
+        };
+        let reference = reference.stream();
+        let (documents, diags) = aigw::load::parse_sources(&original);
+        assert!(diags.is_empty());
+        let texts: Vec<String> = documents
+            .iter()
+            .map(|d| aigw::render::yaml(&d.value))
+            .collect();
+        for rotate in [0, 1, 3] {
+            let shuffled = permute(&texts, rotate);
+            // One file holding every document.
+            let one = vec![Source {
+                name: "all.yaml".into(),
+                text: shuffled.iter().map(|t| format!("---\n{t}")).collect(),
+            }];
+            // One file per document.
+            let many: Vec<Source> = shuffled
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Source {
+                    name: format!("doc-{i}.yaml"),
+                    text: t.clone(),
+                })
+                .collect();
+            for split in [one, many] {
+                let built = aigw::build(&split, &options)
+                    .unwrap_or_else(|d| panic!("{}: {}", case.display(), diagnostics_text(&d)));
+                assert_eq!(
+                    built.stream(),
+                    reference,
+                    "{}: output depends on input order or split (rotate {rotate})",
+                    case.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_emitted_object_validates_against_the_upstream_schemas() {
+    let Some(dir) = crd_schema::crds_dir() else {
+        eprintln!("AIGW_CRDS_DIR not set and ../shared/crds missing: schema validation skipped");
+        return;
+    };
+    let validator = crd_schema::CrdValidator::from_dir(&dir).unwrap();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in cases() {
+        let Ok(built) = aigw::build(&sources(&case), &options(&case)) else {
+            continue;
+        };
+        for object in &built.objects {
+            checked += 1;
+            if let Err(errors) = validator.validate(object) {
+                failures.push(format!(
+                    "{}: {} {}: {}",
+                    case.display(),
+                    object["kind"],
+                    object["metadata"]["name"],
+                    errors.join("; ")
+                ));
+            }
+        }
+        // Every AI Gateway input the compiler accepted is accepted by the upstream CRDs too.
+        let (documents, _) = aigw::load::parse_sources(&sources(&case));
+        for doc in documents {
+            if doc.value["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("aigateway.envoyproxy.io/"))
+            {
+                checked += 1;
+                if let Err(errors) = validator.validate(&doc.value) {
+                    failures.push(format!(
+                        "{}: input {}:{}: {}",
+                        case.display(),
+                        doc.file,
+                        doc.line,
+                        errors.join("; ")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} objects checked");
+    assert!(
+        failures.is_empty(),
+        "objects rejected by the upstream schemas:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn v1alpha1_input_gives_the_same_output_as_v1beta1() {
+    let root = golden_root();
+    let alpha = read_expected(&root.join("v1alpha1/expected"));
+    let beta = read_expected(&root.join("bedrock-credentials-file/expected"));
+    assert!(!alpha.is_empty() && !alpha.contains_key("errors.txt"));
+    assert_eq!(alpha, beta);
+}
+
+#[test]
+fn secret_values_never_reach_the_output() {
+    let planted = [
+        "sk-planted-4c1d7e9a",
+        "AKIAPLANTED7777",
+        "planted/secret+access/key",
+        "planted-client-secret-3b2f",
+    ];
+    for case in cases() {
+        let sources = sources(&case);
+        let input: String = sources.iter().map(|s| s.text.clone()).collect();
+        let present: Vec<&str> = planted
+            .iter()
+            .copied()
+            .filter(|p| input.contains(*p))
+            .collect();
+        if present.is_empty() {
+            continue;
+        }
+        let mut options = options(&case);
+        options.include_secrets = false;
+        let built = aigw::build(&sources, &options)
+            .unwrap_or_else(|d| panic!("{}: {}", case.display(), diagnostics_text(&d)));
+        let mut everything = built.stream();
+        everything.push_str(&diagnostics_text(&built.warnings));
+        for (_, content) in write::files(&built.objects).unwrap() {
+            everything.push_str(&content);
+        }
+        for secret in present {
+            let encoded = base64_encode(secret.as_bytes());
+            assert!(
+                !everything.contains(secret),
+                "{}: {secret} leaked",
+                case.display()
+            );
+            assert!(
+                !everything.contains(&encoded),
+                "{}: base64 of {secret} leaked",
+                case.display()
+            );
+        }
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn committed_schemas_are_current() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+    let update = std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1");
+    for (name, text) in aigw::schemas::all() {
+        let path = dir.join(&name);
+        if update {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == text,
+            "schemas/{name} is stale: run `cargo run -p aigw -- schema -o schemas` (or UPDATE_GOLDEN=1 cargo test --test golden)"
+        );
+    }
+}
