@@ -1,12 +1,11 @@
 //! The whole pipeline: sources in, rendered objects (or every diagnostic) out.
 
-use serde_json::Value;
-
 use crate::diag::{self, Diagnostic};
 use crate::load::{self, Source};
 use crate::plan::{self, PlanOptions};
+use crate::render::{self, Rendered};
 use crate::validate::{self, ValidateOptions};
-use crate::{emit, render, resolve};
+use crate::{emit, resolve};
 
 /// Output targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +29,8 @@ pub struct BuildOptions {
     pub max_request_body_bytes: u64,
     /// Write input Secrets (with their data) to the output.
     pub include_secrets: bool,
+    /// Write `${` as `$${` so Flux post-build substitution leaves values alone.
+    pub flux_escape: bool,
 }
 
 impl Default for BuildOptions {
@@ -41,6 +42,7 @@ impl Default for BuildOptions {
             replicas: 2,
             max_request_body_bytes: aigw_filterconfig::DEFAULT_MAX_REQUEST_BODY_BYTES,
             include_secrets: false,
+            flux_escape: true,
         }
     }
 }
@@ -48,8 +50,8 @@ impl Default for BuildOptions {
 /// A successful build.
 #[derive(Debug, Clone)]
 pub struct BuildOutput {
-    /// Objects in canonical order, ready to render.
-    pub objects: Vec<Value>,
+    /// Objects in canonical order, rendered.
+    pub objects: Vec<Rendered>,
     /// Warnings (stderr).
     pub warnings: Vec<Diagnostic>,
 }
@@ -57,7 +59,7 @@ pub struct BuildOutput {
 impl BuildOutput {
     /// The objects as one YAML stream.
     pub fn stream(&self) -> String {
-        render::stream(&self.objects)
+        render::join(&self.objects)
     }
 }
 
@@ -71,9 +73,7 @@ pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, 
         },
     );
     diags.extend(found);
-    if diags.iter().any(Diagnostic::is_error) {
-        return Err(finish(diags));
-    }
+    // References are checked even when some objects failed: a user sees every problem at once.
     let (resolved, found) = resolve::resolve(&validated);
     diags.extend(found);
     if diags.iter().any(Diagnostic::is_error) {
@@ -94,15 +94,26 @@ pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, 
     if diags.iter().any(Diagnostic::is_error) {
         return Err(finish(diags));
     }
-    let mut objects = match emit::emit(&validated, &plan) {
+    if options.flux_escape {
+        for &index in plan.passthrough.iter().chain(&plan.secrets) {
+            let object = &validated.objects[index];
+            if validated.document(object).value.to_string().contains("${") {
+                diags.push(validated.warning_at(
+                    object,
+                    crate::diag::FieldPath::root(),
+                    "contains `${`, written as `$${` so Flux post-build substitution leaves it alone; pass --no-flux-escape if this output is not applied by Flux",
+                ));
+            }
+        }
+    }
+    let mut objects = match emit::emit(&validated, &plan, options.flux_escape) {
         Ok(objects) => objects,
         Err(found) => {
             diags.extend(found);
             return Err(finish(diags));
         }
     };
-    objects.iter_mut().for_each(render::escape_substitution);
-    render::sort(&mut objects);
+    render::sort_rendered(&mut objects);
     Ok(BuildOutput {
         objects,
         warnings: finish(diags),

@@ -16,6 +16,7 @@ pub mod diff;
 pub mod emit;
 pub mod load;
 pub mod model;
+pub mod parallel;
 pub mod plan;
 pub mod render;
 pub mod resolve;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde_saphyr::granit_parser::{Event, Parser};
 
-use crate::diag::{Diagnostic, FieldPath, Location, PathSegment};
+use crate::diag::{Diagnostic, FieldPath, Location};
 
 /// The text of one input file (or of standard input).
 #[derive(Debug, Clone)]
@@ -36,7 +36,10 @@ pub struct Document {
     pub line: usize,
     /// The document's content.
     pub value: serde_json::Value,
-    lines: HashMap<FieldPath, usize>,
+    /// The document's source text (empty for generated documents).
+    text: Arc<str>,
+    /// Line of the file on which `text` starts.
+    text_line: usize,
 }
 
 impl Document {
@@ -46,15 +49,18 @@ impl Document {
             file: Arc::from(file),
             line: 1,
             value,
-            lines: HashMap::new(),
+            text: Arc::from(""),
+            text_line: 1,
         }
     }
 
-    /// The line on which `path` (or its closest written ancestor) appears.
+    /// The line on which `path` (or its closest written ancestor) appears. Computed on demand
+    /// from the document's text: only diagnostics need it, so the happy path never pays for it.
     pub fn line_of(&self, path: &FieldPath) -> usize {
+        let lines = index_lines(&self.text, self.text_line);
         let mut segments = path.0.clone();
         loop {
-            if let Some(line) = self.lines.get(&FieldPath(segments.clone())) {
+            if let Some(line) = lines.get(&FieldPath(segments.clone())) {
                 return *line;
             }
             if segments.pop().is_none() {
@@ -134,13 +140,15 @@ fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Diagnost
     Ok(())
 }
 
-/// Parses every source into documents. Empty documents are skipped; a document that is not a
-/// mapping, or YAML that does not parse, is an error naming file and line.
+/// Parses every source into documents, files in parallel on the available cores (the result
+/// does not depend on it). Empty documents are skipped; a document that is not a mapping, or
+/// YAML that does not parse, is an error naming file and line.
 pub fn parse_sources(sources: &[Source]) -> (Vec<Document>, Vec<Diagnostic>) {
+    let results = crate::parallel::map(sources, parse_source);
     let mut documents = Vec::new();
     let mut diagnostics = Vec::new();
-    for source in sources {
-        match parse_source(source) {
+    for result in results {
+        match result {
             Ok(mut docs) => documents.append(&mut docs),
             Err(diag) => diagnostics.push(diag),
         }
@@ -148,17 +156,56 @@ pub fn parse_sources(sources: &[Source]) -> (Vec<Document>, Vec<Diagnostic>) {
     (documents, diagnostics)
 }
 
-/// Per-document facts gathered from the parser events of one file.
-struct DocumentOutline {
-    start_line: usize,
-    first_node_line: usize,
-    empty: bool,
-    lines: HashMap<FieldPath, usize>,
+/// One document's lines of a file: `[start, end)` 0-based line indices.
+struct Chunk {
+    start: usize,
+    end: usize,
+}
+
+/// Splits a file into documents at its `---` lines. YAML forbids `---` and `...` at the start
+/// of a line inside content, so these lines are always document boundaries; directive lines
+/// (`%...`) right before a `---` belong to the document it starts.
+fn split_documents(lines: &[&str]) -> Vec<Chunk> {
+    let is_marker =
+        |line: &str| line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if is_marker(line.trim_end_matches('\r')) && i > start {
+            let mut end = i;
+            while end > start && lines[end - 1].starts_with('%') {
+                end -= 1;
+            }
+            if end > start {
+                chunks.push(Chunk { start, end });
+            }
+            start = end;
+        }
+    }
+    if start < lines.len() {
+        chunks.push(Chunk {
+            start,
+            end: lines.len(),
+        });
+    }
+    chunks
+}
+
+/// The 1-based line of the first content of a chunk (not blank, comment, directive or a bare
+/// `---`).
+fn first_content_line(lines: &[&str], chunk: &Chunk) -> usize {
+    (chunk.start..chunk.end)
+        .find(|&i| {
+            let t = lines[i].trim();
+            !(t.is_empty() || t.starts_with('#') || t.starts_with('%') || t == "---" || t == "...")
+        })
+        .unwrap_or(chunk.start)
+        + 1
 }
 
 enum Frame {
     Mapping {
-        key: Option<String>,
+        key: Option<(String, usize)>,
         path: FieldPath,
     },
     Sequence {
@@ -167,48 +214,34 @@ enum Frame {
     },
 }
 
-fn outline(source: &Source) -> Result<Vec<DocumentOutline>, Diagnostic> {
-    let mut docs: Vec<DocumentOutline> = Vec::new();
+/// Maps every field path of one document to its line. A mapping entry's line is its key's
+/// line, which is where a reader looks for it.
+fn index_lines(text: &str, first_line: usize) -> HashMap<FieldPath, usize> {
+    let mut lines = HashMap::new();
     let mut stack: Vec<Frame> = Vec::new();
-    for event in Parser::new_from_str(&source.text) {
-        let (event, span) = event.map_err(|err| {
-            Diagnostic::error(format!("invalid YAML: {}", err.info())).at(Some(Location {
-                file: source.name.clone(),
-                line: err.marker().line(),
-            }))
-        })?;
-        let line = span.start.line();
+    let offset = first_line.saturating_sub(1);
+    for event in Parser::new_from_str(text) {
+        let Ok((event, span)) = event else { break };
+        let line = span.start.line() + offset;
+        let is_key = matches!(stack.last(), Some(Frame::Mapping { key: None, .. }));
         match event {
-            Event::DocumentStart(..) => {
-                stack.clear();
-                docs.push(DocumentOutline {
-                    start_line: line,
-                    first_node_line: line,
-                    empty: true,
-                    lines: HashMap::new(),
-                });
-            }
-            Event::Scalar(ref value, ..) => {
-                if let Some(Frame::Mapping { key, .. }) = stack.last_mut()
-                    && key.is_none()
-                {
-                    *key = Some(value.to_string());
-                    continue;
+            Event::Scalar(ref value, ..) if is_key => {
+                if let Some(Frame::Mapping { key, .. }) = stack.last_mut() {
+                    *key = Some((value.to_string(), line));
                 }
-                let is_root_null = stack.is_empty() && value.is_empty();
-                node_at(&mut docs, &mut stack, line, !is_root_null);
             }
-            Event::Alias(..) => {
-                if let Some(Frame::Mapping { key, .. }) = stack.last_mut()
-                    && key.is_none()
-                {
-                    *key = Some(String::new());
-                    continue;
+            Event::Alias(..) if is_key => {
+                if let Some(Frame::Mapping { key, .. }) = stack.last_mut() {
+                    *key = Some((String::new(), line));
                 }
-                node_at(&mut docs, &mut stack, line, true);
+            }
+            Event::Scalar(..) | Event::Alias(..) => {
+                let (path, at) = child_path(&mut stack, line);
+                lines.entry(path).or_insert(at);
             }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
-                let path = node_at(&mut docs, &mut stack, line, true);
+                let (path, at) = child_path(&mut stack, line);
+                lines.entry(path.clone()).or_insert(at);
                 stack.push(match event {
                     Event::MappingStart(..) => Frame::Mapping { key: None, path },
                     _ => Frame::Sequence { next: 0, path },
@@ -217,69 +250,60 @@ fn outline(source: &Source) -> Result<Vec<DocumentOutline>, Diagnostic> {
             Event::MappingEnd | Event::SequenceEnd => {
                 stack.pop();
             }
+            Event::DocumentEnd => break,
             _ => {}
         }
     }
-    Ok(docs)
+    lines
 }
 
-/// Records a node starting at `line` in value position; returns its path.
-fn node_at(
-    docs: &mut [DocumentOutline],
-    stack: &mut [Frame],
-    line: usize,
-    content: bool,
-) -> FieldPath {
-    let path = match stack.last_mut() {
-        None => FieldPath::root(),
-        Some(Frame::Mapping { key, path }) => path.key(key.take().as_deref().unwrap_or_default()),
+/// The path of a node starting at `line` in value position, and the line to report for it.
+fn child_path(stack: &mut [Frame], line: usize) -> (FieldPath, usize) {
+    match stack.last_mut() {
+        None => (FieldPath::root(), line),
+        Some(Frame::Mapping { key, path }) => {
+            let (name, key_line) = key.take().unwrap_or_default();
+            (path.key(&name), key_line)
+        }
         Some(Frame::Sequence { next, path }) => {
             let child = path.index(*next);
             *next += 1;
-            child
+            (child, line)
         }
-    };
-    if let Some(doc) = docs.last_mut() {
-        if path.is_root() {
-            doc.first_node_line = line;
-            doc.empty = !content;
-        }
-        doc.lines.entry(path.clone()).or_insert(line);
     }
-    path
 }
 
 fn parse_source(source: &Source) -> Result<Vec<Document>, Diagnostic> {
-    let outlines = outline(source)?;
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(source.text.match_indices('\n').map(|(i, _)| i + 1))
+    let lines: Vec<&str> = source
+        .text
+        .split_inclusive('\n')
+        .map(|l| l.trim_end_matches('\n'))
         .collect();
-    let offset_of_line = |line: usize| -> usize {
-        line_starts
-            .get(line.saturating_sub(1))
-            .copied()
-            .unwrap_or(source.text.len())
-    };
+    let mut offsets = Vec::with_capacity(lines.len() + 1);
+    let mut offset = 0;
+    for line in source.text.split_inclusive('\n') {
+        offsets.push(offset);
+        offset += line.len();
+    }
+    offsets.push(source.text.len());
     let file: Arc<str> = Arc::from(source.name.as_str());
     let mut documents = Vec::new();
-    for (i, doc) in outlines.iter().enumerate() {
-        if doc.empty {
-            continue;
-        }
-        let start = offset_of_line(doc.start_line);
-        let end = outlines
-            .get(i + 1)
-            .map(|next| offset_of_line(next.start_line))
-            .unwrap_or(source.text.len())
-            .max(start);
-        let text = source.text.get(start..end).unwrap_or_default();
+    for chunk in split_documents(&lines) {
+        let text = &source.text[offsets[chunk.start]..offsets[chunk.end]];
+        let first = first_content_line(&lines, &chunk);
         let value: serde_json::Value = serde_saphyr::from_str(text).map_err(|err| {
-            Diagnostic::error(format!("invalid YAML: {}", first_line(&err.to_string()))).at(Some(
-                Location {
-                    file: source.name.clone(),
-                    line: doc.first_node_line,
-                },
+            let line = err
+                .location()
+                .map(|l| chunk.start + l.line() as usize)
+                .unwrap_or(first);
+            Diagnostic::error(format!(
+                "invalid YAML: {}",
+                yaml_error_text(&err.to_string())
             ))
+            .at(Some(Location {
+                file: source.name.clone(),
+                line,
+            }))
         })?;
         if value.is_null() {
             continue;
@@ -289,26 +313,30 @@ fn parse_source(source: &Source) -> Result<Vec<Document>, Diagnostic> {
                 Diagnostic::error("a document must be a mapping with apiVersion and kind").at(
                     Some(Location {
                         file: source.name.clone(),
-                        line: doc.first_node_line,
+                        line: first,
                     }),
                 ),
             );
         }
-        let mut lines = doc.lines.clone();
-        lines.retain(|path, _| {
-            !path
-                .0
-                .iter()
-                .any(|s| matches!(s, PathSegment::Key(k) if k.is_empty()))
-        });
         documents.push(Document {
             file: file.clone(),
-            line: doc.first_node_line,
+            line: first,
             value,
-            lines,
+            text: Arc::from(text),
+            text_line: chunk.start + 1,
         });
     }
     Ok(documents)
+}
+
+/// The parser's message without the location prefix it carries (the diagnostic has its own).
+fn yaml_error_text(text: &str) -> String {
+    let first = first_line(text);
+    let re = regex::Regex::new(r"^(error: )?line \d+ column (\d+): ").ok();
+    match re.as_ref().and_then(|re| re.captures(first)) {
+        Some(caps) => format!("{} (column {})", &first[caps[0].len()..], &caps[2]),
+        None => first.to_string(),
+    }
 }
 
 fn first_line(text: &str) -> &str {

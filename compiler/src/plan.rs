@@ -242,6 +242,10 @@ struct Planner<'a> {
     resolved: &'a Resolved,
     options: &'a PlanOptions,
     diags: Vec<Diagnostic>,
+    /// Namespaces of the Gateways through which each AIServiceBackend is used.
+    gateway_namespaces: BTreeMap<Key, BTreeSet<String>>,
+    /// BackendSecurityPolicies already reported as unmountable everywhere.
+    reported_policies: BTreeSet<usize>,
 }
 
 /// Plans every instance; returns the plan and every problem found.
@@ -256,6 +260,8 @@ pub fn plan(
         resolved,
         options,
         diags: Vec::new(),
+        gateway_namespaces: gateway_namespaces(input, resolved),
+        reported_policies: BTreeSet::new(),
     };
     let mut instances = Vec::new();
     for gateway in &resolved.gateways {
@@ -263,7 +269,9 @@ pub fn plan(
     }
     let mut merged_policies = BTreeSet::new();
     planner.merge_extension_policies(&mut instances, &mut merged_policies);
-    planner.check_collisions(&instances);
+    planner.check_collisions(&instances, &merged_policies);
+    planner.check_traffic_policies(&instances);
+    planner.check_quota_models();
 
     let mut passthrough = Vec::new();
     let mut secrets = Vec::new();
@@ -627,6 +635,32 @@ impl Planner<'_> {
         let Body::SecurityPolicy(policy) = &object.body else {
             return None;
         };
+        let namespaces = self
+            .gateway_namespaces
+            .get(key)
+            .cloned()
+            .unwrap_or_default();
+        let needs_secret = self
+            .resolved
+            .secrets_of_policy
+            .get(&policy_index)
+            .is_some_and(|u| !u.is_empty());
+        if needs_secret && namespaces.len() > 1 {
+            if self.reported_policies.insert(policy_index) {
+                let list: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+                self.diags.push(self.input.error_at(
+                    &object,
+                    FieldPath::parse("spec"),
+                    format!(
+                        "AIServiceBackend {}/{} is used through Gateways in namespaces {}, but an extproc can only mount Secrets of its own namespace, so one Secret cannot serve them all; use one AIServiceBackend (with its own BackendSecurityPolicy and Secret) per Gateway namespace",
+                        key.0,
+                        key.1,
+                        list.join(", ")
+                    ),
+                ));
+            }
+            return None;
+        }
         let uses = self
             .resolved
             .secrets_of_policy
@@ -831,13 +865,35 @@ impl Planner<'_> {
                         });
                     }
                     if let Some(default) = &quota.quota.default_bucket {
-                        rules.push(RateLimitRule {
-                            backend_ids: ids.clone(),
-                            client_selectors: Vec::new(),
-                            limit: default.limit,
-                            unit: unit(default.duration),
-                            shadow_mode: None,
-                        });
+                        // The default bucket takes the requests no bucket rule selects: each
+                        // rule's condition, inverted, joins the default's selector.
+                        match default_bucket_selectors(&quota.quota.bucket_rules) {
+                            Ok(client_selectors) => rules.push(RateLimitRule {
+                                backend_ids: ids.clone(),
+                                client_selectors,
+                                limit: default.limit,
+                                unit: unit(default.duration),
+                                shadow_mode: None,
+                            }),
+                            Err(reason) => {
+                                let q = policy
+                                    .spec
+                                    .per_model_quotas
+                                    .iter()
+                                    .position(|p| std::ptr::eq(p, quota))
+                                    .unwrap_or(0);
+                                self.diags.push(
+                                    self.input.error_at(
+                                        &policy_object,
+                                        FieldPath::parse("spec.perModelQuotas")
+                                            .index(q)
+                                            .key("quota")
+                                            .key("defaultBucket"),
+                                        reason,
+                                    ),
+                                );
+                            }
+                        }
                     }
                 }
                 if policy.spec.service_quota.is_some() {
@@ -1000,43 +1056,119 @@ impl Planner<'_> {
                     "merged EnvoyExtensionPolicy would have more than 16 extProc filters",
                 ));
             }
+            let mut warning = self.input.warning_at(
+                object,
+                FieldPath::root(),
+                format!(
+                    "merged into the generated EnvoyExtensionPolicy {}/{} (Envoy Gateway applies one policy per route); its filters run before aigw's extproc and see the client's request, and it is not written separately",
+                    instance.namespace, instance.extension_policy.name
+                ),
+            );
+            warning.severity = crate::diag::Severity::Warning;
+            self.diags.push(warning);
             merged.insert(i);
         }
     }
 
-    fn check_collisions(&mut self, instances: &[Instance]) {
-        let mut generated: BTreeMap<(String, String, String), String> = BTreeMap::new();
+    /// Every object the plan generates must have a name of its own: not shared by two
+    /// generated objects, nor by an input object (which would be passed through next to it).
+    fn check_collisions(&mut self, instances: &[Instance], merged: &BTreeSet<usize>) {
+        let mut generated: BTreeMap<(&str, &str, String, String), String> = BTreeMap::new();
         for instance in instances {
-            let mut add = |kind: &str,
-                           ns: &str,
-                           name: &str,
-                           source: String,
-                           diags: &mut Vec<Diagnostic>| {
+            let ns = instance.namespace.clone();
+            let gateway = instance.gateway.to_string();
+            let mut names: Vec<(&str, &str, String, String, String)> = Vec::new();
+            for kind in ["ServiceAccount", "ConfigMap", "Service"] {
+                names.push(("", kind, ns.clone(), instance.name.clone(), gateway.clone()));
+            }
+            names.push((
+                "apps",
+                "Deployment",
+                ns.clone(),
+                instance.name.clone(),
+                gateway.clone(),
+            ));
+            if instance.workload.replicas > 1 {
+                names.push((
+                    "policy",
+                    "PodDisruptionBudget",
+                    ns.clone(),
+                    instance.name.clone(),
+                    gateway.clone(),
+                ));
+            }
+            names.push((
+                EG_GROUP,
+                "EnvoyExtensionPolicy",
+                ns.clone(),
+                instance.extension_policy.name.clone(),
+                gateway.clone(),
+            ));
+            if let Some(rate_limit) = &instance.rate_limit {
+                names.push((
+                    EG_GROUP,
+                    "BackendTrafficPolicy",
+                    ns.clone(),
+                    rate_limit.name.clone(),
+                    gateway.clone(),
+                ));
+            }
+            for grant in &instance.reference_grants {
+                names.push((
+                    model::GATEWAY_GROUP,
+                    "ReferenceGrant",
+                    grant.namespace.clone(),
+                    grant.name.clone(),
+                    gateway.clone(),
+                ));
+            }
+            let mut filters = BTreeSet::new();
+            for route in &instance.routes {
+                names.push((
+                    model::GATEWAY_GROUP,
+                    "HTTPRoute",
+                    ns.clone(),
+                    route.name.clone(),
+                    route.source.to_string(),
+                ));
+                if filters.insert(route.host_rewrite_filter.clone()) {
+                    names.push((
+                        EG_GROUP,
+                        "HTTPRouteFilter",
+                        ns.clone(),
+                        route.host_rewrite_filter.clone(),
+                        route.source.to_string(),
+                    ));
+                    names.push((
+                        EG_GROUP,
+                        "HTTPRouteFilter",
+                        ns.clone(),
+                        route.not_found_filter.clone(),
+                        route.source.to_string(),
+                    ));
+                }
+            }
+            for (group, kind, ns, name, source) in names {
                 if let Some(previous) =
-                    generated.insert((kind.into(), ns.into(), name.into()), source.clone())
+                    generated.insert((group, kind, ns.clone(), name.clone()), source.clone())
                 {
-                    diags.push(Diagnostic::error(format!(
-                        "{kind} {ns}/{name} would be generated twice (for {previous} and for {source}); rename one of the AIGatewayRoutes"
+                    self.diags.push(Diagnostic::error(format!(
+                        "{kind} {ns}/{name} would be generated twice (for {previous} and for {source}); rename one of the AIGatewayRoutes or Gateways"
                     )));
                 }
-            };
-            for route in &instance.routes {
-                add(
-                    "HTTPRoute",
-                    &instance.namespace,
-                    &route.name,
-                    route.source.to_string(),
-                    &mut self.diags,
-                );
             }
         }
-        for object in &self.input.objects {
-            let kind = object.id.kind.as_str();
-            if let Some(source) = generated.get(&(
-                kind.to_string(),
+        for (i, object) in self.input.objects.iter().enumerate() {
+            if merged.contains(&i) {
+                continue;
+            }
+            let key = (
+                object.id.group.as_str(),
+                object.id.kind.as_str(),
                 object.id.namespace.clone(),
                 object.id.name.clone(),
-            )) {
+            );
+            if let Some(source) = generated.get(&key) {
                 self.diags.push(self.input.error_at(
                     object,
                     FieldPath::root(),
@@ -1044,7 +1176,118 @@ impl Planner<'_> {
                 ));
             }
         }
-        let _ = EG_GROUP;
+    }
+}
+
+/// For each AIServiceBackend, the namespaces of the Gateways whose routes use it.
+fn gateway_namespaces(input: &Validated, resolved: &Resolved) -> BTreeMap<Key, BTreeSet<String>> {
+    let mut out: BTreeMap<Key, BTreeSet<String>> = BTreeMap::new();
+    for gateway in &resolved.gateways {
+        let gateway_ns = &input.objects[gateway.gateway].id.namespace;
+        for &route_index in &gateway.routes {
+            let object = &input.objects[route_index];
+            let Body::Route(route) = &object.body else {
+                continue;
+            };
+            for backend_ref in route.spec.rules.iter().flat_map(|r| &r.backend_refs) {
+                let ns = backend_ref
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| object.id.namespace.clone());
+                out.entry((ns, backend_ref.name.clone()))
+                    .or_default()
+                    .insert(gateway_ns.clone());
+            }
+        }
+    }
+    out
+}
+
+impl Planner<'_> {
+    /// Envoy Gateway honours one BackendTrafficPolicy per route: a user policy on a route that
+    /// also gets the generated rate-limit policy would silently lose to one of them.
+    fn check_traffic_policies(&mut self, instances: &[Instance]) {
+        for object in &self.input.objects {
+            if object.id.group != EG_GROUP || object.id.kind != "BackendTrafficPolicy" {
+                continue;
+            }
+            let doc = self.input.document(object);
+            let targets: Vec<&str> = doc
+                .value
+                .pointer("/spec/targetRefs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .chain(doc.value.pointer("/spec/targetRef"))
+                .filter(|t| t.get("kind").and_then(Value::as_str) == Some("HTTPRoute"))
+                .filter_map(|t| t.get("name").and_then(Value::as_str))
+                .collect();
+            for instance in instances
+                .iter()
+                .filter(|i| i.namespace == object.id.namespace)
+            {
+                let Some(rate_limit) = &instance.rate_limit else {
+                    continue;
+                };
+                if let Some(shared) = targets
+                    .iter()
+                    .find(|t| rate_limit.targets.iter().any(|r| r == *t))
+                {
+                    self.diags.push(self.input.error_at(
+                        object,
+                        FieldPath::parse("spec"),
+                        format!(
+                            "targets HTTPRoute {shared}, which also gets the generated BackendTrafficPolicy {} (from QuotaPolicy); Envoy Gateway applies only one BackendTrafficPolicy per route, so one would be ignored: target other routes, or drop the QuotaPolicy",
+                            rate_limit.name
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A per-model quota counts only requests whose backendRef overrides the model to its
+    /// `modelName`; one that no route produces would never count anything.
+    fn check_quota_models(&mut self) {
+        let mut used: BTreeSet<(String, String, String)> = BTreeSet::new();
+        for object in &self.input.objects {
+            let Body::Route(route) = &object.body else {
+                continue;
+            };
+            for backend_ref in route.spec.rules.iter().flat_map(|r| &r.backend_refs) {
+                if let Some(model) = &backend_ref.model_name_override {
+                    let ns = backend_ref
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| object.id.namespace.clone());
+                    used.insert((ns, backend_ref.name.clone(), model.clone()));
+                }
+            }
+        }
+        for object in &self.input.objects {
+            let Body::QuotaPolicy(policy) = &object.body else {
+                continue;
+            };
+            for (q, quota) in policy.spec.per_model_quotas.iter().enumerate() {
+                let applies = policy.spec.target_refs.iter().any(|t| {
+                    used.contains(&(
+                        object.id.namespace.clone(),
+                        t.name.clone(),
+                        quota.model_name.clone(),
+                    ))
+                });
+                if !applies {
+                    self.diags.push(self.input.warning_at(
+                        object,
+                        FieldPath::parse("spec.perModelQuotas").index(q).key("modelName"),
+                        format!(
+                            "no AIGatewayRoute backendRef to the targeted backends sets modelNameOverride: {:?}, so this quota never counts a request",
+                            quota.model_name
+                        ),
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -1057,6 +1300,49 @@ impl Object {
             .and_then(Value::as_str)
             .map(str::to_string)
     }
+}
+
+/// Selectors for a default bucket that excludes what the bucket rules select. Envoy Gateway ANDs
+/// the conditions of a selector, so this works when each bucket rule selects by one header.
+fn default_bucket_selectors(
+    buckets: &[model::QuotaBucketRule],
+) -> Result<Vec<serde_json::Map<String, Value>>, String> {
+    let mut inverted = Vec::new();
+    for (b, bucket) in buckets.iter().enumerate() {
+        let single = match bucket.client_selectors.as_slice() {
+            [selector] if selector.len() == 1 => selector
+                .get("headers")
+                .and_then(Value::as_array)
+                .filter(|h| h.len() == 1),
+            _ => None,
+        };
+        let Some([header]) = single.map(Vec::as_slice) else {
+            return Err(format!(
+                "bucketRules[{b}] selects clients by more than one condition, so the requests the default bucket takes (those no rule selects) cannot be expressed as an Envoy Gateway rate limit; give each bucket rule one header condition"
+            ));
+        };
+        let mut header = header.clone();
+        if header.get("type").and_then(Value::as_str) == Some("Distinct") {
+            return Err(format!(
+                "bucketRules[{b}] uses a Distinct header match, which cannot be excluded from the default bucket"
+            ));
+        }
+        let invert = header
+            .get("invert")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        header["invert"] = Value::Bool(!invert);
+        if header.get("type").is_none() {
+            header["type"] = Value::String("Exact".into());
+        }
+        inverted.push(header);
+    }
+    if inverted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut selector = serde_json::Map::new();
+    selector.insert("headers".into(), Value::Array(inverted));
+    Ok(vec![selector])
 }
 
 fn unit(duration: QuotaDuration) -> &'static str {
@@ -1127,7 +1413,14 @@ fn schema(schema: &model::VersionedApiSchema) -> fc::BackendSchema {
         ApiSchema::OpenAI | ApiSchema::Anthropic => fc::BackendSchema {
             name: schema.name,
             version: None,
-            prefix: Some(schema.prefix.clone().unwrap_or_else(|| "v1".into())),
+            prefix: Some(
+                schema
+                    .prefix
+                    .as_deref()
+                    .map(|p| p.trim_matches('/').to_string())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "v1".into()),
+            ),
         },
         _ => fc::BackendSchema {
             name: schema.name,

@@ -42,26 +42,36 @@ fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-/// Orders objects canonically.
-pub fn compare(a: &Value, b: &Value) -> Ordering {
-    let key = |v: &Value| {
-        let api_version = text(v, "/apiVersion");
-        (
-            kind_rank(api_version, text(v, "/kind")),
-            crate::validate::split_api_version(api_version)
-                .0
-                .to_string(),
-            text(v, "/kind").to_string(),
-            text(v, "/metadata/namespace").to_string(),
-            text(v, "/metadata/name").to_string(),
-        )
-    };
-    key(a).cmp(&key(b))
+/// The canonical sort key of an object: kind rank, group, kind, namespace, name.
+fn sort_key(v: &Value) -> (u8, &str, &str, &str, &str) {
+    let api_version = text(v, "/apiVersion");
+    let kind = text(v, "/kind");
+    (
+        kind_rank(api_version, kind),
+        crate::validate::split_api_version(api_version).0,
+        kind,
+        text(v, "/metadata/namespace"),
+        text(v, "/metadata/name"),
+    )
 }
 
-/// Sorts objects canonically.
+/// Orders objects canonically.
+pub fn compare(a: &Value, b: &Value) -> Ordering {
+    sort_key(a).cmp(&sort_key(b))
+}
+
+/// Sorts objects canonically (keys computed once per object).
 pub fn sort(objects: &mut [Value]) {
-    objects.sort_by(compare);
+    let mut order: Vec<usize> = (0..objects.len()).collect();
+    let keys: Vec<_> = objects.iter().map(sort_key).collect();
+    order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+    let mut taken: Vec<Option<Value>> = objects
+        .iter_mut()
+        .map(|v| Some(std::mem::take(v)))
+        .collect();
+    for (slot, index) in objects.iter_mut().zip(order) {
+        *slot = taken[index].take().unwrap_or_default();
+    }
 }
 
 /// Escapes `${` in every string (keys and values) as `$${`.
@@ -100,12 +110,74 @@ pub fn yaml(value: &Value) -> String {
     out
 }
 
-/// A multi-document stream of objects, each introduced by `---`.
-pub fn stream(objects: &[Value]) -> String {
-    let mut out = String::new();
+/// An object rendered to its canonical YAML, with the identity it is sorted and named by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// `apiVersion`.
+    pub api_version: String,
+    /// `kind`.
+    pub kind: String,
+    /// `metadata.namespace` (empty when cluster-scoped).
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// The YAML document (no `---`), ending in a newline.
+    pub text: String,
+}
+
+impl Rendered {
+    /// Renders `value`; with `escape`, `${` becomes `$${` first.
+    pub fn new(mut value: Value, escape: bool) -> Self {
+        if escape {
+            escape_substitution(&mut value);
+        }
+        Rendered {
+            api_version: text(&value, "/apiVersion").to_string(),
+            kind: text(&value, "/kind").to_string(),
+            namespace: text(&value, "/metadata/namespace").to_string(),
+            name: text(&value, "/metadata/name").to_string(),
+            text: yaml(&value),
+        }
+    }
+
+    fn key(&self) -> (u8, &str, &str, &str, &str) {
+        (
+            kind_rank(&self.api_version, &self.kind),
+            crate::validate::split_api_version(&self.api_version).0,
+            &self.kind,
+            &self.namespace,
+            &self.name,
+        )
+    }
+}
+
+/// Sorts rendered objects canonically.
+pub fn sort_rendered(objects: &mut [Rendered]) {
+    objects.sort_by(|a, b| a.key().cmp(&b.key()));
+}
+
+/// The rendered objects as one stream, each introduced by `---`.
+pub fn join(objects: &[Rendered]) -> String {
+    let mut out = String::with_capacity(objects.iter().map(|o| o.text.len() + 4).sum());
     for object in objects {
         out.push_str("---\n");
-        out.push_str(&yaml(object));
+        out.push_str(&object.text);
+    }
+    out
+}
+
+/// Renders every object, on the available cores; the result is in input order.
+pub fn yaml_all(objects: &[Value]) -> Vec<String> {
+    crate::parallel::map(objects, yaml)
+}
+
+/// A multi-document stream of objects, each introduced by `---`.
+pub fn stream(objects: &[Value]) -> String {
+    let rendered = yaml_all(objects);
+    let mut out = String::with_capacity(rendered.iter().map(|r| r.len() + 4).sum());
+    for text in rendered {
+        out.push_str("---\n");
+        out.push_str(&text);
     }
     out
 }

@@ -19,7 +19,9 @@ use crate::model::{
     AIGW_GROUP, AiGatewayRoute, AiServiceBackend, BackendSecurityPolicy, EG_GROUP, GATEWAY_GROUP,
     SecretObjectReference, SecurityPolicyType,
 };
-use crate::validate::{AllowedFrom, Body, GatewayView, Object, ObjectId, Validated};
+use crate::validate::{
+    AllowedFrom, Body, GatewayView, Object, ObjectId, ReferenceGrantView, Validated,
+};
 
 /// `(namespace, name)`.
 pub type Key = (String, String);
@@ -70,6 +72,7 @@ pub struct Resolved {
 struct Index<'a> {
     input: &'a Validated,
     by_id: BTreeMap<(&'a str, &'a str, &'a str, &'a str), usize>,
+    grants: BTreeMap<&'a str, Vec<&'a ReferenceGrantView>>,
 }
 
 impl<'a> Index<'a> {
@@ -90,11 +93,36 @@ impl<'a> Index<'a> {
                 )
             })
             .collect();
-        Index { input, by_id }
+        let mut grants: BTreeMap<&str, Vec<&ReferenceGrantView>> = BTreeMap::new();
+        for object in &input.objects {
+            if let Body::ReferenceGrant(grant) = &object.body {
+                grants
+                    .entry(object.id.namespace.as_str())
+                    .or_default()
+                    .push(grant);
+            }
+        }
+        Index {
+            input,
+            by_id,
+            grants,
+        }
     }
 
     fn find(&self, group: &str, kind: &str, namespace: &str, name: &str) -> Option<usize> {
         self.by_id.get(&(group, kind, namespace, name)).copied()
+    }
+
+    /// True when the object is in the input, valid or not: a reference to an object that failed
+    /// validation is not reported a second time as dangling.
+    fn present(&self, group: &str, kind: &str, namespace: &str, name: &str) -> bool {
+        self.find(group, kind, namespace, name).is_some()
+            || self.input.rejected.contains(&ObjectId {
+                group: group.to_string(),
+                kind: kind.to_string(),
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            })
     }
 
     fn object(&self, index: usize) -> &'a Object {
@@ -109,19 +137,19 @@ impl<'a> Index<'a> {
         to_namespace: &str,
         to: (&str, &str, &str),
     ) -> bool {
-        self.input.objects.iter().any(|o| {
-            let Body::ReferenceGrant(grant) = &o.body else {
-                return false;
-            };
-            o.id.namespace == to_namespace
-                && grant
+        self.grants
+            .get(to_namespace)
+            .into_iter()
+            .flatten()
+            .any(|grant| {
+                grant
                     .from
                     .iter()
                     .any(|(g, k, ns)| g == from.0 && k == from.1 && ns == from.2)
-                && grant.to.iter().any(|(g, k, name)| {
-                    g == to.0 && k == to.1 && name.as_deref().is_none_or(|n| n == to.2)
-                })
-        })
+                    && grant.to.iter().any(|(g, k, name)| {
+                        g == to.0 && k == to.1 && name.as_deref().is_none_or(|n| n == to.2)
+                    })
+            })
     }
 }
 
@@ -193,10 +221,7 @@ pub fn resolve(input: &Validated) -> (Resolved, Vec<Diagnostic>) {
             Body::QuotaPolicy(quota) => {
                 for (t, target) in quota.spec.target_refs.iter().enumerate() {
                     let key = (object.id.namespace.clone(), target.name.clone());
-                    if index
-                        .find(AIGW_GROUP, "AIServiceBackend", &key.0, &key.1)
-                        .is_none()
-                    {
+                    if !index.present(AIGW_GROUP, "AIServiceBackend", &key.0, &key.1) {
                         diags.push(input.error_at(
                             object,
                             FieldPath::parse("spec.targetRefs").index(t),
@@ -403,9 +428,13 @@ fn namespace_admitted(
                     continue;
                 };
                 if !selector_matches(selector, labels)? {
-                    return Err(format!(
-                        "allowedRoutes' namespace selector does not match Namespace {ns:?}"
-                    ));
+                    return Err(if ns == gateway_ns && ns != route_ns {
+                        format!(
+                            "allowedRoutes' namespace selector does not match the Gateway's own namespace {ns:?}, where aigw puts the generated HTTPRoute; label that Namespace so the selector admits it"
+                        )
+                    } else {
+                        format!("allowedRoutes' namespace selector does not match Namespace {ns:?}")
+                    });
                 }
             }
             Ok(())
@@ -491,15 +520,12 @@ fn check_route_backends(
                 .namespace
                 .clone()
                 .unwrap_or_else(|| object.id.namespace.clone());
-            if index
-                .find(
-                    AIGW_GROUP,
-                    "AIServiceBackend",
-                    &namespace,
-                    &backend_ref.name,
-                )
-                .is_none()
-            {
+            if !index.present(
+                AIGW_GROUP,
+                "AIServiceBackend",
+                &namespace,
+                &backend_ref.name,
+            ) {
                 diags.push(input.error_at(
                     object,
                     field,
@@ -543,10 +569,7 @@ fn check_service_backend(
         .clone()
         .unwrap_or_else(|| object.id.namespace.clone());
     let field = FieldPath::parse("spec.backendRef");
-    if index
-        .find(&target.group, &target.kind, &namespace, &target.name)
-        .is_none()
-    {
+    if !index.present(&target.group, &target.kind, &namespace, &target.name) {
         diags.push(input.error_at(
             object,
             field.clone(),
@@ -595,10 +618,7 @@ fn check_security_policy(
             continue;
         }
         let key = (object.id.namespace.clone(), target.name.clone());
-        if index
-            .find(AIGW_GROUP, "AIServiceBackend", &key.0, &key.1)
-            .is_none()
-        {
+        if !index.present(AIGW_GROUP, "AIServiceBackend", &key.0, &key.1) {
             diags.push(input.error_at(
                 object,
                 field,
@@ -787,53 +807,65 @@ fn check_security_policy(
     uses
 }
 
+/// Whether two routes compete for the same requests. The extproc picks routes by hostname
+/// precedence first (exact, then the longest wildcard, then routes without hostnames), so two
+/// routes compete only when both have no hostnames or they share one.
+fn hosts_overlap(a: &AiGatewayRoute, b: &AiGatewayRoute) -> bool {
+    let (x, y) = (&a.spec.hostnames, &b.spec.hostnames);
+    (x.is_empty() && y.is_empty()) || x.iter().any(|h| y.contains(h))
+}
+
 /// Warns when two routes on one Gateway can match the same request: the first by
-/// namespace/name wins, which is rarely what the author meant.
+/// namespace/name wins, which is rarely what the author meant. Linear in the number of routes:
+/// earlier routes are indexed by the exact models they match.
 fn overlap_warnings(index: &Index<'_>, resolved: &Resolved) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for gateway in &resolved.gateways {
-        let routes: Vec<(&Object, &AiGatewayRoute)> = gateway
-            .routes
-            .iter()
-            .filter_map(|i| {
-                let object = index.object(*i);
-                route_of(object).map(|r| (object, r))
-            })
-            .collect();
-        for (a_pos, (a_obj, a)) in routes.iter().enumerate() {
-            for (b_obj, b) in routes.iter().skip(a_pos + 1) {
-                let hosts_overlap = a.spec.hostnames.is_empty()
-                    || b.spec.hostnames.is_empty()
-                    || a.spec
-                        .hostnames
-                        .iter()
-                        .any(|x| b.spec.hostnames.iter().any(|y| hostnames_intersect(x, y)));
-                if !hosts_overlap {
+        let mut by_model: BTreeMap<&str, Vec<(&Object, &AiGatewayRoute)>> = BTreeMap::new();
+        let mut catch_alls: Vec<(&Object, &AiGatewayRoute)> = Vec::new();
+        for &i in &gateway.routes {
+            let object = index.object(i);
+            let Some(route) = route_of(object) else {
+                continue;
+            };
+            let mut reported = BTreeSet::new();
+            let models = exact_models(route);
+            let mut earlier: Vec<(&Object, &AiGatewayRoute, String)> = catch_alls
+                .iter()
+                .map(|(o, r)| {
+                    (
+                        *o,
+                        *r,
+                        "every model (its rules have a catch-all)".to_string(),
+                    )
+                })
+                .collect();
+            for model in &models {
+                for (o, r) in by_model.get(model.as_str()).into_iter().flatten() {
+                    earlier.push((*o, *r, format!("model {model:?}")));
+                }
+            }
+            for (first_object, first, what) in earlier {
+                if !hosts_overlap(first, route) || !reported.insert(&first_object.id) {
                     continue;
                 }
-                let models_a = exact_models(a);
-                let shared: Vec<&String> = exact_models(b)
-                    .iter()
-                    .filter(|m| models_a.contains(*m))
-                    .copied()
-                    .collect();
-                let catch_all = catches_all(a);
-                if shared.is_empty() && !catch_all {
-                    continue;
-                }
-                let what = if shared.is_empty() {
-                    "every model (its rules have a catch-all)".to_string()
-                } else {
-                    format!("model {:?}", shared[0])
-                };
                 out.push(index.input.warning_at(
-                    b_obj,
+                    object,
                     FieldPath::root(),
                     format!(
                         "{} on the same Gateway also matches {what} for the same hosts and is evaluated first (routes are ordered by namespace/name), so this route never sees those requests",
-                        a_obj.id
+                        first_object.id
                     ),
                 ));
+            }
+            for model in models {
+                by_model
+                    .entry(model.as_str())
+                    .or_default()
+                    .push((object, route));
+            }
+            if catches_all(route) {
+                catch_alls.push((object, route));
             }
         }
     }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::render;
+use crate::render::{self, Rendered};
 
 /// Name of the kustomization file.
 pub const KUSTOMIZATION: &str = "kustomization.yaml";
@@ -34,19 +34,10 @@ pub enum WriteError {
 }
 
 /// The file name of an object.
-pub fn file_name(object: &Value) -> String {
-    let text = |p: &str| {
-        object
-            .pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_ascii_lowercase()
-    };
-    let (kind, namespace, name) = (
-        text("/kind"),
-        text("/metadata/namespace"),
-        text("/metadata/name"),
-    );
+pub fn file_name(object: &Rendered) -> String {
+    let kind = object.kind.to_ascii_lowercase();
+    let namespace = object.namespace.to_ascii_lowercase();
+    let name = object.name.to_ascii_lowercase();
     if namespace.is_empty() {
         format!("{kind}-{name}.yaml")
     } else {
@@ -55,7 +46,7 @@ pub fn file_name(object: &Value) -> String {
 }
 
 /// The folder's files, `(name, content)`, kustomization last.
-pub fn files(objects: &[Value]) -> Result<Vec<(String, String)>, WriteError> {
+pub fn files(objects: &[Rendered]) -> Result<Vec<(String, String)>, WriteError> {
     let mut out = Vec::new();
     let mut names = BTreeSet::new();
     for object in objects {
@@ -63,7 +54,7 @@ pub fn files(objects: &[Value]) -> Result<Vec<(String, String)>, WriteError> {
         if !names.insert(name.clone()) {
             return Err(WriteError::Collision(name));
         }
-        out.push((name, render::yaml(object)));
+        out.push((name, object.text.clone()));
     }
     let resources: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
     let kustomization = serde_json::json!({
@@ -151,8 +142,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn cm(name: &str) -> Value {
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "ns"}})
+    fn cm(name: &str) -> Rendered {
+        Rendered::new(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "ns"}}),
+            true,
+        )
     }
 
     #[test]

@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 
 use crate::diag::Diagnostic;
 use crate::plan::Plan;
+use crate::render::Rendered;
 use crate::validate::{ObjectId, Validated};
 
 /// Label every generated object carries.
@@ -49,23 +50,43 @@ pub fn metadata(
     })
 }
 
-/// Emits every object of the plan, generated and passed through.
-pub fn emit(input: &Validated, plan: &Plan) -> Result<Vec<Value>, Vec<Diagnostic>> {
-    let mut objects = Vec::new();
+/// Emits every object of the plan, generated and passed through, each rendered as soon as it
+/// is shaped so that the object trees of the whole output never exist at once. `escape` writes
+/// `${` as `$${` (Flux post-build substitution).
+pub fn emit(
+    input: &Validated,
+    plan: &Plan,
+    escape: bool,
+) -> Result<Vec<Rendered>, Vec<Diagnostic>> {
+    let mut objects: Vec<Rendered> = Vec::new();
     let mut errors = Vec::new();
-    for instance in &plan.instances {
-        match workload::emit(instance) {
-            Ok(mut found) => objects.append(&mut found),
-            Err(mut found) => errors.append(&mut found),
+    let emitted = crate::parallel::map(&plan.instances, |instance| {
+        let mut objects = Vec::new();
+        let mut errors = Vec::new();
+        for result in [workload::emit(instance), routing::emit(instance)] {
+            match result {
+                Ok(found) => objects.extend(found.into_iter().map(|v| Rendered::new(v, escape))),
+                Err(mut found) => errors.append(&mut found),
+            }
         }
-        match routing::emit(instance) {
-            Ok(mut found) => objects.append(&mut found),
-            Err(mut found) => errors.append(&mut found),
-        }
+        (objects, errors)
+    });
+    for (mut found, mut failed) in emitted {
+        objects.append(&mut found);
+        errors.append(&mut failed);
     }
-    for &index in plan.passthrough.iter().chain(&plan.secrets) {
-        objects.push(normalize(&input.document(&input.objects[index]).value));
-    }
+    let passthrough: Vec<usize> = plan
+        .passthrough
+        .iter()
+        .chain(&plan.secrets)
+        .copied()
+        .collect();
+    objects.extend(crate::parallel::map(&passthrough, |&index| {
+        Rendered::new(
+            normalize(&input.document(&input.objects[index]).value),
+            escape,
+        )
+    }));
     if errors.is_empty() {
         Ok(objects)
     } else {
@@ -95,11 +116,21 @@ pub fn normalize(value: &Value) -> Value {
             }
             if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
                 annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+                annotations.remove("deployment.kubernetes.io/revision");
                 if annotations.is_empty() {
                     meta.remove("annotations");
                 }
             }
         }
+    }
+    // A Service's cluster IPs are allocated by the cluster; only a headless `None` is desired state.
+    if value.get("kind").and_then(Value::as_str) == Some("Service")
+        && value.get("apiVersion").and_then(Value::as_str) == Some("v1")
+        && let Some(spec) = value.get_mut("spec").and_then(Value::as_object_mut)
+        && spec.get("clusterIP").and_then(Value::as_str) != Some("None")
+    {
+        spec.remove("clusterIP");
+        spec.remove("clusterIPs");
     }
     value
 }

@@ -178,14 +178,19 @@ fn extension_policy(instance: &Instance) -> Value {
             "response": {"body": "Buffered"},
         },
     });
+    // User filters for the same routes run first: they see the client's request, before the
+    // extproc routes, translates and adds credentials.
+    let mut ext_procs: Vec<Value> = policy.merged.get("extProc").cloned().unwrap_or_default();
+    for entry in &mut ext_procs {
+        with_backend_defaults(entry);
+    }
+    ext_procs.push(ours);
     let mut spec = json!({
         "targetRefs": policy.targets.iter().map(|t| json!({"group": GATEWAY_GROUP, "kind": "HTTPRoute", "name": t})).collect::<Vec<_>>(),
-        "extProc": [ours],
+        "extProc": ext_procs,
     });
     for (list, items) in &policy.merged {
-        if let Some(existing) = spec.get_mut(list).and_then(Value::as_array_mut) {
-            existing.extend(items.iter().cloned());
-        } else {
+        if list != "extProc" {
             spec[list] = json!(items);
         }
     }
@@ -195,6 +200,27 @@ fn extension_policy(instance: &Instance) -> Value {
         "metadata": metadata(&policy.name, &instance.namespace, &instance.gateway, Default::default()),
         "spec": spec,
     })
+}
+
+/// Writes out the defaults the API server would add to a user extProc entry's backendRefs.
+fn with_backend_defaults(entry: &mut Value) {
+    if let Some(refs) = entry.get_mut("backendRefs").and_then(Value::as_array_mut) {
+        for backend in refs {
+            if let Some(map) = backend.as_object_mut() {
+                map.entry("group").or_insert_with(|| json!(""));
+                map.entry("kind").or_insert_with(|| json!("Service"));
+                map.entry("weight").or_insert_with(|| json!(1));
+            }
+        }
+    }
+}
+
+/// Writes out the defaults of a rate-limit header condition.
+fn with_header_defaults(header: &mut Value) {
+    if let Some(map) = header.as_object_mut() {
+        map.entry("type").or_insert_with(|| json!("Exact"));
+        map.entry("invert").or_insert_with(|| json!(false));
+    }
 }
 
 fn traffic_policy(instance: &Instance, plan: &RateLimitPlan) -> Value {
@@ -216,6 +242,7 @@ fn traffic_policy(instance: &Instance, plan: &RateLimitPlan) -> Value {
                     .map(|selector| {
                         let mut selector = Value::Object(selector.clone());
                         let mut headers = selector.get("headers").and_then(Value::as_array).cloned().unwrap_or_default();
+                        headers.iter_mut().for_each(with_header_defaults);
                         headers.insert(0, backend_header.clone());
                         selector["headers"] = json!(headers);
                         selector

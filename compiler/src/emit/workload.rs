@@ -117,7 +117,6 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
         "service_account_annotations": &service_account_annotations,
         "config_file": plan::CONFIG_FILE,
         "config_dir": plan::CONFIG_DIR,
-        "config_text": &config_text,
         "config_hash": &config_hash,
         "image": &instance.workload.image,
         "replicas": instance.workload.replicas,
@@ -149,6 +148,12 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
             "deployment" => through_typed::<Deployment>(value, "Deployment"),
             "service" => through_typed::<Service>(value, "Service"),
             _ => through_typed::<PodDisruptionBudget>(value, "PodDisruptionBudget"),
+        });
+        let typed = typed.map(|mut value| {
+            if name == "configmap" {
+                value["data"][plan::CONFIG_FILE] = Value::String(config_text.clone());
+            }
+            value
         });
         match typed {
             Ok(value) => objects.push(value),

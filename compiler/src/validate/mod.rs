@@ -143,8 +143,11 @@ pub struct Object {
 pub struct Validated {
     /// Documents, with namespaces defaulted and nulls removed.
     pub documents: Vec<Document>,
-    /// One object per document, in input order.
+    /// One object per valid document, in input order.
     pub objects: Vec<Object>,
+    /// Objects that exist in the input but failed validation (their errors are reported);
+    /// references to them are not reported again as dangling.
+    pub rejected: BTreeSet<ObjectId>,
 }
 
 impl Validated {
@@ -230,21 +233,28 @@ pub fn validate(
     mut documents: Vec<Document>,
     options: &ValidateOptions,
 ) -> (Validated, Vec<Diagnostic>) {
+    let results = crate::parallel::map_mut(&mut documents, |index, doc| {
+        schema::drop_nulls(&mut doc.value);
+        classify(index, doc, options)
+    });
     let mut diagnostics = Vec::new();
     let mut objects = Vec::new();
-    for (index, doc) in documents.iter_mut().enumerate() {
-        schema::drop_nulls(&mut doc.value);
-        match classify(index, doc, options) {
-            Ok((object, mut found)) => {
+    let mut rejected = BTreeSet::new();
+    for result in results {
+        match result {
+            Ok((object, mut found, rejected_id)) => {
                 diagnostics.append(&mut found);
-                if let Some(object) = object {
-                    objects.push(object);
-                }
+                objects.extend(object);
+                rejected.extend(rejected_id);
             }
             Err(diag) => diagnostics.push(diag),
         }
     }
-    let validated = Validated { documents, objects };
+    let validated = Validated {
+        documents,
+        objects,
+        rejected,
+    };
     diagnostics.extend(duplicates(&validated));
     (validated, diagnostics)
 }
@@ -268,7 +278,8 @@ fn duplicates(validated: &Validated) -> Vec<Diagnostic> {
     out
 }
 
-type Classified = (Option<Object>, Vec<Diagnostic>);
+/// The object (when valid), the diagnostics, and the identity of an object that was rejected.
+type Classified = (Option<Object>, Vec<Diagnostic>, Option<ObjectId>);
 
 fn classify(
     index: usize,
@@ -374,39 +385,57 @@ fn classify(
                 ));
             }
         };
-        let structural = schema::check(ai_kind, &doc.value);
-        if !structural.is_empty() {
-            let found = structural
-                .into_iter()
-                .map(|v| object_error(v.path, v.message))
-                .collect();
-            return Ok((None, found));
+        let mut found = Vec::new();
+        if rule_version == rules::Version::V1Alpha1 && ai_kind != AiKind::QuotaPolicy {
+            let mut warning = object_error(
+                FieldPath::parse("apiVersion"),
+                format!("{AIGW_GROUP}/v1alpha1 is deprecated; use {AIGW_GROUP}/v1beta1 instead"),
+            );
+            warning.severity = crate::diag::Severity::Warning;
+            found.push(warning);
         }
-        let typed = typed_body(ai_kind, &doc.value)
-            .map_err(|(path, message)| object_error(path, message))?;
-        let violations = match &typed {
-            Body::Route(r) => rules::route(&r.spec),
-            Body::ServiceBackend(b) => rules::service_backend(&b.spec),
-            Body::SecurityPolicy(p) => rules::security_policy(&p.spec, rule_version),
-            Body::GatewayConfig(c) => rules::gateway_config(&c.spec),
-            Body::QuotaPolicy(q) => rules::quota_policy(&q.spec),
-            _ => Vec::new(),
+        // Schema and rule violations are reported together, as the API server does; rules run
+        // whenever the document still decodes.
+        let mut violations = schema::check(ai_kind, &doc.value);
+        let structural_ok = violations.is_empty();
+        let typed = match typed_body(ai_kind, &doc.value) {
+            Ok(typed) => {
+                violations.extend(match &typed {
+                    Body::Route(r) => rules::route(&r.spec),
+                    Body::ServiceBackend(b) => rules::service_backend(&b.spec),
+                    Body::SecurityPolicy(p) => rules::security_policy(&p.spec, rule_version),
+                    Body::GatewayConfig(c) => rules::gateway_config(&c.spec),
+                    Body::QuotaPolicy(q) => rules::quota_policy(&q.spec),
+                    _ => Vec::new(),
+                });
+                Some(typed)
+            }
+            Err((path, message)) => {
+                if structural_ok {
+                    violations.push(schema::Violation { path, message });
+                }
+                None
+            }
         };
-        if !violations.is_empty() {
-            let found = violations
-                .into_iter()
-                .map(|v| object_error(v.path, v.message))
-                .collect();
-            return Ok((None, found));
+        violations.sort_by(|a, b| (&a.path, &a.message).cmp(&(&b.path, &b.message)));
+        violations.dedup();
+        if let (Some(typed), true) = (typed, violations.is_empty()) {
+            return Ok((
+                Some(Object {
+                    doc: index,
+                    id,
+                    body: typed,
+                }),
+                found,
+                None,
+            ));
         }
-        return Ok((
-            Some(Object {
-                doc: index,
-                id,
-                body: typed,
-            }),
-            Vec::new(),
-        ));
+        found.extend(
+            violations
+                .into_iter()
+                .map(|v| object_error(v.path, v.message)),
+        );
+        return Ok((None, found, Some(id)));
     }
 
     let body = match (group.as_str(), kind.as_str()) {
@@ -428,11 +457,16 @@ fn classify(
             body,
         }),
         Vec::new(),
+        None,
     ))
 }
 
 fn typed_body(kind: AiKind, value: &Value) -> Result<Body, (FieldPath, String)> {
     fn decode<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, (FieldPath, String)> {
+        // The plain decoder is fast; the path-tracking one runs only to explain a failure.
+        if let Ok(typed) = T::deserialize(value) {
+            return Ok(typed);
+        }
         serde_path_to_error::deserialize(value).map_err(|err| {
             let path = FieldPath::parse(&err.path().to_string());
             (path, err.into_inner().to_string())

@@ -494,6 +494,26 @@ pub const COST_VARIABLES: [&str; 9] = [
 /// Compiles a cost expression and evaluates it on sample token counts, as upstream's controller
 /// does: it must yield a non-negative integer.
 pub fn check_cost_expression(expression: &str) -> Result<(), String> {
+    // Many routes share one expression; the verdict depends on the text alone.
+    static VERDICTS: std::sync::OnceLock<std::sync::Mutex<BTreeMap<String, Result<(), String>>>> =
+        std::sync::OnceLock::new();
+    let verdicts = VERDICTS.get_or_init(Default::default);
+    if let Some(verdict) = verdicts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(expression)
+    {
+        return verdict.clone();
+    }
+    let verdict = evaluate_cost_expression(expression);
+    verdicts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(expression.to_string(), verdict.clone());
+    verdict
+}
+
+fn evaluate_cost_expression(expression: &str) -> Result<(), String> {
     let program = cel::Program::compile(expression).map_err(|err| {
         format!(
             "CEL expression does not compile: {}",

@@ -187,6 +187,9 @@ pub fn check(kind: AiKind, document: &Value) -> Vec<Violation> {
             }];
         }
     };
+    if validator.is_valid(document) {
+        return Vec::new();
+    }
     let mut violations: Vec<Violation> = Vec::new();
     for error in validator.iter_errors(document) {
         let path = FieldPath::from_pointer(error.instance_path().as_str());

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# End-to-end checks of the aigw binary as users run it: examples build, folder output is
+# stable, `aigw diff` reports drift with exit 1, bad input exits 1 and writes nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build -q -p aigw
+aigw=target/debug/aigw
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+pass=0
+fail=0
+check() { # name, command...
+  local name=$1; shift
+  if "$@" >"$work/out" 2>"$work/err"; then pass=$((pass+1)); echo "ok   $name"; else fail=$((fail+1)); echo "FAIL $name"; sed 's/^/     /' "$work/err" | head -20; fi
+}
+
+for example in examples/*/; do
+  check "build $example to stdout" "$aigw" build "$example"
+  check "validate $example" "$aigw" validate "$example"
+done
+
+check "build to a folder" "$aigw" build examples/basic -o "$work/rendered"
+check "kustomization lists every file" bash -c "cd '$work/rendered' && for f in \$(sed -n 's/^- //p' kustomization.yaml); do test -f \"\$f\"; done"
+check "diff against the same build is clean (exit 0)" "$aigw" diff examples/basic --against "$work/rendered"
+check "stdout carries only YAML" bash -c "'$aigw' build examples/basic 2>/dev/null | head -1 | grep -qx -- '---'"
+sed -i 's/gpt-4o-mini/gpt-4o-mini-2/' "$work/rendered/configmap-ai-aigw-extproc-ai-gateway.yaml"
+check "diff reports drift (exit 1)" bash -c "! '$aigw' diff examples/basic --against '$work/rendered' >'$work/diff' && grep -q 'gpt-4o-mini-2' '$work/diff'"
+printf 'apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: x}\nspec: {schema: {name: Nope}}\n' >"$work/bad.yaml"
+check "bad input exits 1 and writes nothing" bash -c "! '$aigw' build '$work/bad.yaml' -o '$work/never' 2>'$work/bad.err' && test ! -e '$work/never' && grep -q 'bad.yaml:4' '$work/bad.err'"
+check "validate reports bad input (exit 1)" bash -c "! '$aigw' validate '$work/bad.yaml'"
+check "stdin input" bash -c "for f in examples/basic/*.yaml; do echo ---; cat \$f; done | '$aigw' build - | grep -q 'kind: EnvoyExtensionPolicy'"
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,197 @@
+//! Compiler scaling benchmark: generates N AIGatewayRoutes (3 rules each, one AIServiceBackend,
+//! Backend and BackendSecurityPolicy per rule, 10 Gateways) and measures `aigw build` in process
+//! (load through render, the whole pipeline but file writes): median wall time over several
+//! runs and peak resident memory.
+//!
+//! Run: `cargo bench -p aigw --bench scale` (release build). Optional args: route counts.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmark binary"
+)]
+
+use std::time::{Duration, Instant};
+
+use aigw::load::Source;
+
+// Same allocator as the `aigw` binary, so the figures are the CLI's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const GATEWAYS: usize = 10;
+
+fn generate(routes: usize) -> Vec<Source> {
+    let mut gateways = String::new();
+    for g in 0..GATEWAYS {
+        gateways.push_str(&format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw-{g}, namespace: ai}}\nspec:\n  gatewayClassName: eg\n  listeners:\n  - {{name: http, protocol: HTTP, port: 80}}\n"
+        ));
+    }
+    let mut sources = vec![Source {
+        name: "gateways.yaml".into(),
+        text: gateways,
+    }];
+    for r in 0..routes {
+        let mut text = format!(
+            "---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: route-{r}, namespace: ai}}\nspec:\n  parentRefs: [{{name: gw-{}}}]\n  llmRequestCosts:\n  - {{metadataKey: tokens, type: CEL, cel: 'input_tokens + output_tokens * 3u'}}\n  rules:\n",
+            r % GATEWAYS
+        );
+        for k in 0..3 {
+            text.push_str(&format!(
+                "  - matches:\n    - headers: [{{name: x-ai-eg-model, value: model-{r}-{k}}}]\n    backendRefs: [{{name: backend-{r}-{k}, modelNameOverride: upstream-{k}}}]\n"
+            ));
+        }
+        for k in 0..3 {
+            text.push_str(&format!(
+                "---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {{name: backend-{r}-{k}, namespace: ai}}\nspec:\n  schema: {{name: OpenAI}}\n  backendRef: {{name: backend-{r}-{k}, kind: Backend, group: gateway.envoyproxy.io}}\n---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: backend-{r}-{k}, namespace: ai}}\nspec:\n  endpoints: [{{fqdn: {{hostname: provider-{k}.example.com, port: 443}}}}]\n---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: BackendSecurityPolicy\nmetadata: {{name: key-{r}-{k}, namespace: ai}}\nspec:\n  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: backend-{r}-{k}}}]\n  type: APIKey\n  apiKey: {{secretRef: {{name: provider-{k}-key}}}}\n"
+            ));
+        }
+        sources.push(Source {
+            name: format!("route-{r}.yaml"),
+            text,
+        });
+    }
+    sources
+}
+
+/// Peak resident set size of this process since the last reset, in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn reset_peak_rss() {
+    // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
+}
+
+/// Times each stage once for `routes` routes, to show where the time and memory go.
+fn stages(routes: usize) {
+    let sources = generate(routes);
+    let t = Instant::now();
+    let (documents, _) = aigw::load::parse_sources(&sources);
+    let load = t.elapsed();
+    eprintln!("rss after load: {} MiB", rss_mib());
+    let t = Instant::now();
+    let options = aigw::validate::ValidateOptions {
+        default_namespace: "default".into(),
+    };
+    let (validated, _) = aigw::validate::validate(documents, &options);
+    let validate = t.elapsed();
+    eprintln!("rss after validate: {} MiB", rss_mib());
+    let t = Instant::now();
+    let (resolved, _) = aigw::resolve::resolve(&validated);
+    let resolve = t.elapsed();
+    let t = Instant::now();
+    let plan_options = aigw::plan::PlanOptions {
+        extproc_image: aigw::plan::DEFAULT_EXTPROC_IMAGE.into(),
+        max_request_body_bytes: 1 << 20,
+        replicas: 2,
+    };
+    let (plan, _) = aigw::plan::plan(&validated, &resolved, &plan_options, false);
+    let plan_time = t.elapsed();
+    eprintln!("rss after plan: {} MiB", rss_mib());
+    let t = Instant::now();
+    let mut objects = aigw::emit::emit(&validated, &plan, true).unwrap();
+    let emit = t.elapsed();
+    eprintln!("rss after emit: {} MiB", rss_mib());
+    let t = Instant::now();
+    aigw::render::sort_rendered(&mut objects);
+    let stream = aigw::render::join(&objects);
+    let render = t.elapsed();
+    eprintln!(
+        "rss after render: {} MiB (peak {} MiB)",
+        rss_mib(),
+        peak_rss().unwrap_or(0) / 1048576
+    );
+    println!(
+        "stages for {routes} routes: load {} | validate {} | resolve {} | plan {} | emit {} | render {} ({} bytes)",
+        fmt(load),
+        fmt(validate),
+        fmt(resolve),
+        fmt(plan_time),
+        fmt(emit),
+        fmt(render),
+        stream.len()
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--stages") {
+        stages(2000);
+        return;
+    }
+    let counts: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let counts = if counts.is_empty() {
+        vec![200, 2000]
+    } else {
+        counts
+    };
+    let options = aigw::BuildOptions::default();
+    let mut rows = Vec::new();
+    for routes in counts {
+        let sources = generate(routes);
+        let input_bytes: usize = sources.iter().map(|s| s.text.len()).sum();
+        let runs = if routes >= 2000 { 5 } else { 9 };
+        let mut times = Vec::new();
+        let mut peak = 0;
+        let mut output_bytes = 0;
+        let mut objects = 0;
+        for _ in 0..runs {
+            reset_peak_rss();
+            let start = Instant::now();
+            let built = aigw::build(&sources, &options).unwrap_or_else(|d| panic!("{}", d[0]));
+            let stream = built.stream();
+            times.push(start.elapsed());
+            peak = peak.max(peak_rss().unwrap_or(0));
+            output_bytes = stream.len();
+            objects = built.objects.len();
+        }
+        times.sort();
+        let median = times[times.len() / 2];
+        rows.push((routes, input_bytes, objects, output_bytes, median, peak));
+    }
+    println!("| routes | input | objects out | output | median time | peak RSS |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (routes, input, objects, output, median, peak) in &rows {
+        println!(
+            "| {routes} | {:.1} MiB | {objects} | {:.1} MiB | {} | {:.0} MiB |",
+            *input as f64 / 1048576.0,
+            *output as f64 / 1048576.0,
+            fmt(*median),
+            *peak as f64 / 1048576.0
+        );
+    }
+    if rows.len() >= 2 {
+        let (small, large) = (&rows[0], &rows[rows.len() - 1]);
+        let input_ratio = large.0 as f64 / small.0 as f64;
+        let time_ratio = large.4.as_secs_f64() / small.4.as_secs_f64();
+        println!("\n{input_ratio:.0}x the routes took {time_ratio:.2}x the time");
+    }
+}
+
+fn fmt(d: Duration) -> String {
+    if d.as_secs_f64() >= 1.0 {
+        format!("{:.2} s", d.as_secs_f64())
+    } else {
+        format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+    }
+}
