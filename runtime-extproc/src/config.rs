@@ -1,0 +1,463 @@
+//! The runtime configuration: the filter config file turned into what the request path needs,
+//! built once per (re)load so that requests only read it.
+//!
+//! Loading reads the file (YAML or JSON), checks the contract version and cross-references
+//! (`aigw_filterconfig`), compiles header regexes and CEL cost expressions, and reads every
+//! credential file. Relative file paths are resolved against the config file's folder. A config
+//! that fails any of this is rejected as a whole, so a reload never serves half a config.
+//! Credentials are held in [`Secret`], whose `Debug` never shows the value.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aigw_filterconfig::{self as fc, Credential, FilterConfig};
+
+/// Errors loading a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML/JSON.
+    #[error("{path} is not valid YAML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// The file does not satisfy the contract.
+    #[error("{path}: {source}")]
+    Contract {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: fc::ConfigError,
+    },
+    /// A header regular expression does not compile.
+    #[error("route {route:?}: invalid regular expression {pattern:?}: {message}")]
+    Regex {
+        /// Route name.
+        route: String,
+        /// The pattern.
+        pattern: String,
+        /// What the regex engine said.
+        message: String,
+    },
+    /// A CEL cost expression does not compile.
+    #[error("cost {key:?}: CEL expression does not compile: {message}")]
+    Cel {
+        /// Metadata key of the cost.
+        key: String,
+        /// What the compiler said.
+        message: String,
+    },
+    /// A credential file could not be read or is empty.
+    #[error("backend {backend:?}: credential file {path}: {message}")]
+    Credential {
+        /// Backend name.
+        backend: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A secret value. Its `Debug` and `Display` print `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that puts it on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A header condition of a rule.
+#[derive(Debug)]
+pub enum Matcher {
+    /// Byte-for-byte equality.
+    Exact(String),
+    /// Whole-value regular expression.
+    Regex(regex::Regex),
+}
+
+impl Matcher {
+    /// True when `value` satisfies the condition.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Exact(expected) => expected == value,
+            Matcher::Regex(re) => re.is_match(value),
+        }
+    }
+}
+
+/// A rule ready to evaluate.
+#[derive(Debug)]
+pub struct Rule {
+    /// Alternatives; each is a list of (lower-cased header name, condition) that must all hold.
+    /// Empty: the rule always applies.
+    pub matches: Vec<Vec<(String, Matcher)>>,
+    /// Candidates with their weights and priorities.
+    pub backends: Vec<(Arc<Backend>, u32, u32)>,
+}
+
+/// How the extproc authenticates to a backend.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// A static header (`Authorization: Bearer ...`, `api-key`, `x-api-key`).
+    Header {
+        /// Header name.
+        name: &'static str,
+        /// Prefix before the secret (`Bearer `).
+        prefix: &'static str,
+        /// The secret.
+        value: Secret,
+    },
+    /// A credential kind this build of the extproc cannot apply yet.
+    Unsupported(&'static str),
+}
+
+/// A backend ready to serve.
+#[derive(Debug)]
+pub struct Backend {
+    /// The contract entry.
+    pub spec: fc::Backend,
+    /// Loaded credential.
+    pub auth: Option<Auth>,
+}
+
+/// A cost ready to compute.
+pub struct Cost {
+    /// Metadata key.
+    pub key: String,
+    /// What it counts.
+    pub kind: fc::CostType,
+    /// Compiled CEL program (CEL costs only).
+    pub program: Option<cel::Program>,
+    /// Only for this AIServiceBackend.
+    pub service_backend: Option<String>,
+    /// Only for this upstream model.
+    pub model: Option<String>,
+}
+
+impl fmt::Debug for Cost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cost")
+            .field("key", &self.key)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A route ready to match.
+#[derive(Debug)]
+pub struct Route {
+    /// `<namespace>/<name>`.
+    pub name: String,
+    /// Hostnames (lower-case); empty: any.
+    pub hostnames: Vec<String>,
+    /// Rules in order.
+    pub rules: Vec<Rule>,
+    /// Costs.
+    pub costs: Vec<Cost>,
+    /// Models for `/v1/models`.
+    pub models: Vec<fc::Model>,
+}
+
+/// The whole runtime configuration.
+#[derive(Debug)]
+pub struct RuntimeConfig {
+    /// Request body limit.
+    pub max_request_body_bytes: u64,
+    /// Routes ordered by namespace/name.
+    pub routes: Vec<Route>,
+    /// Gateway-wide costs.
+    pub global_costs: Vec<Cost>,
+    /// Files the config depends on (the config file and every credential file).
+    pub files: Vec<PathBuf>,
+    /// Any cost configured at all (forces usage in streams).
+    pub has_costs: bool,
+}
+
+/// Reads and builds the configuration at `path`.
+pub fn load(path: &Path) -> Result<RuntimeConfig, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let value: serde_json::Value =
+        serde_saphyr::from_str(&text).map_err(|err| LoadError::Syntax {
+            path: path.to_path_buf(),
+            message: err
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        })?;
+    let config = FilterConfig::from_json_value(value).map_err(|source| LoadError::Contract {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    build(config, base, path)
+}
+
+fn resolve_path(base: &Path, file: &str) -> PathBuf {
+    let p = Path::new(file);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn read_secret(backend: &str, path: &Path) -> Result<Secret, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|err| LoadError::Credential {
+        backend: backend.to_string(),
+        path: path.to_path_buf(),
+        message: err.to_string(),
+    })?;
+    let value = text.trim();
+    if value.is_empty() {
+        return Err(LoadError::Credential {
+            backend: backend.to_string(),
+            path: path.to_path_buf(),
+            message: "file is empty".into(),
+        });
+    }
+    Ok(Secret::new(value))
+}
+
+fn compile_costs(costs: &[fc::LlmRequestCost]) -> Result<Vec<Cost>, LoadError> {
+    costs
+        .iter()
+        .map(|cost| {
+            let program = match (&cost.cost_type, &cost.cel) {
+                (fc::CostType::CEL, Some(expression)) => {
+                    Some(cel::Program::compile(expression).map_err(|err| {
+                        LoadError::Cel {
+                            key: cost.metadata_key.clone(),
+                            message: err
+                                .to_string()
+                                .split_whitespace()
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                        }
+                    })?)
+                }
+                _ => None,
+            };
+            Ok(Cost {
+                key: cost.metadata_key.clone(),
+                kind: cost.cost_type,
+                program,
+                service_backend: cost.service_backend.clone(),
+                model: cost.model.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Builds the runtime form of an already checked contract. `base` resolves relative paths.
+pub fn build(
+    config: FilterConfig,
+    base: &Path,
+    config_path: &Path,
+) -> Result<RuntimeConfig, LoadError> {
+    let mut files = vec![config_path.to_path_buf()];
+    let mut backends: HashMap<String, Arc<Backend>> = HashMap::new();
+    for spec in config.backends {
+        let auth = match spec.auth.as_ref().map(|a| &a.credential) {
+            None => None,
+            Some(credential) => Some(match credential {
+                Credential::ApiKey { key_file } => {
+                    let path = resolve_path(base, key_file);
+                    let value = read_secret(&spec.name, &path)?;
+                    files.push(path);
+                    Auth::Header {
+                        name: "authorization",
+                        prefix: "Bearer ",
+                        value,
+                    }
+                }
+                Credential::AzureApiKey { key_file } => {
+                    let path = resolve_path(base, key_file);
+                    let value = read_secret(&spec.name, &path)?;
+                    files.push(path);
+                    Auth::Header {
+                        name: "api-key",
+                        prefix: "",
+                        value,
+                    }
+                }
+                Credential::AnthropicApiKey { key_file } => {
+                    let path = resolve_path(base, key_file);
+                    let value = read_secret(&spec.name, &path)?;
+                    files.push(path);
+                    Auth::Header {
+                        name: "x-api-key",
+                        prefix: "",
+                        value,
+                    }
+                }
+                Credential::Aws { .. } => Auth::Unsupported("AWSCredentials"),
+                Credential::Azure { .. } => Auth::Unsupported("AzureCredentials"),
+                Credential::Gcp { .. } => Auth::Unsupported("GCPCredentials"),
+            }),
+        };
+        backends.insert(spec.name.clone(), Arc::new(Backend { spec, auth }));
+    }
+    let mut routes = Vec::new();
+    let mut has_costs = !config.global_costs.is_empty();
+    for route in config.routes {
+        let mut rules = Vec::new();
+        for rule in route.rules {
+            let mut matches = Vec::new();
+            for alternative in rule.matches {
+                let mut conditions = Vec::new();
+                for header in alternative.headers {
+                    let matcher = match header.match_type {
+                        fc::HeaderMatchType::Exact => Matcher::Exact(header.value),
+                        fc::HeaderMatchType::RegularExpression => Matcher::Regex(
+                            regex::Regex::new(&format!("^(?:{})$", header.value)).map_err(
+                                |err| LoadError::Regex {
+                                    route: route.name.clone(),
+                                    pattern: header.value.clone(),
+                                    message: err
+                                        .to_string()
+                                        .lines()
+                                        .last()
+                                        .unwrap_or_default()
+                                        .to_string(),
+                                },
+                            )?,
+                        ),
+                    };
+                    conditions.push((header.name.to_ascii_lowercase(), matcher));
+                }
+                matches.push(conditions);
+            }
+            let candidates = rule
+                .backends
+                .iter()
+                .filter_map(|b| {
+                    backends
+                        .get(&b.backend)
+                        .map(|backend| (backend.clone(), b.weight, b.priority))
+                })
+                .collect();
+            rules.push(Rule {
+                matches,
+                backends: candidates,
+            });
+        }
+        has_costs |= !route.costs.is_empty();
+        routes.push(Route {
+            name: route.name,
+            hostnames: route
+                .hostnames
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            rules,
+            costs: compile_costs(&route.costs)?,
+            models: route.models,
+        });
+    }
+    Ok(RuntimeConfig {
+        max_request_body_bytes: config.max_request_body_bytes,
+        routes,
+        global_costs: compile_costs(&config.global_costs)?,
+        files,
+        has_costs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let secret = Secret::new("sk-123");
+        assert_eq!(format!("{secret:?} {secret}"), "<redacted> <redacted>");
+        let auth = Auth::Header {
+            name: "authorization",
+            prefix: "Bearer ",
+            value: secret,
+        };
+        assert!(!format!("{auth:?}").contains("sk-123"));
+    }
+
+    #[test]
+    fn loads_a_config_with_relative_secret_paths() {
+        let dir = std::env::temp_dir().join(format!("aigw-extproc-config-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("secrets/key")).unwrap();
+        std::fs::write(dir.join("secrets/key/apiKey"), "sk-test\n").unwrap();
+        std::fs::write(
+            dir.join("config.yaml"),
+            format!(
+                "apiVersion: {}\nmaxRequestBodyBytes: 100\nroutes:\n- name: ns/r\n  rules:\n  - matches: [{{headers: [{{name: X-AI-EG-Model, type: RegularExpression, value: 'gpt-.*'}}]}}]\n    backends: [{{backend: b, weight: 1}}]\n  costs: [{{metadataKey: c, type: CEL, cel: 'input_tokens + 1u'}}]\nbackends:\n- name: b\n  serviceBackend: ns/b\n  schema: {{name: OpenAI, prefix: v1}}\n  auth: {{credential: {{type: APIKey, keyFile: secrets/key/apiKey}}}}\n",
+                fc::API_VERSION
+            ),
+        )
+        .unwrap();
+        let config = load(&dir.join("config.yaml")).unwrap();
+        assert!(config.has_costs);
+        assert_eq!(config.files.len(), 2);
+        let rule = &config.routes[0].rules[0];
+        assert!(rule.matches[0][0].1.matches("gpt-4o"));
+        assert!(!rule.matches[0][0].1.matches("xgpt-4o"));
+        assert_eq!(rule.matches[0][0].0, "x-ai-eg-model");
+        match &rule.backends[0].0.auth {
+            Some(Auth::Header { value, .. }) => assert_eq!(value.expose(), "sk-test"),
+            other => panic!("unexpected auth {other:?}"),
+        }
+        std::fs::remove_file(dir.join("secrets/key/apiKey")).unwrap();
+        let err = load(&dir.join("config.yaml")).unwrap_err();
+        assert!(err.to_string().contains("credential file"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn wrong_version_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("aigw-extproc-version-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("c.yaml"),
+            "apiVersion: something/v9\nmaxRequestBodyBytes: 1\nroutes: []\nbackends: []\n",
+        )
+        .unwrap();
+        let err = load(&dir.join("c.yaml")).unwrap_err().to_string();
+        assert!(err.contains("not supported"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,87 @@
+//! The AI endpoints the extproc serves, recognised by request path.
+
+/// An endpoint and what it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    ChatCompletions,
+    /// `/v1/completions`.
+    Completions,
+    /// `/v1/embeddings`.
+    Embeddings,
+    /// `/v1/responses`.
+    Responses,
+    /// `/v1/images/generations`.
+    ImageGenerations,
+    /// `/v1/audio/speech`.
+    AudioSpeech,
+    /// `/v1/models`: answered by the extproc.
+    Models,
+    /// `/anthropic/v1/models`: answered by the extproc, Anthropic shape.
+    AnthropicModels,
+}
+
+impl Endpoint {
+    /// Recognises a path (the query string is ignored).
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        let path = path.split('?').next().unwrap_or(path);
+        Some(match path {
+            "/v1/chat/completions" => Endpoint::ChatCompletions,
+            "/v1/completions" => Endpoint::Completions,
+            "/v1/embeddings" => Endpoint::Embeddings,
+            "/v1/responses" => Endpoint::Responses,
+            "/v1/images/generations" => Endpoint::ImageGenerations,
+            "/v1/audio/speech" => Endpoint::AudioSpeech,
+            "/v1/models" => Endpoint::Models,
+            "/anthropic/v1/models" => Endpoint::AnthropicModels,
+            _ => return None,
+        })
+    }
+
+    /// The path after the API prefix (`chat/completions`), for endpoints that are forwarded.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat/completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
+            Endpoint::ImageGenerations => "images/generations",
+            Endpoint::AudioSpeech => "audio/speech",
+            Endpoint::Models | Endpoint::AnthropicModels => "models",
+        }
+    }
+
+    /// `gen_ai.operation.name` of the endpoint (as upstream).
+    pub fn operation(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat",
+            Endpoint::Completions => "completion",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
+            Endpoint::ImageGenerations => "image_generation",
+            Endpoint::AudioSpeech => "speech",
+            Endpoint::Models | Endpoint::AnthropicModels => "models",
+        }
+    }
+
+    /// True for endpoints the extproc answers itself.
+    pub fn is_local(self) -> bool {
+        matches!(self, Endpoint::Models | Endpoint::AnthropicModels)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            Endpoint::from_path("/v1/chat/completions?x=1"),
+            Some(Endpoint::ChatCompletions)
+        );
+        assert_eq!(Endpoint::from_path("/v1/chat/completions/"), None);
+        assert_eq!(Endpoint::from_path("/v2/chat/completions"), None);
+        assert_eq!(Endpoint::ChatCompletions.operation(), "chat");
+    }
+}

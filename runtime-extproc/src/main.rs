@@ -1,0 +1,168 @@
+//! The `aigw-extproc` binary: flags, logging, and the listeners (gRPC for Envoy, HTTP for
+//! admin); SIGTERM or Ctrl-C drains in-flight streams, then exits 0.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aigw_extproc::metrics::Metrics;
+use aigw_extproc::reload::{self, ConfigStore};
+use aigw_extproc::server::ExtProc;
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "aigw-extproc",
+    version,
+    about = "Envoy external processor for AI traffic, configured by `aigw build`"
+)]
+struct Args {
+    /// The filter config written by `aigw build`.
+    #[arg(long, env = "AIGW_EXTPROC_CONFIG")]
+    config: PathBuf,
+    /// gRPC listen address: `host:port`, or `unix:PATH` for a Unix socket.
+    #[arg(long, env = "AIGW_EXTPROC_LISTEN", default_value = "0.0.0.0:1063")]
+    listen: String,
+    /// Admin listen address (`/metrics`, `/health`).
+    #[arg(
+        long,
+        env = "AIGW_EXTPROC_ADMIN_LISTEN",
+        default_value = "0.0.0.0:1064"
+    )]
+    admin_listen: String,
+    /// Log format.
+    #[arg(
+        long,
+        env = "AIGW_EXTPROC_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, env = "AIGW_EXTPROC_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+fn init_logging(args: &Args) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let store = Arc::new(ConfigStore::load(&args.config)?);
+    let metrics = Arc::new(Metrics::new());
+    let admin = tokio::net::TcpListener::bind(&args.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
+    tokio::spawn(aigw_extproc::admin::serve(admin, metrics.clone()));
+    tokio::spawn(reload::watch(store.clone(), metrics.clone()));
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ExternalProcessorServer<ExtProc>>()
+        .await;
+    let service = ExternalProcessorServer::new(ExtProc::new(store, metrics))
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health)
+        .add_service(service);
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stop_rx.await;
+    };
+    let served = if let Some(path) = args.listen.strip_prefix("unix:") {
+        let path = PathBuf::from(path);
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path)
+            .with_context(|| format!("cannot listen on unix:{}", path.display()))?;
+        tracing::info!(listen = %args.listen, admin = %args.admin_listen, "aigw-extproc ready");
+        tokio::spawn(router.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            shutdown,
+        ))
+    } else {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(listen = %args.listen, admin = %args.admin_listen, "aigw-extproc ready");
+        tokio::spawn(router.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        ))
+    };
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight streams");
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(30), served).await {
+        Ok(Ok(Ok(()))) => tracing::info!("stopped"),
+        Ok(Ok(Err(err))) => tracing::warn!(error = %err, "server error while stopping"),
+        Ok(Err(err)) => tracing::warn!(error = %err, "server task failed"),
+        Err(_) => tracing::warn!("streams still open after 30 s; exiting anyway"),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(&args);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("aigw-extproc: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("aigw-extproc: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,836 @@
+//! One ext_proc stream, as a state machine: each message Envoy sends in, one response out.
+//!
+//! The filter runs on the router (the generated EnvoyExtensionPolicy): request headers, then the
+//! buffered request body, then response headers and the response body (buffered, or streamed
+//! when the response is an event stream). On the request body the processor reads the model,
+//! picks the route, rule and backend, translates the request for the backend, adds credentials,
+//! sets `x-ai-eg-model` and `x-ai-eg-selected-backend` and clears the route cache so that Envoy
+//! routes to that backend. On the way back it reads token usage, computes costs and writes them,
+//! with the other request facts, as dynamic metadata in `io.envoy.ai_gateway`, and records
+//! metrics.
+//!
+//! A client mistake (unknown path or model, malformed JSON, body too large) gets a 4xx in the
+//! OpenAI error shape; nothing a client sends makes the processor fail the stream.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use aigw_filterconfig::{ApiSchema, METADATA_NAMESPACE, MODEL_HEADER, SELECTED_BACKEND_HEADER};
+use envoy_types::pb::envoy::config::core::v3::{
+    HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
+};
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
+    ProcessingMode, processing_mode::BodySendMode,
+};
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    BodyMutation, BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, HttpBody,
+    HttpHeaders, ImmediateResponse, ProcessingRequest, ProcessingResponse, TrailersResponse,
+    body_mutation, processing_request, processing_response,
+};
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
+use serde_json::{Value, json};
+
+use crate::config::{Auth, Backend, RuntimeConfig};
+use crate::costs::{self, CostInput};
+use crate::endpoint::Endpoint;
+use crate::metrics::{DurationLabels, GenAiLabels, Metrics, TokenLabels};
+use crate::router;
+use crate::usage::{self, StreamUsage, TokenUsage};
+
+/// What the request turned out to be, once its body was read.
+#[derive(Debug)]
+struct Selection {
+    route: usize,
+    backend: Arc<Backend>,
+    original_model: String,
+    request_model: String,
+    stream: bool,
+}
+
+#[derive(Debug, Default)]
+struct ResponseState {
+    status: u16,
+    streaming: bool,
+    stream: StreamUsage,
+    body: Vec<u8>,
+    first_chunk: Option<Instant>,
+    finished: bool,
+}
+
+/// The state of one stream.
+pub struct Processor {
+    config: Arc<RuntimeConfig>,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    endpoint: Option<Endpoint>,
+    path: String,
+    host: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    selection: Option<Selection>,
+    response: ResponseState,
+    /// The request was answered by the processor itself: later messages pass through.
+    answered: bool,
+}
+
+fn header_value(name: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name.to_string(),
+            value: String::new(),
+            raw_value: value.as_bytes().to_vec(),
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+/// The OpenAI error body.
+pub fn openai_error(message: &str, kind: &str, code: &str) -> Vec<u8> {
+    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+        .to_string()
+        .into_bytes()
+}
+
+fn immediate(status: u16, body: Vec<u8>, details: &str) -> ProcessingResponse {
+    ProcessingResponse {
+        response: Some(processing_response::Response::ImmediateResponse(
+            ImmediateResponse {
+                status: Some(HttpStatus {
+                    code: i32::from(status),
+                }),
+                headers: Some(HeaderMutation {
+                    set_headers: vec![header_value("content-type", "application/json")],
+                    remove_headers: vec![],
+                }),
+                body,
+                grpc_status: None,
+                details: details.to_string(),
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+fn client_error(status: u16, message: &str, code: &str) -> ProcessingResponse {
+    let kind = match status {
+        401 => "authentication_error",
+        404 => "invalid_request_error",
+        413 => "invalid_request_error",
+        422 => "invalid_request_error",
+        500..=599 => "server_error",
+        _ => "invalid_request_error",
+    };
+    immediate(status, openai_error(message, kind, code), code)
+}
+
+fn headers_response(common: CommonResponse) -> ProcessingResponse {
+    ProcessingResponse {
+        response: Some(processing_response::Response::RequestHeaders(
+            HeadersResponse {
+                response: Some(common),
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+fn read_headers(headers: &HttpHeaders) -> Vec<(String, String)> {
+    headers
+        .headers
+        .as_ref()
+        .map(|map| {
+            map.headers
+                .iter()
+                .map(|h| {
+                    let value = if h.raw_value.is_empty() {
+                        h.value.clone()
+                    } else {
+                        String::from_utf8_lossy(&h.raw_value).into_owned()
+                    };
+                    (h.key.to_ascii_lowercase(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn metadata_struct(fields: BTreeMap<String, PbValue>) -> Struct {
+    let inner = Struct {
+        fields: fields.into_iter().collect(),
+    };
+    Struct {
+        fields: [(
+            METADATA_NAMESPACE.to_string(),
+            PbValue {
+                kind: Some(Kind::StructValue(inner)),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    }
+}
+
+fn string_value(value: &str) -> PbValue {
+    PbValue {
+        kind: Some(Kind::StringValue(value.to_string())),
+    }
+}
+
+fn number_value(value: f64) -> PbValue {
+    PbValue {
+        kind: Some(Kind::NumberValue(value)),
+    }
+}
+
+/// `gen_ai.provider.name` of a schema.
+pub fn provider_name(schema: ApiSchema) -> &'static str {
+    match schema {
+        ApiSchema::OpenAI => "openai",
+        ApiSchema::AzureOpenAI => "azure.openai",
+        ApiSchema::AWSBedrock => "aws.bedrock",
+        ApiSchema::AWSAnthropic => "aws.anthropic",
+        ApiSchema::GCPVertexAI => "gcp.vertex_ai",
+        ApiSchema::GCPAnthropic => "gcp.anthropic",
+        ApiSchema::Anthropic => "anthropic",
+        ApiSchema::Cohere => "cohere",
+    }
+}
+
+impl Processor {
+    /// A processor for one stream, reading `config` for its whole life.
+    pub fn new(config: Arc<RuntimeConfig>, metrics: Arc<Metrics>) -> Self {
+        Processor {
+            config,
+            metrics,
+            started: Instant::now(),
+            endpoint: None,
+            path: String::new(),
+            host: String::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            selection: None,
+            response: ResponseState::default(),
+            answered: false,
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Handles one message.
+    pub fn handle(&mut self, request: ProcessingRequest) -> ProcessingResponse {
+        match request.request {
+            Some(processing_request::Request::RequestHeaders(headers)) => {
+                self.on_request_headers(&headers)
+            }
+            Some(processing_request::Request::RequestBody(body)) => self.on_request_body(body),
+            Some(processing_request::Request::ResponseHeaders(headers)) => {
+                self.on_response_headers(&headers)
+            }
+            Some(processing_request::Request::ResponseBody(body)) => self.on_response_body(body),
+            Some(processing_request::Request::RequestTrailers(_)) => ProcessingResponse {
+                response: Some(processing_response::Response::RequestTrailers(
+                    TrailersResponse::default(),
+                )),
+                ..Default::default()
+            },
+            Some(processing_request::Request::ResponseTrailers(_)) => ProcessingResponse {
+                response: Some(processing_response::Response::ResponseTrailers(
+                    TrailersResponse::default(),
+                )),
+                ..Default::default()
+            },
+            None => ProcessingResponse::default(),
+        }
+    }
+
+    fn on_request_headers(&mut self, headers: &HttpHeaders) -> ProcessingResponse {
+        self.headers = read_headers(headers);
+        self.path = self.header(":path").unwrap_or_default().to_string();
+        let authority = self
+            .header(":authority")
+            .or_else(|| self.header("host"))
+            .unwrap_or_default();
+        let authority = authority.to_string();
+        let authority = authority.as_str();
+        self.host = authority
+            .rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(authority, |(h, _)| h)
+            .to_ascii_lowercase();
+        let Some(endpoint) = Endpoint::from_path(&self.path) else {
+            self.answered = true;
+            return client_error(
+                404,
+                &format!(
+                    "unsupported path: {}",
+                    self.path.split('?').next().unwrap_or_default()
+                ),
+                "unsupported_path",
+            );
+        };
+        self.endpoint = Some(endpoint);
+        if endpoint.is_local() {
+            self.answered = true;
+            return self.models(endpoint);
+        }
+        let method = self.header(":method").unwrap_or_default().to_string();
+        if method != "POST" {
+            self.answered = true;
+            return client_error(
+                405,
+                &format!("{} accepts POST, not {method}", self.path),
+                "method_not_allowed",
+            );
+        }
+        if headers.end_of_stream {
+            self.answered = true;
+            return client_error(
+                400,
+                "the request has no body; send a JSON body",
+                "missing_body",
+            );
+        }
+        if self
+            .header("content-type")
+            .is_some_and(|ct| ct.starts_with("multipart/"))
+        {
+            self.answered = true;
+            return client_error(
+                400,
+                &format!("{} takes a JSON body, not multipart", self.path),
+                "invalid_content_type",
+            );
+        }
+        headers_response(CommonResponse::default())
+    }
+
+    fn models(&self, endpoint: Endpoint) -> ProcessingResponse {
+        let mut models: Vec<&aigw_filterconfig::Model> = Vec::new();
+        for route in router::candidates(&self.config, &self.host) {
+            for model in &route.models {
+                if !models.iter().any(|m| m.id == model.id) {
+                    models.push(model);
+                }
+            }
+        }
+        let body = if endpoint == Endpoint::AnthropicModels {
+            let data: Vec<Value> = models
+                .iter()
+                .map(|m| json!({"id": m.id, "type": "model", "display_name": m.id, "created_at": rfc3339(m.created)}))
+                .collect();
+            json!({
+                "data": data,
+                "first_id": models.first().map(|m| m.id.clone()),
+                "last_id": models.last().map(|m| m.id.clone()),
+                "has_more": false,
+            })
+        } else {
+            let data: Vec<Value> =
+                models.iter().map(|m| json!({"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by})).collect();
+            json!({"object": "list", "data": data})
+        };
+        immediate(200, body.to_string().into_bytes(), "models")
+    }
+
+    fn on_request_body(&mut self, body: HttpBody) -> ProcessingResponse {
+        if self.answered {
+            return body_response(CommonResponse::default(), true);
+        }
+        self.body.extend_from_slice(&body.body);
+        let limit = self.config.max_request_body_bytes;
+        if self.body.len() as u64 > limit {
+            self.answered = true;
+            return client_error(
+                413,
+                &format!("the request body is larger than the limit of {limit} bytes"),
+                "request_too_large",
+            );
+        }
+        if !body.end_of_stream {
+            return body_response(CommonResponse::default(), true);
+        }
+        match self.route_request() {
+            Ok(response) => response,
+            Err(response) => {
+                self.answered = true;
+                *response
+            }
+        }
+    }
+
+    fn route_request(&mut self) -> Result<ProcessingResponse, Box<ProcessingResponse>> {
+        let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
+        let mut request: Value = serde_json::from_slice(&self.body).map_err(|err| {
+            Box::new(client_error(
+                400,
+                &format!(
+                    "malformed request: failed to parse JSON for {}: {err}",
+                    self.path
+                ),
+                "invalid_json",
+            ))
+        })?;
+        if !request.is_object() {
+            return Err(Box::new(client_error(
+                400,
+                "malformed request: the body must be a JSON object",
+                "invalid_json",
+            )));
+        }
+        let Some(model) = request
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            return Err(Box::new(client_error(
+                400,
+                "missing required field: model",
+                "missing_model",
+            )));
+        };
+        let config = self.config.clone();
+        let headers = &self.headers;
+        let lookup = |name: &str| -> Option<&str> {
+            if name == MODEL_HEADER {
+                return Some(model.as_str());
+            }
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let Some((route, rule)) = router::select(&config, &self.host, lookup) else {
+            return Err(Box::new(client_error(
+                404,
+                &format!("model {model:?} is not served by this gateway"),
+                "model_not_found",
+            )));
+        };
+        let route_index = config
+            .routes
+            .iter()
+            .position(|r| std::ptr::eq(r, route))
+            .unwrap_or(0);
+        let Some(backend) = router::pick(&route.rules[rule].backends, fastrand::f64()).cloned()
+        else {
+            return Err(Box::new(client_error(
+                503,
+                &format!("no backend with a positive weight serves model {model:?}"),
+                "no_backend",
+            )));
+        };
+        let spec = &backend.spec;
+        let request_model = spec
+            .model_name_override
+            .clone()
+            .unwrap_or_else(|| model.clone());
+        let stream = request
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+
+        if spec.schema.name != ApiSchema::OpenAI {
+            return Err(Box::new(client_error(
+                422,
+                &format!(
+                    "backend {} speaks {}, which this extproc cannot translate {} to yet",
+                    spec.service_backend,
+                    spec.schema.name.as_str(),
+                    self.path
+                ),
+                "untranslatable",
+            )));
+        }
+        let mut changed = false;
+        if request_model != model {
+            request["model"] = Value::String(request_model.clone());
+            changed = true;
+        }
+        // Costs need usage, which OpenAI streams only report when asked.
+        if stream && endpoint == Endpoint::ChatCompletions && config.has_costs {
+            let include = request
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool);
+            if include != Some(true) {
+                if !request.get("stream_options").is_some_and(Value::is_object) {
+                    request["stream_options"] = json!({});
+                }
+                request["stream_options"]["include_usage"] = Value::Bool(true);
+                changed = true;
+            }
+        }
+        if let Some(mutation) = &spec.body_mutation
+            && let Some(object) = request.as_object_mut()
+        {
+            for field in &mutation.remove {
+                changed |= object.remove(field).is_some();
+            }
+            for field in &mutation.set {
+                // A value that is not JSON is taken as a string, as upstream does.
+                let value = serde_json::from_str::<Value>(&field.value)
+                    .unwrap_or_else(|_| Value::String(field.value.clone()));
+                object.insert(field.path.clone(), value);
+                changed = true;
+            }
+        }
+        let prefix = spec
+            .schema
+            .prefix
+            .as_deref()
+            .unwrap_or("v1")
+            .trim_matches('/');
+        let upstream_path = if prefix.is_empty() {
+            format!("/{}", endpoint.suffix())
+        } else {
+            format!("/{prefix}/{}", endpoint.suffix())
+        };
+
+        let mut set = vec![
+            header_value(MODEL_HEADER, &model),
+            header_value(SELECTED_BACKEND_HEADER, &spec.name),
+        ];
+        if upstream_path != self.path {
+            set.push(header_value(":path", &upstream_path));
+        }
+        let mut remove = Vec::new();
+        if let Some(mutation) = &spec.header_mutation {
+            for name in &mutation.remove {
+                if !protected(name) && self.header(name).is_some() {
+                    remove.push(name.clone());
+                }
+            }
+            for header in &mutation.set {
+                if !protected(&header.name) {
+                    set.push(header_value(&header.name, &header.value));
+                }
+            }
+        }
+        match &backend.auth {
+            None => {}
+            Some(Auth::Header {
+                name,
+                prefix,
+                value,
+            }) => set.push(header_value(name, &format!("{prefix}{}", value.expose()))),
+            Some(Auth::Unsupported(kind)) => {
+                return Err(Box::new(client_error(
+                    500,
+                    &format!(
+                        "backend {} uses {kind} credentials, which this extproc build cannot apply yet",
+                        spec.service_backend
+                    ),
+                    "unsupported_credentials",
+                )));
+            }
+        }
+        let body_mutation = if changed {
+            let bytes = serde_json::to_vec(&request).unwrap_or_else(|_| self.body.clone());
+            set.push(header_value("content-length", &bytes.len().to_string()));
+            Some(BodyMutation {
+                mutation: Some(body_mutation::Mutation::Body(bytes)),
+            })
+        } else {
+            None
+        };
+        let metadata = metadata_struct(BTreeMap::from([
+            ("backend_name".to_string(), string_value(&spec.name)),
+            (
+                "ai_service_backend_name".to_string(),
+                string_value(&spec.service_backend),
+            ),
+            (
+                "model_name_override".to_string(),
+                string_value(&request_model),
+            ),
+            ("route_name".to_string(), string_value(&route.name)),
+        ]));
+        self.selection = Some(Selection {
+            route: route_index,
+            backend: backend.clone(),
+            original_model: model,
+            request_model,
+            stream,
+        });
+        let common = CommonResponse {
+            header_mutation: Some(HeaderMutation {
+                set_headers: set,
+                remove_headers: remove,
+            }),
+            body_mutation,
+            clear_route_cache: true,
+            ..Default::default()
+        };
+        let mut response = body_response(common, true);
+        response.dynamic_metadata = Some(metadata);
+        Ok(response)
+    }
+
+    fn on_response_headers(&mut self, message: &HttpHeaders) -> ProcessingResponse {
+        let headers = read_headers(message);
+        let status = headers
+            .iter()
+            .find(|(k, _)| k == ":status")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        self.response.status = status;
+        let mut common = CommonResponse::default();
+        let mut mode_override = None;
+        if !self.answered && status == 200 {
+            let event_stream = headers
+                .iter()
+                .any(|(k, v)| k == "content-type" && v.starts_with("text/event-stream"));
+            if event_stream || self.selection.as_ref().is_some_and(|s| s.stream) {
+                // Streamed: every chunk goes to the client as soon as it arrives.
+                self.response.streaming = true;
+                mode_override = Some(ProcessingMode {
+                    response_body_mode: BodySendMode::Streamed as i32,
+                    ..Default::default()
+                });
+                common.header_mutation = Some(HeaderMutation {
+                    set_headers: vec![],
+                    remove_headers: vec!["content-length".into()],
+                });
+            }
+        }
+        let mut response = ProcessingResponse {
+            response: Some(processing_response::Response::ResponseHeaders(
+                HeadersResponse {
+                    response: Some(common),
+                },
+            )),
+            mode_override,
+            ..Default::default()
+        };
+        if message.end_of_stream {
+            response.dynamic_metadata = self.finish();
+        }
+        response
+    }
+
+    fn on_response_body(&mut self, body: HttpBody) -> ProcessingResponse {
+        if self.answered || self.selection.is_none() {
+            return response_body_response(CommonResponse::default());
+        }
+        if self.response.first_chunk.is_none() && !body.body.is_empty() {
+            self.response.first_chunk = Some(Instant::now());
+        }
+        if self.response.streaming {
+            self.response.stream.feed(&body.body);
+            let mut response = response_body_response(CommonResponse::default());
+            if body.end_of_stream {
+                response.dynamic_metadata = self.finish();
+            }
+            return response;
+        }
+        self.response.body.extend_from_slice(&body.body);
+        if !body.end_of_stream {
+            return response_body_response(CommonResponse::default());
+        }
+        let mut common = CommonResponse::default();
+        if self.response.status >= 400 {
+            // Keep the provider's JSON error as it is; wrap anything else in the OpenAI shape.
+            let is_json =
+                serde_json::from_slice::<Value>(&self.response.body).is_ok_and(|v| v.is_object());
+            if !is_json {
+                let text = String::from_utf8_lossy(&self.response.body)
+                    .trim()
+                    .to_string();
+                let status = self.response.status;
+                let bytes = openai_error(
+                    if text.is_empty() {
+                        "the upstream provider returned an error with no body"
+                    } else {
+                        &text
+                    },
+                    "upstream_error",
+                    &status.to_string(),
+                );
+                common.header_mutation = Some(HeaderMutation {
+                    set_headers: vec![
+                        header_value("content-type", "application/json"),
+                        header_value("content-length", &bytes.len().to_string()),
+                    ],
+                    remove_headers: vec!["content-encoding".into()],
+                });
+                common.body_mutation = Some(BodyMutation {
+                    mutation: Some(body_mutation::Mutation::Body(bytes)),
+                });
+            }
+        }
+        let mut response = response_body_response(common);
+        response.dynamic_metadata = self.finish();
+        response
+    }
+
+    /// End of the response: costs into metadata, measurements into metrics. Runs once.
+    fn finish(&mut self) -> Option<Struct> {
+        if self.response.finished {
+            return None;
+        }
+        self.response.finished = true;
+        let selection = self.selection.as_ref()?;
+        let config = self.config.clone();
+        let route = config.routes.get(selection.route)?;
+        let ok = (200..300).contains(&self.response.status);
+        let (usage, response_model) = if self.response.streaming {
+            (
+                self.response.stream.usage,
+                self.response.stream.model.clone(),
+            )
+        } else if ok {
+            usage::from_body(&self.response.body)
+        } else {
+            (TokenUsage::default(), None)
+        };
+        let response_model = response_model.unwrap_or_else(|| selection.request_model.clone());
+        let labels = GenAiLabels {
+            gen_ai_operation_name: self
+                .endpoint
+                .map(Endpoint::operation)
+                .unwrap_or("chat")
+                .to_string(),
+            gen_ai_provider_name: provider_name(selection.backend.spec.schema.name).to_string(),
+            gen_ai_original_model: selection.original_model.clone(),
+            gen_ai_request_model: selection.request_model.clone(),
+            gen_ai_response_model: response_model.clone(),
+        };
+        self.record(&labels, &usage, ok);
+        let mut fields = BTreeMap::new();
+        fields.insert("response_model".to_string(), string_value(&response_model));
+        if ok {
+            let input = CostInput {
+                model: &selection.request_model,
+                backend: &selection.backend.spec.name,
+                service_backend: &selection.backend.spec.service_backend,
+                route: &route.name,
+                usage,
+            };
+            let (values, errors) = costs::compute(&config, route, &input);
+            for error in errors {
+                tracing::warn!(route = %route.name, "{error}");
+            }
+            for (key, value) in values {
+                fields.insert(key, number_value(value as f64));
+            }
+        }
+        if let (true, Some(first)) = (self.response.streaming, self.response.first_chunk) {
+            let ttft = first.duration_since(self.started);
+            fields.insert(
+                "token_latency_ttft".to_string(),
+                number_value(ttft.as_secs_f64() * 1000.0),
+            );
+            let events = self.response.stream.events;
+            if events > 1 {
+                let itl = first.elapsed().as_secs_f64() / (events - 1) as f64;
+                fields.insert("token_latency_itl".to_string(), number_value(itl * 1000.0));
+            }
+        }
+        Some(metadata_struct(fields))
+    }
+
+    fn record(&self, labels: &GenAiLabels, usage: &TokenUsage, ok: bool) {
+        let m = &self.metrics;
+        for (kind, value) in [
+            ("input", usage.input),
+            ("cached_input", usage.cached_input),
+            ("cache_creation_input", usage.cache_creation_input),
+            ("output", usage.output),
+            ("reasoning", usage.reasoning),
+        ] {
+            if let Some(value) = value {
+                m.token_usage
+                    .get_or_create(&TokenLabels {
+                        gen_ai: labels.clone(),
+                        gen_ai_token_type: kind,
+                    })
+                    .observe(value as f64);
+            }
+        }
+        m.request_duration
+            .get_or_create(&DurationLabels {
+                gen_ai: labels.clone(),
+                error_type: if ok { "" } else { "_OTHER" },
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+        if let (true, Some(first)) = (self.response.streaming, self.response.first_chunk) {
+            m.time_to_first_token
+                .get_or_create(labels)
+                .observe(first.duration_since(self.started).as_secs_f64());
+            let outputs = usage.output.unwrap_or(self.response.stream.events);
+            if outputs > 1 {
+                let per_token = first.elapsed().as_secs_f64() / (outputs - 1) as f64;
+                m.time_per_output_token
+                    .get_or_create(labels)
+                    .observe(per_token);
+            }
+        }
+    }
+
+    /// Called when the stream ends without a complete response (client gone, upstream reset):
+    /// records the failure once.
+    pub fn abandon(&mut self) {
+        if self.selection.is_some() && !self.response.finished {
+            if self.response.status == 0 {
+                self.response.status = 499;
+            }
+            let _ = self.finish();
+        }
+    }
+}
+
+/// Headers the configured mutations may not touch: pseudo-headers and the gateway's own.
+fn protected(name: &str) -> bool {
+    name.starts_with(':') || name.starts_with("x-ai-eg-") || name == "x-envoy-original-path"
+}
+
+fn body_response(common: CommonResponse, request: bool) -> ProcessingResponse {
+    let body = BodyResponse {
+        response: Some(common),
+    };
+    ProcessingResponse {
+        response: Some(if request {
+            processing_response::Response::RequestBody(body)
+        } else {
+            processing_response::Response::ResponseBody(body)
+        }),
+        ..Default::default()
+    }
+}
+
+fn response_body_response(common: CommonResponse) -> ProcessingResponse {
+    body_response(common, false)
+}
+
+/// RFC 3339 (UTC) of Unix seconds.
+fn rfc3339(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests;

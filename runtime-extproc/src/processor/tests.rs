@@ -1,0 +1,424 @@
+use super::*;
+use crate::config::{Cost, Matcher, Route, Rule, Secret};
+use aigw_filterconfig as fc;
+use envoy_types::pb::envoy::config::core::v3::HeaderMap;
+
+fn backend(name: &str, override_model: Option<&str>) -> Arc<Backend> {
+    Arc::new(Backend {
+        spec: fc::Backend {
+            name: format!("ns/{name}/route/ns/r/rule/0/ref/0"),
+            service_backend: format!("ns/{name}"),
+            schema: fc::BackendSchema {
+                name: ApiSchema::OpenAI,
+                version: None,
+                prefix: Some("v1".into()),
+            },
+            model_name_override: override_model.map(str::to_string),
+            upstream_host: None,
+            auth: None,
+            header_mutation: Some(fc::HeaderMutation {
+                set: vec![fc::HeaderValue {
+                    name: "x-team".into(),
+                    value: "ml".into(),
+                }],
+                remove: vec!["x-drop".into()],
+            }),
+            body_mutation: None,
+        },
+        auth: Some(Auth::Header {
+            name: "authorization",
+            prefix: "Bearer ",
+            value: Secret::new("sk-secret"),
+        }),
+    })
+}
+
+fn config(costs: bool) -> Arc<RuntimeConfig> {
+    let route = Route {
+        name: "ns/r".into(),
+        hostnames: vec![],
+        rules: vec![Rule {
+            matches: vec![vec![(
+                "x-ai-eg-model".into(),
+                Matcher::Exact("gpt-4o".into()),
+            )]],
+            backends: vec![(backend("openai", Some("gpt-4o-2024")), 1, 0)],
+        }],
+        costs: if costs {
+            vec![Cost {
+                key: "tokens".into(),
+                kind: fc::CostType::TotalToken,
+                program: None,
+                service_backend: None,
+                model: None,
+            }]
+        } else {
+            vec![]
+        },
+        models: vec![fc::Model {
+            id: "gpt-4o".into(),
+            owned_by: "me".into(),
+            created: 1_735_689_600,
+        }],
+    };
+    Arc::new(RuntimeConfig {
+        max_request_body_bytes: 1024,
+        routes: vec![route],
+        global_costs: vec![],
+        files: vec![],
+        has_costs: costs,
+    })
+}
+
+fn headers(pairs: &[(&str, &str)], end_of_stream: bool) -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(processing_request::Request::RequestHeaders(HttpHeaders {
+            headers: Some(HeaderMap {
+                headers: pairs
+                    .iter()
+                    .map(|(k, v)| HeaderValue {
+                        key: k.to_string(),
+                        value: String::new(),
+                        raw_value: v.as_bytes().to_vec(),
+                    })
+                    .collect(),
+            }),
+            end_of_stream,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn response_headers(pairs: &[(&str, &str)]) -> ProcessingRequest {
+    let mut request = headers(pairs, false);
+    if let Some(processing_request::Request::RequestHeaders(h)) = request.request.take() {
+        request.request = Some(processing_request::Request::ResponseHeaders(h));
+    }
+    request
+}
+
+fn body(bytes: &[u8], response: bool) -> ProcessingRequest {
+    let body = HttpBody {
+        body: bytes.to_vec(),
+        end_of_stream: true,
+        ..Default::default()
+    };
+    ProcessingRequest {
+        request: Some(if response {
+            processing_request::Request::ResponseBody(body)
+        } else {
+            processing_request::Request::RequestBody(body)
+        }),
+        ..Default::default()
+    }
+}
+
+fn chunk(bytes: &[u8], end: bool) -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(processing_request::Request::ResponseBody(HttpBody {
+            body: bytes.to_vec(),
+            end_of_stream: end,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn immediate_of(response: &ProcessingResponse) -> Option<(i32, Value)> {
+    match &response.response {
+        Some(processing_response::Response::ImmediateResponse(r)) => Some((
+            r.status.as_ref().map_or(0, |s| s.code),
+            serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+        )),
+        _ => None,
+    }
+}
+
+fn common_of(response: &ProcessingResponse) -> &CommonResponse {
+    match &response.response {
+        Some(processing_response::Response::RequestBody(b))
+        | Some(processing_response::Response::ResponseBody(b)) => b.response.as_ref().unwrap(),
+        Some(processing_response::Response::RequestHeaders(h))
+        | Some(processing_response::Response::ResponseHeaders(h)) => h.response.as_ref().unwrap(),
+        other => panic!("unexpected response {other:?}"),
+    }
+}
+
+fn set_headers(common: &CommonResponse) -> BTreeMap<String, String> {
+    common
+        .header_mutation
+        .as_ref()
+        .map(|m| {
+            m.set_headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| {
+                    (
+                        h.key.clone(),
+                        String::from_utf8_lossy(&h.raw_value).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn metadata(response: &ProcessingResponse) -> BTreeMap<String, PbValue> {
+    let Some(outer) = &response.dynamic_metadata else {
+        return BTreeMap::new();
+    };
+    match outer
+        .fields
+        .get(METADATA_NAMESPACE)
+        .and_then(|v| v.kind.as_ref())
+    {
+        Some(Kind::StructValue(inner)) => inner.fields.clone().into_iter().collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn chat_headers() -> ProcessingRequest {
+    headers(
+        &[
+            (":path", "/v1/chat/completions"),
+            (":method", "POST"),
+            (":authority", "gw.example:8080"),
+            ("x-drop", "1"),
+        ],
+        false,
+    )
+}
+
+#[test]
+fn routes_translates_and_authenticates_a_chat_request() {
+    let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+    let r = p.handle(chat_headers());
+    assert!(immediate_of(&r).is_none());
+    let r = p.handle(body(br#"{"model":"gpt-4o","messages":[]}"#, false));
+    let common = common_of(&r);
+    assert!(common.clear_route_cache);
+    let set = set_headers(common);
+    assert_eq!(set.get("x-ai-eg-model").map(String::as_str), Some("gpt-4o"));
+    assert_eq!(
+        set.get("x-ai-eg-selected-backend").map(String::as_str),
+        Some("ns/openai/route/ns/r/rule/0/ref/0")
+    );
+    assert_eq!(
+        set.get("authorization").map(String::as_str),
+        Some("Bearer sk-secret")
+    );
+    assert_eq!(set.get("x-team").map(String::as_str), Some("ml"));
+    assert!(
+        !set.contains_key(":path"),
+        "the path is already /v1/chat/completions"
+    );
+    assert_eq!(
+        common.header_mutation.as_ref().unwrap().remove_headers,
+        vec!["x-drop".to_string()]
+    );
+    let Some(body_mutation::Mutation::Body(bytes)) = common
+        .body_mutation
+        .as_ref()
+        .and_then(|m| m.mutation.clone())
+    else {
+        panic!("model override rewrites the body")
+    };
+    let sent: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(sent["model"], "gpt-4o-2024");
+    assert_eq!(set.get("content-length"), Some(&bytes.len().to_string()));
+    let meta = metadata(&r);
+    assert_eq!(
+        meta.get("model_name_override"),
+        Some(&string_value("gpt-4o-2024"))
+    );
+}
+
+#[test]
+fn buffered_response_yields_costs_in_metadata() {
+    let mut p = Processor::new(config(true), Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    p.handle(body(br#"{"model":"gpt-4o","messages":[]}"#, false));
+    p.handle(response_headers(&[
+        (":status", "200"),
+        ("content-type", "application/json"),
+    ]));
+    let r = p.handle(body(br#"{"model":"gpt-4o-2024-08","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#, true));
+    let meta = metadata(&r);
+    assert_eq!(meta.get("tokens"), Some(&number_value(7.0)));
+    assert_eq!(
+        meta.get("response_model"),
+        Some(&string_value("gpt-4o-2024-08"))
+    );
+    assert!(
+        common_of(&r).body_mutation.is_none(),
+        "successful responses pass through untouched"
+    );
+}
+
+#[test]
+fn streams_switch_to_streamed_mode_and_force_usage_when_costs_exist() {
+    let mut p = Processor::new(config(true), Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    let r = p.handle(body(br#"{"model":"gpt-4o","stream":true}"#, false));
+    let Some(body_mutation::Mutation::Body(bytes)) = common_of(&r)
+        .body_mutation
+        .as_ref()
+        .and_then(|m| m.mutation.clone())
+    else {
+        panic!("usage must be requested")
+    };
+    let sent: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    let r = p.handle(response_headers(&[
+        (":status", "200"),
+        ("content-type", "text/event-stream"),
+    ]));
+    assert_eq!(
+        r.mode_override.as_ref().map(|m| m.response_body_mode),
+        Some(BodySendMode::Streamed as i32)
+    );
+    let r = p.handle(chunk(
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[],\"us",
+        false,
+    ));
+    assert!(r.dynamic_metadata.is_none());
+    assert!(
+        common_of(&r).body_mutation.is_none(),
+        "chunks pass through untouched"
+    );
+    let r = p.handle(chunk(b"age\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n\ndata: [DONE]\n\n", true));
+    let meta = metadata(&r);
+    assert_eq!(meta.get("tokens"), Some(&number_value(3.0)));
+    assert!(meta.contains_key("token_latency_ttft"));
+}
+
+#[test]
+fn client_mistakes_get_openai_errors() {
+    let cases: Vec<(Vec<ProcessingRequest>, i32, &str)> = vec![
+        (
+            vec![headers(
+                &[(":path", "/v2/unknown"), (":method", "POST")],
+                false,
+            )],
+            404,
+            "unsupported_path",
+        ),
+        (
+            vec![chat_headers(), body(b"{not json", false)],
+            400,
+            "invalid_json",
+        ),
+        (
+            vec![chat_headers(), body(br#"{"messages":[]}"#, false)],
+            400,
+            "missing_model",
+        ),
+        (
+            vec![chat_headers(), body(br#"{"model":"nope"}"#, false)],
+            404,
+            "model_not_found",
+        ),
+        (
+            vec![chat_headers(), body(&vec![b' '; 2048], false)],
+            413,
+            "request_too_large",
+        ),
+        (
+            vec![headers(
+                &[(":path", "/v1/chat/completions"), (":method", "GET")],
+                true,
+            )],
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (messages, status, code) in cases {
+        let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+        let mut last = ProcessingResponse::default();
+        for m in messages {
+            last = p.handle(m);
+        }
+        let (got, body) = immediate_of(&last).unwrap_or_else(|| panic!("expected {status} {code}"));
+        assert_eq!(got, status, "{code}");
+        assert_eq!(body["error"]["code"], code);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+}
+
+#[test]
+fn models_are_listed_without_routing() {
+    let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+    let r = p.handle(headers(
+        &[(":path", "/v1/models"), (":method", "GET")],
+        true,
+    ));
+    let (status, body) = immediate_of(&r).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"object": "list", "data": [{"id": "gpt-4o", "object": "model", "created": 1_735_689_600, "owned_by": "me"}]})
+    );
+    let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+    let r = p.handle(headers(
+        &[(":path", "/anthropic/v1/models"), (":method", "GET")],
+        true,
+    ));
+    let (_, body) = immediate_of(&r).unwrap();
+    assert_eq!(body["data"][0]["created_at"], "2025-01-01T00:00:00Z");
+}
+
+#[test]
+fn upstream_errors_reach_the_client_in_the_openai_shape() {
+    let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    p.handle(body(br#"{"model":"gpt-4o"}"#, false));
+    p.handle(response_headers(&[
+        (":status", "503"),
+        ("content-type", "text/plain"),
+    ]));
+    let r = p.handle(body(b"upstream overloaded", true));
+    let Some(body_mutation::Mutation::Body(bytes)) = common_of(&r)
+        .body_mutation
+        .as_ref()
+        .and_then(|m| m.mutation.clone())
+    else {
+        panic!("non-JSON errors are wrapped")
+    };
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(error["error"]["message"], "upstream overloaded");
+    assert_eq!(error["error"]["code"], "503");
+    // JSON errors pass through as the provider sent them.
+    let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    p.handle(body(br#"{"model":"gpt-4o"}"#, false));
+    p.handle(response_headers(&[(":status", "429")]));
+    let r = p.handle(body(br#"{"error":{"message":"slow down"}}"#, true));
+    assert!(common_of(&r).body_mutation.is_none());
+}
+
+#[test]
+fn secrets_never_reach_metrics_or_debug_output() {
+    let metrics = Arc::new(Metrics::new());
+    let mut p = Processor::new(config(true), metrics.clone());
+    p.handle(chat_headers());
+    p.handle(body(br#"{"model":"gpt-4o"}"#, false));
+    p.handle(response_headers(&[(":status", "200")]));
+    p.handle(body(
+        br#"{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
+        true,
+    ));
+    assert!(!metrics.encode().contains("sk-secret"));
+    assert!(!format!("{:?}", p.config).contains("sk-secret"));
+}
+
+#[test]
+fn rfc3339_of_unix_seconds() {
+    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(1_735_689_600), "2025-01-01T00:00:00Z");
+    assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+}

@@ -1,0 +1,159 @@
+//! Token usage: read from OpenAI-shaped responses, buffered or streamed as server-sent events.
+
+use serde_json::Value;
+
+/// Token counts of one response. `None`: the provider did not report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    /// Input (prompt) tokens.
+    pub input: Option<u64>,
+    /// Cached input tokens.
+    pub cached_input: Option<u64>,
+    /// Input tokens written to the cache.
+    pub cache_creation_input: Option<u64>,
+    /// Output (completion) tokens.
+    pub output: Option<u64>,
+    /// Total tokens.
+    pub total: Option<u64>,
+    /// Reasoning tokens.
+    pub reasoning: Option<u64>,
+}
+
+fn number(value: &Value, pointer: &str) -> Option<u64> {
+    value.pointer(pointer).and_then(Value::as_u64)
+}
+
+impl TokenUsage {
+    /// Reads an OpenAI `usage` object (chat, completions, embeddings, responses).
+    pub fn from_openai(usage: &Value) -> TokenUsage {
+        let input = number(usage, "/prompt_tokens").or_else(|| number(usage, "/input_tokens"));
+        let output =
+            number(usage, "/completion_tokens").or_else(|| number(usage, "/output_tokens"));
+        TokenUsage {
+            input,
+            cached_input: number(usage, "/prompt_tokens_details/cached_tokens")
+                .or_else(|| number(usage, "/input_tokens_details/cached_tokens")),
+            cache_creation_input: number(usage, "/prompt_tokens_details/cache_creation_tokens"),
+            output,
+            total: number(usage, "/total_tokens").or(match (input, output) {
+                (Some(i), Some(o)) => Some(i + o),
+                _ => None,
+            }),
+            reasoning: number(usage, "/completion_tokens_details/reasoning_tokens")
+                .or_else(|| number(usage, "/output_tokens_details/reasoning_tokens")),
+        }
+    }
+}
+
+/// Reads usage and model from a buffered OpenAI response body.
+pub fn from_body(body: &[u8]) -> (TokenUsage, Option<String>) {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return (TokenUsage::default(), None);
+    };
+    let usage = value
+        .get("usage")
+        .filter(|u| u.is_object())
+        .map(TokenUsage::from_openai)
+        .unwrap_or_default();
+    let model = value
+        .get("model")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    (usage, model)
+}
+
+/// Incremental reader of an OpenAI event stream: feed chunks as they pass; the last event
+/// carrying `usage` wins. Only the unfinished last line is kept between chunks.
+#[derive(Debug, Default)]
+pub struct StreamUsage {
+    pending: Vec<u8>,
+    /// Usage seen so far.
+    pub usage: TokenUsage,
+    /// Model reported by the stream.
+    pub model: Option<String>,
+    /// Events with content seen (for time per output token).
+    pub events: u64,
+}
+
+/// Lines longer than this are not parsed (they still pass through untouched).
+const MAX_LINE: usize = 4 * 1024 * 1024;
+
+impl StreamUsage {
+    /// Consumes one chunk of the stream.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.pending.extend_from_slice(chunk);
+        let pending = std::mem::take(&mut self.pending);
+        let mut start = 0;
+        while let Some(offset) = pending[start..].iter().position(|b| *b == b'\n') {
+            let end = start + offset;
+            self.line(&pending[start..end]);
+            start = end + 1;
+        }
+        self.pending = pending;
+        self.pending.drain(..start);
+        if self.pending.len() > MAX_LINE {
+            self.pending.clear();
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(data) = line.strip_prefix(b"data:") else {
+            return;
+        };
+        let data = data.strip_prefix(b" ").unwrap_or(data);
+        if data == b"[DONE]" || data.is_empty() {
+            return;
+        }
+        let Ok(event) = serde_json::from_slice::<Value>(data) else {
+            return;
+        };
+        if let Some(model) = event.get("model").and_then(Value::as_str) {
+            self.model = Some(model.to_string());
+        }
+        if let Some(usage) = event.get("usage").filter(|u| u.is_object()) {
+            self.usage = TokenUsage::from_openai(usage);
+        }
+        if event.pointer("/choices/0").is_some() {
+            self.events += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffered_usage() {
+        let body = br#"{"model":"gpt-4o-2024","usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":3}}}"#;
+        let (usage, model) = from_body(body);
+        assert_eq!(
+            usage,
+            TokenUsage {
+                input: Some(10),
+                cached_input: Some(2),
+                cache_creation_input: None,
+                output: Some(5),
+                total: Some(15),
+                reasoning: Some(3)
+            }
+        );
+        assert_eq!(model.as_deref(), Some("gpt-4o-2024"));
+    }
+
+    #[test]
+    fn stream_usage_across_split_chunks() {
+        let stream = "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,\"total_tokens\":10}}\n\ndata: [DONE]\n\n";
+        for split in [1, 7, 50, stream.len()] {
+            let mut reader = StreamUsage::default();
+            for chunk in stream.as_bytes().chunks(split) {
+                reader.feed(chunk);
+            }
+            assert_eq!(reader.usage.total, Some(10), "split {split}");
+            assert_eq!(reader.usage.input, Some(7));
+            assert_eq!(reader.model.as_deref(), Some("m"));
+            assert_eq!(reader.events, 1);
+        }
+    }
+}
