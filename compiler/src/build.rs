@@ -12,6 +12,8 @@ use crate::{emit, resolve};
 pub enum Target {
     /// Kubernetes with Envoy Gateway (the `service` topology).
     Kubernetes,
+    /// One local Envoy plus one extproc per Gateway (see [`emit::envoy`]).
+    Envoy,
 }
 
 /// Everything the CLI can set.
@@ -31,6 +33,8 @@ pub struct BuildOptions {
     pub include_secrets: bool,
     /// Write `${` as `$${` so Flux post-build substitution leaves values alone.
     pub flux_escape: bool,
+    /// Admin port of the standalone Envoy.
+    pub envoy_admin_port: u16,
 }
 
 impl Default for BuildOptions {
@@ -43,6 +47,7 @@ impl Default for BuildOptions {
             max_request_body_bytes: aigw_filterconfig::DEFAULT_MAX_REQUEST_BODY_BYTES,
             include_secrets: false,
             flux_escape: true,
+            envoy_admin_port: emit::envoy::DEFAULT_ADMIN_PORT,
         }
     }
 }
@@ -50,8 +55,10 @@ impl Default for BuildOptions {
 /// A successful build.
 #[derive(Debug, Clone)]
 pub struct BuildOutput {
-    /// Objects in canonical order, rendered.
+    /// Objects in canonical order, rendered (Kubernetes target).
     pub objects: Vec<Rendered>,
+    /// The standalone folder (Envoy target).
+    pub standalone: Option<emit::envoy::Standalone>,
     /// Warnings (stderr).
     pub warnings: Vec<Diagnostic>,
 }
@@ -90,9 +97,38 @@ pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, 
         &plan_options,
         options.include_secrets,
     );
-    diags.extend(found);
+    if options.target == Target::Envoy {
+        // The standalone target writes the Secrets it needs as files; the advice about
+        // Kubernetes manifests does not apply.
+        diags.extend(
+            found
+                .into_iter()
+                .filter(|d| d.is_error() || !d.message.starts_with(plan::SECRET_NOT_WRITTEN)),
+        );
+    } else {
+        diags.extend(found);
+    }
     if diags.iter().any(Diagnostic::is_error) {
         return Err(finish(diags));
+    }
+    if options.target == Target::Envoy {
+        let envoy_options = emit::envoy::EnvoyOptions {
+            admin_port: options.envoy_admin_port,
+        };
+        return match emit::envoy::emit(&validated, &plan, &envoy_options) {
+            Ok((standalone, warnings)) => {
+                diags.extend(warnings);
+                Ok(BuildOutput {
+                    objects: Vec::new(),
+                    standalone: Some(standalone),
+                    warnings: finish(diags),
+                })
+            }
+            Err(errors) => {
+                diags.extend(errors);
+                Err(finish(diags))
+            }
+        };
     }
     if options.flux_escape {
         for &index in plan.passthrough.iter().chain(&plan.secrets) {
@@ -116,6 +152,7 @@ pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, 
     render::sort_rendered(&mut objects);
     Ok(BuildOutput {
         objects,
+        standalone: None,
         warnings: finish(diags),
     })
 }

@@ -8,7 +8,8 @@
 //! split into files give the same bytes. Errors are collected as [`diag::Diagnostic`]s naming the
 //! file, line, object and field; when there is any, nothing is written.
 //!
-//! The CLI (`src/main.rs`) is a thin layer over [`build`], [`check`] and [`diff`].
+//! The CLI (`src/main.rs`) is a thin layer over [`build`], [`check`] and [`diff`]; `aigw run`
+//! starts a standalone build with [`run`].
 
 pub mod build;
 pub mod diag;
@@ -20,6 +21,7 @@ pub mod parallel;
 pub mod plan;
 pub mod render;
 pub mod resolve;
+pub mod run;
 pub mod schemas;
 pub mod validate;
 pub mod write;

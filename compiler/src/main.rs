@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use aigw::diag::Diagnostic;
-use aigw::{BuildOptions, load, plan, write};
+use aigw::{BuildOptions, BuildOutput, Target, load, plan, write};
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 // The compiler allocates many small JSON nodes; mimalloc is markedly faster and leaner at that
 // than the system allocator (see the benchmark table in README.md).
@@ -30,15 +30,49 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compile the custom resources into manifests.
+    /// Compile the custom resources into manifests (or, with `--target envoy`, a standalone
+    /// Envoy setup).
     Build {
         #[command(flatten)]
         inputs: Inputs,
         /// `-` for standard output, or a folder (one file per object plus kustomization.yaml).
+        /// Required for `--target envoy`.
         #[arg(short, long, default_value = "-")]
         output: PathBuf,
+        /// What to compile for: Kubernetes with Envoy Gateway, or one local Envoy plus the
+        /// extprocs (envoy.yaml, filter configs and the Secrets they read).
+        #[arg(long, value_enum, default_value_t = TargetArg::Kubernetes)]
+        target: TargetArg,
+        /// Port of the standalone Envoy's admin interface, on 127.0.0.1 (`--target envoy`).
+        #[arg(long, default_value_t = aigw::emit::envoy::DEFAULT_ADMIN_PORT)]
+        envoy_admin_port: u16,
         #[command(flatten)]
         settings: Settings,
+    },
+    /// Compile for a standalone Envoy and run it with one extproc per Gateway until Ctrl-C.
+    Run {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// Folder to write the setup to (default: a fresh folder under $XDG_RUNTIME_DIR or the
+        /// temporary folder, removed on exit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Envoy binary (default: $ENVOY_BIN, else `envoy` on PATH).
+        #[arg(long)]
+        envoy_bin: Option<PathBuf>,
+        /// Extproc binary (default: $AIGW_EXTPROC_BIN, else `aigw-extproc` next to aigw, else on
+        /// PATH).
+        #[arg(long)]
+        extproc_bin: Option<PathBuf>,
+        /// Port of Envoy's admin interface, on 127.0.0.1.
+        #[arg(long, default_value_t = aigw::emit::envoy::DEFAULT_ADMIN_PORT)]
+        envoy_admin_port: u16,
+        /// Namespace of namespaced objects that name none.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Requests with a larger body are answered 413 by the extproc.
+        #[arg(long, default_value_t = aigw_filterconfig::DEFAULT_MAX_REQUEST_BODY_BYTES)]
+        max_request_body_bytes: u64,
     },
     /// Build in memory and compare with a rendered folder; exit 1 when they differ.
     Diff {
@@ -64,6 +98,14 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TargetArg {
+    /// Gateway API, Envoy Gateway and Kubernetes manifests.
+    Kubernetes,
+    /// A standalone Envoy bootstrap plus the extproc files, for `aigw run` or by hand.
+    Envoy,
 }
 
 #[derive(Args)]
@@ -125,6 +167,33 @@ fn report(diagnostics: &[Diagnostic]) {
     }
 }
 
+/// Builds, reporting diagnostics; `None` when there were errors.
+fn build(sources: &[load::Source], options: &BuildOptions) -> Option<BuildOutput> {
+    match aigw::build(sources, options) {
+        Ok(built) => {
+            report(&built.warnings);
+            Some(built)
+        }
+        Err(diagnostics) => {
+            report(&diagnostics);
+            None
+        }
+    }
+}
+
+/// Writes a standalone build into `dir`; returns it.
+fn write_standalone(
+    built: BuildOutput,
+    dir: &std::path::Path,
+) -> anyhow::Result<aigw::emit::envoy::Standalone> {
+    let standalone = built
+        .standalone
+        .context("internal error: the envoy target produced no folder")?;
+    let files = write::tree_files(standalone.files.clone())?;
+    write::write_tree(dir, &files)?;
+    Ok(standalone)
+}
+
 fn sources(inputs: &Inputs) -> anyhow::Result<Vec<load::Source>> {
     load::read_sources(&inputs.paths).map_err(|d| anyhow::anyhow!(d.message))
 }
@@ -134,6 +203,84 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Build {
             inputs,
             output,
+            target: TargetArg::Envoy,
+            envoy_admin_port,
+            settings,
+        } => {
+            if output.as_os_str() == "-" {
+                anyhow::bail!(
+                    "--target envoy writes a folder (envoy.yaml, filter configs, Secrets): pass -o DIR"
+                );
+            }
+            let sources = sources(&inputs)?;
+            let options = BuildOptions {
+                target: Target::Envoy,
+                envoy_admin_port,
+                ..settings.options()
+            };
+            let Some(built) = build(&sources, &options) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let standalone = write_standalone(built, &output)?;
+            eprintln!(
+                "aigw: wrote a standalone Envoy setup for {} Gateway{} to {}; run `envoy -c envoy.yaml` there with an aigw-extproc per Gateway, or use `aigw run`",
+                standalone.gateways.len(),
+                if standalone.gateways.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                output.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            inputs,
+            dir,
+            envoy_bin,
+            extproc_bin,
+            envoy_admin_port,
+            namespace,
+            max_request_body_bytes,
+        } => {
+            let sources = sources(&inputs)?;
+            let options = BuildOptions {
+                target: Target::Envoy,
+                envoy_admin_port,
+                default_namespace: namespace,
+                max_request_body_bytes,
+                ..BuildOptions::default()
+            };
+            let Some(built) = build(&sources, &options) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            if built
+                .standalone
+                .as_ref()
+                .is_none_or(|s| s.listeners.is_empty())
+            {
+                anyhow::bail!(
+                    "nothing to run: no AIGatewayRoute is attached to an HTTP listener of a Gateway in the input"
+                );
+            }
+            let envoy = aigw::run::find_envoy(envoy_bin.as_deref()).map_err(anyhow::Error::msg)?;
+            let extproc =
+                aigw::run::find_extproc(extproc_bin.as_deref()).map_err(anyhow::Error::msg)?;
+            let temporary = dir.is_none();
+            let dir = dir.unwrap_or_else(aigw::run::default_dir);
+            let standalone = write_standalone(built, &dir)?;
+            let code = aigw::run::supervise(&standalone, &dir, &envoy, &extproc);
+            if temporary {
+                // It holds copies of the Secrets.
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            Ok(ExitCode::from(code?))
+        }
+        Command::Build {
+            inputs,
+            output,
+            target: TargetArg::Kubernetes,
+            envoy_admin_port: _,
             settings,
         } => {
             let sources = sources(&inputs)?;

@@ -46,6 +46,8 @@ pub const MAX_RULES_PER_ROUTE: usize = 16;
 pub const SERVICE_ACCOUNT_ANNOTATIONS: &str = "aigw.envoyproxy.io/service-account-annotations";
 /// Metadata key of QuotaPolicy costs (as upstream).
 pub const QUOTA_COST_KEY: &str = "quota_cost";
+/// Start of the warning about an input Secret left out of the Kubernetes output.
+pub const SECRET_NOT_WRITTEN: &str = "Secret not written to the output";
 /// ConfigMaps above this size are refused by the API server.
 pub const MAX_CONFIGMAP_BYTES: usize = 1024 * 1024;
 
@@ -294,7 +296,7 @@ pub fn plan(
                     planner.diags.push(input.warning_at(
                         object,
                         FieldPath::root(),
-                        "Secret not written to the output (its data stays out of rendered manifests); create it in the cluster another way, or pass --include-secrets",
+                        format!("{SECRET_NOT_WRITTEN} (its data stays out of rendered manifests); create it in the cluster another way, or pass --include-secrets"),
                     ));
                 }
             }

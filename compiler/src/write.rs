@@ -6,6 +6,10 @@
 //! Files that the previous build produced (listed in the old `kustomization.yaml`) and this one
 //! does not are removed; anything else in the folder is left alone. Unchanged files are not
 //! rewritten.
+//!
+//! A standalone (`--target envoy`) build is a tree of files rather than one file per object:
+//! [`write_tree`] writes it with the same guarantees, keeping the list of what it wrote in
+//! [`MANIFEST`] (the role `kustomization.yaml` plays for the Kubernetes folder).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -137,6 +141,191 @@ pub fn write_dir(dir: &Path, files: &[(String, String)]) -> Result<(), WriteErro
     Ok(())
 }
 
+/// Name of the file listing what a standalone build wrote, one relative path per line.
+pub const MANIFEST: &str = ".aigw-files";
+
+/// One file of a folder tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Path relative to the folder, `/`-separated, without `.` or `..` parts.
+    pub path: String,
+    /// Content.
+    pub bytes: Vec<u8>,
+    /// Readable by its owner only (mode 0600; its folder 0700): credentials.
+    pub private: bool,
+}
+
+impl FileEntry {
+    /// A file readable as usual.
+    pub fn public(path: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
+        FileEntry {
+            path: path.into(),
+            bytes: bytes.into(),
+            private: false,
+        }
+    }
+}
+
+fn is_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\\')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+/// The tree's files with the [`MANIFEST`] added (it lists the others, sorted).
+pub fn tree_files(mut files: Vec<FileEntry>) -> Result<Vec<FileEntry>, WriteError> {
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    for pair in files.windows(2) {
+        if pair[0].path == pair[1].path {
+            return Err(WriteError::Collision(pair[0].path.clone()));
+        }
+    }
+    let mut manifest = String::new();
+    for file in &files {
+        if file.path == MANIFEST || !is_relative_path(&file.path) {
+            return Err(WriteError::Collision(file.path.clone()));
+        }
+        manifest.push_str(&file.path);
+        manifest.push('\n');
+    }
+    files.push(FileEntry::public(MANIFEST, manifest));
+    Ok(files)
+}
+
+/// Files listed by the [`MANIFEST`] in `dir`, if any.
+pub fn previous_tree_files(dir: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(dir.join(MANIFEST)) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|line| is_relative_path(line) && *line != MANIFEST)
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn restrict(_path: &Path, _mode: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(unix)]
+fn is_private(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 == 0)
+}
+
+#[cfg(not(unix))]
+fn is_private(_path: &Path) -> bool {
+    true
+}
+
+/// Writes `file` under a temporary name next to `target`; returns that name.
+fn stage(dir: &Path, target: &Path, file: &FileEntry) -> Result<PathBuf, WriteError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| WriteError::Io { path, source }
+    };
+    let parent = target.parent().unwrap_or(dir);
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    if file.private {
+        restrict(parent, 0o700).map_err(io(parent))?;
+    }
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.aigw-tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    if file.private {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600);
+    }
+    let written = open.open(&tmp).and_then(|mut out| {
+        use std::io::Write;
+        out.write_all(&file.bytes)?;
+        out.sync_all()
+    });
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(&tmp)(err));
+    }
+    Ok(tmp)
+}
+
+/// Writes a tree of files (as made by [`tree_files`]) into `dir`, all or nothing, creating
+/// subfolders as needed, and removes the files the previous tree listed and this one does not
+/// (and the folders that leaves empty). Private files are created with mode 0600, so their
+/// content is never readable by others, not even briefly.
+pub fn write_tree(dir: &Path, files: &[FileEntry]) -> Result<(), WriteError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| WriteError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let previous = previous_tree_files(dir);
+    let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let cleanup = |staged: &[(PathBuf, PathBuf)]| {
+        for (tmp, _) in staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+    };
+    for file in files {
+        let target = dir.join(&file.path);
+        let unchanged = std::fs::read(&target).is_ok_and(|existing| existing == file.bytes)
+            && (!file.private || is_private(&target));
+        if unchanged {
+            continue;
+        }
+        let result = stage(dir, &target, file);
+        match result {
+            Ok(tmp) => staged.push((tmp, target)),
+            Err(err) => {
+                cleanup(&staged);
+                return Err(err);
+            }
+        }
+    }
+    for (tmp, target) in &staged {
+        if let Err(err) = std::fs::rename(tmp, target) {
+            cleanup(&staged);
+            return Err(io(target)(err));
+        }
+    }
+    let current: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    for old in previous {
+        if current.contains(old.as_str()) {
+            continue;
+        }
+        let path = dir.join(&old);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(io(&path)(err)),
+        }
+        // Folders the old file lived in go too once empty (remove_dir fails on a non-empty one).
+        let mut parent = path.parent();
+        while let Some(folder) = parent {
+            if folder == dir || std::fs::remove_dir(folder).is_err() {
+                break;
+            }
+            parent = folder.parent();
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +366,66 @@ mod tests {
             written.last().unwrap().1,
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- configmap-ns-a.yaml\n- configmap-ns-b.yaml\n"
         );
+    }
+
+    #[test]
+    fn tree_is_written_with_private_files_and_stale_ones_removed() {
+        let dir = std::env::temp_dir().join(format!("aigw-tree-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = tree_files(vec![
+            FileEntry::public("envoy.yaml", "a\n"),
+            FileEntry {
+                path: "gateways/ns-gw/secrets/key/apiKey".into(),
+                bytes: b"sk-1".to_vec(),
+                private: true,
+            },
+            FileEntry::public("gateways/old-gw/filter-config.yaml", "x\n"),
+        ])
+        .unwrap();
+        write_tree(&dir, &first).unwrap();
+        std::fs::write(dir.join("access.log"), "keep me").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join(MANIFEST)).unwrap(),
+            "envoy.yaml\ngateways/ns-gw/secrets/key/apiKey\ngateways/old-gw/filter-config.yaml\n"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode =
+                |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode("gateways/ns-gw/secrets/key/apiKey"), 0o600);
+            assert_eq!(mode("gateways/ns-gw/secrets/key"), 0o700);
+        }
+        let second = tree_files(vec![
+            FileEntry::public("envoy.yaml", "b\n"),
+            FileEntry {
+                path: "gateways/ns-gw/secrets/key/apiKey".into(),
+                bytes: b"sk-1".to_vec(),
+                private: true,
+            },
+        ])
+        .unwrap();
+        write_tree(&dir, &second).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("envoy.yaml")).unwrap(),
+            "b\n"
+        );
+        assert!(!dir.join("gateways/old-gw").exists());
+        assert!(dir.join("access.log").exists());
+        assert_eq!(
+            previous_tree_files(&dir),
+            vec!["envoy.yaml", "gateways/ns-gw/secrets/key/apiKey"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tree_paths_must_stay_inside_the_folder() {
+        for bad in ["../x", "/etc/passwd", "a//b", "a/./b", MANIFEST] {
+            assert!(
+                tree_files(vec![FileEntry::public(bad, "")]).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

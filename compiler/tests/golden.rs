@@ -3,7 +3,12 @@
 //! - A case that builds has its rendered folder (one file per object plus kustomization.yaml)
 //!   in `expected/`, and its warnings, if any, in `expected/warnings.txt`.
 //! - A case that fails has the exact diagnostics in `expected/errors.txt`.
-//! - `golden/<case>/options.yaml` may set `includeSecrets`, `extprocImage`, `replicas`.
+//! - `golden/<case>/options.yaml` may set `includeSecrets`, `extprocImage`, `replicas`, and
+//!   `target: envoy`: then `expected/` holds the whole standalone folder (envoy.yaml, filter
+//!   configs, CA bundles, the `.aigw-files` manifest), written to disk and read back, with every
+//!   Secret file replaced by `<redacted: N bytes, mode 600>` so no credential is stored here.
+//!   When Envoy is available (`ENVOY_BIN` or `envoy` on `PATH`; required under `CI=true`), each
+//!   such `envoy.yaml` must pass `envoy --mode validate`.
 //!
 //! `UPDATE_GOLDEN=1 cargo test --test golden` rewrites the expected files; review the diff.
 //! Also checked here: the same documents in another order and another split into files give
@@ -24,7 +29,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use aigw::load::Source;
-use aigw::{BuildOptions, write};
+use aigw::{BuildOptions, BuildOutput, Target, write};
 use serde_json::Value;
 
 fn golden_root() -> PathBuf {
@@ -85,6 +90,11 @@ fn options(case: &Path) -> BuildOptions {
         if let Some(v) = value.get("replicas").and_then(Value::as_i64) {
             options.replicas = i32::try_from(v).unwrap();
         }
+        match value.get("target").and_then(Value::as_str) {
+            None | Some("kubernetes") => {}
+            Some("envoy") => options.target = Target::Envoy,
+            Some(other) => panic!("{}: unknown target {other}", case.display()),
+        }
     }
     options
 }
@@ -93,10 +103,87 @@ fn diagnostics_text(diags: &[aigw::diag::Diagnostic]) -> String {
     diags.iter().map(|d| format!("{d}\n")).collect()
 }
 
-/// What a case produces: file name → content.
+/// A scratch folder unique to this test process and `label`.
+fn scratch(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("aigw-golden-{}-{label}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Every file under `dir`, by `/`-separated relative path.
+fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, PathBuf>) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.filter_map(Result::ok) {
+            let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, &format!("{name}/"), out);
+            } else {
+                out.insert(name, path);
+            }
+        }
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        0o600
+    }
+}
+
+/// The standalone folder of `built`, written to `dir` as `aigw build --target envoy` does.
+fn write_standalone(built: &BuildOutput, dir: &Path) {
+    let standalone = built
+        .standalone
+        .as_ref()
+        .expect("an envoy build has a folder");
+    let files = write::tree_files(standalone.files.clone()).unwrap();
+    write::write_tree(dir, &files).unwrap();
+}
+
+/// The written standalone folder as stored in `expected/`: Secret files redacted.
+fn read_standalone(dir: &Path) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    walk(dir, "", &mut files);
+    files
+        .into_iter()
+        .map(|(name, path)| {
+            let bytes = std::fs::read(&path).unwrap();
+            let content = if name.contains("/secrets/") || mode(&path) & 0o077 == 0 {
+                format!(
+                    "<redacted: {} bytes, mode {:o}>\n",
+                    bytes.len(),
+                    mode(&path)
+                )
+            } else {
+                String::from_utf8(bytes).unwrap()
+            };
+            (name, content)
+        })
+        .collect()
+}
+
+/// What a case produces: file name (a relative path) → content.
 fn produce(case: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     match aigw::build(&sources(case), &options(case)) {
+        Ok(built) if built.standalone.is_some() => {
+            let label = case.file_name().unwrap().to_string_lossy().to_string();
+            let dir = scratch(&label);
+            write_standalone(&built, &dir);
+            out = read_standalone(&dir);
+            std::fs::remove_dir_all(&dir).unwrap();
+            if !built.warnings.is_empty() {
+                out.insert("warnings.txt".into(), diagnostics_text(&built.warnings));
+            }
+        }
         Ok(built) => {
             for (name, content) in write::files(&built.objects).unwrap() {
                 out.insert(name, content);
@@ -113,14 +200,12 @@ fn produce(case: &Path) -> BTreeMap<String, String> {
 }
 
 fn read_expected(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.filter_map(Result::ok) {
-            let name = entry.file_name().to_string_lossy().to_string();
-            out.insert(name, std::fs::read_to_string(entry.path()).unwrap());
-        }
-    }
-    out
+    let mut files = BTreeMap::new();
+    walk(dir, "", &mut files);
+    files
+        .into_iter()
+        .map(|(name, path)| (name, std::fs::read_to_string(path).unwrap()))
+        .collect()
 }
 
 #[test]
@@ -134,7 +219,9 @@ fn golden_cases_match_byte_for_byte() {
             let _ = std::fs::remove_dir_all(&expected_dir);
             std::fs::create_dir_all(&expected_dir).unwrap();
             for (name, content) in &produced {
-                std::fs::write(expected_dir.join(name), content).unwrap();
+                let path = expected_dir.join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, content).unwrap();
             }
             continue;
         }
@@ -164,6 +251,20 @@ fn golden_cases_match_byte_for_byte() {
     );
 }
 
+/// Everything a build produces, as one text: the manifests, or the standalone files.
+fn output_bytes(built: &BuildOutput) -> String {
+    let mut out = built.stream();
+    for file in built.standalone.iter().flat_map(|s| &s.files) {
+        out.push_str(&format!(
+            "--- {} (private: {})\n{}",
+            file.path,
+            file.private,
+            String::from_utf8_lossy(&file.bytes)
+        ));
+    }
+    out
+}
+
 /// A deterministic permutation: reversed, then rotated.
 fn permute<T: Clone>(items: &[T], rotate: usize) -> Vec<T> {
     let mut out: Vec<T> = items.iter().rev().cloned().collect();
@@ -182,7 +283,7 @@ fn order_and_file_split_do_not_change_the_output() {
         let Ok(reference) = aigw::build(&original, &options) else {
             continue;
         };
-        let reference = reference.stream();
+        let reference = output_bytes(&reference);
         let (documents, diags) = aigw::load::parse_sources(&original);
         assert!(diags.is_empty());
         let texts: Vec<String> = documents
@@ -209,7 +310,7 @@ fn order_and_file_split_do_not_change_the_output() {
                 let built = aigw::build(&split, &options)
                     .unwrap_or_else(|d| panic!("{}: {}", case.display(), diagnostics_text(&d)));
                 assert_eq!(
-                    built.stream(),
+                    output_bytes(&built),
                     reference,
                     "{}: output depends on input order or split (rotate {rotate})",
                     case.display()
@@ -318,6 +419,19 @@ fn secret_values_never_reach_the_output() {
         for (_, content) in write::files(&built.objects).unwrap() {
             everything.push_str(&content);
         }
+        // The standalone target writes credentials only to private files of their own.
+        for file in built.standalone.iter().flat_map(|s| &s.files) {
+            if file.private {
+                assert!(
+                    file.path.contains("/secrets/"),
+                    "{}: {}",
+                    case.display(),
+                    file.path
+                );
+            } else {
+                everything.push_str(&String::from_utf8_lossy(&file.bytes));
+            }
+        }
         for secret in present {
             let encoded = base64_encode(secret.as_bytes());
             assert!(
@@ -372,4 +486,61 @@ fn committed_schemas_are_current() {
             "schemas/{name} is stale: run `cargo run -p aigw -- schema -o schemas` (or UPDATE_GOLDEN=1 cargo test --test golden)"
         );
     }
+}
+
+/// The Envoy binary for the validation test: `ENVOY_BIN`, else `envoy` on `PATH`; under
+/// `CI=true` its absence fails the test.
+fn envoy_binary() -> Option<PathBuf> {
+    match aigw::run::find_envoy(None) {
+        Ok(path) => Some(path),
+        Err(err) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must validate the standalone output with Envoy: {err}"
+            );
+            eprintln!("{err}: envoy validation skipped");
+            None
+        }
+    }
+}
+
+#[test]
+fn standalone_output_passes_envoy_validation() {
+    let Some(envoy) = envoy_binary() else {
+        return;
+    };
+    let mut checked = 0;
+    for case in cases() {
+        let options = options(&case);
+        if options.target != Target::Envoy {
+            continue;
+        }
+        let Ok(built) = aigw::build(&sources(&case), &options) else {
+            continue;
+        };
+        let label = format!("validate-{}", case.file_name().unwrap().to_string_lossy());
+        let dir = scratch(&label);
+        write_standalone(&built, &dir);
+        let output = std::process::Command::new(&envoy)
+            .args([
+                "--mode",
+                "validate",
+                "-c",
+                "envoy.yaml",
+                "--disable-hot-restart",
+            ])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}: envoy --mode validate failed:\n{}{}",
+            case.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        checked += 1;
+    }
+    assert!(checked >= 2, "only {checked} standalone cases validated");
 }

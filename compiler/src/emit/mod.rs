@@ -5,11 +5,14 @@
 //!   typed k8s-openapi object so that a template mistake is a build error, not a broken manifest;
 //! - [`routing`]: HTTPRoutes, HTTPRouteFilters, ReferenceGrants, the EnvoyExtensionPolicy and the
 //!   rate-limit BackendTrafficPolicy;
-//! - pass-through objects, normalised: server-set fields removed, namespace defaulted.
+//! - pass-through objects, normalised: server-set fields removed, namespace defaulted;
+//! - [`envoy`]: the standalone target, which translates the routing objects into an Envoy
+//!   bootstrap as Envoy Gateway would, plus the extproc's files.
 //!
 //! Every generated object carries the `app.kubernetes.io/managed-by: aigw` label and the
 //! `aigateway.envoyproxy.io/generated-from` annotation naming its source.
 
+pub mod envoy;
 pub mod routing;
 pub mod workload;
 

@@ -1,0 +1,1959 @@
+//! The standalone target (`aigw build --target envoy`, `aigw run`): the [`Plan`] in, a folder for
+//! one local Envoy plus one `aigw-extproc` per Gateway out.
+//!
+//! ```text
+//! envoy.yaml                                   Envoy v3 bootstrap, static resources only
+//! gateways/<ns>-<gateway>/filter-config.yaml   the extproc's config, credential paths relative
+//! gateways/<ns>-<gateway>/secrets/<name>/<key> Secret data the extproc reads (mode 0600)
+//! gateways/<ns>-<gateway>/extproc.sock         (at run time) the extproc's gRPC socket
+//! ca/<ns>/<BackendTLSPolicy>.crt               CA bundles from caCertificateRefs
+//! access.log                                   (at run time) JSON lines, one per request
+//! ```
+//!
+//! Every path in `envoy.yaml` is relative: Envoy runs with its working directory set to the
+//! folder, so the folder can move and several can run side by side.
+//!
+//! # Same routing as on a cluster
+//!
+//! This module does not re-derive routes from the plan. It takes the very objects the Kubernetes
+//! target emits for each Gateway ([`super::routing::emit`]: HTTPRoutes, HTTPRouteFilters, the
+//! EnvoyExtensionPolicy) and translates them the way Envoy Gateway v1.8 does, so a route tried
+//! locally behaves as it will behind Envoy Gateway. What is mirrored, and from which file of
+//! envoyproxy/gateway v1.8.3:
+//!
+//! - `internal/gatewayapi/route.go` (`processHTTPRouteRule`, `processHTTPRouteParentRefListener`,
+//!   `processRouteTimeout`) and `internal/gatewayapi/helpers.go` (`computeHosts`,
+//!   `irRouteName`): one route per (hostname, rule, match), named
+//!   `httproute/<ns>/<name>/rule/<i>/match/<j>/<host with . as _>`; the hostnames of a route on
+//!   a listener are the intersection of the route's and the listener's (the listener's, or `*`,
+//!   when the route has none), less the hostnames of the other listeners on the same port;
+//!   `timeouts.request` is the route timeout, and `timeouts.backendRequest` replaces it (there
+//!   are no retries).
+//! - `internal/gatewayapi/sort.go` (`XdsIRRoutes.Less`, `sortXdsIRMap`): Gateway API precedence
+//!   as Envoy Gateway orders it, a stable sort, descending, of every route of a listener: Exact
+//!   before RegularExpression before PathPrefix paths, longer paths first, then more header
+//!   matches, then more Exact header matches; ties keep the HTTPRoute order (creation time, then
+//!   namespace and name; generated HTTPRoutes are created together, so namespace and name).
+//! - `internal/xds/translator/translator.go` (`addRouteToRouteConfig`): one virtual host per
+//!   hostname, in the order of its first route after sorting, named `<listener>/<host>`, in a
+//!   route configuration with `ignore_port_in_host_matching`.
+//! - `internal/xds/translator/route.go`: a PathPrefix becomes `path_separated_prefix` (trailing
+//!   `/` trimmed; `/` stays a `prefix`), header matches become `string_match.exact` or
+//!   `safe_regex`; the route `idle_timeout` is the request timeout but at least one hour (0 when
+//!   the timeout is 0); websocket upgrades allowed; the HTTPRouteFilter `urlRewrite.hostname`
+//!   type `Backend` becomes `auto_host_rewrite` with `append_x_forwarded_host`; a
+//!   `directResponse` becomes a `direct_response` whose body is a text format source, with the
+//!   content type added as a `Content-Type` response header (`internal/gatewayapi/filters.go`).
+//!   The body is written as `inline_string` where Envoy Gateway writes the same bytes as
+//!   `inline_bytes`, so that the golden files stay readable.
+//! - `internal/xds/translator/extproc.go` and `internal/gatewayapi/envoyextensionpolicy.go`
+//!   (`buildExtProc`): each ext_proc filter goes on the HTTP connection manager `disabled`, named
+//!   `envoy.filters.http.ext_proc/envoyextensionpolicy/<ns>/<name>/extproc/<index>`, and every
+//!   route of a targeted HTTPRoute enables it with an empty `FilterConfig` in
+//!   `typed_per_filter_config`; headers are sent when `processingMode.request` / `.response` is
+//!   set, body modes as given, trailers skipped; `failOpen` is `failure_mode_allow`,
+//!   `messageTimeout` is `message_timeout`, `metadata.writableNamespaces` are the receiving
+//!   namespaces and `accessibleNamespaces` the forwarding ones, `allowModeOverride` as given; the
+//!   gRPC service has a 10 s timeout (`utils.go`, `defaultExtServiceRequestTimeout`). Its cluster
+//!   (named `envoyextensionpolicy/<ns>/<name>/extproc/<index>`, `ext_service.go`) speaks HTTP/2,
+//!   here to the extproc's Unix socket instead of its Service.
+//! - `internal/xds/translator/listener.go` (`addHCMToXDSListener`): the HTTP connection manager
+//!   defaults (`use_remote_address`, `normalize_path`, `merge_slashes`, escaped slashes
+//!   unescaped and redirected, headers with underscores rejected, `Server` passed through, HTTP/2
+//!   window sizes), the router with `suppress_envoy_headers`; Gateway listeners that share a port
+//!   share one Envoy listener and route configuration, named after the first.
+//! - `internal/xds/translator/cluster.go`: Backend clusters with a 10 s connect timeout,
+//!   `V4_PREFERRED` DNS, 30 s DNS refresh respecting TTLs, least-request balancing, 32 KiB
+//!   connection buffers, `max_retries` 1024, HTTP/2 for the `h2c` app protocol and ALPN-chosen
+//!   HTTP/1.1 or HTTP/2 over TLS; `translator.go` (`buildValidationContext`): a
+//!   BackendTLSPolicy's `hostname` is the SNI and, unless `subjectAltNames` are given, the DNS
+//!   SAN the certificate must carry; several `caCertificateRefs` are joined into one bundle
+//!   (`backendtlspolicy.go`, key `ca.crt`, or the only key).
+//! - `internal/xds/bootstrap/bootstrap.yaml.tpl`: the overload manager's limit of 50,000
+//!   downstream connections.
+//! - `internal/xds/translator/accesslog.go`: the fields of Envoy Gateway's default JSON access
+//!   log, plus the AI Gateway headers and dynamic metadata.
+//!
+//! Deliberate differences: one cluster per Envoy Gateway Backend instead of one per HTTPRoute
+//! rule (the same endpoints and settings, fewer connection pools); static endpoints instead of
+//! EDS; DNS settings through the `envoy.cluster.dns` extension rather than the cluster fields
+//! that Envoy 1.40 deprecates; the listener is bound to 127.0.0.1 on the Gateway listener's own port; its
+//! `per_connection_buffer_limit_bytes` is twice the extproc's body limit, so that bodies up to
+//! that limit reach the extproc, which answers larger ones 413 in the OpenAI error shape.
+//!
+//! Anything Envoy Gateway would do that this target cannot (HTTPS listeners, Kubernetes Service
+//! backends, user ext_proc filters merged into the generated policy, QuotaPolicy rate limits)
+//! is an error or a warning, never dropped silently.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aigw_filterconfig::{
+    Credential, FilterConfig, METADATA_NAMESPACE, MODEL_HEADER, OidcExchange,
+    SELECTED_BACKEND_HEADER,
+};
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+use crate::diag::{Diagnostic, FieldPath};
+use crate::model::{EG_GROUP, GATEWAY_GROUP};
+use crate::plan::{self, Instance, Plan};
+use crate::validate::{AllowedFrom, Body, GatewayView, Listener, Object, ObjectId, Validated};
+use crate::write::FileEntry;
+
+/// The bootstrap's file name.
+pub const ENVOY_FILE: &str = "envoy.yaml";
+/// Folder of the per-Gateway files.
+pub const GATEWAYS_DIR: &str = "gateways";
+/// The extproc's Unix socket, inside its Gateway's folder.
+pub const EXTPROC_SOCKET: &str = "extproc.sock";
+/// The access log, relative to the folder.
+pub const ACCESS_LOG: &str = "access.log";
+/// CA bundle used for `wellKnownCACertificates: System`.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Default port of Envoy's admin interface.
+pub const DEFAULT_ADMIN_PORT: u16 = 9901;
+/// Folder of the Secrets inside a Gateway's folder (replaces [`plan::SECRETS_ROOT`]).
+pub const SECRETS_DIR: &str = "secrets";
+
+/// Envoy Gateway's defaults (see the module docs for their sources).
+const CONNECT_TIMEOUT: &str = "10s";
+const EXT_SERVICE_TIMEOUT: &str = "10s";
+const CLUSTER_BUFFER_LIMIT: u32 = 32768;
+const DNS_REFRESH_RATE: &str = "30s";
+const MIN_IDLE_TIMEOUT_MS: u64 = 3_600_000;
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const EXT_PROC_FILTER: &str = "envoy.filters.http.ext_proc";
+const H2C: &str = "gateway.envoyproxy.io/h2c";
+const MAX_DOWNSTREAM_CONNECTIONS: u64 = 50_000;
+
+/// Settings of the standalone target.
+#[derive(Debug, Clone)]
+pub struct EnvoyOptions {
+    /// Port of Envoy's admin interface (on 127.0.0.1).
+    pub admin_port: u16,
+}
+
+impl Default for EnvoyOptions {
+    fn default() -> Self {
+        EnvoyOptions {
+            admin_port: DEFAULT_ADMIN_PORT,
+        }
+    }
+}
+
+/// A Gateway listener as served by the standalone Envoy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSummary {
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    /// `<namespace>/<name>` of the Gateway.
+    pub gateway: String,
+    /// Listener name.
+    pub listener: String,
+}
+
+/// The files of one Gateway's extproc, relative to the output folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySummary {
+    /// `<namespace>/<name>` of the Gateway.
+    pub gateway: String,
+    /// Its folder (`gateways/<ns>-<name>`).
+    pub dir: String,
+    /// Its filter config.
+    pub config: String,
+    /// The socket its extproc listens on.
+    pub socket: String,
+}
+
+/// A standalone build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standalone {
+    /// Every file, sorted by path (without the manifest, see [`crate::write::tree_files`]).
+    pub files: Vec<FileEntry>,
+    /// Listeners, in Gateway then listener order.
+    pub listeners: Vec<ListenerSummary>,
+    /// One extproc per Gateway.
+    pub gateways: Vec<GatewaySummary>,
+    /// Admin port.
+    pub admin_port: u16,
+}
+
+/// Emits the standalone folder; returns it with its warnings, or every error.
+pub fn emit(
+    input: &Validated,
+    plan: &Plan,
+    options: &EnvoyOptions,
+) -> Result<(Standalone, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut out = Emitter {
+        input,
+        index: input
+            .objects
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.id.clone(), i))
+            .collect(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        clusters: BTreeMap::new(),
+        files: Vec::new(),
+        listeners: Vec::new(),
+        summaries: Vec::new(),
+        gateways: Vec::new(),
+        ports: BTreeMap::from([(
+            options.admin_port,
+            "Envoy's admin interface (--envoy-admin-port)".to_string(),
+        )]),
+    };
+    for instance in &plan.instances {
+        out.instance(instance);
+    }
+    out.not_applied(plan);
+    let bootstrap = json!({
+        "admin": {"address": socket_address("127.0.0.1", u32::from(options.admin_port))},
+        "overload_manager": {
+            "refresh_interval": "0.25s",
+            "resource_monitors": [{
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": typed(
+                    "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                    json!({"max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS}),
+                ),
+            }],
+        },
+        "static_resources": {
+            "listeners": out.listeners,
+            "clusters": out.clusters.values().cloned().collect::<Vec<_>>(),
+        },
+    });
+    if !out.errors.is_empty() {
+        return Err(out.errors);
+    }
+    out.files.push(FileEntry::public(
+        ENVOY_FILE,
+        crate::render::yaml(&bootstrap),
+    ));
+    out.files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((
+        Standalone {
+            files: out.files,
+            listeners: out.summaries,
+            gateways: out.gateways,
+            admin_port: options.admin_port,
+        },
+        out.warnings,
+    ))
+}
+
+struct Emitter<'a> {
+    input: &'a Validated,
+    index: BTreeMap<ObjectId, usize>,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    clusters: BTreeMap<String, Value>,
+    files: Vec<FileEntry>,
+    listeners: Vec<Value>,
+    summaries: Vec<ListenerSummary>,
+    gateways: Vec<GatewaySummary>,
+    /// Ports taken, with what took them.
+    ports: BTreeMap<u16, String>,
+}
+
+/// How a route matches the path.
+#[derive(Debug, Clone, PartialEq)]
+enum PathMatch {
+    Exact(String),
+    Regex(String),
+    Prefix(String),
+}
+
+impl PathMatch {
+    /// Envoy Gateway's ranking of path match types.
+    fn rank(&self) -> u8 {
+        match self {
+            PathMatch::Exact(_) => 2,
+            PathMatch::Regex(_) => 1,
+            PathMatch::Prefix(_) => 0,
+        }
+    }
+
+    /// Characters that count for precedence (`/` as a prefix counts none).
+    fn count(&self) -> usize {
+        match self {
+            PathMatch::Exact(v) | PathMatch::Regex(v) => v.len(),
+            PathMatch::Prefix(v) if v == "/" => 0,
+            PathMatch::Prefix(v) => v.len(),
+        }
+    }
+
+    fn to_envoy(&self) -> Value {
+        match self {
+            PathMatch::Exact(v) => json!({"path": v}),
+            PathMatch::Regex(v) => json!({"safe_regex": {"regex": v}}),
+            PathMatch::Prefix(v) if v == "/" => json!({"prefix": "/"}),
+            PathMatch::Prefix(v) => json!({"path_separated_prefix": v.trim_end_matches('/')}),
+        }
+    }
+}
+
+/// A header condition: name, and exact value or regular expression.
+#[derive(Debug, Clone, PartialEq)]
+struct HeaderMatch {
+    name: String,
+    exact: bool,
+    value: String,
+}
+
+/// What a route does.
+#[derive(Debug, Clone, PartialEq)]
+enum Action {
+    Forward {
+        cluster: String,
+        timeout_ms: Option<u64>,
+        auto_host_rewrite: bool,
+    },
+    Respond {
+        status: u64,
+        body: Option<String>,
+        content_type: Option<String>,
+    },
+}
+
+/// One route of a listener, before sorting (Envoy Gateway's IR route).
+#[derive(Debug, Clone, PartialEq)]
+struct IrRoute {
+    name: String,
+    hostname: String,
+    path: Option<PathMatch>,
+    headers: Vec<HeaderMatch>,
+    action: Action,
+    ext_procs: Vec<String>,
+}
+
+/// `XdsIRRoutes.Less` of Envoy Gateway's `internal/gatewayapi/sort.go`.
+fn precedes_less(a: &IrRoute, b: &IrRoute) -> bool {
+    if let (Some(pa), Some(pb)) = (&a.path, &b.path)
+        && pa.rank() != pb.rank()
+    {
+        return pa.rank() < pb.rank();
+    }
+    let (ca, cb) = (
+        a.path.as_ref().map_or(0, PathMatch::count),
+        b.path.as_ref().map_or(0, PathMatch::count),
+    );
+    if ca != cb {
+        return ca < cb;
+    }
+    if a.headers.len() != b.headers.len() {
+        return a.headers.len() < b.headers.len();
+    }
+    let exact = |r: &IrRoute| r.headers.iter().filter(|h| h.exact).count();
+    exact(a) < exact(b)
+}
+
+/// Sorts routes as `sort.Stable(sort.Reverse(XdsIRRoutes(routes)))` does.
+fn sort_by_precedence(routes: &mut [IrRoute]) {
+    routes.sort_by(|a, b| {
+        if precedes_less(b, a) {
+            std::cmp::Ordering::Less
+        } else if precedes_less(a, b) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    });
+}
+
+/// Parses a Gateway API duration (`1h30m`, `500ms`, `120s`) into milliseconds.
+pub fn duration_ms(text: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let number: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (factor, unit_len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else if rest.starts_with('h') {
+            (3_600_000, 1)
+        } else if rest.starts_with('m') {
+            (60_000, 1)
+        } else if rest.starts_with('s') {
+            (1000, 1)
+        } else {
+            return None;
+        };
+        total = total.checked_add(number.checked_mul(factor)?)?;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+/// A protobuf JSON duration (`90s`, `0.500s`).
+pub fn proto_duration(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}.{:03}s", ms / 1000, ms % 1000)
+    }
+}
+
+fn socket_address(address: &str, port: u32) -> Value {
+    json!({"socket_address": {"address": address, "port_value": port}})
+}
+
+fn typed(type_name: &str, mut body: Value) -> Value {
+    if let Some(map) = body.as_object_mut() {
+        map.insert(
+            "@type".into(),
+            Value::String(format!("type.googleapis.com/{type_name}")),
+        );
+    }
+    body
+}
+
+/// `wildcardHostnameMatchesHostname` of Envoy Gateway's `internal/gatewayapi/helpers.go`.
+fn wildcard_matches(wildcard: &str, hostname: &str) -> bool {
+    let suffix = wildcard.strip_prefix('*').unwrap_or(wildcard);
+    match hostname.strip_prefix('*') {
+        None => hostname.len() > suffix.len() && hostname.ends_with(suffix),
+        Some(host_suffix) => host_suffix
+            .strip_suffix(suffix)
+            .is_some_and(|remaining| remaining.starts_with('.')),
+    }
+}
+
+/// `computeHosts` of Envoy Gateway's `internal/gatewayapi/helpers.go`.
+fn compute_hosts(route_hostnames: &[String], listener: &Listener, all: &[Listener]) -> Vec<String> {
+    let own = listener.hostname.as_deref().unwrap_or_default();
+    if route_hostnames.is_empty() {
+        return vec![if own.is_empty() { "*" } else { own }.to_string()];
+    }
+    let mut hosts = BTreeSet::new();
+    for route in route_hostnames {
+        let route = route.as_str();
+        if own.is_empty() || own == route {
+            hosts.insert(route.to_string());
+        } else if own.starts_with('*') && route.starts_with('*') {
+            if wildcard_matches(route, own) {
+                hosts.insert(own.to_string());
+            }
+            if wildcard_matches(own, route) {
+                hosts.insert(route.to_string());
+            }
+        } else if own.starts_with('*') {
+            if wildcard_matches(own, route) {
+                hosts.insert(route.to_string());
+            }
+        } else if route.starts_with('*') && wildcard_matches(route, own) {
+            hosts.insert(own.to_string());
+        }
+    }
+    for other in all {
+        if std::ptr::eq(other, listener) || other.port != listener.port {
+            continue;
+        }
+        if let Some(hostname) = &other.hostname {
+            hosts.remove(hostname);
+        }
+    }
+    hosts.into_iter().collect()
+}
+
+fn text<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
+    value.pointer(pointer).and_then(Value::as_str)
+}
+
+fn items<'v>(value: &'v Value, pointer: &str) -> &'v [Value] {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// The data of a Secret or ConfigMap document, key by key (`stringData` over `data`, base64
+/// decoded for Secrets).
+fn object_data(value: &Value, secret: bool) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let mut out = BTreeMap::new();
+    if let Some(data) = value.get("data").and_then(Value::as_object) {
+        for (key, item) in data {
+            let text = item.as_str().unwrap_or_default();
+            let bytes = if secret {
+                base64::engine::general_purpose::STANDARD
+                    .decode(text.trim())
+                    .map_err(|err| format!("data.{key} is not valid base64: {err}"))?
+            } else {
+                text.as_bytes().to_vec()
+            };
+            out.insert(key.clone(), bytes);
+        }
+    }
+    if secret && let Some(data) = value.get("stringData").and_then(Value::as_object) {
+        for (key, item) in data {
+            out.insert(
+                key.clone(),
+                item.as_str().unwrap_or_default().as_bytes().to_vec(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// A Secret key as a file name: what Kubernetes allows in a key, less `.` and `..`.
+fn is_file_name(key: &str) -> bool {
+    !key.is_empty()
+        && key != "."
+        && key != ".."
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The filter config with credential paths relative to the Gateway's folder.
+fn relocated(config: &FilterConfig) -> FilterConfig {
+    fn relocate(path: &mut String) {
+        let root = format!("{}/", plan::SECRETS_ROOT);
+        if let Some(rest) = path.strip_prefix(&root) {
+            *path = format!("{SECRETS_DIR}/{rest}");
+        } else if let Some(rest) = path.strip_prefix(&format!("file:{root}")) {
+            *path = format!("file:{SECRETS_DIR}/{rest}");
+        }
+    }
+    fn relocate_oidc(oidc: &mut OidcExchange) {
+        relocate(&mut oidc.client_secret_file);
+        relocate(&mut oidc.client_id);
+    }
+    let mut config = config.clone();
+    for backend in &mut config.backends {
+        let Some(auth) = &mut backend.auth else {
+            continue;
+        };
+        match &mut auth.credential {
+            Credential::ApiKey { key_file }
+            | Credential::AzureApiKey { key_file }
+            | Credential::AnthropicApiKey { key_file } => relocate(key_file),
+            Credential::Aws {
+                credentials_file,
+                oidc_exchange,
+                ..
+            } => {
+                credentials_file.iter_mut().for_each(relocate);
+                if let Some(exchange) = oidc_exchange {
+                    relocate_oidc(&mut exchange.oidc);
+                }
+            }
+            Credential::Azure {
+                client_secret_file,
+                oidc_exchange,
+                ..
+            } => {
+                client_secret_file.iter_mut().for_each(relocate);
+                oidc_exchange.iter_mut().for_each(relocate_oidc);
+            }
+            Credential::Gcp {
+                credentials_file,
+                workload_identity_federation,
+                ..
+            } => {
+                credentials_file.iter_mut().for_each(relocate);
+                if let Some(federation) = workload_identity_federation {
+                    relocate_oidc(&mut federation.oidc);
+                }
+            }
+        }
+    }
+    config
+}
+
+/// The access log of every listener: Envoy Gateway's default JSON fields, the AI Gateway
+/// headers, and the dynamic metadata the extproc writes (`keys`).
+fn access_log(keys: &BTreeSet<String>) -> Value {
+    let mut format = Map::new();
+    for (field, operator) in [
+        ("start_time", "%START_TIME%"),
+        ("method", "%REQ(:METHOD)%"),
+        ("x-envoy-origin-path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+        ("protocol", "%PROTOCOL%"),
+        ("response_code", "%RESPONSE_CODE%"),
+        ("response_flags", "%RESPONSE_FLAGS%"),
+        ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
+        ("bytes_received", "%BYTES_RECEIVED%"),
+        ("bytes_sent", "%BYTES_SENT%"),
+        ("duration", "%DURATION%"),
+        (
+            "x-envoy-upstream-service-time",
+            "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+        ),
+        ("user-agent", "%REQ(USER-AGENT)%"),
+        ("x-request-id", "%REQ(X-REQUEST-ID)%"),
+        (":authority", "%REQ(:AUTHORITY)%"),
+        ("upstream_host", "%UPSTREAM_HOST%"),
+        ("upstream_cluster", "%UPSTREAM_CLUSTER%"),
+        (
+            "upstream_transport_failure_reason",
+            "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+        ),
+        ("route_name", "%ROUTE_NAME%"),
+    ] {
+        format.insert(field.into(), json!(operator));
+    }
+    for header in [MODEL_HEADER, SELECTED_BACKEND_HEADER] {
+        format.insert(
+            header.into(),
+            json!(format!("%REQ({})%", header.to_ascii_uppercase())),
+        );
+    }
+    let metadata: Map<String, Value> = keys
+        .iter()
+        .map(|key| {
+            (
+                key.clone(),
+                json!(format!("%DYNAMIC_METADATA({METADATA_NAMESPACE}:{key})%")),
+            )
+        })
+        .collect();
+    format.insert(METADATA_NAMESPACE.into(), Value::Object(metadata));
+    json!([{
+        "name": "envoy.access_loggers.file",
+        "typed_config": typed("envoy.extensions.access_loggers.file.v3.FileAccessLog", json!({
+            "path": ACCESS_LOG,
+            "log_format": {"json_format": format},
+        })),
+    }])
+}
+
+/// The `ext_proc` filter for one EnvoyExtensionPolicy `extProc` entry, as Envoy Gateway builds
+/// it (disabled here, enabled per route).
+///
+/// The gRPC `:authority` is the backend Service's host, `<name>.<namespace>:<port>`, as Envoy
+/// Gateway sets it; without it Envoy would send the cluster name, whose slashes HTTP/2 servers
+/// reject.
+fn ext_proc_filter(
+    name: &str,
+    cluster: &str,
+    namespace: &str,
+    entry: &Value,
+) -> Result<Value, String> {
+    let mut config = Map::new();
+    let backend = entry.pointer("/backendRefs/0");
+    let authority = match backend {
+        Some(b) => format!(
+            "{}.{}:{}",
+            b.get("name").and_then(Value::as_str).unwrap_or_default(),
+            b.get("namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(namespace),
+            b.get("port").and_then(Value::as_i64).unwrap_or(80)
+        ),
+        None => cluster.replace('/', "."),
+    };
+    config.insert(
+        "grpc_service".into(),
+        json!({"envoy_grpc": {"cluster_name": cluster, "authority": authority}, "timeout": EXT_SERVICE_TIMEOUT}),
+    );
+    let body_mode = |mode: Option<&str>| -> Result<&'static str, String> {
+        Ok(match mode {
+            None => "NONE",
+            Some("Buffered") => "BUFFERED",
+            Some("BufferedPartial") => "BUFFERED_PARTIAL",
+            Some("Streamed") => "STREAMED",
+            Some("FullDuplexStreamed") => "FULL_DUPLEX_STREAMED",
+            Some(other) => return Err(format!("unknown body processing mode {other:?}")),
+        })
+    };
+    let mode = entry.get("processingMode");
+    let request = mode.and_then(|m| m.get("request"));
+    let response = mode.and_then(|m| m.get("response"));
+    let request_body = body_mode(request.and_then(|r| text(r, "/body")))?;
+    let response_body = body_mode(response.and_then(|r| text(r, "/body")))?;
+    let trailer = |body: &str| {
+        if body == "FULL_DUPLEX_STREAMED" {
+            "SEND"
+        } else {
+            "SKIP"
+        }
+    };
+    let mut processing = json!({
+        "request_header_mode": if request.is_some() { "SEND" } else { "SKIP" },
+        "response_header_mode": if response.is_some() { "SEND" } else { "SKIP" },
+        "request_trailer_mode": trailer(request_body),
+        "response_trailer_mode": trailer(response_body),
+    });
+    if request_body != "NONE" {
+        processing["request_body_mode"] = json!(request_body);
+    }
+    if response_body != "NONE" {
+        processing["response_body_mode"] = json!(response_body);
+    }
+    config.insert("processing_mode".into(), processing);
+    if let Some(fail_open) = entry.get("failOpen").and_then(Value::as_bool) {
+        config.insert("failure_mode_allow".into(), json!(fail_open));
+    }
+    if let Some(timeout) = entry.get("messageTimeout").and_then(Value::as_str) {
+        let ms = duration_ms(timeout).ok_or_else(|| format!("messageTimeout {timeout:?}"))?;
+        config.insert("message_timeout".into(), json!(proto_duration(ms)));
+    }
+    for (side, envoy) in [
+        (request, "request_attributes"),
+        (response, "response_attributes"),
+    ] {
+        if let Some(list) = side.and_then(|s| s.get("attributes")) {
+            config.insert(envoy.into(), list.clone());
+        }
+    }
+    let mut metadata = Map::new();
+    for (field, envoy) in [
+        ("/metadata/accessibleNamespaces", "forwarding_namespaces"),
+        ("/metadata/writableNamespaces", "receiving_namespaces"),
+    ] {
+        if let Some(list) = entry.pointer(field) {
+            metadata.insert(envoy.into(), json!({"untyped": list}));
+        }
+    }
+    if !metadata.is_empty() {
+        config.insert("metadata_options".into(), Value::Object(metadata));
+    }
+    if let Some(allow) = mode
+        .and_then(|m| m.get("allowModeOverride"))
+        .and_then(Value::as_bool)
+    {
+        config.insert("allow_mode_override".into(), json!(allow));
+    }
+    Ok(json!({
+        "name": name,
+        "disabled": true,
+        "typed_config": typed("envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor", Value::Object(config)),
+    }))
+}
+
+fn route_to_envoy(route: &IrRoute) -> Value {
+    let mut matcher = route
+        .path
+        .as_ref()
+        .map_or_else(|| json!({"prefix": "/"}), PathMatch::to_envoy);
+    if !route.headers.is_empty() {
+        matcher["headers"] = route
+            .headers
+            .iter()
+            .map(|h| {
+                let string_match = if h.exact {
+                    json!({"exact": h.value})
+                } else {
+                    json!({"safe_regex": {"regex": h.value}})
+                };
+                json!({"name": h.name, "string_match": string_match})
+            })
+            .collect();
+    }
+    let mut out = json!({"name": route.name, "match": matcher});
+    match &route.action {
+        Action::Forward {
+            cluster,
+            timeout_ms,
+            auto_host_rewrite,
+        } => {
+            let mut action = json!({
+                "cluster": cluster,
+                "upgrade_configs": [{"upgrade_type": "websocket"}],
+            });
+            if let Some(ms) = timeout_ms {
+                action["timeout"] = json!(proto_duration(*ms));
+                let idle = if *ms == 0 {
+                    0
+                } else {
+                    (*ms).max(MIN_IDLE_TIMEOUT_MS)
+                };
+                action["idle_timeout"] = json!(proto_duration(idle));
+            }
+            if *auto_host_rewrite {
+                action["auto_host_rewrite"] = json!(true);
+                action["append_x_forwarded_host"] = json!(true);
+            }
+            out["route"] = action;
+        }
+        Action::Respond {
+            status,
+            body,
+            content_type,
+        } => {
+            let mut response = json!({"status": status});
+            if let Some(body) = body {
+                response["body_format"] = json!({"text_format_source": {"inline_string": body}});
+            }
+            out["direct_response"] = response;
+            if let Some(content_type) = content_type {
+                out["response_headers_to_add"] = json!([{
+                    "header": {"key": "Content-Type", "value": content_type},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }]);
+            }
+        }
+    }
+    if !route.ext_procs.is_empty() {
+        let per_filter: Map<String, Value> = route
+            .ext_procs
+            .iter()
+            .map(|name| {
+                (
+                    name.clone(),
+                    typed("envoy.config.route.v3.FilterConfig", json!({"config": {}})),
+                )
+            })
+            .collect();
+        out["typed_per_filter_config"] = Value::Object(per_filter);
+    }
+    out
+}
+
+/// Routes grouped into virtual hosts in order of first appearance.
+fn virtual_hosts(listener_name: &str, routes: &[IrRoute]) -> Vec<Value> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_host: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for route in routes {
+        let host = route.hostname.as_str();
+        if !by_host.contains_key(host) {
+            order.push(host);
+        }
+        by_host.entry(host).or_default().push(route_to_envoy(route));
+    }
+    order
+        .into_iter()
+        .map(|host| {
+            json!({
+                "name": format!("{listener_name}/{}", host.replace('.', "_")),
+                "domains": [host],
+                "routes": by_host.remove(host).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+impl<'a> Emitter<'a> {
+    fn find(&self, group: &str, kind: &str, namespace: &str, name: &str) -> Option<&'a Object> {
+        let input: &'a Validated = self.input;
+        let id = ObjectId {
+            group: group.into(),
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.index.get(&id).map(|&i| &input.objects[i])
+    }
+
+    fn document(&self, object: &'a Object) -> &'a Value {
+        let input: &'a Validated = self.input;
+        &input.document(object).value
+    }
+
+    fn instance(&mut self, instance: &Instance) {
+        let gateway_name = format!("{}/{}", instance.gateway.namespace, instance.gateway.name);
+        let fail =
+            |message: String| Diagnostic::error(format!("Gateway {gateway_name}: {message}"));
+        let objects = match super::routing::emit(instance) {
+            Ok(objects) => objects,
+            Err(mut errors) => {
+                self.errors.append(&mut errors);
+                return;
+            }
+        };
+        let input: &'a Validated = self.input;
+        let Some(gateway) = self
+            .index
+            .get(&instance.gateway)
+            .map(|&i| &input.objects[i])
+        else {
+            self.errors.push(fail(
+                "internal error: the Gateway is not in the input".into(),
+            ));
+            return;
+        };
+        let Body::Gateway(view) = &gateway.body else {
+            return;
+        };
+        let dir = format!(
+            "{GATEWAYS_DIR}/{}-{}",
+            instance.gateway.namespace, instance.gateway.name
+        );
+        if let Some(other) = self.gateways.iter().find(|g| g.dir == dir) {
+            self.errors.push(fail(format!(
+                "its folder {dir} is also the folder of Gateway {}; rename one of them for the standalone target",
+                other.gateway
+            )));
+            return;
+        }
+        let socket = format!("{dir}/{EXTPROC_SOCKET}");
+
+        let kind_of = |v: &Value| text(v, "/kind").unwrap_or_default().to_string();
+        let name_of = |v: &Value| text(v, "/metadata/name").unwrap_or_default().to_string();
+        let mut routes: Vec<&Value> = objects
+            .iter()
+            .filter(|o| kind_of(o) == "HTTPRoute")
+            .collect();
+        routes.sort_by_key(|o| name_of(o));
+        let filters: BTreeMap<String, &Value> = objects
+            .iter()
+            .filter(|o| kind_of(o) == "HTTPRouteFilter")
+            .map(|o| (name_of(o), o))
+            .collect();
+        for source in instance.rate_limit.iter().flat_map(|r| &r.sources) {
+            if let Some(&index) = self.index.get(source) {
+                self.warnings.push(input.warning_at(
+                    &input.objects[index],
+                    FieldPath::parse("spec"),
+                    format!(
+                        "not enforced by the standalone target on Gateway {gateway_name}: Envoy Gateway's global rate limit needs its rate-limit service; the costs still reach the access log"
+                    ),
+                ));
+            }
+        }
+
+        // The extension policy, translated filter by filter.
+        let mut ext_filters: Vec<Value> = Vec::new();
+        let mut ext_targets: BTreeSet<String> = BTreeSet::new();
+        let mut ext_names: Vec<String> = Vec::new();
+        for policy in objects
+            .iter()
+            .filter(|o| kind_of(o) == "EnvoyExtensionPolicy")
+        {
+            let policy_ns = text(policy, "/metadata/namespace").unwrap_or_default();
+            let policy_name = name_of(policy);
+            for list in ["wasm", "lua", "dynamicModule"] {
+                if !items(policy, &format!("/spec/{list}")).is_empty() {
+                    self.errors.push(fail(format!(
+                        "EnvoyExtensionPolicy {policy_ns}/{policy_name} carries {list} filters merged from the input, which the standalone target cannot run; leave them out of the input for `--target envoy`"
+                    )));
+                }
+            }
+            let entries = items(policy, "/spec/extProc");
+            if entries.len() > 1 {
+                self.errors.push(fail(format!(
+                    "EnvoyExtensionPolicy {policy_ns}/{policy_name} carries ext_proc filters merged from the input, whose Kubernetes Services the standalone target cannot reach; leave them out of the input for `--target envoy`"
+                )));
+                continue;
+            }
+            for (i, entry) in entries.iter().enumerate() {
+                let config_name =
+                    format!("envoyextensionpolicy/{policy_ns}/{policy_name}/extproc/{i}");
+                let filter_name = format!("{EXT_PROC_FILTER}/{config_name}");
+                match ext_proc_filter(&filter_name, &config_name, policy_ns, entry) {
+                    Ok(filter) => ext_filters.push(filter),
+                    Err(err) => {
+                        self.errors
+                            .push(fail(format!("internal error: EnvoyExtensionPolicy: {err}")));
+                        continue;
+                    }
+                }
+                self.clusters.insert(
+                    config_name.clone(),
+                    json!({
+                        "name": config_name,
+                        "type": "STATIC",
+                        "connect_timeout": CONNECT_TIMEOUT,
+                        "per_connection_buffer_limit_bytes": CLUSTER_BUFFER_LIMIT,
+                        "typed_extension_protocol_options": {HTTP_PROTOCOL_OPTIONS: typed(HTTP_PROTOCOL_OPTIONS, json!({
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        }))},
+                        "load_assignment": {
+                            "cluster_name": config_name,
+                            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket}}}}]}],
+                        },
+                    }),
+                );
+                ext_names.push(filter_name);
+            }
+            for target in items(policy, "/spec/targetRefs") {
+                if text(target, "/kind") == Some("HTTPRoute") {
+                    ext_targets.insert(text(target, "/name").unwrap_or_default().to_string());
+                }
+            }
+        }
+
+        // IR routes per Gateway listener.
+        let mut per_listener: Vec<Vec<IrRoute>> = vec![Vec::new(); view.listeners.len()];
+        for route in &routes {
+            let route_name = name_of(route);
+            let hostnames: Vec<String> = items(route, "/spec/hostnames")
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect();
+            let translated = match self.translate_rules(instance, route, &filters) {
+                Ok(rules) => rules,
+                Err(err) => {
+                    self.errors.push(fail(format!(
+                        "internal error: HTTPRoute {route_name}: {err}"
+                    )));
+                    continue;
+                }
+            };
+            let procs: Vec<String> = if ext_targets.contains(&route_name) {
+                ext_names.clone()
+            } else {
+                Vec::new()
+            };
+            for listener in self.attached_listeners(&instance.gateway, view, route) {
+                let hosts = compute_hosts(&hostnames, &view.listeners[listener], &view.listeners);
+                for host in hosts {
+                    for rule in &translated {
+                        let mut ir = rule.clone();
+                        ir.name = format!("{}/{}", ir.name, host.replace('.', "_"));
+                        ir.hostname = host.clone();
+                        ir.ext_procs = procs.clone();
+                        per_listener[listener].push(ir);
+                    }
+                }
+            }
+        }
+
+        // Envoy listeners: Gateway listeners sharing a port share one.
+        let keys: BTreeSet<String> = instance
+            .config
+            .routes
+            .iter()
+            .flat_map(|r| r.costs.iter())
+            .chain(&instance.config.global_costs)
+            .map(|c| c.metadata_key.clone())
+            .chain(
+                [
+                    "backend_name",
+                    "model_name_override",
+                    "route_name",
+                    "response_model",
+                ]
+                .map(String::from),
+            )
+            .collect();
+        let buffer_limit = instance
+            .config
+            .max_request_body_bytes
+            .checked_mul(2)
+            .and_then(|b| u32::try_from(b).ok());
+        let Some(buffer_limit) = buffer_limit else {
+            self.errors.push(fail(format!(
+                "the request body limit ({} bytes) is too large for the standalone Envoy, whose connection buffers must hold twice that in at most 4 GiB; lower --max-request-body-bytes",
+                instance.config.max_request_body_bytes
+            )));
+            return;
+        };
+        let mut done = vec![false; view.listeners.len()];
+        for (i, listener) in view.listeners.iter().enumerate() {
+            if done[i] {
+                continue;
+            }
+            let field = FieldPath::parse("spec.listeners").index(i);
+            let has_routes = !per_listener[i].is_empty();
+            match listener.protocol.as_str() {
+                "HTTP" => {}
+                "HTTPS" if has_routes => {
+                    self.errors.push(self.input.error_at(
+                        gateway,
+                        field,
+                        format!(
+                            "listener {:?} is HTTPS, which the standalone target does not serve yet; attach the AIGatewayRoutes to an HTTP listener to try them locally",
+                            listener.name
+                        ),
+                    ));
+                    continue;
+                }
+                other => {
+                    self.warnings.push(self.input.warning_at(
+                        gateway,
+                        field,
+                        format!(
+                            "listener {:?} ({other}) is left out of the standalone Envoy, which serves HTTP listeners only",
+                            listener.name
+                        ),
+                    ));
+                    continue;
+                }
+            }
+            let Ok(port) = u16::try_from(listener.port) else {
+                continue;
+            };
+            let name = format!("{gateway_name}/{}", listener.name);
+            if let Some(previous) = self.ports.get(&port) {
+                self.errors.push(self.input.error_at(
+                    gateway,
+                    field,
+                    format!(
+                        "listener {:?} uses port {port}, which {previous} also uses; the standalone Envoy serves every Gateway from one process on 127.0.0.1, so give them different ports",
+                        listener.name
+                    ),
+                ));
+                continue;
+            }
+            self.ports.insert(port, format!("listener {name}"));
+            let mut hosts = Vec::new();
+            let mut any_routes = false;
+            for (j, other) in view.listeners.iter().enumerate().skip(i) {
+                if other.port != listener.port || other.protocol != "HTTP" {
+                    continue;
+                }
+                done[j] = true;
+                let mut routes = std::mem::take(&mut per_listener[j]);
+                any_routes |= !routes.is_empty();
+                sort_by_precedence(&mut routes);
+                hosts.extend(virtual_hosts(
+                    &format!("{gateway_name}/{}", other.name),
+                    &routes,
+                ));
+                self.summaries.push(ListenerSummary {
+                    port,
+                    gateway: gateway_name.clone(),
+                    listener: other.name.clone(),
+                });
+            }
+            let mut domains = BTreeSet::new();
+            for host in &hosts {
+                for domain in items(host, "/domains").iter().filter_map(Value::as_str) {
+                    if !domains.insert(domain.to_string()) {
+                        self.errors.push(self.input.error_at(
+                            gateway,
+                            field.clone(),
+                            format!(
+                                "two listeners on port {port} serve hostname {domain:?}; give them distinct hostnames"
+                            ),
+                        ));
+                    }
+                }
+            }
+            let mut http_filters: Vec<Value> = if any_routes {
+                ext_filters.clone()
+            } else {
+                Vec::new()
+            };
+            http_filters.push(json!({
+                "name": "envoy.filters.http.router",
+                "typed_config": typed("envoy.extensions.filters.http.router.v3.Router", json!({"suppress_envoy_headers": true})),
+            }));
+            let hcm = typed(
+                "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                json!({
+                    "stat_prefix": format!("http-{port}"),
+                    "codec_type": "AUTO",
+                    "access_log": access_log(&keys),
+                    "http_filters": http_filters,
+                    "route_config": {
+                        "name": name,
+                        "ignore_port_in_host_matching": true,
+                        "virtual_hosts": hosts,
+                    },
+                    "server_header_transformation": "PASS_THROUGH",
+                    "use_remote_address": true,
+                    "normalize_path": true,
+                    "merge_slashes": true,
+                    "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+                    "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
+                    "http2_protocol_options": {
+                        "initial_connection_window_size": 1_048_576,
+                        "initial_stream_window_size": 65_536,
+                        "max_concurrent_streams": 100,
+                    },
+                }),
+            );
+            self.listeners.push(json!({
+                "name": name,
+                "address": socket_address("127.0.0.1", u32::from(port)),
+                "per_connection_buffer_limit_bytes": buffer_limit,
+                "default_filter_chain": {"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": hcm,
+                }]},
+            }));
+        }
+
+        // The extproc's files.
+        let config = relocated(&instance.config);
+        match serde_json::to_value(&config) {
+            Ok(value) => self.files.push(FileEntry::public(
+                format!("{dir}/{}", plan::CONFIG_FILE),
+                crate::render::yaml(&value),
+            )),
+            Err(err) => self
+                .errors
+                .push(fail(format!("internal error: filter config: {err}"))),
+        }
+        for mounted in &instance.secrets {
+            self.secret_files(instance, &gateway_name, &dir, &mounted.secret);
+        }
+        self.gateways.push(GatewaySummary {
+            gateway: gateway_name,
+            config: format!("{dir}/{}", plan::CONFIG_FILE),
+            socket,
+            dir,
+        });
+    }
+
+    /// The first BackendSecurityPolicy field that references Secret `namespace/name`.
+    fn secret_reference(&self, namespace: &str, name: &str) -> Option<(&'a Object, FieldPath)> {
+        fn search(
+            value: &Value,
+            path: &mut Vec<String>,
+            name: &str,
+            namespace: &str,
+            own: &str,
+        ) -> bool {
+            let Some(map) = value.as_object() else {
+                return false;
+            };
+            for (key, child) in map {
+                path.push(key.clone());
+                let reference = matches!(
+                    key.as_str(),
+                    "secretRef" | "clientSecretRef" | "clientSecret" | "clientIDRef"
+                ) && text(child, "/name") == Some(name)
+                    && text(child, "/namespace").unwrap_or(own) == namespace;
+                if reference || search(child, path, name, namespace, own) {
+                    return true;
+                }
+                path.pop();
+            }
+            false
+        }
+        let input: &'a Validated = self.input;
+        input.objects.iter().find_map(|object| {
+            if !matches!(object.body, Body::SecurityPolicy(_)) {
+                return None;
+            }
+            let mut path = vec!["spec".to_string()];
+            let spec = input.document(object).value.get("spec")?;
+            search(spec, &mut path, name, namespace, &object.id.namespace)
+                .then(|| (object, FieldPath::parse(&path.join("."))))
+        })
+    }
+
+    /// Warns about input objects that shape traffic on a cluster but that the standalone
+    /// Envoy, which carries the AIGatewayRoutes only, does not apply.
+    fn not_applied(&mut self, plan: &Plan) {
+        const ROUTES: [&str; 5] = ["HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute"];
+        const POLICIES: [&str; 5] = [
+            "BackendTrafficPolicy",
+            "ClientTrafficPolicy",
+            "SecurityPolicy",
+            "EnvoyExtensionPolicy",
+            "EnvoyPatchPolicy",
+        ];
+        let input: &'a Validated = self.input;
+        for &index in &plan.passthrough {
+            let object = &input.objects[index];
+            let (group, kind) = (object.id.group.as_str(), object.id.kind.as_str());
+            let applies = (group == GATEWAY_GROUP && ROUTES.contains(&kind))
+                || (group == EG_GROUP && POLICIES.contains(&kind));
+            if applies {
+                self.warnings.push(input.warning_at(
+                    object,
+                    FieldPath::root(),
+                    format!("{kind} is not applied by the standalone Envoy, which serves the AIGatewayRoutes only"),
+                ));
+            }
+        }
+    }
+
+    fn secret_files(&mut self, instance: &Instance, gateway: &str, dir: &str, name: &str) {
+        let Some(object) = self.find("", "Secret", &instance.namespace, name) else {
+            let message = format!(
+                "Secret {}/{name} is read by the extproc of Gateway {gateway} but is not in the input; the standalone target takes credentials from the input, so add the Secret to it (and keep that input out of Git)",
+                instance.namespace
+            );
+            let error = match self.secret_reference(&instance.namespace, name) {
+                Some((policy, field)) => self.input.error_at(policy, field, message),
+                None => Diagnostic::error(message),
+            };
+            self.errors.push(error);
+            return;
+        };
+        match object_data(self.document(object), true) {
+            Ok(data) => {
+                for (key, bytes) in data {
+                    if !is_file_name(&key) {
+                        self.errors.push(self.input.error_at(
+                            object,
+                            FieldPath::parse("data"),
+                            format!("key {key:?} cannot be a file name"),
+                        ));
+                        continue;
+                    }
+                    self.files.push(FileEntry {
+                        path: format!("{dir}/{SECRETS_DIR}/{name}/{key}"),
+                        bytes,
+                        private: true,
+                    });
+                }
+            }
+            Err(err) => {
+                self.errors
+                    .push(self.input.error_at(object, FieldPath::parse("data"), err));
+            }
+        }
+    }
+
+    /// The indices of the listeners of `view` an HTTPRoute in the Gateway's namespace attaches
+    /// to, as Envoy Gateway decides it.
+    fn attached_listeners(
+        &self,
+        gateway: &ObjectId,
+        view: &GatewayView,
+        route: &Value,
+    ) -> Vec<usize> {
+        let mut out = BTreeSet::new();
+        let hostnames: Vec<String> = items(route, "/spec/hostnames")
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
+        for parent in items(route, "/spec/parentRefs") {
+            if text(parent, "/name") != Some(gateway.name.as_str())
+                || text(parent, "/namespace").is_some_and(|ns| ns != gateway.namespace)
+            {
+                continue;
+            }
+            let section = text(parent, "/sectionName");
+            let port = parent.get("port").and_then(Value::as_i64);
+            for (i, listener) in view.listeners.iter().enumerate() {
+                if section.is_some_and(|s| s != listener.name)
+                    || port.is_some_and(|p| p != listener.port)
+                    || !matches!(listener.protocol.as_str(), "HTTP" | "HTTPS")
+                {
+                    continue;
+                }
+                if let Some(kinds) = &listener.allowed_kinds
+                    && !kinds
+                        .iter()
+                        .any(|(g, k)| g == GATEWAY_GROUP && k == "HTTPRoute")
+                {
+                    continue;
+                }
+                let admitted = match &listener.allowed_from {
+                    AllowedFrom::Same | AllowedFrom::All => true,
+                    AllowedFrom::Selector(selector) => self
+                        .find("", "Namespace", "", &gateway.namespace)
+                        .and_then(|ns| match &ns.body {
+                            Body::Namespace(labels) => {
+                                crate::resolve::selector_matches(selector, labels).ok()
+                            }
+                            _ => None,
+                        })
+                        .unwrap_or(false),
+                };
+                if admitted && !compute_hosts(&hostnames, listener, &view.listeners).is_empty() {
+                    out.insert(i);
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The rules of one HTTPRoute as IR routes (name without the host part), in rule then match
+    /// order; registers the clusters they use.
+    fn translate_rules(
+        &mut self,
+        instance: &Instance,
+        route: &Value,
+        filters: &BTreeMap<String, &Value>,
+    ) -> Result<Vec<IrRoute>, String> {
+        let namespace = text(route, "/metadata/namespace").unwrap_or_default();
+        let name = text(route, "/metadata/name").unwrap_or_default();
+        let mut out = Vec::new();
+        for (i, rule) in items(route, "/spec/rules").iter().enumerate() {
+            let mut auto_host_rewrite = false;
+            let mut respond = None;
+            for filter in items(rule, "/filters") {
+                if text(filter, "/type") != Some("ExtensionRef")
+                    || text(filter, "/extensionRef/kind") != Some("HTTPRouteFilter")
+                {
+                    return Err(format!("rule {i}: unsupported filter {filter}"));
+                }
+                let filter_name = text(filter, "/extensionRef/name").unwrap_or_default();
+                let Some(spec) = filters.get(filter_name).and_then(|f| f.get("spec")) else {
+                    return Err(format!(
+                        "rule {i}: HTTPRouteFilter {filter_name} not emitted"
+                    ));
+                };
+                for key in spec.as_object().map(|m| m.keys()).into_iter().flatten() {
+                    match key.as_str() {
+                        "urlRewrite" => {
+                            if text(spec, "/urlRewrite/hostname/type") != Some("Backend")
+                                || spec["urlRewrite"].as_object().is_some_and(|m| m.len() != 1)
+                            {
+                                return Err(format!(
+                                    "HTTPRouteFilter {filter_name}: unsupported urlRewrite"
+                                ));
+                            }
+                            auto_host_rewrite = true;
+                        }
+                        "directResponse" => {
+                            let body = match text(spec, "/directResponse/body/type") {
+                                None => None,
+                                Some("Inline") => {
+                                    text(spec, "/directResponse/body/inline").map(str::to_string)
+                                }
+                                Some(other) => {
+                                    return Err(format!(
+                                        "HTTPRouteFilter {filter_name}: body type {other}"
+                                    ));
+                                }
+                            };
+                            respond = Some(Action::Respond {
+                                status: spec
+                                    .pointer("/directResponse/statusCode")
+                                    .and_then(Value::as_u64)
+                                    .unwrap_or(200),
+                                body,
+                                content_type: text(spec, "/directResponse/contentType")
+                                    .map(str::to_string),
+                            });
+                        }
+                        other => {
+                            return Err(format!(
+                                "HTTPRouteFilter {filter_name}: unsupported {other}"
+                            ));
+                        }
+                    }
+                }
+            }
+            let action = match respond {
+                Some(action) => action,
+                None => {
+                    let refs = items(rule, "/backendRefs");
+                    let [backend] = refs else {
+                        return Err(format!("rule {i}: expected one backendRef"));
+                    };
+                    let cluster = self.backend_cluster(instance, backend)?;
+                    let timeout = |field: &str| -> Result<Option<u64>, String> {
+                        text(rule, field)
+                            .map(|t| {
+                                duration_ms(t).ok_or_else(|| format!("rule {i}: duration {t:?}"))
+                            })
+                            .transpose()
+                    };
+                    Action::Forward {
+                        cluster,
+                        timeout_ms: timeout("/timeouts/backendRequest")?
+                            .or(timeout("/timeouts/request")?),
+                        auto_host_rewrite,
+                    }
+                }
+            };
+            for (j, m) in items(rule, "/matches").iter().enumerate() {
+                if let Some(key) = m
+                    .as_object()
+                    .and_then(|o| o.keys().find(|k| *k != "path" && *k != "headers"))
+                {
+                    return Err(format!("rule {i}: unsupported match {key}"));
+                }
+                let path = match (text(m, "/path/type"), text(m, "/path/value")) {
+                    (_, None) => None,
+                    (Some("Exact"), Some(v)) => Some(PathMatch::Exact(v.into())),
+                    (Some("RegularExpression"), Some(v)) => Some(PathMatch::Regex(v.into())),
+                    (_, Some(v)) => Some(PathMatch::Prefix(v.into())),
+                };
+                let headers = items(m, "/headers")
+                    .iter()
+                    .map(|h| HeaderMatch {
+                        name: text(h, "/name").unwrap_or_default().to_string(),
+                        exact: text(h, "/type") != Some("RegularExpression"),
+                        value: text(h, "/value").unwrap_or_default().to_string(),
+                    })
+                    .collect();
+                out.push(IrRoute {
+                    name: format!("httproute/{namespace}/{name}/rule/{i}/match/{j}"),
+                    hostname: String::new(),
+                    path,
+                    headers,
+                    action: action.clone(),
+                    ext_procs: Vec::new(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The cluster of an HTTPRoute backendRef (an Envoy Gateway Backend); builds it once.
+    fn backend_cluster(
+        &mut self,
+        instance: &Instance,
+        backend_ref: &Value,
+    ) -> Result<String, String> {
+        let group = text(backend_ref, "/group").unwrap_or_default();
+        let kind = text(backend_ref, "/kind").unwrap_or("Service");
+        let name = text(backend_ref, "/name").unwrap_or_default();
+        let namespace = text(backend_ref, "/namespace").unwrap_or(&instance.namespace);
+        let cluster = format!("backend/{namespace}/{name}");
+        if self.clusters.contains_key(&cluster) {
+            return Ok(cluster);
+        }
+        let Some(object) = (group == EG_GROUP && kind == "Backend")
+            .then(|| self.find(EG_GROUP, "Backend", namespace, name))
+            .flatten()
+        else {
+            // Reported once per target: Kubernetes Services are not reachable from a laptop.
+            self.clusters.insert(cluster.clone(), Value::Null);
+            self.errors.push(Diagnostic::error(format!(
+                "Gateway {}/{}: an AIServiceBackend targets {kind} {namespace}/{name}, which the standalone Envoy cannot reach; point the AIServiceBackend at an Envoy Gateway Backend (gateway.envoyproxy.io/Backend) with fqdn, ip or unix endpoints",
+                instance.gateway.namespace, instance.gateway.name
+            )));
+            return Ok(cluster);
+        };
+        let value = self.build_backend_cluster(&cluster, object);
+        self.clusters.insert(cluster.clone(), value);
+        Ok(cluster)
+    }
+
+    fn build_backend_cluster(&mut self, cluster: &str, object: &'a Object) -> Value {
+        let doc = self.document(object).clone();
+        let mut endpoints = Vec::new();
+        let mut kinds = BTreeSet::new();
+        for (i, endpoint) in items(&doc, "/spec/endpoints").iter().enumerate() {
+            let port = |p: &str| {
+                endpoint
+                    .pointer(p)
+                    .and_then(Value::as_u64)
+                    .and_then(|p| u32::try_from(p).ok())
+            };
+            let address = if let Some(host) = text(endpoint, "/fqdn/hostname") {
+                kinds.insert("fqdn");
+                port("/fqdn/port").map(|p| socket_address(host, p))
+            } else if let Some(ip) = text(endpoint, "/ip/address") {
+                kinds.insert("ip");
+                port("/ip/port").map(|p| socket_address(ip, p))
+            } else if let Some(path) = text(endpoint, "/unix/path") {
+                kinds.insert("unix");
+                Some(json!({"pipe": {"path": path}}))
+            } else {
+                None
+            };
+            match address {
+                Some(address) => endpoints.push(json!({"endpoint": {"address": address}})),
+                None => self.errors.push(self.input.error_at(
+                    object,
+                    FieldPath::parse("spec.endpoints").index(i),
+                    "the standalone target needs an fqdn, ip or unix endpoint with its port",
+                )),
+            }
+        }
+        if endpoints.is_empty() {
+            self.errors.push(self.input.error_at(
+                object,
+                FieldPath::parse("spec.endpoints"),
+                "the standalone target needs at least one endpoint",
+            ));
+        }
+        if kinds.len() > 1 {
+            self.errors.push(self.input.error_at(
+                object,
+                FieldPath::parse("spec.endpoints"),
+                "endpoints mix address types (fqdn, ip, unix), which Envoy Gateway does not allow in one Backend",
+            ));
+        }
+        for field in ["tls", "fallback"] {
+            if doc.pointer(&format!("/spec/{field}")).is_some() {
+                self.errors.push(self.input.error_at(
+                    object,
+                    FieldPath::parse("spec").key(field),
+                    format!(
+                        "spec.{field} is not supported by the standalone target yet; use a BackendTLSPolicy for TLS"
+                    ),
+                ));
+            }
+        }
+        if text(&doc, "/spec/type").is_some_and(|t| t != "Endpoints") {
+            self.errors.push(self.input.error_at(
+                object,
+                FieldPath::parse("spec.type"),
+                "only Endpoints Backends are supported by the standalone target",
+            ));
+        }
+        let mut value = json!({
+            "name": cluster,
+            "connect_timeout": CONNECT_TIMEOUT,
+            "lb_policy": "LEAST_REQUEST",
+            "per_connection_buffer_limit_bytes": CLUSTER_BUFFER_LIMIT,
+            "ignore_health_on_host_removal": true,
+            "circuit_breakers": {"thresholds": [{"max_retries": 1024}]},
+            "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": endpoints}]},
+        });
+        if kinds.contains("fqdn") {
+            // Strict DNS, through the cluster extension that replaces the deprecated
+            // cluster-level DNS fields.
+            value["cluster_type"] = json!({
+                "name": "envoy.cluster.dns",
+                "typed_config": typed("envoy.extensions.clusters.dns.v3.DnsCluster", json!({
+                    "dns_lookup_family": "V4_PREFERRED",
+                    "dns_refresh_rate": DNS_REFRESH_RATE,
+                    "respect_dns_ttl": true,
+                })),
+            });
+        } else {
+            value["type"] = json!("STATIC");
+        }
+        let h2c = items(&doc, "/spec/appProtocols")
+            .iter()
+            .any(|p| p.as_str() == Some(H2C));
+        let tls = self.tls_socket(object);
+        let protocol = match (h2c, tls.is_some()) {
+            (true, _) => Some(json!({"explicit_http_config": {"http2_protocol_options": {}}})),
+            (false, true) => Some(
+                json!({"auto_config": {"http_protocol_options": {}, "http2_protocol_options": {}}}),
+            ),
+            (false, false) => None,
+        };
+        if let Some(protocol) = protocol {
+            value["typed_extension_protocol_options"] =
+                json!({HTTP_PROTOCOL_OPTIONS: typed(HTTP_PROTOCOL_OPTIONS, protocol)});
+        }
+        if let Some(tls) = tls {
+            value["transport_socket"] = tls;
+        }
+        value
+    }
+
+    /// The TLS transport socket from the BackendTLSPolicy targeting `backend`, if any.
+    fn tls_socket(&mut self, backend: &Object) -> Option<Value> {
+        let input: &'a Validated = self.input;
+        let policies: Vec<&'a Object> = input
+            .objects
+            .iter()
+            .filter(|o| {
+                o.id.group == GATEWAY_GROUP
+                    && o.id.kind == "BackendTLSPolicy"
+                    && o.id.namespace == backend.id.namespace
+            })
+            .filter(|o| {
+                items(&input.document(o).value, "/spec/targetRefs")
+                    .iter()
+                    .any(|t| {
+                        text(t, "/group") == Some(EG_GROUP)
+                            && text(t, "/kind") == Some("Backend")
+                            && text(t, "/name") == Some(backend.id.name.as_str())
+                    })
+            })
+            .collect();
+        let policy = *policies.first()?;
+        if policies.len() > 1 {
+            self.errors.push(self.input.error_at(
+                policies[1],
+                FieldPath::parse("spec.targetRefs"),
+                format!(
+                    "{} also targets Backend {}/{}; Envoy Gateway applies only one BackendTLSPolicy per Backend",
+                    policy.id, backend.id.namespace, backend.id.name
+                ),
+            ));
+        }
+        let doc = self.document(policy).clone();
+        let hostname = text(&doc, "/spec/validation/hostname").unwrap_or_default();
+        let trusted_ca = if text(&doc, "/spec/validation/wellKnownCACertificates") == Some("System")
+        {
+            SYSTEM_CA_BUNDLE.to_string()
+        } else {
+            self.ca_bundle(policy, &doc)
+        };
+        let sans: Vec<Value> = items(&doc, "/spec/validation/subjectAltNames")
+            .iter()
+            .map(|san| match text(san, "/type") {
+                Some("URI") => json!({"san_type": "URI", "matcher": {"exact": text(san, "/uri")}}),
+                _ => json!({"san_type": "DNS", "matcher": {"exact": text(san, "/hostname")}}),
+            })
+            .collect();
+        let sans = if sans.is_empty() {
+            vec![json!({"san_type": "DNS", "matcher": {"exact": hostname}})]
+        } else {
+            sans
+        };
+        Some(json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": typed("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", json!({
+                "sni": hostname,
+                "common_tls_context": {"validation_context": {
+                    "trusted_ca": {"filename": trusted_ca},
+                    "match_typed_subject_alt_names": sans,
+                }},
+            })),
+        }))
+    }
+
+    /// Writes the CA bundle of a BackendTLSPolicy's `caCertificateRefs`; returns its path.
+    fn ca_bundle(&mut self, policy: &'a Object, doc: &Value) -> String {
+        let path = format!("ca/{}/{}.crt", policy.id.namespace, policy.id.name);
+        if self.files.iter().any(|f| f.path == path) {
+            return path;
+        }
+        let mut bundle = String::new();
+        let field = FieldPath::parse("spec.validation.caCertificateRefs");
+        for (i, reference) in items(doc, "/spec/validation/caCertificateRefs")
+            .iter()
+            .enumerate()
+        {
+            let kind = text(reference, "/kind").unwrap_or_default();
+            let name = text(reference, "/name").unwrap_or_default();
+            let secret = match kind {
+                "ConfigMap" => false,
+                "Secret" => true,
+                other => {
+                    self.errors.push(self.input.error_at(
+                        policy,
+                        field.index(i),
+                        format!("{other} CA references are not supported by the standalone target; use a ConfigMap"),
+                    ));
+                    continue;
+                }
+            };
+            let Some(object) = self.find("", kind, &policy.id.namespace, name) else {
+                self.errors.push(self.input.error_at(
+                    policy,
+                    field.index(i),
+                    format!(
+                        "{kind} {}/{name} is not in the input; the standalone target writes the CA bundle from it, so add it to the input",
+                        policy.id.namespace
+                    ),
+                ));
+                continue;
+            };
+            let data = match object_data(self.document(object), secret) {
+                Ok(data) => data,
+                Err(err) => {
+                    self.errors
+                        .push(self.input.error_at(object, FieldPath::parse("data"), err));
+                    continue;
+                }
+            };
+            let certificate = data
+                .get("ca.crt")
+                .or_else(|| (data.len() == 1).then(|| data.values().next()).flatten());
+            let Some(certificate) = certificate else {
+                self.errors.push(self.input.error_at(
+                    object,
+                    FieldPath::parse("data"),
+                    "no CA certificate found: expected the key ca.crt (or a single key)",
+                ));
+                continue;
+            };
+            if !bundle.is_empty() {
+                bundle.push('\n');
+            }
+            bundle.push_str(&String::from_utf8_lossy(certificate));
+        }
+        self.files.push(FileEntry::public(path.clone(), bundle));
+        path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(name: &str, port: i64, hostname: Option<&str>) -> Listener {
+        Listener {
+            name: name.into(),
+            hostname: hostname.map(str::to_string),
+            port,
+            protocol: "HTTP".into(),
+            allowed_from: AllowedFrom::Same,
+            allowed_kinds: None,
+        }
+    }
+
+    fn route(name: &str, path: &str, headers: usize) -> IrRoute {
+        IrRoute {
+            name: name.into(),
+            hostname: "*".into(),
+            path: Some(PathMatch::Prefix(path.into())),
+            headers: (0..headers)
+                .map(|_| HeaderMatch {
+                    name: "x".into(),
+                    exact: true,
+                    value: "v".into(),
+                })
+                .collect(),
+            action: Action::Respond {
+                status: 404,
+                body: None,
+                content_type: None,
+            },
+            ext_procs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn durations_follow_gateway_api_and_protobuf() {
+        assert_eq!(duration_ms("120s"), Some(120_000));
+        assert_eq!(duration_ms("1h30m"), Some(5_400_000));
+        assert_eq!(duration_ms("500ms"), Some(500));
+        assert_eq!(duration_ms("1m1ms"), Some(60_001));
+        assert_eq!(duration_ms("10"), None);
+        assert_eq!(duration_ms(""), None);
+        assert_eq!(proto_duration(90_000), "90s");
+        assert_eq!(proto_duration(500), "0.500s");
+    }
+
+    #[test]
+    fn precedence_is_longest_path_then_most_headers_stable_otherwise() {
+        let mut routes = vec![
+            route("catch-all-v1", "/v1", 0),
+            route("a-v1", "/v1", 1),
+            route("a-anthropic", "/anthropic", 1),
+            route("catch-all-anthropic", "/anthropic", 0),
+            route("b-v1", "/v1", 1),
+            route("exact", "/x", 0),
+        ];
+        routes[5].path = Some(PathMatch::Exact("/x".into()));
+        sort_by_precedence(&mut routes);
+        let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "exact",
+                "a-anthropic",
+                "catch-all-anthropic",
+                "a-v1",
+                "b-v1",
+                "catch-all-v1"
+            ]
+        );
+    }
+
+    #[test]
+    fn hosts_are_intersected_as_envoy_gateway_does() {
+        let all = vec![
+            listener("wild", 80, Some("*.example.com")),
+            listener("foo", 80, Some("foo.example.com")),
+            listener("any", 8080, None),
+        ];
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(compute_hosts(&[], &all[2], &all), ["*"]);
+        assert_eq!(compute_hosts(&[], &all[0], &all), ["*.example.com"]);
+        assert_eq!(
+            compute_hosts(&names(&["b.example.com", "a.example.com"]), &all[2], &all),
+            ["a.example.com", "b.example.com"]
+        );
+        // foo.example.com belongs to the listener that names it.
+        assert_eq!(
+            compute_hosts(
+                &names(&["foo.example.com", "bar.example.com"]),
+                &all[0],
+                &all
+            ),
+            ["bar.example.com"]
+        );
+        assert!(compute_hosts(&names(&["other.org"]), &all[0], &all).is_empty());
+        assert_eq!(
+            compute_hosts(&names(&["*.com"]), &all[0], &all),
+            ["*.example.com"]
+        );
+    }
+
+    #[test]
+    fn ext_proc_filter_mirrors_the_extension_policy() {
+        let entry = json!({
+            "backendRefs": [{"name": "x", "port": 1063}],
+            "failOpen": false,
+            "messageTimeout": "30s",
+            "metadata": {"writableNamespaces": [METADATA_NAMESPACE]},
+            "processingMode": {"allowModeOverride": true, "request": {"body": "Buffered"}, "response": {"body": "Buffered"}},
+        });
+        let filter = ext_proc_filter("f", "c", "ns", &entry).unwrap();
+        assert_eq!(
+            filter,
+            json!({
+                "name": "f",
+                "disabled": true,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+                    "grpc_service": {"envoy_grpc": {"cluster_name": "c", "authority": "x.ns:1063"}, "timeout": "10s"},
+                    "failure_mode_allow": false,
+                    "message_timeout": "30s",
+                    "allow_mode_override": true,
+                    "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+                    "processing_mode": {
+                        "request_header_mode": "SEND",
+                        "response_header_mode": "SEND",
+                        "request_body_mode": "BUFFERED",
+                        "response_body_mode": "BUFFERED",
+                        "request_trailer_mode": "SKIP",
+                        "response_trailer_mode": "SKIP",
+                    },
+                },
+            })
+        );
+        // An empty processing mode sends nothing, as in Envoy Gateway.
+        let filter = ext_proc_filter("f", "c", "ns", &json!({"processingMode": {}})).unwrap();
+        assert_eq!(
+            filter["typed_config"]["processing_mode"]["request_header_mode"],
+            "SKIP"
+        );
+    }
+
+    #[test]
+    fn credential_paths_become_relative() {
+        let mut config = FilterConfig::new(1);
+        config.backends.push(aigw_filterconfig::Backend {
+            name: "b".into(),
+            service_backend: "ns/b".into(),
+            schema: aigw_filterconfig::BackendSchema {
+                name: aigw_filterconfig::ApiSchema::OpenAI,
+                version: None,
+                prefix: None,
+            },
+            model_name_override: None,
+            upstream_host: None,
+            auth: Some(aigw_filterconfig::BackendAuth {
+                credential: Credential::ApiKey {
+                    key_file: format!("{}/key/apiKey", plan::SECRETS_ROOT),
+                },
+                credential_override: None,
+            }),
+            header_mutation: None,
+            body_mutation: None,
+        });
+        let relocated = relocated(&config);
+        let Some(auth) = &relocated.backends[0].auth else {
+            panic!("auth lost")
+        };
+        assert_eq!(
+            auth.credential,
+            Credential::ApiKey {
+                key_file: "secrets/key/apiKey".into()
+            }
+        );
+    }
+
+    #[test]
+    fn secret_data_is_decoded_and_string_data_wins() {
+        let secret = json!({"data": {"a": "c2stMQ==", "b": "eA=="}, "stringData": {"b": "y"}});
+        let data = object_data(&secret, true).unwrap();
+        assert_eq!(data["a"], b"sk-1");
+        assert_eq!(data["b"], b"y");
+        assert!(object_data(&json!({"data": {"a": "%%"}}), true).is_err());
+        assert!(is_file_name("apiKey") && !is_file_name("..") && !is_file_name("a/b"));
+    }
+
+    #[test]
+    fn direct_response_route_shape() {
+        let mut r = route("r", "/v1/", 0);
+        r.action = Action::Respond {
+            status: 404,
+            body: Some("{}".into()),
+            content_type: Some("application/json".into()),
+        };
+        r.ext_procs = vec!["f".into()];
+        let value = route_to_envoy(&r);
+        assert_eq!(value["match"], json!({"path_separated_prefix": "/v1"}));
+        assert_eq!(
+            value["direct_response"]["body_format"]["text_format_source"]["inline_string"],
+            "{}"
+        );
+        assert_eq!(
+            value["response_headers_to_add"][0]["header"]["value"],
+            "application/json"
+        );
+        assert_eq!(
+            value["typed_per_filter_config"]["f"]["@type"],
+            "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+        );
+    }
+}

@@ -1,0 +1,166 @@
+"""A mock OpenAI-compatible provider that records every request it receives.
+
+It answers chat completions (buffered and streamed as server-sent events), embeddings and
+legacy completions the way OpenAI does, with deterministic content and usage, so tests can
+compare what the client got with what the provider sent. Special models trigger errors:
+``error-503`` answers 503 with a plain-text body, ``error-429`` a JSON rate-limit error.
+"""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# The text every chat answer carries; streamed answers send it word by word.
+ANSWER = "The quick brown fox jumps over the lazy dog."
+
+
+class Recorded:
+    def __init__(self, method, path, headers, body):
+        self.method = method
+        self.path = path
+        self.headers = {k.lower(): v for k, v in headers.items()}
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class MockProvider:
+    def __init__(self, name="mock"):
+        self.name = name
+        self.requests = []
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def clear(self):
+        with self.lock:
+            self.requests.clear()
+
+    def received(self):
+        with self.lock:
+            return list(self.requests)
+
+    def _handler(self):
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length) if length else b""
+                with provider.lock:
+                    provider.requests.append(Recorded("POST", self.path, dict(self.headers), body))
+                try:
+                    request = json.loads(body or b"{}")
+                except ValueError:
+                    return self._send(400, {"error": {"message": "mock: bad json", "type": "invalid_request_error"}})
+                model = request.get("model", "")
+                if model == "error-503":
+                    return self._send_raw(503, b"upstream overloaded", "text/plain")
+                if model == "error-429":
+                    return self._send(429, {"error": {"message": "rate limited by provider", "type": "rate_limit_error", "code": "rate_limit"}})
+                if self.path.endswith("/chat/completions"):
+                    if request.get("stream"):
+                        return self._stream_chat(request)
+                    return self._send(200, chat_completion(request, provider.name))
+                if self.path.endswith("/embeddings"):
+                    return self._send(200, embeddings(request))
+                if self.path.endswith("/completions"):
+                    return self._send(200, completion(request))
+                return self._send(404, {"error": {"message": f"mock: no route {self.path}", "type": "invalid_request_error"}})
+
+            def _send(self, status, payload):
+                self._send_raw(status, json.dumps(payload).encode(), "application/json")
+
+            def _send_raw(self, status, data, content_type):
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _stream_chat(self, request):
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                words = ANSWER.split(" ")
+                for i, word in enumerate(words):
+                    piece = word if i == 0 else " " + word
+                    event = {
+                        "id": "chatcmpl-mock",
+                        "object": "chat.completion.chunk",
+                        "created": 1700000000,
+                        "model": request["model"],
+                        "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                    }
+                    self._chunk(f"data: {json.dumps(event)}\n\n".encode())
+                    time.sleep(0.005)
+                final = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1700000000, "model": request["model"],
+                         "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                self._chunk(f"data: {json.dumps(final)}\n\n".encode())
+                if (request.get("stream_options") or {}).get("include_usage"):
+                    usage = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1700000000, "model": request["model"],
+                             "choices": [], "usage": usage_of(request)}
+                    self._chunk(f"data: {json.dumps(usage)}\n\n".encode())
+                self._chunk(b"data: [DONE]\n\n")
+                self._chunk(b"")
+
+            def _chunk(self, data):
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+        return Handler
+
+
+def usage_of(request):
+    prompt = sum(len(str(m.get("content", "")).split()) for m in request.get("messages", [])) or 1
+    completion_tokens = len(ANSWER.split())
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
+
+
+def chat_completion(request, name):
+    return {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": request["model"],
+        "system_fingerprint": name,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
+        "usage": usage_of(request),
+    }
+
+
+def embeddings(request):
+    inputs = request.get("input", "")
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    return {
+        "object": "list",
+        "model": request["model"],
+        "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i, _ in enumerate(inputs)],
+        "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)},
+    }
+
+
+def completion(request):
+    return {
+        "id": "cmpl-mock", "object": "text_completion", "created": 1700000000, "model": request["model"],
+        "choices": [{"index": 0, "text": ANSWER, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 9, "total_tokens": 11},
+    }
