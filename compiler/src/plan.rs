@@ -205,6 +205,17 @@ pub struct Instance {
     pub extension_policy: ExtensionPolicyPlan,
     /// BackendTrafficPolicy from QuotaPolicies.
     pub rate_limit: Option<RateLimitPlan>,
+    /// A ClientTrafficPolicy raising the Gateway's buffer limit, when the input has none.
+    pub client_traffic: Option<ClientTrafficPlan>,
+}
+
+/// The generated ClientTrafficPolicy of a Gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientTrafficPlan {
+    /// Name.
+    pub name: String,
+    /// `connection.bufferLimit`, as a Kubernetes quantity.
+    pub buffer_limit: String,
 }
 
 /// Output of the stage.
@@ -382,6 +393,7 @@ impl Planner<'_> {
                     ));
             }
         }
+        let client_traffic = self.client_traffic(&gateway, &name);
         let workload = self.workload(
             &gateway,
             config_object.as_ref().map(|(_, o)| o),
@@ -440,6 +452,7 @@ impl Planner<'_> {
             routes,
             reference_grants,
             rate_limit,
+            client_traffic,
         }
     }
 
@@ -1181,6 +1194,42 @@ impl Planner<'_> {
     }
 }
 
+/// Parses a Kubernetes quantity (bytes) such as `32768`, `64Mi`, `1G`.
+fn quantity_bytes(value: &Value) -> Option<u64> {
+    if let Some(n) = value.as_u64() {
+        return Some(n);
+    }
+    let text = value.as_str()?.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+/// Bytes as a quantity, in MiB when exact.
+fn bytes_quantity(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        format!("{}Mi", bytes >> 20)
+    } else {
+        bytes.to_string()
+    }
+}
+
+/// Envoy Gateway's buffer limit when a ClientTrafficPolicy sets none.
+pub const EG_DEFAULT_BUFFER_LIMIT: u64 = 32 * 1024;
+
 /// For each AIServiceBackend, the namespaces of the Gateways whose routes use it.
 fn gateway_namespaces(input: &Validated, resolved: &Resolved) -> BTreeMap<Key, BTreeSet<String>> {
     let mut out: BTreeMap<Key, BTreeSet<String>> = BTreeMap::new();
@@ -1206,6 +1255,61 @@ fn gateway_namespaces(input: &Validated, resolved: &Resolved) -> BTreeMap<Key, B
 }
 
 impl Planner<'_> {
+    /// Envoy buffers the whole request body for the extproc (and responses it reads), up to the
+    /// listener's buffer limit: 32 KiB in Envoy Gateway unless a ClientTrafficPolicy says
+    /// otherwise. Without a user policy for the Gateway, aigw generates one allowing twice the
+    /// extproc's body limit (so the extproc, not Envoy, answers oversized requests); with one,
+    /// it warns when that policy's limit is too small.
+    fn client_traffic(&mut self, gateway: &ObjectId, name: &str) -> Option<ClientTrafficPlan> {
+        let wanted = self.options.max_request_body_bytes;
+        let mut found = false;
+        for object in &self.input.objects {
+            if object.id.group != EG_GROUP
+                || object.id.kind != "ClientTrafficPolicy"
+                || object.id.namespace != gateway.namespace
+            {
+                continue;
+            }
+            let doc = self.input.document(object);
+            let targets = doc
+                .value
+                .pointer("/spec/targetRefs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .chain(doc.value.pointer("/spec/targetRef"))
+                .any(|t| {
+                    t.get("kind").and_then(Value::as_str) == Some("Gateway")
+                        && t.get("name").and_then(Value::as_str) == Some(&gateway.name)
+                });
+            if !targets {
+                continue;
+            }
+            found = true;
+            let limit = doc.value.pointer("/spec/connection/bufferLimit");
+            let bytes = limit.map_or(Some(EG_DEFAULT_BUFFER_LIMIT), quantity_bytes);
+            if bytes.is_none_or(|b| b < wanted) {
+                self.diags.push(self.input.warning_at(
+                    object,
+                    FieldPath::parse("spec.connection.bufferLimit"),
+                    format!(
+                        "{}: Envoy rejects request and response bodies above it before aigw-extproc sees them (413 for requests, a reset for responses); set it to at least {} (the extproc's request body limit) or lower --max-request-body-bytes",
+                        match (limit, bytes) {
+                            (None, _) => "unset, so Envoy Gateway's default of 32 KiB applies".to_string(),
+                            (Some(v), Some(b)) => format!("{v} is {b} bytes"),
+                            (Some(v), None) => format!("{v} is not a quantity aigw can read"),
+                        },
+                        bytes_quantity(wanted)
+                    ),
+                ));
+            }
+        }
+        (!found).then(|| ClientTrafficPlan {
+            name: name.to_string(),
+            buffer_limit: bytes_quantity(wanted.saturating_mul(2)),
+        })
+    }
+
     /// Envoy Gateway honours one BackendTrafficPolicy per route: a user policy on a route that
     /// also gets the generated rate-limit policy would silently lose to one of them.
     fn check_traffic_policies(&mut self, instances: &[Instance]) {
@@ -1664,6 +1768,19 @@ fn _assert_secret_use_ordering(a: &SecretUse, b: &SecretUse) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(quantity_bytes(&serde_json::json!(32768)), Some(32768));
+        assert_eq!(quantity_bytes(&serde_json::json!("64Mi")), Some(64 << 20));
+        assert_eq!(
+            quantity_bytes(&serde_json::json!("1G")),
+            Some(1_000_000_000)
+        );
+        assert_eq!(quantity_bytes(&serde_json::json!("lots")), None);
+        assert_eq!(bytes_quantity(64 << 20), "64Mi");
+        assert_eq!(bytes_quantity(1000), "1000");
+    }
 
     #[test]
     fn long_names_are_bounded_and_stay_distinct() {

@@ -53,6 +53,17 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
         }
     }
     objects.push(extension_policy(instance));
+    if let Some(client) = &instance.client_traffic {
+        objects.push(json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "ClientTrafficPolicy",
+            "metadata": metadata(&client.name, &instance.namespace, &instance.gateway, Default::default()),
+            "spec": {
+                "targetRefs": [{"group": GATEWAY_GROUP, "kind": "Gateway", "name": instance.gateway.name}],
+                "connection": {"bufferLimit": client.buffer_limit},
+            },
+        }));
+    }
     if let Some(rate_limit) = &instance.rate_limit {
         objects.push(traffic_policy(instance, rate_limit));
     }
