@@ -6,6 +6,7 @@
 # direct_response, so it is never the bottleneck. Load generator: hey (Debian package), at fixed
 # rates of 1,000 and 3,000 requests/s and then unthrottled for the maximum rate.
 # Prints a Markdown table. Needs Envoy (ENVOY_BIN, PATH or .venv/bin/envoy) and hey.
+# LOADS="rate workers per-worker-qps|..." overrides the loads (rate "max" with qps 0: unthrottled).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-15s}
@@ -145,7 +146,8 @@ run() { # url, concurrency, per-worker qps (0 = unthrottled)
 }
 echo "| load | setup | achieved req/s | p50 ms | p99 ms | non-200 |"
 echo "|---|---|---:|---:|---:|---:|"
-for load in "1000 20 50" "3000 60 50" "max 64 0"; do
+IFS='|' read -r -a LOADS <<<"${LOADS:-1000 20 50|3000 60 50|max 64 0}"
+for load in "${LOADS[@]}"; do
   set -- $load
   for setup in A B; do
     if [ "$setup" = A ]; then url="http://127.0.0.1:$A/v1/chat/completions"; name="Envoy -> upstream"; else url="http://127.0.0.1:$B/v1/chat/completions"; name="Envoy -> aigw-extproc -> upstream"; fi

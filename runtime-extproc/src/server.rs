@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor;
 use envoy_types::pb::envoy::service::ext_proc::v3::{ProcessingRequest, ProcessingResponse};
-use tokio::sync::mpsc;
-use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
@@ -31,6 +29,15 @@ impl ExtProc {
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<ProcessingResponse, Status>> + Send>>;
 
+/// Owns a stream's processor; records an unfinished request when the stream goes away.
+struct StreamGuard(Processor);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
+}
+
 #[tonic::async_trait]
 impl ExternalProcessor for ExtProc {
     type ProcessStream = ResponseStream;
@@ -39,28 +46,18 @@ impl ExternalProcessor for ExtProc {
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
-        let mut inbound = request.into_inner();
+        let inbound = request.into_inner();
         // The configuration is read once per stream: a reload never changes a request midway.
-        let mut processor = Processor::new(self.config.current(), self.metrics.clone());
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            loop {
-                match inbound.message().await {
-                    Ok(Some(message)) => {
-                        let response = processor.handle(message);
-                        if tx.send(Ok(response)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(code = ?status.code(), "ext_proc stream ended by the peer");
-                        break;
-                    }
-                }
+        let mut guard = StreamGuard(Processor::new(self.config.current(), self.metrics.clone()));
+        // Each message is answered inline, in the task that polls the response stream (the
+        // connection's): no hand-off to another task, so no cross-thread wake-up per message.
+        let responses = inbound.map_while(move |message| match message {
+            Ok(message) => Some(Ok(guard.0.handle(message))),
+            Err(status) => {
+                tracing::debug!(code = ?status.code(), "ext_proc stream ended by the peer");
+                None
             }
-            processor.abandon();
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(responses)))
     }
 }
