@@ -25,6 +25,7 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
 AIGW = TARGET / "aigw"
 EXTPROC = TARGET / "aigw-extproc"
 SECRET = "sk-e2e-planted-7f3a9c"
+AZURE_SECRET = "azure-e2e-planted-51d2"
 
 
 def envoy_bin():
@@ -85,6 +86,9 @@ spec:
     - headers: [{{name: x-ai-eg-model, value: renamed}}]
     backendRefs: [{{name: primary, modelNameOverride: upstream-model}}]
   - matches:
+    - headers: [{{name: x-ai-eg-model, value: azure-gpt}}]
+    backendRefs: [{{name: azure, modelNameOverride: gpt-4o-deployment}}]
+  - matches:
     - headers: [{{name: x-ai-eg-model, value: split}}]
     backendRefs:
     - {{name: primary, weight: 3}}
@@ -103,6 +107,29 @@ metadata: {{name: secondary, namespace: ai}}
 spec:
   schema: {{name: OpenAI}}
   backendRef: {{name: secondary, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {{name: azure, namespace: ai}}
+spec:
+  schema: {{name: AzureOpenAI, version: 2025-01-01-preview}}
+  backendRef: {{name: secondary, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {{name: azure-key, namespace: ai}}
+spec:
+  targetRefs:
+  - {{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: azure}}
+  type: AzureAPIKey
+  azureAPIKey:
+    secretRef: {{name: azure-key}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: azure-key, namespace: ai}}
+stringData:
+  apiKey: {AZURE_SECRET}
 ---
 apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: BackendSecurityPolicy

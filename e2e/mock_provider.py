@@ -71,17 +71,18 @@ class MockProvider:
                 except ValueError:
                     return self._send(400, {"error": {"message": "mock: bad json", "type": "invalid_request_error"}})
                 model = request.get("model", "")
+                path = self.path.split("?", 1)[0]
                 if model == "error-503":
                     return self._send_raw(503, b"upstream overloaded", "text/plain")
                 if model == "error-429":
                     return self._send(429, {"error": {"message": "rate limited by provider", "type": "rate_limit_error", "code": "rate_limit"}})
-                if self.path.endswith("/chat/completions"):
+                if path.endswith("/chat/completions"):
                     if request.get("stream"):
                         return self._stream_chat(request)
                     return self._send(200, chat_completion(request, provider.name))
-                if self.path.endswith("/embeddings"):
+                if path.endswith("/embeddings"):
                     return self._send(200, embeddings(request))
-                if self.path.endswith("/completions"):
+                if path.endswith("/completions"):
                     return self._send(200, completion(request))
                 return self._send(404, {"error": {"message": f"mock: no route {self.path}", "type": "invalid_request_error"}})
 

@@ -5,7 +5,7 @@ import threading
 import time
 import urllib.request
 
-from conftest import SECRET, http, wait_for
+from conftest import AZURE_SECRET, SECRET, http, wait_for
 from mock_provider import ANSWER
 
 
@@ -204,3 +204,14 @@ def test_openai_python_sdk(gateway):
         assert error.status_code == 404
     # The client's own key never reaches the provider: the gateway's does.
     assert all(r.headers["authorization"] == f"Bearer {SECRET}" for r in gateway.primary.received())
+
+
+def test_azure_openai_gets_the_deployment_path_and_api_key(gateway):
+    status, _, body = chat(gateway, "azure-gpt")
+    assert status == 200, body
+    assert json.loads(body)["choices"][0]["message"]["content"] == ANSWER
+    [received] = gateway.secondary.received()
+    assert received.path == "/openai/deployments/gpt-4o-deployment/chat/completions?api-version=2025-01-01-preview"
+    assert received.headers["api-key"] == AZURE_SECRET
+    assert "authorization" not in received.headers
+    assert received.json()["model"] == "gpt-4o-deployment"

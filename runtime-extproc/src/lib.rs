@@ -9,8 +9,8 @@
 //!
 //! Modules: [`config`] (load the contract into what requests read), [`reload`] (the config in
 //! force and its watcher), [`server`] (the gRPC service), [`processor`] (one stream's state
-//! machine), [`router`] (route and backend choice), [`endpoint`], [`usage`], [`costs`],
-//! [`metrics`], [`admin`] (metrics and health over HTTP).
+//! machine), [`router`] (route and backend choice), [`translate`] (one module per provider),
+//! [`endpoint`], [`usage`], [`costs`], [`metrics`], [`admin`] (metrics and health over HTTP).
 
 pub mod admin;
 pub mod config;
@@ -21,4 +21,5 @@ pub mod processor;
 pub mod reload;
 pub mod router;
 pub mod server;
+pub mod translate;
 pub mod usage;

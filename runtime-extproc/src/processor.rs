@@ -437,7 +437,7 @@ impl Processor {
             .and_then(Value::as_bool)
             .unwrap_or(false);
 
-        if spec.schema.name != ApiSchema::OpenAI {
+        if !matches!(spec.schema.name, ApiSchema::OpenAI | ApiSchema::AzureOpenAI) {
             return Err(Box::new(client_error(
                 422,
                 &format!(
@@ -481,17 +481,7 @@ impl Processor {
                 changed = true;
             }
         }
-        let prefix = spec
-            .schema
-            .prefix
-            .as_deref()
-            .unwrap_or("v1")
-            .trim_matches('/');
-        let upstream_path = if prefix.is_empty() {
-            format!("/{}", endpoint.suffix())
-        } else {
-            format!("/{prefix}/{}", endpoint.suffix())
-        };
+        let upstream_path = upstream_path(&spec.schema, endpoint, &request_model);
 
         let mut set = vec![
             header_value(MODEL_HEADER, &model),
@@ -782,6 +772,35 @@ impl Processor {
                 self.response.status = 499;
             }
             let _ = self.finish();
+        }
+    }
+}
+
+/// The upstream path of an OpenAI-shaped request: `/<prefix>/<endpoint>` for OpenAI-compatible
+/// servers, the deployment path with `api-version` for Azure OpenAI.
+fn upstream_path(
+    schema: &aigw_filterconfig::BackendSchema,
+    endpoint: Endpoint,
+    model: &str,
+) -> String {
+    match schema.name {
+        ApiSchema::AzureOpenAI => {
+            let version = schema.version.as_deref().unwrap_or_default();
+            match endpoint {
+                Endpoint::Responses => format!("/openai/responses?api-version={version}"),
+                _ => format!(
+                    "/openai/deployments/{model}/{}?api-version={version}",
+                    endpoint.suffix()
+                ),
+            }
+        }
+        _ => {
+            let prefix = schema.prefix.as_deref().unwrap_or("v1").trim_matches('/');
+            if prefix.is_empty() {
+                format!("/{}", endpoint.suffix())
+            } else {
+                format!("/{prefix}/{}", endpoint.suffix())
+            }
         }
     }
 }

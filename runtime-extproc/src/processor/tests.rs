@@ -422,3 +422,44 @@ fn rfc3339_of_unix_seconds() {
     assert_eq!(rfc3339(1_735_689_600), "2025-01-01T00:00:00Z");
     assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
 }
+
+#[test]
+fn azure_openai_uses_the_deployment_path_and_api_version() {
+    let schema = |name, version: Option<&str>, prefix: Option<&str>| fc::BackendSchema {
+        name,
+        version: version.map(str::to_string),
+        prefix: prefix.map(str::to_string),
+    };
+    assert_eq!(
+        upstream_path(
+            &schema(ApiSchema::AzureOpenAI, Some("2025-01-01-preview"), None),
+            Endpoint::ChatCompletions,
+            "gpt-4o"
+        ),
+        "/openai/deployments/gpt-4o/chat/completions?api-version=2025-01-01-preview"
+    );
+    assert_eq!(
+        upstream_path(
+            &schema(ApiSchema::AzureOpenAI, Some("v"), None),
+            Endpoint::Embeddings,
+            "emb"
+        ),
+        "/openai/deployments/emb/embeddings?api-version=v"
+    );
+    assert_eq!(
+        upstream_path(
+            &schema(ApiSchema::OpenAI, None, Some("/openai/v1/")),
+            Endpoint::ChatCompletions,
+            "m"
+        ),
+        "/openai/v1/chat/completions"
+    );
+    assert_eq!(
+        upstream_path(
+            &schema(ApiSchema::OpenAI, None, Some("")),
+            Endpoint::Embeddings,
+            "m"
+        ),
+        "/embeddings"
+    );
+}

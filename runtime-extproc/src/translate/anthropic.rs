@@ -1,0 +1,1000 @@
+//! OpenAI chat completions to and from the Anthropic Messages API, as served by Anthropic
+//! itself, by GCP Vertex AI (`rawPredict`) and by AWS Bedrock (`invoke`): the request body and
+//! path, the buffered response, the server-sent event stream, and error bodies.
+//!
+//! Anthropic reports no creation time, so translated responses carry `"created": 0` rather than
+//! a time the provider never stated; the completion `id` is the Anthropic message id.
+
+use serde_json::{Map, Value, json};
+
+use super::{
+    SSE_DONE, StreamTranslator, TranslateError, UpstreamRequest, finish_reason, sse_event,
+};
+use crate::usage::TokenUsage;
+
+/// `anthropic-version` header sent to Anthropic's own API.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// `anthropic_version` body field for GCP Vertex AI when none is configured.
+pub const GCP_DEFAULT_VERSION: &str = "vertex-2023-10-16";
+/// `anthropic_version` body field for AWS Bedrock when none is configured.
+pub const AWS_DEFAULT_VERSION: &str = "bedrock-2023-05-31";
+/// `max_tokens` when the client sets none (Anthropic requires it).
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+/// The smallest thinking budget Anthropic accepts.
+const MIN_THINKING_BUDGET: u64 = 1024;
+/// Unparsed stream bytes kept at most before the stream is declared broken.
+const MAX_PENDING: usize = 16 * 1024 * 1024;
+
+/// Where the Anthropic Messages request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnthropicTarget {
+    /// Anthropic's API: `/<prefix>/messages` (prefix `v1` when empty).
+    Anthropic {
+        /// Path prefix, with or without slashes.
+        prefix: String,
+    },
+    /// Claude on GCP Vertex AI: `publishers/anthropic/models/<model>:rawPredict`, relative to
+    /// the project and location the GCP credentials add.
+    GcpAnthropic {
+        /// `anthropic_version` body field (`vertex-2023-10-16` when empty).
+        version: String,
+    },
+    /// Claude on AWS Bedrock: `/model/<model>/invoke`.
+    AwsAnthropic {
+        /// `anthropic_version` body field (`bedrock-2023-05-31` when empty).
+        version: String,
+    },
+}
+
+fn invalid(message: impl Into<String>) -> TranslateError {
+    TranslateError::Invalid(message.into())
+}
+
+fn unsupported(message: impl Into<String>) -> TranslateError {
+    TranslateError::Unsupported(message.into())
+}
+
+/// Percent-encodes one path segment the way Go's `url.PathEscape` does.
+fn path_escape(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~$&+=:@".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Translates an OpenAI chat completion request into an Anthropic Messages request for
+/// `target`; `model` is the model to ask for (after any override).
+pub fn chat_request(
+    request: &Value,
+    model: &str,
+    target: &AnthropicTarget,
+) -> Result<UpstreamRequest, TranslateError> {
+    let Some(fields) = request.as_object() else {
+        return Err(invalid("the body must be a JSON object"));
+    };
+    check_unsupported(fields)?;
+    let stream = fields
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+
+    let mut body = Map::new();
+    let (system, messages) = messages(fields.get("messages"))?;
+    if let Some(system) = system {
+        body.insert("system".into(), system);
+    }
+    body.insert("messages".into(), Value::Array(messages));
+
+    let explicit_max = match fields
+        .get("max_completion_tokens")
+        .filter(|v| !v.is_null())
+        .or_else(|| fields.get("max_tokens").filter(|v| !v.is_null()))
+    {
+        Some(value) => Some(
+            value
+                .as_u64()
+                .ok_or_else(|| invalid("max_tokens must be a non-negative integer"))?,
+        ),
+        None => None,
+    };
+    let mut max_tokens = explicit_max.unwrap_or(DEFAULT_MAX_TOKENS);
+    if let Some(thinking) = thinking(fields, explicit_max, &mut max_tokens)? {
+        body.insert("thinking".into(), thinking);
+    }
+    body.insert("max_tokens".into(), json!(max_tokens));
+
+    for name in ["temperature", "top_p", "top_k"] {
+        if let Some(value) = fields.get(name).filter(|v| !v.is_null()) {
+            if !value.is_number() {
+                return Err(invalid(format!("{name} must be a number")));
+            }
+            body.insert(name.into(), value.clone());
+        }
+    }
+    match fields.get("stop") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(stop)) => {
+            body.insert("stop_sequences".into(), json!([stop]));
+        }
+        Some(Value::Array(stops)) => {
+            if stops.iter().any(|s| !s.is_string()) {
+                return Err(invalid("stop must be a string or a list of strings"));
+            }
+            if !stops.is_empty() {
+                body.insert("stop_sequences".into(), Value::Array(stops.clone()));
+            }
+        }
+        Some(_) => return Err(invalid("stop must be a string or a list of strings")),
+    }
+    if let Some(tools) = tools(fields.get("tools"))? {
+        body.insert("tools".into(), tools);
+    }
+    if let Some(choice) = tool_choice(fields)? {
+        body.insert("tool_choice".into(), choice);
+    }
+    if let Some(user) = fields.get("user").and_then(Value::as_str) {
+        body.insert("metadata".into(), json!({ "user_id": user }));
+    }
+
+    let path = match target {
+        AnthropicTarget::Anthropic { prefix } => {
+            body.insert("model".into(), json!(model));
+            if stream {
+                body.insert("stream".into(), json!(true));
+            }
+            let prefix = prefix.trim_matches('/');
+            let prefix = if prefix.is_empty() { "v1" } else { prefix };
+            format!("/{prefix}/messages")
+        }
+        AnthropicTarget::GcpAnthropic { version } => {
+            let version = if version.is_empty() {
+                GCP_DEFAULT_VERSION
+            } else {
+                version
+            };
+            body.insert("anthropic_version".into(), json!(version));
+            if stream {
+                body.insert("stream".into(), json!(true));
+            }
+            let method = if stream {
+                "streamRawPredict"
+            } else {
+                "rawPredict"
+            };
+            format!("publishers/anthropic/models/{model}:{method}")
+        }
+        AnthropicTarget::AwsAnthropic { version } => {
+            let version = if version.is_empty() {
+                AWS_DEFAULT_VERSION
+            } else {
+                version
+            };
+            body.insert("anthropic_version".into(), json!(version));
+            let action = if stream {
+                "invoke-with-response-stream"
+            } else {
+                "invoke"
+            };
+            format!("/model/{}/{action}", path_escape(model))
+        }
+    };
+    let headers = match target {
+        AnthropicTarget::Anthropic { .. } => {
+            vec![(
+                "anthropic-version".to_string(),
+                ANTHROPIC_VERSION.to_string(),
+            )]
+        }
+        _ => Vec::new(),
+    };
+    Ok(UpstreamRequest {
+        path,
+        body: Value::Object(body).to_string().into_bytes(),
+        headers,
+    })
+}
+
+/// Rejects request fields the Messages API has no equivalent for.
+fn check_unsupported(fields: &Map<String, Value>) -> Result<(), TranslateError> {
+    if fields
+        .get("n")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 1)
+    {
+        return Err(unsupported(
+            "Anthropic returns one choice per request: n must be 1",
+        ));
+    }
+    if fields.get("logprobs").and_then(Value::as_bool) == Some(true)
+        || fields.get("top_logprobs").is_some_and(|v| !v.is_null())
+    {
+        return Err(unsupported("Anthropic does not return logprobs"));
+    }
+    if fields.get("audio").is_some_and(|v| !v.is_null())
+        || fields
+            .get("modalities")
+            .and_then(Value::as_array)
+            .is_some_and(|m| m.iter().any(|v| v.as_str() != Some("text")))
+    {
+        return Err(unsupported("Anthropic only answers with text"));
+    }
+    for name in ["presence_penalty", "frequency_penalty"] {
+        if fields
+            .get(name)
+            .and_then(Value::as_f64)
+            .is_some_and(|v| v != 0.0)
+        {
+            return Err(unsupported(format!("Anthropic has no {name}")));
+        }
+    }
+    if fields
+        .get("logit_bias")
+        .and_then(Value::as_object)
+        .is_some_and(|m| !m.is_empty())
+    {
+        return Err(unsupported("Anthropic has no logit_bias"));
+    }
+    if let Some(kind) = fields
+        .get("response_format")
+        .and_then(|f| f.get("type"))
+        .and_then(Value::as_str)
+        && kind != "text"
+    {
+        return Err(unsupported(format!(
+            "response_format {kind:?} cannot be expressed for Anthropic"
+        )));
+    }
+    Ok(())
+}
+
+/// The `thinking` field: the extension field as given, else one derived from
+/// `reasoning_effort`. A derived budget fits under an explicit `max_tokens`; a defaulted
+/// `max_tokens` grows to leave room for the answer.
+fn thinking(
+    fields: &Map<String, Value>,
+    explicit_max: Option<u64>,
+    max_tokens: &mut u64,
+) -> Result<Option<Value>, TranslateError> {
+    if let Some(thinking) = fields.get("thinking").filter(|v| !v.is_null()) {
+        if !thinking.is_object() {
+            return Err(invalid("thinking must be an object"));
+        }
+        if explicit_max.is_none()
+            && let Some(budget) = thinking.get("budget_tokens").and_then(Value::as_u64)
+            && budget >= *max_tokens
+        {
+            *max_tokens = budget + DEFAULT_MAX_TOKENS;
+        }
+        return Ok(Some(thinking.clone()));
+    }
+    let Some(effort) = fields.get("reasoning_effort").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let mut budget = match effort.as_str() {
+        Some("none") => return Ok(None),
+        Some("minimal") | Some("low") => MIN_THINKING_BUDGET,
+        Some("medium") => 4096,
+        Some("high") => 16384,
+        _ => {
+            return Err(invalid(format!(
+                "reasoning_effort {effort} is not one of none, minimal, low, medium, high"
+            )));
+        }
+    };
+    match explicit_max {
+        Some(max) if budget >= max => {
+            budget = max.saturating_sub(1);
+            if budget < MIN_THINKING_BUDGET {
+                return Err(unsupported(format!(
+                    "Anthropic needs at least {MIN_THINKING_BUDGET} thinking tokens below max_tokens ({max})"
+                )));
+            }
+        }
+        Some(_) => {}
+        None => *max_tokens = budget + DEFAULT_MAX_TOKENS,
+    }
+    Ok(Some(json!({"type": "enabled", "budget_tokens": budget})))
+}
+
+/// Splits OpenAI messages into the Anthropic `system` field and turns.
+fn messages(messages: Option<&Value>) -> Result<(Option<Value>, Vec<Value>), TranslateError> {
+    let Some(list) = messages.and_then(Value::as_array) else {
+        return Err(invalid("messages must be a list"));
+    };
+    let mut system: Vec<Value> = Vec::new();
+    let mut turns: Vec<Value> = Vec::new();
+    // Whether the last turn is a user turn that holds tool results.
+    let mut open_results = false;
+    for message in list {
+        let role = message
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("every message needs a role"))?;
+        let content = message.get("content").unwrap_or(&Value::Null);
+        match role {
+            "system" | "developer" => {
+                system.extend(text_blocks(content, role)?);
+                continue;
+            }
+            "user" => {
+                let blocks = user_blocks(content)?;
+                if open_results {
+                    append_to_last(&mut turns, blocks);
+                } else {
+                    turns.push(json!({"role": "user", "content": simplify(blocks, content)}));
+                }
+            }
+            "assistant" => {
+                let mut blocks = if content.is_null() {
+                    Vec::new()
+                } else {
+                    text_blocks(content, role)?
+                };
+                if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
+                    // Anthropic rejects empty text blocks, which clients send beside tool calls.
+                    blocks.retain(|b| b.get("text").and_then(Value::as_str) != Some(""));
+                    for call in calls {
+                        blocks.push(tool_use(call)?);
+                    }
+                }
+                let has_calls = message
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .is_some_and(|c| !c.is_empty());
+                let content = if has_calls {
+                    Value::Array(blocks)
+                } else {
+                    simplify(blocks, content)
+                };
+                turns.push(json!({"role": "assistant", "content": content}));
+            }
+            "tool" | "function" => {
+                let id = message
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid("a tool message needs tool_call_id"))?;
+                let mut result = json!({"type": "tool_result", "tool_use_id": id});
+                let blocks = text_blocks(content, role)?;
+                result["content"] = match content {
+                    Value::String(text) => json!(text),
+                    _ => Value::Array(blocks),
+                };
+                if open_results {
+                    append_to_last(&mut turns, vec![result]);
+                } else {
+                    turns.push(json!({"role": "user", "content": [result]}));
+                }
+                open_results = true;
+                continue;
+            }
+            other => return Err(invalid(format!("unknown message role {other:?}"))),
+        }
+        open_results = false;
+    }
+    let system = match system.as_slice() {
+        [] => None,
+        [only] if only.get("cache_control").is_none() => only.get("text").cloned(),
+        _ => Some(Value::Array(system)),
+    };
+    Ok((system, turns))
+}
+
+/// A plain string stays a string; anything else is a list of blocks.
+fn simplify(blocks: Vec<Value>, original: &Value) -> Value {
+    match original {
+        Value::String(text) if blocks.len() == 1 => json!(text),
+        _ => Value::Array(blocks),
+    }
+}
+
+fn append_to_last(turns: &mut [Value], blocks: Vec<Value>) {
+    if let Some(list) = turns
+        .last_mut()
+        .and_then(|t| t.get_mut("content"))
+        .and_then(Value::as_array_mut)
+    {
+        list.extend(blocks);
+    }
+}
+
+fn with_cache_control(mut block: Value, part: &Value) -> Value {
+    if let Some(cache) = part.get("cache_control") {
+        block["cache_control"] = cache.clone();
+    }
+    block
+}
+
+/// Text-only content (system, assistant, tool): a string or `text` parts.
+fn text_blocks(content: &Value, role: &str) -> Result<Vec<Value>, TranslateError> {
+    match content {
+        Value::String(text) => Ok(vec![json!({"type": "text", "text": text})]),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|part| match part.get("type").and_then(Value::as_str) {
+                Some("text") | Some("refusal") => {
+                    let key = if part.get("text").is_some() {
+                        "text"
+                    } else {
+                        "refusal"
+                    };
+                    let text = part
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| invalid("a text part needs text"))?;
+                    Ok(with_cache_control(
+                        json!({"type": "text", "text": text}),
+                        part,
+                    ))
+                }
+                Some(other) => Err(unsupported(format!(
+                    "{other} content in a {role} message cannot be sent to Anthropic"
+                ))),
+                None => Err(invalid("every content part needs a type")),
+            })
+            .collect(),
+        _ => Err(invalid(format!(
+            "{role} message content must be a string or a list of parts"
+        ))),
+    }
+}
+
+/// User content: text, images and PDF files.
+fn user_blocks(content: &Value) -> Result<Vec<Value>, TranslateError> {
+    let Value::Array(parts) = content else {
+        return text_blocks(content, "user");
+    };
+    let mut blocks = Vec::with_capacity(parts.len());
+    for part in parts {
+        let block = match part.get("type").and_then(Value::as_str) {
+            Some("text") => text_blocks(&Value::Array(vec![part.clone()]), "user")?.remove(0),
+            Some("image_url") => {
+                let url = part
+                    .pointer("/image_url/url")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid("an image_url part needs image_url.url"))?;
+                with_cache_control(json!({"type": "image", "source": image_source(url)?}), part)
+            }
+            Some("file") => {
+                let data = part
+                    .pointer("/file/file_data")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        unsupported(
+                            "only file parts with inline file_data can be sent to Anthropic",
+                        )
+                    })?;
+                let (media_type, data) = data_url(data)
+                    .ok_or_else(|| invalid("file_data must be a base64 data: URL"))?;
+                if media_type != "application/pdf" {
+                    return Err(unsupported(format!(
+                        "Anthropic documents must be PDF, not {media_type}"
+                    )));
+                }
+                with_cache_control(
+                    json!({"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}),
+                    part,
+                )
+            }
+            Some(other) => {
+                return Err(unsupported(format!(
+                    "{other} content cannot be sent to Anthropic"
+                )));
+            }
+            None => return Err(invalid("every content part needs a type")),
+        };
+        blocks.push(block);
+    }
+    Ok(blocks)
+}
+
+/// `data:<media type>;base64,<data>` split into media type and data.
+fn data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let media_type = meta.strip_suffix(";base64")?;
+    Some((media_type, data))
+}
+
+fn image_source(url: &str) -> Result<Value, TranslateError> {
+    if url.starts_with("data:") {
+        let (media_type, data) =
+            data_url(url).ok_or_else(|| invalid("an image data: URL must be base64"))?;
+        if !matches!(
+            media_type,
+            "image/jpeg" | "image/png" | "image/gif" | "image/webp"
+        ) {
+            return Err(unsupported(format!(
+                "Anthropic accepts JPEG, PNG, GIF and WebP images, not {media_type}"
+            )));
+        }
+        Ok(json!({"type": "base64", "media_type": media_type, "data": data}))
+    } else if url.starts_with("https://") || url.starts_with("http://") {
+        Ok(json!({"type": "url", "url": url}))
+    } else {
+        Err(invalid("image_url.url must be a data: or http(s) URL"))
+    }
+}
+
+fn tool_use(call: &Value) -> Result<Value, TranslateError> {
+    if call
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("function")
+        != "function"
+    {
+        return Err(unsupported(
+            "only function tool calls can be sent to Anthropic",
+        ));
+    }
+    let id = call
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("a tool call needs an id"))?;
+    let name = call
+        .pointer("/function/name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("a tool call needs function.name"))?;
+    let arguments = call
+        .pointer("/function/arguments")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let input: Value = if arguments.trim().is_empty() {
+        json!({})
+    } else {
+        serde_json::from_str(arguments)
+            .map_err(|err| invalid(format!("tool call {id} arguments are not JSON: {err}")))?
+    };
+    Ok(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
+}
+
+fn tools(tools: Option<&Value>) -> Result<Option<Value>, TranslateError> {
+    let Some(list) = tools.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| invalid("tools must be a list"))?;
+    if list.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for tool in list {
+        if tool.get("type").and_then(Value::as_str) != Some("function") {
+            return Err(unsupported("only function tools can be sent to Anthropic"));
+        }
+        let function = tool
+            .get("function")
+            .ok_or_else(|| invalid("a function tool needs function"))?;
+        let name = function
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("a function tool needs a name"))?;
+        let mut entry = json!({
+            "name": name,
+            "input_schema": function
+                .get("parameters")
+                .filter(|p| !p.is_null())
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        });
+        if let Some(description) = function.get("description").and_then(Value::as_str) {
+            entry["description"] = json!(description);
+        }
+        out.push(with_cache_control(entry, tool));
+    }
+    Ok(Some(Value::Array(out)))
+}
+
+fn tool_choice(fields: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
+    let parallel_off = fields.get("parallel_tool_calls").and_then(Value::as_bool) == Some(false);
+    let mut choice = match fields.get("tool_choice") {
+        None | Some(Value::Null) => {
+            if parallel_off && fields.get("tools").is_some_and(|t| !t.is_null()) {
+                json!({"type": "auto"})
+            } else {
+                return Ok(None);
+            }
+        }
+        Some(Value::String(mode)) => match mode.as_str() {
+            "auto" => json!({"type": "auto"}),
+            "none" => return Ok(Some(json!({"type": "none"}))),
+            "required" => json!({"type": "any"}),
+            other => return Err(invalid(format!("unknown tool_choice {other:?}"))),
+        },
+        Some(choice @ Value::Object(_)) => {
+            let name = choice
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    unsupported("only function tool_choice objects can be sent to Anthropic")
+                })?;
+            json!({"type": "tool", "name": name})
+        }
+        Some(_) => return Err(invalid("tool_choice must be a string or an object")),
+    };
+    if parallel_off {
+        choice["disable_parallel_tool_use"] = json!(true);
+    }
+    Ok(Some(choice))
+}
+
+/// Anthropic `usage` as OpenAI `usage` and [`TokenUsage`]: prompt tokens include cache reads
+/// and cache writes.
+fn usage_from(usage: &Value, fallback: &TokenUsage) -> TokenUsage {
+    let read = |name: &str| usage.get(name).and_then(Value::as_u64);
+    let input_only = read("input_tokens").or(fallback_input_only(fallback));
+    let cached_input = read("cache_read_input_tokens").or(fallback.cached_input);
+    let cache_creation_input =
+        read("cache_creation_input_tokens").or(fallback.cache_creation_input);
+    let output = read("output_tokens").or(fallback.output);
+    let input = match (input_only, cached_input, cache_creation_input) {
+        (None, None, None) => None,
+        (a, b, c) => Some(a.unwrap_or(0) + b.unwrap_or(0) + c.unwrap_or(0)),
+    };
+    let total = match (input, output) {
+        (None, None) => None,
+        (i, o) => Some(i.unwrap_or(0) + o.unwrap_or(0)),
+    };
+    TokenUsage {
+        input,
+        cached_input,
+        cache_creation_input,
+        output,
+        total,
+        reasoning: None,
+    }
+}
+
+/// The uncached input of an earlier reading (its total minus the cache counts).
+fn fallback_input_only(fallback: &TokenUsage) -> Option<u64> {
+    fallback.input.map(|total| {
+        total
+            .saturating_sub(fallback.cached_input.unwrap_or(0))
+            .saturating_sub(fallback.cache_creation_input.unwrap_or(0))
+    })
+}
+
+fn openai_usage(usage: &TokenUsage) -> Value {
+    let mut out = json!({
+        "prompt_tokens": usage.input.unwrap_or(0),
+        "completion_tokens": usage.output.unwrap_or(0),
+        "total_tokens": usage.total.unwrap_or(0),
+    });
+    let mut details = Map::new();
+    if let Some(cached) = usage.cached_input {
+        details.insert("cached_tokens".into(), json!(cached));
+    }
+    if let Some(created) = usage.cache_creation_input {
+        details.insert("cache_creation_tokens".into(), json!(created));
+    }
+    if !details.is_empty() {
+        out["prompt_tokens_details"] = Value::Object(details);
+    }
+    out
+}
+
+/// Translates a buffered Anthropic message into an OpenAI `chat.completion`; `model` is the
+/// requested model, used when the provider does not name one.
+pub fn chat_response(body: &[u8], model: &str) -> Result<(Vec<u8>, TokenUsage), TranslateError> {
+    let message: Value = serde_json::from_slice(body)
+        .map_err(|err| TranslateError::Upstream(format!("Anthropic message is not JSON: {err}")))?;
+    let content = message
+        .get("content")
+        .and_then(Value::as_array)
+        .ok_or_else(|| TranslateError::Upstream("Anthropic message has no content list".into()))?;
+    let mut text = String::new();
+    let mut has_text = false;
+    let mut reasoning = String::new();
+    let mut has_reasoning = false;
+    let mut calls = Vec::new();
+    for block in content {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                has_text = true;
+                text.push_str(block.get("text").and_then(Value::as_str).unwrap_or(""));
+            }
+            Some("thinking") => {
+                has_reasoning = true;
+                reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or(""));
+            }
+            Some("tool_use") => {
+                let arguments = block.get("input").cloned().unwrap_or_else(|| json!({}));
+                calls.push(json!({
+                    "id": block.get("id").cloned().unwrap_or(Value::Null),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name").cloned().unwrap_or(Value::Null),
+                        "arguments": arguments.to_string(),
+                    },
+                }));
+            }
+            _ => {}
+        }
+    }
+    let mut reply = json!({
+        "role": "assistant",
+        "content": if has_text { json!(text) } else { Value::Null },
+    });
+    if !calls.is_empty() {
+        reply["tool_calls"] = Value::Array(calls);
+    }
+    if has_reasoning {
+        reply["reasoning_content"] = json!(reasoning);
+    }
+    let usage = usage_from(
+        message.get("usage").unwrap_or(&Value::Null),
+        &TokenUsage::default(),
+    );
+    let stop = message
+        .get("stop_reason")
+        .and_then(Value::as_str)
+        .unwrap_or("end_turn");
+    let out = json!({
+        "id": message.get("id").cloned().unwrap_or(Value::Null),
+        "object": "chat.completion",
+        "created": 0,
+        "model": message.get("model").and_then(Value::as_str).unwrap_or(model),
+        "choices": [{"index": 0, "message": reply, "finish_reason": finish_reason(stop)}],
+        "usage": openai_usage(&usage),
+    });
+    Ok((out.to_string().into_bytes(), usage))
+}
+
+/// The HTTP status an Anthropic error type stands for, for non-JSON bodies the reverse.
+fn error_type_for(status: u16) -> &'static str {
+    match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 => "service_unavailable_error",
+        529 => "overloaded_error",
+        _ => "internal_server_error",
+    }
+}
+
+/// Translates an Anthropic error answer (status `status`) into the OpenAI error shape.
+pub fn error_response(status: u16, body: &[u8]) -> Vec<u8> {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let error = parsed.as_ref().and_then(|v| v.get("error"));
+    let message = error
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let kind = error
+        .and_then(|e| e.get("type").or_else(|| e.get("status")))
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| error_type_for(status));
+    json!({"error": {"message": message, "type": kind, "param": null, "code": status.to_string()}})
+        .to_string()
+        .into_bytes()
+}
+
+/// Translates an Anthropic event stream into OpenAI `chat.completion.chunk` events.
+#[derive(Debug, Default)]
+pub struct ChatStream {
+    requested_model: String,
+    pending: Vec<u8>,
+    data: String,
+    id: Option<String>,
+    model: Option<String>,
+    usage: TokenUsage,
+    started: bool,
+    /// Anthropic block index to OpenAI tool call index.
+    tool_blocks: Vec<(u64, usize)>,
+    finished: bool,
+}
+
+impl ChatStream {
+    /// A stream for a request that asked for `model`.
+    pub fn new(model: &str) -> ChatStream {
+        ChatStream {
+            requested_model: model.to_string(),
+            ..ChatStream::default()
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Vec<u8> {
+        sse_event(&json!({
+            "id": self.id.as_deref().unwrap_or(""),
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": self.model.as_deref().unwrap_or(&self.requested_model),
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }))
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return self.dispatch(out);
+        }
+        if let Some(data) = line.strip_prefix(b"data:") {
+            let data = data.strip_prefix(b" ").unwrap_or(data);
+            let data = std::str::from_utf8(data)
+                .map_err(|_| TranslateError::Upstream("event data is not UTF-8".into()))?;
+            if !self.data.is_empty() {
+                self.data.push('\n');
+            }
+            self.data.push_str(data);
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        if self.data.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.data);
+        let event: Value = serde_json::from_str(&data)
+            .map_err(|err| TranslateError::Upstream(format!("event data is not JSON: {err}")))?;
+        out.extend(self.event(&event));
+        Ok(())
+    }
+
+    /// Translates one decoded Anthropic stream event (the JSON of its `data:`).
+    pub fn event(&mut self, event: &Value) -> Vec<u8> {
+        match event.get("type").and_then(Value::as_str) {
+            Some("message_start") => {
+                let message = event.get("message").unwrap_or(&Value::Null);
+                self.id = message
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                self.model = message
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                if let Some(usage) = message.get("usage") {
+                    self.usage = usage_from(usage, &self.usage);
+                }
+                self.started = true;
+                self.chunk(json!({"role": "assistant", "content": ""}), None)
+            }
+            Some("content_block_start") => {
+                let block = event.get("content_block").unwrap_or(&Value::Null);
+                match block.get("type").and_then(Value::as_str) {
+                    Some("tool_use") => {
+                        let index = self.tool_blocks.len();
+                        let block_index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        self.tool_blocks.push((block_index, index));
+                        self.chunk(
+                            json!({"tool_calls": [{
+                                "index": index,
+                                "id": block.get("id").cloned().unwrap_or(Value::Null),
+                                "type": "function",
+                                "function": {
+                                    "name": block.get("name").cloned().unwrap_or(Value::Null),
+                                    "arguments": "",
+                                },
+                            }]}),
+                            None,
+                        )
+                    }
+                    Some("text") => match block.get("text").and_then(Value::as_str) {
+                        Some(text) if !text.is_empty() => {
+                            self.chunk(json!({"content": text}), None)
+                        }
+                        _ => Vec::new(),
+                    },
+                    _ => Vec::new(),
+                }
+            }
+            Some("content_block_delta") => {
+                let delta = event.get("delta").unwrap_or(&Value::Null);
+                let text = |key: &str| delta.get(key).and_then(Value::as_str).unwrap_or("");
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => self.chunk(json!({"content": text("text")}), None),
+                    Some("thinking_delta") => {
+                        self.chunk(json!({"reasoning_content": text("thinking")}), None)
+                    }
+                    Some("input_json_delta") => {
+                        let block_index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        let Some(index) = self
+                            .tool_blocks
+                            .iter()
+                            .find(|(b, _)| *b == block_index)
+                            .map(|(_, i)| *i)
+                        else {
+                            return Vec::new();
+                        };
+                        self.chunk(
+                            json!({"tool_calls": [{
+                                "index": index,
+                                "function": {"arguments": text("partial_json")},
+                            }]}),
+                            None,
+                        )
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            Some("message_delta") => {
+                if let Some(usage) = event.get("usage") {
+                    self.usage = usage_from(usage, &self.usage);
+                }
+                match event.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    Some(reason) => self.chunk(json!({}), Some(finish_reason(reason))),
+                    None => Vec::new(),
+                }
+            }
+            Some("error") => {
+                let error = event.get("error").unwrap_or(&Value::Null);
+                sse_event(&json!({"error": {
+                    "message": error.get("message").and_then(Value::as_str).unwrap_or("stream error"),
+                    "type": error.get("type").and_then(Value::as_str).unwrap_or("api_error"),
+                    "param": null,
+                    "code": null,
+                }}))
+            }
+            // message_stop, content_block_stop, ping and event types added later.
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl StreamTranslator for ChatStream {
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
+        self.pending.extend_from_slice(chunk);
+        let pending = std::mem::take(&mut self.pending);
+        let mut out = Vec::new();
+        let mut start = 0;
+        while let Some(offset) = pending[start..].iter().position(|b| *b == b'\n') {
+            let end = start + offset;
+            self.line(&pending[start..end], &mut out)?;
+            start = end + 1;
+        }
+        self.pending = pending;
+        self.pending.drain(..start);
+        if self.pending.len() > MAX_PENDING {
+            return Err(TranslateError::Upstream(
+                "an Anthropic stream event exceeds 16 MiB".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
+        let mut out = Vec::new();
+        if self.finished {
+            return Ok(out);
+        }
+        self.finished = true;
+        let rest = std::mem::take(&mut self.pending);
+        if !rest.is_empty() {
+            self.line(&rest, &mut out)?;
+        }
+        self.dispatch(&mut out)?;
+        if self.started {
+            out.extend(sse_event(&json!({
+                "id": self.id.as_deref().unwrap_or(""),
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": self.model.as_deref().unwrap_or(&self.requested_model),
+                "choices": [],
+                "usage": openai_usage(&self.usage),
+            })));
+        }
+        out.extend_from_slice(SSE_DONE);
+        Ok(out)
+    }
+
+    fn usage(&self) -> TokenUsage {
+        self.usage
+    }
+
+    fn model(&self) -> Option<String> {
+        self.model.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,502 @@
+use super::*;
+use serde_json::{Value, json};
+
+const MODEL: &str = "claude-sonnet-4-5";
+
+fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/anthropic/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"));
+    serde_json::from_str(&text).unwrap_or_else(|err| panic!("{path}: {err}"))
+}
+
+fn anthropic() -> AnthropicTarget {
+    AnthropicTarget::Anthropic {
+        prefix: String::new(),
+    }
+}
+
+fn body(request: &UpstreamRequest) -> Value {
+    serde_json::from_slice(&request.body).expect("translated body is JSON")
+}
+
+#[test]
+fn request_fixtures() {
+    for case in [
+        "request_plain",
+        "request_system",
+        "request_system_blocks",
+        "request_multi_turn",
+        "request_image",
+        "request_tools",
+        "request_tool_results",
+        "request_params",
+        "request_reasoning_effort",
+        "request_thinking",
+    ] {
+        let input = fixture(&format!("{case}.openai"));
+        let expected = fixture(&format!("{case}.anthropic"));
+        let translated =
+            chat_request(&input, MODEL, &anthropic()).unwrap_or_else(|err| panic!("{case}: {err}"));
+        assert_eq!(body(&translated), expected, "{case}");
+        assert_eq!(translated.path, "/v1/messages", "{case}");
+        assert_eq!(
+            translated.headers,
+            vec![("anthropic-version".to_string(), "2023-06-01".to_string())]
+        );
+    }
+}
+
+#[test]
+fn response_fixtures() {
+    for case in ["response_text", "response_tool_use", "response_thinking"] {
+        let input = fixture(&format!("{case}.anthropic"));
+        let expected = fixture(&format!("{case}.openai"));
+        let (bytes, usage) = chat_response(input.to_string().as_bytes(), MODEL)
+            .unwrap_or_else(|err| panic!("{case}: {err}"));
+        let translated: Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(translated, expected, "{case}");
+        assert_eq!(usage, TokenUsage::from_openai(&expected["usage"]), "{case}");
+    }
+}
+
+#[test]
+fn response_usage_counts_cache() {
+    let input = fixture("response_tool_use.anthropic");
+    let (_, usage) = chat_response(input.to_string().as_bytes(), MODEL).expect("translates");
+    assert_eq!(
+        usage,
+        TokenUsage {
+            input: Some(2400),
+            cached_input: Some(300),
+            cache_creation_input: Some(2000),
+            output: Some(50),
+            total: Some(2450),
+            reasoning: None,
+        }
+    );
+}
+
+#[test]
+fn response_without_model_uses_the_requested_one() {
+    let (bytes, _) = chat_response(
+        br#"{"id":"msg_1","type":"message","role":"assistant","content":[],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":0}}"#,
+        MODEL,
+    )
+    .expect("translates");
+    let value: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(value["model"], MODEL);
+    assert_eq!(value["choices"][0]["message"]["content"], Value::Null);
+    assert!(matches!(
+        chat_response(b"not json", MODEL),
+        Err(TranslateError::Upstream(_))
+    ));
+}
+
+#[test]
+fn prefix_is_trimmed() {
+    let input = fixture("request_plain.openai");
+    let target = AnthropicTarget::Anthropic {
+        prefix: "/anthropic/v1/".into(),
+    };
+    let translated = chat_request(&input, MODEL, &target).expect("translates");
+    assert_eq!(translated.path, "/anthropic/v1/messages");
+}
+
+#[test]
+fn gcp_target() {
+    let mut input = fixture("request_plain.openai");
+    let target = AnthropicTarget::GcpAnthropic {
+        version: String::new(),
+    };
+    let translated = chat_request(&input, "claude-sonnet-4@20250514", &target).expect("ok");
+    assert_eq!(
+        translated.path,
+        "publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict"
+    );
+    assert!(translated.headers.is_empty());
+    let mut expected = fixture("request_plain.anthropic");
+    expected.as_object_mut().expect("object").remove("model");
+    expected["anthropic_version"] = json!("vertex-2023-10-16");
+    assert_eq!(body(&translated), expected);
+
+    input["stream"] = json!(true);
+    let target = AnthropicTarget::GcpAnthropic {
+        version: "vertex-2099-01-01".into(),
+    };
+    let translated = chat_request(&input, "claude-sonnet-4@20250514", &target).expect("ok");
+    assert_eq!(
+        translated.path,
+        "publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict"
+    );
+    expected["stream"] = json!(true);
+    expected["anthropic_version"] = json!("vertex-2099-01-01");
+    assert_eq!(body(&translated), expected);
+}
+
+#[test]
+fn aws_target() {
+    let mut input = fixture("request_plain.openai");
+    input["stream"] = json!(true);
+    let target = AnthropicTarget::AwsAnthropic {
+        version: String::new(),
+    };
+    let model = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-7-sonnet-20250219-v1:0";
+    let translated = chat_request(&input, model, &target).expect("ok");
+    assert_eq!(
+        translated.path,
+        "/model/arn:aws:bedrock:us-east-1:123456789012:inference-profile%2Fus.anthropic.claude-3-7-sonnet-20250219-v1:0/invoke-with-response-stream"
+    );
+    let mut expected = fixture("request_plain.anthropic");
+    expected.as_object_mut().expect("object").remove("model");
+    expected["anthropic_version"] = json!("bedrock-2023-05-31");
+    assert_eq!(body(&translated), expected);
+
+    input["stream"] = json!(false);
+    let translated =
+        chat_request(&input, "anthropic.claude-3-haiku-20240307-v1:0", &target).expect("ok");
+    assert_eq!(
+        translated.path,
+        "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke"
+    );
+}
+
+fn unsupported_reason(request: Value) -> String {
+    match chat_request(&request, MODEL, &anthropic()) {
+        Err(TranslateError::Unsupported(reason)) => reason,
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
+
+#[test]
+fn unsupported_requests() {
+    let base = fixture("request_plain.openai");
+    let with = |key: &str, value: Value| {
+        let mut request = base.clone();
+        request[key] = value;
+        request
+    };
+    assert!(unsupported_reason(with("n", json!(2))).contains("n must be 1"));
+    assert!(unsupported_reason(with("logprobs", json!(true))).contains("logprobs"));
+    assert!(unsupported_reason(with("top_logprobs", json!(3))).contains("logprobs"));
+    assert!(unsupported_reason(with("presence_penalty", json!(0.5))).contains("presence_penalty"));
+    assert!(unsupported_reason(with("modalities", json!(["text", "audio"]))).contains("text"));
+    assert!(
+        unsupported_reason(with("response_format", json!({"type": "json_object"})))
+            .contains("json_object")
+    );
+    let audio = with(
+        "messages",
+        json!([{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+        ]}]),
+    );
+    assert!(unsupported_reason(audio).contains("input_audio"));
+    let tiff = with(
+        "messages",
+        json!([{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AAAA"}}
+        ]}]),
+    );
+    assert!(unsupported_reason(tiff).contains("image/tiff"));
+    let effort = with("reasoning_effort", json!("high"));
+    let mut effort = effort;
+    effort["max_tokens"] = json!(500);
+    assert!(unsupported_reason(effort).contains("thinking tokens"));
+    // n = 1 and zero penalties are fine.
+    let mut fine = with("n", json!(1));
+    fine["frequency_penalty"] = json!(0);
+    assert!(chat_request(&fine, MODEL, &anthropic()).is_ok());
+}
+
+#[test]
+fn invalid_requests() {
+    let bad = [
+        json!({"model": "m"}),
+        json!({"model": "m", "messages": [{"content": "no role"}]}),
+        json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]}),
+        json!({"model": "m", "messages": [{"role": "assistant", "content": null, "tool_calls": [
+            {"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{not json"}}
+        ]}]}),
+        json!({"model": "m", "stop": 3, "messages": []}),
+        json!({"model": "m", "tool_choice": "sometimes", "messages": []}),
+    ];
+    for request in bad {
+        assert!(
+            matches!(
+                chat_request(&request, MODEL, &anthropic()),
+                Err(TranslateError::Invalid(_))
+            ),
+            "{request}"
+        );
+    }
+}
+
+#[test]
+fn reasoning_effort_fits_under_explicit_max_tokens() {
+    let request = json!({"model": "m", "reasoning_effort": "high", "max_tokens": 5000,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let translated = chat_request(&request, MODEL, &anthropic()).expect("ok");
+    let value = body(&translated);
+    assert_eq!(value["max_tokens"], 5000);
+    assert_eq!(
+        value["thinking"],
+        json!({"type": "enabled", "budget_tokens": 4999})
+    );
+}
+
+#[test]
+fn error_bodies() {
+    let translated = error_response(
+        529,
+        br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&translated).expect("JSON"),
+        json!({"error": {"message": "Overloaded", "type": "overloaded_error", "param": null, "code": "529"}})
+    );
+    let translated = error_response(429, b"slow down");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&translated).expect("JSON"),
+        json!({"error": {"message": "slow down", "type": "rate_limit_error", "param": null, "code": "429"}})
+    );
+}
+
+/// A stream as Anthropic documents it: text, then a tool call whose input arrives in pieces,
+/// with pings, multi-byte characters and CRLF line ends on some events.
+const STREAM: &str = concat!(
+    "event: message_start\n",
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_014p7gG3wDgGV9EUtLvnow3U\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":472,\"cache_creation_input_tokens\":10,\"cache_read_input_tokens\":20,\"output_tokens\":2},\"content\":[],\"stop_reason\":null}}\n\n",
+    "event: ping\n",
+    "data: {\"type\": \"ping\"}\n\n",
+    "event: content_block_start\n",
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n",
+    "event: content_block_delta\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"The user wants weather.\"}}\n\n",
+    "event: content_block_delta\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"EqQBCgIYAhIM\"}}\n\n",
+    "event: content_block_stop\n",
+    "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+    "event: content_block_start\r\n",
+    "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\r\n\r\n",
+    "event: content_block_delta\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"Okay, let's check \"}}\n\n",
+    "event: content_block_delta\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"the weather — São Paulo ☀\"}}\n\n",
+    "event: content_block_stop\n",
+    "data: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+    "event: content_block_start\n",
+    "data: {\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_01T1x1fJ34qAmk2tNTrN7Up6\",\"name\":\"get_weather\",\"input\":{}}}\n\n",
+    "event: content_block_delta\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n",
+    "event: content_block_delta\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"location\\\":\"}}\n\n",
+    "event: content_block_delta\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\" \\\"São Paulo\\\"}\"}}\n\n",
+    "event: content_block_stop\n",
+    "data: {\"type\":\"content_block_stop\",\"index\":2}\n\n",
+    "event: message_delta\n",
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":89}}\n\n",
+    "event: message_stop\n",
+    "data: {\"type\":\"message_stop\"}\n\n",
+);
+
+#[derive(Debug, Default, PartialEq)]
+struct Collected {
+    role: Option<String>,
+    text: String,
+    reasoning: String,
+    tool_id: Option<String>,
+    tool_name: Option<String>,
+    arguments: String,
+    finish: Option<String>,
+    usage: Option<Value>,
+    done: bool,
+    errors: Vec<Value>,
+}
+
+fn collect(output: &[u8]) -> Collected {
+    let text = std::str::from_utf8(output).expect("UTF-8 output");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let mut collected = Collected::default();
+    for event in text.split("\n\n").filter(|e| !e.is_empty()) {
+        let data = event.strip_prefix("data: ").expect("data event");
+        if data == "[DONE]" {
+            collected.done = true;
+            continue;
+        }
+        let value: Value = serde_json::from_str(data).expect("JSON event");
+        if value.get("error").is_some() {
+            collected.errors.push(value);
+            continue;
+        }
+        assert_eq!(value["object"], "chat.completion.chunk");
+        assert_eq!(value["id"], "msg_014p7gG3wDgGV9EUtLvnow3U");
+        assert_eq!(value["model"], "claude-sonnet-4-5-20250929");
+        if let Some(usage) = value.get("usage") {
+            assert_eq!(value["choices"], json!([]));
+            collected.usage = Some(usage.clone());
+            continue;
+        }
+        let choice = &value["choices"][0];
+        let delta = &choice["delta"];
+        if let Some(role) = delta["role"].as_str() {
+            collected.role = Some(role.to_string());
+        }
+        collected
+            .text
+            .push_str(delta["content"].as_str().unwrap_or(""));
+        collected
+            .reasoning
+            .push_str(delta["reasoning_content"].as_str().unwrap_or(""));
+        if let Some(call) = delta["tool_calls"].get(0) {
+            assert_eq!(call["index"], 0);
+            if let Some(id) = call["id"].as_str() {
+                collected.tool_id = Some(id.to_string());
+            }
+            if let Some(name) = call["function"]["name"].as_str() {
+                collected.tool_name = Some(name.to_string());
+            }
+            collected
+                .arguments
+                .push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+        }
+        if let Some(finish) = choice["finish_reason"].as_str() {
+            collected.finish = Some(finish.to_string());
+        }
+    }
+    collected
+}
+
+#[test]
+fn stream_split_at_every_offset() {
+    let bytes = STREAM.as_bytes();
+    let mut reference: Option<Collected> = None;
+    // Every phase of a few chunk sizes, then every cut into two pieces.
+    let mut splits: Vec<(usize, usize)> = Vec::new();
+    for size in [1, 2, 3, 7, 64] {
+        splits.extend((0..size).map(|first| (first, size)));
+    }
+    splits.extend((0..=bytes.len()).map(|cut| (cut, bytes.len())));
+    for (first, size) in splits {
+        {
+            let mut stream = ChatStream::new(MODEL);
+            let mut output = stream.feed(&bytes[..first]).expect("feeds");
+            for chunk in bytes[first..].chunks(size) {
+                output.extend(stream.feed(chunk).expect("feeds"));
+            }
+            output.extend(stream.finish().expect("finishes"));
+            let collected = collect(&output);
+            assert_eq!(
+                stream.usage(),
+                TokenUsage {
+                    input: Some(502),
+                    cached_input: Some(20),
+                    cache_creation_input: Some(10),
+                    output: Some(89),
+                    total: Some(591),
+                    reasoning: None,
+                },
+                "size {size} first {first}"
+            );
+            assert_eq!(
+                stream.model().as_deref(),
+                Some("claude-sonnet-4-5-20250929")
+            );
+            match &reference {
+                Some(reference) => assert_eq!(&collected, reference, "size {size} first {first}"),
+                None => reference = Some(collected),
+            }
+        }
+    }
+    let collected = reference.expect("ran");
+    assert_eq!(collected.role.as_deref(), Some("assistant"));
+    assert_eq!(
+        collected.text,
+        "Okay, let's check the weather — São Paulo ☀"
+    );
+    assert_eq!(collected.reasoning, "The user wants weather.");
+    assert_eq!(
+        collected.tool_id.as_deref(),
+        Some("toolu_01T1x1fJ34qAmk2tNTrN7Up6")
+    );
+    assert_eq!(collected.tool_name.as_deref(), Some("get_weather"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&collected.arguments).expect("arguments are JSON"),
+        json!({"location": "São Paulo"})
+    );
+    assert_eq!(collected.finish.as_deref(), Some("tool_calls"));
+    assert_eq!(
+        collected.usage,
+        Some(json!({
+            "prompt_tokens": 502,
+            "completion_tokens": 89,
+            "total_tokens": 591,
+            "prompt_tokens_details": {"cached_tokens": 20, "cache_creation_tokens": 10}
+        }))
+    );
+    assert!(collected.done);
+    assert!(collected.errors.is_empty());
+}
+
+#[test]
+fn stream_events_are_sent_as_soon_as_complete() {
+    let mut stream = ChatStream::new(MODEL);
+    let end = STREAM.find("event: ping").expect("ping");
+    let out = stream.feed(&STREAM.as_bytes()[..end - 1]).expect("feeds");
+    assert!(out.is_empty(), "the blank line has not arrived yet");
+    let out = stream.feed(b"\n").expect("feeds");
+    assert!(
+        std::str::from_utf8(&out)
+            .expect("UTF-8")
+            .contains("\"role\":\"assistant\"")
+    );
+    assert_eq!(stream.usage().input, Some(502));
+    assert_eq!(stream.usage().output, Some(2));
+}
+
+#[test]
+fn stream_error_event() {
+    let mut stream = ChatStream::new(MODEL);
+    let mut out = stream
+        .feed(
+            STREAM
+                .split("event: ping")
+                .next()
+                .expect("start")
+                .as_bytes(),
+        )
+        .expect("feeds");
+    out.extend(
+        stream
+            .feed(b"event: error\ndata: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}}\n\n")
+            .expect("feeds"),
+    );
+    out.extend(stream.finish().expect("finishes"));
+    let collected = collect(&out);
+    assert_eq!(
+        collected.errors,
+        vec![
+            json!({"error": {"message": "Overloaded", "type": "overloaded_error", "param": null, "code": null}})
+        ]
+    );
+    assert!(collected.done);
+    // A stream that is not JSON is the provider's fault.
+    let mut stream = ChatStream::new(MODEL);
+    assert!(matches!(
+        stream.feed(b"data: {broken\n\n"),
+        Err(TranslateError::Upstream(_))
+    ));
+}
+
+#[test]
+fn stream_without_trailing_blank_line_is_flushed_on_finish() {
+    let mut stream = ChatStream::new(MODEL);
+    let trimmed = STREAM.trim_end();
+    let mut out = stream.feed(trimmed.as_bytes()).expect("feeds");
+    out.extend(stream.finish().expect("finishes"));
+    assert_eq!(collect(&out).finish.as_deref(), Some("tool_calls"));
+    assert_eq!(stream.finish().expect("finishes twice"), Vec::<u8>::new());
+}
