@@ -88,6 +88,34 @@ pub struct BackendRule {
     pub request_timeout: String,
     /// Per-attempt timeout.
     pub backend_request_timeout: Option<String>,
+    /// Path prefix of the requests the extproc sends this backend, when the AI prefixes do not
+    /// cover it: Envoy re-matches routes after the extproc rewrote `:path`.
+    pub upstream_prefix: Option<String>,
+}
+
+/// The path prefix of the upstream requests of a backend schema (what the extproc rewrites
+/// `:path` to), when it is not one of [`AI_PATH_PREFIXES`].
+pub fn upstream_prefix(schema: &model::VersionedApiSchema) -> Option<String> {
+    let prefix = match schema.name {
+        ApiSchema::AzureOpenAI => "/openai".to_string(),
+        ApiSchema::AWSBedrock | ApiSchema::AWSAnthropic => "/model".to_string(),
+        ApiSchema::GCPVertexAI | ApiSchema::GCPAnthropic => "/v1".to_string(),
+        ApiSchema::Cohere => format!(
+            "/{}",
+            schema.version.as_deref().unwrap_or("v2").trim_matches('/')
+        ),
+        ApiSchema::OpenAI | ApiSchema::Anthropic => {
+            let prefix = schema.prefix.as_deref().unwrap_or("v1").trim_matches('/');
+            if prefix.is_empty() {
+                // Endpoints at the root (`/chat/completions`): the first segment differs per
+                // endpoint, so match the whole path space of this backend's rule.
+                "/".to_string()
+            } else {
+                format!("/{prefix}")
+            }
+        }
+    };
+    (!AI_PATH_PREFIXES.contains(&prefix.as_str())).then_some(prefix)
 }
 
 /// One generated HTTPRoute.
@@ -592,6 +620,7 @@ impl Planner<'_> {
                             .and_then(|t| t.request.clone())
                             .unwrap_or_else(|| "60s".into()),
                         backend_request_timeout: timeouts.and_then(|t| t.backend_request.clone()),
+                        upstream_prefix: upstream_prefix(&service_backend.spec.schema),
                     });
                 }
             }

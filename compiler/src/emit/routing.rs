@@ -74,8 +74,15 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
     }
 }
 
-fn path_matches(headers: Value) -> Vec<Value> {
-    plan::AI_PATH_PREFIXES
+/// One match per path prefix: the AI prefixes the client uses, plus, for a backend rule, the
+/// prefix the extproc rewrites the path to (Envoy matches routes again after that rewrite).
+fn path_matches(headers: Value, upstream_prefix: Option<&str>) -> Vec<Value> {
+    let mut prefixes: Vec<&str> = plan::AI_PATH_PREFIXES.to_vec();
+    if let Some(extra) = upstream_prefix {
+        prefixes.push(extra);
+        prefixes.sort_unstable();
+    }
+    prefixes
         .iter()
         .map(|prefix| {
             let mut m = json!({"path": {"type": "PathPrefix", "value": prefix}});
@@ -114,7 +121,10 @@ fn http_route(instance: &Instance, route: &HttpRoutePlan) -> Value {
             }
             json!({
                 "name": rule.name,
-                "matches": path_matches(json!([{"type": "Exact", "name": SELECTED_BACKEND_HEADER, "value": rule.backend_id}])),
+                "matches": path_matches(
+                    json!([{"type": "Exact", "name": SELECTED_BACKEND_HEADER, "value": rule.backend_id}]),
+                    rule.upstream_prefix.as_deref(),
+                ),
                 "filters": [extension_ref(&route.host_rewrite_filter)],
                 "backendRefs": [backend],
                 "timeouts": timeouts,
@@ -124,7 +134,7 @@ fn http_route(instance: &Instance, route: &HttpRoutePlan) -> Value {
     if route.catch_all {
         rules.push(json!({
             "name": "route-not-found",
-            "matches": path_matches(Value::Null),
+            "matches": path_matches(Value::Null, None),
             "filters": [extension_ref(&route.not_found_filter)],
         }));
     }
