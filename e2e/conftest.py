@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mock_provider import MockProvider
+from mock_provider import MockAnthropic, MockProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
@@ -26,6 +26,7 @@ AIGW = TARGET / "aigw"
 EXTPROC = TARGET / "aigw-extproc"
 SECRET = "sk-e2e-planted-7f3a9c"
 AZURE_SECRET = "azure-e2e-planted-51d2"
+ANTHROPIC_SECRET = "anthropic-e2e-planted-a8c4"
 
 
 def envoy_bin():
@@ -54,7 +55,7 @@ def http(method, url, body=None, headers=None, timeout=10):
         return error.code, dict(error.headers), error.read()
 
 
-def crs(listener_port, primary_port, secondary_port, extra_models=()):
+def crs(listener_port, primary_port, secondary_port, extra_models=(), anthropic_port=None):
     extra = "".join(f"    - headers: [{{name: x-ai-eg-model, value: {m}}}]\n" for m in extra_models)
     return f"""
 apiVersion: gateway.networking.k8s.io/v1
@@ -88,6 +89,9 @@ spec:
   - matches:
     - headers: [{{name: x-ai-eg-model, value: azure-gpt}}]
     backendRefs: [{{name: azure, modelNameOverride: gpt-4o-deployment}}]
+  - matches:
+    - headers: [{{name: x-ai-eg-model, value: claude-chat}}]
+    backendRefs: [{{name: claude, modelNameOverride: claude-sonnet-4-5}}]
   - matches:
     - headers: [{{name: x-ai-eg-model, value: split}}]
     backendRefs:
@@ -148,6 +152,35 @@ metadata: {{name: provider-key, namespace: ai}}
 stringData:
   apiKey: {SECRET}
 ---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {{name: claude, namespace: ai}}
+spec:
+  schema: {{name: Anthropic}}
+  backendRef: {{name: anthropic, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {{name: anthropic-key, namespace: ai}}
+spec:
+  targetRefs:
+  - {{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: claude}}
+  type: AnthropicAPIKey
+  anthropicAPIKey:
+    secretRef: {{name: anthropic-key}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: anthropic-key, namespace: ai}}
+stringData:
+  apiKey: {ANTHROPIC_SECRET}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: anthropic, namespace: ai}}
+spec:
+  endpoints: [{{ip: {{address: 127.0.0.1, port: {anthropic_port or secondary_port}}}}}]
+---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: Backend
 metadata: {{name: primary, namespace: ai}}
@@ -165,7 +198,8 @@ spec:
 class Gateway:
     """The CRs compiled for standalone Envoy, with Envoy and the extproc running."""
 
-    def __init__(self, workdir, primary, secondary, max_body=None):
+    def __init__(self, workdir, primary, secondary, max_body=None, anthropic=None):
+        self.anthropic = anthropic
         self.workdir = workdir
         self.primary = primary
         self.secondary = secondary
@@ -180,7 +214,8 @@ class Gateway:
         self.logs = {}
 
     def write_crs(self, extra_models=()):
-        (self.config_dir / "crs.yaml").write_text(crs(self.listener, self.primary.port, self.secondary.port, extra_models))
+        anthropic_port = self.anthropic.port if self.anthropic else None
+        (self.config_dir / "crs.yaml").write_text(crs(self.listener, self.primary.port, self.secondary.port, extra_models, anthropic_port))
 
     def build(self):
         command = [str(AIGW), "build", "--target", "envoy", str(self.config_dir), "-o", str(self.out),
@@ -262,15 +297,23 @@ def providers():
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory, providers):
+def anthropic_provider():
+    provider = MockAnthropic("anthropic").start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, providers, anthropic_provider):
     for binary in (AIGW, EXTPROC):
         assert binary.exists(), f"{binary} missing: run `cargo build --workspace` first"
     primary, secondary = providers
-    gw = Gateway(tmp_path_factory.mktemp("gw"), primary, secondary, max_body=1024 * 1024).start()
+    gw = Gateway(tmp_path_factory.mktemp("gw"), primary, secondary, max_body=1024 * 1024, anthropic=anthropic_provider).start()
     yield gw
     codes = gw.stop()
     assert codes.get("extproc") == 0, f"aigw-extproc did not exit cleanly on SIGTERM: {codes}\n{gw.log_text('extproc')[-2000:]}"
-    assert SECRET not in gw.log_text("extproc"), "the provider key appeared in the extproc's logs"
+    for secret in (SECRET, AZURE_SECRET, ANTHROPIC_SECRET):
+        assert secret not in gw.log_text("extproc"), "a provider key appeared in the extproc's logs"
 
 
 @pytest.fixture(autouse=True)

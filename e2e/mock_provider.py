@@ -165,3 +165,62 @@ def completion(request):
         "choices": [{"index": 0, "text": ANSWER, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 2, "completion_tokens": 9, "total_tokens": 11},
     }
+
+
+class MockAnthropic(MockProvider):
+    """Answers the Anthropic Messages API (buffered and as Anthropic's event stream)."""
+
+    def _handler(self):
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length) if length else b""
+                with provider.lock:
+                    provider.requests.append(Recorded("POST", self.path, dict(self.headers), body))
+                request = json.loads(body or b"{}")
+                if self.path != "/v1/messages":
+                    return self._send(404, {"type": "error", "error": {"type": "not_found_error", "message": f"no route {self.path}"}})
+                if "max_tokens" not in request:
+                    return self._send(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"}})
+                words = ANSWER.split(" ")
+                usage = {"input_tokens": 5, "output_tokens": len(words)}
+                if request.get("stream"):
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("transfer-encoding", "chunked")
+                    self.end_headers()
+                    self._event("message_start", {"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": request["model"], "content": [], "usage": {"input_tokens": 5, "output_tokens": 1}}})
+                    self._event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+                    for i, word in enumerate(words):
+                        self._event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word if i == 0 else " " + word}})
+                    self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
+                    self._event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": len(words)}})
+                    self._event("message_stop", {"type": "message_stop"})
+                    self._chunk(b"")
+                    return
+                self._send(200, {"id": "msg_mock", "type": "message", "role": "assistant", "model": request["model"],
+                                 "content": [{"type": "text", "text": ANSWER}], "stop_reason": "end_turn", "usage": usage})
+
+            def _send(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _event(self, name, payload):
+                self._chunk(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
+
+            def _chunk(self, data):
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+        return Handler

@@ -5,7 +5,7 @@ import threading
 import time
 import urllib.request
 
-from conftest import AZURE_SECRET, SECRET, http, wait_for
+from conftest import ANTHROPIC_SECRET, AZURE_SECRET, SECRET, http, wait_for
 from mock_provider import ANSWER
 
 
@@ -215,3 +215,29 @@ def test_azure_openai_gets_the_deployment_path_and_api_key(gateway):
     assert received.headers["api-key"] == AZURE_SECRET
     assert "authorization" not in received.headers
     assert received.json()["model"] == "gpt-4o-deployment"
+
+
+def test_anthropic_backend_through_the_openai_sdk(gateway, anthropic_provider):
+    import openai
+
+    anthropic_provider.clear()
+    client = openai.OpenAI(base_url=gateway.url("/v1"), api_key="client-key")
+    completion = client.chat.completions.create(
+        model="claude-chat", messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}], max_tokens=64
+    )
+    assert completion.choices[0].message.content == ANSWER
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.prompt_tokens == 5
+    stream = client.chat.completions.create(model="claude-chat", messages=[{"role": "user", "content": "hello"}], stream=True)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text == ANSWER
+    buffered, streamed = anthropic_provider.received()
+    for received in (buffered, streamed):
+        assert received.path == "/v1/messages"
+        assert received.headers["x-api-key"] == ANTHROPIC_SECRET
+        assert received.headers["anthropic-version"] == "2023-06-01"
+        assert received.headers.get("authorization") != "Bearer client-key"
+        assert received.json()["model"] == "claude-sonnet-4-5"
+    assert buffered.json()["system"] == "be brief"
+    assert buffered.json()["max_tokens"] == 64
+    assert streamed.json()["stream"] is True

@@ -37,6 +37,8 @@ use crate::costs::{self, CostInput};
 use crate::endpoint::Endpoint;
 use crate::metrics::{DurationLabels, GenAiLabels, Metrics, TokenLabels};
 use crate::router;
+use crate::translate::anthropic::{self, AnthropicTarget};
+use crate::translate::{StreamTranslator, TranslateError};
 use crate::usage::{self, StreamUsage, TokenUsage};
 
 /// What the request turned out to be, once its body was read.
@@ -47,13 +49,27 @@ struct Selection {
     original_model: String,
     request_model: String,
     stream: bool,
+    translation: Translation,
 }
 
-#[derive(Debug, Default)]
+/// How responses are turned back into what the client asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Translation {
+    /// The backend speaks the client's API: bytes pass through.
+    Passthrough,
+    /// Anthropic Messages back to OpenAI chat completions.
+    Anthropic,
+}
+
+#[derive(Default)]
 struct ResponseState {
     status: u16,
     streaming: bool,
     stream: StreamUsage,
+    /// Translates a streamed response of another API, chunk by chunk.
+    translator: Option<Box<dyn StreamTranslator>>,
+    /// Usage and model read while translating a buffered response.
+    translated: Option<(TokenUsage, Option<String>)>,
     body: Vec<u8>,
     first_chunk: Option<Instant>,
     finished: bool,
@@ -437,25 +453,33 @@ impl Processor {
             .and_then(Value::as_bool)
             .unwrap_or(false);
 
-        if !matches!(spec.schema.name, ApiSchema::OpenAI | ApiSchema::AzureOpenAI) {
-            return Err(Box::new(client_error(
-                422,
-                &format!(
-                    "backend {} speaks {}, which this extproc cannot translate {} to yet",
-                    spec.service_backend,
-                    spec.schema.name.as_str(),
-                    self.path
-                ),
-                "untranslatable",
-            )));
-        }
+        let translation = match (spec.schema.name, endpoint) {
+            (ApiSchema::OpenAI | ApiSchema::AzureOpenAI, _) => Translation::Passthrough,
+            (ApiSchema::Anthropic, Endpoint::ChatCompletions) => Translation::Anthropic,
+            _ => {
+                return Err(Box::new(client_error(
+                    422,
+                    &format!(
+                        "backend {} speaks {}, which this extproc cannot translate {} to yet",
+                        spec.service_backend,
+                        spec.schema.name.as_str(),
+                        self.path
+                    ),
+                    "untranslatable",
+                )));
+            }
+        };
         let mut changed = false;
         if request_model != model {
             request["model"] = Value::String(request_model.clone());
             changed = true;
         }
         // Costs need usage, which OpenAI streams only report when asked.
-        if stream && endpoint == Endpoint::ChatCompletions && config.has_costs {
+        if stream
+            && endpoint == Endpoint::ChatCompletions
+            && config.has_costs
+            && translation == Translation::Passthrough
+        {
             let include = request
                 .pointer("/stream_options/include_usage")
                 .and_then(Value::as_bool);
@@ -467,6 +491,29 @@ impl Processor {
                 changed = true;
             }
         }
+        // Translate to the backend's API first; configured body mutations apply to what is
+        // sent upstream, as upstream does.
+        let mut extra_headers: Vec<(String, String)> = Vec::new();
+        let upstream_path = match translation {
+            Translation::Passthrough => upstream_path(&spec.schema, endpoint, &request_model),
+            Translation::Anthropic => {
+                let target = AnthropicTarget::Anthropic {
+                    prefix: spec.schema.prefix.clone().unwrap_or_else(|| "v1".into()),
+                };
+                let upstream = anthropic::chat_request(&request, &request_model, &target)
+                    .map_err(|err| Box::new(translate_error(&err)))?;
+                request = serde_json::from_slice(&upstream.body).map_err(|err| {
+                    Box::new(client_error(
+                        500,
+                        &format!("internal error: translated body is not JSON: {err}"),
+                        "internal",
+                    ))
+                })?;
+                extra_headers = upstream.headers;
+                changed = true;
+                upstream.path
+            }
+        };
         if let Some(mutation) = &spec.body_mutation
             && let Some(object) = request.as_object_mut()
         {
@@ -481,12 +528,14 @@ impl Processor {
                 changed = true;
             }
         }
-        let upstream_path = upstream_path(&spec.schema, endpoint, &request_model);
 
         let mut set = vec![
             header_value(MODEL_HEADER, &model),
             header_value(SELECTED_BACKEND_HEADER, &spec.name),
         ];
+        for (name, value) in &extra_headers {
+            set.push(header_value(name, value));
+        }
         if upstream_path != self.path {
             set.push(header_value(":path", &upstream_path));
         }
@@ -509,7 +558,18 @@ impl Processor {
                 name,
                 prefix,
                 value,
-            }) => set.push(header_value(name, &format!("{prefix}{}", value.expose()))),
+            }) => {
+                set.push(header_value(name, &format!("{prefix}{}", value.expose())));
+                // The client's own credentials are for the gateway, never for the provider.
+                for client_credential in CLIENT_CREDENTIAL_HEADERS {
+                    if client_credential != *name
+                        && self.header(client_credential).is_some()
+                        && !remove.iter().any(|r| r == client_credential)
+                    {
+                        remove.push(client_credential.to_string());
+                    }
+                }
+            }
             Some(Auth::Unsupported(kind)) => {
                 return Err(Box::new(client_error(
                     500,
@@ -548,6 +608,7 @@ impl Processor {
             original_model: model,
             request_model,
             stream,
+            translation,
         });
         let common = CommonResponse {
             header_mutation: Some(HeaderMutation {
@@ -580,6 +641,13 @@ impl Processor {
             if event_stream || self.selection.as_ref().is_some_and(|s| s.stream) {
                 // Streamed: every chunk goes to the client as soon as it arrives.
                 self.response.streaming = true;
+                if let Some(selection) = &self.selection
+                    && selection.translation == Translation::Anthropic
+                {
+                    self.response.translator = Some(Box::new(anthropic::ChatStream::new(
+                        &selection.request_model,
+                    )));
+                }
                 mode_override = Some(ProcessingMode {
                     response_body_mode: BodySendMode::Streamed as i32,
                     ..Default::default()
@@ -613,8 +681,23 @@ impl Processor {
             self.response.first_chunk = Some(Instant::now());
         }
         if self.response.streaming {
-            self.response.stream.feed(&body.body);
-            let mut response = response_body_response(CommonResponse::default());
+            let mut common = CommonResponse::default();
+            if let Some(translator) = self.response.translator.as_mut() {
+                // Each complete provider event becomes OpenAI chunks at once; a partial one waits.
+                let mut out = translator.feed(&body.body).unwrap_or_else(|err| {
+                    tracing::warn!(error = %err, "streamed response could not be translated");
+                    crate::translate::sse_event(&serde_json::json!({"error": {"message": err.to_string(), "type": "upstream_error"}}))
+                });
+                if body.end_of_stream {
+                    out.extend(translator.finish().unwrap_or_default());
+                }
+                common.body_mutation = Some(BodyMutation {
+                    mutation: Some(body_mutation::Mutation::Body(out)),
+                });
+            } else {
+                self.response.stream.feed(&body.body);
+            }
+            let mut response = response_body_response(common);
             if body.end_of_stream {
                 response.dynamic_metadata = self.finish();
             }
@@ -625,7 +708,47 @@ impl Processor {
             return response_body_response(CommonResponse::default());
         }
         let mut common = CommonResponse::default();
-        if self.response.status >= 400 {
+        let translation = self
+            .selection
+            .as_ref()
+            .map_or(Translation::Passthrough, |s| s.translation);
+        if translation == Translation::Anthropic {
+            let status = self.response.status;
+            let model = self
+                .selection
+                .as_ref()
+                .map(|s| s.request_model.clone())
+                .unwrap_or_default();
+            let bytes = if (200..300).contains(&status) {
+                match anthropic::chat_response(&self.response.body, &model) {
+                    Ok((bytes, usage)) => {
+                        let response_model =
+                            serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
+                                v.get("model").and_then(Value::as_str).map(str::to_string)
+                            });
+                        self.response.translated = Some((usage, response_model));
+                        bytes
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "response could not be translated");
+                        openai_error(&err.to_string(), "upstream_error", "bad_upstream_response")
+                    }
+                }
+            } else {
+                anthropic::error_response(status, &self.response.body)
+            };
+            let set_headers = vec![
+                header_value("content-type", "application/json"),
+                header_value("content-length", &bytes.len().to_string()),
+            ];
+            common.header_mutation = Some(HeaderMutation {
+                set_headers,
+                remove_headers: vec!["content-encoding".into()],
+            });
+            common.body_mutation = Some(BodyMutation {
+                mutation: Some(body_mutation::Mutation::Body(bytes)),
+            });
+        } else if self.response.status >= 400 {
             // Keep the provider's JSON error as it is; wrap anything else in the OpenAI shape.
             let is_json =
                 serde_json::from_slice::<Value>(&self.response.body).is_ok_and(|v| v.is_object());
@@ -670,11 +793,15 @@ impl Processor {
         let config = self.config.clone();
         let route = config.routes.get(selection.route)?;
         let ok = (200..300).contains(&self.response.status);
-        let (usage, response_model) = if self.response.streaming {
+        let (usage, response_model) = if let Some(translator) = &self.response.translator {
+            (translator.usage(), translator.model())
+        } else if self.response.streaming {
             (
                 self.response.stream.usage,
                 self.response.stream.model.clone(),
             )
+        } else if let Some((usage, model)) = &self.response.translated {
+            (*usage, model.clone())
         } else if ok {
             usage::from_body(&self.response.body)
         } else {
@@ -804,6 +931,23 @@ fn upstream_path(
         }
     }
 }
+
+/// A translation failure as the client's answer: the backend cannot express it (422), or the
+/// request is not what the endpoint takes (400).
+fn translate_error(err: &TranslateError) -> ProcessingResponse {
+    match err {
+        TranslateError::Unsupported(reason) => client_error(422, reason, "untranslatable"),
+        TranslateError::Invalid(reason) => client_error(
+            400,
+            &format!("invalid request body: {reason}"),
+            "invalid_request",
+        ),
+        TranslateError::Upstream(reason) => client_error(502, reason, "upstream_error"),
+    }
+}
+
+/// Headers that carry a client's credentials; removed when the extproc adds the backend's own.
+const CLIENT_CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "api-key", "x-api-key"];
 
 /// Headers the configured mutations may not touch: pseudo-headers and the gateway's own.
 fn protected(name: &str) -> bool {

@@ -463,3 +463,165 @@ fn azure_openai_uses_the_deployment_path_and_api_version() {
         "/embeddings"
     );
 }
+
+fn anthropic_config() -> Arc<RuntimeConfig> {
+    let backend = Arc::new(Backend {
+        spec: fc::Backend {
+            name: "ns/claude/route/ns/r/rule/0/ref/0".into(),
+            service_backend: "ns/claude".into(),
+            schema: fc::BackendSchema {
+                name: ApiSchema::Anthropic,
+                version: None,
+                prefix: Some("v1".into()),
+            },
+            model_name_override: Some("claude-sonnet-4-5".into()),
+            upstream_host: None,
+            auth: None,
+            header_mutation: None,
+            body_mutation: None,
+        },
+        auth: Some(Auth::Header {
+            name: "x-api-key",
+            prefix: "",
+            value: Secret::new("anthropic-secret"),
+        }),
+    });
+    let route = Route {
+        name: "ns/r".into(),
+        hostnames: vec![],
+        rules: vec![Rule {
+            matches: vec![],
+            backends: vec![(backend, 1, 0)],
+        }],
+        costs: vec![Cost {
+            key: "tokens".into(),
+            kind: fc::CostType::TotalToken,
+            program: None,
+            service_backend: None,
+            model: None,
+        }],
+        models: vec![],
+    };
+    Arc::new(RuntimeConfig {
+        max_request_body_bytes: 1 << 20,
+        routes: vec![route],
+        global_costs: vec![],
+        files: vec![],
+        has_costs: true,
+    })
+}
+
+#[test]
+fn anthropic_backends_get_messages_requests_and_openai_responses() {
+    let mut p = Processor::new(anthropic_config(), Arc::new(Metrics::new()));
+    p.handle(headers(
+        &[
+            (":path", "/v1/chat/completions"),
+            (":method", "POST"),
+            ("authorization", "Bearer client-key"),
+        ],
+        false,
+    ));
+    let r = p.handle(body(br#"{"model":"claude","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}]}"#, false));
+    let common = common_of(&r);
+    assert_eq!(
+        common.header_mutation.as_ref().unwrap().remove_headers,
+        vec!["authorization".to_string()],
+        "the client's key must not reach the provider"
+    );
+    let set = set_headers(common);
+    assert_eq!(set.get(":path").map(String::as_str), Some("/v1/messages"));
+    assert_eq!(
+        set.get("x-api-key").map(String::as_str),
+        Some("anthropic-secret")
+    );
+    assert_eq!(
+        set.get("anthropic-version").map(String::as_str),
+        Some("2023-06-01")
+    );
+    let Some(body_mutation::Mutation::Body(bytes)) = common
+        .body_mutation
+        .as_ref()
+        .and_then(|m| m.mutation.clone())
+    else {
+        panic!("translated body expected")
+    };
+    let sent: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(sent["model"], "claude-sonnet-4-5");
+    assert_eq!(sent["system"], "be brief");
+    assert!(sent.get("stream_options").is_none());
+    p.handle(response_headers(&[
+        (":status", "200"),
+        ("content-type", "application/json"),
+    ]));
+    let r = p.handle(body(
+        br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"Hello!"}],"stop_reason":"end_turn","usage":{"input_tokens":5,"output_tokens":2}}"#,
+        true,
+    ));
+    let Some(body_mutation::Mutation::Body(bytes)) = common_of(&r)
+        .body_mutation
+        .as_ref()
+        .and_then(|m| m.mutation.clone())
+    else {
+        panic!("translated response expected")
+    };
+    let answer: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hello!");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    assert_eq!(metadata(&r).get("tokens"), Some(&number_value(7.0)));
+}
+
+#[test]
+fn anthropic_streams_are_translated_chunk_by_chunk() {
+    let mut p = Processor::new(anthropic_config(), Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    p.handle(body(
+        br#"{"model":"claude","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        false,
+    ));
+    let r = p.handle(response_headers(&[
+        (":status", "200"),
+        ("content-type", "text/event-stream"),
+    ]));
+    assert_eq!(
+        r.mode_override.as_ref().map(|m| m.response_body_mode),
+        Some(BodySendMode::Streamed as i32)
+    );
+    let events = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[],\"usage\":{\"input_tokens\":4,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hel\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"lo\"}}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":3}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+    let (first, second) = events.as_bytes().split_at(200);
+    let mut out = Vec::new();
+    for (piece, end) in [(first, false), (second, true)] {
+        let r = p.handle(chunk(piece, end));
+        if let Some(body_mutation::Mutation::Body(bytes)) = common_of(&r)
+            .body_mutation
+            .as_ref()
+            .and_then(|m| m.mutation.clone())
+        {
+            out.extend(bytes);
+        }
+        if end {
+            assert_eq!(metadata(&r).get("tokens"), Some(&number_value(7.0)));
+        }
+    }
+    let text = String::from_utf8(out).unwrap();
+    let content: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|l| *l != "[DONE]")
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| {
+            v.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(content, "Hello");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+}
