@@ -194,6 +194,24 @@ fn write_standalone(
     Ok(standalone)
 }
 
+/// Builds, printing warnings; `None` (after printing the errors) when the build failed.
+fn build_or_report(
+    inputs: &Inputs,
+    settings: &Settings,
+) -> anyhow::Result<Option<aigw::BuildOutput>> {
+    let sources = sources(inputs)?;
+    match aigw::build(&sources, &settings.options()) {
+        Ok(built) => {
+            report(&built.warnings);
+            Ok(Some(built))
+        }
+        Err(diagnostics) => {
+            report(&diagnostics);
+            Ok(None)
+        }
+    }
+}
+
 fn sources(inputs: &Inputs) -> anyhow::Result<Vec<load::Source>> {
     load::read_sources(&inputs.paths).map_err(|d| anyhow::anyhow!(d.message))
 }
@@ -283,15 +301,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             envoy_admin_port: _,
             settings,
         } => {
-            let sources = sources(&inputs)?;
-            let built = match aigw::build(&sources, &settings.options()) {
-                Ok(built) => built,
-                Err(diagnostics) => {
-                    report(&diagnostics);
-                    return Ok(ExitCode::FAILURE);
-                }
+            let Some(built) = build_or_report(&inputs, &settings)? else {
+                return Ok(ExitCode::FAILURE);
             };
-            report(&built.warnings);
             if output.as_os_str() == "-" {
                 let mut stdout = std::io::stdout().lock();
                 stdout
@@ -314,15 +326,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             against,
             settings,
         } => {
-            let sources = sources(&inputs)?;
-            let built = match aigw::build(&sources, &settings.options()) {
-                Ok(built) => built,
-                Err(diagnostics) => {
-                    report(&diagnostics);
-                    return Ok(ExitCode::FAILURE);
-                }
+            let Some(built) = build_or_report(&inputs, &settings)? else {
+                return Ok(ExitCode::FAILURE);
             };
-            report(&built.warnings);
             let files = write::files(&built.objects)?;
             let text = aigw::diff::diff(&files, &against);
             if text.is_empty() {

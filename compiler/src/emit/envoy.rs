@@ -365,33 +365,7 @@ fn sort_by_precedence(routes: &mut [IrRoute]) {
 
 /// Parses a Gateway API duration (`1h30m`, `500ms`, `120s`) into milliseconds.
 pub fn duration_ms(text: &str) -> Option<u64> {
-    let mut total: u64 = 0;
-    let mut rest = text;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.chars().take_while(char::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let number: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let (factor, unit_len) = if rest.starts_with("ms") {
-            (1, 2)
-        } else if rest.starts_with('h') {
-            (3_600_000, 1)
-        } else if rest.starts_with('m') {
-            (60_000, 1)
-        } else if rest.starts_with('s') {
-            (1000, 1)
-        } else {
-            return None;
-        };
-        total = total.checked_add(number.checked_mul(factor)?)?;
-        rest = &rest[unit_len..];
-    }
-    Some(total)
+    crate::validate::rules::parse_duration_ms(text)
 }
 
 /// A protobuf JSON duration (`90s`, `0.500s`).

@@ -149,6 +149,10 @@ pub fn through_typed<T: DeserializeOwned + Serialize>(
     let back = serde_json::to_value(&typed).map_err(|err| format!("{what}: {err}"))?;
     let mut expected = value;
     crate::validate::schema::drop_nulls(&mut expected);
+    // Equal trees are the common case; only a difference is worth locating.
+    if expected == back {
+        return Ok(back);
+    }
     if let Some(path) = first_difference(&expected, &back, String::new()) {
         return Err(format!(
             "{what}: field {path} is not part of the typed object or changed type"
