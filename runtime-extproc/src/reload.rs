@@ -161,3 +161,95 @@ mod sha2_free {
         hasher.finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(model: &str) -> String {
+        format!(
+            "apiVersion: {}\nmaxRequestBodyBytes: 100\nroutes:\n- name: ns/r\n  rules:\n  - matches: [{{headers: [{{name: x-ai-eg-model, type: Exact, value: {model}}}]}}]\n    backends: [{{backend: b, weight: 1}}]\nbackends:\n- name: b\n  serviceBackend: ns/b\n  schema: {{name: OpenAI, prefix: v1}}\n  auth: {{credential: {{type: APIKey, keyFile: key}}}}\n",
+            aigw_filterconfig::API_VERSION
+        )
+    }
+
+    fn first_model(store: &ConfigStore) -> String {
+        match &store.current().routes[0].rules[0].matches[0][0].1 {
+            crate::config::Matcher::Exact(m) => m.clone(),
+            crate::config::Matcher::Regex(r) => r.to_string(),
+        }
+    }
+
+    #[test]
+    fn reloads_on_change_and_keeps_serving_when_the_new_config_is_bad() {
+        let dir = std::env::temp_dir().join(format!("aigw-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("key"), "k1").unwrap();
+        std::fs::write(dir.join("c.yaml"), config("one")).unwrap();
+        let metrics = Metrics::new();
+        let store = ConfigStore::load(&dir.join("c.yaml")).unwrap();
+        assert!(!store.reload_if_changed(&metrics), "nothing changed");
+
+        std::fs::write(dir.join("c.yaml"), config("two")).unwrap();
+        assert!(store.reload_if_changed(&metrics));
+        assert_eq!(first_model(&store), "two");
+
+        // A broken file: the old config keeps serving, the failure is counted once.
+        std::fs::write(dir.join("c.yaml"), "apiVersion: [not closed\n").unwrap();
+        assert!(!store.reload_if_changed(&metrics));
+        assert!(!store.reload_if_changed(&metrics));
+        assert_eq!(first_model(&store), "two");
+        let text = metrics.encode();
+        assert!(
+            text.contains("aigw_extproc_config_reloads_total{result=\"failure\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("aigw_extproc_config_reloads_total{result=\"success\"} 1"),
+            "{text}"
+        );
+
+        // A rotated credential alone triggers a reload too.
+        std::fs::write(dir.join("c.yaml"), config("two")).unwrap();
+        assert!(store.reload_if_changed(&metrics));
+        std::fs::write(dir.join("key"), "k2").unwrap();
+        assert!(store.reload_if_changed(&metrics));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Lays out a folder the way the kubelet mounts a ConfigMap: data in a timestamped folder,
+    /// `..data` a symlink to it, the file a symlink through `..data`. Updates swap `..data`.
+    #[cfg(unix)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn notices_a_kubernetes_volume_swap_within_a_second() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("aigw-volume-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("..v1")).unwrap();
+        std::fs::write(dir.join("..v1/c.yaml"), config("one")).unwrap();
+        std::fs::write(dir.join("..v1/key"), "k").unwrap();
+        symlink("..v1", dir.join("..data")).unwrap();
+        symlink("..data/c.yaml", dir.join("c.yaml")).unwrap();
+        symlink("..data/key", dir.join("key")).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let store = Arc::new(ConfigStore::load(&dir.join("c.yaml")).unwrap());
+        let watcher = tokio::spawn(watch(store.clone(), metrics.clone()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        std::fs::create_dir_all(dir.join("..v2")).unwrap();
+        std::fs::write(dir.join("..v2/c.yaml"), config("two")).unwrap();
+        std::fs::write(dir.join("..v2/key"), "k").unwrap();
+        symlink("..v2", dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        let swapped = std::time::Instant::now();
+        while first_model(&store) != "two" {
+            assert!(
+                swapped.elapsed() < Duration::from_secs(1),
+                "not reloaded within 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        watcher.abort();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
