@@ -26,6 +26,42 @@ class Recorded:
         return json.loads(self.body)
 
 
+class JsonHandler(BaseHTTPRequestHandler):
+    """Response helpers shared by the mock providers."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def read_recorded(self, provider):
+        length = int(self.headers.get("content-length", "0"))
+        body = self.rfile.read(length) if length else b""
+        with provider.lock:
+            provider.requests.append(Recorded("POST", self.path, dict(self.headers), body))
+        return body
+
+    def _send(self, status, payload):
+        self._send_raw(status, json.dumps(payload).encode(), "application/json")
+
+    def _send_raw(self, status, data, content_type):
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _start_stream(self):
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+
+    def _chunk(self, data):
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+
 class MockProvider:
     def __init__(self, name="mock"):
         self.name = name
@@ -55,17 +91,9 @@ class MockProvider:
     def _handler(self):
         provider = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(JsonHandler):
             def do_POST(self):
-                length = int(self.headers.get("content-length", "0"))
-                body = self.rfile.read(length) if length else b""
-                with provider.lock:
-                    provider.requests.append(Recorded("POST", self.path, dict(self.headers), body))
+                body = self.read_recorded(provider)
                 try:
                     request = json.loads(body or b"{}")
                 except ValueError:
@@ -86,21 +114,8 @@ class MockProvider:
                     return self._send(200, completion(request))
                 return self._send(404, {"error": {"message": f"mock: no route {self.path}", "type": "invalid_request_error"}})
 
-            def _send(self, status, payload):
-                self._send_raw(status, json.dumps(payload).encode(), "application/json")
-
-            def _send_raw(self, status, data, content_type):
-                self.send_response(status)
-                self.send_header("content-type", content_type)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
             def _stream_chat(self, request):
-                self.send_response(200)
-                self.send_header("content-type", "text/event-stream")
-                self.send_header("transfer-encoding", "chunked")
-                self.end_headers()
+                self._start_stream()
                 words = ANSWER.split(" ")
                 for i, word in enumerate(words):
                     piece = word if i == 0 else " " + word
@@ -122,10 +137,6 @@ class MockProvider:
                     self._chunk(f"data: {json.dumps(usage)}\n\n".encode())
                 self._chunk(b"data: [DONE]\n\n")
                 self._chunk(b"")
-
-            def _chunk(self, data):
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
 
         return Handler
 
@@ -173,17 +184,9 @@ class MockAnthropic(MockProvider):
     def _handler(self):
         provider = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(JsonHandler):
             def do_POST(self):
-                length = int(self.headers.get("content-length", "0"))
-                body = self.rfile.read(length) if length else b""
-                with provider.lock:
-                    provider.requests.append(Recorded("POST", self.path, dict(self.headers), body))
+                body = self.read_recorded(provider)
                 request = json.loads(body or b"{}")
                 if self.path != "/v1/messages":
                     return self._send(404, {"type": "error", "error": {"type": "not_found_error", "message": f"no route {self.path}"}})
@@ -192,10 +195,7 @@ class MockAnthropic(MockProvider):
                 words = ANSWER.split(" ")
                 usage = {"input_tokens": 5, "output_tokens": len(words)}
                 if request.get("stream"):
-                    self.send_response(200)
-                    self.send_header("content-type", "text/event-stream")
-                    self.send_header("transfer-encoding", "chunked")
-                    self.end_headers()
+                    self._start_stream()
                     self._event("message_start", {"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": request["model"], "content": [], "usage": {"input_tokens": 5, "output_tokens": 1}}})
                     self._event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
                     for i, word in enumerate(words):
@@ -208,19 +208,7 @@ class MockAnthropic(MockProvider):
                 self._send(200, {"id": "msg_mock", "type": "message", "role": "assistant", "model": request["model"],
                                  "content": [{"type": "text", "text": ANSWER}], "stop_reason": "end_turn", "usage": usage})
 
-            def _send(self, status, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
             def _event(self, name, payload):
                 self._chunk(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
-
-            def _chunk(self, data):
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
 
         return Handler
