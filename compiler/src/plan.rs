@@ -23,7 +23,7 @@ use crate::model::{
     HeaderMatchType, HttpBodyMutation, HttpHeaderMutation, ParentReference, QuotaDuration,
     SecurityPolicyType,
 };
-use crate::resolve::{Key, Resolved, SecretUse};
+use crate::resolve::{Key, Resolved};
 use crate::validate::{Body, Object, ObjectId, Validated};
 
 /// Default extproc image; pin your own with `--extproc-image` or GatewayConfig.
@@ -423,7 +423,6 @@ impl Planner<'_> {
         }
         let client_traffic = self.client_traffic(&gateway, &name);
         let workload = self.workload(
-            &gateway,
             config_object.as_ref().map(|(_, o)| o),
             gateway_config.as_ref(),
         );
@@ -970,7 +969,6 @@ impl Planner<'_> {
 
     fn workload(
         &mut self,
-        gateway: &ObjectId,
         config_object: Option<&Object>,
         config: Option<&GatewayConfig>,
     ) -> Workload {
@@ -1008,7 +1006,6 @@ impl Planner<'_> {
                 }
             }
         }
-        let _ = gateway;
         Workload {
             image,
             replicas: self.options.replicas,
@@ -1782,16 +1779,6 @@ fn build_auth(policy: &BackendSecurityPolicy, files: &BTreeMap<FieldPath, String
         credential,
         credential_override,
     }
-}
-
-/// Unused-secret check helper for tests and callers: the Secrets an instance mounts by name.
-pub fn mounted_names(instance: &Instance) -> Vec<&str> {
-    instance.secrets.iter().map(|s| s.secret.as_str()).collect()
-}
-
-#[allow(dead_code)]
-fn _assert_secret_use_ordering(a: &SecretUse, b: &SecretUse) -> bool {
-    a < b
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::diag::Diagnostic;
 use crate::plan::Plan;
@@ -202,18 +202,6 @@ fn is_empty(value: &Value) -> bool {
         Value::Null => true,
         _ => false,
     }
-}
-
-/// Inserts `key: value` into a JSON object.
-pub fn insert(object: &mut Value, key: &str, value: Value) {
-    if let Some(map) = object.as_object_mut() {
-        map.insert(key.to_string(), value);
-    }
-}
-
-/// An empty JSON object.
-pub fn object() -> Value {
-    Value::Object(Map::new())
 }
 
 #[cfg(test)]

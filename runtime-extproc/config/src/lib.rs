@@ -5,7 +5,7 @@
 //! these types, so the contract is declared once. The crate owns:
 //!
 //! - the type tree and its serde representation (camelCase keys, unknown fields rejected);
-//! - the [`API_VERSION`] it speaks, checked by [`FilterConfig::from_yaml_value`];
+//! - the [`API_VERSION`] it speaks, checked by [`FilterConfig::from_json_value`];
 //! - structural checks that need no I/O ([`FilterConfig::check`]): every backend a rule names exists,
 //!   names are unique, weights are sane.
 //!
@@ -518,11 +518,6 @@ impl FilterConfig {
         let config: FilterConfig = decode(value)?;
         config.check()?;
         Ok(config)
-    }
-
-    /// Alias of [`FilterConfig::from_json_value`] for callers that parsed YAML into JSON values.
-    pub fn from_yaml_value(value: serde_json::Value) -> Result<Self, ConfigError> {
-        Self::from_json_value(value)
     }
 
     /// Checks the cross-references that serde cannot: unique names, existing backends, CEL present
