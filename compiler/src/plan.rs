@@ -1657,21 +1657,17 @@ fn build_auth(policy: &BackendSecurityPolicy, files: &BTreeMap<FieldPath, String
             key_file: file("spec.anthropicAPIKey.secretRef"),
         },
         SecurityPolicyType::AwsCredentials => {
-            let aws = spec.aws_credentials.clone();
+            let aws = spec.aws_credentials.as_ref();
             Credential::Aws {
-                region: aws.as_ref().map(|a| a.region.clone()).unwrap_or_default(),
+                region: aws.map(|a| a.region.clone()).unwrap_or_default(),
                 credentials_file: aws
-                    .as_ref()
                     .and_then(|a| a.credentials_file.as_ref())
                     .map(|_| file("spec.awsCredentials.credentialsFile.secretRef")),
                 profile: aws
-                    .as_ref()
                     .and_then(|a| a.credentials_file.as_ref())
                     .map(|f| f.profile.clone()),
-                oidc_exchange: aws
-                    .as_ref()
-                    .and_then(|a| a.oidc_exchange_token.as_ref())
-                    .map(|e| fc::AwsOidcExchange {
+                oidc_exchange: aws.and_then(|a| a.oidc_exchange_token.as_ref()).map(|e| {
+                    fc::AwsOidcExchange {
                         oidc: oidc(
                             &e.oidc,
                             "spec.awsCredentials.oidcExchangeToken.oidc",
@@ -1679,44 +1675,35 @@ fn build_auth(policy: &BackendSecurityPolicy, files: &BTreeMap<FieldPath, String
                             &e.aud,
                         ),
                         aws_role_arn: e.aws_role_arn.clone(),
-                    }),
+                    }
+                }),
             }
         }
         SecurityPolicyType::AzureCredentials => {
-            let azure = spec.azure_credentials.clone();
+            let azure = spec.azure_credentials.as_ref();
             Credential::Azure {
-                client_id: azure
-                    .as_ref()
-                    .map(|a| a.client_id.clone())
-                    .unwrap_or_default(),
-                tenant_id: azure
-                    .as_ref()
-                    .map(|a| a.tenant_id.clone())
-                    .unwrap_or_default(),
+                client_id: azure.map(|a| a.client_id.clone()).unwrap_or_default(),
+                tenant_id: azure.map(|a| a.tenant_id.clone()).unwrap_or_default(),
                 client_secret_file: azure
-                    .as_ref()
                     .and_then(|a| a.client_secret_ref.as_ref())
                     .map(|_| file("spec.azureCredentials.clientSecretRef")),
-                oidc_exchange: azure
-                    .as_ref()
-                    .and_then(|a| a.oidc_exchange_token.as_ref())
-                    .map(|e| {
-                        oidc(
-                            &e.oidc,
-                            "spec.azureCredentials.oidcExchangeToken.oidc",
-                            &e.grant_type,
-                            &e.aud,
-                        )
-                    }),
+                oidc_exchange: azure.and_then(|a| a.oidc_exchange_token.as_ref()).map(|e| {
+                    oidc(
+                        &e.oidc,
+                        "spec.azureCredentials.oidcExchangeToken.oidc",
+                        &e.grant_type,
+                        &e.aud,
+                    )
+                }),
             }
         }
         SecurityPolicyType::GcpCredentials => {
-            let gcp = spec.gcp_credentials.clone();
+            let gcp = spec.gcp_credentials.as_ref();
             Credential::Gcp {
-                project_name: gcp.as_ref().map(|g| g.project_name.clone()).unwrap_or_default(),
-                region: gcp.as_ref().map(|g| g.region.clone()).unwrap_or_default(),
-                credentials_file: gcp.as_ref().and_then(|g| g.credentials_file.as_ref()).map(|_| file("spec.gcpCredentials.credentialsFile.secretRef")),
-                workload_identity_federation: gcp.as_ref().and_then(|g| g.workload_identity_federation_config.as_ref()).map(|w| {
+                project_name: gcp.map(|g| g.project_name.clone()).unwrap_or_default(),
+                region: gcp.map(|g| g.region.clone()).unwrap_or_default(),
+                credentials_file: gcp.and_then(|g| g.credentials_file.as_ref()).map(|_| file("spec.gcpCredentials.credentialsFile.secretRef")),
+                workload_identity_federation: gcp.and_then(|g| g.workload_identity_federation_config.as_ref()).map(|w| {
                     fc::GcpWorkloadIdentityFederation {
                         project_id: w.project_id.clone(),
                         workload_identity_pool_name: w.workload_identity_pool_name.clone(),

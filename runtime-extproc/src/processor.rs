@@ -494,6 +494,7 @@ impl Processor {
         // Translate to the backend's API first; configured body mutations apply to what is
         // sent upstream, as upstream does.
         let mut extra_headers: Vec<(String, String)> = Vec::new();
+        let mut translated_body: Option<Vec<u8>> = None;
         let upstream_path = match translation {
             Translation::Passthrough => upstream_path(&spec.schema, endpoint, &request_model),
             Translation::Anthropic => {
@@ -502,15 +503,20 @@ impl Processor {
                 };
                 let upstream = anthropic::chat_request(&request, &request_model, &target)
                     .map_err(|err| Box::new(translate_error(&err)))?;
-                request = serde_json::from_slice(&upstream.body).map_err(|err| {
-                    Box::new(client_error(
-                        500,
-                        &format!("internal error: translated body is not JSON: {err}"),
-                        "internal",
-                    ))
-                })?;
                 extra_headers = upstream.headers;
-                changed = true;
+                if spec.body_mutation.is_some() {
+                    // Mutations apply to the translated body: read it back only then.
+                    request = serde_json::from_slice(&upstream.body).map_err(|err| {
+                        Box::new(client_error(
+                            500,
+                            &format!("internal error: translated body is not JSON: {err}"),
+                            "internal",
+                        ))
+                    })?;
+                    changed = true;
+                } else {
+                    translated_body = Some(upstream.body);
+                }
                 upstream.path
             }
         };
@@ -581,8 +587,14 @@ impl Processor {
                 )));
             }
         }
-        let body_mutation = if changed {
-            let bytes = serde_json::to_vec(&request).unwrap_or_else(|_| self.body.clone());
+        let bytes = match translated_body {
+            Some(bytes) => Some(bytes),
+            None if changed => {
+                Some(serde_json::to_vec(&request).unwrap_or_else(|_| self.body.clone()))
+            }
+            None => None,
+        };
+        let body_mutation = if let Some(bytes) = bytes {
             set.push(header_value("content-length", &bytes.len().to_string()));
             Some(BodyMutation {
                 mutation: Some(body_mutation::Mutation::Body(bytes)),

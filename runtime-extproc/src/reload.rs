@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
-use sha2_free::fingerprint;
 
 use crate::config::{self, LoadError, RuntimeConfig};
 use crate::metrics::{Metrics, ReloadLabels};
@@ -148,18 +147,14 @@ pub async fn watch(store: Arc<ConfigStore>, metrics: Arc<Metrics>) {
 }
 
 /// A content fingerprint of files (missing files count as empty).
-mod sha2_free {
+fn fingerprint(files: &[PathBuf]) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
-    use std::path::PathBuf;
-
-    pub fn fingerprint(files: &[PathBuf]) -> u64 {
-        let mut hasher = DefaultHasher::new();
-        for file in files {
-            file.hash(&mut hasher);
-            std::fs::read(file).unwrap_or_default().hash(&mut hasher);
-        }
-        hasher.finish()
+    let mut hasher = DefaultHasher::new();
+    for file in files {
+        file.hash(&mut hasher);
+        std::fs::read(file).unwrap_or_default().hash(&mut hasher);
     }
+    hasher.finish()
 }
 
 #[cfg(test)]

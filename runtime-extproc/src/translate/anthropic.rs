@@ -8,7 +8,8 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    SSE_DONE, StreamTranslator, TranslateError, UpstreamRequest, finish_reason, sse_event,
+    SSE_DONE, StreamTranslator, TranslateError, UpstreamRequest, data_url, finish_reason, invalid,
+    path_escape, sse_event, unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -44,27 +45,6 @@ pub enum AnthropicTarget {
         /// `anthropic_version` body field (`bedrock-2023-05-31` when empty).
         version: String,
     },
-}
-
-fn invalid(message: impl Into<String>) -> TranslateError {
-    TranslateError::Invalid(message.into())
-}
-
-fn unsupported(message: impl Into<String>) -> TranslateError {
-    TranslateError::Unsupported(message.into())
-}
-
-/// Percent-encodes one path segment the way Go's `url.PathEscape` does.
-fn path_escape(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~$&+=:@".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// Translates an OpenAI chat completion request into an Anthropic Messages request for
@@ -490,14 +470,6 @@ fn user_blocks(content: &Value) -> Result<Vec<Value>, TranslateError> {
         blocks.push(block);
     }
     Ok(blocks)
-}
-
-/// `data:<media type>;base64,<data>` split into media type and data.
-fn data_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let media_type = meta.strip_suffix(";base64")?;
-    Some((media_type, data))
 }
 
 fn image_source(url: &str) -> Result<Value, TranslateError> {

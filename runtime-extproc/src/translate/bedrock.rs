@@ -9,38 +9,13 @@ use serde_json::{Map, Value, json};
 
 use super::eventstream::{Decoder, Message};
 use super::{
-    SSE_DONE, StreamTranslator, TranslateError, UpstreamRequest, finish_reason, sse_event,
+    SSE_DONE, StreamTranslator, TranslateError, UpstreamRequest, data_url, finish_reason, invalid,
+    path_escape, sse_event, unsupported,
 };
 use crate::usage::TokenUsage;
 
 #[cfg(test)]
 mod tests;
-
-/// Escapes a model id as one URL path segment (what Go's `url.PathEscape` leaves alone is kept).
-fn path_escape(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        let keep = byte.is_ascii_alphanumeric()
-            || matches!(
-                byte,
-                b'-' | b'_' | b'.' | b'~' | b'$' | b'&' | b'+' | b',' | b';' | b'=' | b':' | b'@'
-            );
-        if keep {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-fn invalid(message: impl Into<String>) -> TranslateError {
-    TranslateError::Invalid(message.into())
-}
-
-fn unsupported(message: impl Into<String>) -> TranslateError {
-    TranslateError::Unsupported(message.into())
-}
 
 /// Text of a `content` that must be text: a string or an array of `text` parts.
 fn text_of(content: &Value, role: &str) -> Result<Vec<String>, TranslateError> {
@@ -69,16 +44,17 @@ fn text_of(content: &Value, role: &str) -> Result<Vec<String>, TranslateError> {
 
 /// `data:image/png;base64,...` -> a Converse image block.
 fn image_block(url: &str) -> Result<Value, TranslateError> {
-    let Some(rest) = url.strip_prefix("data:") else {
+    if !url.starts_with("data:") {
         return Err(unsupported(
             "AWS Bedrock accepts images only as base64 data URLs, not remote URLs",
         ));
-    };
-    let Some((meta, data)) = rest.split_once(',') else {
-        return Err(invalid("malformed image data URL"));
-    };
-    let Some(mime) = meta.strip_suffix(";base64") else {
-        return Err(unsupported("image data URLs must be base64-encoded"));
+    }
+    let Some((mime, data)) = data_url(url) else {
+        return Err(if url.contains(',') {
+            unsupported("image data URLs must be base64-encoded")
+        } else {
+            invalid("malformed image data URL")
+        });
     };
     let format = match mime.to_ascii_lowercase().as_str() {
         "image/png" => "png",

@@ -53,6 +53,39 @@ pub trait StreamTranslator: Send {
     }
 }
 
+/// A request the endpoint does not accept (answered 400).
+pub(crate) fn invalid(message: impl Into<String>) -> TranslateError {
+    TranslateError::Invalid(message.into())
+}
+
+/// A request the backend cannot express (answered 422).
+pub(crate) fn unsupported(message: impl Into<String>) -> TranslateError {
+    TranslateError::Unsupported(message.into())
+}
+
+/// Percent-encodes one path segment as Go's `url.PathEscape` does (upstream builds provider
+/// paths with it): unreserved characters and `$&+:=@` stay, `/`, `;`, `,`, `?` and the rest are
+/// escaped.
+pub fn path_escape(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~$&+=:@".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// `data:<media type>;base64,<data>` split into media type and data; `None` for anything else.
+pub fn data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let media_type = meta.strip_suffix(";base64")?;
+    Some((media_type, data))
+}
+
 /// Formats one OpenAI server-sent event.
 pub fn sse_event(payload: &serde_json::Value) -> Vec<u8> {
     format!("data: {payload}\n\n").into_bytes()
@@ -84,6 +117,25 @@ mod tests {
         assert_eq!(finish_reason("max_tokens"), "length");
         assert_eq!(finish_reason("tool_use"), "tool_calls");
         assert_eq!(finish_reason("guardrail_intervened"), "content_filter");
+    }
+
+    #[test]
+    fn path_segments_escape_like_go() {
+        assert_eq!(
+            path_escape("anthropic.claude-v2:1"),
+            "anthropic.claude-v2:1"
+        );
+        assert_eq!(path_escape("a/b c?d%,e;f"), "a%2Fb%20c%3Fd%25%2Ce%3Bf");
+    }
+
+    #[test]
+    fn data_urls() {
+        assert_eq!(
+            data_url("data:image/png;base64,AAAA"),
+            Some(("image/png", "AAAA"))
+        );
+        assert_eq!(data_url("data:image/png,AAAA"), None);
+        assert_eq!(data_url("https://x/y.png"), None);
     }
 
     #[test]
