@@ -12,7 +12,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aigw_filterconfig::{self as fc, Credential, FilterConfig};
+use aigw_filterconfig::{self as fc, FilterConfig};
+
+use crate::auth::{self, BackendCredential};
 
 /// Errors loading a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -59,13 +61,11 @@ pub enum LoadError {
         /// What the compiler said.
         message: String,
     },
-    /// A credential file could not be read or is empty.
-    #[error("backend {backend:?}: credential file {path}: {message}")]
+    /// A credential could not be set up (a file missing or empty, an invalid key).
+    #[error("backend {backend:?}: credential: {message}")]
     Credential {
         /// Backend name.
         backend: String,
-        /// The file.
-        path: PathBuf,
         /// What is wrong.
         message: String,
     },
@@ -128,29 +128,13 @@ pub struct Rule {
     pub backends: Vec<(Arc<Backend>, u32, u32)>,
 }
 
-/// How the extproc authenticates to a backend.
-#[derive(Debug, Clone)]
-pub enum Auth {
-    /// A static header (`Authorization: Bearer ...`, `api-key`, `x-api-key`).
-    Header {
-        /// Header name.
-        name: &'static str,
-        /// Prefix before the secret (`Bearer `).
-        prefix: &'static str,
-        /// The secret.
-        value: Secret,
-    },
-    /// A credential kind this build of the extproc cannot apply yet.
-    Unsupported(&'static str),
-}
-
 /// A backend ready to serve.
 #[derive(Debug)]
 pub struct Backend {
     /// The contract entry.
     pub spec: fc::Backend,
     /// Loaded credential.
-    pub auth: Option<Auth>,
+    pub auth: Option<BackendCredential>,
 }
 
 /// A cost ready to compute.
@@ -230,32 +214,6 @@ pub fn load(path: &Path) -> Result<RuntimeConfig, LoadError> {
     build(config, base, path)
 }
 
-fn resolve_path(base: &Path, file: &str) -> PathBuf {
-    let p = Path::new(file);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
-fn read_secret(backend: &str, path: &Path) -> Result<Secret, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|err| LoadError::Credential {
-        backend: backend.to_string(),
-        path: path.to_path_buf(),
-        message: err.to_string(),
-    })?;
-    let value = text.trim();
-    if value.is_empty() {
-        return Err(LoadError::Credential {
-            backend: backend.to_string(),
-            path: path.to_path_buf(),
-            message: "file is empty".into(),
-        });
-    }
-    Ok(Secret::new(value))
-}
-
 fn compile_costs(costs: &[fc::LlmRequestCost]) -> Result<Vec<Cost>, LoadError> {
     costs
         .iter()
@@ -286,6 +244,33 @@ fn compile_costs(costs: &[fc::LlmRequestCost]) -> Result<Vec<Cost>, LoadError> {
         .collect()
 }
 
+impl RuntimeConfig {
+    /// Waits (up to `timeout` in all) until every fetched credential is available; returns the
+    /// backends whose credential is not, for the log.
+    pub async fn credentials_ready(&self, timeout: std::time::Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut missing = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for route in &self.routes {
+            for rule in &route.rules {
+                for (backend, _, _) in &rule.backends {
+                    let Some(credential) = &backend.auth else {
+                        continue;
+                    };
+                    if !seen.insert(backend.spec.name.clone()) {
+                        continue;
+                    }
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if !credential.ready(left).await {
+                        missing.push(backend.spec.name.clone());
+                    }
+                }
+            }
+        }
+        missing
+    }
+}
+
 /// Builds the runtime form of an already checked contract. `base` resolves relative paths.
 pub fn build(
     config: FilterConfig,
@@ -295,43 +280,14 @@ pub fn build(
     let mut files = vec![config_path.to_path_buf()];
     let mut backends: HashMap<String, Arc<Backend>> = HashMap::new();
     for spec in config.backends {
-        let auth = match spec.auth.as_ref().map(|a| &a.credential) {
+        let auth = match &spec.auth {
             None => None,
-            Some(credential) => Some(match credential {
-                Credential::ApiKey { key_file } => {
-                    let path = resolve_path(base, key_file);
-                    let value = read_secret(&spec.name, &path)?;
-                    files.push(path);
-                    Auth::Header {
-                        name: "authorization",
-                        prefix: "Bearer ",
-                        value,
-                    }
+            Some(auth) => Some(auth::build(auth, base, &mut files).map_err(|message| {
+                LoadError::Credential {
+                    backend: spec.name.clone(),
+                    message,
                 }
-                Credential::AzureApiKey { key_file } => {
-                    let path = resolve_path(base, key_file);
-                    let value = read_secret(&spec.name, &path)?;
-                    files.push(path);
-                    Auth::Header {
-                        name: "api-key",
-                        prefix: "",
-                        value,
-                    }
-                }
-                Credential::AnthropicApiKey { key_file } => {
-                    let path = resolve_path(base, key_file);
-                    let value = read_secret(&spec.name, &path)?;
-                    files.push(path);
-                    Auth::Header {
-                        name: "x-api-key",
-                        prefix: "",
-                        value,
-                    }
-                }
-                Credential::Aws { .. } => Auth::Unsupported("AWSCredentials"),
-                Credential::Azure { .. } => Auth::Unsupported("AzureCredentials"),
-                Credential::Gcp { .. } => Auth::Unsupported("GCPCredentials"),
-            }),
+            })?),
         };
         backends.insert(spec.name.clone(), Arc::new(Backend { spec, auth }));
     }
@@ -409,7 +365,7 @@ mod tests {
     fn secrets_never_print() {
         let secret = Secret::new("sk-123");
         assert_eq!(format!("{secret:?} {secret}"), "<redacted> <redacted>");
-        let auth = Auth::Header {
+        let auth = crate::auth::Auth::Header {
             name: "authorization",
             prefix: "Bearer ",
             value: secret,
@@ -438,12 +394,15 @@ mod tests {
         assert!(!rule.matches[0][0].1.matches("xgpt-4o"));
         assert_eq!(rule.matches[0][0].0, "x-ai-eg-model");
         match &rule.backends[0].0.auth {
-            Some(Auth::Header { value, .. }) => assert_eq!(value.expose(), "sk-test"),
+            Some(BackendCredential {
+                auth: crate::auth::Auth::Header { value, .. },
+                ..
+            }) => assert_eq!(value.expose(), "sk-test"),
             other => panic!("unexpected auth {other:?}"),
         }
         std::fs::remove_file(dir.join("secrets/key/apiKey")).unwrap();
         let err = load(&dir.join("config.yaml")).unwrap_err();
-        assert!(err.to_string().contains("credential file"), "{err}");
+        assert!(err.to_string().contains("credential: cannot read"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

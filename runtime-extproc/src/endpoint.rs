@@ -19,6 +19,10 @@ pub enum Endpoint {
     Models,
     /// `/anthropic/v1/models`: answered by the extproc, Anthropic shape.
     AnthropicModels,
+    /// `/anthropic/v1/messages`: the Anthropic Messages API.
+    Messages,
+    /// `/cohere/v2/rerank`: Cohere's rerank API.
+    Rerank,
 }
 
 impl Endpoint {
@@ -34,6 +38,8 @@ impl Endpoint {
             "/v1/audio/speech" => Endpoint::AudioSpeech,
             "/v1/models" => Endpoint::Models,
             "/anthropic/v1/models" => Endpoint::AnthropicModels,
+            "/anthropic/v1/messages" => Endpoint::Messages,
+            "/cohere/v2/rerank" => Endpoint::Rerank,
             _ => return None,
         })
     }
@@ -48,7 +54,38 @@ impl Endpoint {
             Endpoint::ImageGenerations => "images/generations",
             Endpoint::AudioSpeech => "audio/speech",
             Endpoint::Models | Endpoint::AnthropicModels => "models",
+            Endpoint::Messages => "messages",
+            Endpoint::Rerank => "rerank",
         }
+    }
+
+    /// The client-facing path of the endpoint.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Responses => "/v1/responses",
+            Endpoint::ImageGenerations => "/v1/images/generations",
+            Endpoint::AudioSpeech => "/v1/audio/speech",
+            Endpoint::Models => "/v1/models",
+            Endpoint::AnthropicModels => "/anthropic/v1/models",
+            Endpoint::Messages => "/anthropic/v1/messages",
+            Endpoint::Rerank => "/cohere/v2/rerank",
+        }
+    }
+
+    /// True for the OpenAI API endpoints (which OpenAI-compatible backends serve as they are).
+    pub fn openai_compatible(self) -> bool {
+        !matches!(
+            self,
+            Endpoint::Messages | Endpoint::Rerank | Endpoint::AnthropicModels
+        )
+    }
+
+    /// True when errors go back in Anthropic's shape rather than OpenAI's.
+    pub fn anthropic_errors(self) -> bool {
+        matches!(self, Endpoint::Messages | Endpoint::AnthropicModels)
     }
 
     /// `gen_ai.operation.name` of the endpoint (as upstream).
@@ -61,6 +98,8 @@ impl Endpoint {
             Endpoint::ImageGenerations => "image_generation",
             Endpoint::AudioSpeech => "speech",
             Endpoint::Models | Endpoint::AnthropicModels => "models",
+            Endpoint::Messages => "messages",
+            Endpoint::Rerank => "rerank",
         }
     }
 

@@ -89,6 +89,15 @@ async fn shutdown_signal() {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let store = Arc::new(ConfigStore::load(&args.config)?);
+    // Fetched credentials (cloud tokens) get a moment before the first request; a backend
+    // whose credential is still missing answers 503 until its refresh succeeds.
+    let missing = store
+        .current()
+        .credentials_ready(Duration::from_secs(15))
+        .await;
+    if !missing.is_empty() {
+        tracing::warn!(backends = ?missing, "serving before these backends' credentials are available");
+    }
     let metrics = Arc::new(Metrics::new());
     let admin = tokio::net::TcpListener::bind(&args.admin_listen)
         .await

@@ -32,13 +32,15 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
 use serde_json::{Value, json};
 
-use crate::config::{Auth, Backend, RuntimeConfig};
+use crate::auth::{AuthError, UpstreamCall};
+use crate::config::{Backend, RuntimeConfig};
 use crate::costs::{self, CostInput};
 use crate::endpoint::Endpoint;
 use crate::metrics::{DurationLabels, GenAiLabels, Metrics, TokenLabels};
 use crate::router;
-use crate::translate::anthropic::{self, AnthropicTarget};
-use crate::translate::{StreamTranslator, TranslateError};
+use crate::translate::{
+    RequestContext, ResponseContext, StreamTranslator, TranslateError, Translator,
+};
 use crate::usage::{self, StreamUsage, TokenUsage};
 
 /// What the request turned out to be, once its body was read.
@@ -49,21 +51,14 @@ struct Selection {
     original_model: String,
     request_model: String,
     stream: bool,
-    translation: Translation,
-}
-
-/// How responses are turned back into what the client asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Translation {
-    /// The backend speaks the client's API: bytes pass through.
-    Passthrough,
-    /// Anthropic Messages back to OpenAI chat completions.
-    Anthropic,
+    /// Translates between the client's API and the backend's; `None`: bytes pass through.
+    translator: Option<Box<dyn Translator>>,
 }
 
 #[derive(Default)]
 struct ResponseState {
     status: u16,
+    headers: Vec<(String, String)>,
     streaming: bool,
     stream: StreamUsage,
     /// Translates a streamed response of another API, chunk by chunk.
@@ -82,6 +77,9 @@ pub struct Processor {
     started: Instant,
     endpoint: Option<Endpoint>,
     path: String,
+    /// `:authority` as the client sent it.
+    authority: String,
+    /// The host part of the authority, lower-cased (for hostname matching).
     host: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
@@ -130,7 +128,12 @@ fn immediate(status: u16, body: Vec<u8>, details: &str) -> ProcessingResponse {
     }
 }
 
-fn client_error(status: u16, message: &str, code: &str) -> ProcessingResponse {
+/// An error answered by the extproc: OpenAI's shape, or Anthropic's on the Messages API.
+fn error_response(status: u16, message: &str, code: &str, anthropic: bool) -> ProcessingResponse {
+    if anthropic {
+        let body = json!({"type": "error", "error": {"type": crate::translate::anthropic::error_type_for(status), "message": message}});
+        return immediate(status, body.to_string().into_bytes(), code);
+    }
     let kind = match status {
         401 => "authentication_error",
         404 => "invalid_request_error",
@@ -224,6 +227,7 @@ impl Processor {
             started: Instant::now(),
             endpoint: None,
             path: String::new(),
+            authority: String::new(),
             host: String::new(),
             headers: Vec::new(),
             body: Vec::new(),
@@ -238,6 +242,25 @@ impl Processor {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    fn client_error(&self, status: u16, message: &str, code: &str) -> ProcessingResponse {
+        let anthropic = self.endpoint.is_some_and(Endpoint::anthropic_errors);
+        error_response(status, message, code, anthropic)
+    }
+
+    /// A translation failure as the client's answer: the backend cannot express it (422), or
+    /// the request is not what the endpoint takes (400).
+    fn translate_error(&self, err: &TranslateError) -> ProcessingResponse {
+        match err {
+            TranslateError::Unsupported(reason) => self.client_error(422, reason, "untranslatable"),
+            TranslateError::Invalid(reason) => self.client_error(
+                400,
+                &format!("invalid request body: {reason}"),
+                "invalid_request",
+            ),
+            TranslateError::Upstream(reason) => self.client_error(502, reason, "upstream_error"),
+        }
     }
 
     /// Handles one message.
@@ -274,8 +297,8 @@ impl Processor {
             .header(":authority")
             .or_else(|| self.header("host"))
             .unwrap_or_default();
-        let authority = authority.to_string();
-        let authority = authority.as_str();
+        self.authority = authority.to_string();
+        let authority = self.authority.as_str();
         self.host = authority
             .rsplit_once(':')
             .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
@@ -283,7 +306,7 @@ impl Processor {
             .to_ascii_lowercase();
         let Some(endpoint) = Endpoint::from_path(&self.path) else {
             self.answered = true;
-            return client_error(
+            return self.client_error(
                 404,
                 &format!(
                     "unsupported path: {}",
@@ -300,7 +323,7 @@ impl Processor {
         let method = self.header(":method").unwrap_or_default().to_string();
         if method != "POST" {
             self.answered = true;
-            return client_error(
+            return self.client_error(
                 405,
                 &format!("{} accepts POST, not {method}", self.path),
                 "method_not_allowed",
@@ -308,7 +331,7 @@ impl Processor {
         }
         if headers.end_of_stream {
             self.answered = true;
-            return client_error(
+            return self.client_error(
                 400,
                 "the request has no body; send a JSON body",
                 "missing_body",
@@ -319,7 +342,7 @@ impl Processor {
             .is_some_and(|ct| ct.starts_with("multipart/"))
         {
             self.answered = true;
-            return client_error(
+            return self.client_error(
                 400,
                 &format!("{} takes a JSON body, not multipart", self.path),
                 "invalid_content_type",
@@ -364,7 +387,7 @@ impl Processor {
         let limit = self.config.max_request_body_bytes;
         if self.body.len() as u64 > limit {
             self.answered = true;
-            return client_error(
+            return self.client_error(
                 413,
                 &format!("the request body is larger than the limit of {limit} bytes"),
                 "request_too_large",
@@ -385,7 +408,7 @@ impl Processor {
     fn route_request(&mut self) -> Result<ProcessingResponse, Box<ProcessingResponse>> {
         let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
         let mut request: Value = serde_json::from_slice(&self.body).map_err(|err| {
-            Box::new(client_error(
+            Box::new(self.client_error(
                 400,
                 &format!(
                     "malformed request: failed to parse JSON for {}: {err}",
@@ -395,7 +418,7 @@ impl Processor {
             ))
         })?;
         if !request.is_object() {
-            return Err(Box::new(client_error(
+            return Err(Box::new(self.client_error(
                 400,
                 "malformed request: the body must be a JSON object",
                 "invalid_json",
@@ -406,7 +429,7 @@ impl Processor {
             .and_then(Value::as_str)
             .map(str::to_string)
         else {
-            return Err(Box::new(client_error(
+            return Err(Box::new(self.client_error(
                 400,
                 "missing required field: model",
                 "missing_model",
@@ -424,7 +447,7 @@ impl Processor {
                 .map(|(_, v)| v.as_str())
         };
         let Some((route, rule)) = router::select(&config, &self.host, lookup) else {
-            return Err(Box::new(client_error(
+            return Err(Box::new(self.client_error(
                 404,
                 &format!("model {model:?} is not served by this gateway"),
                 "model_not_found",
@@ -437,7 +460,7 @@ impl Processor {
             .unwrap_or(0);
         let Some(backend) = router::pick(&route.rules[rule].backends, fastrand::f64()).cloned()
         else {
-            return Err(Box::new(client_error(
+            return Err(Box::new(self.client_error(
                 503,
                 &format!("no backend with a positive weight serves model {model:?}"),
                 "no_backend",
@@ -453,22 +476,8 @@ impl Processor {
             .and_then(Value::as_bool)
             .unwrap_or(false);
 
-        let translation = match (spec.schema.name, endpoint) {
-            (ApiSchema::OpenAI | ApiSchema::AzureOpenAI, _) => Translation::Passthrough,
-            (ApiSchema::Anthropic, Endpoint::ChatCompletions) => Translation::Anthropic,
-            _ => {
-                return Err(Box::new(client_error(
-                    422,
-                    &format!(
-                        "backend {} speaks {}, which this extproc cannot translate {} to yet",
-                        spec.service_backend,
-                        spec.schema.name.as_str(),
-                        self.path
-                    ),
-                    "untranslatable",
-                )));
-            }
-        };
+        let translator = crate::translate::select(&spec.schema, endpoint)
+            .map_err(|err| Box::new(self.translate_error(&err)))?;
         let mut changed = false;
         if request_model != model {
             request["model"] = Value::String(request_model.clone());
@@ -478,7 +487,7 @@ impl Processor {
         if stream
             && endpoint == Endpoint::ChatCompletions
             && config.has_costs
-            && translation == Translation::Passthrough
+            && translator.is_none()
         {
             let include = request
                 .pointer("/stream_options/include_usage")
@@ -495,19 +504,22 @@ impl Processor {
         // sent upstream, as upstream does.
         let mut extra_headers: Vec<(String, String)> = Vec::new();
         let mut translated_body: Option<Vec<u8>> = None;
-        let upstream_path = match translation {
-            Translation::Passthrough => upstream_path(&spec.schema, endpoint, &request_model),
-            Translation::Anthropic => {
-                let target = AnthropicTarget::Anthropic {
-                    prefix: spec.schema.prefix.clone().unwrap_or_else(|| "v1".into()),
+        let mut upstream_path = match &translator {
+            None => upstream_path(&spec.schema, endpoint, &request_model),
+            Some(translator) => {
+                let ctx = RequestContext {
+                    model: &request_model,
+                    stream,
+                    headers: &self.headers,
                 };
-                let upstream = anthropic::chat_request(&request, &request_model, &target)
-                    .map_err(|err| Box::new(translate_error(&err)))?;
+                let upstream = translator
+                    .request(&request, &ctx)
+                    .map_err(|err| Box::new(self.translate_error(&err)))?;
                 extra_headers = upstream.headers;
                 if spec.body_mutation.is_some() {
                     // Mutations apply to the translated body: read it back only then.
                     request = serde_json::from_slice(&upstream.body).map_err(|err| {
-                        Box::new(client_error(
+                        Box::new(self.client_error(
                             500,
                             &format!("internal error: translated body is not JSON: {err}"),
                             "internal",
@@ -542,9 +554,6 @@ impl Processor {
         for (name, value) in &extra_headers {
             set.push(header_value(name, value));
         }
-        if upstream_path != self.path {
-            set.push(header_value(":path", &upstream_path));
-        }
         let mut remove = Vec::new();
         if let Some(mutation) = &spec.header_mutation {
             for name in &mutation.remove {
@@ -558,35 +567,6 @@ impl Processor {
                 }
             }
         }
-        match &backend.auth {
-            None => {}
-            Some(Auth::Header {
-                name,
-                prefix,
-                value,
-            }) => {
-                set.push(header_value(name, &format!("{prefix}{}", value.expose())));
-                // The client's own credentials are for the gateway, never for the provider.
-                for client_credential in CLIENT_CREDENTIAL_HEADERS {
-                    if client_credential != *name
-                        && self.header(client_credential).is_some()
-                        && !remove.iter().any(|r| r == client_credential)
-                    {
-                        remove.push(client_credential.to_string());
-                    }
-                }
-            }
-            Some(Auth::Unsupported(kind)) => {
-                return Err(Box::new(client_error(
-                    500,
-                    &format!(
-                        "backend {} uses {kind} credentials, which this extproc build cannot apply yet",
-                        spec.service_backend
-                    ),
-                    "unsupported_credentials",
-                )));
-            }
-        }
         let bytes = match translated_body {
             Some(bytes) => Some(bytes),
             None if changed => {
@@ -594,6 +574,48 @@ impl Processor {
             }
             None => None,
         };
+        if let Some(credential) = &backend.auth {
+            // The Host the provider receives: the Backend's hostname when Envoy rewrites to
+            // it, else the client's authority, which Envoy forwards unchanged.
+            let host = spec.upstream_host.as_deref().unwrap_or(&self.authority);
+            let call = UpstreamCall {
+                method: "POST",
+                host,
+                path: &upstream_path,
+                body: bytes.as_deref().unwrap_or(&self.body),
+                headers: &self.headers,
+            };
+            let applied = credential.apply(&call).map_err(|err| {
+                if let AuthError::Unavailable(reason) = &err {
+                    tracing::warn!(backend = %spec.name, reason = %reason, "no credential for the upstream request");
+                }
+                Box::new(self.client_error(err.status(), &err.to_string(), auth_error_code(&err)))
+            })?;
+            if let Some(path) = applied.path {
+                upstream_path = path;
+            }
+            let own: Vec<&str> = applied.headers.iter().map(|(n, _)| n.as_str()).collect();
+            // The client's own credentials are for the gateway, never for the provider.
+            for client_credential in CLIENT_CREDENTIAL_HEADERS {
+                if !own.contains(&client_credential)
+                    && self.header(client_credential).is_some()
+                    && !remove.iter().any(|r| r == client_credential)
+                {
+                    remove.push(client_credential.to_string());
+                }
+            }
+            for name in credential.override_headers() {
+                if self.header(&name).is_some() && !remove.contains(&name) {
+                    remove.push(name);
+                }
+            }
+            for (name, value) in &applied.headers {
+                set.push(header_value(name, value));
+            }
+        }
+        if upstream_path != self.path {
+            set.push(header_value(":path", &upstream_path));
+        }
         let body_mutation = if let Some(bytes) = bytes {
             set.push(header_value("content-length", &bytes.len().to_string()));
             Some(BodyMutation {
@@ -620,7 +642,7 @@ impl Processor {
             original_model: model,
             request_model,
             stream,
-            translation,
+            translator,
         });
         let common = CommonResponse {
             header_mutation: Some(HeaderMutation {
@@ -647,29 +669,36 @@ impl Processor {
         let mut common = CommonResponse::default();
         let mut mode_override = None;
         if !self.answered && status == 200 {
-            let event_stream = headers
-                .iter()
-                .any(|(k, v)| k == "content-type" && v.starts_with("text/event-stream"));
+            let event_stream = headers.iter().any(|(k, v)| {
+                k == "content-type"
+                    && (v.starts_with("text/event-stream")
+                        || v.starts_with("application/vnd.amazon.eventstream"))
+            });
             if event_stream || self.selection.as_ref().is_some_and(|s| s.stream) {
                 // Streamed: every chunk goes to the client as soon as it arrives.
                 self.response.streaming = true;
+                let mut set_headers = Vec::new();
                 if let Some(selection) = &self.selection
-                    && selection.translation == Translation::Anthropic
+                    && let Some(translator) = &selection.translator
                 {
-                    self.response.translator = Some(Box::new(anthropic::ChatStream::new(
-                        &selection.request_model,
-                    )));
+                    let ctx = ResponseContext {
+                        model: &selection.request_model,
+                        headers: &headers,
+                    };
+                    self.response.translator = Some(translator.stream(&ctx));
+                    set_headers.push(header_value("content-type", "text/event-stream"));
                 }
                 mode_override = Some(ProcessingMode {
                     response_body_mode: BodySendMode::Streamed as i32,
                     ..Default::default()
                 });
                 common.header_mutation = Some(HeaderMutation {
-                    set_headers: vec![],
+                    set_headers,
                     remove_headers: vec!["content-length".into()],
                 });
             }
         }
+        self.response.headers = headers;
         let mut response = ProcessingResponse {
             response: Some(processing_response::Response::ResponseHeaders(
                 HeadersResponse {
@@ -720,34 +749,28 @@ impl Processor {
             return response_body_response(CommonResponse::default());
         }
         let mut common = CommonResponse::default();
-        let translation = self
-            .selection
-            .as_ref()
-            .map_or(Translation::Passthrough, |s| s.translation);
-        if translation == Translation::Anthropic {
+        if let Some(selection) = &self.selection
+            && let Some(translator) = &selection.translator
+        {
             let status = self.response.status;
-            let model = self
-                .selection
-                .as_ref()
-                .map(|s| s.request_model.clone())
-                .unwrap_or_default();
+            let ctx = ResponseContext {
+                model: &selection.request_model,
+                headers: &self.response.headers,
+            };
             let bytes = if (200..300).contains(&status) {
-                match anthropic::chat_response(&self.response.body, &model) {
-                    Ok((bytes, usage)) => {
-                        let response_model =
-                            serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
-                                v.get("model").and_then(Value::as_str).map(str::to_string)
-                            });
-                        self.response.translated = Some((usage, response_model));
-                        bytes
+                match translator.response(&self.response.body, &ctx) {
+                    Ok(translated) => {
+                        self.response.translated = Some((translated.usage, translated.model));
+                        translated.body
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "response could not be translated");
+                        self.response.status = 502;
                         openai_error(&err.to_string(), "upstream_error", "bad_upstream_response")
                     }
                 }
             } else {
-                anthropic::error_response(status, &self.response.body)
+                translator.error(status, &self.response.body, &ctx)
             };
             let set_headers = vec![
                 header_value("content-type", "application/json"),
@@ -944,17 +967,11 @@ fn upstream_path(
     }
 }
 
-/// A translation failure as the client's answer: the backend cannot express it (422), or the
-/// request is not what the endpoint takes (400).
-fn translate_error(err: &TranslateError) -> ProcessingResponse {
+fn auth_error_code(err: &AuthError) -> &'static str {
     match err {
-        TranslateError::Unsupported(reason) => client_error(422, reason, "untranslatable"),
-        TranslateError::Invalid(reason) => client_error(
-            400,
-            &format!("invalid request body: {reason}"),
-            "invalid_request",
-        ),
-        TranslateError::Upstream(reason) => client_error(502, reason, "upstream_error"),
+        AuthError::Unavailable(_) => "credential_unavailable",
+        AuthError::Missing => "missing_credential",
+        AuthError::Invalid(_) => "invalid_credential",
     }
 }
 

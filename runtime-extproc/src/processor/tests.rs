@@ -1,4 +1,5 @@
 use super::*;
+use crate::auth::{Auth, BackendCredential};
 use crate::config::{Cost, Matcher, Route, Rule, Secret};
 use aigw_filterconfig as fc;
 use envoy_types::pb::envoy::config::core::v3::HeaderMap;
@@ -25,10 +26,13 @@ fn backend(name: &str, override_model: Option<&str>) -> Arc<Backend> {
             }),
             body_mutation: None,
         },
-        auth: Some(Auth::Header {
-            name: "authorization",
-            prefix: "Bearer ",
-            value: Secret::new("sk-secret"),
+        auth: Some(BackendCredential {
+            auth: Auth::Header {
+                name: "authorization",
+                prefix: "Bearer ",
+                value: Secret::new("sk-secret"),
+            },
+            override_from: None,
         }),
     })
 }
@@ -480,10 +484,13 @@ fn anthropic_config() -> Arc<RuntimeConfig> {
             header_mutation: None,
             body_mutation: None,
         },
-        auth: Some(Auth::Header {
-            name: "x-api-key",
-            prefix: "",
-            value: Secret::new("anthropic-secret"),
+        auth: Some(BackendCredential {
+            auth: Auth::Header {
+                name: "x-api-key",
+                prefix: "",
+                value: Secret::new("anthropic-secret"),
+            },
+            override_from: None,
         }),
     });
     let route = Route {

@@ -8,8 +8,9 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    SSE_DONE, StreamTranslator, TranslateError, UpstreamRequest, data_url, finish_reason, invalid,
-    path_escape, sse_event, unsupported,
+    RequestContext, ResponseContext, SSE_DONE, StreamTranslator, TranslateError, Translated,
+    Translator, UpstreamRequest, data_url, finish_reason, invalid, path_escape, sse_event,
+    unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -718,7 +719,8 @@ pub fn chat_response(body: &[u8], model: &str) -> Result<(Vec<u8>, TokenUsage), 
 }
 
 /// The HTTP status an Anthropic error type stands for, for non-JSON bodies the reverse.
-fn error_type_for(status: u16) -> &'static str {
+/// Anthropic's error `type` for an HTTP status.
+pub fn error_type_for(status: u16) -> &'static str {
     match status {
         400 => "invalid_request_error",
         401 => "authentication_error",
@@ -965,6 +967,50 @@ impl StreamTranslator for ChatStream {
 
     fn model(&self) -> Option<String> {
         self.model.clone()
+    }
+}
+
+/// OpenAI chat completions served by an Anthropic Messages backend (Anthropic, GCP Vertex AI
+/// or AWS Bedrock).
+#[derive(Debug, Clone)]
+pub struct OpenAiChat {
+    target: AnthropicTarget,
+}
+
+impl OpenAiChat {
+    /// The translator for `target`.
+    pub fn new(target: AnthropicTarget) -> Self {
+        OpenAiChat { target }
+    }
+}
+
+impl Translator for OpenAiChat {
+    fn request(
+        &self,
+        body: &Value,
+        ctx: &RequestContext<'_>,
+    ) -> Result<UpstreamRequest, TranslateError> {
+        chat_request(body, ctx.model, &self.target)
+    }
+
+    fn response(
+        &self,
+        body: &[u8],
+        ctx: &ResponseContext<'_>,
+    ) -> Result<Translated, TranslateError> {
+        let (body, usage) = chat_response(body, ctx.model)?;
+        let model = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("model").and_then(Value::as_str).map(str::to_string));
+        Ok(Translated { body, usage, model })
+    }
+
+    fn error(&self, status: u16, body: &[u8], _ctx: &ResponseContext<'_>) -> Vec<u8> {
+        error_response(status, body)
+    }
+
+    fn stream(&self, ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
+        Box::new(ChatStream::new(ctx.model))
     }
 }
 

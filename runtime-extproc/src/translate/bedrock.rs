@@ -9,10 +9,46 @@ use serde_json::{Map, Value, json};
 
 use super::eventstream::{Decoder, Message};
 use super::{
-    SSE_DONE, StreamTranslator, TranslateError, UpstreamRequest, data_url, finish_reason, invalid,
-    path_escape, sse_event, unsupported,
+    RequestContext, ResponseContext, SSE_DONE, StreamTranslator, TranslateError, Translated,
+    Translator, UpstreamRequest, data_url, finish_reason, invalid, path_escape, sse_event,
+    unsupported,
 };
 use crate::usage::TokenUsage;
+
+/// OpenAI chat completions served by Bedrock `Converse` / `ConverseStream`.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenAiChat;
+
+impl Translator for OpenAiChat {
+    fn request(
+        &self,
+        body: &Value,
+        ctx: &RequestContext<'_>,
+    ) -> Result<UpstreamRequest, TranslateError> {
+        chat_request(body, ctx.model)
+    }
+
+    fn response(
+        &self,
+        body: &[u8],
+        ctx: &ResponseContext<'_>,
+    ) -> Result<Translated, TranslateError> {
+        let (body, usage) = chat_response(body, ctx.model, ctx.header("x-amzn-requestid"))?;
+        Ok(Translated {
+            body,
+            usage,
+            model: Some(ctx.model.to_string()),
+        })
+    }
+
+    fn error(&self, status: u16, body: &[u8], ctx: &ResponseContext<'_>) -> Vec<u8> {
+        error_response(status, ctx.header("x-amzn-errortype"), body)
+    }
+
+    fn stream(&self, ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
+        Box::new(ChatStream::new(ctx.model, ctx.header("x-amzn-requestid")))
+    }
+}
 
 #[cfg(test)]
 mod tests;

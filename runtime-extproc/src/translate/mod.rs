@@ -1,11 +1,17 @@
-//! Translation between the client's API (OpenAI chat completions today) and each backend
-//! schema: one module per provider, pure functions from request to request, response to
-//! response and stream chunk to stream chunks, with their tests beside them.
+//! Translation between the client's API (OpenAI, or Anthropic Messages on
+//! `/anthropic/v1/messages`) and each backend schema: one module per provider, pure functions
+//! from request to request, response to response and stream chunk to stream chunks, with their
+//! tests beside them. [`select`] picks the [`Translator`] of an (endpoint, backend schema) pair;
+//! `None` means the backend speaks the client's API and bytes pass through.
 //!
 //! A translator never does I/O and never sees credentials: the processor adds those after
 //! translation. A request a backend cannot express is a [`TranslateError::Unsupported`], which
 //! the client receives as 422 with the reason.
 
+use aigw_filterconfig::{ApiSchema, BackendSchema};
+use serde_json::Value;
+
+use crate::endpoint::Endpoint;
 use crate::usage::TokenUsage;
 
 // Provider modules (one line each, in alphabetical order).
@@ -36,6 +42,114 @@ pub struct UpstreamRequest {
     pub body: Vec<u8>,
     /// Headers to set (lower-case names), besides credentials.
     pub headers: Vec<(String, String)>,
+}
+
+/// What a translator may need to know about the request besides its body.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContext<'a> {
+    /// The model to ask the backend for (after any override).
+    pub model: &'a str,
+    /// The client asked for a streamed response.
+    pub stream: bool,
+    /// The client's request headers (lower-case names).
+    pub headers: &'a [(String, String)],
+}
+
+/// What a translator may need to know when the response comes back.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseContext<'a> {
+    /// The model the backend was asked for.
+    pub model: &'a str,
+    /// The provider's response headers (lower-case names), e.g. `x-amzn-requestid`.
+    pub headers: &'a [(String, String)],
+}
+
+impl ResponseContext<'_> {
+    /// A response header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl RequestContext<'_> {
+    /// A request header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A buffered response translated for the client, with the usage and model it reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translated {
+    /// The body for the client.
+    pub body: Vec<u8>,
+    /// Token usage the provider reported.
+    pub usage: TokenUsage,
+    /// The model the provider reported, if any.
+    pub model: Option<String>,
+}
+
+/// One (client API, backend schema) pair: how requests go out and responses come back.
+pub trait Translator: Send + Sync + std::fmt::Debug {
+    /// Translates the client's request body.
+    fn request(
+        &self,
+        body: &Value,
+        ctx: &RequestContext<'_>,
+    ) -> Result<UpstreamRequest, TranslateError>;
+    /// Translates a successful (2xx) buffered response.
+    fn response(
+        &self,
+        body: &[u8],
+        ctx: &ResponseContext<'_>,
+    ) -> Result<Translated, TranslateError>;
+    /// Translates an error response (status >= 300) into the client API's error shape.
+    fn error(&self, status: u16, body: &[u8], ctx: &ResponseContext<'_>) -> Vec<u8>;
+    /// A translator for a streamed successful response.
+    fn stream(&self, ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator>;
+}
+
+/// The translator for requests to `endpoint` served by a backend speaking `schema`; `None`
+/// when the backend speaks the client's API (bytes pass through), an error when the pair
+/// cannot be served.
+pub fn select(
+    schema: &BackendSchema,
+    endpoint: Endpoint,
+) -> Result<Option<Box<dyn Translator>>, TranslateError> {
+    use anthropic::{AnthropicTarget, OpenAiChat};
+    let anthropic_target = || match schema.name {
+        ApiSchema::GCPAnthropic => AnthropicTarget::GcpAnthropic {
+            version: schema.version.clone().unwrap_or_default(),
+        },
+        ApiSchema::AWSAnthropic => AnthropicTarget::AwsAnthropic {
+            version: schema.version.clone().unwrap_or_default(),
+        },
+        _ => AnthropicTarget::Anthropic {
+            prefix: schema.prefix.clone().unwrap_or_else(|| "v1".into()),
+        },
+    };
+    Ok(match (endpoint, schema.name) {
+        (_, ApiSchema::OpenAI) if endpoint != Endpoint::Messages => None,
+        (_, ApiSchema::AzureOpenAI) if endpoint.openai_compatible() => None,
+        (
+            Endpoint::ChatCompletions,
+            ApiSchema::Anthropic | ApiSchema::GCPAnthropic | ApiSchema::AWSAnthropic,
+        ) => Some(Box::new(OpenAiChat::new(anthropic_target()))),
+        (Endpoint::ChatCompletions, ApiSchema::AWSBedrock) => Some(Box::new(bedrock::OpenAiChat)),
+        _ => {
+            return Err(unsupported(format!(
+                "a {} backend cannot serve {}",
+                schema.name.as_str(),
+                endpoint.path()
+            )));
+        }
+    })
 }
 
 /// A streamed response translated as it arrives: every complete event is turned into client
