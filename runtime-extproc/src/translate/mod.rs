@@ -17,7 +17,10 @@ use crate::usage::TokenUsage;
 // Provider modules (one line each, in alphabetical order).
 pub mod anthropic;
 pub mod bedrock;
+pub mod cohere;
 pub mod eventstream;
+pub mod gemini;
+pub mod openai;
 
 /// Why a request or response could not be translated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

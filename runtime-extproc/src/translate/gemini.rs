@@ -1,0 +1,1 @@
+//! OpenAI chat completions and embeddings to and from GCP Vertex AI Gemini.

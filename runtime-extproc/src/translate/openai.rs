@@ -1,0 +1,1 @@
+//! The Anthropic Messages API served by OpenAI-compatible chat completions backends.
