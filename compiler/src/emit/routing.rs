@@ -188,7 +188,7 @@ fn filters(instance: &Instance, route: &HttpRoutePlan) -> Vec<Value> {
 
 fn extension_policy(instance: &Instance) -> Value {
     let policy = &instance.extension_policy;
-    let ours = json!({
+    let mut ours = json!({
         "backendRefs": [{"group": "", "kind": "Service", "name": instance.name, "port": plan::GRPC_PORT, "weight": 1}],
         "failOpen": false,
         "messageTimeout": "30s",
@@ -199,6 +199,23 @@ fn extension_policy(instance: &Instance) -> Value {
             "response": {"body": "Buffered"},
         },
     });
+    // Per-request credentials read from dynamic metadata: Envoy sends those namespaces along.
+    let accessible: std::collections::BTreeSet<&str> = instance
+        .config
+        .backends
+        .iter()
+        .filter_map(|b| {
+            b.auth
+                .as_ref()?
+                .credential_override
+                .as_ref()?
+                .metadata_namespace
+                .as_deref()
+        })
+        .collect();
+    if !accessible.is_empty() {
+        ours["metadata"]["accessibleNamespaces"] = json!(accessible);
+    }
     // User filters for the same routes run first: they see the client's request, before the
     // extproc routes, translates and adds credentials.
     let mut ext_procs: Vec<Value> = policy.merged.get("extProc").cloned().unwrap_or_default();

@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use aigw_filterconfig::{BackendAuth, Credential};
+use envoy_types::pb::envoy::config::core::v3::Metadata;
+use envoy_types::pb::google::protobuf::value::Kind;
 
 use crate::config::Secret;
 use refresh::Refreshing;
@@ -66,9 +68,30 @@ pub struct UpstreamCall<'a> {
     pub body: &'a [u8],
     /// The client's request headers (lower-case names), for per-request credentials.
     pub headers: &'a [(String, String)],
+    /// Dynamic metadata Envoy sent along (the namespaces the generated policy makes
+    /// accessible), for per-request credentials.
+    pub metadata: Option<&'a Metadata>,
 }
 
 impl UpstreamCall<'_> {
+    /// A metadata field: `namespace` then `key`.
+    fn metadata_field(&self, namespace: &str, key: &str) -> Option<&Kind> {
+        self.metadata?
+            .filter_metadata
+            .get(namespace)?
+            .fields
+            .get(key)?
+            .kind
+            .as_ref()
+    }
+
+    fn metadata_text(&self, namespace: &str, key: &str) -> Option<&str> {
+        match self.metadata_field(namespace, key)? {
+            Kind::StringValue(text) => Some(text.trim()).filter(|t| !t.is_empty()),
+            _ => None,
+        }
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -128,6 +151,9 @@ pub enum Auth {
 pub struct Override {
     /// Request header (AWS: prefix of `access-key-id`, `secret-access-key`, `session-token`).
     pub header: Option<String>,
+    /// Dynamic metadata (namespace, key): a string, or for AWS a struct with `accessKeyId`,
+    /// `secretAccessKey` and `sessionToken`.
+    pub metadata: Option<(String, String)>,
     /// Use the configured credential when the request carries none.
     pub fallback: bool,
 }
@@ -174,45 +200,66 @@ impl BackendCredential {
         over: &Override,
         call: &UpstreamCall<'_>,
     ) -> Result<Option<Applied>, AuthError> {
-        let Some(header) = over.header.as_deref() else {
+        if let Auth::Aws(signer) = &self.auth {
+            let (id, secret, token, source) = if let Some(header) = over.header.as_deref() {
+                (
+                    call.header(&format!("{header}access-key-id")),
+                    call.header(&format!("{header}secret-access-key")),
+                    call.header(&format!("{header}session-token")),
+                    format!("the headers {header}access-key-id and {header}secret-access-key"),
+                )
+            } else if let Some((namespace, key)) = &over.metadata {
+                let field = |name: &str| match call.metadata_field(namespace, key) {
+                    Some(Kind::StructValue(fields)) => match fields.fields.get(name)?.kind.as_ref()? {
+                        Kind::StringValue(text) => Some(text.trim()).filter(|t| !t.is_empty()),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                (
+                    field("accessKeyId"),
+                    field("secretAccessKey"),
+                    field("sessionToken"),
+                    format!("accessKeyId and secretAccessKey in metadata {namespace}/{key}"),
+                )
+            } else {
+                return Ok(None);
+            };
+            return match (id, secret) {
+                (None, None) => Ok(None),
+                (Some(id), Some(secret)) => {
+                    let credentials = aws::AwsCredentials {
+                        access_key_id: id.to_string(),
+                        secret_access_key: Secret::new(secret),
+                        session_token: token.map(Secret::new),
+                        expires_at: None,
+                    };
+                    Ok(Some(signer.sign_with(&credentials, call)?))
+                }
+                _ => Err(AuthError::Invalid(format!(
+                    "the per-request AWS credential needs both {source}"
+                ))),
+            };
+        }
+        let value = match (&over.header, &over.metadata) {
+            (Some(header), _) => call.header(header),
+            (None, Some((namespace, key))) => call.metadata_text(namespace, key),
+            (None, None) => None,
+        };
+        let Some(value) = value else {
             return Ok(None);
         };
-        Ok(match &self.auth {
-            Auth::Aws(signer) => {
-                let id = call.header(&format!("{header}access-key-id"));
-                let secret = call.header(&format!("{header}secret-access-key"));
-                let token = call.header(&format!("{header}session-token"));
-                match (id, secret) {
-                    (None, None) => None,
-                    (Some(id), Some(secret)) => {
-                        let credentials = aws::AwsCredentials {
-                            access_key_id: id.to_string(),
-                            secret_access_key: Secret::new(secret),
-                            session_token: token.map(Secret::new),
-                            expires_at: None,
-                        };
-                        Some(signer.sign_with(&credentials, call)?)
-                    }
-                    _ => {
-                        return Err(AuthError::Invalid(format!(
-                            "the per-request AWS credential needs both {header}access-key-id and {header}secret-access-key"
-                        )));
-                    }
-                }
-            }
-            Auth::Header { name, prefix, .. } => call
-                .header(header)
-                .map(|value| Applied::header(name, format!("{prefix}{value}"))),
-            Auth::Bearer(_) => call
-                .header(header)
-                .map(|value| Applied::header("authorization", format!("Bearer {value}"))),
+        Ok(Some(match &self.auth {
+            Auth::Header { name, prefix, .. } => Applied::header(name, format!("{prefix}{value}")),
+            Auth::Bearer(_) => Applied::header("authorization", format!("Bearer {value}")),
             Auth::Gcp {
                 project, region, ..
-            } => call.header(header).map(|value| Applied {
+            } => Applied {
                 headers: vec![("authorization".into(), format!("Bearer {value}"))],
                 path: Some(gcp::path(project, region, call.path)),
-            }),
-        })
+            },
+            Auth::Aws(_) => return Ok(None),
+        }))
     }
 
     fn apply_configured(&self, call: &UpstreamCall<'_>) -> Result<Applied, AuthError> {
@@ -364,10 +411,167 @@ pub fn build(
     };
     let override_from = auth.credential_override.as_ref().map(|o| Override {
         header: o.header_name.as_ref().map(|h| h.to_ascii_lowercase()),
+        metadata: o
+            .metadata_namespace
+            .clone()
+            .zip(o.metadata_key.clone()),
         fallback: o.fallback_to_configured,
     });
     Ok(BackendCredential {
         auth: configured,
         override_from,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::google::protobuf::{Struct, Value as PbValue};
+
+    fn key_credential(over: Option<Override>) -> BackendCredential {
+        BackendCredential {
+            auth: Auth::Header {
+                name: "authorization",
+                prefix: "Bearer ",
+                value: Secret::new("configured-key"),
+            },
+            override_from: over,
+        }
+    }
+
+    fn call<'a>(headers: &'a [(String, String)], metadata: Option<&'a Metadata>) -> UpstreamCall<'a> {
+        UpstreamCall {
+            method: "POST",
+            host: "api.example.com",
+            path: "/v1/chat/completions",
+            body: b"{}",
+            headers,
+            metadata,
+        }
+    }
+
+    fn from_header(fallback: bool) -> Option<Override> {
+        Some(Override {
+            header: Some("x-aigw-api-key".into()),
+            metadata: None,
+            fallback,
+        })
+    }
+
+    #[test]
+    fn configured_key() {
+        let applied = key_credential(None).apply(&call(&[], None)).unwrap();
+        assert_eq!(
+            applied.headers,
+            [("authorization".to_string(), "Bearer configured-key".to_string())]
+        );
+        assert_eq!(applied.path, None);
+    }
+
+    #[test]
+    fn header_override_wins_and_falls_back() {
+        let headers = [("x-aigw-api-key".to_string(), " tenant-key ".to_string())];
+        let credential = key_credential(from_header(true));
+        assert_eq!(
+            credential.apply(&call(&headers, None)).unwrap().headers[0].1,
+            "Bearer tenant-key"
+        );
+        assert_eq!(
+            credential.apply(&call(&[], None)).unwrap().headers[0].1,
+            "Bearer configured-key"
+        );
+        assert_eq!(credential.override_headers(), ["x-aigw-api-key"]);
+    }
+
+    #[test]
+    fn missing_override_without_fallback_is_401() {
+        let credential = key_credential(from_header(false));
+        let err = credential.apply(&call(&[], None)).unwrap_err();
+        assert_eq!(err, AuthError::Missing);
+        assert_eq!(err.status(), 401);
+        assert_eq!(err.to_string(), "missing upstream credential");
+        let blank = [("x-aigw-api-key".to_string(), "  ".to_string())];
+        assert_eq!(credential.apply(&call(&blank, None)).unwrap_err().status(), 401);
+    }
+
+    #[test]
+    fn metadata_override() {
+        let credential = key_credential(Some(Override {
+            header: None,
+            metadata: Some(("acme.auth".into(), "upstream-key".into())),
+            fallback: false,
+        }));
+        let mut fields = std::collections::BTreeMap::new();
+        fields.insert(
+            "upstream-key".to_string(),
+            PbValue {
+                kind: Some(Kind::StringValue("from-metadata".into())),
+            },
+        );
+        let mut metadata = Metadata::default();
+        metadata
+            .filter_metadata
+            .insert("acme.auth".into(), Struct { fields: fields.into_iter().collect() });
+        let applied = credential.apply(&call(&[], Some(&metadata))).unwrap();
+        assert_eq!(applied.headers[0].1, "Bearer from-metadata");
+        assert_eq!(
+            credential.apply(&call(&[], None)).unwrap_err(),
+            AuthError::Missing
+        );
+    }
+
+    #[test]
+    fn tokens_and_gcp_paths() {
+        let token = Refreshing::fixed("entra", Secret::new("entra-token"));
+        let azure = BackendCredential {
+            auth: Auth::Bearer(token.clone()),
+            override_from: None,
+        };
+        assert_eq!(
+            azure.apply(&call(&[], None)).unwrap().headers[0].1,
+            "Bearer entra-token"
+        );
+        let gcp = BackendCredential {
+            auth: Auth::Gcp {
+                token,
+                project: "p1".into(),
+                region: "us-east5".into(),
+            },
+            override_from: Some(Override {
+                header: Some("x-aigw-gcp-access-token".into()),
+                metadata: None,
+                fallback: true,
+            }),
+        };
+        let mut request = call(&[], None);
+        request.path = "publishers/google/models/gemini-2.5-flash:generateContent";
+        let applied = gcp.apply(&request).unwrap();
+        assert_eq!(
+            applied.path.as_deref(),
+            Some("/v1/projects/p1/locations/us-east5/publishers/google/models/gemini-2.5-flash:generateContent")
+        );
+        let headers = [("x-aigw-gcp-access-token".to_string(), "per-request".to_string())];
+        request.headers = &headers;
+        let applied = gcp.apply(&request).unwrap();
+        assert_eq!(applied.headers[0].1, "Bearer per-request");
+        assert!(applied.path.is_some());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let credential = key_credential(None);
+        assert!(!format!("{credential:?}").contains("configured-key"));
+    }
+
+    #[test]
+    fn a_missing_key_file_names_the_file() {
+        let auth = BackendAuth {
+            credential: Credential::ApiKey {
+                key_file: "/nonexistent/aigw/apiKey".into(),
+            },
+            credential_override: None,
+        };
+        let err = build(&auth, Path::new("/"), &mut Vec::new()).unwrap_err();
+        assert!(err.contains("/nonexistent/aigw/apiKey"), "{err}");
+    }
 }

@@ -138,8 +138,10 @@ pub fn select(
         },
     };
     Ok(match (endpoint, schema.name) {
-        (_, ApiSchema::OpenAI) if endpoint != Endpoint::Messages => None,
-        (_, ApiSchema::AzureOpenAI) if endpoint.openai_compatible() => None,
+        (_, ApiSchema::OpenAI | ApiSchema::AzureOpenAI) if endpoint.openai_compatible() => None,
+        (Endpoint::Rerank, ApiSchema::Cohere) => {
+            Some(Box::new(cohere::Rerank::new(schema.version.as_deref())))
+        }
         (
             Endpoint::ChatCompletions,
             ApiSchema::Anthropic | ApiSchema::GCPAnthropic | ApiSchema::AWSAnthropic,
