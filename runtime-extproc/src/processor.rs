@@ -622,6 +622,18 @@ impl Processor {
                 set.push(header_value(name, value));
             }
         }
+        if !upstream_path.starts_with('/') {
+            // Vertex AI paths are relative to the project and location of the GCP credential.
+            return Err(Box::new(self.client_error(
+                500,
+                &format!(
+                    "backend {} ({}) needs a BackendSecurityPolicy of type GCPCredentials, which names the project and region",
+                    spec.service_backend,
+                    spec.schema.name.as_str()
+                ),
+                "missing_credential",
+            )));
+        }
         if upstream_path != self.path {
             set.push(header_value(":path", &upstream_path));
         }
@@ -739,8 +751,15 @@ impl Processor {
                     crate::translate::sse_event(&serde_json::json!({"error": {"message": err.to_string(), "type": "upstream_error"}}))
                 });
                 if body.end_of_stream {
-                    out.extend(translator.finish().unwrap_or_default());
+                    match translator.finish() {
+                        Ok(rest) => out.extend(rest),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "streamed response ended badly");
+                        }
+                    }
                 }
+                // Event count and timing for the latency metrics.
+                self.response.stream.feed(&out);
                 common.body_mutation = Some(BodyMutation {
                     mutation: Some(body_mutation::Mutation::Body(out)),
                 });

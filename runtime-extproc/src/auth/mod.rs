@@ -210,10 +210,12 @@ impl BackendCredential {
                 )
             } else if let Some((namespace, key)) = &over.metadata {
                 let field = |name: &str| match call.metadata_field(namespace, key) {
-                    Some(Kind::StructValue(fields)) => match fields.fields.get(name)?.kind.as_ref()? {
-                        Kind::StringValue(text) => Some(text.trim()).filter(|t| !t.is_empty()),
-                        _ => None,
-                    },
+                    Some(Kind::StructValue(fields)) => {
+                        match fields.fields.get(name)?.kind.as_ref()? {
+                            Kind::StringValue(text) => Some(text.trim()).filter(|t| !t.is_empty()),
+                            _ => None,
+                        }
+                    }
                     _ => None,
                 };
                 (
@@ -411,10 +413,7 @@ pub fn build(
     };
     let override_from = auth.credential_override.as_ref().map(|o| Override {
         header: o.header_name.as_ref().map(|h| h.to_ascii_lowercase()),
-        metadata: o
-            .metadata_namespace
-            .clone()
-            .zip(o.metadata_key.clone()),
+        metadata: o.metadata_namespace.clone().zip(o.metadata_key.clone()),
         fallback: o.fallback_to_configured,
     });
     Ok(BackendCredential {
@@ -439,7 +438,10 @@ mod tests {
         }
     }
 
-    fn call<'a>(headers: &'a [(String, String)], metadata: Option<&'a Metadata>) -> UpstreamCall<'a> {
+    fn call<'a>(
+        headers: &'a [(String, String)],
+        metadata: Option<&'a Metadata>,
+    ) -> UpstreamCall<'a> {
         UpstreamCall {
             method: "POST",
             host: "api.example.com",
@@ -463,7 +465,10 @@ mod tests {
         let applied = key_credential(None).apply(&call(&[], None)).unwrap();
         assert_eq!(
             applied.headers,
-            [("authorization".to_string(), "Bearer configured-key".to_string())]
+            [(
+                "authorization".to_string(),
+                "Bearer configured-key".to_string()
+            )]
         );
         assert_eq!(applied.path, None);
     }
@@ -491,7 +496,10 @@ mod tests {
         assert_eq!(err.status(), 401);
         assert_eq!(err.to_string(), "missing upstream credential");
         let blank = [("x-aigw-api-key".to_string(), "  ".to_string())];
-        assert_eq!(credential.apply(&call(&blank, None)).unwrap_err().status(), 401);
+        assert_eq!(
+            credential.apply(&call(&blank, None)).unwrap_err().status(),
+            401
+        );
     }
 
     #[test]
@@ -509,9 +517,12 @@ mod tests {
             },
         );
         let mut metadata = Metadata::default();
-        metadata
-            .filter_metadata
-            .insert("acme.auth".into(), Struct { fields: fields.into_iter().collect() });
+        metadata.filter_metadata.insert(
+            "acme.auth".into(),
+            Struct {
+                fields: fields.into_iter().collect(),
+            },
+        );
         let applied = credential.apply(&call(&[], Some(&metadata))).unwrap();
         assert_eq!(applied.headers[0].1, "Bearer from-metadata");
         assert_eq!(
@@ -548,9 +559,14 @@ mod tests {
         let applied = gcp.apply(&request).unwrap();
         assert_eq!(
             applied.path.as_deref(),
-            Some("/v1/projects/p1/locations/us-east5/publishers/google/models/gemini-2.5-flash:generateContent")
+            Some(
+                "/v1/projects/p1/locations/us-east5/publishers/google/models/gemini-2.5-flash:generateContent"
+            )
         );
-        let headers = [("x-aigw-gcp-access-token".to_string(), "per-request".to_string())];
+        let headers = [(
+            "x-aigw-gcp-access-token".to_string(),
+            "per-request".to_string(),
+        )];
         request.headers = &headers;
         let applied = gcp.apply(&request).unwrap();
         assert_eq!(applied.headers[0].1, "Bearer per-request");

@@ -141,7 +141,8 @@ mod tests {
 
     #[test]
     fn request_goes_to_the_versioned_path_with_the_model() {
-        let body = json!({"model": "my-reranker", "query": "q", "documents": ["a", "b"], "top_n": 1});
+        let body =
+            json!({"model": "my-reranker", "query": "q", "documents": ["a", "b"], "top_n": 1});
         let out = Rerank::new(None).request(&body, &ctx()).unwrap();
         assert_eq!(out.path, "/v2/rerank");
         let sent: Value = serde_json::from_slice(&out.body).unwrap();
@@ -150,7 +151,10 @@ mod tests {
             json!({"model": "rerank-v3.5", "query": "q", "documents": ["a", "b"], "top_n": 1})
         );
         assert_eq!(
-            Rerank::new(Some("/v1/")).request(&body, &ctx()).unwrap().path,
+            Rerank::new(Some("/v1/"))
+                .request(&body, &ctx())
+                .unwrap()
+                .path,
             "/v1/rerank"
         );
     }

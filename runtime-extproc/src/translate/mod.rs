@@ -147,6 +147,10 @@ pub fn select(
             ApiSchema::Anthropic | ApiSchema::GCPAnthropic | ApiSchema::AWSAnthropic,
         ) => Some(Box::new(OpenAiChat::new(anthropic_target()))),
         (Endpoint::ChatCompletions, ApiSchema::AWSBedrock) => Some(Box::new(bedrock::OpenAiChat)),
+        (Endpoint::ChatCompletions, ApiSchema::GCPVertexAI) => Some(Box::new(gemini::OpenAiChat)),
+        (Endpoint::Embeddings, ApiSchema::GCPVertexAI) => Some(Box::new(gemini::OpenAiEmbeddings)),
+        (Endpoint::Embeddings, ApiSchema::AWSBedrock) => Some(Box::new(bedrock::OpenAiEmbeddings)),
+        (Endpoint::Messages, ApiSchema::AWSBedrock) => Some(Box::new(bedrock::AnthropicMessages)),
         _ => {
             return Err(unsupported(format!(
                 "a {} backend cannot serve {}",
