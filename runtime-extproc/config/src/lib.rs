@@ -282,7 +282,8 @@ pub enum Credential {
     Aws {
         /// Signing region (the host's region wins when the host encodes one).
         region: String,
-        /// Shared credentials file (INI). Absent: environment, then web identity, then instance metadata.
+        /// Shared credentials file (INI). Absent: environment, web identity, container credentials,
+        /// the default shared credentials file, then instance metadata.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         credentials_file: Option<String>,
         /// Profile inside the credentials file.

@@ -70,8 +70,9 @@ pub async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<Vec<u8
     if !status.is_success() {
         let text = String::from_utf8_lossy(&body);
         let excerpt: String = text.chars().take(ERROR_EXCERPT).collect();
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
         return Err(format!(
-            "{what}: {}://{}{} answered {}: {}",
+            "{what}: {}://{}{port}{} answered {}: {}",
             url.scheme(),
             url.host_str().unwrap_or_default(),
             url.path(),

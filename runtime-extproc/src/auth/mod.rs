@@ -404,7 +404,12 @@ pub fn build(
             let file = credentials_file.as_ref().map(|f| base.join(f));
             Auth::Gcp {
                 token: shared(key("gcp"), || {
-                    gcp::token_source(file.as_deref(), workload_identity_federation.as_ref(), base)
+                    gcp::token_source_with_project(
+                        project_name,
+                        file.as_deref(),
+                        workload_identity_federation.as_ref(),
+                        base,
+                    )
                 })?,
                 project: project_name.clone(),
                 region: region.clone(),
