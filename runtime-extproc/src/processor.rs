@@ -484,7 +484,7 @@ impl Processor {
             .and_then(Value::as_bool)
             .unwrap_or(false);
 
-        let translator = crate::translate::select(&spec.schema, endpoint)
+        let mut translator = crate::translate::select(&spec.schema, endpoint)
             .map_err(|err| Box::new(self.translate_error(&err)))?;
         let mut changed = false;
         if request_model != model {
@@ -512,7 +512,7 @@ impl Processor {
         // sent upstream, as upstream does.
         let mut extra_headers: Vec<(String, String)> = Vec::new();
         let mut translated_body: Option<Vec<u8>> = None;
-        let mut upstream_path = match &translator {
+        let mut upstream_path = match &mut translator {
             None => upstream_path(&spec.schema, endpoint, &request_model),
             Some(translator) => {
                 let ctx = RequestContext {
@@ -746,9 +746,14 @@ impl Processor {
             let mut common = CommonResponse::default();
             if let Some(translator) = self.response.translator.as_mut() {
                 // Each complete provider event becomes OpenAI chunks at once; a partial one waits.
+                let anthropic = self.endpoint.is_some_and(Endpoint::anthropic_errors);
                 let mut out = translator.feed(&body.body).unwrap_or_else(|err| {
                     tracing::warn!(error = %err, "streamed response could not be translated");
-                    crate::translate::sse_event(&serde_json::json!({"error": {"message": err.to_string(), "type": "upstream_error"}}))
+                    if anthropic {
+                        crate::translate::anthropic::messages_sse_event(&json!({"type": "error", "error": {"type": "api_error", "message": err.to_string()}}))
+                    } else {
+                        crate::translate::sse_event(&json!({"error": {"message": err.to_string(), "type": "upstream_error"}}))
+                    }
                 });
                 if body.end_of_stream {
                     match translator.finish() {

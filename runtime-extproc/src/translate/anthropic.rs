@@ -2,11 +2,18 @@
 //! itself, by GCP Vertex AI (`rawPredict`) and by AWS Bedrock (`invoke`): the request body and
 //! path, the buffered response, the server-sent event stream, and error bodies.
 //!
+//! Also the Anthropic Messages API itself (`/anthropic/v1/messages`) passed to those backends
+//! ([`Messages`]): the client's body with the platform's path and version fields, responses
+//! and Anthropic event streams forwarded unchanged while read for usage, Bedrock's binary event
+//! stream unwrapped into Anthropic events, and errors in the Anthropic error shape.
+//!
 //! Anthropic reports no creation time, so translated responses carry `"created": 0` rather than
 //! a time the provider never stated; the completion `id` is the Anthropic message id.
 
+use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
+use super::eventstream::{Decoder, Message};
 use super::{
     RequestContext, ResponseContext, SSE_DONE, StreamTranslator, TranslateError, Translated,
     Translator, UpstreamRequest, data_url, finish_reason, invalid, path_escape, sse_event,
@@ -986,7 +993,7 @@ impl OpenAiChat {
 
 impl Translator for OpenAiChat {
     fn request(
-        &self,
+        &mut self,
         body: &Value,
         ctx: &RequestContext<'_>,
     ) -> Result<UpstreamRequest, TranslateError> {
@@ -1011,6 +1018,501 @@ impl Translator for OpenAiChat {
 
     fn stream(&self, ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
         Box::new(ChatStream::new(ctx.model))
+    }
+}
+
+/// The Anthropic Messages API (`/anthropic/v1/messages`) passed to an Anthropic-family backend
+/// (Anthropic, GCP Vertex AI or AWS Bedrock): the body keeps the client's fields, only the
+/// model, path and version fields change; responses pass through and are read for usage.
+#[derive(Debug, Clone)]
+pub struct Messages {
+    target: AnthropicTarget,
+}
+
+impl Messages {
+    /// The translator for `target`.
+    pub fn new(target: AnthropicTarget) -> Self {
+        Messages { target }
+    }
+}
+
+impl Translator for Messages {
+    fn request(
+        &mut self,
+        body: &Value,
+        ctx: &RequestContext<'_>,
+    ) -> Result<UpstreamRequest, TranslateError> {
+        messages_request(body, ctx, &self.target)
+    }
+
+    fn response(
+        &self,
+        body: &[u8],
+        ctx: &ResponseContext<'_>,
+    ) -> Result<Translated, TranslateError> {
+        let parsed: Option<Value> = serde_json::from_slice(body).ok();
+        let usage = parsed
+            .as_ref()
+            .and_then(|v| v.get("usage"))
+            .filter(|u| u.is_object())
+            .map(|u| usage_from(u, &TokenUsage::default()))
+            .unwrap_or_default();
+        let model = parsed
+            .as_ref()
+            .and_then(|v| v.get("model"))
+            .and_then(Value::as_str)
+            .unwrap_or(ctx.model)
+            .to_string();
+        Ok(Translated {
+            body: body.to_vec(),
+            usage,
+            model: Some(model),
+        })
+    }
+
+    fn error(&self, status: u16, body: &[u8], _ctx: &ResponseContext<'_>) -> Vec<u8> {
+        messages_error(status, body)
+    }
+
+    fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
+        match self.target {
+            AnthropicTarget::AwsAnthropic { .. } => Box::new(BedrockMessagesStream::default()),
+            _ => Box::new(MessagesPassThrough::default()),
+        }
+    }
+}
+
+/// A Messages API request for `target`: the client's body with the model from `ctx`, plus
+/// what the platform needs (`anthropic_version`, `anthropic_beta`, no `model` in the body for
+/// GCP and AWS, no `stream` for AWS, whose path says it).
+pub fn messages_request(
+    body: &Value,
+    ctx: &RequestContext<'_>,
+    target: &AnthropicTarget,
+) -> Result<UpstreamRequest, TranslateError> {
+    let Some(fields) = body.as_object() else {
+        return Err(invalid("the body must be a JSON object"));
+    };
+    if !fields.get("model").is_some_and(Value::is_string) {
+        return Err(invalid("model must be a string"));
+    }
+    if !fields.get("messages").is_some_and(Value::is_array) {
+        return Err(invalid("messages must be a list"));
+    }
+    let mut fields = fields.clone();
+    let model = ctx.model;
+    let (path, headers) = match target {
+        AnthropicTarget::Anthropic { prefix } => {
+            fields.insert("model".into(), json!(model));
+            let prefix = prefix.trim_matches('/');
+            let prefix = if prefix.is_empty() { "v1" } else { prefix };
+            let version = ctx
+                .header("anthropic-version")
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or(ANTHROPIC_VERSION);
+            (
+                format!("/{prefix}/messages"),
+                vec![("anthropic-version".to_string(), version.to_string())],
+            )
+        }
+        AnthropicTarget::GcpAnthropic { version } => {
+            if version.is_empty() {
+                return Err(unsupported(
+                    "the AIServiceBackend schema version must be set for GCPAnthropic: it is the \
+                     anthropic_version Vertex AI requires (for example vertex-2023-10-16)",
+                ));
+            }
+            fields.remove("model");
+            fields.insert("anthropic_version".into(), json!(version));
+            let method = if ctx.stream {
+                "streamRawPredict"
+            } else {
+                "rawPredict"
+            };
+            (
+                format!("publishers/anthropic/models/{model}:{method}"),
+                Vec::new(),
+            )
+        }
+        AnthropicTarget::AwsAnthropic { version } => {
+            fields.remove("model");
+            fields.remove("stream");
+            let version = if version.is_empty() {
+                AWS_DEFAULT_VERSION
+            } else {
+                version
+            };
+            fields.insert("anthropic_version".into(), json!(version));
+            let betas: Vec<&str> = ctx
+                .headers
+                .iter()
+                .filter(|(name, _)| name == "anthropic-beta")
+                .flat_map(|(_, value)| value.split(','))
+                .map(str::trim)
+                .filter(|beta| !beta.is_empty())
+                .collect();
+            if !betas.is_empty() {
+                fields.insert("anthropic_beta".into(), json!(betas));
+            }
+            let action = if ctx.stream {
+                "invoke-with-response-stream"
+            } else {
+                "invoke"
+            };
+            (
+                format!("/model/{}/{action}", path_escape(model)),
+                Vec::new(),
+            )
+        }
+    };
+    Ok(UpstreamRequest {
+        path,
+        body: Value::Object(fields).to_string().into_bytes(),
+        headers,
+    })
+}
+
+/// An error answer (status `status`) in the Anthropic error shape
+/// `{"type":"error","error":{"type":..,"message":..}}`: a body already in that shape is kept;
+/// otherwise the type comes from the status ([`error_type_for`]) and the message from the
+/// provider's `error.message`, `message` or `Message` field (OpenAI, GCP, AWS), else its text.
+pub fn messages_error(status: u16, body: &[u8]) -> Vec<u8> {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    if let Some(value) = &parsed
+        && value.get("type").and_then(Value::as_str) == Some("error")
+        && value.pointer("/error/type").is_some_and(Value::is_string)
+        && value
+            .pointer("/error/message")
+            .is_some_and(Value::is_string)
+    {
+        return body.to_vec();
+    }
+    // GCP wraps its errors in a one-element list.
+    let value = match &parsed {
+        Some(Value::Array(items)) => items.first(),
+        other => other.as_ref(),
+    };
+    let message = value
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .or_else(|| v.get("message"))
+                .or_else(|| v.get("Message"))
+        })
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    let message = if message.is_empty() {
+        format!("the provider answered with status {status}")
+    } else {
+        message
+    };
+    anthropic_error(error_type_for(status), &message)
+        .to_string()
+        .into_bytes()
+}
+
+/// `{"type":"error","error":{"type":kind,"message":message}}`.
+fn anthropic_error(kind: &str, message: &str) -> Value {
+    json!({"type": "error", "error": {"type": kind, "message": message}})
+}
+
+/// Formats one Anthropic server-sent event: `event: <type>` (when the JSON has a `type`) and
+/// `data: <json>`. `json` must be one line.
+fn anthropic_sse(kind: Option<&str>, json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len() + 32);
+    if let Some(kind) = kind {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    out
+}
+
+/// One Anthropic stream event as a server-sent event.
+pub fn messages_sse_event(event: &Value) -> Vec<u8> {
+    anthropic_sse(
+        event.get("type").and_then(Value::as_str),
+        event.to_string().as_bytes(),
+    )
+}
+
+/// Incremental server-sent event reader: returns the `data` of every complete event (lines
+/// joined by `\n`), accepts LF and CRLF line ends and keeps at most `MAX_PENDING` bytes of an
+/// unfinished event.
+#[derive(Debug, Default)]
+pub(crate) struct SseReader {
+    line: Vec<u8>,
+    data: Vec<u8>,
+    has_data: bool,
+    /// The rest of an over-long line is dropped up to its end.
+    skipping: bool,
+}
+
+impl SseReader {
+    /// Consumes a chunk; returns the data of the events it completes. An event longer than
+    /// the bound is dropped and reported as an error; reading resumes at the next line.
+    pub(crate) fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, TranslateError> {
+        let mut events = Vec::new();
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let (head, tail, complete) = match rest.iter().position(|b| *b == b'\n') {
+                Some(at) => (&rest[..at], &rest[at + 1..], true),
+                None => (rest, &rest[rest.len()..], false),
+            };
+            if !self.skipping {
+                self.line.extend_from_slice(head);
+            }
+            rest = tail;
+            if complete {
+                if self.skipping {
+                    self.skipping = false;
+                } else {
+                    let line = std::mem::take(&mut self.line);
+                    self.take_line(&line, &mut events);
+                }
+            }
+        }
+        if self.line.len() + self.data.len() > MAX_PENDING {
+            self.skipping = !self.line.is_empty();
+            self.line.clear();
+            self.data.clear();
+            self.has_data = false;
+            return Err(TranslateError::Upstream(
+                "a stream event exceeds 16 MiB".into(),
+            ));
+        }
+        Ok(events)
+    }
+
+    /// The end of the stream: the data of an event left without its blank line, if any.
+    pub(crate) fn finish(&mut self) -> Vec<Vec<u8>> {
+        let mut events = Vec::new();
+        let line = std::mem::take(&mut self.line);
+        if !self.skipping && !line.is_empty() {
+            self.take_line(&line, &mut events);
+        }
+        self.skipping = false;
+        self.take_line(b"", &mut events);
+        events
+    }
+
+    fn take_line(&mut self, line: &[u8], events: &mut Vec<Vec<u8>>) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            if self.has_data {
+                events.push(std::mem::take(&mut self.data));
+                self.has_data = false;
+            }
+            return;
+        }
+        if let Some(data) = line.strip_prefix(b"data:") {
+            let data = data.strip_prefix(b" ").unwrap_or(data);
+            if self.has_data {
+                self.data.push(b'\n');
+            }
+            self.data.extend_from_slice(data);
+            self.has_data = true;
+        }
+    }
+}
+
+/// Reads usage and model from Anthropic stream events: `message_start` sets them,
+/// `message_delta` updates the counts it carries.
+#[derive(Debug, Default, Clone)]
+struct EventUsage {
+    usage: TokenUsage,
+    model: Option<String>,
+}
+
+impl EventUsage {
+    fn observe(&mut self, event: &Value) {
+        match event.get("type").and_then(Value::as_str) {
+            Some("message_start") => {
+                let message = event.get("message").unwrap_or(&Value::Null);
+                if let Some(model) = message.get("model").and_then(Value::as_str) {
+                    self.model = Some(model.to_string());
+                }
+                if let Some(usage) = message.get("usage").filter(|u| u.is_object()) {
+                    self.usage = usage_from(usage, &self.usage);
+                }
+            }
+            Some("message_delta") => {
+                if let Some(usage) = event.get("usage").filter(|u| u.is_object()) {
+                    self.usage = usage_from(usage, &self.usage);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An Anthropic (or GCP Vertex AI) event stream forwarded byte for byte as it arrives, read on
+/// the way for usage and model. Unreadable events pass through untouched.
+#[derive(Debug, Default)]
+pub struct MessagesPassThrough {
+    reader: SseReader,
+    seen: EventUsage,
+}
+
+impl MessagesPassThrough {
+    fn observe(&mut self, events: Vec<Vec<u8>>) {
+        for data in events {
+            if let Ok(event) = serde_json::from_slice::<Value>(&data) {
+                self.seen.observe(&event);
+            }
+        }
+    }
+}
+
+impl StreamTranslator for MessagesPassThrough {
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
+        // An over-long event only costs its usage reading: the bytes still pass.
+        if let Ok(events) = self.reader.feed(chunk) {
+            self.observe(events);
+        }
+        Ok(chunk.to_vec())
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
+        let events = self.reader.finish();
+        self.observe(events);
+        Ok(Vec::new())
+    }
+
+    fn usage(&self) -> TokenUsage {
+        self.seen.usage
+    }
+
+    fn model(&self) -> Option<String> {
+        self.seen.model.clone()
+    }
+}
+
+/// The HTTP status a Bedrock stream exception stands for (for the Anthropic error type).
+fn exception_status(kind: &str) -> u16 {
+    let is = |name: &str| kind.eq_ignore_ascii_case(name);
+    if is("throttlingException") || is("serviceQuotaExceededException") {
+        429
+    } else if is("validationException") {
+        400
+    } else if is("accessDeniedException") {
+        403
+    } else if is("resourceNotFoundException") {
+        404
+    } else if is("serviceUnavailableException") || is("modelNotReadyException") {
+        503
+    } else {
+        500
+    }
+}
+
+/// A Bedrock `invoke-with-response-stream` answer (`application/vnd.amazon.eventstream`)
+/// turned into Anthropic server-sent events: every `chunk` frame carries
+/// `{"bytes":"<base64 of one Anthropic event>"}`, sent on as soon as its frame is complete;
+/// exception frames become an Anthropic `error` event.
+#[derive(Debug, Default)]
+pub struct BedrockMessagesStream {
+    decoder: Decoder,
+    seen: EventUsage,
+}
+
+impl BedrockMessagesStream {
+    fn frame(&mut self, message: &Message, out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        match message.message_type() {
+            Some("exception") => {
+                let kind = message
+                    .exception_type()
+                    .unwrap_or("internalServerException");
+                let text = serde_json::from_slice::<Value>(&message.payload)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("message")
+                            .or_else(|| v.get("Message"))
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_else(|| String::from_utf8_lossy(&message.payload).into_owned());
+                let text = if text.is_empty() {
+                    kind.to_string()
+                } else {
+                    text
+                };
+                out.extend(messages_sse_event(&anthropic_error(
+                    error_type_for(exception_status(kind)),
+                    &text,
+                )));
+            }
+            Some("error") => {
+                let code = message.header(":error-code").unwrap_or("error");
+                let text = message.header(":error-message").unwrap_or(code);
+                out.extend(messages_sse_event(&anthropic_error(
+                    error_type_for(exception_status(code)),
+                    text,
+                )));
+            }
+            _ if message.event_type() == Some("chunk") => {
+                let payload: Value = serde_json::from_slice(&message.payload).map_err(|err| {
+                    TranslateError::Upstream(format!("Bedrock chunk is not JSON: {err}"))
+                })?;
+                let encoded = payload
+                    .get("bytes")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        TranslateError::Upstream("Bedrock chunk has no bytes field".into())
+                    })?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map_err(|err| {
+                        TranslateError::Upstream(format!(
+                            "Bedrock chunk bytes are not base64: {err}"
+                        ))
+                    })?;
+                let event: Value = serde_json::from_slice(&bytes).map_err(|err| {
+                    TranslateError::Upstream(format!("Bedrock chunk event is not JSON: {err}"))
+                })?;
+                self.seen.observe(&event);
+                let kind = event.get("type").and_then(Value::as_str);
+                // The event's own text is sent when it fits on one line; otherwise re-encoded.
+                if bytes.iter().any(|b| *b == b'\n' || *b == b'\r') {
+                    out.extend(messages_sse_event(&event));
+                } else {
+                    out.extend(anthropic_sse(kind, &bytes));
+                }
+            }
+            // Other event types carry nothing for the client.
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl StreamTranslator for BedrockMessagesStream {
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
+        let mut out = Vec::new();
+        for message in self.decoder.feed(chunk)? {
+            self.frame(&message, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
+        if self.decoder.has_pending() {
+            return Err(TranslateError::Upstream(
+                "the Bedrock event stream ended inside a frame".into(),
+            ));
+        }
+        Ok(Vec::new())
+    }
+
+    fn usage(&self) -> TokenUsage {
+        self.seen.usage
+    }
+
+    fn model(&self) -> Option<String> {
+        self.seen.model.clone()
     }
 }
 

@@ -32,7 +32,7 @@ pub struct OpenAiChat;
 
 impl Translator for OpenAiChat {
     fn request(
-        &self,
+        &mut self,
         body: &Value,
         ctx: &RequestContext<'_>,
     ) -> Result<UpstreamRequest, TranslateError> {
@@ -788,8 +788,8 @@ const COHERE_MAX_TEXTS: usize = 96;
 /// - Cohere takes up to 96 texts with `input_type` `search_document`, or the request's
 ///   `input_type` extension field. `dimensions` becomes `output_dimension` on Embed v4 and is
 ///   answered 422 on earlier versions.
-/// - Token-id inputs and `encoding_format: base64` are answered 422: the response is built
-///   without the request, so it cannot honour a base64 encoding.
+/// - Token-id inputs are answered 422. `encoding_format: base64` reaches this translator only
+///   through [`super::Base64Embeddings`], which asks for floats and encodes the answer.
 /// - Usage comes from Titan's `inputTextTokenCount`, else from the
 ///   `x-amzn-bedrock-input-token-count` response header. When neither is present the body
 ///   carries zero counts (the OpenAI shape requires `usage`) but no usage is reported for
@@ -799,7 +799,7 @@ pub struct OpenAiEmbeddings;
 
 impl Translator for OpenAiEmbeddings {
     fn request(
-        &self,
+        &mut self,
         body: &Value,
         ctx: &RequestContext<'_>,
     ) -> Result<UpstreamRequest, TranslateError> {
@@ -1098,7 +1098,7 @@ pub struct AnthropicMessages;
 
 impl Translator for AnthropicMessages {
     fn request(
-        &self,
+        &mut self,
         body: &Value,
         ctx: &RequestContext<'_>,
     ) -> Result<UpstreamRequest, TranslateError> {

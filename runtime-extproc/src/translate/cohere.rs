@@ -57,7 +57,7 @@ fn rerank_usage(response: &Value) -> TokenUsage {
 
 impl Translator for Rerank {
     fn request(
-        &self,
+        &mut self,
         body: &Value,
         ctx: &RequestContext<'_>,
     ) -> Result<UpstreamRequest, TranslateError> {
@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn malformed_requests_are_rejected() {
-        let rerank = Rerank::new(None);
+        let mut rerank = Rerank::new(None);
         for body in [
             json!({"documents": ["a"]}),
             json!({"query": "q"}),

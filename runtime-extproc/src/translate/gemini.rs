@@ -42,7 +42,7 @@ pub struct OpenAiChat;
 
 impl Translator for OpenAiChat {
     fn request(
-        &self,
+        &mut self,
         body: &Value,
         ctx: &RequestContext<'_>,
     ) -> Result<UpstreamRequest, TranslateError> {
@@ -79,7 +79,7 @@ pub struct OpenAiEmbeddings;
 
 impl Translator for OpenAiEmbeddings {
     fn request(
-        &self,
+        &mut self,
         body: &Value,
         ctx: &RequestContext<'_>,
     ) -> Result<UpstreamRequest, TranslateError> {

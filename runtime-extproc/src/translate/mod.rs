@@ -102,7 +102,7 @@ pub struct Translated {
 pub trait Translator: Send + Sync + std::fmt::Debug {
     /// Translates the client's request body.
     fn request(
-        &self,
+        &mut self,
         body: &Value,
         ctx: &RequestContext<'_>,
     ) -> Result<UpstreamRequest, TranslateError>;
@@ -147,9 +147,20 @@ pub fn select(
             ApiSchema::Anthropic | ApiSchema::GCPAnthropic | ApiSchema::AWSAnthropic,
         ) => Some(Box::new(OpenAiChat::new(anthropic_target()))),
         (Endpoint::ChatCompletions, ApiSchema::AWSBedrock) => Some(Box::new(bedrock::OpenAiChat)),
+        (
+            Endpoint::Messages,
+            ApiSchema::Anthropic | ApiSchema::GCPAnthropic | ApiSchema::AWSAnthropic,
+        ) => Some(Box::new(anthropic::Messages::new(anthropic_target()))),
+        (Endpoint::Messages, ApiSchema::OpenAI) => Some(Box::new(openai::AnthropicMessages::new(
+            schema.prefix.clone().unwrap_or_else(|| "v1".into()),
+        ))),
         (Endpoint::ChatCompletions, ApiSchema::GCPVertexAI) => Some(Box::new(gemini::OpenAiChat)),
-        (Endpoint::Embeddings, ApiSchema::GCPVertexAI) => Some(Box::new(gemini::OpenAiEmbeddings)),
-        (Endpoint::Embeddings, ApiSchema::AWSBedrock) => Some(Box::new(bedrock::OpenAiEmbeddings)),
+        (Endpoint::Embeddings, ApiSchema::GCPVertexAI) => {
+            Some(Box::new(Base64Embeddings::new(gemini::OpenAiEmbeddings)))
+        }
+        (Endpoint::Embeddings, ApiSchema::AWSBedrock) => {
+            Some(Box::new(Base64Embeddings::new(bedrock::OpenAiEmbeddings)))
+        }
         (Endpoint::Messages, ApiSchema::AWSBedrock) => Some(Box::new(bedrock::AnthropicMessages)),
         _ => {
             return Err(unsupported(format!(
@@ -159,6 +170,87 @@ pub fn select(
             )));
         }
     })
+}
+
+/// OpenAI's `encoding_format: "base64"` (what the OpenAI SDKs ask for by default) for a
+/// provider that only answers floats: the provider is asked for floats and each embedding is
+/// sent back as base64 of its little-endian `f32` values.
+#[derive(Debug)]
+pub struct Base64Embeddings<T> {
+    inner: T,
+    base64: bool,
+}
+
+impl<T> Base64Embeddings<T> {
+    /// Wraps an embeddings translator.
+    pub fn new(inner: T) -> Self {
+        Base64Embeddings {
+            inner,
+            base64: false,
+        }
+    }
+}
+
+/// Base64 of the little-endian `f32` values of `vector` (the OpenAI base64 embedding format).
+pub fn base64_embedding(vector: &[Value]) -> Option<String> {
+    use base64::Engine as _;
+    let mut bytes = Vec::with_capacity(vector.len() * 4);
+    for value in vector {
+        bytes.extend_from_slice(&(value.as_f64()? as f32).to_le_bytes());
+    }
+    Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+impl<T: Translator> Translator for Base64Embeddings<T> {
+    fn request(
+        &mut self,
+        body: &Value,
+        ctx: &RequestContext<'_>,
+    ) -> Result<UpstreamRequest, TranslateError> {
+        if body.get("encoding_format").and_then(Value::as_str) == Some("base64") {
+            self.base64 = true;
+            let mut floats = body.clone();
+            if let Some(fields) = floats.as_object_mut() {
+                fields.remove("encoding_format");
+            }
+            return self.inner.request(&floats, ctx);
+        }
+        self.inner.request(body, ctx)
+    }
+
+    fn response(
+        &self,
+        body: &[u8],
+        ctx: &ResponseContext<'_>,
+    ) -> Result<Translated, TranslateError> {
+        let mut translated = self.inner.response(body, ctx)?;
+        if !self.base64 {
+            return Ok(translated);
+        }
+        let mut value: Value = serde_json::from_slice(&translated.body)
+            .map_err(|err| TranslateError::Upstream(format!("embeddings are not JSON: {err}")))?;
+        if let Some(items) = value.get_mut("data").and_then(Value::as_array_mut) {
+            for item in items {
+                let encoded = item
+                    .get("embedding")
+                    .and_then(Value::as_array)
+                    .and_then(|v| base64_embedding(v));
+                if let Some(encoded) = encoded {
+                    item["embedding"] = Value::String(encoded);
+                }
+            }
+        }
+        translated.body = value.to_string().into_bytes();
+        Ok(translated)
+    }
+
+    fn error(&self, status: u16, body: &[u8], ctx: &ResponseContext<'_>) -> Vec<u8> {
+        self.inner.error(status, body, ctx)
+    }
+
+    fn stream(&self, ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
+        self.inner.stream(ctx)
+    }
 }
 
 /// A streamed response translated as it arrives: every complete event is turned into client
@@ -259,6 +351,48 @@ mod tests {
         );
         assert_eq!(data_url("data:image/png,AAAA"), None);
         assert_eq!(data_url("https://x/y.png"), None);
+    }
+
+    #[test]
+    fn base64_embeddings_are_little_endian_f32() {
+        // 1.0f32 = 00 00 80 3f, -2.0f32 = 00 00 00 c0.
+        assert_eq!(
+            base64_embedding(&[serde_json::json!(1.0), serde_json::json!(-2)]).as_deref(),
+            Some("AACAPwAAAMA=")
+        );
+        assert_eq!(base64_embedding(&[serde_json::json!("x")]), None);
+    }
+
+    #[test]
+    fn base64_is_asked_as_floats_and_answered_encoded() {
+        let schema = BackendSchema {
+            name: ApiSchema::AWSBedrock,
+            version: None,
+            prefix: None,
+        };
+        let mut translator = select(&schema, Endpoint::Embeddings).unwrap().unwrap();
+        let ctx = RequestContext {
+            model: "amazon.titan-embed-text-v2:0",
+            stream: false,
+            headers: &[],
+        };
+        let body = serde_json::json!({"model": "m", "input": "hi", "encoding_format": "base64"});
+        let upstream = translator.request(&body, &ctx).unwrap();
+        let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
+        assert_eq!(sent, serde_json::json!({"inputText": "hi"}));
+        let answer = br#"{"embedding":[1.0,-2.0],"inputTextTokenCount":1}"#;
+        let out = translator
+            .response(
+                answer,
+                &ResponseContext {
+                    model: ctx.model,
+                    headers: &[],
+                },
+            )
+            .unwrap();
+        let client: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(client["data"][0]["embedding"], "AACAPwAAAMA=");
+        assert_eq!(out.usage.input, Some(1));
     }
 
     #[test]

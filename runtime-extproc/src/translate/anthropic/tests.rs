@@ -500,3 +500,516 @@ fn stream_without_trailing_blank_line_is_flushed_on_finish() {
     assert_eq!(collect(&out).finish.as_deref(), Some("tool_calls"));
     assert_eq!(stream.finish().expect("finishes twice"), Vec::<u8>::new());
 }
+
+// ---- The Messages API passed to Anthropic-family backends ----
+
+fn messages_path(name: &str) -> String {
+    format!(
+        "{}/tests/fixtures/messages/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn messages_text(name: &str) -> String {
+    let path = messages_path(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"))
+}
+
+fn messages_fixture(name: &str) -> Value {
+    let path = messages_path(name);
+    serde_json::from_str(&messages_text(name)).unwrap_or_else(|err| panic!("{path}: {err}"))
+}
+
+fn request_ctx<'a>(
+    model: &'a str,
+    stream: bool,
+    headers: &'a [(String, String)],
+) -> RequestContext<'a> {
+    RequestContext {
+        model,
+        stream,
+        headers,
+    }
+}
+
+fn response_ctx(model: &str) -> ResponseContext<'_> {
+    ResponseContext {
+        model,
+        headers: &[],
+    }
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn messages_request_to_anthropic() {
+    let input = messages_fixture("request_tools.messages.json");
+    let mut translator = Messages::new(anthropic());
+    let none = headers(&[]);
+    let out = translator
+        .request(
+            &input,
+            &request_ctx("claude-opus-4-1-20250805", false, &none),
+        )
+        .expect("translates");
+    assert_eq!(out.path, "/v1/messages");
+    assert_eq!(body(&out), messages_fixture("request_tools.anthropic.json"));
+    assert_eq!(
+        out.headers,
+        headers(&[("anthropic-version", ANTHROPIC_VERSION)])
+    );
+
+    // The client's version is kept; the prefix loses its slashes.
+    let client = headers(&[("anthropic-version", "2024-01-01")]);
+    let mut translator = Messages::new(AnthropicTarget::Anthropic {
+        prefix: "/anthropic/v1/".into(),
+    });
+    let out = translator
+        .request(&input, &request_ctx("claude-opus-4-1", true, &client))
+        .expect("translates");
+    assert_eq!(out.path, "/anthropic/v1/messages");
+    assert_eq!(out.headers, headers(&[("anthropic-version", "2024-01-01")]));
+}
+
+#[test]
+fn messages_request_to_gcp() {
+    let mut input = messages_fixture("request_tools.messages.json");
+    let mut translator = Messages::new(AnthropicTarget::GcpAnthropic {
+        version: "vertex-2023-10-16".into(),
+    });
+    let none = headers(&[]);
+    let out = translator
+        .request(
+            &input,
+            &request_ctx("claude-opus-4-1@20250805", false, &none),
+        )
+        .expect("translates");
+    assert_eq!(
+        out.path,
+        "publishers/anthropic/models/claude-opus-4-1@20250805:rawPredict"
+    );
+    assert_eq!(body(&out), messages_fixture("request_tools.gcp.json"));
+    assert!(out.headers.is_empty());
+
+    input["stream"] = json!(true);
+    let out = translator
+        .request(
+            &input,
+            &request_ctx("claude-opus-4-1@20250805", true, &none),
+        )
+        .expect("translates");
+    assert_eq!(
+        out.path,
+        "publishers/anthropic/models/claude-opus-4-1@20250805:streamRawPredict"
+    );
+    let mut expected = messages_fixture("request_tools.gcp.json");
+    expected["stream"] = json!(true);
+    assert_eq!(body(&out), expected);
+}
+
+#[test]
+fn messages_request_to_gcp_needs_a_version() {
+    let input = messages_fixture("request_tools.messages.json");
+    let mut translator = Messages::new(AnthropicTarget::GcpAnthropic {
+        version: String::new(),
+    });
+    let none = headers(&[]);
+    match translator.request(
+        &input,
+        &request_ctx("claude-opus-4-1@20250805", false, &none),
+    ) {
+        Err(TranslateError::Unsupported(reason)) => {
+            assert!(
+                reason.contains("AIServiceBackend schema version"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
+
+#[test]
+fn messages_request_to_aws() {
+    let mut input = messages_fixture("request_tools.messages.json");
+    let mut translator = Messages::new(AnthropicTarget::AwsAnthropic {
+        version: String::new(),
+    });
+    let betas = headers(&[
+        ("anthropic-beta", "token-efficient-tools-2025-02-19, "),
+        ("content-type", "application/json"),
+        ("anthropic-beta", " interleaved-thinking-2025-05-14"),
+    ]);
+    let model = "anthropic.claude-opus-4-1-20250805-v1:0";
+    let out = translator
+        .request(&input, &request_ctx(model, false, &betas))
+        .expect("translates");
+    assert_eq!(
+        out.path,
+        "/model/anthropic.claude-opus-4-1-20250805-v1:0/invoke"
+    );
+    assert_eq!(body(&out), messages_fixture("request_tools.aws.json"));
+    assert!(out.headers.is_empty());
+
+    input["stream"] = json!(true);
+    let mut translator = Messages::new(AnthropicTarget::AwsAnthropic {
+        version: "bedrock-2099-01-01".into(),
+    });
+    let none = headers(&[]);
+    let profile = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-opus-4-1-20250805-v1:0";
+    let out = translator
+        .request(&input, &request_ctx(profile, true, &none))
+        .expect("translates");
+    assert_eq!(
+        out.path,
+        "/model/arn:aws:bedrock:us-east-1:123456789012:inference-profile%2Fus.anthropic.claude-opus-4-1-20250805-v1:0/invoke-with-response-stream"
+    );
+    let mut expected = messages_fixture("request_tools.aws.json");
+    let object = expected.as_object_mut().expect("object");
+    object.remove("anthropic_beta");
+    object.insert("anthropic_version".into(), json!("bedrock-2099-01-01"));
+    assert_eq!(body(&out), expected, "stream is removed, no beta header");
+}
+
+#[test]
+fn messages_request_without_model_or_messages_is_invalid() {
+    let none = headers(&[]);
+    for target in [
+        anthropic(),
+        AnthropicTarget::GcpAnthropic {
+            version: "vertex-2023-10-16".into(),
+        },
+        AnthropicTarget::AwsAnthropic {
+            version: String::new(),
+        },
+    ] {
+        let mut translator = Messages::new(target);
+        for bad in [
+            json!({"max_tokens": 10, "messages": []}),
+            json!({"model": "m", "max_tokens": 10}),
+            json!({"model": 7, "messages": []}),
+            json!({"model": "m", "messages": "hi"}),
+            json!(["not", "an", "object"]),
+        ] {
+            assert!(
+                matches!(
+                    translator.request(&bad, &request_ctx("m", false, &none)),
+                    Err(TranslateError::Invalid(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+}
+
+#[test]
+fn messages_response_passes_through_with_usage() {
+    let body = messages_text("response_message.anthropic.json");
+    let translated = Messages::new(anthropic())
+        .response(body.as_bytes(), &response_ctx("claude-sonnet-4-5"))
+        .expect("passes");
+    assert_eq!(translated.body, body.as_bytes());
+    assert_eq!(
+        translated.usage,
+        TokenUsage {
+            input: Some(2095 + 1500 + 100),
+            cached_input: Some(1500),
+            cache_creation_input: Some(100),
+            output: Some(503),
+            total: Some(2095 + 1500 + 100 + 503),
+            reasoning: None,
+        }
+    );
+    assert_eq!(
+        translated.model.as_deref(),
+        Some("claude-sonnet-4-5-20250929")
+    );
+
+    // Bedrock answers without a model: the requested one is reported.
+    let mut value = messages_fixture("response_message.anthropic.json");
+    value.as_object_mut().expect("object").remove("model");
+    value["usage"] = json!({"input_tokens": 10, "output_tokens": 3});
+    let bytes = value.to_string().into_bytes();
+    let translated = Messages::new(AnthropicTarget::AwsAnthropic {
+        version: String::new(),
+    })
+    .response(&bytes, &response_ctx("anthropic.claude-3-haiku"))
+    .expect("passes");
+    assert_eq!(translated.body, bytes);
+    assert_eq!(
+        translated.model.as_deref(),
+        Some("anthropic.claude-3-haiku")
+    );
+    assert_eq!(
+        translated.usage,
+        TokenUsage {
+            input: Some(10),
+            cached_input: None,
+            cache_creation_input: None,
+            output: Some(3),
+            total: Some(13),
+            reasoning: None,
+        }
+    );
+}
+
+#[test]
+fn messages_errors_have_the_anthropic_shape() {
+    let translator = Messages::new(anthropic());
+    let ctx = response_ctx(MODEL);
+    let error = |status: u16, body: &str| -> Value {
+        serde_json::from_slice(&translator.error(status, body.as_bytes(), &ctx)).expect("JSON")
+    };
+    // Already Anthropic-shaped: kept byte for byte.
+    let anthropic_body = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_011CSHoEeqs5C35K2UUqR7Fy"}"#;
+    assert_eq!(
+        translator.error(529, anthropic_body.as_bytes(), &ctx),
+        anthropic_body.as_bytes()
+    );
+    // Bedrock: {"message": ...}.
+    assert_eq!(
+        error(
+            429,
+            r#"{"message":"Too many requests, please wait before trying again."}"#
+        ),
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Too many requests, please wait before trying again."}})
+    );
+    assert_eq!(
+        error(400, r#"{"Message":"Malformed input request"}"#),
+        json!({"type": "error", "error": {"type": "invalid_request_error", "message": "Malformed input request"}})
+    );
+    // GCP: a list around a Google error.
+    assert_eq!(
+        error(
+            404,
+            r#"[{"error":{"code":404,"message":"Publisher model not found.","status":"NOT_FOUND"}}]"#
+        ),
+        json!({"type": "error", "error": {"type": "not_found_error", "message": "Publisher model not found."}})
+    );
+    // Plain text and empty bodies.
+    assert_eq!(
+        error(503, "upstream connect error\n"),
+        json!({"type": "error", "error": {"type": "service_unavailable_error", "message": "upstream connect error"}})
+    );
+    assert_eq!(
+        error(500, ""),
+        json!({"type": "error", "error": {"type": "internal_server_error", "message": "the provider answered with status 500"}})
+    );
+}
+
+/// Feeds `input` to a fresh stream in pieces of `size` bytes; returns the output.
+fn run_stream(
+    mut stream: Box<dyn StreamTranslator>,
+    input: &[u8],
+    size: usize,
+) -> (Vec<u8>, Box<dyn StreamTranslator>) {
+    let mut out = Vec::new();
+    for chunk in input.chunks(size.max(1)) {
+        out.extend(stream.feed(chunk).expect("feeds"));
+    }
+    out.extend(stream.finish().expect("finishes"));
+    (out, stream)
+}
+
+#[test]
+fn messages_stream_passes_anthropic_events_through() {
+    let input = messages_text("stream_anthropic.sse");
+    for target in [
+        anthropic(),
+        AnthropicTarget::GcpAnthropic {
+            version: "vertex-2023-10-16".into(),
+        },
+    ] {
+        let translator = Messages::new(target);
+        for size in [1, 2, 5, 64, input.len()] {
+            let (out, stream) = run_stream(
+                translator.stream(&response_ctx(MODEL)),
+                input.as_bytes(),
+                size,
+            );
+            assert_eq!(out, input.as_bytes(), "size {size}");
+            assert_eq!(
+                stream.usage(),
+                TokenUsage {
+                    input: Some(25 + 1000 + 2000),
+                    cached_input: Some(2000),
+                    cache_creation_input: Some(1000),
+                    output: Some(89),
+                    total: Some(3025 + 89),
+                    reasoning: None,
+                },
+                "size {size}"
+            );
+            assert_eq!(
+                stream.model().as_deref(),
+                Some("claude-sonnet-4-5-20250929")
+            );
+        }
+    }
+}
+
+#[test]
+fn messages_stream_pass_through_reads_usage_as_it_arrives() {
+    let input = messages_text("stream_anthropic.sse");
+    let mut stream = Messages::new(anthropic()).stream(&response_ctx(MODEL));
+    let end = input.find("event: content_block_start").expect("start");
+    let out = stream.feed(&input.as_bytes()[..end - 1]).expect("feeds");
+    assert_eq!(
+        out,
+        &input.as_bytes()[..end - 1],
+        "bytes are never held back"
+    );
+    assert_eq!(stream.usage().input, None, "the event is not complete yet");
+    stream.feed(b"\n").expect("feeds");
+    assert_eq!(stream.usage().input, Some(3025));
+    assert_eq!(stream.usage().output, Some(1));
+    // A last event without its blank line is read at the end.
+    let cut = input.find("event: message_stop").expect("stop") - 1;
+    let mut stream = Messages::new(anthropic()).stream(&response_ctx(MODEL));
+    stream.feed(&input.as_bytes()[..cut]).expect("feeds");
+    assert_eq!(stream.usage().output, Some(1));
+    assert_eq!(stream.finish().expect("finishes"), Vec::<u8>::new());
+    assert_eq!(stream.usage().output, Some(89));
+}
+
+/// A Bedrock `chunk` frame around one Anthropic event.
+fn bedrock_chunk(event: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let payload = json!({
+        "bytes": base64::engine::general_purpose::STANDARD.encode(event),
+        "p": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0",
+    });
+    super::super::eventstream::encode(
+        &[
+            (":event-type", "chunk"),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ],
+        payload.to_string().as_bytes(),
+    )
+}
+
+fn bedrock_stream_bytes() -> Vec<u8> {
+    messages_text("stream_bedrock.events.jsonl")
+        .lines()
+        .flat_map(bedrock_chunk)
+        .collect()
+}
+
+fn aws() -> Messages {
+    Messages::new(AnthropicTarget::AwsAnthropic {
+        version: String::new(),
+    })
+}
+
+#[test]
+fn messages_stream_from_bedrock_event_stream() {
+    let input = bedrock_stream_bytes();
+    let expected = messages_text("stream_bedrock.expected.sse");
+    let (whole, _) = run_stream(aws().stream(&response_ctx(MODEL)), &input, input.len());
+    assert_eq!(String::from_utf8(whole).expect("UTF-8"), expected);
+    for size in [1, 3, 7, 100] {
+        let (out, stream) = run_stream(aws().stream(&response_ctx(MODEL)), &input, size);
+        assert_eq!(
+            String::from_utf8(out).expect("UTF-8"),
+            expected,
+            "size {size}"
+        );
+        assert_eq!(
+            stream.usage(),
+            TokenUsage {
+                input: Some(25 + 300),
+                cached_input: Some(300),
+                cache_creation_input: Some(0),
+                output: Some(15),
+                total: Some(340),
+                reasoning: None,
+            }
+        );
+        assert_eq!(
+            stream.model().as_deref(),
+            Some("claude-3-7-sonnet-20250219")
+        );
+    }
+}
+
+#[test]
+fn messages_stream_from_bedrock_sends_each_event_at_once() {
+    let first = bedrock_chunk(r#"{"type":"ping"}"#);
+    let mut stream = aws().stream(&response_ctx(MODEL));
+    assert!(
+        stream
+            .feed(&first[..first.len() - 1])
+            .expect("feeds")
+            .is_empty()
+    );
+    assert_eq!(
+        stream.feed(&first[first.len() - 1..]).expect("feeds"),
+        b"event: ping\ndata: {\"type\":\"ping\"}\n\n"
+    );
+    // An event spread over lines is sent on one.
+    let out = stream
+        .feed(&bedrock_chunk(
+            "{\n  \"type\": \"content_block_stop\",\n  \"index\": 0\n}",
+        ))
+        .expect("feeds");
+    let text = String::from_utf8(out).expect("UTF-8");
+    let data = text
+        .strip_prefix("event: content_block_stop\ndata: ")
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .expect("one event");
+    assert_eq!(
+        serde_json::from_str::<Value>(data).expect("JSON"),
+        json!({"type": "content_block_stop", "index": 0})
+    );
+}
+
+#[test]
+fn messages_stream_from_bedrock_exceptions_and_damage() {
+    let exception = super::super::eventstream::encode(
+        &[
+            (":exception-type", "throttlingException"),
+            (":content-type", "application/json"),
+            (":message-type", "exception"),
+        ],
+        br#"{"message":"Too many requests, please wait before trying again."}"#,
+    );
+    let mut stream = aws().stream(&response_ctx(MODEL));
+    let out = stream.feed(&exception).expect("feeds");
+    let text = String::from_utf8(out).expect("UTF-8");
+    let data = text
+        .strip_prefix("event: error\ndata: ")
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .expect("one error event");
+    assert_eq!(
+        serde_json::from_str::<Value>(data).expect("JSON"),
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Too many requests, please wait before trying again."}})
+    );
+
+    // A stream cut inside a frame.
+    let frame = bedrock_chunk(r#"{"type":"ping"}"#);
+    let mut stream = aws().stream(&response_ctx(MODEL));
+    stream.feed(&frame[..10]).expect("feeds");
+    assert!(matches!(stream.finish(), Err(TranslateError::Upstream(_))));
+
+    // Chunks that are not what Bedrock documents.
+    for payload in [
+        r#"{"bytes":"not base64!"}"#,
+        r#"{"nobytes":true}"#,
+        "not json",
+    ] {
+        let frame = super::super::eventstream::encode(
+            &[(":event-type", "chunk"), (":message-type", "event")],
+            payload.as_bytes(),
+        );
+        let mut stream = aws().stream(&response_ctx(MODEL));
+        assert!(
+            matches!(stream.feed(&frame), Err(TranslateError::Upstream(_))),
+            "{payload}"
+        );
+    }
+}
