@@ -1017,7 +1017,47 @@ impl Translator for OpenAiChat {
     }
 
     fn stream(&self, ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(ChatStream::new(ctx.model))
+        match self.target {
+            // Bedrock wraps each Anthropic event in an event-stream frame.
+            AnthropicTarget::AwsAnthropic { .. } => Box::new(Chained {
+                first: BedrockMessagesStream::default(),
+                second: ChatStream::new(ctx.model),
+            }),
+            _ => Box::new(ChatStream::new(ctx.model)),
+        }
+    }
+}
+
+/// Two stream translators in a row: the output of `first` is the input of `second`; usage and
+/// model are what `second` saw.
+#[derive(Debug)]
+struct Chained<A, B> {
+    first: A,
+    second: B,
+}
+
+impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for Chained<A, B> {
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
+        let middle = self.first.feed(chunk)?;
+        if middle.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.second.feed(&middle)
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
+        let middle = self.first.finish()?;
+        let mut out = self.second.feed(&middle)?;
+        out.extend(self.second.finish()?);
+        Ok(out)
+    }
+
+    fn usage(&self) -> TokenUsage {
+        self.second.usage()
+    }
+
+    fn model(&self) -> Option<String> {
+        self.second.model()
     }
 }
 

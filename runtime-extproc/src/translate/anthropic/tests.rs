@@ -1013,3 +1013,30 @@ fn messages_stream_from_bedrock_exceptions_and_damage() {
         );
     }
 }
+
+#[test]
+fn chat_stream_from_bedrock_event_stream_matches_the_sse_form() {
+    // The same Anthropic events, once as Bedrock event-stream frames and once as SSE, give the
+    // same OpenAI chunks and usage.
+    let frames = bedrock_stream_bytes();
+    let sse: Vec<u8> = messages_text("stream_bedrock.events.jsonl")
+        .lines()
+        .flat_map(|event| format!("data: {event}\n\n").into_bytes())
+        .collect();
+    let aws = OpenAiChat::new(AnthropicTarget::AwsAnthropic {
+        version: String::new(),
+    });
+    let direct = OpenAiChat::new(AnthropicTarget::Anthropic {
+        prefix: "v1".into(),
+    });
+    let (expected, reference) = run_stream(direct.stream(&response_ctx(MODEL)), &sse, sse.len());
+    let expected = String::from_utf8(expected).expect("UTF-8");
+    assert!(expected.contains("chat.completion.chunk"), "{expected}");
+    assert!(expected.ends_with("data: [DONE]\n\n"), "{expected}");
+    for size in [1, 5, frames.len()] {
+        let (out, stream) = run_stream(aws.stream(&response_ctx(MODEL)), &frames, size);
+        assert_eq!(String::from_utf8(out).expect("UTF-8"), expected, "size {size}");
+        assert_eq!(stream.usage(), reference.usage());
+        assert_eq!(stream.model(), reference.model());
+    }
+}
