@@ -632,3 +632,332 @@ fn anthropic_streams_are_translated_chunk_by_chunk() {
     assert_eq!(content, "Hello");
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
 }
+
+/// One route, one rule, one backend of `schema` with `auth`.
+fn single_backend(
+    schema: ApiSchema,
+    version: Option<&str>,
+    upstream_host: Option<&str>,
+    auth: Option<BackendCredential>,
+) -> Arc<RuntimeConfig> {
+    let backend = Arc::new(Backend {
+        spec: fc::Backend {
+            name: "ns/cloud/route/ns/r/rule/0/ref/0".into(),
+            service_backend: "ns/cloud".into(),
+            schema: fc::BackendSchema {
+                name: schema,
+                version: version.map(str::to_string),
+                prefix: None,
+            },
+            model_name_override: None,
+            upstream_host: upstream_host.map(str::to_string),
+            auth: None,
+            header_mutation: None,
+            body_mutation: None,
+        },
+        auth,
+    });
+    Arc::new(RuntimeConfig {
+        max_request_body_bytes: 1 << 20,
+        routes: vec![Route {
+            name: "ns/r".into(),
+            hostnames: vec![],
+            rules: vec![Rule {
+                matches: vec![],
+                backends: vec![(backend, 1, 0)],
+            }],
+            costs: vec![Cost {
+                key: "tokens".into(),
+                kind: fc::CostType::TotalToken,
+                program: None,
+                service_backend: None,
+                model: None,
+            }],
+            models: vec![],
+        }],
+        global_costs: vec![],
+        files: vec![],
+        has_costs: true,
+    })
+}
+
+fn body_of(response: &ProcessingResponse) -> Vec<u8> {
+    match common_of(response)
+        .body_mutation
+        .as_ref()
+        .and_then(|m| m.mutation.clone())
+    {
+        Some(body_mutation::Mutation::Body(bytes)) => bytes,
+        other => panic!("body expected, got {other:?}"),
+    }
+}
+
+fn aws_signer() -> Arc<crate::auth::aws::Signer> {
+    let dir = std::env::temp_dir().join(format!("aigw-processor-aws-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("credentials");
+    std::fs::write(
+        &file,
+        "[default]\naws_access_key_id = AKIDPROCESSORTEST\naws_secret_access_key = processor-secret-key\n",
+    )
+    .unwrap();
+    Arc::new(
+        crate::auth::aws::Signer::from_config("eu-west-1", Some(&file), None, None, &dir).unwrap(),
+    )
+}
+
+#[test]
+fn bedrock_requests_are_converse_calls_signed_for_the_upstream_host() {
+    let auth = BackendCredential {
+        auth: Auth::Aws(aws_signer()),
+        override_from: None,
+    };
+    let config = single_backend(
+        ApiSchema::AWSBedrock,
+        None,
+        Some("bedrock-runtime.us-west-2.amazonaws.com"),
+        Some(auth),
+    );
+    let mut p = Processor::new(config, Arc::new(Metrics::new()));
+    p.handle(headers(
+        &[
+            (":path", "/v1/chat/completions"),
+            (":method", "POST"),
+            (":authority", "gw.example"),
+            ("authorization", "Bearer client-key"),
+        ],
+        false,
+    ));
+    let r = p.handle(body(
+        br#"{"model":"anthropic.claude-3-haiku-20240307-v1:0","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        false,
+    ));
+    let common = common_of(&r);
+    let set = set_headers(common);
+    assert_eq!(
+        set.get(":path").map(String::as_str),
+        Some("/model/anthropic.claude-3-haiku-20240307-v1:0/converse-stream")
+    );
+    let authorization = set.get("authorization").unwrap();
+    // The region comes from the host the request is signed for, not the configured one.
+    assert!(
+        authorization.starts_with("AWS4-HMAC-SHA256 Credential=AKIDPROCESSORTEST/")
+            && authorization.contains("/us-west-2/bedrock/aws4_request")
+            && authorization.contains("SignedHeaders=host;x-amz-date,"),
+        "{authorization}"
+    );
+    assert!(set.contains_key("x-amz-date"));
+    assert!(!authorization.contains("processor-secret-key"));
+    let sent: Value = serde_json::from_slice(&body_of(&r)).unwrap();
+    assert_eq!(sent["messages"][0]["content"][0]["text"], "hi");
+
+    // The binary event stream comes back as OpenAI chunks.
+    let r = p.handle(response_headers(&[
+        (":status", "200"),
+        ("content-type", "application/vnd.amazon.eventstream"),
+        ("x-amzn-requestid", "req-1"),
+    ]));
+    assert_eq!(
+        r.mode_override.as_ref().map(|m| m.response_body_mode),
+        Some(BodySendMode::Streamed as i32)
+    );
+    assert_eq!(
+        set_headers(common_of(&r))
+            .get("content-type")
+            .map(String::as_str),
+        Some("text/event-stream")
+    );
+    let frame = |event: &str, payload: &str| {
+        crate::translate::eventstream::encode(
+            &[
+                (":event-type", event),
+                (":content-type", "application/json"),
+                (":message-type", "event"),
+            ],
+            payload.as_bytes(),
+        )
+    };
+    let mut stream = Vec::new();
+    stream.extend(frame("messageStart", r#"{"role":"assistant"}"#));
+    stream.extend(frame(
+        "contentBlockDelta",
+        r#"{"contentBlockIndex":0,"delta":{"text":"Hello"}}"#,
+    ));
+    stream.extend(frame("messageStop", r#"{"stopReason":"end_turn"}"#));
+    stream.extend(frame(
+        "metadata",
+        r#"{"usage":{"inputTokens":3,"outputTokens":1,"totalTokens":4},"metrics":{"latencyMs":10}}"#,
+    ));
+    let (first, second) = stream.split_at(stream.len() / 2 + 3);
+    let mut out = body_of(&p.handle(chunk(first, false)));
+    let last = p.handle(chunk(second, true));
+    out.extend(body_of(&last));
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains(r#""content":"Hello""#), "{text}");
+    assert!(text.contains(r#""id":"req-1""#), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(metadata(&last).get("tokens"), Some(&number_value(4.0)));
+}
+
+#[test]
+fn vertex_requests_get_the_project_path_and_the_token() {
+    let auth = BackendCredential {
+        auth: Auth::Gcp {
+            token: crate::auth::refresh::Refreshing::fixed("gcp", Secret::new("ya29.test-token")),
+            project: "acme-ml".into(),
+            region: "us-central1".into(),
+        },
+        override_from: None,
+    };
+    let config = single_backend(ApiSchema::GCPVertexAI, None, None, Some(auth));
+    let mut p = Processor::new(config, Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    let r = p.handle(body(
+        br#"{"model":"gemini-2.5-flash","messages":[{"role":"user","content":"hi"}]}"#,
+        false,
+    ));
+    let set = set_headers(common_of(&r));
+    assert_eq!(
+        set.get(":path").map(String::as_str),
+        Some(
+            "/v1/projects/acme-ml/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent"
+        )
+    );
+    assert_eq!(
+        set.get("authorization").map(String::as_str),
+        Some("Bearer ya29.test-token")
+    );
+    p.handle(response_headers(&[
+        (":status", "200"),
+        ("content-type", "application/json"),
+    ]));
+    let r = p.handle(body(
+        br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hi!"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":2,"candidatesTokenCount":3,"totalTokenCount":5}}"#,
+        true,
+    ));
+    let answer: Value = serde_json::from_slice(&body_of(&r)).unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hi!");
+    assert_eq!(answer["usage"]["total_tokens"], 5);
+    assert_eq!(metadata(&r).get("tokens"), Some(&number_value(5.0)));
+}
+
+#[test]
+fn vertex_without_gcp_credentials_is_a_clear_500() {
+    let config = single_backend(ApiSchema::GCPVertexAI, None, None, None);
+    let mut p = Processor::new(config, Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    let r = p.handle(body(
+        br#"{"model":"gemini-2.5-flash","messages":[{"role":"user","content":"hi"}]}"#,
+        false,
+    ));
+    let (status, error) = immediate_of(&r).unwrap();
+    assert_eq!(status, 500);
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("GCPCredentials"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_credential_not_yet_fetched_is_a_503_naming_it() {
+    struct Never;
+    impl crate::auth::refresh::Fetch for Never {
+        type Output = Secret;
+        fn fetch(&self) -> crate::auth::refresh::FetchFuture<'_, Secret> {
+            Box::pin(async { Err("the identity provider refused the client (401)".to_string()) })
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let token = runtime.block_on(async {
+        let token = crate::auth::refresh::Refreshing::start("Entra ID token", Never).unwrap();
+        token.ready(std::time::Duration::from_secs(2)).await;
+        token
+    });
+    let auth = BackendCredential {
+        auth: Auth::Bearer(token),
+        override_from: None,
+    };
+    let config = single_backend(ApiSchema::AzureOpenAI, Some("2025-01-01"), None, Some(auth));
+    let mut p = Processor::new(config, Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    let r = p.handle(body(
+        br#"{"model":"gpt-4.1","messages":[{"role":"user","content":"hi"}]}"#,
+        false,
+    ));
+    let (status, error) = immediate_of(&r).unwrap();
+    assert_eq!(status, 503);
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("Entra ID token"), "{message}");
+    assert!(message.contains("refused the client (401)"), "{message}");
+}
+
+#[test]
+fn the_messages_api_answers_errors_in_the_anthropic_shape() {
+    let config = single_backend(ApiSchema::Anthropic, None, None, None);
+    let mut p = Processor::new(config, Arc::new(Metrics::new()));
+    p.handle(headers(
+        &[(":path", "/anthropic/v1/messages"), (":method", "POST")],
+        false,
+    ));
+    let r = p.handle(body(br#"{"messages":[]}"#, false));
+    let (status, error) = immediate_of(&r).unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("model")
+    );
+}
+
+#[test]
+fn the_messages_api_reaches_bedrock_as_converse() {
+    let auth = BackendCredential {
+        auth: Auth::Aws(aws_signer()),
+        override_from: None,
+    };
+    let config = single_backend(ApiSchema::AWSBedrock, None, None, Some(auth));
+    let mut p = Processor::new(config, Arc::new(Metrics::new()));
+    p.handle(headers(
+        &[
+            (":path", "/anthropic/v1/messages"),
+            (":method", "POST"),
+            (":authority", "127.0.0.1:10080"),
+        ],
+        false,
+    ));
+    let r = p.handle(body(
+        br#"{"model":"amazon.nova-pro-v1:0","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#,
+        false,
+    ));
+    let set = set_headers(common_of(&r));
+    assert_eq!(
+        set.get(":path").map(String::as_str),
+        Some("/model/amazon.nova-pro-v1:0/converse")
+    );
+    // No Backend hostname: signed for the client's authority (which Envoy forwards) and the
+    // configured region.
+    assert!(set["authorization"].contains("/eu-west-1/bedrock/aws4_request"));
+    p.handle(response_headers(&[
+        (":status", "200"),
+        ("content-type", "application/json"),
+        ("x-amzn-requestid", "req-9"),
+    ]));
+    let r = p.handle(body(
+        br#"{"output":{"message":{"role":"assistant","content":[{"text":"Hello"}]}},"stopReason":"end_turn","usage":{"inputTokens":4,"outputTokens":2,"totalTokens":6}}"#,
+        true,
+    ));
+    let answer: Value = serde_json::from_slice(&body_of(&r)).unwrap();
+    assert_eq!(answer["type"], "message");
+    assert_eq!(answer["content"][0]["text"], "Hello");
+    assert_eq!(answer["stop_reason"], "end_turn");
+    assert_eq!(metadata(&r).get("tokens"), Some(&number_value(6.0)));
+}

@@ -1035,7 +1035,11 @@ fn chat_stream_from_bedrock_event_stream_matches_the_sse_form() {
     assert!(expected.ends_with("data: [DONE]\n\n"), "{expected}");
     for size in [1, 5, frames.len()] {
         let (out, stream) = run_stream(aws.stream(&response_ctx(MODEL)), &frames, size);
-        assert_eq!(String::from_utf8(out).expect("UTF-8"), expected, "size {size}");
+        assert_eq!(
+            String::from_utf8(out).expect("UTF-8"),
+            expected,
+            "size {size}"
+        );
         assert_eq!(stream.usage(), reference.usage());
         assert_eq!(stream.model(), reference.model());
     }
