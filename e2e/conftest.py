@@ -237,7 +237,8 @@ class Gateway:
         self._spawn("extproc", [str(EXTPROC), "--config", "gateways/ai-e2e/filter-config.yaml", "--listen", "unix:gateways/ai-e2e/extproc.sock",
                                 "--admin-listen", f"127.0.0.1:{self.extproc_admin}", "--log-format", "text", "--log-level", "info"])
         wait_for(lambda: socket_path.exists(), "extproc socket", self)
-        self._spawn("envoy", [envoy_bin(), "-c", "envoy.yaml", "--log-level", "warn", "--use-dynamic-base-id"])
+        self._spawn("envoy", [envoy_bin(), "-c", "envoy.yaml", "--log-level", "warn", "--use-dynamic-base-id",
+                              "--file-flush-interval-msec", "50"])
         wait_for(lambda: http("GET", f"http://127.0.0.1:{self.envoy_admin}/ready")[0] == 200, "Envoy ready", self)
         return self
 

@@ -181,6 +181,9 @@ async fn refresh_loop<T: Send + Sync + 'static, F: Fetch<Output = T>>(
 ) {
     let mut failures = 0u32;
     loop {
+        if weak.strong_count() == 0 {
+            return;
+        }
         let result = fetch.fetch().await;
         let Some(this) = weak.upgrade() else {
             return;
@@ -264,6 +267,47 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(calls.load(Ordering::SeqCst) >= 2);
+    }
+
+    /// Values that expire two seconds after they are fetched.
+    struct ShortLived(Arc<AtomicU32>);
+
+    impl Fetch for ShortLived {
+        type Output = u32;
+        fn fetch(&self) -> FetchFuture<'_, u32> {
+            Box::pin(async move {
+                Ok(Fetched {
+                    value: self.0.fetch_add(1, Ordering::SeqCst),
+                    expires_at: Some(SystemTime::now() + Duration::from_secs(2)),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_value_is_replaced_before_it_expires() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let value = Refreshing::start("short-lived token", ShortLived(calls.clone())).unwrap();
+        assert!(value.ready(Duration::from_secs(5)).await);
+        assert_eq!(*value.get().unwrap(), 0);
+        // Refreshed halfway to expiry (1 s), well before the 2 s lifetime ends.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while *value.get().unwrap() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never refreshed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(*value.get().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_refresh_task_ends_with_its_value() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let value = Refreshing::start("short-lived token", ShortLived(calls.clone())).unwrap();
+        assert!(value.ready(Duration::from_secs(5)).await);
+        drop(value);
+        let before = calls.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), before);
     }
 
     #[test]

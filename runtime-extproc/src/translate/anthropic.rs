@@ -734,6 +734,7 @@ pub fn error_type_for(status: u16) -> &'static str {
         403 => "permission_error",
         404 => "not_found_error",
         413 => "request_too_large",
+        422 => "invalid_request_error",
         429 => "rate_limit_error",
         503 => "service_unavailable_error",
         529 => "overloaded_error",
