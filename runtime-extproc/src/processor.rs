@@ -33,7 +33,7 @@ use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
 use serde_json::{Value, json};
 
 use crate::auth::{AuthError, UpstreamCall};
-use crate::config::{Backend, RuntimeConfig};
+use crate::config::{Backend, RuntimeConfig, Secret};
 use crate::costs::{self, CostInput};
 use crate::endpoint::Endpoint;
 use crate::metrics::{DurationLabels, GenAiLabels, Metrics, TokenLabels};
@@ -53,6 +53,9 @@ struct Selection {
     stream: bool,
     /// Translates between the client's API and the backend's; `None`: bytes pass through.
     translator: Option<Box<dyn Translator>>,
+    /// Credential values sent upstream (keys and tokens, without `Bearer `), kept to scrub
+    /// them from provider errors.
+    sent_secrets: Vec<Secret>,
 }
 
 #[derive(Default)]
@@ -582,6 +585,7 @@ impl Processor {
             }
             None => None,
         };
+        let mut sent_secrets = Vec::new();
         if let Some(credential) = &backend.auth {
             // The Host the provider receives: the Backend's hostname when Envoy rewrites to
             // it, else the client's authority, which Envoy forwards unchanged.
@@ -620,6 +624,10 @@ impl Processor {
             }
             for (name, value) in &applied.headers {
                 set.push(header_value(name, value));
+                if !name.starts_with("x-amz-date") {
+                    let value = value.strip_prefix("Bearer ").unwrap_or(value);
+                    sent_secrets.push(Secret::new(value));
+                }
             }
         }
         if !upstream_path.starts_with('/') {
@@ -664,6 +672,7 @@ impl Processor {
             request_model,
             stream,
             translator,
+            sent_secrets,
         });
         let common = CommonResponse {
             header_mutation: Some(HeaderMutation {
@@ -782,6 +791,8 @@ impl Processor {
             return response_body_response(CommonResponse::default());
         }
         let mut common = CommonResponse::default();
+        // A provider that echoes the credential in an error never gets it to the client.
+        let redacted = self.response.status >= 400 && self.redact_credentials();
         if let Some(selection) = &self.selection
             && let Some(translator) = &selection.translator
         {
@@ -820,7 +831,16 @@ impl Processor {
             // Keep the provider's JSON error as it is; wrap anything else in the OpenAI shape.
             let is_json =
                 serde_json::from_slice::<Value>(&self.response.body).is_ok_and(|v| v.is_object());
-            if !is_json {
+            if is_json && redacted {
+                let bytes = self.response.body.clone();
+                common.header_mutation = Some(HeaderMutation {
+                    set_headers: vec![header_value("content-length", &bytes.len().to_string())],
+                    remove_headers: vec!["content-encoding".into()],
+                });
+                common.body_mutation = Some(BodyMutation {
+                    mutation: Some(body_mutation::Mutation::Body(bytes)),
+                });
+            } else if !is_json {
                 let text = String::from_utf8_lossy(&self.response.body)
                     .trim()
                     .to_string();
@@ -849,6 +869,32 @@ impl Processor {
         let mut response = response_body_response(common);
         response.dynamic_metadata = self.finish();
         response
+    }
+
+    /// Replaces every credential value this request sent upstream, should the provider's
+    /// answer echo it, with `<redacted>`; true when something was replaced.
+    fn redact_credentials(&mut self) -> bool {
+        let Some(selection) = &self.selection else {
+            return false;
+        };
+        let mut changed = false;
+        for secret in &selection.sent_secrets {
+            if secret.expose().len() < 8 {
+                continue;
+            }
+            let needle = secret.expose().as_bytes();
+            let mut out = Vec::with_capacity(self.response.body.len());
+            let mut rest = self.response.body.as_slice();
+            while let Some(at) = rest.windows(needle.len()).position(|w| w == needle) {
+                out.extend_from_slice(&rest[..at]);
+                out.extend_from_slice(b"<redacted>");
+                rest = &rest[at + needle.len()..];
+                changed = true;
+            }
+            out.extend_from_slice(rest);
+            self.response.body = out;
+        }
+        changed
     }
 
     /// End of the response: costs into metadata, measurements into metrics. Runs once.

@@ -961,3 +961,43 @@ fn the_messages_api_reaches_bedrock_as_converse() {
     assert_eq!(answer["stop_reason"], "end_turn");
     assert_eq!(metadata(&r).get("tokens"), Some(&number_value(6.0)));
 }
+
+#[test]
+fn a_provider_echoing_the_credential_never_shows_it_to_the_client() {
+    // JSON error (passed through, scrubbed), plain-text error (wrapped, scrubbed), and a
+    // translated provider's error.
+    let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    p.handle(body(br#"{"model":"gpt-4o"}"#, false));
+    p.handle(response_headers(&[(":status", "401")]));
+    let r = p.handle(body(
+        br#"{"error":{"message":"Incorrect API key provided: sk-secret. Check it."}}"#,
+        true,
+    ));
+    let text = String::from_utf8(body_of(&r)).unwrap();
+    assert!(!text.contains("sk-secret"), "{text}");
+    assert!(text.contains("Incorrect API key provided: <redacted>. Check it."));
+
+    let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    p.handle(body(br#"{"model":"gpt-4o"}"#, false));
+    p.handle(response_headers(&[(":status", "403")]));
+    let r = p.handle(body(b"key sk-secret is not allowed", true));
+    let text = String::from_utf8(body_of(&r)).unwrap();
+    assert!(!text.contains("sk-secret"), "{text}");
+
+    let mut p = Processor::new(anthropic_config(), Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    p.handle(body(
+        br#"{"model":"claude","messages":[{"role":"user","content":"hi"}]}"#,
+        false,
+    ));
+    p.handle(response_headers(&[(":status", "401")]));
+    let r = p.handle(body(
+        br#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key anthropic-secret"}}"#,
+        true,
+    ));
+    let text = String::from_utf8(body_of(&r)).unwrap();
+    assert!(!text.contains("anthropic-secret"), "{text}");
+    assert!(text.contains("authentication_error"), "{text}");
+}
