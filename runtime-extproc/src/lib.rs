@@ -10,7 +10,8 @@
 //! Modules: [`auth`] (backend credentials: keys, SigV4, cloud tokens), [`config`] (load the contract into what requests read), [`reload`] (the config in
 //! force and its watcher), [`server`] (the gRPC service), [`processor`] (one stream's state
 //! machine), [`router`] (route and backend choice), [`translate`] (one module per provider),
-//! [`endpoint`], [`usage`], [`costs`], [`metrics`], [`admin`] (metrics and health over HTTP).
+//! [`endpoint`], [`usage`], [`costs`], [`metrics`], [`admin`] (metrics and health over HTTP),
+//! [`time`] (RFC 3339 times read and written).
 
 pub mod admin;
 pub mod auth;
@@ -22,5 +23,6 @@ pub mod processor;
 pub mod reload;
 pub mod router;
 pub mod server;
+pub mod time;
 pub mod translate;
 pub mod usage;

@@ -38,6 +38,7 @@ use crate::costs::{self, CostInput};
 use crate::endpoint::Endpoint;
 use crate::metrics::{DurationLabels, GenAiLabels, Metrics, TokenLabels};
 use crate::router;
+use crate::time::format_rfc3339;
 use crate::translate::{
     RequestContext, ResponseContext, StreamTranslator, TranslateError, Translator,
 };
@@ -374,7 +375,7 @@ impl Processor {
         let body = if endpoint == Endpoint::AnthropicModels {
             let data: Vec<Value> = models
                 .iter()
-                .map(|m| json!({"id": m.id, "type": "model", "display_name": m.id, "created_at": rfc3339(m.created)}))
+                .map(|m| json!({"id": m.id, "type": "model", "display_name": m.id, "created_at": format_rfc3339(m.created)}))
                 .collect();
             json!({
                 "data": data,
@@ -566,6 +567,11 @@ impl Processor {
             set.push(header_value(name, value));
         }
         let mut remove = Vec::new();
+        // The extproc reads every answer (usage, translation): ask the provider for identity
+        // encoding rather than decompress. Envoy's compressor can still compress for clients.
+        if self.header("accept-encoding").is_some() {
+            remove.push("accept-encoding".to_string());
+        }
         if let Some(mutation) = &spec.header_mutation {
             for name in &mutation.remove {
                 if !protected(name) && self.header(name).is_some() {
@@ -1078,29 +1084,6 @@ fn body_response(common: CommonResponse, request: bool) -> ProcessingResponse {
 
 fn response_body_response(common: CommonResponse) -> ProcessingResponse {
     body_response(common, false)
-}
-
-/// RFC 3339 (UTC) of Unix seconds.
-fn rfc3339(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let secs = seconds.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }
 
 #[cfg(test)]

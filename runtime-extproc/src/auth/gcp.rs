@@ -29,6 +29,7 @@ use super::http;
 use super::oidc;
 use super::refresh::{Fetch, FetchFuture, Fetched, Refreshing};
 use crate::config::Secret;
+use crate::time::{parse_rfc3339, unix_now};
 
 /// The scope of every token.
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -623,7 +624,7 @@ async fn generate_access_token(
     let expires_at = answer
         .get("expireTime")
         .and_then(Value::as_str)
-        .and_then(parse_rfc3339)
+        .and_then(|text| parse_rfc3339(text.trim()))
         .or_else(|| {
             SystemTime::now().checked_add(Duration::from_secs(
                 lifetime.unwrap_or(DEFAULT_IMPERSONATION_LIFETIME),
@@ -670,107 +671,6 @@ fn expires_in(answer: &Value, now: SystemTime) -> Option<SystemTime> {
         _ => return None,
     };
     now.checked_add(Duration::from_secs(seconds))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
-/// Parses an RFC 3339 timestamp (`2025-01-02T03:04:05.678Z`, `...+01:00`).
-fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let text = text.trim();
-    let number = |from: usize, to: usize| -> Option<i64> {
-        let digits = text.get(from..to)?;
-        if !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        digits.parse().ok()
-    };
-    let at = |i: usize| text.as_bytes().get(i).copied();
-    let year = number(0, 4)?;
-    let month = number(5, 7)?;
-    let day = number(8, 10)?;
-    let hour = number(11, 13)?;
-    let minute = number(14, 16)?;
-    let second = number(17, 19)?;
-    if at(4) != Some(b'-')
-        || at(7) != Some(b'-')
-        || !matches!(at(10), Some(b'T' | b't' | b' '))
-        || at(13) != Some(b':')
-        || at(16) != Some(b':')
-    {
-        return None;
-    }
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = text.get(19..)?;
-    let mut nanos = 0u32;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let count = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if count == 0 {
-            return None;
-        }
-        let digits = fraction.get(..count)?;
-        for (i, b) in digits.bytes().take(9).enumerate() {
-            nanos += u32::from(b - b'0') * 10u32.pow(8 - i as u32);
-        }
-        rest = fraction.get(count..)?;
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let zone = rest.get(1..)?;
-            let (h, m) = zone.split_once(':')?;
-            if h.len() != 2 || m.len() != 2 {
-                return None;
-            }
-            let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
-            if h > 23 || m > 59 {
-                return None;
-            }
-            sign * (h * 3600 + m * 60)
-        }
-    };
-    let seconds =
-        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second.min(59)
-            - offset;
-    let seconds = u64::try_from(seconds).ok()?;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_from_march = (month + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 #[cfg(test)]
@@ -1378,47 +1278,6 @@ mod tests {
         let token = token_source(Some(&file), None, dir.path()).unwrap();
         assert!(token.ready(Duration::from_secs(10)).await);
         assert_eq!(token.get().unwrap().expose(), "served");
-    }
-
-    #[test]
-    fn rfc3339_timestamps_are_parsed() {
-        let at = |secs: u64, nanos: u32| Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos));
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), at(0, 0));
-        assert_eq!(parse_rfc3339("2024-02-29T12:34:56Z"), at(1_709_210_096, 0));
-        assert_eq!(
-            parse_rfc3339("2014-10-02T15:01:23.045123456Z"),
-            at(1_412_262_083, 45_123_456)
-        );
-        assert_eq!(
-            parse_rfc3339("2014-10-02T15:01:23.5Z"),
-            at(1_412_262_083, 500_000_000)
-        );
-        assert_eq!(
-            parse_rfc3339("2014-10-02t17:01:23+02:00"),
-            at(1_412_262_083, 0)
-        );
-        assert_eq!(
-            parse_rfc3339("2014-10-02T10:31:23-04:30"),
-            at(1_412_262_083, 0)
-        );
-        assert_eq!(parse_rfc3339("2000-03-01T00:00:00z"), at(951_868_800, 0));
-        assert_eq!(parse_rfc3339("2100-12-31T23:59:59Z"), at(4_133_980_799, 0));
-        for bad in [
-            "",
-            "2024-02-30T00:00:00Z",
-            "2023-02-29T00:00:00Z",
-            "2024-13-01T00:00:00Z",
-            "2024-01-01T24:00:00Z",
-            "2024-01-01T00:00:00",
-            "2024-01-01T00:00:00.Z",
-            "2024-01-01 00:00:00+0100",
-            "2024/01/01T00:00:00Z",
-            "1969-12-31T23:59:59Z",
-            "2024-01-01T00:00:00Zjunk",
-            "२०२४-01-01T00:00:00Z",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
     }
 
     #[test]

@@ -14,10 +14,11 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use super::eventstream::{Decoder, Message};
+use super::sse::{SseReader, event_text};
 use super::{
     RequestContext, ResponseContext, SSE_DONE, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest, data_url, finish_reason, invalid, path_escape, sse_event,
-    unsupported,
+    Translator, UpstreamRequest, data_url, finish_reason, function_call, invalid, number_field,
+    path_escape, sse_event, unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -31,8 +32,6 @@ pub const AWS_DEFAULT_VERSION: &str = "bedrock-2023-05-31";
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 /// The smallest thinking budget Anthropic accepts.
 const MIN_THINKING_BUDGET: u64 = 1024;
-/// Unparsed stream bytes kept at most before the stream is declared broken.
-const MAX_PENDING: usize = 16 * 1024 * 1024;
 
 /// Where the Anthropic Messages request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,12 +96,7 @@ pub fn chat_request(
     body.insert("max_tokens".into(), json!(max_tokens));
 
     for name in ["temperature", "top_p", "top_k"] {
-        if let Some(value) = fields.get(name).filter(|v| !v.is_null()) {
-            if !value.is_number() {
-                return Err(invalid(format!("{name} must be a number")));
-            }
-            body.insert(name.into(), value.clone());
-        }
+        number_field(fields, name, name, &mut body)?;
     }
     match fields.get("stop") {
         None | Some(Value::Null) => {}
@@ -511,24 +505,7 @@ fn tool_use(call: &Value) -> Result<Value, TranslateError> {
             "only function tool calls can be sent to Anthropic",
         ));
     }
-    let id = call
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("a tool call needs an id"))?;
-    let name = call
-        .pointer("/function/name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("a tool call needs function.name"))?;
-    let arguments = call
-        .pointer("/function/arguments")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let input: Value = if arguments.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str(arguments)
-            .map_err(|err| invalid(format!("tool call {id} arguments are not JSON: {err}")))?
-    };
+    let (id, name, input) = function_call(call)?;
     Ok(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
 }
 
@@ -764,8 +741,7 @@ pub fn error_response(status: u16, body: &[u8]) -> Vec<u8> {
 #[derive(Debug, Default)]
 pub struct ChatStream {
     requested_model: String,
-    pending: Vec<u8>,
-    data: String,
+    reader: SseReader,
     id: Option<String>,
     model: Option<String>,
     usage: TokenUsage,
@@ -794,29 +770,14 @@ impl ChatStream {
         }))
     }
 
-    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            return self.dispatch(out);
-        }
-        if let Some(data) = line.strip_prefix(b"data:") {
-            let data = data.strip_prefix(b" ").unwrap_or(data);
-            let data = std::str::from_utf8(data)
-                .map_err(|_| TranslateError::Upstream("event data is not UTF-8".into()))?;
-            if !self.data.is_empty() {
-                self.data.push('\n');
-            }
-            self.data.push_str(data);
-        }
-        Ok(())
-    }
-
-    fn dispatch(&mut self, out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        if self.data.is_empty() {
+    /// Translates the data of one complete server-sent event.
+    fn data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        let data = std::str::from_utf8(data)
+            .map_err(|_| TranslateError::Upstream("event data is not UTF-8".into()))?;
+        let Some(data) = event_text(data) else {
             return Ok(());
-        }
-        let data = std::mem::take(&mut self.data);
-        let event: Value = serde_json::from_str(&data)
+        };
+        let event: Value = serde_json::from_str(data)
             .map_err(|err| TranslateError::Upstream(format!("event data is not JSON: {err}")))?;
         out.extend(self.event(&event));
         Ok(())
@@ -925,21 +886,12 @@ impl ChatStream {
 
 impl StreamTranslator for ChatStream {
     fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        self.pending.extend_from_slice(chunk);
-        let pending = std::mem::take(&mut self.pending);
+        let events = self.reader.feed(chunk).map_err(|_| {
+            TranslateError::Upstream("an Anthropic stream event exceeds 16 MiB".into())
+        })?;
         let mut out = Vec::new();
-        let mut start = 0;
-        while let Some(offset) = pending[start..].iter().position(|b| *b == b'\n') {
-            let end = start + offset;
-            self.line(&pending[start..end], &mut out)?;
-            start = end + 1;
-        }
-        self.pending = pending;
-        self.pending.drain(..start);
-        if self.pending.len() > MAX_PENDING {
-            return Err(TranslateError::Upstream(
-                "an Anthropic stream event exceeds 16 MiB".into(),
-            ));
+        for data in events {
+            self.data(&data, &mut out)?;
         }
         Ok(out)
     }
@@ -950,11 +902,9 @@ impl StreamTranslator for ChatStream {
             return Ok(out);
         }
         self.finished = true;
-        let rest = std::mem::take(&mut self.pending);
-        if !rest.is_empty() {
-            self.line(&rest, &mut out)?;
+        for data in self.reader.finish() {
+            self.data(&data, &mut out)?;
         }
-        self.dispatch(&mut out)?;
         if self.started {
             out.extend(sse_event(&json!({
                 "id": self.id.as_deref().unwrap_or(""),
@@ -1278,86 +1228,6 @@ pub fn messages_sse_event(event: &Value) -> Vec<u8> {
         event.get("type").and_then(Value::as_str),
         event.to_string().as_bytes(),
     )
-}
-
-/// Incremental server-sent event reader: returns the `data` of every complete event (lines
-/// joined by `\n`), accepts LF and CRLF line ends and keeps at most `MAX_PENDING` bytes of an
-/// unfinished event.
-#[derive(Debug, Default)]
-pub(crate) struct SseReader {
-    line: Vec<u8>,
-    data: Vec<u8>,
-    has_data: bool,
-    /// The rest of an over-long line is dropped up to its end.
-    skipping: bool,
-}
-
-impl SseReader {
-    /// Consumes a chunk; returns the data of the events it completes. An event longer than
-    /// the bound is dropped and reported as an error; reading resumes at the next line.
-    pub(crate) fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, TranslateError> {
-        let mut events = Vec::new();
-        let mut rest = chunk;
-        while !rest.is_empty() {
-            let (head, tail, complete) = match rest.iter().position(|b| *b == b'\n') {
-                Some(at) => (&rest[..at], &rest[at + 1..], true),
-                None => (rest, &rest[rest.len()..], false),
-            };
-            if !self.skipping {
-                self.line.extend_from_slice(head);
-            }
-            rest = tail;
-            if complete {
-                if self.skipping {
-                    self.skipping = false;
-                } else {
-                    let line = std::mem::take(&mut self.line);
-                    self.take_line(&line, &mut events);
-                }
-            }
-        }
-        if self.line.len() + self.data.len() > MAX_PENDING {
-            self.skipping = !self.line.is_empty();
-            self.line.clear();
-            self.data.clear();
-            self.has_data = false;
-            return Err(TranslateError::Upstream(
-                "a stream event exceeds 16 MiB".into(),
-            ));
-        }
-        Ok(events)
-    }
-
-    /// The end of the stream: the data of an event left without its blank line, if any.
-    pub(crate) fn finish(&mut self) -> Vec<Vec<u8>> {
-        let mut events = Vec::new();
-        let line = std::mem::take(&mut self.line);
-        if !self.skipping && !line.is_empty() {
-            self.take_line(&line, &mut events);
-        }
-        self.skipping = false;
-        self.take_line(b"", &mut events);
-        events
-    }
-
-    fn take_line(&mut self, line: &[u8], events: &mut Vec<Vec<u8>>) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            if self.has_data {
-                events.push(std::mem::take(&mut self.data));
-                self.has_data = false;
-            }
-            return;
-        }
-        if let Some(data) = line.strip_prefix(b"data:") {
-            let data = data.strip_prefix(b" ").unwrap_or(data);
-            if self.has_data {
-                self.data.push(b'\n');
-            }
-            self.data.extend_from_slice(data);
-            self.has_data = true;
-        }
-    }
 }
 
 /// Reads usage and model from Anthropic stream events: `message_start` sets them,

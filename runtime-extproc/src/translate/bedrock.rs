@@ -11,7 +11,6 @@
 //!   streams to Anthropic server-sent events, and errors to the Anthropic error shape.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
@@ -20,10 +19,11 @@ use base64::Engine as _;
 use super::anthropic::error_type_for;
 use super::eventstream::{Decoder, Message};
 use super::{
-    RequestContext, ResponseContext, SSE_DONE, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest, data_url, finish_reason, invalid, path_escape, sse_event,
-    unsupported,
+    PassThrough, RequestContext, ResponseContext, SSE_DONE, StreamTranslator, TranslateError,
+    Translated, Translator, UpstreamRequest, data_url, finish_reason, invalid, number_field,
+    path_escape, sse_event, unsupported,
 };
+use crate::time::unix_now;
 use crate::usage::TokenUsage;
 
 /// OpenAI chat completions served by Bedrock `Converse` / `ConverseStream`.
@@ -285,12 +285,12 @@ fn tool_config(request: &Value) -> Result<Option<Value>, TranslateError> {
     Ok(Some(Value::Object(config)))
 }
 
-fn inference_config(request: &Value) -> Result<Option<Value>, TranslateError> {
+fn inference_config(fields: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
     let mut config = Map::new();
-    let max = request
+    let max = fields
         .get("max_completion_tokens")
         .filter(|v| !v.is_null())
-        .or_else(|| request.get("max_tokens").filter(|v| !v.is_null()));
+        .or_else(|| fields.get("max_tokens").filter(|v| !v.is_null()));
     if let Some(max) = max {
         let max = max
             .as_u64()
@@ -298,14 +298,9 @@ fn inference_config(request: &Value) -> Result<Option<Value>, TranslateError> {
         config.insert("maxTokens".into(), json!(max));
     }
     for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
-        if let Some(value) = request.get(from).filter(|v| !v.is_null()) {
-            if !value.is_number() {
-                return Err(invalid(format!("{from} must be a number")));
-            }
-            config.insert(to.into(), value.clone());
-        }
+        number_field(fields, from, to, &mut config)?;
     }
-    match request.get("stop") {
+    match fields.get("stop") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => {
             config.insert("stopSequences".into(), json!([s]));
@@ -366,9 +361,9 @@ fn reject_unsupported(request: &Value) -> Result<(), TranslateError> {
 /// Translates an OpenAI chat completion request into a Bedrock `Converse` (or, with
 /// `stream: true`, `ConverseStream`) request for `model`.
 pub fn chat_request(request: &Value, model: &str) -> Result<UpstreamRequest, TranslateError> {
-    if !request.is_object() {
+    let Some(fields) = request.as_object() else {
         return Err(invalid("the request body must be a JSON object"));
-    }
+    };
     reject_unsupported(request)?;
     let input = request
         .get("messages")
@@ -418,7 +413,7 @@ pub fn chat_request(request: &Value, model: &str) -> Result<UpstreamRequest, Tra
     if !system.is_empty() {
         body.insert("system".into(), Value::Array(system));
     }
-    if let Some(config) = inference_config(request)? {
+    if let Some(config) = inference_config(fields)? {
         body.insert("inferenceConfig".into(), config);
     }
     if let Some(config) = tool_config(request)? {
@@ -482,13 +477,6 @@ fn openai_usage(usage: &TokenUsage) -> Value {
         });
     }
     out
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn response_id(request_id: Option<&str>) -> String {
@@ -557,7 +545,7 @@ pub fn chat_response(
     let mut out = json!({
         "id": response_id(request_id),
         "object": "chat.completion",
-        "created": now(),
+        "created": unix_now(),
         "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(stop)}],
     });
@@ -621,7 +609,7 @@ impl ChatStream {
             decoder: Decoder::new(),
             model: model.to_string(),
             id: response_id(request_id),
-            created: now(),
+            created: unix_now(),
             usage: TokenUsage::default(),
             tools: HashMap::new(),
         }
@@ -1050,24 +1038,6 @@ fn embeddings_response(
     Ok((out.to_string().into_bytes(), usage))
 }
 
-/// Passes a stream through untouched (Bedrock does not stream embeddings).
-#[derive(Debug)]
-struct PassThrough;
-
-impl StreamTranslator for PassThrough {
-    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        Ok(chunk.to_vec())
-    }
-
-    fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
-        Ok(Vec::new())
-    }
-
-    fn usage(&self) -> TokenUsage {
-        TokenUsage::default()
-    }
-}
-
 #[cfg(test)]
 mod embeddings_tests;
 
@@ -1444,12 +1414,7 @@ fn messages_inference_config(fields: &Map<String, Value>) -> Result<Option<Value
         config.insert("maxTokens".into(), json!(max));
     }
     for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
-        if let Some(value) = fields.get(from).filter(|v| !v.is_null()) {
-            if !value.is_number() {
-                return Err(invalid(format!("{from} must be a number")));
-            }
-            config.insert(to.into(), value.clone());
-        }
+        number_field(fields, from, to, &mut config)?;
     }
     match fields.get("stop_sequences") {
         None | Some(Value::Null) => {}
@@ -1468,12 +1433,7 @@ fn messages_additional_fields(
     fields: &Map<String, Value>,
 ) -> Result<Option<Value>, TranslateError> {
     let mut out = Map::new();
-    if let Some(top_k) = fields.get("top_k").filter(|v| !v.is_null()) {
-        if !top_k.is_number() {
-            return Err(invalid("top_k must be a number"));
-        }
-        out.insert("top_k".into(), top_k.clone());
-    }
+    number_field(fields, "top_k", "top_k", &mut out)?;
     if let Some(thinking) = fields.get("thinking").filter(|v| !v.is_null()) {
         if !thinking.is_object() {
             return Err(invalid("thinking must be an object"));

@@ -7,8 +7,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated, Translator,
-    UpstreamRequest, invalid,
+    PassThrough, RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated,
+    Translator, UpstreamRequest, invalid,
 };
 use crate::usage::TokenUsage;
 
@@ -105,25 +105,8 @@ impl Translator for Rerank {
     }
 
     fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(Unchanged)
-    }
-}
-
-/// Rerank never streams; should a provider stream anyway, its bytes pass through.
-#[derive(Debug)]
-struct Unchanged;
-
-impl StreamTranslator for Unchanged {
-    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        Ok(chunk.to_vec())
-    }
-
-    fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
-        Ok(Vec::new())
-    }
-
-    fn usage(&self) -> TokenUsage {
-        TokenUsage::default()
+        // Rerank never streams; should a provider stream anyway, its bytes pass through.
+        Box::new(PassThrough)
     }
 }
 

@@ -20,15 +20,15 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use super::sse::{SseReader, event_text};
 use super::{
-    RequestContext, ResponseContext, SSE_DONE, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest, data_url, finish_reason, invalid, path_escape, sse_event,
-    unsupported,
+    PassThrough, RequestContext, ResponseContext, SSE_DONE, StreamTranslator, TranslateError,
+    Translated, Translator, UpstreamRequest, data_url, finish_reason, function_call, invalid,
+    number_field, path_escape, sse_event, unsupported,
 };
+use crate::time::rfc3339_unix_seconds;
 use crate::usage::TokenUsage;
 
-/// Unparsed stream bytes kept at most before the stream is declared broken.
-const MAX_PENDING: usize = 16 * 1024 * 1024;
 /// How deep a JSON schema may nest (after inlining `$ref`s) before it is refused.
 const MAX_SCHEMA_DEPTH: usize = 32;
 /// Error `type` when Google's body names no status.
@@ -104,7 +104,7 @@ impl Translator for OpenAiEmbeddings {
     }
 
     fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(Passthrough)
+        Box::new(PassThrough)
     }
 }
 
@@ -454,24 +454,7 @@ fn function_call_part(call: &Value) -> Result<(String, String, Value), Translate
             "{kind} tool calls cannot be sent to Gemini"
         )));
     }
-    let id = call
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("a tool call needs an id"))?;
-    let name = call
-        .pointer("/function/name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("a tool call needs function.name"))?;
-    let arguments = call
-        .pointer("/function/arguments")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let args = if arguments.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str::<Value>(arguments)
-            .map_err(|err| invalid(format!("tool call {id} arguments are not JSON: {err}")))?
-    };
+    let (id, name, args) = function_call(call)?;
     if !args.is_object() {
         return Err(invalid(format!(
             "tool call {id} arguments must be a JSON object"
@@ -626,21 +609,6 @@ fn tool_config(fields: &Map<String, Value>) -> Result<Option<Value>, TranslateEr
         Some(_) => return Err(invalid("tool_choice must be a string or an object")),
     };
     Ok(Some(json!({ "functionCallingConfig": config })))
-}
-
-fn number_field(
-    fields: &Map<String, Value>,
-    from: &str,
-    to: &str,
-    out: &mut Map<String, Value>,
-) -> Result<(), TranslateError> {
-    if let Some(value) = fields.get(from).filter(|v| !v.is_null()) {
-        if !value.is_number() {
-            return Err(invalid(format!("{from} must be a number")));
-        }
-        out.insert(to.into(), value.clone());
-    }
-    Ok(())
 }
 
 /// The `generationConfig`: sampling, limits, stop sequences, output format and thinking.
@@ -1210,65 +1178,11 @@ fn split_parts(candidate: &Value) -> PartsText {
     out
 }
 
-/// Seconds since the epoch of an RFC 3339 time such as `2025-03-26T05:13:28.963526Z`.
-pub fn rfc3339_seconds(time: &str) -> Option<u64> {
-    let field = |from: usize, to: usize| -> Option<i64> {
-        let digits = time.get(from..to)?;
-        if !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        digits.parse().ok()
-    };
-    let bytes = time.as_bytes();
-    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
-    if separators.iter().any(|(i, c)| bytes.get(*i) != Some(c))
-        || !matches!(bytes.get(10), Some(b'T' | b't' | b' '))
-    {
-        return None;
-    }
-    let (year, month, day) = (field(0, 4)?, field(5, 7)?, field(8, 10)?);
-    let (hour, minute, second) = (field(11, 13)?, field(14, 16)?, field(17, 19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    let mut rest = time.get(19..)?;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        rest = fraction.get(digits..)?;
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first() {
-                Some(b'+') => 1,
-                Some(b'-') => -1,
-                _ => return None,
-            };
-            if rest.len() != 6 || rest.as_bytes().get(3) != Some(&b':') {
-                return None;
-            }
-            let hours: i64 = rest.get(1..3)?.parse().ok()?;
-            let minutes: i64 = rest.get(4..6)?.parse().ok()?;
-            sign * (hours * 3600 + minutes * 60)
-        }
-    };
-    // Days from 1970-01-01 to the civil date (proleptic Gregorian calendar).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let shifted_month = (month + 9) % 12;
-    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
-    u64::try_from(seconds).ok()
-}
-
 fn created(response: &Value) -> u64 {
     response
         .get("createTime")
         .and_then(Value::as_str)
-        .and_then(rfc3339_seconds)
+        .and_then(rfc3339_unix_seconds)
         .unwrap_or(0)
 }
 
@@ -1394,10 +1308,7 @@ struct ChoiceState {
 #[derive(Debug, Default)]
 pub struct ChatStream {
     model: String,
-    /// Bytes after the last complete line.
-    pending: Vec<u8>,
-    /// `data:` lines of the event being read.
-    data: String,
+    reader: SseReader,
     id: Option<String>,
     created: u64,
     usage: TokenUsage,
@@ -1432,33 +1343,18 @@ impl ChatStream {
         }))
     }
 
-    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            return self.dispatch(out);
-        }
-        if let Some(data) = line.strip_prefix(b"data:") {
-            let data = data.strip_prefix(b" ").unwrap_or(data);
-            let data = std::str::from_utf8(data)
-                .map_err(|_| TranslateError::Upstream("Gemini event data is not UTF-8".into()))?;
-            if !self.data.is_empty() {
-                self.data.push('\n');
-            }
-            self.data.push_str(data);
-        }
-        // Comments and other fields (event:, id:, retry:) carry nothing for the client.
-        Ok(())
-    }
-
-    fn dispatch(&mut self, out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        if self.data.is_empty() {
+    /// Translates the data of one complete server-sent event; comments and the other fields
+    /// (`event:`, `id:`, `retry:`) carry nothing for the client.
+    fn data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        let data = std::str::from_utf8(data)
+            .map_err(|_| TranslateError::Upstream("Gemini event data is not UTF-8".into()))?;
+        let Some(data) = event_text(data) else {
             return Ok(());
-        }
-        let data = std::mem::take(&mut self.data);
+        };
         if data.trim() == "[DONE]" {
             return Ok(());
         }
-        let event: Value = serde_json::from_str(&data).map_err(|err| {
+        let event: Value = serde_json::from_str(data).map_err(|err| {
             TranslateError::Upstream(format!("Gemini event data is not JSON: {err}"))
         })?;
         out.extend(self.event(&event));
@@ -1556,21 +1452,13 @@ impl ChatStream {
 
 impl StreamTranslator for ChatStream {
     fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        self.pending.extend_from_slice(chunk);
-        let pending = std::mem::take(&mut self.pending);
+        let events = self
+            .reader
+            .feed(chunk)
+            .map_err(|_| TranslateError::Upstream("a Gemini stream event exceeds 16 MiB".into()))?;
         let mut out = Vec::new();
-        let mut start = 0;
-        while let Some(offset) = pending[start..].iter().position(|b| *b == b'\n') {
-            let end = start + offset;
-            self.line(&pending[start..end], &mut out)?;
-            start = end + 1;
-        }
-        self.pending = pending;
-        self.pending.drain(..start);
-        if self.pending.len() + self.data.len() > MAX_PENDING {
-            return Err(TranslateError::Upstream(
-                "a Gemini stream event exceeds 16 MiB".into(),
-            ));
+        for data in events {
+            self.data(&data, &mut out)?;
         }
         Ok(out)
     }
@@ -1581,11 +1469,9 @@ impl StreamTranslator for ChatStream {
             return Ok(out);
         }
         self.finished = true;
-        let rest = std::mem::take(&mut self.pending);
-        if !rest.is_empty() {
-            self.line(&rest, &mut out)?;
+        for data in self.reader.finish() {
+            self.data(&data, &mut out)?;
         }
-        self.dispatch(&mut out)?;
         if self.usage_seen {
             let id = self.id();
             out.extend(sse_event(&json!({
@@ -1607,24 +1493,6 @@ impl StreamTranslator for ChatStream {
 
     fn model(&self) -> Option<String> {
         Some(self.model.clone())
-    }
-}
-
-/// Bytes passed through unchanged (embeddings are never streamed).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Passthrough;
-
-impl StreamTranslator for Passthrough {
-    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        Ok(chunk.to_vec())
-    }
-
-    fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
-        Ok(Vec::new())
-    }
-
-    fn usage(&self) -> TokenUsage {
-        TokenUsage::default()
     }
 }
 

@@ -9,7 +9,7 @@
 //! the client receives as 422 with the reason.
 
 use aigw_filterconfig::{ApiSchema, BackendSchema};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::endpoint::Endpoint;
 use crate::usage::TokenUsage;
@@ -21,6 +21,7 @@ pub mod cohere;
 pub mod eventstream;
 pub mod gemini;
 pub mod openai;
+pub(crate) mod sse;
 
 /// Why a request or response could not be translated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -268,6 +269,25 @@ pub trait StreamTranslator: Send {
     }
 }
 
+/// A stream passed to the client unchanged, with no usage read from it: for endpoints that
+/// never stream (embeddings, rerank), should a provider stream anyway.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PassThrough;
+
+impl StreamTranslator for PassThrough {
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
+        Ok(chunk.to_vec())
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
+        Ok(Vec::new())
+    }
+
+    fn usage(&self) -> TokenUsage {
+        TokenUsage::default()
+    }
+}
+
 /// A request the endpoint does not accept (answered 400).
 pub(crate) fn invalid(message: impl Into<String>) -> TranslateError {
     TranslateError::Invalid(message.into())
@@ -276,6 +296,47 @@ pub(crate) fn invalid(message: impl Into<String>) -> TranslateError {
 /// A request the backend cannot express (answered 422).
 pub(crate) fn unsupported(message: impl Into<String>) -> TranslateError {
     TranslateError::Unsupported(message.into())
+}
+
+/// Copies the numeric request field `from` into `out` as `to`; absent or `null` copies
+/// nothing, anything but a number is refused.
+pub(crate) fn number_field(
+    fields: &Map<String, Value>,
+    from: &str,
+    to: &str,
+    out: &mut Map<String, Value>,
+) -> Result<(), TranslateError> {
+    if let Some(value) = fields.get(from).filter(|v| !v.is_null()) {
+        if !value.is_number() {
+            return Err(invalid(format!("{from} must be a number")));
+        }
+        out.insert(to.into(), value.clone());
+    }
+    Ok(())
+}
+
+/// The id, function name and arguments of an OpenAI assistant tool call (its `type` is the
+/// caller's to check). Blank arguments are `{}`; arguments that are not JSON are refused.
+pub(crate) fn function_call(call: &Value) -> Result<(&str, &str, Value), TranslateError> {
+    let id = call
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("a tool call needs an id"))?;
+    let name = call
+        .pointer("/function/name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("a tool call needs function.name"))?;
+    let arguments = call
+        .pointer("/function/arguments")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let arguments = if arguments.trim().is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::from_str(arguments)
+            .map_err(|err| invalid(format!("tool call {id} arguments are not JSON: {err}")))?
+    };
+    Ok((id, name, arguments))
 }
 
 /// Percent-encodes one path segment as Go's `url.PathEscape` does (upstream builds provider

@@ -14,10 +14,11 @@
 
 use serde_json::{Map, Value, json};
 
-use super::anthropic::{SseReader, error_type_for, messages_error, messages_sse_event};
+use super::anthropic::{error_type_for, messages_error, messages_sse_event};
+use super::sse::SseReader;
 use super::{
     RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated, Translator,
-    UpstreamRequest, invalid, unsupported,
+    UpstreamRequest, invalid, number_field, unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -123,12 +124,7 @@ pub fn messages_request(request: &Value, model: &str) -> Result<Value, Translate
         body.insert("max_completion_tokens".into(), json!(max));
     }
     for name in ["temperature", "top_p"] {
-        if let Some(value) = fields.get(name).filter(|v| !v.is_null()) {
-            if !value.is_number() {
-                return Err(invalid(format!("{name} must be a number")));
-            }
-            body.insert(name.into(), value.clone());
-        }
+        number_field(fields, name, name, &mut body)?;
     }
     match fields.get("stop_sequences") {
         None | Some(Value::Null) => {}
