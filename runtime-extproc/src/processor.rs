@@ -251,6 +251,11 @@ impl Processor {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The request path without its query string, for messages: a query may carry a key.
+    fn path_for_messages(&self) -> &str {
+        self.path.split('?').next().unwrap_or_default()
+    }
+
     fn client_error(&self, status: u16, message: &str, code: &str) -> ProcessingResponse {
         let anthropic = self.endpoint.is_some_and(Endpoint::anthropic_errors);
         error_response(status, message, code, anthropic)
@@ -320,10 +325,7 @@ impl Processor {
             self.answered = true;
             return self.client_error(
                 404,
-                &format!(
-                    "unsupported path: {}",
-                    self.path.split('?').next().unwrap_or_default()
-                ),
+                &format!("unsupported path: {}", self.path_for_messages()),
                 "unsupported_path",
             );
         };
@@ -337,7 +339,7 @@ impl Processor {
             self.answered = true;
             return self.client_error(
                 405,
-                &format!("{} accepts POST, not {method}", self.path),
+                &format!("{} accepts POST, not {method}", self.path_for_messages()),
                 "method_not_allowed",
             );
         }
@@ -356,7 +358,10 @@ impl Processor {
             self.answered = true;
             return self.client_error(
                 400,
-                &format!("{} takes a JSON body, not multipart", self.path),
+                &format!(
+                    "{} takes a JSON body, not multipart",
+                    self.path_for_messages()
+                ),
                 "invalid_content_type",
             );
         }
@@ -424,7 +429,7 @@ impl Processor {
                 400,
                 &format!(
                     "malformed request: failed to parse JSON for {}: {err}",
-                    self.path
+                    self.path_for_messages()
                 ),
                 "invalid_json",
             ))

@@ -36,7 +36,7 @@ impl TokenUsage {
             cache_creation_input: number(usage, "/prompt_tokens_details/cache_creation_tokens"),
             output,
             total: number(usage, "/total_tokens").or(match (input, output) {
-                (Some(i), Some(o)) => Some(i + o),
+                (Some(i), Some(o)) => Some(i.saturating_add(o)),
                 _ => None,
             }),
             reasoning: number(usage, "/completion_tokens_details/reasoning_tokens")
@@ -81,16 +81,16 @@ const MAX_LINE: usize = 4 * 1024 * 1024;
 impl StreamUsage {
     /// Consumes one chunk of the stream.
     pub fn feed(&mut self, chunk: &[u8]) {
-        self.pending.extend_from_slice(chunk);
-        let pending = std::mem::take(&mut self.pending);
-        let mut start = 0;
-        while let Some(offset) = pending[start..].iter().position(|b| *b == b'\n') {
-            let end = start + offset;
-            self.line(&pending[start..end]);
-            start = end + 1;
+        // Only the new bytes are searched for line ends: a long line arriving in small chunks
+        // costs its length, not its length times the number of chunks.
+        let mut rest = chunk;
+        while let Some(at) = rest.iter().position(|b| *b == b'\n') {
+            self.pending.extend_from_slice(&rest[..at]);
+            let line = std::mem::take(&mut self.pending);
+            self.line(&line);
+            rest = &rest[at + 1..];
         }
-        self.pending = pending;
-        self.pending.drain(..start);
+        self.pending.extend_from_slice(rest);
         if self.pending.len() > MAX_LINE {
             self.pending.clear();
         }
@@ -155,5 +155,35 @@ mod tests {
             assert_eq!(reader.model.as_deref(), Some("m"));
             assert_eq!(reader.events, 1);
         }
+    }
+
+    #[test]
+    fn absurd_counts_saturate() {
+        let body = format!(
+            r#"{{"usage":{{"prompt_tokens":{max},"completion_tokens":{max}}}}}"#,
+            max = u64::MAX
+        );
+        let (usage, _) = from_body(body.as_bytes());
+        assert_eq!(usage.total, Some(u64::MAX));
+    }
+
+    #[test]
+    fn a_long_line_in_small_chunks_is_read_in_linear_time() {
+        // Each chunk used to rescan everything pending: 1 MiB in 1-byte chunks took minutes.
+        let padding = "x".repeat(1024 * 1024);
+        let stream = format!(
+            "data: {{\"pad\":\"{padding}\",\"choices\":[],\"usage\":{{\"prompt_tokens\":1,\"completion_tokens\":2}}}}\n\n"
+        );
+        let started = std::time::Instant::now();
+        let mut reader = StreamUsage::default();
+        for byte in stream.as_bytes().chunks(1) {
+            reader.feed(byte);
+        }
+        assert_eq!(reader.usage.total, Some(3));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -584,7 +584,7 @@ async fn assume_role_with_web_identity(
         .post(endpoint)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body);
-    let answer = http::send(request, &what).await?;
+    let answer = http::send(request, &what, &[token]).await?;
     Answer::parse(&answer, &what)?.into_credentials(&what)
 }
 
@@ -761,11 +761,12 @@ impl DefaultChain {
             .get(parsed)
             .timeout(CONTAINER_TIMEOUT)
             .header("accept", "application/json");
-        if let Some(token) = token {
-            request = request.header("authorization", token);
+        if let Some(token) = &token {
+            request = request.header("authorization", token.as_str());
         }
         let what = "container credentials";
-        let answer = http::send(request, what).await?;
+        let sent: Vec<&str> = token.iter().map(String::as_str).collect();
+        let answer = http::send(request, what, &sent).await?;
         found(Answer::parse(&answer, what)?.into_credentials(what)?)
     }
 
@@ -820,6 +821,7 @@ impl DefaultChain {
                 .timeout(IMDS_TIMEOUT)
                 .header("x-aws-ec2-metadata-token-ttl-seconds", IMDS_TOKEN_TTL),
             what,
+            &[],
         )
         .await?;
         let token = String::from_utf8(token)
@@ -832,6 +834,7 @@ impl DefaultChain {
                 .timeout(IMDS_TIMEOUT)
                 .header("x-aws-ec2-metadata-token", token),
             what,
+            &[token],
         )
         .await?;
         let roles = String::from_utf8_lossy(&roles);
@@ -846,6 +849,7 @@ impl DefaultChain {
                 .timeout(IMDS_TIMEOUT)
                 .header("x-aws-ec2-metadata-token", token),
             what,
+            &[token],
         )
         .await?;
         found(Answer::parse(&answer, what)?.into_credentials(what)?)

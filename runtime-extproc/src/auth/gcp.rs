@@ -507,15 +507,22 @@ async fn subject_token(source: &Value, file: &Path) -> Result<String, String> {
         (text, path.to_string())
     } else if let Some(url) = optional(source, "url") {
         let mut request = http::client()?.get(url);
+        let mut sent = Vec::new();
         if let Some(headers) = source.get("headers").and_then(Value::as_object) {
             for (name, value) in headers {
                 if let Some(value) = value.as_str() {
                     request = request.header(name.as_str(), value);
+                    sent.push(value);
                 }
             }
         }
-        let body = http::send(request, "GCP subject token request").await?;
-        (String::from_utf8_lossy(&body).into_owned(), url.to_string())
+        let body = http::send(request, "GCP subject token request", &sent).await?;
+        // Errors name the URL without its query, which may carry parameters not for logs.
+        let origin = url.split('?').next().unwrap_or_default();
+        (
+            String::from_utf8_lossy(&body).into_owned(),
+            origin.to_string(),
+        )
     } else {
         return Err(format!(
             "{}: the credential_source names no file or url (executable and AWS sources are not supported)",
@@ -585,10 +592,12 @@ async fn sts_exchange(exchange: &StsExchange<'_>) -> Result<Fetched<Secret>, Str
         .header("content-type", "application/x-www-form-urlencoded")
         .header("accept", "application/json")
         .body(http::form(&fields));
+    let mut sent = vec![exchange.subject_token];
     if let Some((id, secret)) = &exchange.client {
         request = request.basic_auth(id, Some(secret));
+        sent.push(secret);
     }
-    let answer = http::send_json(request, "GCP STS token exchange").await?;
+    let answer = http::send_json(request, "GCP STS token exchange", &sent).await?;
     token_answer(&answer, exchange.endpoint)
 }
 
@@ -610,7 +619,8 @@ async fn generate_access_token(
         .header("content-type", "application/json")
         .header("accept", "application/json")
         .body(Value::Object(body).to_string());
-    let answer = http::send_json(request, "GCP service account impersonation").await?;
+    let answer =
+        http::send_json(request, "GCP service account impersonation", &[federated]).await?;
     let endpoint = url.split('?').next().unwrap_or_default();
     let token = answer
         .get("accessToken")
@@ -646,12 +656,14 @@ async fn from_metadata_server(host: &str) -> Result<Fetched<Secret>, String> {
         .get(&url)
         .header("metadata-flavor", "Google")
         .header("accept", "application/json");
-    let answer = http::send_json(request, "GCP metadata server token request").await?;
+    let answer = http::send_json(request, "GCP metadata server token request", &[]).await?;
     token_answer(&answer, &format!("the metadata server {host}"))
 }
 
 /// An OAuth token answer: `access_token` and `expires_in` (seconds, number or string).
+/// `endpoint` names the endpoint in the error (without its query).
 fn token_answer(answer: &Value, endpoint: &str) -> Result<Fetched<Secret>, String> {
+    let endpoint = endpoint.split('?').next().unwrap_or_default();
     let token = answer
         .get("access_token")
         .and_then(Value::as_str)
@@ -1261,6 +1273,64 @@ mod tests {
         assert!(err.contains("400"), "{err}");
         assert!(!err.contains("test-refresh-token-not-real"), "{err}");
         assert!(!err.contains("test-client-secret-not-real"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn what_an_endpoint_was_sent_never_comes_back_in_an_error() {
+        let google = Server::start(&[
+            ("/subject", 200, "echoed-subject-token-value\n"),
+            ("/not-json", 200, "plain text"),
+            (
+                STS_PATH,
+                400,
+                r#"{"error":"invalid_request","error_description":"rejected subject_token=echoed-subject-token-value"}"#,
+            ),
+            ("/empty", 200, r#"{"token_type":"Bearer"}"#),
+        ])
+        .await;
+        let dir = TempDir::new("gcp-echo");
+        // An STS that repeats the subject token in its error.
+        let doc = json!({
+            "type": "external_account",
+            "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q",
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": google.url(STS_PATH),
+            "credential_source": {"url": google.url("/subject")},
+        });
+        let file = write_json(&dir, "echo.json", &doc);
+        let err = GcpToken::new(Some(&file), None, dir.path(), None, &env(&[]))
+            .unwrap()
+            .fetch()
+            .await
+            .unwrap_err();
+        assert!(err.contains("400") && err.contains("<redacted>"), "{err}");
+        assert!(!err.contains("echoed-subject-token-value"), "{err}");
+        // URL queries are not repeated either.
+        let doc = json!({
+            "type": "external_account",
+            "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q",
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": format!("{}?key=token-url-query-secret", google.url("/empty")),
+            "credential_source": {
+                "url": format!("{}?key=source-query-secret", google.url("/not-json")),
+                "format": {"type": "json", "subject_token_field_name": "token"},
+            },
+        });
+        let file = write_json(&dir, "query.json", &doc);
+        let err = GcpToken::new(Some(&file), None, dir.path(), None, &env(&[]))
+            .unwrap()
+            .fetch()
+            .await
+            .unwrap_err();
+        assert!(err.contains("/not-json is not JSON"), "{err}");
+        assert!(!err.contains("source-query-secret"), "{err}");
+        let err = token_answer(
+            &json!({}),
+            &format!("{}?key=token-url-query-secret", google.url("/empty")),
+        )
+        .unwrap_err();
+        assert!(err.contains("/empty carries no access_token"), "{err}");
+        assert!(!err.contains("token-url-query-secret"), "{err}");
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! The HTTP client the credential flows share (token endpoints, STS, metadata servers): one
-//! connection pool, rustls with the system and web PKI roots, 10 s timeouts, and error
-//! messages that name the endpoint and status but never echo what was sent.
+//! connection pool, rustls with the system and web PKI roots, 10 s timeouts, answers of at
+//! most 1 MiB, and error messages that name the endpoint and status but never echo what was
+//! sent (should an endpoint repeat a secret it was sent, the excerpt of its answer shows
+//! `<redacted>` instead).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -11,6 +13,17 @@ use serde_json::Value;
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Characters of an error body kept in messages.
 const ERROR_EXCERPT: usize = 300;
+/// The largest answer read (tokens, credentials and discovery documents are a few KiB).
+const MAX_ANSWER: usize = 1024 * 1024;
+/// Form fields whose values are secrets.
+const SECRET_FIELDS: [&str; 4] = [
+    "client_secret",
+    "client_assertion",
+    "assertion",
+    "refresh_token",
+];
+/// Shorter values are not looked for in answers (they would match ordinary text).
+const MIN_SCRUBBED: usize = 8;
 
 /// The shared client.
 pub fn client() -> Result<&'static reqwest::Client, String> {
@@ -55,20 +68,37 @@ fn encode_into(text: &str, out: &mut String) {
 }
 
 /// Sends `request` and returns the response body when the status is 2xx; otherwise an error
-/// naming `what`, the URL, the status and an excerpt of the answer.
-pub async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<Vec<u8>, String> {
-    let response = request
+/// naming `what`, the URL, the status and an excerpt of the answer, in which the secrets the
+/// request carries (`sent`: tokens, form values), as sent or form-encoded, are redacted.
+pub async fn send(
+    request: reqwest::RequestBuilder,
+    what: &str,
+    sent: &[&str],
+) -> Result<Vec<u8>, String> {
+    let mut response = request
         .send()
         .await
         .map_err(|err| format!("{what}: {}", without_url_query(&err.to_string())))?;
     let status = response.status();
     let url = response.url().clone();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|err| format!("{what}: reading the answer of {}: {err}", url.path()))?;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|err| {
+        format!(
+            "{what}: reading the answer of {}: {}",
+            url.path(),
+            without_url_query(&err.to_string())
+        )
+    })? {
+        if body.len().saturating_add(chunk.len()) > MAX_ANSWER {
+            return Err(format!(
+                "{what}: the answer of {} exceeds {MAX_ANSWER} bytes",
+                url.path()
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
     if !status.is_success() {
-        let text = String::from_utf8_lossy(&body);
+        let text = scrub(&String::from_utf8_lossy(&body), sent);
         let excerpt: String = text.chars().take(ERROR_EXCERPT).collect();
         let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
         return Err(format!(
@@ -80,23 +110,49 @@ pub async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<Vec<u8
             excerpt.trim()
         ));
     }
-    Ok(body.to_vec())
+    Ok(body)
 }
 
 /// [`send`], parsing the answer as JSON.
-pub async fn send_json(request: reqwest::RequestBuilder, what: &str) -> Result<Value, String> {
-    let body = send(request, what).await?;
+pub async fn send_json(
+    request: reqwest::RequestBuilder,
+    what: &str,
+    sent: &[&str],
+) -> Result<Value, String> {
+    let body = send(request, what, sent).await?;
     serde_json::from_slice(&body).map_err(|err| format!("{what}: the answer is not JSON: {err}"))
 }
 
-/// A POST of a form, answered with JSON.
+/// A POST of a form, answered with JSON; the values of its secret fields (`client_secret`,
+/// `client_assertion`, `assertion`, `refresh_token`) never appear in an error.
 pub async fn post_form(url: &str, fields: &[(&str, &str)], what: &str) -> Result<Value, String> {
     let request = client()?
         .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
         .header("accept", "application/json")
         .body(form(fields));
-    send_json(request, what).await
+    let secrets: Vec<&str> = fields
+        .iter()
+        .filter(|(name, _)| SECRET_FIELDS.contains(name))
+        .map(|(_, value)| *value)
+        .collect();
+    send_json(request, what, &secrets).await
+}
+
+/// `text` with every value of `sent` long enough to be told apart, as sent and form-encoded,
+/// replaced by `<redacted>`.
+fn scrub(text: &str, sent: &[&str]) -> String {
+    let mut text = text.to_string();
+    for secret in sent.iter().filter(|s| s.len() >= MIN_SCRUBBED) {
+        let mut encoded = String::new();
+        encode_into(secret, &mut encoded);
+        for needle in [*secret, encoded.as_str()] {
+            if text.contains(needle) {
+                text = text.replace(needle, "<redacted>");
+            }
+        }
+    }
+    text
 }
 
 /// Drops query strings from error texts (reqwest puts the URL in them; queries may carry
@@ -135,5 +191,45 @@ mod tests {
             without_url_query("error sending request for url (http://x/y?Token=abc) oops"),
             "error sending request for url (http://x/y) oops"
         );
+    }
+
+    #[tokio::test]
+    async fn secrets_sent_are_redacted_from_error_excerpts() {
+        let echo = super::super::azure::test_server::Server::start(&[(
+            "/token",
+            401,
+            r#"{"error":"invalid_client","received":"client_secret=s3cret%2Bvalue%2F1&client_assertion=eyJhbGciOiJSUzI1NiJ9.assertion"}"#,
+        )])
+        .await;
+        let err = post_form(
+            &echo.url("/token"),
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_secret", "s3cret+value/1"),
+                ("client_assertion", "eyJhbGciOiJSUzI1NiJ9.assertion"),
+            ],
+            "token request",
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.contains("401") && err.contains("invalid_client"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(!err.contains("eyJhbGciOiJSUzI1NiJ9"), "{err}");
+        assert_eq!(scrub("short abc", &["abc"]), "short abc");
+    }
+
+    #[tokio::test]
+    async fn answers_are_bounded() {
+        let huge = "x".repeat(MAX_ANSWER + 1);
+        let server =
+            super::super::azure::test_server::Server::start(&[("/huge", 200, huge.as_str())]).await;
+        let client = client().unwrap();
+        let err = send(client.get(server.url("/huge")), "metadata", &[])
+            .await
+            .unwrap_err();
+        assert!(err.contains("exceeds"), "{err}");
     }
 }

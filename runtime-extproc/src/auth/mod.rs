@@ -55,8 +55,9 @@ impl AuthError {
     }
 }
 
-/// The upstream request being authenticated, after translation and mutations.
-#[derive(Debug, Clone, Copy)]
+/// The upstream request being authenticated, after translation and mutations. Its `Debug`
+/// shows the body's length and the header names, never their values (client credentials).
+#[derive(Clone, Copy)]
 pub struct UpstreamCall<'a> {
     /// `:method`.
     pub method: &'a str,
@@ -71,6 +72,24 @@ pub struct UpstreamCall<'a> {
     /// Dynamic metadata Envoy sent along (the namespaces the generated policy makes
     /// accessible), for per-request credentials.
     pub metadata: Option<&'a Metadata>,
+}
+
+impl std::fmt::Debug for UpstreamCall<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamCall")
+            .field("method", &self.method)
+            .field("host", &self.host)
+            .field("path", &self.path)
+            .field("body_bytes", &self.body.len())
+            .field("headers", &header_names(self.headers))
+            .field("metadata", &self.metadata.is_some())
+            .finish()
+    }
+}
+
+/// The names of `headers`, for `Debug` output that must not show their values.
+fn header_names(headers: &[(String, String)]) -> Vec<&str> {
+    headers.iter().map(|(name, _)| name.as_str()).collect()
 }
 
 impl UpstreamCall<'_> {
@@ -101,13 +120,22 @@ impl UpstreamCall<'_> {
     }
 }
 
-/// What to change on the upstream request.
-#[derive(Debug, Default, PartialEq)]
+/// What to change on the upstream request. Its `Debug` shows header names, not values.
+#[derive(Default, PartialEq)]
 pub struct Applied {
     /// Headers to set (lower-case names); values may be secrets and are never logged.
     pub headers: Vec<(String, String)>,
     /// A new `:path` (GCP prefixes the project and location).
     pub path: Option<String>,
+}
+
+impl std::fmt::Debug for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applied")
+            .field("headers", &header_names(&self.headers))
+            .field("path", &self.path)
+            .finish()
+    }
 }
 
 impl Applied {
@@ -582,6 +610,22 @@ mod tests {
     fn secrets_never_print() {
         let credential = key_credential(None);
         assert!(!format!("{credential:?}").contains("configured-key"));
+        // The client's headers, the body and the applied credential print without values.
+        let headers = [
+            ("authorization".to_string(), "Bearer client-key".to_string()),
+            (
+                "x-aigw-aws-secret-access-key".to_string(),
+                "tenant-secret".to_string(),
+            ),
+        ];
+        let mut upstream = call(&headers, None);
+        upstream.body = b"{\"prompt\":\"private\"}";
+        let applied = credential.apply(&upstream).unwrap();
+        let shown = format!("{upstream:?} {applied:?}");
+        assert!(shown.contains("x-aigw-aws-secret-access-key"), "{shown}");
+        for secret in ["client-key", "tenant-secret", "private", "configured-key"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ async fn token_endpoint(oidc: &OidcExchange) -> Result<String, String> {
     }
     let issuer = oidc.issuer.trim_end_matches('/');
     let url = format!("{issuer}/.well-known/openid-configuration");
-    let document = http::send_json(http::client()?.get(&url), "OIDC discovery").await?;
+    let document = http::send_json(http::client()?.get(&url), "OIDC discovery", &[]).await?;
     document
         .get("token_endpoint")
         .and_then(Value::as_str)

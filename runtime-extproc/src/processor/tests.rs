@@ -995,3 +995,35 @@ fn a_provider_echoing_the_credential_never_shows_it_to_the_client() {
     assert!(!text.contains("anthropic-secret"), "{text}");
     assert!(text.contains("authentication_error"), "{text}");
 }
+
+#[test]
+fn error_messages_never_repeat_the_query_string() {
+    let path = "/v1/chat/completions?key=query-secret-key";
+    let cases: Vec<Vec<ProcessingRequest>> = vec![
+        vec![headers(&[(":path", path), (":method", "GET")], true)],
+        vec![headers(
+            &[
+                (":path", path),
+                (":method", "POST"),
+                ("content-type", "multipart/form-data; boundary=x"),
+            ],
+            false,
+        )],
+        vec![
+            headers(&[(":path", path), (":method", "POST")], false),
+            body(b"{not json", false),
+        ],
+    ];
+    for messages in cases {
+        let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+        let mut last = ProcessingResponse::default();
+        for m in messages {
+            last = p.handle(m);
+        }
+        let (status, body) = immediate_of(&last).expect("answered by the extproc");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!((400..500).contains(&status), "{status} {message}");
+        assert!(message.contains("/v1/chat/completions"), "{message}");
+        assert!(!message.contains("query-secret-key"), "{message}");
+    }
+}

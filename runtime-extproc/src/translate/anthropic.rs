@@ -250,7 +250,7 @@ fn thinking(
             && let Some(budget) = thinking.get("budget_tokens").and_then(Value::as_u64)
             && budget >= *max_tokens
         {
-            *max_tokens = budget + DEFAULT_MAX_TOKENS;
+            *max_tokens = budget.saturating_add(DEFAULT_MAX_TOKENS);
         }
         return Ok(Some(thinking.clone()));
     }
@@ -591,11 +591,15 @@ fn usage_from(usage: &Value, fallback: &TokenUsage) -> TokenUsage {
     let output = read("output_tokens").or(fallback.output);
     let input = match (input_only, cached_input, cache_creation_input) {
         (None, None, None) => None,
-        (a, b, c) => Some(a.unwrap_or(0) + b.unwrap_or(0) + c.unwrap_or(0)),
+        (a, b, c) => Some(
+            a.unwrap_or(0)
+                .saturating_add(b.unwrap_or(0))
+                .saturating_add(c.unwrap_or(0)),
+        ),
     };
     let total = match (input, output) {
         (None, None) => None,
-        (i, o) => Some(i.unwrap_or(0) + o.unwrap_or(0)),
+        (i, o) => Some(i.unwrap_or(0).saturating_add(o.unwrap_or(0))),
     };
     TokenUsage {
         input,

@@ -10,7 +10,7 @@
 //!   `ConverseStream`, Converse responses to Anthropic `message` objects, ConverseStream event
 //!   streams to Anthropic server-sent events, and errors to the Anthropic error shape.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 
@@ -447,11 +447,13 @@ fn number(value: &Value, key: &str) -> Option<u64> {
 fn converse_usage(usage: &Value) -> TokenUsage {
     let cache_read = number(usage, "cacheReadInputTokens");
     let cache_write = number(usage, "cacheWriteInputTokens");
-    let input = number(usage, "inputTokens")
-        .map(|i| i + cache_read.unwrap_or(0) + cache_write.unwrap_or(0));
+    let input = number(usage, "inputTokens").map(|i| {
+        i.saturating_add(cache_read.unwrap_or(0))
+            .saturating_add(cache_write.unwrap_or(0))
+    });
     let output = number(usage, "outputTokens");
     let total = match (input, output) {
-        (Some(i), Some(o)) => Some(i + o),
+        (Some(i), Some(o)) => Some(i.saturating_add(o)),
         _ => number(usage, "totalTokens"),
     };
     TokenUsage {
@@ -1189,9 +1191,17 @@ fn messages_image(block: &Value) -> Result<Value, TranslateError> {
     }
 }
 
+/// The document names given so far in one request.
+#[derive(Debug, Default)]
+struct DocumentNames {
+    used: HashSet<String>,
+    /// Per base name, the suffix last given: every lower one is taken.
+    last_suffix: HashMap<String, u64>,
+}
+
 /// A Converse document name from an Anthropic document title: letters, digits, hyphens,
 /// parentheses and square brackets, single spaces, unique within the request.
-fn document_name(title: Option<&str>, used: &mut Vec<String>) -> String {
+fn document_name(title: Option<&str>, names: &mut DocumentNames) -> String {
     let mut name = String::new();
     for c in title.unwrap_or("").chars() {
         if c.is_ascii_alphanumeric() || "-()[]".contains(c) {
@@ -1208,17 +1218,19 @@ fn document_name(title: Option<&str>, used: &mut Vec<String>) -> String {
         trimmed => trimmed.to_string(),
     };
     let mut candidate = base.clone();
-    let mut n = 1;
-    while used.contains(&candidate) {
+    // Searching from the last suffix given keeps many documents of one title linear.
+    let mut n = names.last_suffix.get(&base).copied().unwrap_or(1);
+    while names.used.contains(&candidate) {
         n += 1;
         candidate = format!("{base}-{n}");
     }
-    used.push(candidate.clone());
+    names.last_suffix.insert(base, n);
+    names.used.insert(candidate.clone());
     candidate
 }
 
 /// An Anthropic `document` block (base64 PDF or plain text) -> a Converse document.
-fn messages_document(block: &Value, names: &mut Vec<String>) -> Result<Value, TranslateError> {
+fn messages_document(block: &Value, names: &mut DocumentNames) -> Result<Value, TranslateError> {
     if block.pointer("/citations/enabled").and_then(Value::as_bool) == Some(true) {
         return Err(unsupported(
             "document citations are not supported through AWS Bedrock Converse",
@@ -1259,7 +1271,7 @@ fn messages_document(block: &Value, names: &mut Vec<String>) -> Result<Value, Tr
 }
 
 /// An Anthropic `tool_result` block -> a Converse `toolResult`.
-fn messages_tool_result(block: &Value, names: &mut Vec<String>) -> Result<Value, TranslateError> {
+fn messages_tool_result(block: &Value, names: &mut DocumentNames) -> Result<Value, TranslateError> {
     let id = required_str(block, "tool_use_id", "tool_result block")?;
     let content = match block.get("content") {
         None | Some(Value::Null) => Vec::new(),
@@ -1286,7 +1298,7 @@ fn messages_tool_result(block: &Value, names: &mut Vec<String>) -> Result<Value,
 }
 
 /// One Anthropic content block -> one Converse content block.
-fn messages_block(block: &Value, names: &mut Vec<String>) -> Result<Value, TranslateError> {
+fn messages_block(block: &Value, names: &mut DocumentNames) -> Result<Value, TranslateError> {
     let kind = required_str(block, "type", "content block")?;
     match kind {
         "text" => Ok(json!({"text": required_str(block, "text", "text block")?})),
@@ -1317,7 +1329,7 @@ fn messages_block(block: &Value, names: &mut Vec<String>) -> Result<Value, Trans
 /// An Anthropic message `content` (a string or blocks) -> Converse content blocks.
 fn messages_content(
     content: &Value,
-    names: &mut Vec<String>,
+    names: &mut DocumentNames,
 ) -> Result<Vec<Value>, TranslateError> {
     match content {
         Value::String(text) if text.is_empty() => Ok(Vec::new()),
@@ -1458,7 +1470,7 @@ fn messages_request(
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| invalid("messages must be an array"))?;
-    let mut names = Vec::new();
+    let mut names = DocumentNames::default();
     let mut messages = Vec::new();
     let mut tool_blocks = false;
     for message in input {

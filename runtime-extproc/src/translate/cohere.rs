@@ -45,7 +45,7 @@ fn rerank_usage(response: &Value) -> TokenUsage {
     let output = count("output_tokens");
     let total = match (input, output) {
         (None, None) => None,
-        (i, o) => Some(i.unwrap_or(0) + o.unwrap_or(0)),
+        (i, o) => Some(i.unwrap_or(0).saturating_add(o.unwrap_or(0))),
     };
     TokenUsage {
         input,
@@ -198,5 +198,13 @@ mod tests {
             serde_json::from_slice(&Rerank::new(None).error(502, b"bad gateway", &ctx)).unwrap();
         assert_eq!(wrapped["error"]["message"], "bad gateway");
         assert_eq!(wrapped["error"]["code"], "502");
+    }
+
+    #[test]
+    fn absurd_usage_counts_saturate() {
+        let usage = rerank_usage(
+            &json!({"meta": {"tokens": {"input_tokens": 1e30, "output_tokens": 1e30}}}),
+        );
+        assert_eq!(usage.total, Some(u64::MAX));
     }
 }

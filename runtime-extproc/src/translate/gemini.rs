@@ -31,6 +31,10 @@ use crate::usage::TokenUsage;
 
 /// How deep a JSON schema may nest (after inlining `$ref`s) before it is refused.
 const MAX_SCHEMA_DEPTH: usize = 32;
+/// How much the definitions a schema's `$ref`s inline may add up to, as a multiple of the
+/// schema's own size: `$ref`s to definitions that hold several `$ref`s each would otherwise
+/// grow exponentially with the nesting depth.
+const MAX_SCHEMA_GROWTH: usize = 32;
 /// Error `type` when Google's body names no status.
 const BACKEND_ERROR: &str = "GCPVertexAIBackendError";
 /// The thought signature Google documents for function calls Gemini did not produce.
@@ -783,7 +787,24 @@ pub fn gemini_schema(schema: &Value) -> Result<Value, TranslateError> {
         .or_else(|| root.get("definitions"))
         .and_then(Value::as_object)
         .unwrap_or(&empty);
-    convert_schema(schema, defs, 0)
+    let mut budget = json_size(schema).saturating_mul(MAX_SCHEMA_GROWTH);
+    convert_schema(schema, defs, 0, &mut budget)
+}
+
+/// About the length of `value` written as JSON.
+fn json_size(value: &Value) -> usize {
+    match value {
+        Value::String(text) => text.len().saturating_add(2),
+        Value::Array(items) => items.iter().fold(2, |size, item| {
+            size.saturating_add(json_size(item)).saturating_add(1)
+        }),
+        Value::Object(map) => map.iter().fold(2, |size, (key, item)| {
+            size.saturating_add(key.len())
+                .saturating_add(json_size(item))
+                .saturating_add(4)
+        }),
+        _ => 4,
+    }
 }
 
 fn gemini_type(name: &str) -> Result<&'static str, TranslateError> {
@@ -810,6 +831,7 @@ fn convert_schema(
     schema: &Value,
     defs: &Map<String, Value>,
     depth: usize,
+    budget: &mut usize,
 ) -> Result<Value, TranslateError> {
     if depth > MAX_SCHEMA_DEPTH {
         return Err(unsupported(
@@ -836,7 +858,10 @@ fn convert_schema(
         let target = defs
             .get(name)
             .ok_or_else(|| invalid(format!("JSON schema $ref {reference:?} names nothing")))?;
-        if let Value::Object(resolved) = convert_schema(target, defs, depth + 1)? {
+        *budget = budget
+            .checked_sub(json_size(target))
+            .ok_or_else(|| unsupported("the JSON schema's $refs inline too much for Gemini"))?;
+        if let Value::Object(resolved) = convert_schema(target, defs, depth + 1, budget)? {
             out = resolved;
         }
     }
@@ -848,7 +873,7 @@ fn convert_schema(
         }
         if let Some(Value::Object(inner)) = all
             .first()
-            .map(|s| convert_schema(s, defs, depth + 1))
+            .map(|s| convert_schema(s, defs, depth + 1, budget))
             .transpose()?
         {
             merge_missing(&mut out, inner);
@@ -906,7 +931,7 @@ fn convert_schema(
                 nullable = true;
                 continue;
             }
-            options.push(convert_schema(option, defs, depth + 1)?);
+            options.push(convert_schema(option, defs, depth + 1, budget)?);
         }
         match options.len() {
             0 => {}
@@ -948,7 +973,10 @@ fn convert_schema(
             .ok_or_else(|| invalid("JSON schema properties must be an object"))?;
         let mut converted = Map::new();
         for (name, property) in properties {
-            converted.insert(name.clone(), convert_schema(property, defs, depth + 1)?);
+            converted.insert(
+                name.clone(),
+                convert_schema(property, defs, depth + 1, budget)?,
+            );
         }
         if let Some(Value::Array(required)) = source.get("required") {
             let required: Vec<Value> = required
@@ -968,7 +996,10 @@ fn convert_schema(
         if items.is_array() {
             return Err(unsupported("tuple JSON schemas cannot be sent to Gemini"));
         }
-        out.insert("items".into(), convert_schema(items, defs, depth + 1)?);
+        out.insert(
+            "items".into(),
+            convert_schema(items, defs, depth + 1, budget)?,
+        );
     }
 
     for key in [
@@ -1035,7 +1066,7 @@ fn usage_from(meta: &Value) -> TokenUsage {
     let thoughts = count(meta, "thoughtsTokenCount");
     let output = match (candidates, thoughts) {
         (None, None) => None,
-        (c, t) => Some(c.unwrap_or(0) + t.unwrap_or(0)),
+        (c, t) => Some(c.unwrap_or(0).saturating_add(t.unwrap_or(0))),
     };
     TokenUsage {
         input: count(meta, "promptTokenCount"),
@@ -1054,7 +1085,7 @@ fn openai_usage(usage: &TokenUsage) -> Value {
     let mut out = json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": usage.total.unwrap_or(prompt + completion),
+        "total_tokens": usage.total.unwrap_or(prompt.saturating_add(completion)),
     });
     if let Some(cached) = usage.cached_input {
         out["prompt_tokens_details"] = json!({ "cached_tokens": cached });
@@ -1679,7 +1710,7 @@ pub fn embeddings_response(
             let values = embedding_values(embeddings.get("values"))?;
             data.push(json!({"object": "embedding", "index": index, "embedding": values}));
             if let Some(n) = token_count(embeddings.pointer("/statistics/token_count")) {
-                tokens = Some(tokens.unwrap_or(0) + n);
+                tokens = Some(tokens.unwrap_or(0).saturating_add(n));
             }
         }
         (tokens, tokens)

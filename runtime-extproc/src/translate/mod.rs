@@ -48,8 +48,9 @@ pub struct UpstreamRequest {
     pub headers: Vec<(String, String)>,
 }
 
-/// What a translator may need to know about the request besides its body.
-#[derive(Debug, Clone, Copy)]
+/// What a translator may need to know about the request besides its body. Its `Debug` shows
+/// header names, not values (client credentials).
+#[derive(Clone, Copy)]
 pub struct RequestContext<'a> {
     /// The model to ask the backend for (after any override).
     pub model: &'a str,
@@ -75,6 +76,17 @@ impl ResponseContext<'_> {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+}
+
+impl std::fmt::Debug for RequestContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("RequestContext")
+            .field("model", &self.model)
+            .field("stream", &self.stream)
+            .field("headers", &names)
+            .finish()
     }
 }
 
@@ -386,6 +398,19 @@ pub fn finish_reason(reason: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_context_prints_no_header_value() {
+        let headers = [("x-api-key".to_string(), "client-secret-key".to_string())];
+        let ctx = RequestContext {
+            model: "m",
+            stream: false,
+            headers: &headers,
+        };
+        let shown = format!("{ctx:?}");
+        assert!(shown.contains("x-api-key"), "{shown}");
+        assert!(!shown.contains("client-secret-key"), "{shown}");
+    }
 
     #[test]
     fn finish_reasons() {

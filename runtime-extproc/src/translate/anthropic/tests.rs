@@ -1044,3 +1044,28 @@ fn chat_stream_from_bedrock_event_stream_matches_the_sse_form() {
         assert_eq!(stream.model(), reference.model());
     }
 }
+
+#[test]
+fn absurd_numbers_saturate() {
+    // A thinking budget next to u64::MAX used to overflow the defaulted max_tokens.
+    let request = json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "thinking": {"type": "enabled", "budget_tokens": u64::MAX},
+    });
+    let out = chat_request(&request, MODEL, &anthropic()).expect("translates");
+    assert_eq!(body(&out)["max_tokens"], json!(u64::MAX));
+    // Counts a provider reports are added up without overflowing.
+    let message = json!({
+        "content": [],
+        "usage": {
+            "input_tokens": u64::MAX,
+            "cache_read_input_tokens": 5,
+            "cache_creation_input_tokens": 7,
+            "output_tokens": u64::MAX,
+        },
+    });
+    let (_, usage) = chat_response(message.to_string().as_bytes(), MODEL).expect("translates");
+    assert_eq!(usage.input, Some(u64::MAX));
+    assert_eq!(usage.total, Some(u64::MAX));
+}

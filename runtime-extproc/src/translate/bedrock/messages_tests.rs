@@ -244,7 +244,7 @@ fn invalid_requests() {
 
 #[test]
 fn document_names_follow_converse_rules() {
-    let mut used = Vec::new();
+    let mut used = DocumentNames::default();
     assert_eq!(
         document_name(Some("Q3 report: final/v2"), &mut used),
         "Q3 report final v2"
@@ -550,4 +550,31 @@ fn stream_corruption_and_truncation_are_upstream_errors() {
         translator.feed(&bad),
         Err(TranslateError::Upstream(_))
     ));
+}
+
+#[test]
+fn many_documents_of_one_title_are_named_in_linear_time() {
+    // Each name used to be searched from `-2` up in a list: cubic in the document count, so
+    // a request of a few thousand untitled documents held the processor for minutes.
+    let document = json!({"type": "document", "source": {"type": "text", "data": "x"}});
+    let body = json!({
+        "model": "m",
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": vec![document; 5000]}],
+    });
+    let started = std::time::Instant::now();
+    let sent: Value = serde_json::from_slice(
+        &request(&body, "anthropic.claude-sonnet-4-5", false)
+            .expect("translates")
+            .body,
+    )
+    .expect("JSON");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let content = sent["messages"][0]["content"].as_array().expect("content");
+    assert_eq!(content[0]["document"]["name"], "document");
+    assert_eq!(content[4999]["document"]["name"], "document-5000");
 }

@@ -391,3 +391,15 @@ fn model_ids_are_path_escaped() {
     );
     assert_eq!(path_escape("a/b c?d%"), "a%2Fb%20c%3Fd%25");
 }
+
+#[test]
+fn absurd_usage_counts_saturate() {
+    let usage = converse_usage(&json!({
+        "inputTokens": u64::MAX,
+        "cacheReadInputTokens": 3,
+        "cacheWriteInputTokens": 4,
+        "outputTokens": u64::MAX,
+    }));
+    assert_eq!(usage.input, Some(u64::MAX));
+    assert_eq!(usage.total, Some(u64::MAX));
+}

@@ -694,3 +694,54 @@ fn embeddings_stream_passes_bytes_through() {
     assert!(stream.finish().expect("finishes").is_empty());
     assert_eq!(stream.usage(), TokenUsage::default());
 }
+
+#[test]
+fn absurd_usage_counts_saturate() {
+    let usage = usage_from(&json!({
+        "promptTokenCount": u64::MAX,
+        "candidatesTokenCount": u64::MAX,
+        "thoughtsTokenCount": 1,
+    }));
+    assert_eq!(usage.output, Some(u64::MAX));
+    assert_eq!(openai_usage(&usage)["total_tokens"], json!(u64::MAX));
+    let body = br#"{"predictions": [
+        {"embeddings": {"values": [0.1], "statistics": {"token_count": 1e30}}},
+        {"embeddings": {"values": [0.2], "statistics": {"token_count": 1e30}}}
+    ]}"#;
+    let (_, usage) = embeddings_response(body, "text-embedding-005").expect("translates");
+    assert_eq!(usage.input, Some(u64::MAX));
+}
+
+#[test]
+fn refs_that_multiply_are_refused_not_inlined() {
+    // Each definition refers twice to the next: inlined, 15 levels make 2^15 copies of the
+    // last one (and 10 references each would never finish).
+    let mut defs = serde_json::Map::new();
+    for level in 0..15 {
+        let next = if level == 14 {
+            json!({"type": "string"})
+        } else {
+            json!({"$ref": format!("#/$defs/d{}", level + 1)})
+        };
+        defs.insert(
+            format!("d{level}"),
+            json!({"type": "object", "properties": {"a": next, "b": next}}),
+        );
+    }
+    let schema = json!({"$defs": defs, "$ref": "#/$defs/d0"});
+    assert!(
+        matches!(gemini_schema(&schema), Err(TranslateError::Unsupported(_))),
+        "{schema}"
+    );
+    // A definition used a few times is still inlined.
+    let schema = json!({
+        "$defs": {"P": {"type": "object", "properties": {"x": {"type": "number"}}}},
+        "type": "object",
+        "properties": {"from": {"$ref": "#/$defs/P"}, "to": {"$ref": "#/$defs/P"}},
+    });
+    let converted = gemini_schema(&schema).expect("converts");
+    assert_eq!(
+        converted["properties"]["to"]["properties"]["x"]["type"],
+        "NUMBER"
+    );
+}
