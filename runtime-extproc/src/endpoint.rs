@@ -21,6 +21,12 @@ pub enum Endpoint {
     AnthropicModels,
     /// `/anthropic/v1/messages`: the Anthropic Messages API.
     Messages,
+    /// `/anthropic/v1/messages/count_tokens`: Anthropic's token counting.
+    MessagesCountTokens,
+    /// `/v1/audio/transcriptions` (multipart).
+    AudioTranscriptions,
+    /// `/v1/audio/translations` (multipart).
+    AudioTranslations,
     /// `/cohere/v2/rerank`: Cohere's rerank API.
     Rerank,
 }
@@ -39,6 +45,9 @@ impl Endpoint {
             "/v1/models" => Endpoint::Models,
             "/anthropic/v1/models" => Endpoint::AnthropicModels,
             "/anthropic/v1/messages" => Endpoint::Messages,
+            "/anthropic/v1/messages/count_tokens" => Endpoint::MessagesCountTokens,
+            "/v1/audio/transcriptions" => Endpoint::AudioTranscriptions,
+            "/v1/audio/translations" => Endpoint::AudioTranslations,
             "/cohere/v2/rerank" => Endpoint::Rerank,
             _ => return None,
         })
@@ -55,6 +64,9 @@ impl Endpoint {
             Endpoint::AudioSpeech => "audio/speech",
             Endpoint::Models | Endpoint::AnthropicModels => "models",
             Endpoint::Messages => "messages",
+            Endpoint::MessagesCountTokens => "messages/count_tokens",
+            Endpoint::AudioTranscriptions => "audio/transcriptions",
+            Endpoint::AudioTranslations => "audio/translations",
             Endpoint::Rerank => "rerank",
         }
     }
@@ -71,6 +83,9 @@ impl Endpoint {
             Endpoint::Models => "/v1/models",
             Endpoint::AnthropicModels => "/anthropic/v1/models",
             Endpoint::Messages => "/anthropic/v1/messages",
+            Endpoint::MessagesCountTokens => "/anthropic/v1/messages/count_tokens",
+            Endpoint::AudioTranscriptions => "/v1/audio/transcriptions",
+            Endpoint::AudioTranslations => "/v1/audio/translations",
             Endpoint::Rerank => "/cohere/v2/rerank",
         }
     }
@@ -79,13 +94,27 @@ impl Endpoint {
     pub fn openai_compatible(self) -> bool {
         !matches!(
             self,
-            Endpoint::Messages | Endpoint::Rerank | Endpoint::AnthropicModels
+            Endpoint::Messages
+                | Endpoint::MessagesCountTokens
+                | Endpoint::Rerank
+                | Endpoint::AnthropicModels
         )
     }
 
     /// True when errors go back in Anthropic's shape rather than OpenAI's.
     pub fn anthropic_errors(self) -> bool {
-        matches!(self, Endpoint::Messages | Endpoint::AnthropicModels)
+        matches!(
+            self,
+            Endpoint::Messages | Endpoint::MessagesCountTokens | Endpoint::AnthropicModels
+        )
+    }
+
+    /// True for the endpoints whose body is `multipart/form-data` (audio uploads).
+    pub fn multipart(self) -> bool {
+        matches!(
+            self,
+            Endpoint::AudioTranscriptions | Endpoint::AudioTranslations
+        )
     }
 
     /// `gen_ai.operation.name` of the endpoint (as upstream).
@@ -99,6 +128,9 @@ impl Endpoint {
             Endpoint::AudioSpeech => "speech",
             Endpoint::Models | Endpoint::AnthropicModels => "models",
             Endpoint::Messages => "messages",
+            Endpoint::MessagesCountTokens => "count_tokens",
+            Endpoint::AudioTranscriptions => "transcription",
+            Endpoint::AudioTranslations => "translation",
             Endpoint::Rerank => "rerank",
         }
     }
