@@ -7,6 +7,7 @@ compare what the client got with what the provider sent. Special models trigger 
 """
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -94,6 +95,9 @@ class MockProvider:
         class Handler(JsonHandler):
             def do_POST(self):
                 body = self.read_recorded(provider)
+                path = self.path.split("?", 1)[0]
+                if path.endswith(("/audio/transcriptions", "/audio/translations")):
+                    return self._transcribe(body)
                 try:
                     request = json.loads(body or b"{}")
                 except ValueError:
@@ -113,6 +117,14 @@ class MockProvider:
                 if path.endswith("/completions"):
                     return self._send(200, completion(request))
                 return self._send(404, {"error": {"message": f"mock: no route {self.path}", "type": "invalid_request_error"}})
+
+            def _transcribe(self, body):
+                found = re.search(rb'name="model"\r\n\r\n([^\r]*)\r\n', body)
+                if not self.headers.get("content-type", "").startswith("multipart/form-data") or not found:
+                    return self._send(400, {"error": {"message": "mock: expected a form with a model", "type": "invalid_request_error"}})
+                model = found.group(1).decode()
+                return self._send(200, {"text": f"transcribed by {model}",
+                                        "usage": {"type": "tokens", "input_tokens": 14, "output_tokens": 5, "total_tokens": 19}})
 
             def _stream_chat(self, request):
                 self._start_stream()

@@ -4,6 +4,7 @@ import json
 import threading
 import time
 import urllib.request
+import openai
 
 from conftest import ANTHROPIC_SECRET, AZURE_SECRET, SECRET, http, wait_for
 from mock_provider import ANSWER
@@ -57,6 +58,20 @@ def test_embeddings(gateway):
     assert status == 200, body
     assert [d["index"] for d in json.loads(body)["data"]] == [0, 1]
     assert gateway.primary.received()[0].path == "/v1/embeddings"
+
+
+def test_audio_uploads_reach_the_provider_byte_for_byte_with_the_model_overridden(gateway):
+    audio = b"RIFF\x24\x00\x00\x00WAVEfmt \r\n--not-a-boundary\r\n" + bytes(range(256))
+    client = openai.OpenAI(base_url=gateway.url("/v1"), api_key="client-key", max_retries=0)
+    result = client.audio.transcriptions.create(model="renamed", file=("speech.wav", audio, "audio/wav"))
+    assert result.text == "transcribed by upstream-model"
+    (received,) = gateway.primary.received()
+    assert received.path == "/v1/audio/transcriptions"
+    headers = {k.lower(): v for k, v in received.headers.items()}
+    assert headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert audio in received.body, "the uploaded file must reach the provider unchanged"
+    assert b'name="model"\r\n\r\nupstream-model\r\n' in received.body
+    assert b"renamed" not in received.body
 
 
 def test_models_are_listed_by_the_extproc(gateway):
@@ -185,7 +200,7 @@ def test_config_reload_under_traffic_loses_no_request(gateway):
 
 
 def test_openai_python_sdk(gateway):
-    import openai
+
 
     client = openai.OpenAI(base_url=gateway.url("/v1"), api_key="not-used-by-the-gateway")
     completion = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
@@ -218,7 +233,7 @@ def test_azure_openai_gets_the_deployment_path_and_api_key(gateway):
 
 
 def test_anthropic_backend_through_the_openai_sdk(gateway, anthropic_provider):
-    import openai
+
 
     anthropic_provider.clear()
     client = openai.OpenAI(base_url=gateway.url("/v1"), api_key="client-key")

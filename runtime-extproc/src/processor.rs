@@ -40,7 +40,7 @@ use crate::metrics::{DurationLabels, GenAiLabels, Metrics, TokenLabels};
 use crate::router;
 use crate::time::format_rfc3339;
 use crate::translate::{
-    RequestContext, ResponseContext, StreamTranslator, TranslateError, Translator,
+    RequestContext, ResponseContext, StreamTranslator, TranslateError, Translator, multipart,
 };
 use crate::usage::{self, StreamUsage, TokenUsage};
 
@@ -351,19 +351,25 @@ impl Processor {
                 "missing_body",
             );
         }
-        if self
-            .header("content-type")
-            .is_some_and(|ct| ct.starts_with("multipart/"))
-        {
+        let multipart = self.header("content-type").is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        });
+        if multipart != endpoint.multipart() {
             self.answered = true;
-            return self.client_error(
-                400,
-                &format!(
+            let message = if multipart {
+                format!(
                     "{} takes a JSON body, not multipart",
                     self.path_for_messages()
-                ),
-                "invalid_content_type",
-            );
+                )
+            } else {
+                format!(
+                    "{} takes a multipart/form-data body",
+                    self.path_for_messages()
+                )
+            };
+            return self.client_error(400, &message, "invalid_content_type");
         }
         headers_response(CommonResponse::default())
     }
@@ -422,9 +428,9 @@ impl Processor {
         }
     }
 
-    fn route_request(&mut self) -> Result<ProcessingResponse, Box<ProcessingResponse>> {
-        let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
-        let mut request: Value = serde_json::from_slice(&self.body).map_err(|err| {
+    /// The JSON body and its `model`.
+    fn read_json(&self) -> Result<(Value, String), Box<ProcessingResponse>> {
+        let request: Value = serde_json::from_slice(&self.body).map_err(|err| {
             Box::new(self.client_error(
                 400,
                 &format!(
@@ -451,6 +457,39 @@ impl Processor {
                 "missing required field: model",
                 "missing_model",
             )));
+        };
+        Ok((request, model))
+    }
+
+    /// The parts of a form body, its `model` and whether it asks for a stream.
+    fn read_form(&self) -> Result<(Vec<multipart::Part>, String, bool), Box<ProcessingResponse>> {
+        let bad = |message: String| Box::new(self.client_error(400, &message, "invalid_form"));
+        let boundary = self
+            .header("content-type")
+            .and_then(multipart::boundary)
+            .ok_or_else(|| bad("multipart/form-data without a boundary".to_string()))?;
+        let parts = multipart::parse(&self.body, &boundary)
+            .map_err(|err| bad(format!("malformed request: {err}")))?;
+        let model = multipart::text_field(&self.body, &parts, "model")
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| bad("missing required field: model".to_string()))?;
+        let stream = multipart::text_field(&self.body, &parts, "stream")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        Ok((parts, model, stream))
+    }
+
+    fn route_request(&mut self) -> Result<ProcessingResponse, Box<ProcessingResponse>> {
+        let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
+        // Audio uploads are forms: routed on their `model` field, forwarded byte for byte.
+        let form = if endpoint.multipart() {
+            Some(self.read_form()?)
+        } else {
+            None
+        };
+        let (mut request, model) = match &form {
+            Some((_, model, _)) => (Value::Object(serde_json::Map::new()), model.clone()),
+            None => self.read_json()?,
         };
         let config = self.config.clone();
         let headers = &self.headers;
@@ -488,15 +527,35 @@ impl Processor {
             .model_name_override
             .clone()
             .unwrap_or_else(|| model.clone());
-        let stream = request
-            .get("stream")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let stream = match &form {
+            Some((_, _, stream)) => *stream,
+            None => request
+                .get("stream")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        };
 
         let mut translator = crate::translate::select(&spec.schema, endpoint)
             .map_err(|err| Box::new(self.translate_error(&err)))?;
         let mut changed = false;
-        if request_model != model {
+        let mut translated_body: Option<Vec<u8>> = None;
+        if let Some((parts, _, _)) = &form {
+            if translator.is_some() {
+                return Err(Box::new(self.client_error(
+                    422,
+                    &format!(
+                        "a {} backend cannot serve {}",
+                        spec.schema.name.as_str(),
+                        endpoint.path()
+                    ),
+                    "untranslatable",
+                )));
+            }
+            if request_model != model {
+                translated_body =
+                    multipart::replace_field(&self.body, parts, "model", &request_model);
+            }
+        } else if request_model != model {
             request["model"] = Value::String(request_model.clone());
             changed = true;
         }
@@ -520,7 +579,6 @@ impl Processor {
         // Translate to the backend's API first; configured body mutations apply to what is
         // sent upstream, as upstream does.
         let mut extra_headers: Vec<(String, String)> = Vec::new();
-        let mut translated_body: Option<Vec<u8>> = None;
         let mut upstream_path = match &mut translator {
             None => upstream_path(&spec.schema, endpoint, &request_model),
             Some(translator) => {
@@ -549,7 +607,9 @@ impl Processor {
                 upstream.path
             }
         };
+        // Body mutations name JSON fields; forms pass as they are.
         if let Some(mutation) = &spec.body_mutation
+            && form.is_none()
             && let Some(object) = request.as_object_mut()
         {
             for field in &mutation.remove {

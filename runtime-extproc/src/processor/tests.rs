@@ -1027,3 +1027,108 @@ fn error_messages_never_repeat_the_query_string() {
         assert!(!message.contains("query-secret-key"), "{message}");
     }
 }
+
+fn transcription_form(model: &str) -> (String, Vec<u8>) {
+    let boundary = "aigwBoundary42";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n").as_bytes(),
+    );
+    body.extend_from_slice(b"RIFF\x00\x00\r\n\xff");
+    body.extend_from_slice(
+        format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{model}\r\n--{boundary}--\r\n").as_bytes(),
+    );
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[test]
+fn audio_uploads_are_routed_on_the_form_model_and_forwarded_byte_for_byte() {
+    let config = single_backend(
+        ApiSchema::AzureOpenAI,
+        Some("2025-03-01-preview"),
+        None,
+        None,
+    );
+    let mut p = Processor::new(config, Arc::new(Metrics::new()));
+    let (content_type, form) = transcription_form("whisper");
+    p.handle(headers(
+        &[
+            (":path", "/v1/audio/transcriptions"),
+            (":method", "POST"),
+            ("content-type", &content_type),
+        ],
+        false,
+    ));
+    let r = p.handle(body(&form, false));
+    let common = common_of(&r);
+    let set = set_headers(common);
+    assert_eq!(
+        set.get(":path").map(String::as_str),
+        Some("/openai/deployments/whisper/audio/transcriptions?api-version=2025-03-01-preview")
+    );
+    assert_eq!(set.get(MODEL_HEADER).map(String::as_str), Some("whisper"));
+    // No override: the body is not touched.
+    assert!(common.body_mutation.is_none());
+}
+
+#[test]
+fn a_model_override_rewrites_only_the_model_field_of_the_form() {
+    let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+    let (content_type, form) = transcription_form("gpt-4o");
+    p.handle(headers(
+        &[
+            (":path", "/v1/audio/translations"),
+            (":method", "POST"),
+            ("content-type", &content_type),
+        ],
+        false,
+    ));
+    let r = p.handle(body(&form, false));
+    let sent = body_of(&r);
+    let (_, expected) = transcription_form("gpt-4o-2024");
+    assert_eq!(sent, expected);
+    assert_eq!(
+        set_headers(common_of(&r))
+            .get("content-length")
+            .map(String::as_str),
+        Some(expected.len().to_string().as_str())
+    );
+}
+
+#[test]
+fn audio_uploads_must_be_forms_and_need_a_model() {
+    let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+    let r = p.handle(headers(
+        &[
+            (":path", "/v1/audio/transcriptions"),
+            (":method", "POST"),
+            ("content-type", "application/json"),
+        ],
+        false,
+    ));
+    let (status, error) = immediate_of(&r).unwrap();
+    assert_eq!(status, 400);
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("multipart/form-data")
+    );
+
+    let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+    let (content_type, form) = transcription_form("gpt-4o");
+    let without_model =
+        String::from_utf8_lossy(&form).replace("name=\"model\"", "name=\"language\"");
+    p.handle(headers(
+        &[
+            (":path", "/v1/audio/transcriptions"),
+            (":method", "POST"),
+            ("content-type", &content_type),
+        ],
+        false,
+    ));
+    let r = p.handle(body(without_model.as_bytes(), false));
+    let (status, error) = immediate_of(&r).unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["message"], "missing required field: model");
+}

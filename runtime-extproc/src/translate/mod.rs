@@ -20,6 +20,7 @@ pub mod bedrock;
 pub mod cohere;
 pub mod eventstream;
 pub mod gemini;
+pub mod multipart;
 pub mod openai;
 pub(crate) mod sse;
 
