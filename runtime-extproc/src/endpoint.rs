@@ -11,6 +11,10 @@ pub enum Endpoint {
     Embeddings,
     /// `/v1/responses`.
     Responses,
+    /// `/v1/responses/input_tokens`: the input token count of a Responses request.
+    ResponsesInputTokens,
+    /// `/tokenize`: vLLM's tokenizer endpoint.
+    Tokenize,
     /// `/v1/images/generations`.
     ImageGenerations,
     /// `/v1/audio/speech`.
@@ -40,6 +44,8 @@ impl Endpoint {
             "/v1/completions" => Endpoint::Completions,
             "/v1/embeddings" => Endpoint::Embeddings,
             "/v1/responses" => Endpoint::Responses,
+            "/v1/responses/input_tokens" => Endpoint::ResponsesInputTokens,
+            "/tokenize" => Endpoint::Tokenize,
             "/v1/images/generations" => Endpoint::ImageGenerations,
             "/v1/audio/speech" => Endpoint::AudioSpeech,
             "/v1/models" => Endpoint::Models,
@@ -60,6 +66,8 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Responses => "responses",
+            Endpoint::ResponsesInputTokens => "responses/input_tokens",
+            Endpoint::Tokenize => "tokenize",
             Endpoint::ImageGenerations => "images/generations",
             Endpoint::AudioSpeech => "audio/speech",
             Endpoint::Models | Endpoint::AnthropicModels => "models",
@@ -78,6 +86,8 @@ impl Endpoint {
             Endpoint::Completions => "/v1/completions",
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Responses => "/v1/responses",
+            Endpoint::ResponsesInputTokens => "/v1/responses/input_tokens",
+            Endpoint::Tokenize => "/tokenize",
             Endpoint::ImageGenerations => "/v1/images/generations",
             Endpoint::AudioSpeech => "/v1/audio/speech",
             Endpoint::Models => "/v1/models",
@@ -124,6 +134,8 @@ impl Endpoint {
             Endpoint::Completions => "completion",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Responses => "responses",
+            Endpoint::ResponsesInputTokens => "responses_input_tokens",
+            Endpoint::Tokenize => "tokenize",
             Endpoint::ImageGenerations => "image_generation",
             Endpoint::AudioSpeech => "speech",
             Endpoint::Models | Endpoint::AnthropicModels => "models",

@@ -1099,13 +1099,17 @@ fn upstream_path(
         ApiSchema::AzureOpenAI => {
             let version = schema.version.as_deref().unwrap_or_default();
             match endpoint {
-                Endpoint::Responses => format!("/openai/responses?api-version={version}"),
+                Endpoint::Responses | Endpoint::ResponsesInputTokens => {
+                    format!("/openai/{}?api-version={version}", endpoint.suffix())
+                }
                 _ => format!(
                     "/openai/deployments/{model}/{}?api-version={version}",
                     endpoint.suffix()
                 ),
             }
         }
+        // vLLM serves its tokenizer at the root, whatever the API prefix.
+        _ if endpoint == Endpoint::Tokenize => "/tokenize".to_string(),
         _ => {
             let prefix = schema.prefix.as_deref().unwrap_or("v1").trim_matches('/');
             if prefix.is_empty() {

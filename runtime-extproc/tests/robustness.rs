@@ -24,10 +24,11 @@ use aigw_filterconfig::{ApiSchema, BackendSchema};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-const ENDPOINTS: [Endpoint; 6] = [
+const ENDPOINTS: [Endpoint; 7] = [
     Endpoint::ChatCompletions,
     Endpoint::Embeddings,
     Endpoint::Messages,
+    Endpoint::MessagesCountTokens,
     Endpoint::Rerank,
     Endpoint::Completions,
     Endpoint::Responses,
@@ -286,10 +287,11 @@ fn guarded<T>(what: &str, seed: u64, f: impl FnOnce() -> T) -> T {
 fn every_pair_is_covered() {
     let pairs = translators();
     // chat x 5 translated schemas (OpenAI and Azure pass through), embeddings x 2, messages
-    // x 5, rerank x 1; each with and without a version.
+    // x 5, rerank x 1, count_tokens x 4 (Anthropic, GCP and AWS Anthropic, Bedrock); each with
+    // and without a version.
     assert_eq!(
         pairs.len(),
-        (5 + 2 + 5 + 1) * 2,
+        (5 + 2 + 5 + 1 + 4) * 2,
         "{:?}",
         pairs.iter().map(|p| &p.0).collect::<Vec<_>>()
     );
@@ -336,7 +338,7 @@ fn requests_never_panic() {
         }
         // The fixtures hold valid requests for every client API: the run reached the
         // translators' full paths, not only their first check.
-        if endpoint == Endpoint::Messages
+        if matches!(endpoint, Endpoint::Messages | Endpoint::MessagesCountTokens)
             && schema.name == ApiSchema::GCPAnthropic
             && schema.version.is_none()
         {

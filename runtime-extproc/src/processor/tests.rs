@@ -687,7 +687,10 @@ fn body_of(response: &ProcessingResponse) -> Vec<u8> {
 }
 
 fn aws_signer() -> Arc<crate::auth::aws::Signer> {
-    let dir = std::env::temp_dir().join(format!("aigw-processor-aws-{}", std::process::id()));
+    // One folder per call: tests run in parallel.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("aigw-processor-aws-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("credentials");
     std::fs::write(
@@ -1131,4 +1134,205 @@ fn audio_uploads_must_be_forms_and_need_a_model() {
     let (status, error) = immediate_of(&r).unwrap();
     assert_eq!(status, 400);
     assert_eq!(error["error"]["message"], "missing required field: model");
+}
+
+#[test]
+fn tokenize_goes_to_the_root_and_input_tokens_to_the_responses_path() {
+    let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+    p.handle(headers(
+        &[(":path", "/tokenize"), (":method", "POST")],
+        false,
+    ));
+    let r = p.handle(body(br#"{"model":"gpt-4o","prompt":"hello"}"#, false));
+    let set = set_headers(common_of(&r));
+    // Routed (a backend chosen), and the path stays `/tokenize` whatever the backend's prefix.
+    assert!(set.contains_key(SELECTED_BACKEND_HEADER));
+    assert_eq!(set.get(":path"), None);
+
+    let config = single_backend(
+        ApiSchema::AzureOpenAI,
+        Some("2025-04-01-preview"),
+        None,
+        None,
+    );
+    let mut p = Processor::new(config, Arc::new(Metrics::new()));
+    p.handle(headers(
+        &[(":path", "/v1/responses/input_tokens"), (":method", "POST")],
+        false,
+    ));
+    let r = p.handle(body(br#"{"model":"gpt-4.1","input":"hello"}"#, false));
+    assert_eq!(
+        set_headers(common_of(&r)).get(":path").map(String::as_str),
+        Some("/openai/responses/input_tokens?api-version=2025-04-01-preview")
+    );
+}
+
+/// An AWS credential read from a file of its own (`tag` names it), so that tests running
+/// side by side never read a credentials file another one is writing.
+fn count_tokens_credential(tag: &str) -> BackendCredential {
+    let dir = std::env::temp_dir().join(format!(
+        "aigw-processor-count-tokens-{}-{tag}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("credentials");
+    std::fs::write(
+        &file,
+        "[default]\naws_access_key_id = AKIDPROCESSORTEST\naws_secret_access_key = processor-secret-key\n",
+    )
+    .unwrap();
+    let signer =
+        crate::auth::aws::Signer::from_config("eu-west-1", Some(&file), None, None, &dir).unwrap();
+    BackendCredential {
+        auth: Auth::Aws(Arc::new(signer)),
+        override_from: None,
+    }
+}
+
+#[test]
+fn count_tokens_reaches_bedrock_as_count_tokens_with_converse_input() {
+    let config = single_backend(
+        ApiSchema::AWSBedrock,
+        None,
+        None,
+        Some(count_tokens_credential("converse")),
+    );
+    let metrics = Arc::new(Metrics::new());
+    let mut p = Processor::new(config, metrics.clone());
+    p.handle(headers(
+        &[
+            (":path", "/anthropic/v1/messages/count_tokens"),
+            (":method", "POST"),
+            (":authority", "127.0.0.1:10080"),
+        ],
+        false,
+    ));
+    let r = p.handle(body(
+        br#"{"model":"us.anthropic.claude-3-5-haiku-20241022-v1:0","system":"Be brief.","messages":[{"role":"user","content":"hi"}]}"#,
+        false,
+    ));
+    let set = set_headers(common_of(&r));
+    // CountTokens takes the foundation model, not the cross-region inference profile.
+    assert_eq!(
+        set.get(":path").map(String::as_str),
+        Some("/model/anthropic.claude-3-5-haiku-20241022-v1:0/count-tokens")
+    );
+    assert!(set["authorization"].contains("/eu-west-1/bedrock/aws4_request"));
+    let sent = body_of(&r);
+    assert_eq!(
+        set.get("content-length").map(String::as_str),
+        Some(sent.len().to_string().as_str())
+    );
+    let sent: Value = serde_json::from_slice(&sent).unwrap();
+    assert_eq!(
+        sent,
+        json!({"input": {"converse": {
+            "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+            "system": [{"text": "Be brief."}],
+        }}})
+    );
+    let r = p.handle(response_headers(&[
+        (":status", "200"),
+        ("content-type", "application/json"),
+        ("x-amzn-requestid", "req-5"),
+    ]));
+    assert!(r.mode_override.is_none(), "a count is never streamed");
+    let r = p.handle(body(br#"{"inputTokens":12}"#, true));
+    let answer: Value = serde_json::from_slice(&body_of(&r)).unwrap();
+    assert_eq!(answer, json!({"input_tokens": 12}));
+    // The count is input usage only: the total-token cost counts nothing.
+    assert_eq!(metadata(&r).get("tokens"), Some(&number_value(0.0)));
+    let text = metrics.encode();
+    let usage_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("gen_ai_client_token_usage") && l.contains("count_tokens"))
+        .collect();
+    assert!(
+        usage_lines
+            .iter()
+            .any(|l| l.contains("gen_ai_token_type=\"input\"")
+                && l.contains("_sum")
+                && l.ends_with(" 12.0")),
+        "{text}"
+    );
+    assert!(
+        !usage_lines
+            .iter()
+            .any(|l| l.contains("gen_ai_token_type=\"output\"")),
+        "{text}"
+    );
+}
+
+#[test]
+fn count_tokens_errors_reach_the_client_in_the_anthropic_shape() {
+    let count_headers = || {
+        headers(
+            &[
+                (":path", "/anthropic/v1/messages/count_tokens"),
+                (":method", "POST"),
+                (":authority", "127.0.0.1:10080"),
+            ],
+            false,
+        )
+    };
+    // Bedrock refusing the model.
+    let config = single_backend(
+        ApiSchema::AWSBedrock,
+        None,
+        None,
+        Some(count_tokens_credential("refused")),
+    );
+    let mut p = Processor::new(config, Arc::new(Metrics::new()));
+    p.handle(count_headers());
+    p.handle(body(
+        br#"{"model":"amazon.nova-pro-v1:0","messages":[{"role":"user","content":"hi"}]}"#,
+        false,
+    ));
+    p.handle(response_headers(&[
+        (":status", "400"),
+        ("content-type", "application/json"),
+        (
+            "x-amzn-errortype",
+            "ValidationException:http://internal.amazon.com/coral/",
+        ),
+    ]));
+    let r = p.handle(body(
+        br#"{"message":"The provided model doesn't support counting tokens."}"#,
+        true,
+    ));
+    let error: Value = serde_json::from_slice(&body_of(&r)).unwrap();
+    assert_eq!(
+        error,
+        json!({"type": "error", "error": {"type": "invalid_request_error", "message": "The provided model doesn't support counting tokens."}})
+    );
+
+    // A count never streams: asking for it is a client error, answered by the extproc.
+    let config = single_backend(
+        ApiSchema::AWSBedrock,
+        None,
+        None,
+        Some(count_tokens_credential("stream")),
+    );
+    let mut p = Processor::new(config, Arc::new(Metrics::new()));
+    p.handle(count_headers());
+    let r = p.handle(body(
+        br#"{"model":"anthropic.claude-3-5-haiku-20241022-v1:0","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        false,
+    ));
+    let (status, error) = immediate_of(&r).unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+
+    // A schema outside the Anthropic family cannot count Anthropic tokens.
+    let config = single_backend(ApiSchema::GCPVertexAI, None, None, None);
+    let mut p = Processor::new(config, Arc::new(Metrics::new()));
+    p.handle(count_headers());
+    let r = p.handle(body(
+        br#"{"model":"gemini-2.5-pro","messages":[{"role":"user","content":"hi"}]}"#,
+        false,
+    ));
+    let (status, error) = immediate_of(&r).unwrap();
+    assert_eq!(status, 422);
+    assert_eq!(error["type"], "error");
 }

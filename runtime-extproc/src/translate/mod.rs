@@ -1,5 +1,5 @@
-//! Translation between the client's API (OpenAI, or Anthropic Messages on
-//! `/anthropic/v1/messages`) and each backend schema: one module per provider, pure functions
+//! Translation between the client's API (OpenAI, or Anthropic Messages and token counting on
+//! `/anthropic/v1/messages[/count_tokens]`) and each backend schema: one module per provider, pure functions
 //! from request to request, response to response and stream chunk to stream chunks, with their
 //! tests beside them. [`select`] picks the [`Translator`] of an (endpoint, backend schema) pair;
 //! `None` means the backend speaks the client's API and bytes pass through.
@@ -152,7 +152,13 @@ pub fn select(
         },
     };
     Ok(match (endpoint, schema.name) {
-        (_, ApiSchema::OpenAI | ApiSchema::AzureOpenAI) if endpoint.openai_compatible() => None,
+        // vLLM's tokenizer exists only on OpenAI-compatible servers, not on Azure.
+        (Endpoint::Tokenize, ApiSchema::OpenAI) => None,
+        (_, ApiSchema::OpenAI | ApiSchema::AzureOpenAI)
+            if endpoint.openai_compatible() && endpoint != Endpoint::Tokenize =>
+        {
+            None
+        }
         (Endpoint::Rerank, ApiSchema::Cohere) => {
             Some(Box::new(cohere::Rerank::new(schema.version.as_deref())))
         }
@@ -176,6 +182,13 @@ pub fn select(
             Some(Box::new(Base64Embeddings::new(bedrock::OpenAiEmbeddings)))
         }
         (Endpoint::Messages, ApiSchema::AWSBedrock) => Some(Box::new(bedrock::AnthropicMessages)),
+        (
+            Endpoint::MessagesCountTokens,
+            ApiSchema::Anthropic | ApiSchema::GCPAnthropic | ApiSchema::AWSAnthropic,
+        ) => Some(Box::new(anthropic::CountTokens::new(anthropic_target()))),
+        (Endpoint::MessagesCountTokens, ApiSchema::AWSBedrock) => {
+            Some(Box::new(bedrock::CountTokens))
+        }
         _ => {
             return Err(unsupported(format!(
                 "a {} backend cannot serve {}",
@@ -480,6 +493,80 @@ mod tests {
         let client: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(client["data"][0]["embedding"], "AACAPwAAAMA=");
         assert_eq!(out.usage.input, Some(1));
+    }
+
+    #[test]
+    fn count_tokens_is_served_by_the_anthropic_family_only() {
+        use base64::Engine as _;
+        let body = serde_json::json!({
+            "model": "claude",
+            "messages": [{"role": "user", "content": "hi"}],
+        });
+        let ctx = RequestContext {
+            model: "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+            stream: false,
+            headers: &[],
+        };
+        let sent = |name: ApiSchema, version: Option<&str>| {
+            let schema = BackendSchema {
+                name,
+                version: version.map(str::to_string),
+                prefix: None,
+            };
+            let mut translator = select(&schema, Endpoint::MessagesCountTokens)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name:?}: a translator"));
+            let upstream = translator.request(&body, &ctx).unwrap();
+            let sent: Value = serde_json::from_slice(&upstream.body).unwrap();
+            (upstream.path, sent)
+        };
+        let (path, anthropic) = sent(ApiSchema::Anthropic, None);
+        assert_eq!(path, "/v1/messages/count_tokens");
+        assert_eq!(anthropic["model"], ctx.model);
+        let (path, gcp) = sent(ApiSchema::GCPAnthropic, Some("vertex-2023-10-16"));
+        assert_eq!(path, "publishers/anthropic/models/count-tokens:rawPredict");
+        assert_eq!(gcp["anthropic_version"], "vertex-2023-10-16");
+        let counted = "/model/anthropic.claude-3-5-haiku-20241022-v1:0/count-tokens";
+        let (path, aws) = sent(ApiSchema::AWSAnthropic, None);
+        assert_eq!(path, counted);
+        let invoke = aws
+            .pointer("/input/invokeModel/body")
+            .and_then(Value::as_str)
+            .unwrap();
+        let invoke: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(invoke)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(invoke["anthropic_version"], "bedrock-2023-05-31");
+        let (path, bedrock) = sent(ApiSchema::AWSBedrock, None);
+        assert_eq!(path, counted);
+        assert_eq!(
+            bedrock,
+            serde_json::json!({"input": {"converse": {
+                "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+            }}})
+        );
+        for name in [
+            ApiSchema::OpenAI,
+            ApiSchema::AzureOpenAI,
+            ApiSchema::GCPVertexAI,
+            ApiSchema::Cohere,
+        ] {
+            let schema = BackendSchema {
+                name,
+                version: None,
+                prefix: None,
+            };
+            assert!(
+                matches!(
+                    select(&schema, Endpoint::MessagesCountTokens),
+                    Err(TranslateError::Unsupported(_))
+                ),
+                "{name:?}"
+            );
+        }
     }
 
     #[test]

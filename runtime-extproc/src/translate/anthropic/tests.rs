@@ -1069,3 +1069,352 @@ fn absurd_numbers_saturate() {
     assert_eq!(usage.input, Some(u64::MAX));
     assert_eq!(usage.total, Some(u64::MAX));
 }
+
+// ---- Token counting (`/anthropic/v1/messages/count_tokens`) ----
+
+fn count_tokens_fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/count_tokens/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"));
+    serde_json::from_str(&text).unwrap_or_else(|err| panic!("{path}: {err}"))
+}
+
+const COUNT_TOKENS_CASES: [&str; 3] = ["request_basic", "request_tools", "request_thinking"];
+
+/// `[[name, value], ...]` as header pairs.
+fn header_pairs(value: &Value) -> Vec<(String, String)> {
+    value
+        .as_array()
+        .map(|pairs| {
+            pairs
+                .iter()
+                .map(|pair| {
+                    (
+                        pair[0].as_str().unwrap().to_string(),
+                        pair[1].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The target a fixture names, with the fixture's version or prefix.
+fn count_tokens_target(name: &str, expected: &Value) -> AnthropicTarget {
+    let text = |key: &str| expected[key].as_str().unwrap_or_default().to_string();
+    match name {
+        "anthropic" => AnthropicTarget::Anthropic {
+            prefix: text("prefix"),
+        },
+        "gcp" => AnthropicTarget::GcpAnthropic {
+            version: text("version"),
+        },
+        "aws" => AnthropicTarget::AwsAnthropic {
+            version: text("version"),
+        },
+        other => panic!("unknown target {other}"),
+    }
+}
+
+/// The base64 `invokeModel.body` of a Bedrock CountTokens request replaced by the JSON it
+/// encodes.
+fn decode_invoke_body(mut sent: Value) -> Value {
+    let encoded = sent
+        .pointer("/input/invokeModel/body")
+        .and_then(Value::as_str)
+        .expect("a base64 invokeModel body");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("base64");
+    sent["input"]["invokeModel"]["body"] = serde_json::from_slice(&bytes).expect("JSON");
+    sent
+}
+
+#[test]
+fn count_tokens_request_fixtures() {
+    for case in COUNT_TOKENS_CASES {
+        let input = count_tokens_fixture(case);
+        let upstream = count_tokens_fixture(&format!("{case}.upstream"));
+        let client_headers = header_pairs(&upstream["client_headers"]);
+        for name in ["anthropic", "gcp", "aws"] {
+            let expected = &upstream[name];
+            let mut translator = CountTokens::new(count_tokens_target(name, expected));
+            let model = expected["model"].as_str().unwrap();
+            let out = translator
+                .request(&input, &request_ctx(model, false, &client_headers))
+                .unwrap_or_else(|err| panic!("{case} {name}: {err}"));
+            assert_eq!(
+                out.path,
+                expected["path"].as_str().unwrap(),
+                "{case} {name}"
+            );
+            assert_eq!(
+                out.headers,
+                header_pairs(&expected["headers"]),
+                "{case} {name}"
+            );
+            let sent = body(&out);
+            let sent = if name == "aws" {
+                assert_eq!(
+                    sent.as_object().map(|o| o.len()),
+                    Some(1),
+                    "{case}: only input"
+                );
+                decode_invoke_body(sent)
+            } else {
+                sent
+            };
+            assert_eq!(sent, expected["body"], "{case} {name}");
+        }
+    }
+}
+
+#[test]
+fn count_tokens_keeps_an_explicit_max_tokens_for_bedrock() {
+    let input = json!({
+        "model": MODEL,
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}],
+    });
+    let aws = AnthropicTarget::AwsAnthropic {
+        version: "bedrock-2023-05-31".into(),
+    };
+    let out = CountTokens::new(aws)
+        .request(
+            &input,
+            &request_ctx("anthropic.claude-3-haiku-20240307-v1:0", false, &[]),
+        )
+        .expect("translates");
+    let sent = decode_invoke_body(body(&out));
+    assert_eq!(
+        sent["input"]["invokeModel"]["body"]["max_tokens"],
+        json!(10)
+    );
+    // A null max_tokens is a missing one.
+    let input = json!({
+        "model": MODEL,
+        "max_tokens": null,
+        "messages": [{"role": "user", "content": "hi"}],
+    });
+    let aws = AnthropicTarget::AwsAnthropic {
+        version: String::new(),
+    };
+    let out = CountTokens::new(aws)
+        .request(
+            &input,
+            &request_ctx("anthropic.claude-3-haiku-20240307-v1:0", false, &[]),
+        )
+        .expect("translates");
+    let sent = decode_invoke_body(body(&out));
+    assert_eq!(
+        sent["input"]["invokeModel"]["body"]["max_tokens"],
+        json!(DEFAULT_MAX_TOKENS)
+    );
+}
+
+#[test]
+fn count_tokens_models_for_bedrock() {
+    for (model, counted) in [
+        (
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            "anthropic.claude-3-haiku-20240307-v1:0",
+        ),
+        (
+            "eu.anthropic.claude-3-haiku-20240307-v1:0",
+            "anthropic.claude-3-haiku-20240307-v1:0",
+        ),
+        (
+            "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0",
+            "anthropic.claude-3-haiku-20240307-v1:0",
+        ),
+        (
+            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3",
+            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3",
+        ),
+        ("amazon.nova-pro-v1:0", "amazon.nova-pro-v1:0"),
+    ] {
+        assert_eq!(bedrock_count_tokens_model(model), counted, "{model}");
+    }
+    // What remains is escaped as a path segment.
+    let out = CountTokens::new(AnthropicTarget::AwsAnthropic {
+        version: String::new(),
+    })
+    .request(
+        &count_tokens_fixture("request_basic"),
+        &request_ctx(
+            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3",
+            false,
+            &[],
+        ),
+    )
+    .expect("translates");
+    assert_eq!(
+        out.path,
+        "/model/arn:aws:bedrock:us-east-1:123456789012:application-inference-profile%2Fa1b2c3/count-tokens"
+    );
+}
+
+#[test]
+fn count_tokens_for_gcp_needs_a_version() {
+    let mut translator = CountTokens::new(AnthropicTarget::GcpAnthropic {
+        version: String::new(),
+    });
+    let err = translator
+        .request(
+            &count_tokens_fixture("request_basic"),
+            &request_ctx("claude-sonnet-4-5@20250929", false, &[]),
+        )
+        .expect_err("no version");
+    assert!(
+        matches!(&err, TranslateError::Unsupported(reason) if reason.contains("anthropic_version")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn count_tokens_refuses_streaming_and_malformed_requests() {
+    let targets = [
+        anthropic(),
+        AnthropicTarget::GcpAnthropic {
+            version: "vertex-2023-10-16".into(),
+        },
+        AnthropicTarget::AwsAnthropic {
+            version: String::new(),
+        },
+    ];
+    let cases = [
+        (
+            json!({"model": MODEL, "stream": true, "messages": []}),
+            false,
+            "stream",
+        ),
+        (json!({"model": MODEL, "messages": []}), true, "stream"),
+        (json!({"messages": []}), false, "model"),
+        (json!({"model": MODEL}), false, "messages"),
+        (json!([1, 2]), false, "object"),
+    ];
+    for target in targets {
+        for (input, stream, reason) in &cases {
+            let mut translator = CountTokens::new(target.clone());
+            let err = translator
+                .request(input, &request_ctx(MODEL, *stream, &[]))
+                .expect_err("refused");
+            assert!(
+                matches!(&err, TranslateError::Invalid(text) if text.contains(reason)),
+                "{target:?} {input}: {err:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn count_tokens_response_fixtures() {
+    for name in ["anthropic", "gcp", "aws"] {
+        let case = count_tokens_fixture(&format!("response_{name}"));
+        assert_eq!(case["target"], name);
+        let translator = CountTokens::new(count_tokens_target(name, &json!({})));
+        let provider = case["provider"].to_string();
+        let out = translator
+            .response(provider.as_bytes(), &response_ctx(MODEL))
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
+        let answer: Value = serde_json::from_slice(&out.body).expect("JSON");
+        assert_eq!(answer, case["client"], "{name}");
+        assert_eq!(
+            out.usage,
+            TokenUsage {
+                input: case["usage"]["input"].as_u64(),
+                ..TokenUsage::default()
+            },
+            "{name}"
+        );
+        assert_eq!(out.model.as_deref(), Some(MODEL));
+        if name != "aws" {
+            // Anthropic's own answer passes byte for byte.
+            assert_eq!(out.body, provider.as_bytes(), "{name}");
+        }
+    }
+}
+
+#[test]
+fn count_tokens_bad_answers() {
+    let aws = CountTokens::new(AnthropicTarget::AwsAnthropic {
+        version: String::new(),
+    });
+    for body in [
+        &b"not json"[..],
+        b"{}",
+        br#"{"inputTokens":"12"}"#,
+        br#"{"inputTokens":-1}"#,
+        br#"{"input_tokens":12}"#,
+    ] {
+        assert!(
+            matches!(
+                aws.response(body, &response_ctx(MODEL)),
+                Err(TranslateError::Upstream(_))
+            ),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    // Anthropic's answer passes whatever it holds; no count, no usage.
+    let direct = CountTokens::new(anthropic());
+    let out = direct
+        .response(br#"{"unexpected":true}"#, &response_ctx(MODEL))
+        .expect("passes");
+    assert_eq!(out.body, br#"{"unexpected":true}"#);
+    assert_eq!(out.usage, TokenUsage::default());
+}
+
+#[test]
+fn count_tokens_errors_have_the_anthropic_shape() {
+    let ctx = response_ctx(MODEL);
+    let error = |target: AnthropicTarget, status: u16, body: &str| -> Value {
+        let translator = CountTokens::new(target);
+        serde_json::from_slice(&translator.error(status, body.as_bytes(), &ctx)).expect("JSON")
+    };
+    // Anthropic: kept as it is.
+    let anthropic_body =
+        r#"{"type":"error","error":{"type":"not_found_error","message":"model: claude-x"}}"#;
+    assert_eq!(
+        CountTokens::new(anthropic()).error(404, anthropic_body.as_bytes(), &ctx),
+        anthropic_body.as_bytes()
+    );
+    // Bedrock CountTokens refusing a model.
+    assert_eq!(
+        error(
+            AnthropicTarget::AwsAnthropic {
+                version: String::new()
+            },
+            400,
+            r#"{"message":"The provided model doesn't support counting tokens."}"#
+        ),
+        json!({"type": "error", "error": {"type": "invalid_request_error", "message": "The provided model doesn't support counting tokens."}})
+    );
+    // Vertex AI: a list around a Google error.
+    assert_eq!(
+        error(
+            AnthropicTarget::GcpAnthropic {
+                version: "vertex-2023-10-16".into()
+            },
+            429,
+            r#"[{"error":{"code":429,"message":"Quota exceeded.","status":"RESOURCE_EXHAUSTED"}}]"#
+        ),
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Quota exceeded."}})
+    );
+}
+
+#[test]
+fn count_tokens_never_streams() {
+    // Should a provider stream anyway, the bytes pass untouched and no usage is read.
+    let translator = CountTokens::new(AnthropicTarget::AwsAnthropic {
+        version: String::new(),
+    });
+    let mut stream = translator.stream(&response_ctx(MODEL));
+    assert_eq!(
+        stream.feed(br#"{"inputTokens":3}"#).expect("passes"),
+        br#"{"inputTokens":3}"#
+    );
+    assert_eq!(stream.usage(), TokenUsage::default());
+}
