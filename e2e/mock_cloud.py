@@ -300,7 +300,7 @@ class MockBedrock(MockServer):
             recorded.problem = problem
             return send(h, 403, {"message": BAD_SIGNATURE}, {
                 **base, "x-amzn-errortype": "InvalidSignatureException:http://internal.amazon.com/coral/com.amazon.coral.service/"})
-        match = re.fullmatch(r"/model/([^/?]+)/(converse|converse-stream|invoke|invoke-with-response-stream)", recorded.path)
+        match = re.fullmatch(r"/model/([^/?]+)/(converse|converse-stream|invoke|invoke-with-response-stream|count-tokens)", recorded.path)
         if not match:
             return send(h, 404, {"message": f"Unknown operation {recorded.path}"}, {**base, "x-amzn-errortype": "UnknownOperationException"})
         model, action = urllib.parse.unquote(match[1]), match[2]
@@ -309,6 +309,19 @@ class MockBedrock(MockServer):
             request = json.loads(recorded.body)
         except ValueError:
             return self._validation(h, base, "Malformed input request, please reformat your input and try again.")
+        if action == "count-tokens":
+            # CountTokens takes exactly one of the two request forms, and no inference settings.
+            forms = request.get("input") if set(request) == {"input"} else None
+            if not isinstance(forms, dict) or len(forms) != 1:
+                return self._validation(h, base, "Malformed input request: input must hold one of converse, invokeModel")
+            if "converse" in forms:
+                converse = forms["converse"]
+                if set(converse) - {"messages", "system", "toolConfig", "additionalModelRequestFields"}:
+                    return self._validation(h, base, "Malformed input request: extraneous key in converse")
+                return send(h, 200, {"inputTokens": self._input_tokens(converse)}, base)
+            invoked = json.loads(base64.b64decode(forms["invokeModel"]["body"]))
+            return send(h, 200, {"inputTokens": sum(words_in(m["content"]) for m in invoked["messages"]
+                                                    if isinstance(m["content"], str))}, base)
         if action.startswith("converse"):
             extra = sorted(set(request) - CONVERSE_KEYS)
             if extra:

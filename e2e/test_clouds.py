@@ -768,6 +768,20 @@ def test_messages_api_to_bedrock_converse(gateways, clouds):
     assert body["inferenceConfig"]["maxTokens"] == 50
 
 
+def test_messages_token_count_from_bedrock(gateways, clouds):
+    gateway = gateway_for(gateways, "claude-bedrock-messages")
+    body = {"model": "claude-bedrock-messages", "system": "be brief",
+            "messages": [{"role": "user", "content": "say hello to the fox"}]}
+    status, _, answer = http("POST", gateway.url("/anthropic/v1/messages/count_tokens"), body,
+                             headers={"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"})
+    assert status == 200, answer
+    assert json.loads(answer) == {"input_tokens": 5}
+    received = only(clouds.bedrock)
+    assert received.path == "/model/anthropic.claude-3-5-sonnet-20240620-v1:0/count-tokens"
+    assert_signed(received)
+    assert received.json()["input"]["converse"]["messages"] == [{"role": "user", "content": [{"text": "say hello to the fox"}]}]
+
+
 def test_messages_api_streamed_from_bedrock_converse_stream(gateways, clouds):
     assert_anthropic_stream(*messages(gateways, "claude-bedrock-messages", stream=True))
     received = only(clouds.bedrock)
