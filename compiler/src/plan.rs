@@ -287,6 +287,8 @@ struct Planner<'a> {
     gateway_namespaces: BTreeMap<Key, BTreeSet<String>>,
     /// BackendSecurityPolicies already reported as unmountable everywhere.
     reported_policies: BTreeSet<usize>,
+    /// AIServiceBackends already reported for a credential their schema cannot use.
+    reported_backends: BTreeSet<usize>,
 }
 
 /// Plans every instance; returns the plan and every problem found.
@@ -303,6 +305,7 @@ pub fn plan(
         diags: Vec::new(),
         gateway_namespaces: gateway_namespaces(input, resolved),
         reported_policies: BTreeSet::new(),
+        reported_backends: BTreeSet::new(),
     };
     let mut instances = Vec::new();
     for gateway in &resolved.gateways {
@@ -586,6 +589,9 @@ impl Planner<'_> {
                     priority,
                 });
                 let auth = self.auth(&key, gateway, secrets);
+                if self.reported_backends.insert(backend_index) {
+                    self.check_cloud_credential(&backend_object, service_backend, auth.as_ref());
+                }
                 backends.push(fc::Backend {
                     name: id.clone(),
                     service_backend: format!("{ns}/{}", backend_ref.name),
@@ -644,6 +650,47 @@ impl Planner<'_> {
             models: models.into_values().collect(),
         };
         (fc_route, backends, http_rules)
+    }
+
+    /// Vertex AI paths are relative to the project and region of a GCP credential, so a GCP
+    /// schema without one cannot work (error); a Bedrock schema without AWS credentials sends
+    /// unsigned requests (warning).
+    fn check_cloud_credential(
+        &mut self,
+        object: &Object,
+        backend: &AiServiceBackend,
+        auth: Option<&BackendAuth>,
+    ) {
+        let credential = auth.map(|a| &a.credential);
+        let schema = backend.spec.schema.name;
+        let field = FieldPath::parse("spec.schema.name");
+        match schema {
+            ApiSchema::GCPVertexAI | ApiSchema::GCPAnthropic
+                if !matches!(credential, Some(Credential::Gcp { .. })) =>
+            {
+                self.diags.push(self.input.error_at(
+                    object,
+                    field,
+                    format!(
+                        "schema {} needs a BackendSecurityPolicy of type GCPCredentials targeting this AIServiceBackend: Vertex AI paths name the project and region it sets",
+                        schema.as_str()
+                    ),
+                ));
+            }
+            ApiSchema::AWSBedrock | ApiSchema::AWSAnthropic
+                if !matches!(credential, Some(Credential::Aws { .. })) =>
+            {
+                self.diags.push(self.input.warning_at(
+                    object,
+                    field,
+                    format!(
+                        "schema {} without a BackendSecurityPolicy of type AWSCredentials: requests are sent unsigned, which AWS refuses",
+                        schema.as_str()
+                    ),
+                ));
+            }
+            _ => {}
+        }
     }
 
     fn upstream_host(&self, backend: &AiServiceBackend, ns: &str) -> Option<String> {
