@@ -845,11 +845,21 @@ impl Processor {
                 }
                 // Event count and timing for the latency metrics.
                 self.response.stream.feed(&out);
+                let secrets = self.selection.as_ref().map(|s| s.sent_secrets.as_slice());
+                let out = scrub(&out, secrets.unwrap_or_default()).unwrap_or(out);
                 common.body_mutation = Some(BodyMutation {
                     mutation: Some(body_mutation::Mutation::Body(out)),
                 });
             } else {
                 self.response.stream.feed(&body.body);
+                // A credential echoed inside an event (an error event) never reaches the
+                // client; the chunk passes untouched otherwise.
+                let secrets = self.selection.as_ref().map(|s| s.sent_secrets.as_slice());
+                if let Some(clean) = scrub(&body.body, secrets.unwrap_or_default()) {
+                    common.body_mutation = Some(BodyMutation {
+                        mutation: Some(body_mutation::Mutation::Body(clean)),
+                    });
+                }
             }
             let mut response = response_body_response(common);
             if body.end_of_stream {
@@ -948,24 +958,13 @@ impl Processor {
         let Some(selection) = &self.selection else {
             return false;
         };
-        let mut changed = false;
-        for secret in &selection.sent_secrets {
-            if secret.expose().len() < 8 {
-                continue;
+        match scrub(&self.response.body, &selection.sent_secrets) {
+            Some(clean) => {
+                self.response.body = clean;
+                true
             }
-            let needle = secret.expose().as_bytes();
-            let mut out = Vec::with_capacity(self.response.body.len());
-            let mut rest = self.response.body.as_slice();
-            while let Some(at) = rest.windows(needle.len()).position(|w| w == needle) {
-                out.extend_from_slice(&rest[..at]);
-                out.extend_from_slice(b"<redacted>");
-                rest = &rest[at + needle.len()..];
-                changed = true;
-            }
-            out.extend_from_slice(rest);
-            self.response.body = out;
+            None => false,
         }
-        changed
     }
 
     /// End of the response: costs into metadata, measurements into metrics. Runs once.
@@ -1119,6 +1118,33 @@ fn upstream_path(
             }
         }
     }
+}
+
+/// `bytes` with every credential value in `secrets` replaced by `<redacted>`; `None` when none
+/// occurs. Values shorter than 8 bytes are not searched (they would match ordinary text).
+fn scrub(bytes: &[u8], secrets: &[Secret]) -> Option<Vec<u8>> {
+    let mut current: Option<Vec<u8>> = None;
+    for secret in secrets {
+        let needle = secret.expose().as_bytes();
+        if needle.len() < 8 {
+            continue;
+        }
+        let haystack = current.as_deref().unwrap_or(bytes);
+        let finder = memchr::memmem::Finder::new(needle);
+        if finder.find(haystack).is_none() {
+            continue;
+        }
+        let mut out = Vec::with_capacity(haystack.len());
+        let mut rest = haystack;
+        while let Some(at) = finder.find(rest) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(b"<redacted>");
+            rest = &rest[at + needle.len()..];
+        }
+        out.extend_from_slice(rest);
+        current = Some(out);
+    }
+    current
 }
 
 fn auth_error_code(err: &AuthError) -> &'static str {

@@ -1336,3 +1336,36 @@ fn count_tokens_errors_reach_the_client_in_the_anthropic_shape() {
     assert_eq!(status, 422);
     assert_eq!(error["type"], "error");
 }
+
+#[test]
+fn a_credential_echoed_in_a_stream_is_scrubbed_from_that_chunk() {
+    let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    p.handle(body(br#"{"model":"gpt-4o","stream":true}"#, false));
+    p.handle(response_headers(&[
+        (":status", "200"),
+        ("content-type", "text/event-stream"),
+    ]));
+    let clean = p.handle(chunk(b"data: {\"choices\":[]}\n\n", false));
+    assert!(
+        common_of(&clean).body_mutation.is_none(),
+        "chunks without a credential pass untouched"
+    );
+    let r = p.handle(chunk(
+        b"data: {\"error\":{\"message\":\"key sk-secret revoked\"}}\n\n",
+        true,
+    ));
+    let text = String::from_utf8(body_of(&r)).unwrap();
+    assert!(!text.contains("sk-secret"), "{text}");
+    assert!(text.contains("key <redacted> revoked"), "{text}");
+}
+
+#[test]
+fn scrubbing_replaces_every_occurrence_of_every_value() {
+    let secrets = [Secret::new("token-aaaa-1111"), Secret::new("short")];
+    assert_eq!(scrub(b"nothing here", &secrets), None);
+    assert_eq!(
+        scrub(b"token-aaaa-1111 and token-aaaa-1111 but short", &secrets).unwrap(),
+        b"<redacted> and <redacted> but short".to_vec()
+    );
+}
