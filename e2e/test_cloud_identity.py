@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import openai
 import pytest
 
+from crs import endpoint, policy, secret, service_backend
 from conftest import AIGW, EXTPROC, http, wait_for
 from mock_cloud import AZURE_SCOPE, GCP_SCOPE, MockAzureOpenAI, MockBedrock, MockOidcProvider, MockSts, MockVertex
 from mock_identity import ACCESS_TOKEN_TYPE, MockGcpSts, MockIamCredentials, MockShortLivedEntra, TOKEN_EXCHANGE, pool_audience
@@ -68,45 +69,6 @@ def identity_crs(listener, family, m):
         f"  - matches: [{{headers: [{{name: x-ai-eg-model, value: '{model}'}}]}}]\n"
         f"    backendRefs: [{{name: {backend}, modelNameOverride: '{override}'}}]\n"
         for model, (fam, backend, override) in MODELS.items() if fam == family)
-
-    def service_backend(name, schema, backend, version=None):
-        version = f", version: {version}" if version else ""
-        return f"""---
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIServiceBackend
-metadata: {{name: {name}, namespace: ai}}
-spec:
-  schema: {{name: {schema}{version}}}
-  backendRef: {{name: {backend}, kind: Backend, group: gateway.envoyproxy.io}}
-"""
-
-    def endpoint(name, port):
-        return f"""---
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: {name}, namespace: ai}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
-"""
-
-    def policy(name, target, body):
-        return f"""---
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: BackendSecurityPolicy
-metadata: {{name: {name}, namespace: ai}}
-spec:
-  targetRefs:
-  - {{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {target}}}
-{body}"""
-
-    def secret(name, key, value):
-        return f"""---
-apiVersion: v1
-kind: Secret
-metadata: {{name: {name}, namespace: ai}}
-stringData:
-  {key}: {json.dumps(value)}
-"""
 
     parts = {
         "override": [

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import openai
 import pytest
 
+from crs import endpoint, policy, secret, service_backend
 from conftest import AIGW, EXTPROC, Gateway, envoy_bin, free_port, http, wait_for
 from mock_cloud import (AZURE_SCOPE, BAD_SIGNATURE, GCP_SCOPE, PIECES, MockAzureOpenAI, MockBedrock, MockEntra,
                         MockGoogleOAuth, MockOidcProvider, MockSts, MockVertex, service_account_key, words_in)
@@ -79,45 +80,6 @@ def cloud_crs(listener, family, c, service_accounts):
         clientID: {OIDC_CLIENT_ID}
         clientSecret: {{name: oidc-client}}
         scopes: [aigw-e2e]"""
-
-    def service_backend(name, schema, backend, version=None):
-        version = f", version: {version}" if version else ""
-        return f"""---
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIServiceBackend
-metadata: {{name: {name}, namespace: ai}}
-spec:
-  schema: {{name: {schema}{version}}}
-  backendRef: {{name: {backend}, kind: Backend, group: gateway.envoyproxy.io}}
-"""
-
-    def endpoint(name, port):
-        return f"""---
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: {name}, namespace: ai}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
-"""
-
-    def policy(name, targets, body):
-        refs = "".join(f"  - {{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: {t}}}\n" for t in targets)
-        return f"""---
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: BackendSecurityPolicy
-metadata: {{name: {name}, namespace: ai}}
-spec:
-  targetRefs:
-{refs}{body}"""
-
-    def secret(name, key, value):
-        return f"""---
-apiVersion: v1
-kind: Secret
-metadata: {{name: {name}, namespace: ai}}
-stringData:
-  {key}: {json.dumps(value)}
-"""
 
     parts = {
         "aws": [
