@@ -7,11 +7,12 @@
 //! `aigw build` generates (`aigw-filterconfig`), reloaded atomically when it or a mounted
 //! credential changes.
 //!
-//! Modules: [`auth`] (backend credentials: keys, SigV4, cloud tokens), [`config`] (load the contract into what requests read), [`reload`] (the config in
-//! force and its watcher), [`server`] (the gRPC service), [`processor`] (one stream's state
-//! machine), [`router`] (route and backend choice), [`translate`] (one module per provider),
-//! [`endpoint`], [`usage`], [`costs`], [`metrics`], [`admin`] (metrics and health over HTTP),
-//! [`time`] (RFC 3339 times read and written).
+//! Modules: [`auth`] (backend credentials: keys, SigV4, cloud tokens), [`config`] (load the
+//! contract into what requests read), [`reload`] (the config in force and its watcher),
+//! [`server`] (the gRPC service), [`processor`] (one stream's state machine), [`router`]
+//! (route and backend choice), [`translate`] (one module per provider), [`endpoint`],
+//! [`usage`], [`costs`], [`metrics`], [`admin`] (metrics and health over HTTP), [`time`]
+//! (RFC 3339 times read and written).
 
 pub mod admin;
 pub mod auth;
