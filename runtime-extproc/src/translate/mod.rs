@@ -1,8 +1,9 @@
 //! Translation between the client's API (OpenAI, or Anthropic Messages and token counting on
-//! `/anthropic/v1/messages[/count_tokens]`) and each backend schema: one module per provider, pure functions
-//! from request to request, response to response and stream chunk to stream chunks, with their
-//! tests beside them. [`select`] picks the [`Translator`] of an (endpoint, backend schema) pair;
-//! `None` means the backend speaks the client's API and bytes pass through.
+//! `/anthropic/v1/messages[/count_tokens]`) and each backend schema: one module per provider,
+//! pure functions from request to request, response to response and stream chunk to stream
+//! chunks, with their tests beside them. [`select`] picks the [`Translator`] of an (endpoint,
+//! backend schema) pair; `None` means the backend speaks the client's API and bytes pass
+//! through.
 //!
 //! A translator never does I/O and never sees credentials: the processor adds those after
 //! translation. A request a backend cannot express is a [`TranslateError::Unsupported`], which
