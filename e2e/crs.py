@@ -51,3 +51,33 @@ metadata: {{name: {name}, namespace: ai}}
 stringData:
   {key}: {json.dumps(value)}
 """
+
+
+def gateway_and_route(listener, route, models, family, costs=False):
+    """The Gateway `e2e` on `listener` and the AIGatewayRoute `route` with one rule per model of
+    `family` in `models` ({model: (family, backend, modelNameOverride)})."""
+    rules = "".join(
+        f"  - matches: [{{headers: [{{name: x-ai-eg-model, value: '{model}'}}]}}]\n"
+        f"    backendRefs: [{{name: {backend}, modelNameOverride: '{override}'}}]\n"
+        for model, (fam, backend, override) in models.items() if fam == family)
+    cost_lines = """  llmRequestCosts:
+  - {metadataKey: llm_input_token, type: InputToken}
+  - {metadataKey: llm_output_token, type: OutputToken}
+  - {metadataKey: llm_total_token, type: TotalToken}
+""" if costs else ""
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: e2e, namespace: ai}}
+spec:
+  gatewayClassName: envoy-gateway
+  listeners:
+  - {{name: http, protocol: HTTP, port: {listener}}}
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: {route}, namespace: ai}}
+spec:
+  parentRefs: [{{name: e2e}}]
+{cost_lines}  rules:
+{rules}"""

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import openai
 import pytest
 
-from crs import endpoint, policy, secret, service_backend
+from crs import endpoint, gateway_and_route, policy, secret, service_backend
 from conftest import AIGW, EXTPROC, http, wait_for
 from mock_cloud import AZURE_SCOPE, GCP_SCOPE, MockAzureOpenAI, MockBedrock, MockOidcProvider, MockSts, MockVertex
 from mock_identity import ACCESS_TOKEN_TYPE, MockGcpSts, MockIamCredentials, MockShortLivedEntra, TOKEN_EXCHANGE, pool_audience
@@ -65,10 +65,6 @@ MODELS = {
 
 def identity_crs(listener, family, m):
     """The CRs of one gateway: its models, their backends, credentials and Secrets."""
-    rules = "".join(
-        f"  - matches: [{{headers: [{{name: x-ai-eg-model, value: '{model}'}}]}}]\n"
-        f"    backendRefs: [{{name: {backend}, modelNameOverride: '{override}'}}]\n"
-        for model, (fam, backend, override) in MODELS.items() if fam == family)
 
     parts = {
         "override": [
@@ -145,22 +141,7 @@ def identity_crs(listener, family, m):
             secret("entra-client", "client-secret", CLIENT_SECRET),
         ],
     }
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: e2e, namespace: ai}}
-spec:
-  gatewayClassName: envoy-gateway
-  listeners:
-  - {{name: http, protocol: HTTP, port: {listener}}}
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIGatewayRoute
-metadata: {{name: identity, namespace: ai}}
-spec:
-  parentRefs: [{{name: e2e}}]
-  rules:
-{rules}""" + "".join(parts[family])
+    return gateway_and_route(listener, "identity", MODELS, family, costs=False) + "".join(parts[family])
 
 
 class IdentityGateway(CloudGateway):

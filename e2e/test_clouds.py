@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import openai
 import pytest
 
-from crs import endpoint, policy, secret, service_backend
+from crs import endpoint, gateway_and_route, policy, secret, service_backend
 from conftest import AIGW, EXTPROC, Gateway, envoy_bin, free_port, http, wait_for
 from mock_cloud import (AZURE_SCOPE, BAD_SIGNATURE, GCP_SCOPE, PIECES, MockAzureOpenAI, MockBedrock, MockEntra,
                         MockGoogleOAuth, MockOidcProvider, MockSts, MockVertex, service_account_key, words_in)
@@ -71,10 +71,6 @@ MODELS = {
 
 def cloud_crs(listener, family, c, service_accounts):
     """The CRs of one gateway: its models, their backends, credentials and Secrets."""
-    rules = "".join(
-        f"  - matches: [{{headers: [{{name: x-ai-eg-model, value: '{model}'}}]}}]\n"
-        f"    backendRefs: [{{name: {backend}, modelNameOverride: '{override}'}}]\n"
-        for model, (fam, backend, override) in MODELS.items() if fam == family)
     oidc = f"""oidc:
         provider: {{issuer: '{c.oidc.url}', tokenEndpoint: '{c.oidc.url}/oauth2/token'}}
         clientID: {OIDC_CLIENT_ID}
@@ -187,26 +183,7 @@ def cloud_crs(listener, family, c, service_accounts):
             secret("openai-key", "apiKey", OPENAI_KEY),
         ],
     }
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: e2e, namespace: ai}}
-spec:
-  gatewayClassName: envoy-gateway
-  listeners:
-  - {{name: http, protocol: HTTP, port: {listener}}}
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIGatewayRoute
-metadata: {{name: clouds, namespace: ai}}
-spec:
-  parentRefs: [{{name: e2e}}]
-  llmRequestCosts:
-  - {{metadataKey: llm_input_token, type: InputToken}}
-  - {{metadataKey: llm_output_token, type: OutputToken}}
-  - {{metadataKey: llm_total_token, type: TotalToken}}
-  rules:
-{rules}""" + "".join(parts[family])
+    return gateway_and_route(listener, "clouds", MODELS, family, costs=True) + "".join(parts[family])
 
 
 class CloudGateway(Gateway):

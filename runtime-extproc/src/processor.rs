@@ -843,8 +843,11 @@ impl Processor {
                         }
                     }
                 }
-                // Event count and timing for the latency metrics.
-                self.response.stream.feed(&out);
+                // Events sent, for the inter-token latency. The translator already read usage
+                // and model: its output is counted, not parsed again.
+                let events = memchr::memmem::find_iter(&out, b"\n\n").count();
+                let done = memchr::memmem::find_iter(&out, b"data: [DONE]").count();
+                self.response.stream.events += events.saturating_sub(done) as u64;
                 let secrets = self.selection.as_ref().map(|s| s.sent_secrets.as_slice());
                 let out = scrub(&out, secrets.unwrap_or_default()).unwrap_or(out);
                 common.body_mutation = Some(BodyMutation {

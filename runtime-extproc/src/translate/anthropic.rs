@@ -1502,11 +1502,7 @@ impl Translator for CountTokens {
                 )
             }
         };
-        Ok(Translated {
-            body,
-            usage,
-            model: Some(ctx.model.to_string()),
-        })
+        Ok(ctx.translated(body, usage))
     }
 
     fn error(&self, status: u16, body: &[u8], _ctx: &ResponseContext<'_>) -> Vec<u8> {

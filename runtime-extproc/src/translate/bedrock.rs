@@ -48,11 +48,7 @@ impl Translator for OpenAiChat {
         ctx: &ResponseContext<'_>,
     ) -> Result<Translated, TranslateError> {
         let (body, usage) = chat_response(body, ctx.model, ctx.header("x-amzn-requestid"))?;
-        Ok(Translated {
-            body,
-            usage,
-            model: Some(ctx.model.to_string()),
-        })
+        Ok(ctx.translated(body, usage))
     }
 
     fn error(&self, status: u16, body: &[u8], ctx: &ResponseContext<'_>) -> Vec<u8> {
@@ -809,11 +805,7 @@ impl Translator for OpenAiEmbeddings {
             ctx.model,
             ctx.header("x-amzn-bedrock-input-token-count"),
         )?;
-        Ok(Translated {
-            body,
-            usage,
-            model: Some(ctx.model.to_string()),
-        })
+        Ok(ctx.translated(body, usage))
     }
 
     fn error(&self, status: u16, body: &[u8], ctx: &ResponseContext<'_>) -> Vec<u8> {
@@ -1086,11 +1078,7 @@ impl Translator for AnthropicMessages {
         ctx: &ResponseContext<'_>,
     ) -> Result<Translated, TranslateError> {
         let (body, usage) = messages_response(body, ctx.model, ctx.header("x-amzn-requestid"))?;
-        Ok(Translated {
-            body,
-            usage,
-            model: Some(ctx.model.to_string()),
-        })
+        Ok(ctx.translated(body, usage))
     }
 
     fn error(&self, status: u16, body: &[u8], _ctx: &ResponseContext<'_>) -> Vec<u8> {
@@ -1969,11 +1957,7 @@ impl Translator for CountTokens {
         ctx: &ResponseContext<'_>,
     ) -> Result<Translated, TranslateError> {
         let (body, usage) = super::anthropic::bedrock_count_tokens_response(body)?;
-        Ok(Translated {
-            body,
-            usage,
-            model: Some(ctx.model.to_string()),
-        })
+        Ok(ctx.translated(body, usage))
     }
 
     fn error(&self, status: u16, body: &[u8], _ctx: &ResponseContext<'_>) -> Vec<u8> {

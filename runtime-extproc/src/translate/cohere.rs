@@ -87,11 +87,7 @@ impl Translator for Rerank {
         let response: Value = serde_json::from_slice(body).map_err(|err| {
             TranslateError::Upstream(format!("the rerank answer is not JSON: {err}"))
         })?;
-        Ok(Translated {
-            body: body.to_vec(),
-            usage: rerank_usage(&response),
-            model: Some(ctx.model.to_string()),
-        })
+        Ok(ctx.translated(body.to_vec(), rerank_usage(&response)))
     }
 
     fn error(&self, status: u16, body: &[u8], _ctx: &ResponseContext<'_>) -> Vec<u8> {

@@ -59,11 +59,7 @@ impl Translator for OpenAiChat {
         ctx: &ResponseContext<'_>,
     ) -> Result<Translated, TranslateError> {
         let (body, usage) = chat_response(body, ctx.model)?;
-        Ok(Translated {
-            body,
-            usage,
-            model: Some(ctx.model.to_string()),
-        })
+        Ok(ctx.translated(body, usage))
     }
 
     fn error(&self, status: u16, body: &[u8], _ctx: &ResponseContext<'_>) -> Vec<u8> {
@@ -96,11 +92,7 @@ impl Translator for OpenAiEmbeddings {
         ctx: &ResponseContext<'_>,
     ) -> Result<Translated, TranslateError> {
         let (body, usage) = embeddings_response(body, ctx.model)?;
-        Ok(Translated {
-            body,
-            usage,
-            model: Some(ctx.model.to_string()),
-        })
+        Ok(ctx.translated(body, usage))
     }
 
     fn error(&self, status: u16, body: &[u8], _ctx: &ResponseContext<'_>) -> Vec<u8> {

@@ -92,6 +92,18 @@ impl std::fmt::Debug for RequestContext<'_> {
     }
 }
 
+impl ResponseContext<'_> {
+    /// A translated response reporting the requested model (for providers whose answers
+    /// name none).
+    pub fn translated(&self, body: Vec<u8>, usage: TokenUsage) -> Translated {
+        Translated {
+            body,
+            usage,
+            model: Some(self.model.to_string()),
+        }
+    }
+}
+
 impl RequestContext<'_> {
     /// A request header.
     pub fn header(&self, name: &str) -> Option<&str> {
