@@ -7,7 +7,7 @@
 //! that fails any of this is rejected as a whole, so a reload never serves half a config.
 //! Credentials are held in [`Secret`], whose `Debug` never shows the value.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -188,10 +188,21 @@ pub struct RuntimeConfig {
     pub files: Vec<PathBuf>,
     /// Any cost configured at all (forces usage in streams).
     pub has_costs: bool,
+    /// Model names the configuration mentions (exact model matches, model overrides, declared
+    /// models): always kept as metric label values.
+    pub known_models: HashSet<String>,
 }
 
 /// Reads and builds the configuration at `path`.
 pub fn load(path: &Path) -> Result<RuntimeConfig, LoadError> {
+    load_tracking(path, &mut Vec::new())
+}
+
+/// Like [`load`], and adds to `files` every file the attempt read or looked for (the config
+/// file, then each credential file it names, a missing one included), whether it succeeds or
+/// not: a watcher waits on these for a failed configuration to become complete.
+pub fn load_tracking(path: &Path, files: &mut Vec<PathBuf>) -> Result<RuntimeConfig, LoadError> {
+    files.push(path.to_path_buf());
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
@@ -211,7 +222,7 @@ pub fn load(path: &Path) -> Result<RuntimeConfig, LoadError> {
         source,
     })?;
     let base = path.parent().unwrap_or_else(|| Path::new("."));
-    build(config, base, path)
+    build(config, base, files)
 }
 
 fn compile_costs(costs: &[fc::LlmRequestCost]) -> Result<Vec<Cost>, LoadError> {
@@ -271,24 +282,27 @@ impl RuntimeConfig {
     }
 }
 
-/// Builds the runtime form of an already checked contract. `base` resolves relative paths.
+/// Builds the runtime form of an already checked contract. `base` resolves relative paths;
+/// `files` (holding the config file) gets every credential file named.
 pub fn build(
     config: FilterConfig,
     base: &Path,
-    config_path: &Path,
+    files: &mut Vec<PathBuf>,
 ) -> Result<RuntimeConfig, LoadError> {
-    let mut files = vec![config_path.to_path_buf()];
+    let mut known_models = HashSet::new();
     let mut backends: HashMap<String, Arc<Backend>> = HashMap::new();
     for spec in config.backends {
-        let auth = match &spec.auth {
-            None => None,
-            Some(auth) => Some(auth::build(auth, base, &mut files).map_err(|message| {
-                LoadError::Credential {
-                    backend: spec.name.clone(),
-                    message,
-                }
-            })?),
-        };
+        known_models.extend(spec.model_name_override.clone());
+        let auth =
+            match &spec.auth {
+                None => None,
+                Some(auth) => Some(auth::build(auth, base, files).map_err(|message| {
+                    LoadError::Credential {
+                        backend: spec.name.clone(),
+                        message,
+                    }
+                })?),
+            };
         backends.insert(spec.name.clone(), Arc::new(Backend { spec, auth }));
     }
     let mut routes = Vec::new();
@@ -300,6 +314,11 @@ pub fn build(
             for alternative in rule.matches {
                 let mut conditions = Vec::new();
                 for header in alternative.headers {
+                    if header.match_type == fc::HeaderMatchType::Exact
+                        && header.name.eq_ignore_ascii_case(fc::MODEL_HEADER)
+                    {
+                        known_models.insert(header.value.clone());
+                    }
                     let matcher = match header.match_type {
                         fc::HeaderMatchType::Exact => Matcher::Exact(header.value),
                         fc::HeaderMatchType::RegularExpression => Matcher::Regex(
@@ -336,6 +355,7 @@ pub fn build(
             });
         }
         has_costs |= !route.costs.is_empty();
+        known_models.extend(route.models.iter().map(|m| m.id.clone()));
         routes.push(Route {
             name: route.name,
             hostnames: route
@@ -352,8 +372,9 @@ pub fn build(
         max_request_body_bytes: config.max_request_body_bytes,
         routes,
         global_costs: compile_costs(&config.global_costs)?,
-        files,
+        files: files.clone(),
         has_costs,
+        known_models,
     })
 }
 

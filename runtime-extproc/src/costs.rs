@@ -138,6 +138,7 @@ mod tests {
             ],
             files: vec![],
             has_costs: true,
+            known_models: Default::default(),
         };
         let usage = TokenUsage {
             input: Some(10),

@@ -147,6 +147,15 @@ impl Endpoint {
         }
     }
 
+    /// True for endpoints whose successful answer is always a JSON object (audio answers are
+    /// audio, or text in the format the client asked for).
+    pub fn answers_json(self) -> bool {
+        !matches!(
+            self,
+            Endpoint::AudioSpeech | Endpoint::AudioTranscriptions | Endpoint::AudioTranslations
+        )
+    }
+
     /// True for endpoints the extproc answers itself.
     pub fn is_local(self) -> bool {
         matches!(self, Endpoint::Models | Endpoint::AnthropicModels)

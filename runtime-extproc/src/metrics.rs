@@ -1,5 +1,15 @@
 //! Metrics, with the OpenTelemetry GenAI names and attributes upstream uses, exposed in the
 //! Prometheus text format on the admin port (`/metrics`).
+//!
+//! Model names are label values, and a client chooses the model it sends (a rule may match it by
+//! regular expression; a provider may echo it back), so they are bounded: names the configuration
+//! mentions (exact model matches, model overrides, declared models) are always kept; any other
+//! name becomes a label value only if it is at most [`MAX_MODEL_LABEL_BYTES`] long and one of
+//! the first [`MAX_OTHER_MODELS`] such names seen by the process; the rest are counted under
+//! [`OTHER_MODEL`]. Whatever clients send, the series and the size of `/metrics` stay bounded.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -61,9 +71,47 @@ fn seconds_histogram() -> Histogram {
     Histogram::new((0..14).map(|i| 0.01 * 2f64.powi(i)))
 }
 
+/// Most model names outside the configuration that become label values, per process.
+pub const MAX_OTHER_MODELS: usize = 200;
+/// Longest model name (in bytes) outside the configuration that becomes a label value.
+pub const MAX_MODEL_LABEL_BYTES: usize = 128;
+/// The label value of every model name that is not kept.
+pub const OTHER_MODEL: &str = "_other";
+
+/// The model names admitted as label values beyond those of the configuration.
+#[derive(Default)]
+pub struct ModelLabels {
+    admitted: Mutex<HashSet<String>>,
+}
+
+impl ModelLabels {
+    /// The label value for `model`: itself when `known` (the configuration's names) has it or
+    /// when it is admitted (short, and among the first [`MAX_OTHER_MODELS`] others), else
+    /// [`OTHER_MODEL`].
+    pub fn label(&self, known: &HashSet<String>, model: &str) -> String {
+        if known.contains(model) {
+            return model.to_string();
+        }
+        if model.len() > MAX_MODEL_LABEL_BYTES {
+            return OTHER_MODEL.to_string();
+        }
+        let mut admitted = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+        if admitted.contains(model) {
+            return model.to_string();
+        }
+        if admitted.len() < MAX_OTHER_MODELS {
+            admitted.insert(model.to_string());
+            return model.to_string();
+        }
+        OTHER_MODEL.to_string()
+    }
+}
+
 /// Every metric of the extproc.
 pub struct Metrics {
     registry: Registry,
+    /// Bounds the model names used as label values.
+    pub models: ModelLabels,
     /// `gen_ai_client_token_usage`.
     pub token_usage: HistogramFamily<TokenLabels>,
     /// `gen_ai_server_request_duration_seconds`.
@@ -129,6 +177,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            models: ModelLabels::default(),
             token_usage,
             request_duration,
             time_to_first_token,
@@ -183,5 +232,22 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("gen_ai_original_model=\"a\""), "{text}");
+    }
+
+    #[test]
+    fn model_labels_are_bounded_in_number_and_length() {
+        let labels = ModelLabels::default();
+        let known: HashSet<String> = ["configured".to_string(), "x".repeat(300)].into();
+        // Configured names are kept whatever their length and however many others came first.
+        for i in 0..MAX_OTHER_MODELS {
+            assert_eq!(labels.label(&known, &format!("m{i}")), format!("m{i}"));
+        }
+        assert_eq!(labels.label(&known, "one-too-many"), OTHER_MODEL);
+        assert_eq!(labels.label(&known, "m7"), "m7", "admitted names stay");
+        assert_eq!(labels.label(&known, "configured"), "configured");
+        assert_eq!(labels.label(&known, &"x".repeat(300)), "x".repeat(300));
+        let fresh = ModelLabels::default();
+        assert_eq!(fresh.label(&known, &"y".repeat(129)), OTHER_MODEL);
+        assert_eq!(fresh.label(&known, &"y".repeat(128)), "y".repeat(128));
     }
 }

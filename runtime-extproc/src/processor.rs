@@ -134,21 +134,43 @@ fn immediate(status: u16, body: Vec<u8>, details: &str) -> ProcessingResponse {
     }
 }
 
-/// An error answered by the extproc: OpenAI's shape, or Anthropic's on the Messages API.
-fn error_response(status: u16, message: &str, code: &str, anthropic: bool) -> ProcessingResponse {
+/// An error body in the client's API shape: OpenAI's, or Anthropic's on the Messages API.
+fn error_body(status: u16, message: &str, code: &str, anthropic: bool) -> Vec<u8> {
     if anthropic {
         let body = json!({"type": "error", "error": {"type": crate::translate::anthropic::error_type_for(status), "message": message}});
-        return immediate(status, body.to_string().into_bytes(), code);
+        return body.to_string().into_bytes();
     }
     let kind = match status {
         401 => "authentication_error",
-        404 => "invalid_request_error",
-        413 => "invalid_request_error",
-        422 => "invalid_request_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
         500..=599 => "server_error",
         _ => "invalid_request_error",
     };
-    immediate(status, openai_error(message, kind, code), code)
+    openai_error(message, kind, code)
+}
+
+/// An error answered by the extproc, in the client's API shape.
+fn error_response(status: u16, message: &str, code: &str, anthropic: bool) -> ProcessingResponse {
+    immediate(status, error_body(status, message, code, anthropic), code)
+}
+
+/// Longest `model` a request may carry: it travels in a header (`x-ai-eg-model`) and in paths.
+pub const MAX_MODEL_BYTES: usize = 256;
+
+/// Checks a client's `model` before it becomes a header value: bounded in length, and without
+/// control characters (which no header value may hold).
+fn check_model(model: &str) -> Result<(), String> {
+    if model.len() > MAX_MODEL_BYTES {
+        return Err(format!(
+            "model is {} bytes long; at most {MAX_MODEL_BYTES} are accepted",
+            model.len()
+        ));
+    }
+    if model.chars().any(char::is_control) {
+        return Err("model contains a control character".to_string());
+    }
+    Ok(())
 }
 
 fn headers_response(common: CommonResponse) -> ProcessingResponse {
@@ -257,8 +279,23 @@ impl Processor {
     }
 
     fn client_error(&self, status: u16, message: &str, code: &str) -> ProcessingResponse {
-        let anthropic = self.endpoint.is_some_and(Endpoint::anthropic_errors);
-        error_response(status, message, code, anthropic)
+        error_response(status, message, code, self.anthropic_errors())
+    }
+
+    /// True when errors go back in Anthropic's shape (the Messages API).
+    fn anthropic_errors(&self) -> bool {
+        self.endpoint.is_some_and(Endpoint::anthropic_errors)
+    }
+
+    /// Answers the client with a provider failure (502) instead of the provider's response,
+    /// which must not reach the client; records the failure.
+    fn bad_upstream(&mut self, message: &str) -> ProcessingResponse {
+        tracing::warn!(path = %self.path_for_messages(), "{message}");
+        self.response.status = 502;
+        let mut response = self.client_error(502, message, "bad_upstream_response");
+        response.dynamic_metadata = self.finish();
+        self.answered = true;
+        response
     }
 
     /// A translation failure as the client's answer: the backend cannot express it (422), or
@@ -447,17 +484,32 @@ impl Processor {
                 "invalid_json",
             )));
         }
-        let Some(model) = request
-            .get("model")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
-            return Err(Box::new(self.client_error(
-                400,
-                "missing required field: model",
-                "missing_model",
-            )));
+        let model = match request.get("model") {
+            None | Some(Value::Null) => {
+                return Err(Box::new(self.client_error(
+                    400,
+                    "missing required field: model",
+                    "missing_model",
+                )));
+            }
+            Some(Value::String(model)) => model.clone(),
+            Some(other) => {
+                let kind = match other {
+                    Value::Bool(_) => "a boolean",
+                    Value::Number(_) => "a number",
+                    Value::Array(_) => "an array",
+                    _ => "an object",
+                };
+                return Err(Box::new(self.client_error(
+                    400,
+                    &format!("invalid model: must be a string, not {kind}"),
+                    "invalid_model",
+                )));
+            }
         };
+        check_model(&model).map_err(|reason| {
+            Box::new(self.client_error(400, &format!("invalid model: {reason}"), "invalid_model"))
+        })?;
         Ok((request, model))
     }
 
@@ -474,6 +526,7 @@ impl Processor {
             .map(|m| m.trim().to_string())
             .filter(|m| !m.is_empty())
             .ok_or_else(|| bad("missing required field: model".to_string()))?;
+        check_model(&model).map_err(|reason| bad(format!("invalid model: {reason}")))?;
         let stream = multipart::text_field(&self.body, &parts, "stream")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         Ok((parts, model, stream))
@@ -769,13 +822,30 @@ impl Processor {
         self.response.status = status;
         let mut common = CommonResponse::default();
         let mut mode_override = None;
-        if !self.answered && status == 200 {
-            let event_stream = headers.iter().any(|(k, v)| {
-                k == "content-type"
-                    && (v.starts_with("text/event-stream")
-                        || v.starts_with("application/vnd.amazon.eventstream"))
+        let success = (200..300).contains(&status);
+        if !self.answered && self.selection.is_some() && success {
+            let content_type = headers
+                .iter()
+                .find(|(k, _)| k == "content-type")
+                .map(|(_, v)| v.trim_start().to_ascii_lowercase());
+            let event_stream = content_type.as_deref().is_some_and(|v| {
+                v.starts_with("text/event-stream")
+                    || v.starts_with("application/vnd.amazon.eventstream")
             });
-            if event_stream || self.selection.as_ref().is_some_and(|s| s.stream) {
+            let asked_stream = self.selection.as_ref().is_some_and(|s| s.stream);
+            if message.end_of_stream {
+                // Every endpoint answers with a body; an empty success is a provider fault.
+                return self.bad_upstream(&format!(
+                    "the provider answered {status} with an empty body"
+                ));
+            }
+            if asked_stream && !event_stream {
+                return self.bad_upstream(&format!(
+                    "the provider answered a streaming request with {} instead of an event stream",
+                    content_type.as_deref().unwrap_or("no content type")
+                ));
+            }
+            if event_stream {
                 // Streamed: every chunk goes to the client as soon as it arrives.
                 self.response.streaming = true;
                 let mut set_headers = Vec::new();
@@ -816,7 +886,7 @@ impl Processor {
     }
 
     fn on_response_body(&mut self, body: HttpBody) -> ProcessingResponse {
-        if self.answered || self.selection.is_none() {
+        if self.answered || self.selection.is_none() || self.response.finished {
             return response_body_response(CommonResponse::default());
         }
         if self.response.first_chunk.is_none() && !body.body.is_empty() {
@@ -875,26 +945,32 @@ impl Processor {
             return response_body_response(CommonResponse::default());
         }
         let mut common = CommonResponse::default();
+        let status = self.response.status;
+        let success = (200..300).contains(&status);
+        if success && self.response.body.is_empty() {
+            return self.bad_upstream(&format!(
+                "the provider answered {status} with an empty body"
+            ));
+        }
         // A provider that echoes the credential in an error never gets it to the client.
-        let redacted = self.response.status >= 400 && self.redact_credentials();
+        let redacted = status >= 400 && self.redact_credentials();
         if let Some(selection) = &self.selection
             && let Some(translator) = &selection.translator
         {
-            let status = self.response.status;
             let ctx = ResponseContext {
                 model: &selection.request_model,
                 headers: &self.response.headers,
             };
-            let bytes = if (200..300).contains(&status) {
+            let bytes = if success {
                 match translator.response(&self.response.body, &ctx) {
                     Ok(translated) => {
                         self.response.translated = Some((translated.usage, translated.model));
                         translated.body
                     }
                     Err(err) => {
-                        tracing::warn!(error = %err, "response could not be translated");
-                        self.response.status = 502;
-                        openai_error(&err.to_string(), "upstream_error", "bad_upstream_response")
+                        return self.bad_upstream(&format!(
+                            "the provider's answer could not be translated: {err}"
+                        ));
                     }
                 }
             } else {
@@ -911,8 +987,23 @@ impl Processor {
             common.body_mutation = Some(BodyMutation {
                 mutation: Some(body_mutation::Mutation::Body(bytes)),
             });
-        } else if self.response.status >= 400 {
-            // Keep the provider's JSON error as it is; wrap anything else in the OpenAI shape.
+        } else if success {
+            // Passed through as it is: an endpoint that answers JSON must get a JSON object.
+            let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
+            if endpoint.answers_json() {
+                match serde_json::from_slice::<Value>(&self.response.body) {
+                    Ok(value) if value.is_object() => {
+                        self.response.translated = Some(usage::from_value(&value));
+                    }
+                    _ => {
+                        return self.bad_upstream(&format!(
+                            "the provider answered {status} with a body that is not a JSON object"
+                        ));
+                    }
+                }
+            }
+        } else if status >= 400 {
+            // Keep the provider's JSON error as it is; wrap anything else in the client's shape.
             let is_json =
                 serde_json::from_slice::<Value>(&self.response.body).is_ok_and(|v| v.is_object());
             if is_json && redacted {
@@ -928,15 +1019,16 @@ impl Processor {
                 let text = String::from_utf8_lossy(&self.response.body)
                     .trim()
                     .to_string();
-                let status = self.response.status;
-                let bytes = openai_error(
-                    if text.is_empty() {
-                        "the upstream provider returned an error with no body"
-                    } else {
-                        &text
-                    },
-                    "upstream_error",
+                let message = if text.is_empty() {
+                    "the upstream provider returned an error with no body".to_string()
+                } else {
+                    truncate_message(&text)
+                };
+                let bytes = error_body(
+                    status,
+                    &message,
                     &status.to_string(),
+                    self.anthropic_errors(),
                 );
                 common.header_mutation = Some(HeaderMutation {
                     set_headers: vec![
@@ -989,12 +1081,13 @@ impl Processor {
             )
         } else if let Some((usage, model)) = &self.response.translated {
             (*usage, model.clone())
-        } else if ok {
-            usage::from_body(&self.response.body)
         } else {
             (TokenUsage::default(), None)
         };
         let response_model = response_model.unwrap_or_else(|| selection.request_model.clone());
+        // Model names are bounded as label values (see `metrics`): a client picks them.
+        let models = &self.metrics.models;
+        let known = &config.known_models;
         let labels = GenAiLabels {
             gen_ai_operation_name: self
                 .endpoint
@@ -1002,9 +1095,9 @@ impl Processor {
                 .unwrap_or("chat")
                 .to_string(),
             gen_ai_provider_name: provider_name(selection.backend.spec.schema.name).to_string(),
-            gen_ai_original_model: selection.original_model.clone(),
-            gen_ai_request_model: selection.request_model.clone(),
-            gen_ai_response_model: response_model.clone(),
+            gen_ai_original_model: models.label(known, &selection.original_model),
+            gen_ai_request_model: models.label(known, &selection.request_model),
+            gen_ai_response_model: models.label(known, &response_model),
         };
         self.record(&labels, &usage, ok);
         let mut fields = BTreeMap::new();
@@ -1105,7 +1198,8 @@ fn upstream_path(
                     format!("/openai/{}?api-version={version}", endpoint.suffix())
                 }
                 _ => format!(
-                    "/openai/deployments/{model}/{}?api-version={version}",
+                    "/openai/deployments/{}/{}?api-version={version}",
+                    crate::translate::path_escape(model),
                     endpoint.suffix()
                 ),
             }
@@ -1121,6 +1215,21 @@ fn upstream_path(
             }
         }
     }
+}
+
+/// Longest provider error text (in bytes) passed on to a client inside an error body.
+const MAX_ERROR_MESSAGE_BYTES: usize = 4096;
+
+/// `text` cut at [`MAX_ERROR_MESSAGE_BYTES`] (on a character boundary), marked when cut.
+fn truncate_message(text: &str) -> String {
+    if text.len() <= MAX_ERROR_MESSAGE_BYTES {
+        return text.to_string();
+    }
+    let mut end = MAX_ERROR_MESSAGE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
 }
 
 /// `bytes` with every credential value in `secrets` replaced by `<redacted>`; `None` when none

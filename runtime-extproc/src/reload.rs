@@ -2,6 +2,8 @@
 //! names changes (including Kubernetes' symlink swap of ConfigMap and Secret volumes). A change
 //! is noticed through inotify within milliseconds, with a slow poll as a safety net; a new
 //! configuration that does not load leaves the old one serving, and is logged and counted.
+//! What is watched is always what the newest configuration names: when it failed because a file
+//! it names is missing (a Secret mounted after the ConfigMap), it loads once that file appears.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,18 +19,28 @@ use crate::metrics::{Metrics, ReloadLabels};
 pub struct ConfigStore {
     path: PathBuf,
     current: ArcSwap<RuntimeConfig>,
-    fingerprint: std::sync::Mutex<u64>,
+    watching: std::sync::Mutex<Watched>,
+}
+
+/// The files of the newest load attempt (the config in force, or a newer one that failed) and
+/// their fingerprint when it was made.
+struct Watched {
+    files: Vec<PathBuf>,
+    fingerprint: u64,
 }
 
 impl ConfigStore {
     /// Loads the configuration at `path`.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
         let loaded = config::load(path)?;
-        let print = fingerprint(&loaded.files);
+        let watched = Watched {
+            fingerprint: fingerprint(&loaded.files),
+            files: loaded.files.clone(),
+        };
         Ok(ConfigStore {
             path: path.to_path_buf(),
             current: ArcSwap::from_pointee(loaded),
-            fingerprint: std::sync::Mutex::new(print),
+            watching: std::sync::Mutex::new(watched),
         })
     }
 
@@ -39,15 +51,19 @@ impl ConfigStore {
 
     /// Reloads when any file changed; returns whether a new configuration is in force.
     pub fn reload_if_changed(&self, metrics: &Metrics) -> bool {
-        let files = self.current.load().files.clone();
-        let print = fingerprint(&files);
-        let mut last = self.fingerprint.lock().unwrap_or_else(|p| p.into_inner());
-        if print == *last {
+        let mut watching = self.watching.lock().unwrap_or_else(|p| p.into_inner());
+        if fingerprint(&watching.files) == watching.fingerprint {
             return false;
         }
-        match config::load(&self.path) {
+        let mut files = Vec::new();
+        let attempt = config::load_tracking(&self.path, &mut files);
+        // The same content is not tried again until one of these files changes.
+        *watching = Watched {
+            fingerprint: fingerprint(&files),
+            files,
+        };
+        match attempt {
             Ok(loaded) => {
-                *last = fingerprint(&loaded.files);
                 self.current.store(Arc::new(loaded));
                 metrics
                     .reloads
@@ -57,8 +73,6 @@ impl ConfigStore {
                 true
             }
             Err(err) => {
-                // Do not retry the same broken content on every tick.
-                *last = print;
                 metrics
                     .reloads
                     .get_or_create(&ReloadLabels { result: "failure" })
@@ -71,9 +85,8 @@ impl ConfigStore {
 
     /// Folders whose changes can affect the configuration.
     fn watched_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = self
-            .current
-            .load()
+        let watching = self.watching.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dirs: Vec<PathBuf> = watching
             .files
             .iter()
             .filter_map(|f| f.parent().map(Path::to_path_buf))
@@ -140,9 +153,8 @@ pub async fn watch(store: Arc<ConfigStore>, metrics: Arc<Metrics>) {
             }
             _ = poll.tick() => {}
         }
-        if store.reload_if_changed(&metrics) {
-            rewatch(&mut watcher, &store);
-        }
+        store.reload_if_changed(&metrics);
+        rewatch(&mut watcher, &store);
     }
 }
 
@@ -209,6 +221,44 @@ mod tests {
         assert!(store.reload_if_changed(&metrics));
         std::fs::write(dir.join("key"), "k2").unwrap();
         assert!(store.reload_if_changed(&metrics));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_config_waiting_for_a_missing_file_loads_once_it_appears() {
+        let dir = std::env::temp_dir().join(format!("aigw-reload-wait-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("key"), "k1").unwrap();
+        std::fs::write(dir.join("c.yaml"), config("one")).unwrap();
+        let metrics = Metrics::new();
+        let store = ConfigStore::load(&dir.join("c.yaml")).unwrap();
+
+        // The new config names a key file that is not there yet: rejected, old one serving.
+        let waiting = config("two").replace("keyFile: key", "keyFile: later/key");
+        std::fs::write(dir.join("c.yaml"), &waiting).unwrap();
+        assert!(!store.reload_if_changed(&metrics));
+        assert!(
+            !store.reload_if_changed(&metrics),
+            "not retried while nothing changed"
+        );
+        assert_eq!(first_model(&store), "one");
+        assert!(
+            store.watched_dirs().contains(&dir.join("later")),
+            "the missing file's folder is watched: {:?}",
+            store.watched_dirs()
+        );
+
+        // The file appears: the waiting config loads.
+        std::fs::create_dir_all(dir.join("later")).unwrap();
+        std::fs::write(dir.join("later/key"), "k2").unwrap();
+        assert!(store.reload_if_changed(&metrics));
+        assert_eq!(first_model(&store), "two");
+        let text = metrics.encode();
+        assert!(
+            text.contains("aigw_extproc_config_reloads_total{result=\"failure\"} 1"),
+            "{text}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

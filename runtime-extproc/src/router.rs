@@ -146,6 +146,7 @@ mod tests {
             global_costs: vec![],
             files: vec![],
             has_costs: false,
+            known_models: Default::default(),
         }
     }
 

@@ -50,6 +50,11 @@ pub fn from_body(body: &[u8]) -> (TokenUsage, Option<String>) {
     let Ok(value) = serde_json::from_slice::<Value>(body) else {
         return (TokenUsage::default(), None);
     };
+    from_value(&value)
+}
+
+/// Usage and model of an OpenAI-shaped response already parsed.
+pub fn from_value(value: &Value) -> (TokenUsage, Option<String>) {
     let usage = value
         .get("usage")
         .filter(|u| u.is_object())

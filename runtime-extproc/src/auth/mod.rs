@@ -368,8 +368,9 @@ pub fn build(
     let static_header =
         |name: &'static str, prefix: &'static str, file: &str, files: &mut Vec<PathBuf>| {
             let path = base.join(file);
+            // Listed before it is read: a reload waits for a file that is not there yet.
+            files.push(path.clone());
             let value = oidc::read_trimmed(&path)?;
-            files.push(path);
             Ok::<Auth, String>(Auth::Header {
                 name,
                 prefix,
@@ -413,6 +414,7 @@ pub fn build(
             oidc_exchange,
         } => {
             let secret = client_secret_file.as_ref().map(|f| base.join(f));
+            files.extend(secret.clone());
             Auth::Bearer(shared(key("azure"), || {
                 azure::token_source(
                     client_id,
@@ -430,6 +432,7 @@ pub fn build(
             workload_identity_federation,
         } => {
             let file = credentials_file.as_ref().map(|f| base.join(f));
+            files.extend(file.clone());
             Auth::Gcp {
                 token: shared(key("gcp"), || {
                     gcp::token_source_with_project(

@@ -71,6 +71,7 @@ fn config(costs: bool) -> Arc<RuntimeConfig> {
         global_costs: vec![],
         files: vec![],
         has_costs: costs,
+        known_models: Default::default(),
     })
 }
 
@@ -509,6 +510,7 @@ fn anthropic_config() -> Arc<RuntimeConfig> {
         global_costs: vec![],
         files: vec![],
         has_costs: true,
+        known_models: Default::default(),
     })
 }
 
@@ -672,6 +674,7 @@ fn single_backend(
         global_costs: vec![],
         files: vec![],
         has_costs: true,
+        known_models: Default::default(),
     })
 }
 
@@ -1368,4 +1371,330 @@ fn scrubbing_replaces_every_occurrence_of_every_value() {
         scrub(b"token-aaaa-1111 and token-aaaa-1111 but short", &secrets).unwrap(),
         b"<redacted> and <redacted> but short".to_vec()
     );
+}
+
+/// A config whose only rule matches models by regular expression, as `oa-.*`.
+fn regex_config() -> Arc<RuntimeConfig> {
+    let backend = single_backend(ApiSchema::OpenAI, None, None, None).routes[0].rules[0].backends
+        [0]
+    .0
+    .clone();
+    Arc::new(RuntimeConfig {
+        max_request_body_bytes: 1 << 20,
+        routes: vec![Route {
+            name: "ns/r".into(),
+            hostnames: vec![],
+            rules: vec![Rule {
+                matches: vec![vec![(
+                    "x-ai-eg-model".into(),
+                    Matcher::Regex(regex::Regex::new("^(?:oa-.*)$").unwrap()),
+                )]],
+                backends: vec![(backend, 1, 0)],
+            }],
+            costs: vec![],
+            models: vec![],
+        }],
+        global_costs: vec![],
+        files: vec![],
+        has_costs: false,
+        known_models: ["oa-configured".to_string()].into(),
+    })
+}
+
+/// One whole buffered exchange; returns the last response.
+fn exchange(p: &mut Processor, path: &str, request: &[u8], status: &str, answer: &[u8]) {
+    p.handle(headers(&[(":path", path), (":method", "POST")], false));
+    p.handle(body(request, false));
+    p.handle(response_headers(&[
+        (":status", status),
+        ("content-type", "application/json"),
+    ]));
+    p.handle(body(answer, true));
+}
+
+#[test]
+fn client_chosen_models_never_grow_the_metrics_without_bound() {
+    let metrics = Arc::new(Metrics::new());
+    let config = regex_config();
+    let mut sizes = Vec::new();
+    for round in 0..2 {
+        for i in 0..1500 {
+            // Distinct, long (the most a request may carry), echoed back by the provider.
+            let model = format!("oa-{round}-{i}-{}", "x".repeat(240));
+            let request = json!({"model": model, "messages": []}).to_string();
+            let answer = json!({"model": model, "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).to_string();
+            let mut p = Processor::new(config.clone(), metrics.clone());
+            exchange(
+                &mut p,
+                "/v1/chat/completions",
+                request.as_bytes(),
+                "200",
+                answer.as_bytes(),
+            );
+        }
+        sizes.push(metrics.encode().lines().count());
+    }
+    // Short distinct names: the first ones are kept, the rest folded into `_other`.
+    for i in 0..1500 {
+        let model = format!("oa-{i}");
+        let request = json!({"model": model}).to_string();
+        let answer = json!({"model": model}).to_string();
+        let mut p = Processor::new(config.clone(), metrics.clone());
+        exchange(
+            &mut p,
+            "/v1/chat/completions",
+            request.as_bytes(),
+            "200",
+            answer.as_bytes(),
+        );
+    }
+    let text = metrics.encode();
+    assert_eq!(
+        sizes[0], sizes[1],
+        "the second 1,500 long models added nothing"
+    );
+    assert!(text.len() < 4 << 20, "/metrics is {} bytes", text.len());
+    assert!(
+        text.contains("gen_ai_original_model=\"_other\""),
+        "long names fold"
+    );
+    assert!(
+        text.contains("gen_ai_original_model=\"oa-0\""),
+        "early short names stay"
+    );
+    assert!(
+        !text.contains("gen_ai_original_model=\"oa-1499\""),
+        "later ones fold"
+    );
+    assert!(!text.contains(&"x".repeat(129)));
+    // A configured name is always its own value.
+    let mut p = Processor::new(config, metrics.clone());
+    exchange(
+        &mut p,
+        "/v1/chat/completions",
+        br#"{"model":"oa-configured"}"#,
+        "200",
+        br#"{"model":"oa-configured"}"#,
+    );
+    assert!(
+        metrics
+            .encode()
+            .contains("gen_ai_original_model=\"oa-configured\"")
+    );
+}
+
+#[test]
+fn models_that_cannot_be_a_header_value_are_client_errors() {
+    let long = format!(r#"{{"model":"oa-{}"}}"#, "m".repeat(70_000));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "/v1/chat/completions",
+            br#"{"model":"oa-a\u0000b"}"#.to_vec(),
+            "control character",
+        ),
+        (
+            "/v1/chat/completions",
+            br#"{"model":"oa-a\nb"}"#.to_vec(),
+            "control character",
+        ),
+        ("/v1/chat/completions", long.into_bytes(), "at most 256"),
+        (
+            "/v1/chat/completions",
+            br#"{"model":42}"#.to_vec(),
+            "must be a string, not a number",
+        ),
+        (
+            "/v1/chat/completions",
+            br#"{"model":["oa-x"]}"#.to_vec(),
+            "not an array",
+        ),
+        (
+            "/anthropic/v1/messages",
+            br#"{"model":true}"#.to_vec(),
+            "not a boolean",
+        ),
+    ];
+    for (path, request, expected) in cases {
+        let mut p = Processor::new(regex_config(), Arc::new(Metrics::new()));
+        p.handle(headers(&[(":path", path), (":method", "POST")], false));
+        let r = p.handle(body(&request, false));
+        let (status, error) = immediate_of(&r).unwrap_or_else(|| panic!("{expected}: no answer"));
+        assert_eq!(status, 400, "{expected}");
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{message}");
+        assert!(message.len() < 200, "the model is not echoed: {message}");
+        if path.starts_with("/anthropic") {
+            assert_eq!(error["type"], "error");
+        } else {
+            assert_eq!(error["error"]["code"], "invalid_model");
+        }
+    }
+}
+
+/// The 502 a processor answered, with its body, for the last message.
+fn bad_gateway(r: &ProcessingResponse) -> Value {
+    let (status, body) = immediate_of(r).expect("an immediate answer");
+    assert_eq!(status, 502, "{body}");
+    body
+}
+
+fn failures(metrics: &Metrics) -> usize {
+    metrics
+        .encode()
+        .lines()
+        .filter(|l| {
+            l.starts_with("gen_ai_server_request_duration_seconds_count{")
+                && l.contains("error_type=\"_OTHER\"")
+        })
+        .map(|l| {
+            l.rsplit(' ')
+                .next()
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn a_success_that_cannot_be_translated_is_a_502_in_the_client_shape() {
+    // Chat completions to an Anthropic backend, the Messages API to an OpenAI one.
+    for (schema, path, request, anthropic) in [
+        (
+            ApiSchema::Anthropic,
+            "/v1/chat/completions",
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            false,
+        ),
+        (
+            ApiSchema::OpenAI,
+            "/anthropic/v1/messages",
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#,
+            true,
+        ),
+        (
+            ApiSchema::Anthropic,
+            "/anthropic/v1/messages",
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#,
+            true,
+        ),
+    ] {
+        let metrics = Arc::new(Metrics::new());
+        let mut p = Processor::new(single_backend(schema, None, None, None), metrics.clone());
+        p.handle(headers(&[(":path", path), (":method", "POST")], false));
+        p.handle(body(request.as_bytes(), false));
+        let r = p.handle(response_headers(&[
+            (":status", "200"),
+            ("content-type", "application/json"),
+        ]));
+        assert!(immediate_of(&r).is_none());
+        let error = bad_gateway(&p.handle(body(b"not json", true)));
+        if anthropic {
+            assert_eq!(error["type"], "error", "{error}");
+            assert_eq!(error["error"]["type"], "internal_server_error", "{error}");
+        } else {
+            assert_eq!(error["error"]["code"], "bad_upstream_response", "{error}");
+            assert_eq!(error["error"]["type"], "server_error", "{error}");
+        }
+        assert_eq!(failures(&metrics), 1, "{schema:?} {path}");
+    }
+}
+
+#[test]
+fn a_success_that_is_not_json_is_a_502_when_passed_through() {
+    for answer in [&b"<html>oops</html>"[..], b"{\"truncated\": ", b"[1, 2]"] {
+        let metrics = Arc::new(Metrics::new());
+        let mut p = Processor::new(config(true), metrics.clone());
+        p.handle(chat_headers());
+        p.handle(body(br#"{"model":"gpt-4o"}"#, false));
+        p.handle(response_headers(&[(":status", "200")]));
+        let error = bad_gateway(&p.handle(body(answer, true)));
+        assert_eq!(error["error"]["code"], "bad_upstream_response");
+        assert_eq!(failures(&metrics), 1);
+    }
+}
+
+#[test]
+fn empty_successes_and_unstreamed_answers_to_streams_are_502s() {
+    // Headers that end the response: no body to translate.
+    let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    p.handle(body(br#"{"model":"gpt-4o"}"#, false));
+    let mut end = response_headers(&[(":status", "200"), ("content-type", "application/json")]);
+    if let Some(processing_request::Request::ResponseHeaders(h)) = end.request.as_mut() {
+        h.end_of_stream = true;
+    }
+    let error = bad_gateway(&p.handle(end));
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("empty body")
+    );
+
+    // A body that is there but empty.
+    let mut p = Processor::new(
+        single_backend(ApiSchema::Anthropic, None, None, None),
+        Arc::new(Metrics::new()),
+    );
+    p.handle(chat_headers());
+    p.handle(body(br#"{"model":"m","messages":[]}"#, false));
+    p.handle(response_headers(&[
+        (":status", "200"),
+        ("content-type", "application/json"),
+    ]));
+    bad_gateway(&p.handle(body(b"", true)));
+
+    // A stream was asked for and JSON came back: not switched to streamed mode, a 502.
+    for (schema, path) in [
+        (ApiSchema::Anthropic, "/v1/chat/completions"),
+        (ApiSchema::OpenAI, "/v1/chat/completions"),
+        (ApiSchema::Anthropic, "/anthropic/v1/messages"),
+    ] {
+        let metrics = Arc::new(Metrics::new());
+        let mut p = Processor::new(single_backend(schema, None, None, None), metrics.clone());
+        p.handle(headers(&[(":path", path), (":method", "POST")], false));
+        p.handle(body(br#"{"model":"m","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#, false));
+        let r = p.handle(response_headers(&[
+            (":status", "200"),
+            ("content-type", "application/json"),
+        ]));
+        assert!(r.mode_override.is_none());
+        let error = bad_gateway(&r);
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("event stream"), "{error}");
+        assert_eq!(
+            error["type"] == "error",
+            path.starts_with("/anthropic"),
+            "{error}"
+        );
+        assert_eq!(failures(&metrics), 1);
+        // Whatever Envoy still sends passes through untouched.
+        let r = p.handle(body(b"not json", true));
+        assert!(immediate_of(&r).is_none());
+        assert!(common_of(&r).body_mutation.is_none());
+    }
+}
+
+#[test]
+fn non_json_provider_errors_take_the_client_shape() {
+    let mut p = Processor::new(
+        single_backend(ApiSchema::Anthropic, None, None, None),
+        Arc::new(Metrics::new()),
+    );
+    p.handle(headers(
+        &[(":path", "/anthropic/v1/messages"), (":method", "POST")],
+        false,
+    ));
+    p.handle(body(
+        br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#,
+        false,
+    ));
+    p.handle(response_headers(&[
+        (":status", "504"),
+        ("content-type", "text/html"),
+    ]));
+    let r = p.handle(body(b"<html>gateway timeout</html>", true));
+    let error: Value = serde_json::from_slice(&body_of(&r)).unwrap();
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["error"]["type"], "timeout_error", "{error}");
 }

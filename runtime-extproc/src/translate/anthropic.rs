@@ -152,7 +152,10 @@ pub fn chat_request(
             } else {
                 "rawPredict"
             };
-            format!("publishers/anthropic/models/{model}:{method}")
+            format!(
+                "publishers/anthropic/models/{}:{method}",
+                path_escape(model)
+            )
         }
         AnthropicTarget::AwsAnthropic { version } => {
             let version = if version.is_empty() {
@@ -722,6 +725,7 @@ pub fn error_type_for(status: u16) -> &'static str {
         422 => "invalid_request_error",
         429 => "rate_limit_error",
         503 => "service_unavailable_error",
+        504 => "timeout_error",
         529 => "overloaded_error",
         _ => "internal_server_error",
     }
@@ -1049,16 +1053,22 @@ impl Translator for Messages {
         body: &[u8],
         ctx: &ResponseContext<'_>,
     ) -> Result<Translated, TranslateError> {
-        let parsed: Option<Value> = serde_json::from_slice(body).ok();
+        // Passed on as it is, but a Messages answer is a JSON object: anything else is a fault.
+        let Some(parsed) = serde_json::from_slice::<Value>(body)
+            .ok()
+            .filter(Value::is_object)
+        else {
+            return Err(TranslateError::Upstream(
+                "the provider's answer is not a JSON object".to_string(),
+            ));
+        };
         let usage = parsed
-            .as_ref()
-            .and_then(|v| v.get("usage"))
+            .get("usage")
             .filter(|u| u.is_object())
             .map(|u| usage_from(u, &TokenUsage::default()))
             .unwrap_or_default();
         let model = parsed
-            .as_ref()
-            .and_then(|v| v.get("model"))
+            .get("model")
             .and_then(Value::as_str)
             .unwrap_or(ctx.model)
             .to_string();
@@ -1129,7 +1139,10 @@ pub fn messages_request(
                 "rawPredict"
             };
             (
-                format!("publishers/anthropic/models/{model}:{method}"),
+                format!(
+                    "publishers/anthropic/models/{}:{method}",
+                    path_escape(model)
+                ),
                 Vec::new(),
             )
         }
