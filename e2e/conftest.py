@@ -212,6 +212,7 @@ class Gateway:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         self.processes = {}
         self.logs = {}
+        self.build_args = []
 
     def write_crs(self, extra_models=()):
         anthropic_port = self.anthropic.port if self.anthropic else None
@@ -222,6 +223,7 @@ class Gateway:
                    "--envoy-admin-port", str(self.envoy_admin)]
         if self.max_body:
             command += ["--max-request-body-bytes", str(self.max_body)]
+        command += self.build_args
         result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0, f"aigw build failed:\n{result.stderr}"
         return result

@@ -102,6 +102,7 @@ fn stages(routes: usize) {
         extproc_image: aigw::plan::DEFAULT_EXTPROC_IMAGE.into(),
         max_request_body_bytes: 1 << 20,
         replicas: 2,
+        request_receive_timeout_secs: aigw::plan::DEFAULT_REQUEST_RECEIVE_TIMEOUT_SECS,
     };
     let (plan, _) = aigw::plan::plan(&validated, &resolved, &plan_options, false);
     let plan_time = t.elapsed();

@@ -35,6 +35,9 @@ pub struct BuildOptions {
     pub flux_escape: bool,
     /// Admin port of the standalone Envoy.
     pub envoy_admin_port: u16,
+    /// Seconds a client has to send a whole request (headers and body) on a Gateway with AI
+    /// routes; slower requests get 408.
+    pub request_receive_timeout_secs: u32,
 }
 
 impl Default for BuildOptions {
@@ -48,6 +51,7 @@ impl Default for BuildOptions {
             include_secrets: false,
             flux_escape: true,
             envoy_admin_port: emit::envoy::DEFAULT_ADMIN_PORT,
+            request_receive_timeout_secs: plan::DEFAULT_REQUEST_RECEIVE_TIMEOUT_SECS,
         }
     }
 }
@@ -90,6 +94,7 @@ pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, 
         extproc_image: options.extproc_image.clone(),
         max_request_body_bytes: options.max_request_body_bytes,
         replicas: options.replicas,
+        request_receive_timeout_secs: options.request_receive_timeout_secs,
     };
     let (plan, found) = plan::plan(
         &validated,
@@ -114,6 +119,7 @@ pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, 
     if options.target == Target::Envoy {
         let envoy_options = emit::envoy::EnvoyOptions {
             admin_port: options.envoy_admin_port,
+            request_receive_timeout_secs: options.request_receive_timeout_secs,
         };
         return match emit::envoy::emit(&validated, &plan, &envoy_options) {
             Ok((standalone, warnings)) => {

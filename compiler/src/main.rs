@@ -73,6 +73,9 @@ enum Command {
         /// Requests with a larger body are answered 413 by the extproc.
         #[arg(long, default_value_t = aigw_filterconfig::DEFAULT_MAX_REQUEST_BODY_BYTES)]
         max_request_body_bytes: u64,
+        /// Time a client has to send a whole request (`90s`, `5m`); slower ones get 408.
+        #[arg(long, default_value = "120s", value_parser = parse_timeout)]
+        request_receive_timeout: u32,
     },
     /// Build in memory and compare with a rendered folder; exit 1 when they differ.
     Diff {
@@ -136,6 +139,28 @@ struct Settings {
     /// leaves values alone; use this when the output is not applied by Flux.
     #[arg(long)]
     no_flux_escape: bool,
+    /// Time a client has to send a whole request to a Gateway with AI routes (`90s`, `5m`);
+    /// slower ones get 408.
+    #[arg(long, default_value = "120s", value_parser = parse_timeout)]
+    request_receive_timeout: u32,
+}
+
+/// A timeout in whole seconds, minutes or hours (`90s`, `5m`, `1h`), as seconds.
+fn parse_timeout(text: &str) -> Result<u32, String> {
+    let (number, unit) = text.split_at(text.trim_end_matches(['s', 'm', 'h']).len());
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err("give a number with a unit: s, m or h (e.g. 90s)".to_string()),
+    };
+    let seconds = number
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|s| (1..=86_400).contains(s))
+        .ok_or_else(|| "give between 1s and 24h (e.g. 90s)".to_string())?;
+    Ok(seconds)
 }
 
 impl Settings {
@@ -147,6 +172,7 @@ impl Settings {
             max_request_body_bytes: self.max_request_body_bytes,
             include_secrets: self.include_secrets,
             flux_escape: !self.no_flux_escape,
+            request_receive_timeout_secs: self.request_receive_timeout,
             ..BuildOptions::default()
         }
     }
@@ -260,6 +286,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             envoy_admin_port,
             namespace,
             max_request_body_bytes,
+            request_receive_timeout,
         } => {
             let sources = sources(&inputs)?;
             let options = BuildOptions {
@@ -267,6 +294,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 envoy_admin_port,
                 default_namespace: namespace,
                 max_request_body_bytes,
+                request_receive_timeout_secs: request_receive_timeout,
                 ..BuildOptions::default()
             };
             let Some(built) = build(&sources, &options) else {

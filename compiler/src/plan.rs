@@ -60,7 +60,14 @@ pub struct PlanOptions {
     pub max_request_body_bytes: u64,
     /// Replicas of each extproc Deployment.
     pub replicas: i32,
+    /// Seconds a client has to send a whole request.
+    pub request_receive_timeout_secs: u32,
 }
+
+/// Seconds a client has to send a whole request when `--request-receive-timeout` is not given:
+/// long enough for the largest body on a slow link, short enough that a client sending nothing
+/// does not hold a connection for long.
+pub const DEFAULT_REQUEST_RECEIVE_TIMEOUT_SECS: u32 = 120;
 
 /// A Secret mounted into an extproc.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -244,6 +251,8 @@ pub struct ClientTrafficPlan {
     pub name: String,
     /// `connection.bufferLimit`, as a Kubernetes quantity.
     pub buffer_limit: String,
+    /// `timeout.http.requestReceivedTimeout`, as a Gateway API duration.
+    pub request_received_timeout: String,
 }
 
 /// Output of the stage.
@@ -1359,6 +1368,20 @@ impl Planner<'_> {
                 continue;
             }
             found = true;
+            if doc
+                .value
+                .pointer("/spec/timeout/http/requestReceivedTimeout")
+                .is_none()
+            {
+                self.diags.push(self.input.warning_at(
+                    object,
+                    FieldPath::parse("spec.timeout.http.requestReceivedTimeout"),
+                    format!(
+                        "unset, so a client may take forever to send a request to the AI routes, holding a connection all that time; set it (aigw's own policy uses {}s, --request-receive-timeout)",
+                        self.options.request_receive_timeout_secs
+                    ),
+                ));
+            }
             let limit = doc.value.pointer("/spec/connection/bufferLimit");
             let bytes = limit.map_or(Some(EG_DEFAULT_BUFFER_LIMIT), quantity_bytes);
             if bytes.is_none_or(|b| b < wanted) {
@@ -1380,6 +1403,7 @@ impl Planner<'_> {
         (!found).then(|| ClientTrafficPlan {
             name: name.to_string(),
             buffer_limit: bytes_quantity(wanted.saturating_mul(2)),
+            request_received_timeout: format!("{}s", self.options.request_receive_timeout_secs),
         })
     }
 

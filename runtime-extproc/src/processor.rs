@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aigw_filterconfig::{ApiSchema, METADATA_NAMESPACE, MODEL_HEADER, SELECTED_BACKEND_HEADER};
+use aigw_filterconfig::{
+    ApiSchema, ERROR_SHAPE_KEY, METADATA_NAMESPACE, MODEL_HEADER, SELECTED_BACKEND_HEADER,
+};
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, Metadata, header_value_option::HeaderAppendAction,
 };
@@ -220,6 +222,28 @@ fn metadata_struct(fields: BTreeMap<String, PbValue>) -> Struct {
     }
 }
 
+/// Sets `key` in the response's `io.envoy.ai_gateway` metadata, keeping what is there.
+fn set_metadata(response: &mut ProcessingResponse, key: &str, value: PbValue) {
+    let outer = response
+        .dynamic_metadata
+        .get_or_insert_with(Struct::default);
+    let namespace = outer
+        .fields
+        .entry(METADATA_NAMESPACE.to_string())
+        .or_insert_with(|| PbValue {
+            kind: Some(Kind::StructValue(Struct::default())),
+        });
+    if let Some(Kind::StructValue(inner)) = &mut namespace.kind {
+        inner.fields.insert(key.to_string(), value);
+    } else {
+        *namespace = PbValue {
+            kind: Some(Kind::StructValue(Struct {
+                fields: [(key.to_string(), value)].into_iter().collect(),
+            })),
+        };
+    }
+}
+
 fn string_value(value: &str) -> PbValue {
     PbValue {
         kind: Some(Kind::StringValue(value.to_string())),
@@ -314,6 +338,18 @@ impl Processor {
 
     /// Handles one message.
     pub fn handle(&mut self, request: ProcessingRequest) -> ProcessingResponse {
+        let mut response = self.dispatch(request);
+        if matches!(
+            response.response,
+            Some(processing_response::Response::ImmediateResponse(_))
+        ) {
+            // Envoy reshapes its own error replies to AI requests; this one is already shaped.
+            set_metadata(&mut response, ERROR_SHAPE_KEY, string_value(""));
+        }
+        response
+    }
+
+    fn dispatch(&mut self, request: ProcessingRequest) -> ProcessingResponse {
         if let Some(metadata) = request.metadata_context
             && !metadata.filter_metadata.is_empty()
         {
@@ -408,7 +444,14 @@ impl Processor {
             };
             return self.client_error(400, &message, "invalid_content_type");
         }
-        headers_response(CommonResponse::default())
+        let mut response = headers_response(CommonResponse::default());
+        let shape = if self.anthropic_errors() {
+            "anthropic"
+        } else {
+            "openai"
+        };
+        set_metadata(&mut response, ERROR_SHAPE_KEY, string_value(shape));
+        response
     }
 
     fn models(&self, endpoint: Endpoint) -> ProcessingResponse {

@@ -61,6 +61,7 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
             "spec": {
                 "targetRefs": [{"group": GATEWAY_GROUP, "kind": "Gateway", "name": instance.gateway.name}],
                 "connection": {"bufferLimit": client.buffer_limit},
+                "timeout": {"http": {"requestReceivedTimeout": client.request_received_timeout}},
             },
         }));
     }

@@ -26,6 +26,12 @@ pub const METADATA_NAMESPACE: &str = "io.envoy.ai_gateway";
 /// Header carrying the model name read from the request body.
 pub const MODEL_HEADER: &str = "x-ai-eg-model";
 
+/// Key under [`METADATA_NAMESPACE`] saying how Envoy's own error replies (timeouts, resets,
+/// bodies over the buffer limit) to a request must be shaped: `openai` or `anthropic`, set by
+/// the extproc when a request reaches an AI endpoint; empty once the extproc has answered the
+/// request itself. The generated Envoy configuration reads it (local reply mappers).
+pub const ERROR_SHAPE_KEY: &str = "error_shape";
+
 /// Header carrying the backend the extproc selected; the generated routes match on it.
 pub const SELECTED_BACKEND_HEADER: &str = "x-ai-eg-selected-backend";
 

@@ -1698,3 +1698,36 @@ fn non_json_provider_errors_take_the_client_shape() {
     assert_eq!(error["type"], "error", "{error}");
     assert_eq!(error["error"]["type"], "timeout_error", "{error}");
 }
+
+#[test]
+fn envoy_is_told_how_to_shape_its_own_errors_and_to_leave_ours_alone() {
+    let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+    let r = p.handle(chat_headers());
+    assert_eq!(
+        metadata(&r).get(ERROR_SHAPE_KEY),
+        Some(&string_value("openai"))
+    );
+    let r = p.handle(body(br#"{"model":"nope"}"#, false));
+    assert_eq!(immediate_of(&r).map(|(s, _)| s), Some(404));
+    assert_eq!(metadata(&r).get(ERROR_SHAPE_KEY), Some(&string_value("")));
+
+    let mut p = Processor::new(config(false), Arc::new(Metrics::new()));
+    let r = p.handle(headers(
+        &[(":path", "/anthropic/v1/messages"), (":method", "POST")],
+        false,
+    ));
+    assert_eq!(
+        metadata(&r).get(ERROR_SHAPE_KEY),
+        Some(&string_value("anthropic"))
+    );
+
+    // A provider fault answered by the extproc keeps its costs metadata and is marked too.
+    let mut p = Processor::new(config(true), Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    p.handle(body(br#"{"model":"gpt-4o"}"#, false));
+    p.handle(response_headers(&[(":status", "200")]));
+    let r = p.handle(body(b"not json", true));
+    let meta = metadata(&r);
+    assert_eq!(meta.get(ERROR_SHAPE_KEY), Some(&string_value("")));
+    assert!(meta.contains_key("response_model"), "{meta:?}");
+}

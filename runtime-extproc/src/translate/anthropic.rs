@@ -721,6 +721,7 @@ pub fn error_type_for(status: u16) -> &'static str {
         401 => "authentication_error",
         403 => "permission_error",
         404 => "not_found_error",
+        408 => "timeout_error",
         413 => "request_too_large",
         422 => "invalid_request_error",
         429 => "rate_limit_error",
