@@ -146,7 +146,7 @@ impl Diagnostic {
             location: None,
             object: None,
             field: None,
-            message: message.into(),
+            message: shorten(message.into()),
         }
     }
 
@@ -201,6 +201,80 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// Longest quoted value a message shows in full.
+const QUOTED_MAX: usize = 80;
+/// Longest message shown in full.
+const MESSAGE_MAX: usize = 2048;
+
+/// `value` in double quotes, escaped as JSON, cut to its first characters when it is long (an
+/// input value may be megabytes; a diagnostic never repeats it whole).
+pub fn quoted(value: &str) -> String {
+    let count = value.chars().count();
+    if count <= QUOTED_MAX {
+        return serde_json::Value::from(value).to_string();
+    }
+    let head: String = value.chars().take(QUOTED_MAX / 2).collect();
+    let head = serde_json::Value::from(head).to_string();
+    format!("{}…\" ({count} characters)", &head[..head.len() - 1])
+}
+
+/// Cuts long quoted values inside a message (libraries quote the values they reject) and the
+/// message itself to a readable length.
+fn shorten(message: String) -> String {
+    if message.len() <= QUOTED_MAX {
+        return message;
+    }
+    let mut out = String::with_capacity(message.len().min(MESSAGE_MAX + 64));
+    let mut rest = message.as_str();
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let close = quoted_end(after);
+        match close {
+            Some(close) if after[..close].chars().count() > QUOTED_MAX => {
+                let head: String = after[..close].chars().take(QUOTED_MAX / 2).collect();
+                let count = after[..close].chars().count();
+                out.push_str(&format!("\"{head}…\" ({count} characters)"));
+                rest = &after[close + 1..];
+            }
+            Some(close) => {
+                out.push_str(&rest[open..open + 1 + close + 1]);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push_str(&rest[open..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    if out.len() > MESSAGE_MAX {
+        let mut end = MESSAGE_MAX;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        let more = out.len() - end;
+        out.truncate(end);
+        out.push_str(&format!("… ({more} more bytes)"));
+    }
+    out
+}
+
+/// Index of the `"` closing a quoted value that starts at `text[0]` (backslash escapes
+/// skipped).
+fn quoted_end(text: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Sorts diagnostics into a stable order (file, line, then text) and removes exact repeats.
 pub fn normalize(diagnostics: &mut Vec<Diagnostic>) {
     diagnostics.sort_by(|a, b| {
@@ -230,6 +304,34 @@ mod tests {
             FieldPath::from_pointer("/metadata/annotations/a~1b").to_string(),
             "metadata.annotations.a/b"
         );
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let value = "x".repeat(5_000_000);
+        let d = Diagnostic::error(format!(
+            "unsupported value \"{value}\": must be one of A, B"
+        ));
+        assert!(d.message.len() < 200, "{}", d.message.len());
+        assert!(
+            d.message.starts_with("unsupported value \"xxxx"),
+            "{}",
+            d.message
+        );
+        assert!(
+            d.message
+                .ends_with("(5000000 characters): must be one of A, B"),
+            "{}",
+            d.message
+        );
+        let d = Diagnostic::error("y".repeat(100_000));
+        assert!(d.message.len() < MESSAGE_MAX + 40, "{}", d.message.len());
+        assert!(d.message.ends_with("more bytes)"), "{}", d.message);
+        assert_eq!(quoted("a\"b"), "\"a\\\"b\"");
+        assert!(quoted(&"é".repeat(1000)).ends_with("…\" (1000 characters)"));
+        // Short messages and short quoted values are left as they are.
+        let text = "value \"abc\" and \"unterminated";
+        assert_eq!(Diagnostic::error(text).message, text);
     }
 
     #[test]

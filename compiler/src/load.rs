@@ -79,65 +79,148 @@ impl Document {
 }
 
 /// Reads every input path. Folders are walked recursively (sorted, `*.yaml` / `*.yml` only);
-/// `-` is standard input. A path that cannot be read is an error naming it.
-pub fn read_sources(paths: &[PathBuf]) -> Result<Vec<Source>, Diagnostic> {
-    let mut sources = Vec::new();
+/// `-` is standard input. What cannot be read (a missing path, a file that is not UTF-8, a
+/// folder that a symbolic link leads back into) is reported, and the rest is still read, so a
+/// user sees every problem in one run.
+pub fn read_sources(paths: &[PathBuf]) -> (Vec<Source>, Vec<Diagnostic>) {
+    let mut reader = Reader::default();
     for path in paths {
         if path.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|err| Diagnostic::error(format!("cannot read standard input: {err}")))?;
-            sources.push(Source {
-                name: "-".into(),
-                text,
-            });
-            continue;
-        }
-        let meta = std::fs::metadata(path)
-            .map_err(|err| Diagnostic::error(format!("cannot read {}: {err}", path.display())))?;
-        if meta.is_dir() {
-            let mut files = Vec::new();
-            collect_yaml_files(path, &mut files)?;
-            files.sort();
-            for file in files {
-                sources.push(read_file(&file)?);
+            let mut bytes = Vec::new();
+            match std::io::stdin().read_to_end(&mut bytes) {
+                Ok(_) => reader.add("-".into(), bytes),
+                Err(err) => reader.diagnostics.push(Diagnostic::error(format!(
+                    "cannot read standard input: {err}"
+                ))),
             }
-        } else {
-            sources.push(read_file(path)?);
-        }
-    }
-    Ok(sources)
-}
-
-fn read_file(path: &Path) -> Result<Source, Diagnostic> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| Diagnostic::error(format!("cannot read {}: {err}", path.display())))?;
-    Ok(Source {
-        name: path.display().to_string(),
-        text,
-    })
-}
-
-fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Diagnostic> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|err| Diagnostic::error(format!("cannot read {}: {err}", dir.display())))?;
-    for entry in entries {
-        let entry = entry
-            .map_err(|err| Diagnostic::error(format!("cannot read {}: {err}", dir.display())))?;
-        let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') {
             continue;
         }
-        if path.is_dir() {
-            collect_yaml_files(&path, out)?;
-        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
-            out.push(path);
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => {
+                let mut ancestors = Vec::new();
+                let mut files = Vec::new();
+                reader.walk(path, &mut ancestors, &mut files);
+                files.sort();
+                for file in files {
+                    reader.read_file(&file);
+                }
+            }
+            Ok(_) => reader.read_file(path),
+            Err(err) => reader.diagnostics.push(Diagnostic::error(format!(
+                "cannot read {}: {err}",
+                path.display()
+            ))),
         }
     }
-    Ok(())
+    (reader.sources, reader.diagnostics)
+}
+
+#[derive(Default)]
+struct Reader {
+    sources: Vec<Source>,
+    diagnostics: Vec<Diagnostic>,
+    /// Files read so far, by their real path, with the name they were read under.
+    seen: HashMap<PathBuf, String>,
+}
+
+impl Reader {
+    fn read_file(&mut self, path: &Path) {
+        let name = path.display().to_string();
+        if let Ok(real) = std::fs::canonicalize(path) {
+            if let Some(first) = self.seen.get(&real) {
+                self.diagnostics.push(
+                    Diagnostic::warning(format!(
+                        "skipped: the same file as {first}, read already (through a symbolic link)"
+                    ))
+                    .at(Some(Location {
+                        file: name,
+                        line: 1,
+                    })),
+                );
+                return;
+            }
+            self.seen.insert(real, name.clone());
+        }
+        match std::fs::read(path) {
+            Ok(bytes) => self.add(name, bytes),
+            Err(err) => self
+                .diagnostics
+                .push(Diagnostic::error(format!("cannot read {name}: {err}"))),
+        }
+    }
+
+    /// Adds a file's text, or says where it stops being UTF-8.
+    fn add(&mut self, name: String, bytes: Vec<u8>) {
+        match String::from_utf8(bytes) {
+            Ok(text) => self.sources.push(Source { name, text }),
+            Err(err) => {
+                let bytes = err.as_bytes();
+                let valid = err.utf8_error().valid_up_to();
+                let line = bytes[..valid].iter().filter(|&&b| b == b'\n').count() + 1;
+                let line_start = bytes[..valid]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1);
+                let column = valid - line_start + 1;
+                self.diagnostics.push(
+                    Diagnostic::error(format!(
+                        "the file is not UTF-8 text (byte 0x{:02x} at column {column}); YAML input must be UTF-8",
+                        bytes[valid]
+                    ))
+                    .at(Some(Location { file: name, line })),
+                );
+            }
+        }
+    }
+
+    /// Collects the YAML files under `dir`. `ancestors` holds the real paths of the folders
+    /// being walked: a symbolic link back into one of them would repeat the walk forever.
+    fn walk(&mut self, dir: &Path, ancestors: &mut Vec<PathBuf>, out: &mut Vec<PathBuf>) {
+        let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if ancestors.contains(&real) {
+            self.diagnostics.push(Diagnostic::warning(format!(
+                "skipped folder {}: a symbolic link leads back to {}, which is being read already",
+                dir.display(),
+                real.display()
+            )));
+            return;
+        }
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(err) => {
+                self.diagnostics.push(Diagnostic::error(format!(
+                    "cannot read {}: {err}",
+                    dir.display()
+                )));
+                return;
+            }
+        };
+        ancestors.push(real);
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(err) => {
+                    self.diagnostics.push(Diagnostic::error(format!(
+                        "cannot read {}: {err}",
+                        dir.display()
+                    )));
+                    continue;
+                }
+            };
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                self.walk(&path, ancestors, out);
+            } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+                out.push(path);
+            }
+        }
+        ancestors.pop();
+    }
 }
 
 /// Parses every source into documents, files in parallel on the available cores (the result
@@ -329,13 +412,28 @@ fn parse_source(source: &Source) -> Result<Vec<Document>, Diagnostic> {
     Ok(documents)
 }
 
-/// The parser's message without the location prefix it carries (the diagnostic has its own).
+/// The parser's message without the location prefix it carries (the diagnostic has its own),
+/// in aigw's words where the library's would point at its own options.
 fn yaml_error_text(text: &str) -> String {
     let first = first_line(text);
     let re = regex::Regex::new(r"^(error: )?line \d+ column (\d+): ").ok();
-    match re.as_ref().and_then(|re| re.captures(first)) {
-        Some(caps) => format!("{} (column {})", &first[caps[0].len()..], &caps[2]),
-        None => first.to_string(),
+    let (message, column) = match re.as_ref().and_then(|re| re.captures(first)) {
+        Some(caps) => (&first[caps[0].len()..], Some(caps[2].to_string())),
+        None => (first, None),
+    };
+    let message = match message.strip_prefix("duplicate mapping key: ") {
+        Some(rest) => {
+            let key = rest.split(", set ").next().unwrap_or(rest);
+            format!(
+                "the key {} appears twice in one mapping; keep one",
+                crate::diag::quoted(key)
+            )
+        }
+        None => message.to_string(),
+    };
+    match column {
+        Some(column) => format!("{message} (column {column})"),
+        None => message,
     }
 }
 
@@ -406,6 +504,75 @@ mod tests {
         assert_eq!(data["c"], "1.0");
         assert_eq!(data["d"], true);
         assert_eq!(data["e"], 12);
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_in_plain_words() {
+        let (_, diags) = parse_sources(&[Source {
+            name: "dup.yaml".into(),
+            text: "kind: A\nmetadata:\n  name: a\n  name: b\n".into(),
+        }]);
+        assert_eq!(
+            diags.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            vec![
+                "error: dup.yaml:4: invalid YAML: the key \"name\" appears twice in one mapping; keep one (column 3)"
+            ]
+        );
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("aigw-load-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn every_unreadable_file_is_reported_and_the_rest_still_read() {
+        let dir = temp_dir("utf8");
+        std::fs::write(
+            dir.join("a.yaml"),
+            b"kind: A\nmetadata:\n  name: \"x\xffy\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("b.yaml"), b"kind: B\n").unwrap();
+        std::fs::write(dir.join("c.yaml"), b"\xfe\n").unwrap();
+        let (sources, diags) = read_sources(&[dir.clone(), dir.join("missing.yaml")]);
+        let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec![dir.join("b.yaml").display().to_string()]);
+        let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 3, "{text:?}");
+        assert!(text[0].ends_with("a.yaml:3: the file is not UTF-8 text (byte 0xff at column 11); YAML input must be UTF-8"), "{text:?}");
+        assert!(text[1].ends_with("c.yaml:1: the file is not UTF-8 text (byte 0xfe at column 1); YAML input must be UTF-8"), "{text:?}");
+        assert!(
+            text[2].contains("cannot read") && text[2].contains("missing.yaml"),
+            "{text:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symbolic_link_loops_are_walked_once() {
+        let dir = temp_dir("loop");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/a.yaml"), b"kind: A\n").unwrap();
+        std::os::unix::fs::symlink("..", dir.join("sub/loop")).unwrap();
+        std::os::unix::fs::symlink("sub", dir.join("again")).unwrap();
+        let (sources, diags) = read_sources(std::slice::from_ref(&dir));
+        assert_eq!(sources.len(), 1, "{sources:?}");
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+        let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter()
+                .any(|t| t.contains("a symbolic link leads back")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.contains("the same file as")),
+            "{text:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

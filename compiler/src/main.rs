@@ -68,7 +68,7 @@ enum Command {
         #[arg(long, default_value_t = aigw::emit::envoy::DEFAULT_ADMIN_PORT)]
         envoy_admin_port: u16,
         /// Namespace of namespaced objects that name none.
-        #[arg(long, default_value = "default")]
+        #[arg(long, default_value = "default", value_parser = parse_namespace)]
         namespace: String,
         /// Requests with a larger body are answered 413 by the extproc.
         #[arg(long, default_value_t = aigw_filterconfig::DEFAULT_MAX_REQUEST_BODY_BYTES)]
@@ -92,7 +92,7 @@ enum Command {
         #[command(flatten)]
         inputs: Inputs,
         /// Namespace of namespaced objects that name none.
-        #[arg(long, default_value = "default")]
+        #[arg(long, default_value = "default", value_parser = parse_namespace)]
         namespace: String,
     },
     /// Write the JSON Schemas of the input kinds and of the filter config.
@@ -121,7 +121,7 @@ struct Inputs {
 #[derive(Args)]
 struct Settings {
     /// Namespace of namespaced objects that name none.
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", value_parser = parse_namespace)]
     namespace: String,
     /// Extproc image, when GatewayConfig sets none.
     #[arg(long, env = "AIGW_EXTPROC_IMAGE", default_value = plan::DEFAULT_EXTPROC_IMAGE)]
@@ -163,6 +163,11 @@ fn parse_timeout(text: &str) -> Result<u32, String> {
     Ok(seconds)
 }
 
+fn parse_namespace(text: &str) -> Result<String, String> {
+    aigw::validate::names::check(aigw::validate::names::NameRule::Label, text)?;
+    Ok(text.to_string())
+}
+
 impl Settings {
     fn options(&self) -> BuildOptions {
         BuildOptions {
@@ -193,15 +198,17 @@ fn report(diagnostics: &[Diagnostic]) {
     }
 }
 
-/// Builds, reporting diagnostics; `None` when there were errors.
-fn build(sources: &[load::Source], options: &BuildOptions) -> Option<BuildOutput> {
-    match aigw::build(sources, options) {
+/// Builds, reporting diagnostics (those of reading the input first); `None` when there were
+/// errors.
+fn build(read: &Read, options: &BuildOptions) -> Option<BuildOutput> {
+    let read_failed = read.diagnostics.iter().any(Diagnostic::is_error);
+    match aigw::build(&read.sources, options) {
         Ok(built) => {
-            report(&built.warnings);
-            Some(built)
+            report(&read.with(&built.warnings));
+            (!read_failed).then_some(built)
         }
         Err(diagnostics) => {
-            report(&diagnostics);
+            report(&read.with(&diagnostics));
             None
         }
     }
@@ -221,25 +228,32 @@ fn write_standalone(
 }
 
 /// Builds, printing warnings; `None` (after printing the errors) when the build failed.
-fn build_or_report(
-    inputs: &Inputs,
-    settings: &Settings,
-) -> anyhow::Result<Option<aigw::BuildOutput>> {
-    let sources = sources(inputs)?;
-    match aigw::build(&sources, &settings.options()) {
-        Ok(built) => {
-            report(&built.warnings);
-            Ok(Some(built))
-        }
-        Err(diagnostics) => {
-            report(&diagnostics);
-            Ok(None)
-        }
+fn build_or_report(inputs: &Inputs, settings: &Settings) -> Option<aigw::BuildOutput> {
+    build(&sources(inputs), &settings.options())
+}
+
+/// The input as read, with what could not be read.
+struct Read {
+    sources: Vec<load::Source>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Read {
+    /// The reading diagnostics followed by `more`, in the usual order.
+    fn with(&self, more: &[Diagnostic]) -> Vec<Diagnostic> {
+        let mut all = self.diagnostics.clone();
+        all.extend_from_slice(more);
+        aigw::diag::normalize(&mut all);
+        all
     }
 }
 
-fn sources(inputs: &Inputs) -> anyhow::Result<Vec<load::Source>> {
-    load::read_sources(&inputs.paths).map_err(|d| anyhow::anyhow!(d.message))
+fn sources(inputs: &Inputs) -> Read {
+    let (sources, diagnostics) = load::read_sources(&inputs.paths);
+    Read {
+        sources,
+        diagnostics,
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -256,7 +270,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "--target envoy writes a folder (envoy.yaml, filter configs, Secrets): pass -o DIR"
                 );
             }
-            let sources = sources(&inputs)?;
+            let sources = sources(&inputs);
             let options = BuildOptions {
                 target: Target::Envoy,
                 envoy_admin_port,
@@ -288,7 +302,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_request_body_bytes,
             request_receive_timeout,
         } => {
-            let sources = sources(&inputs)?;
+            let sources = sources(&inputs);
             let options = BuildOptions {
                 target: Target::Envoy,
                 envoy_admin_port,
@@ -329,7 +343,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             envoy_admin_port: _,
             settings,
         } => {
-            let Some(built) = build_or_report(&inputs, &settings)? else {
+            let Some(built) = build_or_report(&inputs, &settings) else {
                 return Ok(ExitCode::FAILURE);
             };
             if output.as_os_str() == "-" {
@@ -354,7 +368,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             against,
             settings,
         } => {
-            let Some(built) = build_or_report(&inputs, &settings)? else {
+            let Some(built) = build_or_report(&inputs, &settings) else {
                 return Ok(ExitCode::FAILURE);
             };
             let files = write::files(&built.objects)?;
@@ -376,13 +390,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Validate { inputs, namespace } => {
-            let sources = sources(&inputs)?;
-            let diagnostics = aigw::check(&sources, &namespace);
+            let read = sources(&inputs);
+            let diagnostics = read.with(&aigw::check(&read.sources, &namespace));
             report(&diagnostics);
             if diagnostics.iter().any(Diagnostic::is_error) {
                 Ok(ExitCode::FAILURE)
             } else {
-                eprintln!("aigw: {} files valid", sources.len());
+                eprintln!("aigw: {} files valid", read.sources.len());
                 Ok(ExitCode::SUCCESS)
             }
         }

@@ -283,8 +283,14 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `name` as part of a DNS label: dots become dashes, and a short hash of the original is
+/// added when that changed it, so `a.b` and `a-b` stay distinct.
 fn dns_label(name: &str) -> String {
-    name.replace('.', "-")
+    if !name.contains('.') {
+        return name.to_string();
+    }
+    let digest = hex(&Sha256::digest(name.as_bytes()));
+    format!("{}-{}", name.replace('.', "-"), &digest[..8])
 }
 
 struct Planner<'a> {

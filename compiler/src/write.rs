@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::render::{self, Rendered};
 
@@ -37,16 +38,42 @@ pub enum WriteError {
     Collision(String),
 }
 
-/// The file name of an object.
+/// Longest file name most file systems take (bytes).
+pub const FILE_NAME_MAX: usize = 255;
+
+/// `stem` + `extension` within [`FILE_NAME_MAX`] bytes: a long stem keeps its start and gains a
+/// hash of the whole, so the name stays deterministic and distinct.
+pub fn bounded_file_name(stem: &str, extension: &str) -> String {
+    if stem.len() + extension.len() <= FILE_NAME_MAX {
+        return format!("{stem}{extension}");
+    }
+    let max = FILE_NAME_MAX - extension.len();
+    let mut keep = max - 9;
+    while !stem.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let digest = crate::plan::hex(&Sha256::digest(stem.as_bytes()));
+    format!("{}-{}{extension}", &stem[..keep], &digest[..8])
+}
+
+/// The file name of an object: `<kind>-<namespace>-<name>.yaml`, bounded in length.
 pub fn file_name(object: &Rendered) -> String {
     let kind = object.kind.to_ascii_lowercase();
     let namespace = object.namespace.to_ascii_lowercase();
     let name = object.name.to_ascii_lowercase();
-    if namespace.is_empty() {
-        format!("{kind}-{name}.yaml")
+    let stem = if namespace.is_empty() {
+        format!("{kind}-{name}")
     } else {
-        format!("{kind}-{namespace}-{name}.yaml")
-    }
+        format!("{kind}-{namespace}-{name}")
+    };
+    bounded_file_name(&stem, ".yaml")
+}
+
+/// The temporary name a file is written under before it is renamed into place: short, so any
+/// file name that fits fits here too.
+fn temporary_name(name: &str) -> String {
+    let digest = crate::plan::hex(&Sha256::digest(name.as_bytes()));
+    format!(".aigw-tmp-{}", &digest[..16])
 }
 
 /// The folder's files, `(name, content)`, kustomization last.
@@ -114,7 +141,7 @@ pub fn write_dir(dir: &Path, files: &[(String, String)]) -> Result<(), WriteErro
         if std::fs::read_to_string(&target).is_ok_and(|existing| existing == *content) {
             continue;
         }
-        let tmp = dir.join(format!(".{name}.aigw-tmp"));
+        let tmp = dir.join(temporary_name(name));
         if let Err(err) = std::fs::write(&tmp, content) {
             cleanup(&staged);
             return Err(io(&tmp)(err));
@@ -243,7 +270,7 @@ fn stage(dir: &Path, target: &Path, file: &FileEntry) -> Result<PathBuf, WriteEr
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.aigw-tmp"));
+    let tmp = parent.join(temporary_name(&name));
     let _ = std::fs::remove_file(&tmp);
     let mut open = std::fs::OpenOptions::new();
     open.write(true).create_new(true);
@@ -336,6 +363,25 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "ns"}}),
             true,
         )
+    }
+
+    #[test]
+    fn objects_with_the_longest_valid_names_are_written() {
+        let dir = std::env::temp_dir().join(format!("aigw-write-long-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let long = "a".repeat(253);
+        let other = format!("{}b", "a".repeat(252));
+        let files = files(&[cm(&long), cm(&other)]).unwrap();
+        assert!(files.iter().all(|(name, _)| name.len() <= FILE_NAME_MAX));
+        assert_ne!(files[0].0, files[1].0);
+        assert!(files[0].0.starts_with("configmap-ns-aaaa") && files[0].0.ends_with(".yaml"));
+        write_dir(&dir, &files).unwrap();
+        for (name, content) in &files {
+            assert_eq!(&std::fs::read_to_string(dir.join(name)).unwrap(), content);
+        }
+        // The same names again: the build is deterministic.
+        assert_eq!(super::files(&[cm(&long), cm(&other)]).unwrap(), files);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

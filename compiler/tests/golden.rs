@@ -376,6 +376,54 @@ fn every_emitted_object_validates_against_the_upstream_schemas() {
 }
 
 #[test]
+fn every_emitted_name_is_one_the_api_server_and_the_file_system_accept() {
+    use aigw::validate::names::{self, NameRule};
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in cases() {
+        let Ok(built) = aigw::build(&sources(&case), &options(&case)) else {
+            continue;
+        };
+        for rendered in &built.objects {
+            checked += 1;
+            let group = aigw::validate::split_api_version(&rendered.api_version).0;
+            let what = format!("{}: {} {}", case.display(), rendered.kind, rendered.name);
+            if let Err(err) = names::check(names::rule_for(group, &rendered.kind), &rendered.name) {
+                failures.push(format!("{what}: {err}"));
+            }
+            if !rendered.namespace.is_empty()
+                && let Err(err) = names::check(NameRule::Label, &rendered.namespace)
+            {
+                failures.push(format!("{what}: {err}"));
+            }
+            if write::file_name(rendered).len() > write::FILE_NAME_MAX {
+                failures.push(format!("{what}: file name over 255 bytes"));
+            }
+            // Pod volumes are DNS labels, one name each.
+            let object: Value = serde_saphyr::from_str(&rendered.text).unwrap();
+            let volumes: Vec<&str> = object
+                .pointer("/spec/template/spec/volumes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v["name"].as_str())
+                .collect();
+            let distinct: std::collections::BTreeSet<&&str> = volumes.iter().collect();
+            if distinct.len() != volumes.len() {
+                failures.push(format!("{what}: repeated volume names {volumes:?}"));
+            }
+            for volume in volumes {
+                if let Err(err) = names::check(NameRule::Label, volume) {
+                    failures.push(format!("{what}: volume {err}"));
+                }
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} objects checked");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
 fn v1alpha1_input_gives_the_same_output_as_v1beta1() {
     let root = golden_root();
     // Manifests are identical; only the warnings differ (v1alpha1 is deprecated).

@@ -104,6 +104,16 @@ use crate::write::FileEntry;
 pub const ENVOY_FILE: &str = "envoy.yaml";
 /// Folder of the per-Gateway files.
 pub const GATEWAYS_DIR: &str = "gateways";
+/// Longest name of a Gateway's folder: the extproc's socket path
+/// (`gateways/<folder>/extproc.sock`, relative to the output folder, where `aigw run` starts the
+/// processes) must stay within the 107 bytes a Unix socket address holds.
+const GATEWAY_DIR_MAX: usize = 80;
+
+/// `<namespace>-<gateway>`, shortened with a hash when long.
+fn gateway_dir_name(namespace: &str, gateway: &str) -> String {
+    crate::plan::bounded_name(&format!("{namespace}-{gateway}"), GATEWAY_DIR_MAX)
+}
+
 /// The extproc's Unix socket, inside its Gateway's folder.
 pub const EXTPROC_SOCKET: &str = "extproc.sock";
 /// The access log, relative to the folder.
@@ -962,8 +972,8 @@ impl<'a> Emitter<'a> {
             return;
         };
         let dir = format!(
-            "{GATEWAYS_DIR}/{}-{}",
-            instance.gateway.namespace, instance.gateway.name
+            "{GATEWAYS_DIR}/{}",
+            gateway_dir_name(&instance.gateway.namespace, &instance.gateway.name)
         );
         if let Some(other) = self.gateways.iter().find(|g| g.dir == dir) {
             self.errors.push(fail(format!(
@@ -1768,7 +1778,11 @@ impl<'a> Emitter<'a> {
 
     /// Writes the CA bundle of a BackendTLSPolicy's `caCertificateRefs`; returns its path.
     fn ca_bundle(&mut self, policy: &'a Object, doc: &Value) -> String {
-        let path = format!("ca/{}/{}.crt", policy.id.namespace, policy.id.name);
+        let path = format!(
+            "ca/{}/{}",
+            policy.id.namespace,
+            crate::write::bounded_file_name(&policy.id.name, ".crt")
+        );
         if self.files.iter().any(|f| f.path == path) {
             return path;
         }
@@ -1834,6 +1848,18 @@ impl<'a> Emitter<'a> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn gateway_folders_keep_the_socket_path_short() {
+        assert_eq!(gateway_dir_name("llm", "ai-gateway"), "llm-ai-gateway");
+        let long = gateway_dir_name(&"n".repeat(63), &"g".repeat(253));
+        let socket = format!("{GATEWAYS_DIR}/{long}/{EXTPROC_SOCKET}");
+        assert!(socket.len() <= 107, "{}", socket.len());
+        assert_ne!(
+            long,
+            gateway_dir_name(&"n".repeat(63), &format!("{}h", "g".repeat(252)))
+        );
+    }
+
     use super::*;
 
     fn listener(name: &str, port: i64, hostname: Option<&str>) -> Listener {

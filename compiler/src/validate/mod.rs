@@ -11,6 +11,7 @@
 //! Checks here look at one object at a time; `aigw validate` stops after this stage. References
 //! between objects are the next stage's ([`crate::resolve`]).
 
+pub mod names;
 pub mod rules;
 pub mod schema;
 
@@ -354,6 +355,23 @@ fn classify(
             .object(id.to_string())
             .field(field)
     };
+    // Names the API server would refuse: the object is reported and treated as present, so
+    // references to it are not reported again.
+    let mut name_errors = Vec::new();
+    if let Err(message) = names::check(names::rule_for(&group, &kind), &id.name) {
+        name_errors.push(object_error(FieldPath::parse("metadata.name"), message));
+    }
+    if !id.namespace.is_empty()
+        && let Err(message) = names::check(names::NameRule::Label, &id.namespace)
+    {
+        name_errors.push(object_error(
+            FieldPath::parse("metadata.namespace"),
+            format!("namespace {message}"),
+        ));
+    }
+    if !name_errors.is_empty() {
+        return Ok((None, name_errors, Some(id)));
+    }
 
     if group == AIGW_GROUP {
         if kind == "MCPRoute" {
