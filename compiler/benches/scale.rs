@@ -103,6 +103,7 @@ fn stages(routes: usize) {
         max_request_body_bytes: 1 << 20,
         replicas: 2,
         request_receive_timeout_secs: aigw::plan::DEFAULT_REQUEST_RECEIVE_TIMEOUT_SECS,
+        envoy_patch_policies: true,
     };
     let (plan, _) = aigw::plan::plan(&validated, &resolved, &plan_options, false);
     let plan_time = t.elapsed();

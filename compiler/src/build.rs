@@ -38,6 +38,10 @@ pub struct BuildOptions {
     /// Seconds a client has to send a whole request (headers and body) on a Gateway with AI
     /// routes; slower requests get 408.
     pub request_receive_timeout_secs: u32,
+    /// Emit EnvoyPatchPolicies where Envoy Gateway has no API (Envoy's own error replies in the
+    /// client's API shape); off for an Envoy Gateway without
+    /// `extensionApis.enableEnvoyPatchPolicy`.
+    pub envoy_patch_policies: bool,
 }
 
 impl Default for BuildOptions {
@@ -52,6 +56,7 @@ impl Default for BuildOptions {
             flux_escape: true,
             envoy_admin_port: emit::envoy::DEFAULT_ADMIN_PORT,
             request_receive_timeout_secs: plan::DEFAULT_REQUEST_RECEIVE_TIMEOUT_SECS,
+            envoy_patch_policies: true,
         }
     }
 }
@@ -95,6 +100,7 @@ pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, 
         max_request_body_bytes: options.max_request_body_bytes,
         replicas: options.replicas,
         request_receive_timeout_secs: options.request_receive_timeout_secs,
+        envoy_patch_policies: options.envoy_patch_policies,
     };
     let (plan, found) = plan::plan(
         &validated,

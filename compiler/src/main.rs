@@ -143,6 +143,11 @@ struct Settings {
     /// slower ones get 408.
     #[arg(long, default_value = "120s", value_parser = parse_timeout)]
     request_receive_timeout: u32,
+    /// Emit no EnvoyPatchPolicy, for an Envoy Gateway without
+    /// `extensionApis.enableEnvoyPatchPolicy`; Envoy's own error replies to AI requests then
+    /// stay plain text.
+    #[arg(long)]
+    no_envoy_patch_policy: bool,
 }
 
 /// A timeout in whole seconds, minutes or hours (`90s`, `5m`, `1h`), as seconds.
@@ -178,6 +183,7 @@ impl Settings {
             include_secrets: self.include_secrets,
             flux_escape: !self.no_flux_escape,
             request_receive_timeout_secs: self.request_receive_timeout,
+            envoy_patch_policies: !self.no_envoy_patch_policy,
             ..BuildOptions::default()
         }
     }

@@ -62,6 +62,9 @@ pub struct PlanOptions {
     pub replicas: i32,
     /// Seconds a client has to send a whole request.
     pub request_receive_timeout_secs: u32,
+    /// Emit EnvoyPatchPolicies (Envoy Gateway must run with
+    /// `extensionApis.enableEnvoyPatchPolicy`).
+    pub envoy_patch_policies: bool,
 }
 
 /// Seconds a client has to send a whole request when `--request-receive-timeout` is not given:
@@ -242,6 +245,21 @@ pub struct Instance {
     pub rate_limit: Option<RateLimitPlan>,
     /// A ClientTrafficPolicy raising the Gateway's buffer limit, when the input has none.
     pub client_traffic: Option<ClientTrafficPlan>,
+    /// The EnvoyPatchPolicy giving Envoy's own replies the client's API shape.
+    pub local_replies: Option<LocalRepliesPlan>,
+}
+
+/// The EnvoyPatchPolicy that puts [`crate::emit::local_reply::config`] into the HTTP connection
+/// managers of a Gateway's listeners.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalRepliesPlan {
+    /// Name.
+    pub name: String,
+    /// The xDS listeners to patch, named as Envoy Gateway v1.8 names them by default
+    /// (`<namespace>/<gateway>/<listener>`): one per port, after the Gateway's first HTTP or
+    /// HTTPS listener on it, since Envoy Gateway serves the listeners sharing a port from one
+    /// Envoy listener named after the first.
+    pub listeners: Vec<String>,
 }
 
 /// The generated ClientTrafficPolicy of a Gateway.
@@ -440,6 +458,7 @@ impl Planner<'_> {
             }
         }
         let client_traffic = self.client_traffic(&gateway, &name);
+        let local_replies = self.local_replies(attached.gateway, &name);
         let workload = self.workload(
             config_object.as_ref().map(|(_, o)| o),
             gateway_config.as_ref(),
@@ -498,6 +517,7 @@ impl Planner<'_> {
             reference_grants,
             rate_limit,
             client_traffic,
+            local_replies,
         }
     }
 
@@ -1207,6 +1227,15 @@ impl Planner<'_> {
                 instance.extension_policy.name.clone(),
                 gateway.clone(),
             ));
+            if let Some(local_replies) = &instance.local_replies {
+                names.push((
+                    EG_GROUP,
+                    "EnvoyPatchPolicy",
+                    ns.clone(),
+                    local_replies.name.clone(),
+                    gateway.clone(),
+                ));
+            }
             if let Some(rate_limit) = &instance.rate_limit {
                 names.push((
                     EG_GROUP,
@@ -1343,6 +1372,30 @@ fn gateway_namespaces(input: &Validated, resolved: &Resolved) -> BTreeMap<Key, B
 }
 
 impl Planner<'_> {
+    /// The local-reply EnvoyPatchPolicy of a Gateway: its HTTP and HTTPS listeners, the first
+    /// of each port. None when EnvoyPatchPolicies are off or no listener speaks HTTP.
+    fn local_replies(&self, gateway: usize, name: &str) -> Option<LocalRepliesPlan> {
+        if !self.options.envoy_patch_policies {
+            return None;
+        }
+        let object = self.object(gateway);
+        let Body::Gateway(view) = &object.body else {
+            return None;
+        };
+        let mut ports = BTreeSet::new();
+        let listeners: Vec<String> = view
+            .listeners
+            .iter()
+            .filter(|l| matches!(l.protocol.as_str(), "HTTP" | "HTTPS"))
+            .filter(|l| ports.insert(l.port))
+            .map(|l| format!("{}/{}/{}", object.id.namespace, object.id.name, l.name))
+            .collect();
+        (!listeners.is_empty()).then(|| LocalRepliesPlan {
+            name: bounded_name(&format!("{name}-local-replies"), 253),
+            listeners,
+        })
+    }
+
     /// Envoy buffers the whole request body for the extproc (and responses it reads), up to the
     /// listener's buffer limit: 32 KiB in Envoy Gateway unless a ClientTrafficPolicy says
     /// otherwise. Without a user policy for the Gateway, aigw generates one allowing twice the

@@ -13,6 +13,7 @@
 //! `aigateway.envoyproxy.io/generated-from` annotation naming its source.
 
 pub mod envoy;
+pub mod local_reply;
 pub mod routing;
 pub mod workload;
 

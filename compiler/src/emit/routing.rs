@@ -68,11 +68,53 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
     if let Some(rate_limit) = &instance.rate_limit {
         objects.push(traffic_policy(instance, rate_limit));
     }
+    if let Some(local_replies) = &instance.local_replies {
+        objects.push(local_replies_policy(instance, local_replies));
+    }
     if errors.is_empty() {
         Ok(objects)
     } else {
         Err(errors)
     }
+}
+
+/// The HTTP connection manager of an Envoy Gateway listener, wherever it sits among the
+/// listener's filter chains (a ClientTrafficPolicy connection limit puts a filter before it;
+/// HTTPS listeners have one chain per certificate).
+const HCM_JSON_PATH: &str =
+    "$..filters[?(@.name=='envoy.filters.network.http_connection_manager')].typed_config";
+
+/// The EnvoyPatchPolicy that gives Envoy's own replies to AI requests the client's API shape
+/// on each listener of the Gateway (see [`super::local_reply`]).
+fn local_replies_policy(instance: &Instance, plan: &plan::LocalRepliesPlan) -> Value {
+    let value = super::local_reply::config();
+    let patches: Vec<Value> = plan
+        .listeners
+        .iter()
+        .map(|listener| {
+            json!({
+                "type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+                "name": listener,
+                "operation": {
+                    "op": "add",
+                    "jsonPath": HCM_JSON_PATH,
+                    "path": "/local_reply_config",
+                    "value": value,
+                },
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "EnvoyPatchPolicy",
+        "metadata": metadata(&plan.name, &instance.namespace, &instance.gateway, Default::default()),
+        "spec": {
+            "targetRef": {"group": GATEWAY_GROUP, "kind": "Gateway", "name": instance.gateway.name},
+            "type": "JSONPatch",
+            "priority": 0,
+            "jsonPatches": patches,
+        },
+    })
 }
 
 /// One match per path prefix: the AI prefixes the client uses, plus, for a backend rule, the
