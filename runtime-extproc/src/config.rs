@@ -191,6 +191,9 @@ pub struct RuntimeConfig {
     /// Model names the configuration mentions (exact model matches, model overrides, declared
     /// models): always kept as metric label values.
     pub known_models: HashSet<String>,
+    /// Routes and rules indexed by host and model ([`crate::router::RouteIndex`]); built when
+    /// the configuration is loaded.
+    pub index: std::sync::OnceLock<crate::router::RouteIndex>,
 }
 
 /// Reads and builds the configuration at `path`.
@@ -256,6 +259,12 @@ fn compile_costs(costs: &[fc::LlmRequestCost]) -> Result<Vec<Cost>, LoadError> {
 }
 
 impl RuntimeConfig {
+    /// The route index (built on first use when a configuration was assembled by hand).
+    pub fn index(&self) -> &crate::router::RouteIndex {
+        self.index
+            .get_or_init(|| crate::router::RouteIndex::new(&self.routes))
+    }
+
     /// Waits (up to `timeout` in all) until every fetched credential is available; returns the
     /// backends whose credential is not, for the log.
     pub async fn credentials_ready(&self, timeout: std::time::Duration) -> Vec<String> {
@@ -368,14 +377,18 @@ pub fn build(
             models: route.models,
         });
     }
-    Ok(RuntimeConfig {
+    let config = RuntimeConfig {
         max_request_body_bytes: config.max_request_body_bytes,
         routes,
         global_costs: compile_costs(&config.global_costs)?,
         files: files.clone(),
         has_costs,
         known_models,
-    })
+        index: std::sync::OnceLock::new(),
+    };
+    // Built now, while loading, so no request waits for it.
+    config.index();
+    Ok(config)
 }
 
 #[cfg(test)]

@@ -139,6 +139,7 @@ mod tests {
             files: vec![],
             has_costs: true,
             known_models: Default::default(),
+            index: Default::default(),
         };
         let usage = TokenUsage {
             input: Some(10),

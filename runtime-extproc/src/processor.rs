@@ -598,18 +598,15 @@ impl Processor {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
-        let Some((route, rule)) = router::select(&config, &self.host, lookup) else {
+        let found = router::select(&config, &self.host, &model, lookup)
+            .and_then(|(index, rule)| Some((index, config.routes.get(index)?, rule)));
+        let Some((route_index, route, rule)) = found else {
             return Err(Box::new(self.client_error(
                 404,
                 &format!("model {model:?} is not served by this gateway"),
                 "model_not_found",
             )));
         };
-        let route_index = config
-            .routes
-            .iter()
-            .position(|r| std::ptr::eq(r, route))
-            .unwrap_or(0);
         let Some(backend) = router::pick(&route.rules[rule].backends, fastrand::f64()).cloned()
         else {
             return Err(Box::new(self.client_error(

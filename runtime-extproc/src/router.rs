@@ -2,72 +2,164 @@
 //! orders hostnames), which of its rules matches first, and which backend of that rule to use
 //! (by weight, within the most preferred priority that has any weight).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{Backend, Route, RuntimeConfig};
+use crate::config::{Backend, Matcher, Route, Rule, RuntimeConfig};
+use aigw_filterconfig::MODEL_HEADER;
 
-/// The routes that may serve `host`: those listing it exactly; else those with the longest
-/// matching wildcard; else those without hostnames. Order is kept (namespace/name).
-pub fn candidates<'a>(config: &'a RuntimeConfig, host: &str) -> Vec<&'a Route> {
-    let exact: Vec<&Route> = config
-        .routes
-        .iter()
-        .filter(|r| r.hostnames.iter().any(|h| h == host))
-        .collect();
-    if !exact.is_empty() {
-        return exact;
-    }
-    let mut best = 0;
-    let mut wild: Vec<&Route> = Vec::new();
-    for route in &config.routes {
-        let longest = route
-            .hostnames
-            .iter()
-            .filter_map(|h| h.strip_prefix('*'))
-            .filter(|suffix| host.len() > suffix.len() && host.ends_with(suffix))
-            .map(str::len)
-            .max();
-        match longest {
-            Some(len) if len > best => {
-                best = len;
-                wild = vec![route];
+/// Where each request's route and rule are looked up, built once per configuration so the cost
+/// of a request does not grow with the number of routes: routes are grouped by the hostnames
+/// they serve, and within a group rules that only match exact models are indexed by model.
+#[derive(Debug, Default)]
+pub struct RouteIndex {
+    /// Routes listing a hostname exactly.
+    exact: HashMap<String, HostGroup>,
+    /// Routes listing a wildcard, by its suffix (`*.example.com` under `.example.com`).
+    wildcard: HashMap<String, HostGroup>,
+    /// Routes without hostnames.
+    unscoped: HostGroup,
+}
+
+/// The routes that may serve one class of hosts, and their rules.
+#[derive(Debug, Default)]
+struct HostGroup {
+    /// Route indices, in configuration (namespace/name) order.
+    routes: Vec<usize>,
+    /// `(route, rule)` of rules that match only the given exact models, in order.
+    by_model: HashMap<String, Vec<(usize, usize)>>,
+    /// `(route, rule)` of rules that may match any model (no matches, regular expressions, or
+    /// conditions on other headers only), in order.
+    general: Vec<(usize, usize)>,
+}
+
+impl HostGroup {
+    fn add(&mut self, route_index: usize, route: &Route) {
+        self.routes.push(route_index);
+        for (rule_index, rule) in route.rules.iter().enumerate() {
+            match exact_models(rule) {
+                Some(models) => {
+                    for model in models {
+                        let list = self.by_model.entry(model.to_string()).or_default();
+                        if list.last() != Some(&(route_index, rule_index)) {
+                            list.push((route_index, rule_index));
+                        }
+                    }
+                }
+                None => self.general.push((route_index, rule_index)),
             }
-            Some(len) if len == best => wild.push(route),
-            _ => {}
         }
     }
-    if !wild.is_empty() {
-        return wild;
+}
+
+/// The models a rule can match when every alternative requires an exact `x-ai-eg-model`;
+/// `None` when some alternative could match any model.
+fn exact_models(rule: &Rule) -> Option<Vec<&str>> {
+    if rule.matches.is_empty() {
+        return None;
     }
-    config
-        .routes
+    rule.matches
         .iter()
-        .filter(|r| r.hostnames.is_empty())
+        .map(|conditions| {
+            conditions.iter().find_map(|(name, matcher)| match matcher {
+                Matcher::Exact(model) if name == MODEL_HEADER => Some(model.as_str()),
+                _ => None,
+            })
+        })
         .collect()
 }
 
-/// Finds the first rule whose matches hold. `header` looks request headers up by lower-case name.
-pub fn select<'a>(
-    config: &'a RuntimeConfig,
-    host: &str,
-    header: impl Fn(&str) -> Option<&'a str> + Copy,
-) -> Option<(&'a Route, usize)>
-where
-{
-    for route in candidates(config, host) {
-        for (index, rule) in route.rules.iter().enumerate() {
-            let holds = rule.matches.is_empty()
-                || rule.matches.iter().any(|conditions| {
-                    conditions
-                        .iter()
-                        .all(|(name, matcher)| header(name).is_some_and(|v| matcher.matches(v)))
-                });
-            if holds {
-                return Some((route, index));
+impl RouteIndex {
+    /// Indexes `routes` (in their order).
+    pub fn new(routes: &[Route]) -> Self {
+        let mut index = RouteIndex::default();
+        for (i, route) in routes.iter().enumerate() {
+            if route.hostnames.is_empty() {
+                index.unscoped.add(i, route);
+            }
+            let mut seen: Vec<&str> = Vec::new();
+            for host in &route.hostnames {
+                if seen.contains(&host.as_str()) {
+                    continue;
+                }
+                seen.push(host);
+                let group = match host.strip_prefix('*') {
+                    Some(suffix) => index.wildcard.entry(suffix.to_string()).or_default(),
+                    None => index.exact.entry(host.clone()).or_default(),
+                };
+                group.add(i, route);
             }
         }
+        index
     }
-    None
+
+    /// The group serving `host`: the routes listing it exactly; else those with the longest
+    /// wildcard matching it (`*.example.com` matches `a.example.com` and `a.b.example.com`);
+    /// else those without hostnames.
+    fn group(&self, host: &str) -> &HostGroup {
+        if let Some(group) = self.exact.get(host) {
+            return group;
+        }
+        if !self.wildcard.is_empty() {
+            for (position, _) in host.match_indices('.').filter(|(i, _)| *i > 0) {
+                if let Some(group) = self.wildcard.get(&host[position..]) {
+                    return group;
+                }
+            }
+        }
+        &self.unscoped
+    }
+}
+
+/// The routes that may serve `host`, as Gateway API orders hostnames (see
+/// [`RouteIndex::group`]), in namespace/name order.
+pub fn candidates<'a>(config: &'a RuntimeConfig, host: &str) -> impl Iterator<Item = &'a Route> {
+    config
+        .index()
+        .group(host)
+        .routes
+        .iter()
+        .filter_map(|&i| config.routes.get(i))
+}
+
+/// Finds the first rule, in route then rule order, whose matches hold for a request asking for
+/// `model`; returns `(route index, rule index)`. `header` looks request headers up by
+/// lower-case name (`x-ai-eg-model` included).
+pub fn select<'a>(
+    config: &RuntimeConfig,
+    host: &str,
+    model: &str,
+    header: impl Fn(&str) -> Option<&'a str>,
+) -> Option<(usize, usize)> {
+    let group = config.index().group(host);
+    let exact = group.by_model.get(model).map_or(&[][..], Vec::as_slice);
+    let (mut a, mut b) = (exact.iter().peekable(), group.general.iter().peekable());
+    loop {
+        // Merge the two ordered lists: the earlier rule is tried first.
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x <= y => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => return None,
+        };
+        let &(route, rule) = next?;
+        let Some(found) = config.routes.get(route).and_then(|r| r.rules.get(rule)) else {
+            continue;
+        };
+        if holds(found, &header) {
+            return Some((route, rule));
+        }
+    }
+}
+
+fn holds<'a>(rule: &Rule, header: &impl Fn(&str) -> Option<&'a str>) -> bool {
+    rule.matches.is_empty()
+        || rule.matches.iter().any(|conditions| {
+            conditions
+                .iter()
+                .all(|(name, matcher)| header(name).is_some_and(|v| matcher.matches(v)))
+        })
 }
 
 /// Picks a backend of `rule` by weight, among the lowest priority that has weight; `roll` is a
@@ -96,7 +188,6 @@ pub fn pick(backends: &[(Arc<Backend>, u32, u32)], roll: f64) -> Option<&Arc<Bac
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Matcher, Rule};
     use aigw_filterconfig as fc;
 
     fn backend(name: &str) -> Arc<Backend> {
@@ -147,6 +238,7 @@ mod tests {
             files: vec![],
             has_costs: false,
             known_models: Default::default(),
+            index: Default::default(),
         }
     }
 
@@ -160,7 +252,6 @@ mod tests {
         ]);
         let names = |host: &str| {
             candidates(&c, host)
-                .iter()
                 .map(|r| r.name.clone())
                 .collect::<Vec<_>>()
         };
@@ -173,14 +264,132 @@ mod tests {
     #[test]
     fn first_matching_rule_wins() {
         let c = config(vec![route("a", &[], Some("gpt-4o")), route("b", &[], None)]);
-        let found = select(&c, "h", |name| {
-            (name == "x-ai-eg-model").then_some("gpt-4o")
-        })
-        .map(|(r, _)| r.name.as_str());
-        assert_eq!(found, Some("a"));
-        let found = select(&c, "h", |name| (name == "x-ai-eg-model").then_some("other"))
-            .map(|(r, _)| r.name.as_str());
-        assert_eq!(found, Some("b"));
+        let name = |model: &str| {
+            select(&c, "h", model, |name| {
+                (name == "x-ai-eg-model").then_some(model)
+            })
+            .map(|(r, _)| c.routes[r].name.clone())
+        };
+        assert_eq!(name("gpt-4o").as_deref(), Some("a"));
+        assert_eq!(name("other").as_deref(), Some("b"));
+    }
+
+    /// The selection as written down (every candidate route, every rule, in order), to hold the
+    /// index against.
+    fn naive(c: &RuntimeConfig, host: &str, headers: &[(&str, &str)]) -> Option<(usize, usize)> {
+        let header = |name: &str| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+        let serves = |r: &Route| r.hostnames.iter().any(|h| h == host);
+        let wildcard = |r: &Route| {
+            r.hostnames
+                .iter()
+                .filter_map(|h| h.strip_prefix('*'))
+                .filter(|s| host.len() > s.len() && host.ends_with(s))
+                .map(str::len)
+                .max()
+        };
+        let best = c.routes.iter().filter_map(wildcard).max();
+        let routes: Vec<usize> = if c.routes.iter().any(serves) {
+            (0..c.routes.len())
+                .filter(|&i| serves(&c.routes[i]))
+                .collect()
+        } else if let Some(best) = best {
+            (0..c.routes.len())
+                .filter(|&i| wildcard(&c.routes[i]) == Some(best))
+                .collect()
+        } else {
+            (0..c.routes.len())
+                .filter(|&i| c.routes[i].hostnames.is_empty())
+                .collect()
+        };
+        for i in routes {
+            for (j, rule) in c.routes[i].rules.iter().enumerate() {
+                if holds(rule, &header) {
+                    return Some((i, j));
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_index_selects_what_a_full_scan_selects() {
+        let models = ["a", "b", "c", "oa-x"];
+        let hosts = [
+            "x.example.com",
+            "y.a.example.com",
+            "other.org",
+            "a.example.com",
+        ];
+        let host_sets: [&[&str]; 5] = [
+            &[],
+            &["x.example.com"],
+            &["*.example.com"],
+            &["*.a.example.com", "x.example.com"],
+            &["other.org", "*.example.com"],
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..300 {
+            let mut routes = Vec::new();
+            for r in 0..rng.usize(1..8) {
+                let mut rules = Vec::new();
+                for _ in 0..rng.usize(1..4) {
+                    let matches = (0..rng.usize(0..3))
+                        .map(|_| {
+                            let mut conditions = Vec::new();
+                            match rng.u8(0..4) {
+                                0 => conditions.push((
+                                    "x-ai-eg-model".to_string(),
+                                    Matcher::Exact(models[rng.usize(0..models.len())].into()),
+                                )),
+                                1 => conditions.push((
+                                    "x-ai-eg-model".to_string(),
+                                    Matcher::Regex(regex::Regex::new("^(?:oa-.*)$").unwrap()),
+                                )),
+                                2 => conditions.push((
+                                    "x-ai-eg-model".to_string(),
+                                    Matcher::Exact(models[rng.usize(0..models.len())].into()),
+                                )),
+                                _ => {}
+                            }
+                            if rng.bool() {
+                                conditions.push((
+                                    "x-tenant".to_string(),
+                                    Matcher::Exact(["t1", "t2"][rng.usize(0..2)].into()),
+                                ));
+                            }
+                            conditions
+                        })
+                        .collect();
+                    rules.push(Rule {
+                        matches,
+                        backends: vec![(backend("b"), 1, 0)],
+                    });
+                }
+                let mut route = route(
+                    &format!("r{r}"),
+                    host_sets[rng.usize(0..host_sets.len())],
+                    None,
+                );
+                route.rules = rules;
+                routes.push(route);
+            }
+            let c = config(routes);
+            for host in hosts {
+                for model in models {
+                    for tenant in ["t1", "t2"] {
+                        let headers = [("x-ai-eg-model", model), ("x-tenant", tenant)];
+                        let header =
+                            |name: &str| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+                        assert_eq!(
+                            select(&c, host, model, header),
+                            naive(&c, host, &headers),
+                            "{host} {model} {tenant}: {:#?}",
+                            c.routes
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -72,6 +72,7 @@ fn config(costs: bool) -> Arc<RuntimeConfig> {
         files: vec![],
         has_costs: costs,
         known_models: Default::default(),
+        index: Default::default(),
     })
 }
 
@@ -511,6 +512,7 @@ fn anthropic_config() -> Arc<RuntimeConfig> {
         files: vec![],
         has_costs: true,
         known_models: Default::default(),
+        index: Default::default(),
     })
 }
 
@@ -675,6 +677,7 @@ fn single_backend(
         files: vec![],
         has_costs: true,
         known_models: Default::default(),
+        index: Default::default(),
     })
 }
 
@@ -1398,6 +1401,7 @@ fn regex_config() -> Arc<RuntimeConfig> {
         files: vec![],
         has_costs: false,
         known_models: ["oa-configured".to_string()].into(),
+        index: Default::default(),
     })
 }
 

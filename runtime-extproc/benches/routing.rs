@@ -1,0 +1,151 @@
+//! Routing benchmark: what the number of routes on one Gateway costs the extproc.
+//!
+//! For 1, 2,000 and 20,000 AIGatewayRoutes of three rules each (every rule matching one exact
+//! model and naming its own OpenAI backend, as upstream's control-plane benchmark lays them
+//! out), on one Gateway and without hostnames, it measures:
+//! - load: reading, checking and indexing the filter config file (YAML, as the compiler writes
+//!   it), and the file's size;
+//! - request: a whole chat request through the processor (request headers and body: parse,
+//!   route, rule, backend, rewrite), for a model of the first route, of the middle one and of
+//!   the last one, and for an unknown model (404): the median of 2,000 requests each.
+//!
+//! Run: `cargo bench -p aigw-extproc --bench routing` (release build).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    reason = "benchmark binary"
+)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aigw_extproc::metrics::Metrics;
+use aigw_extproc::processor::Processor;
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    HttpBody, HttpHeaders, ProcessingRequest, processing_request,
+};
+use serde_json::{Value, json};
+
+const REQUESTS: usize = 2_000;
+
+fn filter_config(routes: usize) -> Value {
+    let mut backends = Vec::new();
+    let mut route_list = Vec::new();
+    for r in 0..routes {
+        let mut rules = Vec::new();
+        for i in 0..3 {
+            let name = format!("bench/b-{r}-{i}/route/bench/route-{r:05}/rule/{i}/ref/0");
+            backends.push(json!({
+                "name": name,
+                "serviceBackend": format!("bench/b-{r}-{i}"),
+                "schema": {"name": "OpenAI", "prefix": "v1"},
+            }));
+            rules.push(json!({
+                "matches": [{"headers": [{"name": "x-ai-eg-model", "type": "Exact", "value": format!("model-{r}-{i}")}]}],
+                "backends": [{"backend": name, "weight": 1}],
+            }));
+        }
+        route_list.push(json!({"name": format!("bench/route-{r:05}"), "rules": rules}));
+    }
+    json!({
+        "apiVersion": aigw_filterconfig::API_VERSION,
+        "maxRequestBodyBytes": 1 << 20,
+        "backends": backends,
+        "routes": route_list,
+    })
+}
+
+fn headers() -> ProcessingRequest {
+    let pairs = [
+        (":path", "/v1/chat/completions"),
+        (":method", "POST"),
+        (":authority", "gateway.example.com"),
+        ("content-type", "application/json"),
+    ];
+    ProcessingRequest {
+        request: Some(processing_request::Request::RequestHeaders(HttpHeaders {
+            headers: Some(HeaderMap {
+                headers: pairs
+                    .iter()
+                    .map(|(k, v)| HeaderValue {
+                        key: k.to_string(),
+                        value: String::new(),
+                        raw_value: v.as_bytes().to_vec(),
+                    })
+                    .collect(),
+            }),
+            end_of_stream: false,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn body(model: &str) -> ProcessingRequest {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "Say hello in one word."}]});
+    ProcessingRequest {
+        request: Some(processing_request::Request::RequestBody(HttpBody {
+            body: body.to_string().into_bytes(),
+            end_of_stream: true,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Median time of one request (headers and body) for `model`.
+fn request_time(config: &Arc<aigw_extproc::config::RuntimeConfig>, model: &str) -> Duration {
+    let metrics = Arc::new(Metrics::new());
+    let (headers, body) = (headers(), body(model));
+    let mut samples = Vec::with_capacity(REQUESTS);
+    for _ in 0..REQUESTS {
+        let (h, b) = (headers.clone(), body.clone());
+        let start = Instant::now();
+        let mut processor = Processor::new(config.clone(), metrics.clone());
+        black_box(processor.handle(h));
+        black_box(processor.handle(b));
+        samples.push(start.elapsed());
+    }
+    median(samples)
+}
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("aigw-bench-routing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    println!(
+        "| routes | config file | load | request, first route | middle route | last route | unknown model (404) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for routes in [1, 2_000, 20_000] {
+        let path = dir.join(format!("filter-config-{routes}.yaml"));
+        let text = serde_saphyr::to_string(&filter_config(routes)).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        let start = Instant::now();
+        let config = Arc::new(aigw_extproc::config::load(&path).unwrap());
+        let load = start.elapsed();
+        let first = request_time(&config, "model-0-2");
+        let middle = request_time(&config, &format!("model-{}-2", routes / 2));
+        let last = request_time(&config, &format!("model-{}-2", routes - 1));
+        let unknown = request_time(&config, "no-such-model");
+        println!(
+            "| {routes} | {:.1} MB | {:.0} ms | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
+            text.len() as f64 / 1e6,
+            load.as_secs_f64() * 1e3,
+            first.as_secs_f64() * 1e6,
+            middle.as_secs_f64() * 1e6,
+            last.as_secs_f64() * 1e6,
+            unknown.as_secs_f64() * 1e6,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
