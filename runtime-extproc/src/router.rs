@@ -328,6 +328,7 @@ mod tests {
             &["other.org", "*.example.com"],
         ];
         let mut rng = fastrand::Rng::with_seed(7);
+        let prefix = regex::Regex::new("^(?:oa-.*)$").unwrap();
         for _ in 0..300 {
             let mut routes = Vec::new();
             for r in 0..rng.usize(1..8) {
@@ -343,7 +344,7 @@ mod tests {
                                 )),
                                 1 => conditions.push((
                                     "x-ai-eg-model".to_string(),
-                                    Matcher::Regex(regex::Regex::new("^(?:oa-.*)$").unwrap()),
+                                    Matcher::Regex(prefix.clone()),
                                 )),
                                 2 => conditions.push((
                                     "x-ai-eg-model".to_string(),
