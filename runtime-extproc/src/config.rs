@@ -211,14 +211,16 @@ pub fn load_tracking(path: &Path, files: &mut Vec<PathBuf>) -> Result<RuntimeCon
         source,
     })?;
     let value: serde_json::Value =
-        serde_saphyr::from_str(&text).map_err(|err| LoadError::Syntax {
-            path: path.to_path_buf(),
-            message: err
-                .to_string()
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
+        serde_saphyr::from_str_with_options(&text, yaml_options(text.len())).map_err(|err| {
+            LoadError::Syntax {
+                path: path.to_path_buf(),
+                message: err
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            }
         })?;
     let config = FilterConfig::from_json_value(value).map_err(|source| LoadError::Contract {
         path: path.to_path_buf(),
@@ -226,6 +228,20 @@ pub fn load_tracking(path: &Path, files: &mut Vec<PathBuf>) -> Result<RuntimeCon
     })?;
     let base = path.parent().unwrap_or_else(|| Path::new("."));
     build(config, base, files)
+}
+
+/// The YAML reader's limits for a config of `bytes`: the library's defaults hold a quarter of a
+/// million nodes, about 2,000 routes; a config the compiler wrote for 20,000 routes has millions.
+/// Nodes and events grow with the text, never faster (every node takes at least one byte), and
+/// the limits on aliases, which could multiply it, stay as they are.
+fn yaml_options(bytes: usize) -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = budget.max_nodes.max(bytes);
+    budget.max_events = budget.max_events.max(bytes.saturating_mul(2));
+    budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(bytes);
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
 }
 
 fn compile_costs(costs: &[fc::LlmRequestCost]) -> Result<Vec<Cost>, LoadError> {
@@ -405,6 +421,25 @@ mod tests {
             value: secret,
         };
         assert!(!format!("{auth:?}").contains("sk-123"));
+    }
+
+    #[test]
+    fn loads_configs_larger_than_the_yaml_readers_default_budget() {
+        // 420,000 nodes: past serde-saphyr's default of 250,000, as a 20,000-route config is.
+        let mut text = format!(
+            "apiVersion: {}\nmaxRequestBodyBytes: 1024\nbackends: []\nroutes:\n- name: ns/r\n  rules: []\n  models:\n",
+            fc::API_VERSION
+        );
+        for i in 0..60_000 {
+            text.push_str(&format!("  - id: m{i}\n    ownedBy: o\n    created: 0\n"));
+        }
+        let dir = std::env::temp_dir().join(format!("aigw-extproc-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("filter-config.yaml");
+        std::fs::write(&path, text).unwrap();
+        let config = load(&path).unwrap();
+        assert_eq!(config.routes[0].models.len(), 60_000);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
