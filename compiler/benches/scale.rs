@@ -1,9 +1,10 @@
 //! Compiler scaling benchmark: generates N AIGatewayRoutes (3 rules each, one AIServiceBackend,
-//! Backend and BackendSecurityPolicy per rule, 10 Gateways) and measures `aigw build` in process
-//! (load through render, the whole pipeline but file writes): median wall time over several
-//! runs and peak resident memory.
+//! Backend and BackendSecurityPolicy per rule) spread over G Gateways, and measures `aigw build`
+//! in process (load through render, the whole pipeline but file writes): median wall time over
+//! several runs, peak resident memory, and the largest object written.
 //!
-//! Run: `cargo bench -p aigw --bench scale` (release build). Optional args: route counts.
+//! Run: `cargo bench -p aigw --bench scale` (release build). Optional args: `ROUTESxGATEWAYS`
+//! (default `200x10 2000x10 2000x1`), e.g. `20000x1 10000x10`.
 
 #![allow(
     clippy::unwrap_used,
@@ -20,11 +21,9 @@ use aigw::load::Source;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const GATEWAYS: usize = 10;
-
-fn generate(routes: usize) -> Vec<Source> {
+fn generate(routes: usize, gateway_count: usize) -> Vec<Source> {
     let mut gateways = String::new();
-    for g in 0..GATEWAYS {
+    for g in 0..gateway_count {
         gateways.push_str(&format!(
             "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw-{g}, namespace: ai}}\nspec:\n  gatewayClassName: eg\n  listeners:\n  - {{name: http, protocol: HTTP, port: 80}}\n"
         ));
@@ -36,7 +35,7 @@ fn generate(routes: usize) -> Vec<Source> {
     for r in 0..routes {
         let mut text = format!(
             "---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: route-{r}, namespace: ai}}\nspec:\n  parentRefs: [{{name: gw-{}}}]\n  llmRequestCosts:\n  - {{metadataKey: tokens, type: CEL, cel: 'input_tokens + output_tokens * 3u'}}\n  rules:\n",
-            r % GATEWAYS
+            r % gateway_count
         );
         for k in 0..3 {
             text.push_str(&format!(
@@ -82,7 +81,7 @@ fn rss_mib() -> u64 {
 
 /// Times each stage once for `routes` routes, to show where the time and memory go.
 fn stages(routes: usize) {
-    let sources = generate(routes);
+    let sources = generate(routes, 1);
     let t = Instant::now();
     let (documents, _) = aigw::load::parse_sources(&sources);
     let load = t.elapsed();
@@ -138,25 +137,35 @@ fn main() {
         stages(2000);
         return;
     }
-    let counts: Vec<usize> = std::env::args()
+    let cases: Vec<(usize, usize)> = std::env::args()
         .skip(1)
-        .filter_map(|a| a.parse().ok())
+        .filter_map(|a| {
+            let (routes, gateways) = a.split_once('x')?;
+            Some((routes.parse().ok()?, gateways.parse().ok()?))
+        })
         .collect();
-    let counts = if counts.is_empty() {
-        vec![200, 2000]
+    let cases = if cases.is_empty() {
+        vec![(200, 10), (2000, 10), (2000, 1)]
     } else {
-        counts
+        cases
     };
     let options = aigw::BuildOptions::default();
     let mut rows = Vec::new();
-    for routes in counts {
-        let sources = generate(routes);
+    for (routes, gateways) in cases {
+        let sources = generate(routes, gateways);
         let input_bytes: usize = sources.iter().map(|s| s.text.len()).sum();
-        let runs = if routes >= 2000 { 5 } else { 9 };
+        let runs = if routes >= 10_000 {
+            3
+        } else if routes >= 2000 {
+            5
+        } else {
+            9
+        };
         let mut times = Vec::new();
         let mut peak = 0;
         let mut output_bytes = 0;
         let mut objects = 0;
+        let mut largest = 0;
         for _ in 0..runs {
             reset_peak_rss();
             let start = Instant::now();
@@ -166,27 +175,39 @@ fn main() {
             peak = peak.max(peak_rss().unwrap_or(0));
             output_bytes = stream.len();
             objects = built.objects.len();
+            largest = built
+                .objects
+                .iter()
+                .map(|o| o.text.len())
+                .max()
+                .unwrap_or(0);
         }
         times.sort();
         let median = times[times.len() / 2];
-        rows.push((routes, input_bytes, objects, output_bytes, median, peak));
+        rows.push((
+            routes,
+            gateways,
+            input_bytes,
+            objects,
+            output_bytes,
+            largest,
+            median,
+            peak,
+        ));
     }
-    println!("| routes | input | objects out | output | median time | peak RSS |");
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for (routes, input, objects, output, median, peak) in &rows {
+    println!(
+        "| routes | Gateways | input | objects out | output | largest object | median time | peak RSS |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (routes, gateways, input, objects, output, largest, median, peak) in &rows {
         println!(
-            "| {routes} | {:.1} MiB | {objects} | {:.1} MiB | {} | {:.0} MiB |",
+            "| {routes} | {gateways} | {:.1} MiB | {objects} | {:.1} MiB | {:.0} KiB | {} | {:.0} MiB |",
             *input as f64 / 1048576.0,
             *output as f64 / 1048576.0,
+            *largest as f64 / 1024.0,
             fmt(*median),
             *peak as f64 / 1048576.0
         );
-    }
-    if rows.len() >= 2 {
-        let (small, large) = (&rows[0], &rows[rows.len() - 1]);
-        let input_ratio = large.0 as f64 / small.0 as f64;
-        let time_ratio = large.4.as_secs_f64() / small.4.as_secs_f64();
-        println!("\n{input_ratio:.0}x the routes took {time_ratio:.2}x the time");
     }
 }
 

@@ -13,6 +13,10 @@ pub fn all() -> Vec<(String, String)> {
         "FilterConfig.json".into(),
         pretty(&aigw_filterconfig::json_schema()),
     ));
+    out.push((
+        "FilterConfigPart.json".into(),
+        pretty(&aigw_filterconfig::part_json_schema()),
+    ));
     out
 }
 

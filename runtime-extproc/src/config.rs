@@ -27,6 +27,21 @@ pub enum LoadError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A part of a sharded configuration is not the one its root names: the volume holding them
+    /// is being updated, or the set is incomplete. The configuration in force stays.
+    #[error(
+        "{path} does not match the checksum its configuration lists (the files are being updated)"
+    )]
+    PartMismatch {
+        /// The part file.
+        path: PathBuf,
+    },
+    /// A part path leaves the configuration's folder.
+    #[error("{path}: a part path must stay inside the configuration's folder")]
+    PartPath {
+        /// The part file.
+        path: PathBuf,
+    },
     /// The file is not valid YAML/JSON.
     #[error("{path} is not valid YAML: {message}")]
     Syntax {
@@ -222,12 +237,66 @@ pub fn load_tracking(path: &Path, files: &mut Vec<PathBuf>) -> Result<RuntimeCon
                     .to_string(),
             }
         })?;
-    let config = FilterConfig::from_json_value(value).map_err(|source| LoadError::Contract {
-        path: path.to_path_buf(),
+    let mut config =
+        FilterConfig::from_json_value(value).map_err(|source| LoadError::Contract {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    if !config.parts.is_empty() {
+        for part in config.parts.clone() {
+            config.absorb(read_part(base, &part, files)?);
+        }
+        config.check().map_err(|source| LoadError::Contract {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    build(config, base, files)
+}
+
+/// Reads one part of a sharded configuration, checking it is the version the root names.
+fn read_part(
+    base: &Path,
+    part: &fc::ConfigPart,
+    files: &mut Vec<PathBuf>,
+) -> Result<fc::FilterConfigPart, LoadError> {
+    let relative = Path::new(&part.path);
+    let plain = relative
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    let path = base.join(relative);
+    if !plain {
+        return Err(LoadError::PartPath { path });
+    }
+    files.push(path.clone());
+    let bytes = std::fs::read(&path).map_err(|source| LoadError::Read {
+        path: path.clone(),
         source,
     })?;
-    let base = path.parent().unwrap_or_else(|| Path::new("."));
-    build(config, base, files)
+    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    let found: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    if found != part.sha256 {
+        return Err(LoadError::PartMismatch { path });
+    }
+    let text = String::from_utf8(bytes).map_err(|_| LoadError::Syntax {
+        path: path.clone(),
+        message: "not UTF-8".into(),
+    })?;
+    let value: serde_json::Value =
+        serde_saphyr::from_str_with_options(&text, yaml_options(text.len())).map_err(|err| {
+            LoadError::Syntax {
+                path: path.clone(),
+                message: err
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            }
+        })?;
+    fc::FilterConfigPart::from_json_value(value)
+        .map_err(|source| LoadError::Contract { path, source })
 }
 
 /// The YAML reader's limits for a config of `bytes`: the library's defaults hold a quarter of a

@@ -50,6 +50,30 @@ struct Args {
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, env = "AIGW_EXTPROC_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Load the configuration (every part and credential file it names included), say what it
+    /// holds and exit: 0 when it loads, 1 when it does not. Nothing is served.
+    #[arg(long)]
+    check: bool,
+}
+
+/// `--check`: loads the configuration once, as a start would.
+fn check(path: &std::path::Path) -> ExitCode {
+    match aigw_extproc::config::load(path) {
+        Ok(config) => {
+            let rules: usize = config.routes.iter().map(|r| r.rules.len()).sum();
+            println!(
+                "{}: {} routes, {rules} rules, {} files",
+                path.display(),
+                config.routes.len(),
+                config.files.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("aigw-extproc: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging(args: &Args) {
@@ -91,7 +115,7 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let store = Arc::new(ConfigStore::load(&args.config)?);
+    let store = Arc::new(ConfigStore::load_waiting(&args.config, Duration::from_secs(60)).await?);
     // Fetched credentials (cloud tokens) get a moment before the first request; a backend
     // whose credential is still missing answers 503 until its refresh succeeds.
     let missing = store
@@ -158,6 +182,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.check {
+        return check(&args.config);
+    }
     init_logging(&args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

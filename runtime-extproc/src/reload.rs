@@ -44,6 +44,26 @@ impl ConfigStore {
         })
     }
 
+    /// Loads the configuration at `path`, waiting up to `patience` while its parts do not
+    /// match the checksums it lists (a volume still being updated when the process starts).
+    pub async fn load_waiting(
+        path: &Path,
+        patience: std::time::Duration,
+    ) -> Result<Self, LoadError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match Self::load(path) {
+                Err(err @ LoadError::PartMismatch { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::warn!(error = %err, "waiting for a consistent configuration");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// A cheap snapshot of the configuration in force.
     pub fn current(&self) -> Arc<RuntimeConfig> {
         self.current.load_full()
@@ -221,6 +241,90 @@ mod tests {
         assert!(store.reload_if_changed(&metrics));
         std::fs::write(dir.join("key"), "k2").unwrap();
         assert!(store.reload_if_changed(&metrics));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn sha256(text: &str) -> String {
+        ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// A root naming one part, and the part, for routes serving `model`.
+    fn sharded(model: &str) -> (String, String) {
+        let part = format!(
+            "apiVersion: {}\nroutes:\n- name: ns/r\n  rules:\n  - matches: [{{headers: [{{name: x-ai-eg-model, type: Exact, value: {model}}}]}}]\n    backends: [{{backend: b, weight: 1}}]\nbackends:\n- name: b\n  serviceBackend: ns/b\n  schema: {{name: OpenAI, prefix: v1}}\n",
+            aigw_filterconfig::API_VERSION
+        );
+        let root = format!(
+            "apiVersion: {}\nmaxRequestBodyBytes: 100\nroutes: []\nbackends: []\nparts:\n- path: parts/p1.yaml\n  sha256: {}\n",
+            aigw_filterconfig::API_VERSION,
+            sha256(&part)
+        );
+        (root, part)
+    }
+
+    #[test]
+    fn a_sharded_config_serves_only_when_every_part_matches() {
+        let dir = std::env::temp_dir().join(format!("aigw-reload-parts-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("parts")).unwrap();
+        let (root, part) = sharded("one");
+        std::fs::write(dir.join("c.yaml"), &root).unwrap();
+        std::fs::write(dir.join("parts/p1.yaml"), &part).unwrap();
+        let metrics = Metrics::new();
+        let store = ConfigStore::load(&dir.join("c.yaml")).unwrap();
+        assert_eq!(first_model(&store), "one");
+        assert_eq!(store.current().files.len(), 2, "the part is watched too");
+
+        // The kubelet has written the new root but not yet the new part: the old config stays.
+        let (root2, part2) = sharded("two");
+        std::fs::write(dir.join("c.yaml"), &root2).unwrap();
+        assert!(!store.reload_if_changed(&metrics));
+        assert_eq!(first_model(&store), "one");
+        // The part arrives: the new configuration is in force.
+        std::fs::write(dir.join("parts/p1.yaml"), &part2).unwrap();
+        assert!(store.reload_if_changed(&metrics));
+        assert_eq!(first_model(&store), "two");
+
+        // A root pointing outside its folder is refused.
+        std::fs::write(
+            dir.join("c.yaml"),
+            root2.replace("parts/p1.yaml", "../p1.yaml"),
+        )
+        .unwrap();
+        match ConfigStore::load(&dir.join("c.yaml")) {
+            Err(LoadError::PartPath { .. }) => {}
+            other => panic!("expected PartPath, got {:?}", other.err()),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_start_waits_for_a_consistent_set() {
+        let dir = std::env::temp_dir().join(format!("aigw-start-parts-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("parts")).unwrap();
+        let (root, part) = sharded("one");
+        std::fs::write(dir.join("c.yaml"), &root).unwrap();
+        std::fs::write(dir.join("parts/p1.yaml"), "stale").unwrap();
+        let path = dir.join("c.yaml");
+        match ConfigStore::load_waiting(&path, std::time::Duration::from_millis(200)).await {
+            Err(LoadError::PartMismatch { .. }) => {}
+            other => panic!("expected PartMismatch, got {:?}", other.err()),
+        }
+        let fix = {
+            let dir = dir.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                std::fs::write(dir.join("parts/p1.yaml"), part).unwrap();
+            })
+        };
+        let store = ConfigStore::load_waiting(&path, std::time::Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(first_model(&store), "one");
+        fix.await.unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

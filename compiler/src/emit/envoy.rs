@@ -104,6 +104,37 @@ use crate::write::FileEntry;
 pub const ENVOY_FILE: &str = "envoy.yaml";
 /// Folder of the per-Gateway files.
 pub const GATEWAYS_DIR: &str = "gateways";
+/// Whether a Kubernetes label selector (`matchLabels`, `matchExpressions` with `In`, `NotIn`,
+/// `Exists`, `DoesNotExist`) holds for `labels`.
+fn label_selector_matches(selector: &Value, labels: Option<&Value>) -> bool {
+    let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
+    let by_labels = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .is_none_or(|wanted| {
+            wanted
+                .iter()
+                .all(|(k, v)| v.as_str().is_some_and(|v| label(k) == Some(v)))
+        });
+    let by_expressions = items(selector, "/matchExpressions")
+        .iter()
+        .all(|expression| {
+            let key = text(expression, "/key").unwrap_or_default();
+            let values: Vec<&str> = items(expression, "/values")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            match text(expression, "/operator") {
+                Some("In") => label(key).is_some_and(|v| values.contains(&v)),
+                Some("NotIn") => label(key).is_none_or(|v| !values.contains(&v)),
+                Some("Exists") => label(key).is_some(),
+                Some("DoesNotExist") => label(key).is_none(),
+                _ => false,
+            }
+        });
+    by_labels && by_expressions
+}
+
 /// Longest name of a Gateway's folder: the extproc's socket path
 /// (`gateways/<folder>/extproc.sock`, relative to the output folder, where `aigw run` starts the
 /// processes) must stay within the 107 bytes a Unix socket address holds.
@@ -962,6 +993,19 @@ impl<'a> Emitter<'a> {
                     ext_targets.insert(text(target, "/name").unwrap_or_default().to_string());
                 }
             }
+            // As Envoy Gateway resolves targetSelectors: the HTTPRoutes of the policy's
+            // namespace (all of `routes` are) whose labels the selector matches.
+            for selector in items(policy, "/spec/targetSelectors") {
+                let group = text(selector, "/group").unwrap_or(GATEWAY_GROUP);
+                if text(selector, "/kind") != Some("HTTPRoute") || group != GATEWAY_GROUP {
+                    continue;
+                }
+                for route in &routes {
+                    if label_selector_matches(selector, route.pointer("/metadata/labels")) {
+                        ext_targets.insert(name_of(route));
+                    }
+                }
+            }
         }
 
         // IR routes per Gateway listener.
@@ -1743,6 +1787,30 @@ impl<'a> Emitter<'a> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn label_selectors_match_as_kubernetes_does() {
+        let labels = json!({"app": "a", "tier": "web"});
+        let matches = |selector: Value| label_selector_matches(&selector, Some(&labels));
+        assert!(matches(json!({"matchLabels": {"app": "a"}})));
+        assert!(!matches(json!({"matchLabels": {"app": "b"}})));
+        assert!(matches(
+            json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "db"]}]})
+        ));
+        assert!(!matches(
+            json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["web"]}]})
+        ));
+        assert!(matches(
+            json!({"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]})
+        ));
+        assert!(!matches(
+            json!({"matchLabels": {"app": "a"}, "matchExpressions": [{"key": "x", "operator": "Exists"}]})
+        ));
+        assert!(!label_selector_matches(
+            &json!({"matchLabels": {"app": "a"}}),
+            None
+        ));
+    }
+
     #[test]
     fn gateway_folders_keep_the_socket_path_short() {
         assert_eq!(gateway_dir_name("llm", "ai-gateway"), "llm-ai-gateway");

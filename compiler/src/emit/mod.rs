@@ -15,6 +15,7 @@
 pub mod envoy;
 pub mod local_reply;
 pub mod routing;
+pub mod shard;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -79,6 +80,7 @@ pub fn emit(
         objects.append(&mut found);
         errors.append(&mut failed);
     }
+    let generated = objects.len();
     let passthrough: Vec<usize> = plan
         .passthrough
         .iter()
@@ -91,12 +93,28 @@ pub fn emit(
             escape,
         )
     }));
+    for object in &objects[..generated] {
+        if object.text.len() > MAX_OBJECT_BYTES {
+            errors.push(Diagnostic::error(format!(
+                "{} {}/{} would be {} KiB, more than the {} KiB every generated object is kept under: kubectl and Argo CD store a copy of each object they apply in an annotation of at most 256 KiB",
+                object.kind,
+                object.namespace,
+                object.name,
+                object.text.len() / 1024,
+                MAX_OBJECT_BYTES / 1024
+            )));
+        }
+    }
     if errors.is_empty() {
         Ok(objects)
     } else {
         Err(errors)
     }
 }
+
+/// Largest generated object, in bytes of YAML: client-side apply (`kubectl apply`, Argo CD's
+/// default sync) keeps a copy in the 256 KiB `last-applied-configuration` annotation.
+pub const MAX_OBJECT_BYTES: usize = 240 * 1024;
 
 /// Removes what the API server sets, so that objects exported from a cluster become
 /// desired state again: `status` and the server-managed metadata.

@@ -14,6 +14,10 @@ use crate::model::{EG_GROUP, GATEWAY_GROUP};
 use crate::plan::{self, HttpRoutePlan, Instance, RateLimitPlan};
 use aigw_filterconfig::{METADATA_NAMESPACE, SELECTED_BACKEND_HEADER};
 
+/// Label naming the extproc instance of a generated object; the EnvoyExtensionPolicy selects
+/// the HTTPRoutes by it.
+pub const EXTPROC_LABEL: &str = "aigw.envoyproxy.io/extproc";
+
 /// Body of the catch-all answer, in the OpenAI error shape.
 pub const NOT_FOUND_BODY: &str = r#"{"error":{"message":"No matching route found. It is likely because the model specified in your request is not configured in the Gateway.","type":"invalid_request_error","code":"model_not_found"}}"#;
 
@@ -203,7 +207,11 @@ fn http_route(instance: &Instance, route: &HttpRoutePlan) -> Value {
     json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
-        "metadata": metadata(&route.name, &instance.namespace, &route.source, route.labels.clone()),
+        "metadata": metadata(&route.name, &instance.namespace, &route.source, {
+            let mut labels = route.labels.clone();
+            labels.insert(EXTPROC_LABEL.into(), instance.name.clone());
+            labels
+        }),
         "spec": spec,
     })
 }
@@ -266,8 +274,14 @@ fn extension_policy(instance: &Instance) -> Value {
         with_backend_defaults(entry);
     }
     ext_procs.push(ours);
+    // The HTTPRoutes are selected by the label they carry rather than listed: a Gateway with
+    // thousands of routes keeps a small policy.
     let mut spec = json!({
-        "targetRefs": policy.targets.iter().map(|t| json!({"group": GATEWAY_GROUP, "kind": "HTTPRoute", "name": t})).collect::<Vec<_>>(),
+        "targetSelectors": [{
+            "group": GATEWAY_GROUP,
+            "kind": "HTTPRoute",
+            "matchLabels": {EXTPROC_LABEL: instance.name},
+        }],
         "extProc": ext_procs,
     });
     for (list, items) in &policy.merged {

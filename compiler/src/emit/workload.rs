@@ -10,6 +10,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::shard::PartFile;
 use super::{GENERATED_FROM, MANAGED_BY, lineage, through_typed};
 use crate::diag::Diagnostic;
 use crate::plan::{self, Instance};
@@ -69,7 +70,7 @@ fn labels(instance: &Instance) -> BTreeMap<String, String> {
         ),
         (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
         (
-            "aigw.envoyproxy.io/extproc".to_string(),
+            super::routing::EXTPROC_LABEL.to_string(),
             instance.name.clone(),
         ),
     ])
@@ -86,18 +87,14 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
     let env = environment()
         .as_ref()
         .map_err(|err| fail(format!("internal error: {err}")))?;
-    let config_text = config_text(instance).map_err(fail)?;
-    if config_text.len() > plan::MAX_CONFIGMAP_BYTES - 4096 {
-        return Err(fail(format!(
-            "the filter config is {} bytes, more than a ConfigMap can hold (1 MiB); split the AIGatewayRoutes across Gateways",
-            config_text.len()
-        )));
-    }
+    let files = super::shard::split(&instance.config).map_err(fail)?;
+    let config_text = files.root.clone();
+    // The root lists every part's checksum: its hash covers the whole set.
     let config_hash = plan::hex(&Sha256::digest(config_text.as_bytes()));
     let labels = labels(instance);
     let selector: BTreeMap<&str, &str> = BTreeMap::from([
         ("app.kubernetes.io/name", "aigw-extproc"),
-        ("aigw.envoyproxy.io/extproc", instance.name.as_str()),
+        (super::routing::EXTPROC_LABEL, instance.name.as_str()),
     ]);
     let annotations = json!({GENERATED_FROM: lineage(&instance.gateway)});
     // Argo CD applies lower waves first: config and identity before the workload that reads them.
@@ -156,6 +153,14 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
             value
         });
         match typed {
+            Ok(value) if name == "configmap" => {
+                objects.extend(part_config_maps(instance, &value, &files.parts));
+                objects.push(value);
+            }
+            Ok(mut value) if name == "deployment" && !files.parts.is_empty() => {
+                project_parts(instance, &mut value, &files.parts);
+                objects.push(value);
+            }
             Ok(value) => objects.push(value),
             Err(err) => errors.extend(fail(err)),
         }
@@ -164,6 +169,56 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
         Ok(objects)
     } else {
         Err(errors)
+    }
+}
+
+/// Name of the ConfigMap holding one part of a sharded filter config.
+pub fn part_config_map_name(instance: &Instance, part: &PartFile) -> String {
+    plan::bounded_name(&format!("{}-part-{}", instance.name, part.id), 253)
+}
+
+/// Key of a part's text in its ConfigMap.
+const PART_KEY: &str = "part.yaml";
+
+/// One ConfigMap per part, like the root one (`root`).
+fn part_config_maps(instance: &Instance, root: &Value, parts: &[PartFile]) -> Vec<Value> {
+    parts
+        .iter()
+        .map(|part| {
+            let mut value = root.clone();
+            value["metadata"]["name"] = Value::String(part_config_map_name(instance, part));
+            value["data"] = json!({ PART_KEY: part.text });
+            value
+        })
+        .collect()
+}
+
+/// Mounts the root ConfigMap and every part ConfigMap as one projected volume, the parts under
+/// `parts/`: the kubelet updates it as one, and the extproc checks the parts' checksums anyway.
+fn project_parts(instance: &Instance, deployment: &mut Value, parts: &[PartFile]) {
+    let mut sources = vec![json!({"configMap": {
+        "name": instance.name,
+        "items": [{"key": plan::CONFIG_FILE, "path": plan::CONFIG_FILE}],
+    }})];
+    sources.extend(parts.iter().map(|part| {
+        json!({"configMap": {
+            "name": part_config_map_name(instance, part),
+            "items": [{"key": PART_KEY, "path": part.path}],
+        }})
+    }));
+    let Some(volumes) = deployment
+        .pointer_mut("/spec/template/spec/volumes")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for volume in volumes {
+        if volume["name"] == "config" {
+            *volume = json!({
+                "name": "config",
+                "projected": {"defaultMode": 292, "sources": sources},
+            });
+        }
     }
 }
 

@@ -75,6 +75,43 @@ pub struct FilterConfig {
     /// Gateway-wide costs (GatewayConfig `globalLLMRequestCosts`); route costs win per metadata key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub global_costs: Vec<LlmRequestCost>,
+    /// Further routes and backends in part files beside this one, for a configuration too large
+    /// for one Kubernetes object. The configuration is this file's routes and backends followed
+    /// by each part's, in this order, and is used only when every part is present and matches
+    /// its checksum (see [`FilterConfig::absorb`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<ConfigPart>,
+}
+
+/// A part file of a sharded configuration, as its root names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigPart {
+    /// Path of the part file, relative to the folder of the root file.
+    pub path: String,
+    /// SHA-256 of the part file's bytes, lower-case hex. A part that does not match belongs to
+    /// another version of the configuration (a volume caught mid-update) and is not used.
+    pub sha256: String,
+}
+
+/// The content of one part file: a run of routes, in order, with the backends they name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilterConfigPart {
+    /// Contract version; must equal [`API_VERSION`].
+    pub api_version: String,
+    /// Routes, continuing the root's order.
+    pub routes: Vec<Route>,
+    /// The backends these routes name.
+    pub backends: Vec<Backend>,
+}
+
+impl FilterConfigPart {
+    /// Reads a part from its JSON form, version first, as [`FilterConfig::from_json_value`].
+    pub fn from_json_value(value: serde_json::Value) -> Result<Self, ConfigError> {
+        check_version(&value)?;
+        serde_json::from_value(value).map_err(|err| ConfigError::Invalid(err.to_string()))
+    }
 }
 
 /// One AIGatewayRoute as the extproc sees it.
@@ -502,26 +539,21 @@ impl FilterConfig {
             routes: Vec::new(),
             backends: Vec::new(),
             global_costs: Vec::new(),
+            parts: Vec::new(),
         }
+    }
+
+    /// Adds a part's routes and backends after those already held; call [`FilterConfig::check`]
+    /// once every part is in.
+    pub fn absorb(&mut self, part: FilterConfigPart) {
+        self.routes.extend(part.routes);
+        self.backends.extend(part.backends);
     }
 
     /// Reads a configuration from its JSON form, checks the version first (so an old or new file
     /// gets a version message, not a field error), then the structure and cross-references.
     pub fn from_json_value(value: serde_json::Value) -> Result<Self, ConfigError> {
-        match value.get("apiVersion").and_then(serde_json::Value::as_str) {
-            Some(API_VERSION) => {}
-            Some(other) => {
-                return Err(ConfigError::UnsupportedVersion {
-                    found: other.to_string(),
-                    expected: API_VERSION,
-                });
-            }
-            None => {
-                return Err(ConfigError::Invalid(
-                    "missing string field `apiVersion`".into(),
-                ));
-            }
-        }
+        check_version(&value)?;
         let config: FilterConfig = decode(value)?;
         config.check()?;
         Ok(config)
@@ -563,6 +595,19 @@ impl FilterConfig {
     }
 }
 
+fn check_version(value: &serde_json::Value) -> Result<(), ConfigError> {
+    match value.get("apiVersion").and_then(serde_json::Value::as_str) {
+        Some(API_VERSION) => Ok(()),
+        Some(other) => Err(ConfigError::UnsupportedVersion {
+            found: other.to_string(),
+            expected: API_VERSION,
+        }),
+        None => Err(ConfigError::Invalid(
+            "missing string field `apiVersion`".into(),
+        )),
+    }
+}
+
 fn check_costs(costs: &[LlmRequestCost]) -> Result<(), ConfigError> {
     for cost in costs {
         let has_cel = cost
@@ -595,6 +640,11 @@ fn decode(value: serde_json::Value) -> Result<FilterConfig, ConfigError> {
 /// The JSON Schema of [`FilterConfig`].
 pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(FilterConfig)).unwrap_or(serde_json::Value::Null)
+}
+
+/// The JSON Schema of a part file ([`FilterConfigPart`]).
+pub fn part_json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(FilterConfigPart)).unwrap_or(serde_json::Value::Null)
 }
 
 #[cfg(test)]
