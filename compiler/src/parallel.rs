@@ -31,6 +31,43 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
     })
 }
 
+/// Like [`map`], consuming the items (each is dropped as soon as it is mapped).
+pub fn map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    if workers == 1 || items.len() < 2 {
+        return items.into_iter().map(&f).collect();
+    }
+    let total = items.len();
+    let chunk = total.div_ceil(workers);
+    let mut parts: Vec<Vec<T>> = Vec::with_capacity(workers);
+    let mut rest = items.into_iter();
+    loop {
+        let part: Vec<T> = rest.by_ref().take(chunk).collect();
+        if part.is_empty() {
+            break;
+        }
+        parts.push(part);
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(move || part.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out = Vec::with_capacity(total);
+        for handle in handles {
+            match handle.join() {
+                Ok(mut part) => out.append(&mut part),
+                Err(payload) => std::panic::resume_unwind(payload),
+            }
+        }
+        out
+    })
+}
+
 /// Like [`map`], with mutable access to each item and its index.
 pub fn map_mut<T: Send, R: Send>(items: &mut [T], f: impl Fn(usize, &mut T) -> R + Sync) -> Vec<R> {
     let workers = std::thread::available_parallelism()
@@ -78,6 +115,10 @@ mod tests {
         let items: Vec<u32> = (0..1000).collect();
         assert_eq!(
             super::map(&items, |x| x * 2),
+            items.iter().map(|x| x * 2).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            super::map_owned(items.clone(), |x| x * 2),
             items.iter().map(|x| x * 2).collect::<Vec<_>>()
         );
     }

@@ -66,14 +66,16 @@ pub fn emit(
     let mut objects: Vec<Rendered> = Vec::new();
     let mut errors = Vec::new();
     let emitted = crate::parallel::map(&plan.instances, |instance| {
-        let mut objects = Vec::new();
+        let mut values = Vec::new();
         let mut errors = Vec::new();
         for result in [workload::emit(instance), routing::emit(instance)] {
             match result {
-                Ok(found) => objects.extend(found.into_iter().map(|v| Rendered::new(v, escape))),
+                Ok(mut found) => values.append(&mut found),
                 Err(mut found) => errors.append(&mut found),
             }
         }
+        // One Gateway may hold thousands of routes: its objects render on every core too.
+        let objects = crate::parallel::map_owned(values, |v| Rendered::new(v, escape));
         (objects, errors)
     });
     for (mut found, mut failed) in emitted {
