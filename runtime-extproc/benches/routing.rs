@@ -31,7 +31,15 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use serde_json::{Value, json};
 
-const REQUESTS: usize = 2_000;
+/// Requests timed per figure (a quick pass of 20 under `cargo test`, which runs benchmark
+/// binaries without `--bench` to check they still work).
+fn requests() -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        2_000
+    } else {
+        20
+    }
+}
 
 fn filter_config(routes: usize) -> Value {
     let mut backends = Vec::new();
@@ -107,8 +115,9 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 fn request_time(config: &Arc<aigw_extproc::config::RuntimeConfig>, model: &str) -> Duration {
     let metrics = Arc::new(Metrics::new());
     let (headers, body) = (headers(), body(model));
-    let mut samples = Vec::with_capacity(REQUESTS);
-    for _ in 0..REQUESTS {
+    let count = requests();
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
         let (h, b) = (headers.clone(), body.clone());
         let start = Instant::now();
         let mut processor = Processor::new(config.clone(), metrics.clone());
@@ -126,7 +135,12 @@ fn main() {
         "| routes | config file | load | request, first route | middle route | last route | unknown model (404) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for routes in [1, 2_000, 20_000] {
+    let sizes: &[usize] = if std::env::args().any(|a| a == "--bench") {
+        &[1, 2_000, 20_000]
+    } else {
+        &[1, 200]
+    };
+    for &routes in sizes {
         let path = dir.join(format!("filter-config-{routes}.yaml"));
         let text = serde_saphyr::to_string(&filter_config(routes)).unwrap();
         std::fs::write(&path, &text).unwrap();
