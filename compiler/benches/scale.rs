@@ -108,7 +108,7 @@ fn stages(routes: usize) {
     let plan_time = t.elapsed();
     eprintln!("rss after plan: {} MiB", rss_mib());
     let t = Instant::now();
-    let mut objects = aigw::emit::emit(&validated, &plan, true).unwrap();
+    let mut objects = aigw::emit::emit(&validated, &plan).unwrap();
     let emit = t.elapsed();
     eprintln!("rss after emit: {} MiB", rss_mib());
     let t = Instant::now();

@@ -31,8 +31,6 @@ pub struct BuildOptions {
     pub max_request_body_bytes: u64,
     /// Write input Secrets (with their data) to the output.
     pub include_secrets: bool,
-    /// Write `${` as `$${` so Flux post-build substitution leaves values alone.
-    pub flux_escape: bool,
     /// Admin port of the standalone Envoy.
     pub envoy_admin_port: u16,
     /// Seconds a client has to send a whole request (headers and body) on a Gateway with AI
@@ -53,7 +51,6 @@ impl Default for BuildOptions {
             replicas: 2,
             max_request_body_bytes: aigw_filterconfig::DEFAULT_MAX_REQUEST_BODY_BYTES,
             include_secrets: false,
-            flux_escape: true,
             envoy_admin_port: emit::envoy::DEFAULT_ADMIN_PORT,
             request_receive_timeout_secs: plan::DEFAULT_REQUEST_RECEIVE_TIMEOUT_SECS,
             envoy_patch_policies: true,
@@ -142,25 +139,19 @@ pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, 
             }
         };
     }
-    if options.flux_escape {
-        for &index in plan.passthrough.iter().chain(&plan.secrets) {
-            let object = &validated.objects[index];
-            if validated.document(object).value.to_string().contains("${") {
-                diags.push(validated.warning_at(
-                    object,
-                    crate::diag::FieldPath::root(),
-                    "contains `${`, written as `$${` so Flux post-build substitution leaves it alone; pass --no-flux-escape if this output is not applied by Flux",
-                ));
-            }
-        }
-    }
-    let mut objects = match emit::emit(&validated, &plan, options.flux_escape) {
+    let mut objects = match emit::emit(&validated, &plan) {
         Ok(objects) => objects,
         Err(found) => {
             diags.extend(found);
             return Err(finish(diags));
         }
     };
+    if objects.is_empty() {
+        diags.push(Diagnostic::error(
+            "the input holds no objects; check the paths given (an empty render would make Argo CD or Flux, pruning, delete everything they applied before)",
+        ));
+        return Err(finish(diags));
+    }
     render::sort_rendered(&mut objects);
     Ok(BuildOutput {
         objects,

@@ -69,6 +69,29 @@ impl Document {
         }
     }
 
+    /// The document as written in its file, without a leading `---` line or a trailing `...`:
+    /// what is passed through byte for byte when re-serialising would change its meaning (a
+    /// SOPS-encrypted Secret, whose MAC covers the order of its keys).
+    pub fn source_text(&self) -> String {
+        let mut lines: Vec<&str> = self.text.lines().collect();
+        let is_start = |l: &&str| l.trim_end() == "---";
+        while lines
+            .first()
+            .is_some_and(|l| is_start(l) || l.trim().is_empty())
+        {
+            lines.remove(0);
+        }
+        while lines
+            .last()
+            .is_some_and(|l| l.trim_end() == "..." || l.trim().is_empty())
+        {
+            lines.pop();
+        }
+        let mut text = lines.join("\n");
+        text.push('\n');
+        text
+    }
+
     /// File and line of `path`.
     pub fn location(&self, path: &FieldPath) -> Location {
         Location {
@@ -213,7 +236,12 @@ impl Reader {
             if name.starts_with('.') {
                 continue;
             }
-            if path.is_dir() {
+            if path.is_dir() && crate::write::is_output_dir(&path) {
+                self.diagnostics.push(Diagnostic::warning(format!(
+                    "skipped folder {}: aigw's own output (pass its files explicitly to read them)",
+                    path.display()
+                )));
+            } else if path.is_dir() {
                 self.walk(&path, ancestors, out);
             } else if name.ends_with(".yaml") || name.ends_with(".yml") {
                 out.push(path);

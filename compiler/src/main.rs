@@ -120,8 +120,9 @@ struct Inputs {
 
 #[derive(Args)]
 struct Settings {
-    /// Namespace of namespaced objects that name none.
-    #[arg(long, default_value = "default", value_parser = parse_namespace)]
+    /// Namespace of namespaced objects that name none (an Argo CD plugin gets the
+    /// application's destination namespace through ARGOCD_APP_NAMESPACE).
+    #[arg(long, env = "ARGOCD_APP_NAMESPACE", default_value = "default", value_parser = parse_namespace)]
     namespace: String,
     /// Extproc image, when GatewayConfig sets none.
     #[arg(long, env = "AIGW_EXTPROC_IMAGE", default_value = plan::DEFAULT_EXTPROC_IMAGE)]
@@ -135,10 +136,6 @@ struct Settings {
     /// Write input Secrets, with their data, to the output (keep such output out of Git).
     #[arg(long)]
     include_secrets: bool,
-    /// Keep `${` as it is. By default it is written `$${`, so Flux post-build substitution
-    /// leaves values alone; use this when the output is not applied by Flux.
-    #[arg(long)]
-    no_flux_escape: bool,
     /// Time a client has to send a whole request to a Gateway with AI routes (`90s`, `5m`);
     /// slower ones get 408.
     #[arg(long, default_value = "120s", value_parser = parse_timeout)]
@@ -181,7 +178,6 @@ impl Settings {
             replicas: self.replicas,
             max_request_body_bytes: self.max_request_body_bytes,
             include_secrets: self.include_secrets,
-            flux_escape: !self.no_flux_escape,
             request_receive_timeout_secs: self.request_receive_timeout,
             envoy_patch_policies: !self.no_envoy_patch_policy,
             ..BuildOptions::default()
@@ -374,8 +370,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             against,
             settings,
         } => {
+            // As diff(1) and kubectl diff: 0 same, 1 different, 2 trouble.
             let Some(built) = build_or_report(&inputs, &settings) else {
-                return Ok(ExitCode::FAILURE);
+                return Ok(ExitCode::from(2));
             };
             let files = write::files(&built.objects)?;
             let text = aigw::diff::diff(&files, &against);
@@ -420,11 +417,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let diff = matches!(cli.command, Command::Diff { .. });
+    match run(cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("aigw: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(if diff { 2 } else { 1 })
         }
     }
 }

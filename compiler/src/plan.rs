@@ -27,7 +27,8 @@ use crate::resolve::{Key, Resolved};
 use crate::validate::{Body, Object, ObjectId, Validated};
 
 /// Default extproc image; pin your own with `--extproc-image` or GatewayConfig.
-pub const DEFAULT_EXTPROC_IMAGE: &str = "ghcr.io/aigw/aigw-extproc:v0.1.0";
+pub const DEFAULT_EXTPROC_IMAGE: &str =
+    concat!("ghcr.io/aigw/aigw-extproc:v", env!("CARGO_PKG_VERSION"));
 /// Where Secrets are mounted in the extproc container.
 pub const SECRETS_ROOT: &str = "/etc/aigw/secrets";
 /// Where the filter config is mounted.
@@ -360,11 +361,28 @@ pub fn plan(
             | Body::GatewayConfig(_)
             | Body::QuotaPolicy(_) => {}
             Body::Secret(_) => {
-                if include_secrets {
+                let encrypted = crate::emit::is_sops_encrypted(&input.document(object).value);
+                if include_secrets && encrypted {
+                    // The namespace the validate stage filled in is not in the bytes written.
+                    let written: Option<Value> =
+                        serde_saphyr::from_str(&input.document(object).source_text()).ok();
+                    if written
+                        .as_ref()
+                        .and_then(|v| v.pointer("/metadata/namespace"))
+                        .is_none()
+                    {
+                        planner.diags.push(input.warning_at(
+                            object,
+                            FieldPath::parse("metadata"),
+                            "Secret encrypted with SOPS has no metadata.namespace and is written byte for byte, so it lands in the namespace it is applied to; give it one in the input",
+                        ));
+                    }
+                    secrets.push(i);
+                } else if include_secrets {
                     planner.diags.push(input.warning_at(
                         object,
                         FieldPath::root(),
-                        "Secret written to the output with its data because --include-secrets is set; keep the output out of Git",
+                        "Secret written to the output with its data because --include-secrets is set; keep the output out of Git, or encrypt the Secret with SOPS (passed through byte for byte)",
                     ));
                     secrets.push(i);
                 } else {

@@ -3,9 +3,10 @@
 //! Canonical means: objects in a fixed kind order (namespaces, service accounts, config,
 //! services, workloads, Gateway API, Envoy Gateway policies, other custom resources), then by
 //! namespace and name; keys sorted; strings that a YAML 1.1 reader such as kubectl would
-//! misread (`no`, `on`, `0444`, dates) quoted; multi-line strings as literal blocks; and `${`
-//! escaped as `$${` so that Flux post-build substitution leaves values alone. The same objects
-//! always give the same bytes.
+//! misread (`no`, `on`, `0444`, dates) quoted; multi-line strings as literal blocks. Values are
+//! written as they are (`${` too: generated objects carry Flux's
+//! `kustomize.toolkit.fluxcd.io/substitute: disabled` instead, see [`crate::emit`]). The same
+//! objects always give the same bytes.
 
 use std::cmp::Ordering;
 
@@ -74,22 +75,6 @@ pub fn sort(objects: &mut [Value]) {
     }
 }
 
-/// Escapes `${` in every string (keys and values) as `$${`.
-pub fn escape_substitution(value: &mut Value) {
-    match value {
-        Value::String(s) if s.contains("${") => *s = s.replace("${", "$${"),
-        Value::Array(items) => items.iter_mut().for_each(escape_substitution),
-        Value::Object(map) => {
-            let entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();
-            for (key, mut val) in entries {
-                escape_substitution(&mut val);
-                map.insert(key.replace("${", "$${"), val);
-            }
-        }
-        _ => {}
-    }
-}
-
 fn options() -> serde_saphyr::SerializerOptions {
     serde_saphyr::ser_options! {
         indent_step: 2,
@@ -126,11 +111,20 @@ pub struct Rendered {
 }
 
 impl Rendered {
-    /// Renders `value`; with `escape`, `${` becomes `$${` first.
-    pub fn new(mut value: Value, escape: bool) -> Self {
-        if escape {
-            escape_substitution(&mut value);
+    /// An object whose bytes are `text`, as the user wrote them (`value` is the same object,
+    /// parsed, for its identity).
+    pub fn verbatim(value: &Value, bytes: String) -> Self {
+        Rendered {
+            api_version: text(value, "/apiVersion").to_string(),
+            kind: text(value, "/kind").to_string(),
+            namespace: text(value, "/metadata/namespace").to_string(),
+            name: text(value, "/metadata/name").to_string(),
+            text: bytes,
         }
+    }
+
+    /// Renders `value`.
+    pub fn new(value: Value) -> Self {
         Rendered {
             api_version: text(&value, "/apiVersion").to_string(),
             kind: text(&value, "/kind").to_string(),
@@ -219,16 +213,6 @@ mod tests {
     fn keys_are_sorted() {
         let text = yaml(&json!({"b": 1, "a": {"d": 1, "c": 2}}));
         assert_eq!(text, "a:\n  c: 2\n  d: 1\nb: 1\n");
-    }
-
-    #[test]
-    fn substitution_is_escaped() {
-        let mut value = json!({"env": "${HOME}", "list": ["$${kept}", "plain $"]});
-        escape_substitution(&mut value);
-        assert_eq!(
-            value,
-            json!({"env": "$${HOME}", "list": ["$$${kept}", "plain $"]})
-        );
     }
 
     #[test]

@@ -22,6 +22,22 @@ use crate::render::{self, Rendered};
 /// Name of the kustomization file.
 pub const KUSTOMIZATION: &str = "kustomization.yaml";
 
+/// First line of the kustomization file of aigw's folder output: a folder holding it is aigw's
+/// own output, which reading input skips (`aigw build .` over a repository that commits its
+/// rendered folder next to the custom resources).
+pub const OUTPUT_MARKER: &str =
+    "# Written by aigw build; aigw skips this folder when it reads input.";
+
+/// Whether `dir` holds aigw's own output: a folder written by `aigw build -o` (its
+/// kustomization starts with [`OUTPUT_MARKER`]) or by `aigw build --target envoy` ([`MANIFEST`]).
+pub fn is_output_dir(dir: &Path) -> bool {
+    if dir.join(MANIFEST).is_file() {
+        return true;
+    }
+    std::fs::read_to_string(dir.join(KUSTOMIZATION))
+        .is_ok_and(|text| text.lines().next() == Some(OUTPUT_MARKER))
+}
+
 /// Errors writing the output.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -93,7 +109,10 @@ pub fn files(objects: &[Rendered]) -> Result<Vec<(String, String)>, WriteError> 
         "kind": "Kustomization",
         "resources": resources,
     });
-    out.push((KUSTOMIZATION.to_string(), render::yaml(&kustomization)));
+    out.push((
+        KUSTOMIZATION.to_string(),
+        format!("{OUTPUT_MARKER}\n{}", render::yaml(&kustomization)),
+    ));
     Ok(out)
 }
 
@@ -361,7 +380,6 @@ mod tests {
     fn cm(name: &str) -> Rendered {
         Rendered::new(
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "ns"}}),
-            true,
         )
     }
 

@@ -55,14 +55,21 @@ pub fn metadata(
     })
 }
 
+/// A Secret encrypted with SOPS: its top-level `sops` metadata block.
+pub fn is_sops_encrypted(value: &Value) -> bool {
+    value.get("kind").and_then(Value::as_str) == Some("Secret")
+        && value.get("sops").is_some_and(Value::is_object)
+}
+
+/// Annotation telling Flux not to apply post-build variable substitution to an object: generated
+/// objects carry it, so a `${...}` they hold (a header or body mutation value, a CEL expression)
+/// reaches the cluster as written under Flux, Argo CD and kubectl alike. Objects passed through
+/// are left as the user wrote them, substitution included.
+pub const FLUX_SUBSTITUTE: (&str, &str) = ("kustomize.toolkit.fluxcd.io/substitute", "disabled");
+
 /// Emits every object of the plan, generated and passed through, each rendered as soon as it
-/// is shaped so that the object trees of the whole output never exist at once. `escape` writes
-/// `${` as `$${` (Flux post-build substitution).
-pub fn emit(
-    input: &Validated,
-    plan: &Plan,
-    escape: bool,
-) -> Result<Vec<Rendered>, Vec<Diagnostic>> {
+/// is shaped so that the object trees of the whole output never exist at once.
+pub fn emit(input: &Validated, plan: &Plan) -> Result<Vec<Rendered>, Vec<Diagnostic>> {
     let mut objects: Vec<Rendered> = Vec::new();
     let mut errors = Vec::new();
     let emitted = crate::parallel::map(&plan.instances, |instance| {
@@ -75,7 +82,17 @@ pub fn emit(
             }
         }
         // One Gateway may hold thousands of routes: its objects render on every core too.
-        let objects = crate::parallel::map_owned(values, |v| Rendered::new(v, escape));
+        let objects = crate::parallel::map_owned(values, |mut value| {
+            if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+                let annotations = metadata
+                    .entry("annotations")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if let Some(annotations) = annotations.as_object_mut() {
+                    annotations.insert(FLUX_SUBSTITUTE.0.into(), FLUX_SUBSTITUTE.1.into());
+                }
+            }
+            Rendered::new(value)
+        });
         (objects, errors)
     });
     for (mut found, mut failed) in emitted {
@@ -90,10 +107,13 @@ pub fn emit(
         .copied()
         .collect();
     objects.extend(crate::parallel::map(&passthrough, |&index| {
-        Rendered::new(
-            normalize(&input.document(&input.objects[index]).value),
-            escape,
-        )
+        let document = input.document(&input.objects[index]);
+        if is_sops_encrypted(&document.value) {
+            // Re-serialised, its keys would be re-ordered and `sops --decrypt` would fail with
+            // a MAC mismatch.
+            return Rendered::verbatim(&document.value, document.source_text());
+        }
+        Rendered::new(normalize(&document.value))
     }));
     for object in &objects[..generated] {
         if object.text.len() > MAX_OBJECT_BYTES {
