@@ -428,8 +428,21 @@ mod tests {
         let written = files(&[cm("a"), cm("b")]).unwrap();
         assert_eq!(
             written.last().unwrap().1,
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- configmap-ns-a.yaml\n- configmap-ns-b.yaml\n"
+            format!("{OUTPUT_MARKER}\napiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- configmap-ns-a.yaml\n- configmap-ns-b.yaml\n")
         );
+    }
+
+    #[test]
+    fn output_folders_are_recognized_by_their_marker() {
+        let dir = std::env::temp_dir().join(format!("aigw-write-marker-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        write_dir(&dir, &files(&[cm("a")]).unwrap()).unwrap();
+        assert!(is_output_dir(&dir));
+        std::fs::write(dir.join(KUSTOMIZATION), "resources: [a.yaml]\n").unwrap();
+        assert!(!is_output_dir(&dir), "a kustomization of the user's own");
+        std::fs::write(dir.join(MANIFEST), "envoy.yaml\n").unwrap();
+        assert!(is_output_dir(&dir), "a standalone folder");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
