@@ -428,7 +428,9 @@ mod tests {
         let written = files(&[cm("a"), cm("b")]).unwrap();
         assert_eq!(
             written.last().unwrap().1,
-            format!("{OUTPUT_MARKER}\napiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- configmap-ns-a.yaml\n- configmap-ns-b.yaml\n")
+            format!(
+                "{OUTPUT_MARKER}\napiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- configmap-ns-a.yaml\n- configmap-ns-b.yaml\n"
+            )
         );
     }
 
