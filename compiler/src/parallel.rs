@@ -2,12 +2,34 @@
 //! per item (parsing files, checking documents, emitting instances, rendering objects); results
 //! come back in input order, so output never depends on scheduling.
 
-/// Maps `f` over `items` on up to `available_parallelism` threads, keeping the order.
-pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let workers = std::thread::available_parallelism()
+/// Threads to use: the available cores, at most 8.
+fn workers() -> usize {
+    std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .clamp(1, 8);
+        .clamp(1, 8)
+}
+
+/// The results of the scoped threads `handles`, in their order.
+fn join_in_order<R>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Vec<R>>>,
+    total: usize,
+) -> Vec<R> {
+    let mut out = Vec::with_capacity(total);
+    for handle in handles {
+        match handle.join() {
+            Ok(mut part) => out.append(&mut part),
+            // A worker only fails by panicking, which the code under it never does on
+            // purpose; re-raise it on this thread rather than lose results silently.
+            Err(payload) => std::panic::resume_unwind(payload),
+        }
+    }
+    out
+}
+
+/// Maps `f` over `items` on up to `available_parallelism` threads, keeping the order.
+pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = workers();
     if workers == 1 || items.len() < 2 {
         return items.iter().map(&f).collect();
     }
@@ -18,25 +40,13 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
             .chunks(chunk)
             .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
             .collect();
-        let mut out = Vec::with_capacity(items.len());
-        for handle in handles {
-            match handle.join() {
-                Ok(mut part) => out.append(&mut part),
-                // A worker only fails by panicking, which the code under it never does on
-                // purpose; re-raise it on this thread rather than lose results silently.
-                Err(payload) => std::panic::resume_unwind(payload),
-            }
-        }
-        out
+        join_in_order(handles, items.len())
     })
 }
 
 /// Like [`map`], consuming the items (each is dropped as soon as it is mapped).
 pub fn map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8);
+    let workers = workers();
     if workers == 1 || items.len() < 2 {
         return items.into_iter().map(&f).collect();
     }
@@ -57,23 +67,13 @@ pub fn map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> 
             .into_iter()
             .map(|part| scope.spawn(move || part.into_iter().map(f).collect::<Vec<R>>()))
             .collect();
-        let mut out = Vec::with_capacity(total);
-        for handle in handles {
-            match handle.join() {
-                Ok(mut part) => out.append(&mut part),
-                Err(payload) => std::panic::resume_unwind(payload),
-            }
-        }
-        out
+        join_in_order(handles, total)
     })
 }
 
 /// Like [`map`], with mutable access to each item and its index.
 pub fn map_mut<T: Send, R: Send>(items: &mut [T], f: impl Fn(usize, &mut T) -> R + Sync) -> Vec<R> {
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8);
+    let workers = workers();
     if workers == 1 || items.len() < 2 {
         return items
             .iter_mut()
@@ -97,14 +97,7 @@ pub fn map_mut<T: Send, R: Send>(items: &mut [T], f: impl Fn(usize, &mut T) -> R
                 })
             })
             .collect();
-        let mut out = Vec::with_capacity(total);
-        for handle in handles {
-            match handle.join() {
-                Ok(mut part) => out.append(&mut part),
-                Err(payload) => std::panic::resume_unwind(payload),
-            }
-        }
-        out
+        join_in_order(handles, total)
     })
 }
 

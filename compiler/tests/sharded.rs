@@ -117,12 +117,15 @@ fn a_gateway_with_hundreds_of_routes_is_split_and_loads_as_one() {
         eprintln!("aigw-extproc not built: the load check is skipped");
         return;
     };
-    let output = Command::new(&extproc)
-        .arg("--check")
-        .arg("--config")
-        .arg(&root)
-        .output()
-        .unwrap();
+    let check = || {
+        Command::new(&extproc)
+            .arg("--check")
+            .arg("--config")
+            .arg(&root)
+            .output()
+            .unwrap()
+    };
+    let output = check();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -143,12 +146,7 @@ fn a_gateway_with_hundreds_of_routes_is_split_and_loads_as_one() {
         .path();
     let text = std::fs::read_to_string(&part).unwrap();
     std::fs::write(&part, text.replace("upstream-1", "upstream-9")).unwrap();
-    let output = Command::new(&extproc)
-        .arg("--check")
-        .arg("--config")
-        .arg(&root)
-        .output()
-        .unwrap();
+    let output = check();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("does not match the checksum"), "{stderr}");

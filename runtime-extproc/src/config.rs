@@ -225,18 +225,7 @@ pub fn load_tracking(path: &Path, files: &mut Vec<PathBuf>) -> Result<RuntimeCon
         path: path.to_path_buf(),
         source,
     })?;
-    let value: serde_json::Value =
-        serde_saphyr::from_str_with_options(&text, yaml_options(text.len())).map_err(|err| {
-            LoadError::Syntax {
-                path: path.to_path_buf(),
-                message: err
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-            }
-        })?;
+    let value = parse_yaml(path, &text)?;
     let mut config =
         FilterConfig::from_json_value(value).map_err(|source| LoadError::Contract {
             path: path.to_path_buf(),
@@ -283,20 +272,24 @@ fn read_part(
         path: path.clone(),
         message: "not UTF-8".into(),
     })?;
-    let value: serde_json::Value =
-        serde_saphyr::from_str_with_options(&text, yaml_options(text.len())).map_err(|err| {
-            LoadError::Syntax {
-                path: path.clone(),
-                message: err
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-            }
-        })?;
+    let value = parse_yaml(&path, &text)?;
     fc::FilterConfigPart::from_json_value(value)
         .map_err(|source| LoadError::Contract { path, source })
+}
+
+/// Parses a config or part file's text.
+fn parse_yaml(path: &Path, text: &str) -> Result<serde_json::Value, LoadError> {
+    serde_saphyr::from_str_with_options(text, yaml_options(text.len())).map_err(|err| {
+        LoadError::Syntax {
+            path: path.to_path_buf(),
+            message: err
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        }
+    })
 }
 
 /// The YAML reader's limits for a config of `bytes`: the library's defaults hold a quarter of a

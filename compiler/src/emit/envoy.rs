@@ -428,7 +428,8 @@ fn socket_address(address: &str, port: u32) -> Value {
     json!({"socket_address": {"address": address, "port_value": port}})
 }
 
-fn typed(type_name: &str, mut body: Value) -> Value {
+/// `body` with its protobuf type, as Envoy's JSON config names it.
+pub(super) fn typed(type_name: &str, mut body: Value) -> Value {
     if let Some(map) = body.as_object_mut() {
         map.insert(
             "@type".into(),

@@ -7,6 +7,8 @@
 use aigw_filterconfig::{ERROR_SHAPE_KEY, METADATA_NAMESPACE};
 use serde_json::{Value, json};
 
+use super::envoy::typed;
+
 /// Envoy's own error replies to AI requests (timeouts, resets, no healthy upstream, bodies
 /// over the buffer limit) in the client's API shape, as the extproc answers: OpenAI's, or
 /// Anthropic's on the Messages API. The extproc says which in the `error_shape` metadata when a
@@ -110,15 +112,4 @@ pub fn config() -> Value {
         }
     }
     json!({"mappers": mappers})
-}
-
-/// `body` with its protobuf type, as Envoy's JSON config names it.
-fn typed(type_name: &str, mut body: Value) -> Value {
-    if let Some(map) = body.as_object_mut() {
-        map.insert(
-            "@type".into(),
-            Value::String(format!("type.googleapis.com/{type_name}")),
-        );
-    }
-    body
 }
