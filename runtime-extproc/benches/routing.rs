@@ -128,13 +128,25 @@ fn request_time(config: &Arc<aigw_extproc::config::RuntimeConfig>, model: &str) 
     median(samples)
 }
 
+/// Resident memory of this process, in MiB.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
 fn main() {
     let dir = std::env::temp_dir().join(format!("aigw-bench-routing-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     println!(
-        "| routes | config file | load | request, first route | middle route | last route | unknown model (404) |"
+        "| routes | config file | load | memory held | request, first route | middle route | last route | unknown model (404) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     let sizes: &[usize] = if std::env::args().any(|a| a == "--bench") {
         &[1, 2_000, 20_000]
     } else {
@@ -144,16 +156,20 @@ fn main() {
         let path = dir.join(format!("filter-config-{routes}.yaml"));
         let text = serde_saphyr::to_string(&filter_config(routes)).unwrap();
         std::fs::write(&path, &text).unwrap();
+        drop(text);
+        let before = rss_mib();
         let start = Instant::now();
         let config = Arc::new(aigw_extproc::config::load(&path).unwrap());
         let load = start.elapsed();
+        let held = rss_mib() - before;
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let first = request_time(&config, "model-0-2");
         let middle = request_time(&config, &format!("model-{}-2", routes / 2));
         let last = request_time(&config, &format!("model-{}-2", routes - 1));
         let unknown = request_time(&config, "no-such-model");
         println!(
-            "| {routes} | {:.1} MB | {:.0} ms | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
-            text.len() as f64 / 1e6,
+            "| {routes} | {:.1} MB | {:.0} ms | {held:.0} MiB | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
+            size as f64 / 1e6,
             load.as_secs_f64() * 1e3,
             first.as_secs_f64() * 1e6,
             middle.as_secs_f64() * 1e6,

@@ -55,6 +55,19 @@ pub fn metadata(
     })
 }
 
+/// A generated object, finished and rendered: it carries [`FLUX_SUBSTITUTE`].
+fn finish(mut value: Value) -> Rendered {
+    if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        let annotations = metadata
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(annotations) = annotations.as_object_mut() {
+            annotations.insert(FLUX_SUBSTITUTE.0.into(), FLUX_SUBSTITUTE.1.into());
+        }
+    }
+    Rendered::new(value)
+}
+
 /// A Secret encrypted with SOPS: its top-level `sops` metadata block.
 pub fn is_sops_encrypted(value: &Value) -> bool {
     value.get("kind").and_then(Value::as_str) == Some("Secret")
@@ -73,26 +86,17 @@ pub fn emit(input: &Validated, plan: &Plan) -> Result<Vec<Rendered>, Vec<Diagnos
     let mut objects: Vec<Rendered> = Vec::new();
     let mut errors = Vec::new();
     let emitted = crate::parallel::map(&plan.instances, |instance| {
-        let mut values = Vec::new();
+        let mut objects = Vec::new();
         let mut errors = Vec::new();
-        for result in [workload::emit(instance), routing::emit(instance)] {
-            match result {
-                Ok(mut found) => values.append(&mut found),
-                Err(mut found) => errors.append(&mut found),
-            }
+        match workload::emit(instance) {
+            // A large Gateway's config parts render on every core.
+            Ok(values) => objects.extend(crate::parallel::map_owned(values, finish)),
+            Err(mut found) => errors.append(&mut found),
         }
-        // One Gateway may hold thousands of routes: its objects render on every core too.
-        let objects = crate::parallel::map_owned(values, |mut value| {
-            if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-                let annotations = metadata
-                    .entry("annotations")
-                    .or_insert_with(|| Value::Object(Default::default()));
-                if let Some(annotations) = annotations.as_object_mut() {
-                    annotations.insert(FLUX_SUBSTITUTE.0.into(), FLUX_SUBSTITUTE.1.into());
-                }
-            }
-            Rendered::new(value)
-        });
+        match routing::emit_with(instance, finish) {
+            Ok(mut rendered) => objects.append(&mut rendered),
+            Err(mut found) => errors.append(&mut found),
+        }
         (objects, errors)
     });
     for (mut found, mut failed) in emitted {

@@ -23,7 +23,16 @@ pub const NOT_FOUND_BODY: &str = r#"{"error":{"message":"No matching route found
 
 /// Emits the routing objects of `instance`.
 pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
-    let mut objects = Vec::new();
+    emit_with(instance, |value| value)
+}
+
+/// Emits the routing objects of `instance`, each passed through `finish` (rendering, for the
+/// Kubernetes target) as soon as it is shaped. The HTTPRoutes, thousands on a large Gateway,
+/// are shaped and finished on every core.
+pub fn emit_with<T: Send>(
+    instance: &Instance,
+    finish: impl Fn(Value) -> T + Sync,
+) -> Result<Vec<T>, Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let fail = |message: String| {
         Diagnostic::error(format!(
@@ -31,16 +40,37 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
             instance.gateway.namespace, instance.gateway.name
         ))
     };
+    // An AIGatewayRoute split into several HTTPRoutes shares its filters: written once.
     let mut filters_done = std::collections::BTreeSet::new();
-    for route in &instance.routes {
-        match through_typed::<HttpRoute>(http_route(instance, route), "HTTPRoute") {
-            Ok(value) => objects.push(value),
+    let jobs: Vec<(&HttpRoutePlan, bool)> = instance
+        .routes
+        .iter()
+        .map(|route| {
+            (
+                route,
+                filters_done.insert(route.host_rewrite_filter.as_str()),
+            )
+        })
+        .collect();
+    let per_route = crate::parallel::map(&jobs, |&(route, with_filters)| {
+        let route_object =
+            through_typed::<HttpRoute>(http_route(instance, route), "HTTPRoute").map(&finish);
+        let filter_objects: Vec<T> = if with_filters {
+            filters(instance, route).into_iter().map(&finish).collect()
+        } else {
+            Vec::new()
+        };
+        (route_object, filter_objects)
+    });
+    let mut rendered = Vec::new();
+    for (route_object, filter_objects) in per_route {
+        match route_object {
+            Ok(object) => rendered.push(object),
             Err(err) => errors.push(fail(err)),
         }
-        if filters_done.insert(route.host_rewrite_filter.clone()) {
-            objects.extend(filters(instance, route));
-        }
+        rendered.extend(filter_objects);
     }
+    let mut objects = Vec::new();
     for grant in &instance.reference_grants {
         let value = json!({
             "apiVersion": "gateway.networking.k8s.io/v1",
@@ -75,8 +105,9 @@ pub fn emit(instance: &Instance) -> Result<Vec<Value>, Vec<Diagnostic>> {
     if let Some(local_replies) = &instance.local_replies {
         objects.push(local_replies_policy(instance, local_replies));
     }
+    rendered.extend(objects.into_iter().map(&finish));
     if errors.is_empty() {
-        Ok(objects)
+        Ok(rendered)
     } else {
         Err(errors)
     }
