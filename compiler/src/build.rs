@@ -79,7 +79,7 @@ impl BuildOutput {
 /// Runs every stage. On failure returns every diagnostic (errors first, then warnings).
 pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, Vec<Diagnostic>> {
     let (documents, mut diags) = load::parse_sources(sources);
-    let (validated, found) = validate::validate(
+    let (mut validated, found) = validate::validate(
         documents,
         &ValidateOptions {
             default_namespace: options.default_namespace.clone(),
@@ -139,6 +139,10 @@ pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, 
             }
         };
     }
+    // The AI Gateway objects live on in the plan; what emit reads of the input are the objects
+    // passed through. Freeing the rest first keeps the peak memory of large builds down.
+    drop(resolved);
+    validated.release_planned();
     let mut objects = match emit::emit(&validated, &plan) {
         Ok(objects) => objects,
         Err(found) => {

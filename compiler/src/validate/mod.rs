@@ -171,6 +171,27 @@ impl Validated {
             .field(field)
     }
 
+    /// Drops the parsed content of the AI Gateway objects once the plan holds what they say:
+    /// their documents keep their text (diagnostics still find lines), not their values.
+    pub fn release_planned(&mut self) {
+        for object in &mut self.objects {
+            let planned = matches!(
+                object.body,
+                Body::Route(_)
+                    | Body::ServiceBackend(_)
+                    | Body::SecurityPolicy(_)
+                    | Body::GatewayConfig(_)
+                    | Body::QuotaPolicy(_)
+            );
+            if planned {
+                object.body = Body::Other;
+                if let Some(document) = self.documents.get_mut(object.doc) {
+                    document.value = Value::Null;
+                }
+            }
+        }
+    }
+
     /// A warning located at `field` of `object`.
     pub fn warning_at(
         &self,
