@@ -153,6 +153,34 @@ fn main() {
     } else {
         vec![(20, 2)]
     };
+    // Each case in a process of its own, so its peak memory is its own (the allocator keeps
+    // what an earlier case freed).
+    let child = std::env::var_os("AIGW_SCALE_CASE").is_some();
+    if !child && cases.len() > 1 {
+        println!(
+            "| routes | Gateways | input | objects out | output | largest object | median time | peak RSS |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let me = std::env::current_exe().unwrap();
+        let bench = std::env::args().any(|a| a == "--bench");
+        for (routes, gateways) in cases {
+            let mut command = std::process::Command::new(&me);
+            command
+                .arg(format!("{routes}x{gateways}"))
+                .env("AIGW_SCALE_CASE", "1");
+            if bench {
+                command.arg("--bench");
+            }
+            let output = command.output().unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            print!("{}", String::from_utf8_lossy(&output.stdout));
+        }
+        return;
+    }
     let options = aigw::BuildOptions::default();
     let mut rows = Vec::new();
     for (routes, gateways) in cases {
@@ -201,10 +229,12 @@ fn main() {
             peak,
         ));
     }
-    println!(
-        "| routes | Gateways | input | objects out | output | largest object | median time | peak RSS |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    if !child {
+        println!(
+            "| routes | Gateways | input | objects out | output | largest object | median time | peak RSS |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    }
     for (routes, gateways, input, objects, output, largest, median, peak) in &rows {
         println!(
             "| {routes} | {gateways} | {:.1} MiB | {objects} | {:.1} MiB | {:.0} KiB | {} | {:.0} MiB |",
