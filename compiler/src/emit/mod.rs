@@ -55,8 +55,10 @@ pub fn metadata(
     })
 }
 
-/// A generated object, finished and rendered: it carries [`FLUX_SUBSTITUTE`].
+/// A generated object, finished and rendered: it carries [`FLUX_SUBSTITUTE`] and every default
+/// its CRD declares.
 fn finish(mut value: Value) -> Rendered {
+    crate::validate::defaults::apply(&mut value);
     if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         let annotations = metadata
             .entry("annotations")
@@ -117,7 +119,9 @@ pub fn emit(input: &Validated, plan: &Plan) -> Result<Vec<Rendered>, Vec<Diagnos
             // a MAC mismatch.
             return Rendered::verbatim(&document.value, document.source_text());
         }
-        Rendered::new(normalize(&document.value))
+        let mut value = normalize(&document.value);
+        crate::validate::defaults::apply(&mut value);
+        Rendered::new(value)
     }));
     for object in &objects[..generated] {
         if object.text.len() > MAX_OBJECT_BYTES {

@@ -11,6 +11,7 @@
 //! Checks here look at one object at a time; `aigw validate` stops after this stage. References
 //! between objects are the next stage's ([`crate::resolve`]).
 
+pub mod defaults;
 pub mod names;
 pub mod rules;
 pub mod schema;
