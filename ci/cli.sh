@@ -92,5 +92,25 @@ elif [ "${CI:-}" = "true" ]; then
   echo "FAIL kubectl (ci/kubectl.sh) and PyYAML are required under CI=true"; fail=$((fail+1))
 fi
 
+# The GitHub Action's check step, as action.yml runs it (its install step downloads a release,
+# which this machine cannot): exit 1 with the diff in the job summary on drift, 0 when clean.
+if .venv/bin/python -c 'import yaml' 2>/dev/null; then
+  .venv/bin/python - "$work" <<'PY'
+import sys, yaml
+work = sys.argv[1]
+action = yaml.safe_load(open("deploy/github-action/action.yml"))
+step = next(s for s in action["runs"]["steps"] if s["name"] == "aigw diff")
+script = step["run"]
+for name, value in {"input": f"{work}/gha/config", "rendered": f"{work}/gha/rendered", "args": ""}.items():
+    script = script.replace("${{ inputs.%s }}" % name, value)
+open(f"{work}/gha-step.sh", "w").write(script)
+PY
+  mkdir -p "$work/gha/config" && cp examples/basic/*.yaml "$work/gha/config/"
+  "$aigw" build "$work/gha/config" -o "$work/gha/rendered" 2>/dev/null
+  check "the GitHub Action's step passes on an up-to-date folder" bash -c "PATH='$PWD/target/debug:$PATH' RUNNER_TEMP='$work' GITHUB_STEP_SUMMARY='$work/summary-clean.md' bash '$work/gha-step.sh' && grep -q 'is up to date' '$work/summary-clean.md'"
+  sed -i 's/gpt-4o-mini/gpt-4o-mini-2/' "$work/gha/config/openai.yaml"
+  check "the GitHub Action's step fails on drift with the diff in the job summary" bash -c "! PATH='$PWD/target/debug:$PATH' RUNNER_TEMP='$work' GITHUB_STEP_SUMMARY='$work/summary-drift.md' bash '$work/gha-step.sh' && grep -q 'is out of date' '$work/summary-drift.md' && grep -q '^+.*gpt-4o-mini-2' '$work/summary-drift.md'"
+fi
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
