@@ -134,7 +134,11 @@ fn stages(routes: usize) {
 
 fn main() {
     if std::env::args().any(|a| a == "--stages") {
-        stages(2000);
+        let routes = std::env::args()
+            .filter_map(|a| a.parse().ok())
+            .next()
+            .unwrap_or(2000);
+        stages(routes);
         return;
     }
     let cases: Vec<(usize, usize)> = std::env::args()
