@@ -73,22 +73,22 @@ impl Document {
     /// what is passed through byte for byte when re-serialising would change its meaning (a
     /// SOPS-encrypted Secret, whose MAC covers the order of its keys).
     pub fn source_text(&self) -> String {
-        let mut lines: Vec<&str> = self.text.lines().collect();
-        let is_start = |l: &&str| l.trim_end() == "---";
-        while lines
-            .first()
-            .is_some_and(|l| is_start(l) || l.trim().is_empty())
-        {
-            lines.remove(0);
+        let is_marker = |line: &str, marker: &str| {
+            let line = line.trim_end();
+            line == marker || line.is_empty()
+        };
+        let lines: Vec<&str> = self.text.split_inclusive('\n').collect();
+        let start = lines.iter().take_while(|l| is_marker(l, "---")).count();
+        let end = lines.len()
+            - lines[start..]
+                .iter()
+                .rev()
+                .take_while(|l| is_marker(l, "..."))
+                .count();
+        let mut text: String = lines[start..end].concat();
+        if !text.ends_with('\n') {
+            text.push('\n');
         }
-        while lines
-            .last()
-            .is_some_and(|l| l.trim_end() == "..." || l.trim().is_empty())
-        {
-            lines.pop();
-        }
-        let mut text = lines.join("\n");
-        text.push('\n');
         text
     }
 
@@ -532,6 +532,13 @@ mod tests {
         assert_eq!(data["c"], "1.0");
         assert_eq!(data["d"], true);
         assert_eq!(data["e"], 12);
+    }
+
+    #[test]
+    fn a_document_as_written_keeps_its_bytes() {
+        let docs = parse("---\r\nkind: A\r\n# note\r\nb:   1\r\n...\r\n---\nkind: B\n");
+        assert_eq!(docs[0].source_text(), "kind: A\r\n# note\r\nb:   1\r\n");
+        assert_eq!(docs[1].source_text(), "kind: B\n");
     }
 
     #[test]
