@@ -361,7 +361,7 @@ pub fn plan(
             | Body::GatewayConfig(_)
             | Body::QuotaPolicy(_) => {}
             Body::Secret(_) => {
-                let encrypted = crate::emit::is_sops_encrypted(&input.document(object).value);
+                let encrypted = crate::validate::is_sops_encrypted(&input.document(object).value);
                 if include_secrets && encrypted {
                     // The namespace the validate stage filled in is not in the bytes written.
                     let written: Option<Value> =

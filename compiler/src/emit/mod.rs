@@ -70,12 +70,6 @@ fn finish(mut value: Value) -> Rendered {
     Rendered::new(value)
 }
 
-/// A Secret encrypted with SOPS: its top-level `sops` metadata block.
-pub fn is_sops_encrypted(value: &Value) -> bool {
-    value.get("kind").and_then(Value::as_str) == Some("Secret")
-        && value.get("sops").is_some_and(Value::is_object)
-}
-
 /// Annotation telling Flux not to apply post-build variable substitution to an object: generated
 /// objects carry it, so a `${...}` they hold (a header or body mutation value, a CEL expression)
 /// reaches the cluster as written under Flux, Argo CD and kubectl alike. Objects passed through
@@ -114,7 +108,7 @@ pub fn emit(input: &Validated, plan: &Plan) -> Result<Vec<Rendered>, Vec<Diagnos
         .collect();
     objects.extend(crate::parallel::map(&passthrough, |&index| {
         let document = input.document(&input.objects[index]);
-        if is_sops_encrypted(&document.value) {
+        if crate::validate::is_sops_encrypted(&document.value) {
             // Re-serialised, its keys would be re-ordered and `sops --decrypt` would fail with
             // a MAC mismatch.
             return Rendered::verbatim(&document.value, document.source_text());

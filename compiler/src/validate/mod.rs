@@ -236,6 +236,13 @@ const CLUSTER_SCOPED: &[(&str, &str)] = &[
     ("apiregistration.k8s.io", "APIService"),
 ];
 
+/// A Secret encrypted with SOPS: its top-level `sops` metadata block. It is passed through byte
+/// for byte (re-serialised, its MAC would no longer match).
+pub fn is_sops_encrypted(value: &Value) -> bool {
+    value.get("kind").and_then(Value::as_str) == Some("Secret")
+        && value.get("sops").is_some_and(Value::is_object)
+}
+
 /// Splits `apiVersion` into group and version.
 pub fn split_api_version(api_version: &str) -> (&str, &str) {
     match api_version.rsplit_once('/') {
