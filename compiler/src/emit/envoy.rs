@@ -1257,12 +1257,14 @@ impl<'a> Emitter<'a> {
         }
         let input: &'a Validated = self.input;
         input.objects.iter().find_map(|object| {
-            if !matches!(object.body, Body::SecurityPolicy(_)) {
+            let Body::SecurityPolicy(policy) = &object.body else {
                 return None;
-            }
+            };
+            // The typed spec, as written (serde keeps the CRD's field names): the parsed
+            // document keeps only its metadata.
+            let spec = serde_json::to_value(&policy.spec).ok()?;
             let mut path = vec!["spec".to_string()];
-            let spec = input.document(object).value.get("spec")?;
-            search(spec, &mut path, name, namespace, &object.id.namespace)
+            search(&spec, &mut path, name, namespace, &object.id.namespace)
                 .then(|| (object, FieldPath::parse(&path.join("."))))
         })
     }

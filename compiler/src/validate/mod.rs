@@ -467,6 +467,9 @@ fn classify(
         violations.sort_by(|a, b| (&a.path, &a.message).cmp(&(&b.path, &b.message)));
         violations.dedup();
         if let (Some(typed), true) = (typed, violations.is_empty()) {
+            // The typed body holds what the later stages read; of the parsed document only the
+            // identity and metadata are kept (a large input's memory is mostly these trees).
+            keep_metadata(&mut doc.value);
             return Ok((
                 Some(Object {
                     doc: index,
@@ -506,6 +509,13 @@ fn classify(
         Vec::new(),
         None,
     ))
+}
+
+/// Reduces a document to `apiVersion`, `kind` and `metadata`.
+fn keep_metadata(value: &mut Value) {
+    if let Some(fields) = value.as_object_mut() {
+        fields.retain(|key, _| matches!(key.as_str(), "apiVersion" | "kind" | "metadata"));
+    }
 }
 
 fn typed_body(kind: AiKind, value: &Value) -> Result<Body, (FieldPath, String)> {
