@@ -28,6 +28,7 @@ check "diff reports drift (exit 1)" bash -c "! '$aigw' diff examples/basic --aga
 printf 'apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: x}\nspec: {schema: {name: Nope}}\n' >"$work/bad.yaml"
 check "bad input exits 1 and writes nothing" bash -c "! '$aigw' build '$work/bad.yaml' -o '$work/never' 2>'$work/bad.err' && test ! -e '$work/never' && grep -q 'bad.yaml:4' '$work/bad.err'"
 check "validate reports bad input (exit 1)" bash -c "! '$aigw' validate '$work/bad.yaml'"
+check "stdout is the folder's objects, in kustomization order" bash -c "'$aigw' build examples/multi-provider 2>/dev/null > '$work/stream.yaml' && '$aigw' build examples/multi-provider -o '$work/mp' 2>/dev/null && (cd '$work/mp' && for f in \$(sed -n 's/^- //p' kustomization.yaml); do echo ---; cat \"\$f\"; done) | cmp - '$work/stream.yaml'"
 check "stdin input" bash -c "for f in examples/basic/*.yaml; do echo ---; cat \$f; done | '$aigw' build - | grep -q 'kind: EnvoyExtensionPolicy'"
 
 check "build --target envoy writes the standalone folder" "$aigw" build --target envoy golden/envoy-openai/input -o "$work/standalone"

@@ -349,10 +349,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             if output.as_os_str() == "-" {
-                let mut stdout = std::io::stdout().lock();
-                stdout
-                    .write_all(built.stream().as_bytes())
-                    .context("writing to standard output")?;
+                // Object by object, as `BuildOutput::stream` joins them, without a second copy
+                // of the whole output in memory.
+                let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+                for object in &built.objects {
+                    stdout
+                        .write_all(b"---\n")
+                        .and_then(|()| stdout.write_all(object.text.as_bytes()))
+                        .context("writing to standard output")?;
+                }
                 stdout.flush().context("writing to standard output")?;
             } else {
                 let files = write::files(&built.objects)?;
