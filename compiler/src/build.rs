@@ -78,14 +78,12 @@ impl BuildOutput {
 
 /// Runs every stage. On failure returns every diagnostic (errors first, then warnings).
 pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, Vec<Diagnostic>> {
-    let (documents, mut diags) = load::parse_sources(sources);
-    let (mut validated, found) = validate::validate(
-        documents,
+    let (mut validated, mut diags) = validate::validate_sources(
+        sources,
         &ValidateOptions {
             default_namespace: options.default_namespace.clone(),
         },
     );
-    diags.extend(found);
     // References are checked even when some objects failed: a user sees every problem at once.
     let (resolved, found) = resolve::resolve(&validated);
     diags.extend(found);

@@ -384,7 +384,8 @@ fn child_path(stack: &mut [Frame], line: usize) -> (FieldPath, usize) {
     }
 }
 
-fn parse_source(source: &Source) -> Result<Vec<Document>, Diagnostic> {
+/// Parses one source into its documents (see [`parse_sources`]).
+pub fn parse_source(source: &Source) -> Result<Vec<Document>, Diagnostic> {
     let lines: Vec<&str> = source
         .text
         .split_inclusive('\n')

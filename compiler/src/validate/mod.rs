@@ -289,6 +289,56 @@ pub fn validate(
     (validated, diagnostics)
 }
 
+/// Parses and validates every source, each file's documents checked as soon as they are
+/// parsed: the same result as [`crate::load::parse_sources`] then [`validate`], without every
+/// document's parsed tree existing at once (a validated AI Gateway document keeps only its
+/// metadata, and a large input's memory is mostly those trees).
+pub fn validate_sources(
+    sources: &[crate::load::Source],
+    options: &ValidateOptions,
+) -> (Validated, Vec<Diagnostic>) {
+    let per_file =
+        crate::parallel::map(sources, |source| match crate::load::parse_source(source) {
+            Ok(mut documents) => {
+                let results = crate::parallel::map_mut(&mut documents, |index, doc| {
+                    schema::drop_nulls(&mut doc.value);
+                    classify(index, doc, options)
+                });
+                (documents, results, None)
+            }
+            Err(diag) => (Vec::new(), Vec::new(), Some(diag)),
+        });
+    let mut documents = Vec::new();
+    let mut diagnostics = Vec::new();
+    let mut objects = Vec::new();
+    let mut rejected = BTreeSet::new();
+    for (mut file_documents, results, parse_error) in per_file {
+        let offset = documents.len();
+        diagnostics.extend(parse_error);
+        for result in results {
+            match result {
+                Ok((object, mut found, rejected_id)) => {
+                    diagnostics.append(&mut found);
+                    objects.extend(object.map(|mut o| {
+                        o.doc += offset;
+                        o
+                    }));
+                    rejected.extend(rejected_id);
+                }
+                Err(diag) => diagnostics.push(diag),
+            }
+        }
+        documents.append(&mut file_documents);
+    }
+    let validated = Validated {
+        documents,
+        objects,
+        rejected,
+    };
+    diagnostics.extend(duplicates(&validated));
+    (validated, diagnostics)
+}
+
 fn duplicates(validated: &Validated) -> Vec<Diagnostic> {
     let mut seen: BTreeMap<&ObjectId, &Object> = BTreeMap::new();
     let mut out = Vec::new();
@@ -730,6 +780,53 @@ mod tests {
         );
         assert_eq!(diags.len(), 1, "{diags:?}");
         assert!(diags[0].starts_with("error: in.yaml:7: AIServiceBackend default/b: spec.schema.name: unsupported value \"OpenAl\""), "{}", diags[0]);
+    }
+
+    #[test]
+    fn validating_as_parsed_gives_what_parsing_then_validating_gives() {
+        let sources = vec![
+            Source {
+                name: "a.yaml".into(),
+                text: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: b}\nspec:\n  schema: {name: OpenAl}\n  backendRef: {name: x, kind: Backend, group: gateway.envoyproxy.io}\n".into(),
+            },
+            Source {
+                name: "bad.yaml".into(),
+                text: "kind: [\n".into(),
+            },
+            Source {
+                name: "c.yaml".into(),
+                text: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {name: ok}\nspec:\n  schema: {name: OpenAI}\n  backendRef: {name: x, kind: Backend, group: gateway.envoyproxy.io}\n".into(),
+            },
+        ];
+        let options = ValidateOptions {
+            default_namespace: "default".into(),
+        };
+        let (docs, mut first) = parse_sources(&sources);
+        let (one, found) = validate(docs, &options);
+        first.extend(found);
+        let (two, mut second) = validate_sources(&sources, &options);
+        crate::diag::normalize(&mut first);
+        crate::diag::normalize(&mut second);
+        assert_eq!(first, second);
+        assert!(
+            second
+                .iter()
+                .any(|d| d.to_string().contains("duplicate object"))
+        );
+        let ids = |v: &Validated| {
+            v.objects
+                .iter()
+                .map(|o| (o.doc, o.id.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&one), ids(&two));
+        // Each object points at its own document.
+        for object in &two.objects {
+            assert_eq!(
+                two.documents[object.doc].value["metadata"]["name"],
+                object.id.name.as_str()
+            );
+        }
     }
 
     #[test]
