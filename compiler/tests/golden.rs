@@ -99,6 +99,17 @@ fn options(case: &Path) -> BuildOptions {
     options
 }
 
+/// Every case that builds, with its output.
+fn built_cases() -> Vec<(PathBuf, BuildOutput)> {
+    cases()
+        .into_iter()
+        .filter_map(|case| {
+            let built = aigw::build(&sources(&case), &options(&case)).ok()?;
+            Some((case, built))
+        })
+        .collect()
+}
+
 fn diagnostics_text(diags: &[aigw::diag::Diagnostic]) -> String {
     diags.iter().map(|d| format!("{d}\n")).collect()
 }
@@ -327,10 +338,7 @@ fn every_emitted_object_validates_against_the_upstream_schemas() {
     let validator = crd_schema::CrdValidator::from_dir(&dir).unwrap();
     let mut failures = Vec::new();
     let mut checked = 0;
-    for case in cases() {
-        let Ok(built) = aigw::build(&sources(&case), &options(&case)) else {
-            continue;
-        };
+    for (case, built) in built_cases() {
         for rendered in &built.objects {
             checked += 1;
             // Validate what is actually written: the rendered YAML, read back.
@@ -382,10 +390,7 @@ fn every_emitted_name_is_one_the_api_server_and_the_file_system_accept() {
     use aigw::validate::names::{self, NameRule};
     let mut failures = Vec::new();
     let mut checked = 0;
-    for case in cases() {
-        let Ok(built) = aigw::build(&sources(&case), &options(&case)) else {
-            continue;
-        };
+    for (case, built) in built_cases() {
         for rendered in &built.objects {
             checked += 1;
             let group = aigw::validate::split_api_version(&rendered.api_version).0;

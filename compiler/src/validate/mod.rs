@@ -263,30 +263,9 @@ pub fn validate(
     mut documents: Vec<Document>,
     options: &ValidateOptions,
 ) -> (Validated, Vec<Diagnostic>) {
-    let results = crate::parallel::map_mut(&mut documents, |index, doc| {
-        schema::drop_nulls(&mut doc.value);
-        classify(index, doc, options)
-    });
-    let mut diagnostics = Vec::new();
-    let mut objects = Vec::new();
-    let mut rejected = BTreeSet::new();
-    for result in results {
-        match result {
-            Ok((object, mut found, rejected_id)) => {
-                diagnostics.append(&mut found);
-                objects.extend(object);
-                rejected.extend(rejected_id);
-            }
-            Err(diag) => diagnostics.push(diag),
-        }
-    }
-    let validated = Validated {
-        documents,
-        objects,
-        rejected,
-    };
-    diagnostics.extend(duplicates(&validated));
-    (validated, diagnostics)
+    let mut gathered = Gathered::default();
+    gathered.add(classify_all(&mut documents, options), 0);
+    gathered.finish(documents)
 }
 
 /// Parses and validates every source, each file's documents checked as soon as they are
@@ -300,43 +279,68 @@ pub fn validate_sources(
     let per_file =
         crate::parallel::map(sources, |source| match crate::load::parse_source(source) {
             Ok(mut documents) => {
-                let results = crate::parallel::map_mut(&mut documents, |index, doc| {
-                    schema::drop_nulls(&mut doc.value);
-                    classify(index, doc, options)
-                });
+                let results = classify_all(&mut documents, options);
                 (documents, results, None)
             }
             Err(diag) => (Vec::new(), Vec::new(), Some(diag)),
         });
     let mut documents = Vec::new();
-    let mut diagnostics = Vec::new();
-    let mut objects = Vec::new();
-    let mut rejected = BTreeSet::new();
+    let mut gathered = Gathered::default();
     for (mut file_documents, results, parse_error) in per_file {
-        let offset = documents.len();
-        diagnostics.extend(parse_error);
+        gathered.diagnostics.extend(parse_error);
+        gathered.add(results, documents.len());
+        documents.append(&mut file_documents);
+    }
+    gathered.finish(documents)
+}
+
+/// Classifies documents on every core; results in document order, indices local to `documents`.
+fn classify_all(
+    documents: &mut [Document],
+    options: &ValidateOptions,
+) -> Vec<Result<Classified, Diagnostic>> {
+    crate::parallel::map_mut(documents, |index, doc| {
+        schema::drop_nulls(&mut doc.value);
+        classify(index, doc, options)
+    })
+}
+
+/// What classifying documents found, gathered in document order.
+#[derive(Default)]
+struct Gathered {
+    diagnostics: Vec<Diagnostic>,
+    objects: Vec<Object>,
+    rejected: BTreeSet<ObjectId>,
+}
+
+impl Gathered {
+    /// Adds the results of documents whose first one is document `offset` of the whole input.
+    fn add(&mut self, results: Vec<Result<Classified, Diagnostic>>, offset: usize) {
         for result in results {
             match result {
                 Ok((object, mut found, rejected_id)) => {
-                    diagnostics.append(&mut found);
-                    objects.extend(object.map(|mut o| {
+                    self.diagnostics.append(&mut found);
+                    self.objects.extend(object.map(|mut o| {
                         o.doc += offset;
                         o
                     }));
-                    rejected.extend(rejected_id);
+                    self.rejected.extend(rejected_id);
                 }
-                Err(diag) => diagnostics.push(diag),
+                Err(diag) => self.diagnostics.push(diag),
             }
         }
-        documents.append(&mut file_documents);
     }
-    let validated = Validated {
-        documents,
-        objects,
-        rejected,
-    };
-    diagnostics.extend(duplicates(&validated));
-    (validated, diagnostics)
+
+    /// The stage's output over `documents`, with the checks across objects.
+    fn finish(mut self, documents: Vec<Document>) -> (Validated, Vec<Diagnostic>) {
+        let validated = Validated {
+            documents,
+            objects: self.objects,
+            rejected: self.rejected,
+        };
+        self.diagnostics.extend(duplicates(&validated));
+        (validated, self.diagnostics)
+    }
 }
 
 fn duplicates(validated: &Validated) -> Vec<Diagnostic> {
