@@ -141,6 +141,9 @@ pub struct Rule {
     pub matches: Vec<Vec<(String, Matcher)>>,
     /// Candidates with their weights and priorities.
     pub backends: Vec<(Arc<Backend>, u32, u32)>,
+    /// The Envoy cluster that carries the rule's requests, when Envoy picks the backend
+    /// ([`fc::RouteRule::cluster`]).
+    pub cluster: Option<String>,
 }
 
 /// A backend ready to serve.
@@ -209,6 +212,9 @@ pub struct RuntimeConfig {
     /// Routes and rules indexed by host and model ([`crate::router::RouteIndex`]); built when
     /// the configuration is loaded.
     pub index: std::sync::OnceLock<crate::router::RouteIndex>,
+    /// The backend behind each Envoy locality of the rule clusters (`<cluster>/backend/<j>`),
+    /// with its route's index: how an attempt finds the backend it reached.
+    pub localities: HashMap<String, (usize, Arc<Backend>)>,
 }
 
 /// Reads and builds the configuration at `path`.
@@ -393,6 +399,7 @@ pub fn build(
         backends.insert(spec.name.clone(), Arc::new(Backend { spec, auth }));
     }
     let mut routes = Vec::new();
+    let mut localities = HashMap::new();
     let mut has_costs = !config.global_costs.is_empty();
     for route in config.routes {
         let mut rules = Vec::new();
@@ -436,9 +443,22 @@ pub fn build(
                         .map(|backend| (backend.clone(), b.weight, b.priority))
                 })
                 .collect();
+            let candidates: Vec<(Arc<Backend>, u32, u32)> = candidates;
+            if let Some(cluster) = &rule.cluster {
+                // Envoy Gateway makes one locality per backendRef of the HTTPRoute rule, which
+                // lists the backends with weight, in order.
+                for (j, (backend, _, _)) in candidates.iter().filter(|(_, w, _)| *w > 0).enumerate()
+                {
+                    localities.insert(
+                        format!("{cluster}/backend/{j}"),
+                        (routes.len(), backend.clone()),
+                    );
+                }
+            }
             rules.push(Rule {
                 matches,
                 backends: candidates,
+                cluster: rule.cluster,
             });
         }
         has_costs |= !route.costs.is_empty();
@@ -463,6 +483,7 @@ pub fn build(
         has_costs,
         known_models,
         index: std::sync::OnceLock::new(),
+        localities,
     };
     // Built now, while loading, so no request waits for it.
     config.index();

@@ -140,6 +140,7 @@ mod tests {
             has_costs: true,
             known_models: Default::default(),
             index: Default::default(),
+            localities: Default::default(),
         };
         let usage = TokenUsage {
             input: Some(10),

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use aigw_filterconfig::{
     ApiSchema, ERROR_SHAPE_KEY, METADATA_NAMESPACE, MODEL_HEADER, SELECTED_BACKEND_HEADER,
+    SELECTED_RULE_HEADER,
 };
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, Metadata, header_value_option::HeaderAppendAction,
@@ -61,6 +62,42 @@ struct Selection {
     sent_secrets: Vec<Secret>,
 }
 
+/// The request body, read once the whole of it is in.
+struct Parsed {
+    /// The parts of a form (audio uploads), its `model` and whether it asks for a stream.
+    form: Option<(Vec<multipart::Part>, String, bool)>,
+    /// The JSON body (an empty object for forms).
+    request: Value,
+    model: String,
+    stream: bool,
+}
+
+/// What one attempt sends instead of the client's request.
+struct Prepared {
+    selection: Selection,
+    set: Vec<HeaderValueOption>,
+    remove: Vec<String>,
+    body: Option<BodyMutation>,
+}
+
+/// On the router, a request whose rule lets Envoy choose the backend, until its response
+/// names the backend that answered.
+struct Pending {
+    route: usize,
+    rule: usize,
+}
+
+/// Which filter opened the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// The ext_proc filter on the router (the generated EnvoyExtensionPolicy): the whole
+    /// request and response.
+    #[default]
+    Router,
+    /// The ext_proc filter of a rule cluster: the request of one attempt.
+    Upstream,
+}
+
 #[derive(Default)]
 struct ResponseState {
     status: u16,
@@ -92,9 +129,14 @@ pub struct Processor {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     selection: Option<Selection>,
+    /// A request routed to a rule cluster, waiting for the backend that answers.
+    pending: Option<Pending>,
     response: ResponseState,
     /// The request was answered by the processor itself: later messages pass through.
     answered: bool,
+    role: Role,
+    /// The Envoy locality (`region`) of the attempt, from the `upstream.locality` attribute.
+    locality: Option<String>,
 }
 
 fn header_value(name: &str, value: &str) -> HeaderValueOption {
@@ -256,6 +298,58 @@ fn number_value(value: f64) -> PbValue {
     }
 }
 
+/// The facts of the attempt that answered, as dynamic metadata.
+fn attempt_metadata(selection: &Selection, route: &str) -> Struct {
+    let spec = &selection.backend.spec;
+    metadata_struct(BTreeMap::from([
+        ("backend_name".to_string(), string_value(&spec.name)),
+        (
+            "ai_service_backend_name".to_string(),
+            string_value(&spec.service_backend),
+        ),
+        (
+            "model_name_override".to_string(),
+            string_value(&selection.request_model),
+        ),
+        ("route_name".to_string(), string_value(route)),
+    ]))
+}
+
+/// Adds the fields of `extra` (a metadata struct) to the response's metadata.
+fn merge_metadata(response: &mut ProcessingResponse, extra: Struct) {
+    for (namespace, value) in extra.fields {
+        if let Some(Kind::StructValue(inner)) = value.kind {
+            for (key, value) in inner.fields {
+                if namespace == METADATA_NAMESPACE {
+                    set_metadata(response, &key, value);
+                }
+            }
+        }
+    }
+}
+
+/// A string attribute Envoy sent with the message (`request_attributes` or
+/// `response_attributes`), under whatever filter name.
+fn attribute(request: &ProcessingRequest, name: &str) -> Option<String> {
+    request
+        .attributes
+        .values()
+        .find_map(|attributes| attributes.fields.get(name))
+        .and_then(|value| match &value.kind {
+            Some(Kind::StringValue(text)) => Some(text.clone()),
+            _ => None,
+        })
+}
+
+/// The `region` of a locality attribute, which Envoy sends as the Locality message in text
+/// form: `region: "httproute/ns/name/rule/0/backend/1"`.
+fn locality_region(text: &str) -> Option<&str> {
+    let start = text.find("region: \"")? + "region: \"".len();
+    let rest = &text[start..];
+    let end = rest.find('"')?;
+    Some(&rest[..end])
+}
+
 /// `gen_ai.provider.name` of a schema.
 pub fn provider_name(schema: ApiSchema) -> &'static str {
     match schema {
@@ -273,6 +367,11 @@ pub fn provider_name(schema: ApiSchema) -> &'static str {
 impl Processor {
     /// A processor for one stream, reading `config` for its whole life.
     pub fn new(config: Arc<RuntimeConfig>, metrics: Arc<Metrics>) -> Self {
+        Self::with_role(config, metrics, Role::Router)
+    }
+
+    /// A processor for a stream opened by the filter in `role`.
+    pub fn with_role(config: Arc<RuntimeConfig>, metrics: Arc<Metrics>, role: Role) -> Self {
         Processor {
             config,
             metrics,
@@ -285,8 +384,11 @@ impl Processor {
             headers: Vec::new(),
             body: Vec::new(),
             selection: None,
+            pending: None,
             response: ResponseState::default(),
             answered: false,
+            role,
+            locality: None,
         }
     }
 
@@ -350,6 +452,9 @@ impl Processor {
     }
 
     fn dispatch(&mut self, request: ProcessingRequest) -> ProcessingResponse {
+        if let Some(locality) = attribute(&request, "upstream.locality") {
+            self.locality = locality_region(&locality).map(str::to_string);
+        }
         if let Some(metadata) = request.metadata_context
             && !metadata.filter_metadata.is_empty()
         {
@@ -499,7 +604,11 @@ impl Processor {
         if !body.end_of_stream {
             return body_response(CommonResponse::default(), true);
         }
-        match self.route_request() {
+        let result = match self.role {
+            Role::Router => self.route_request(),
+            Role::Upstream => self.attempt_request(),
+        };
+        match result {
             Ok(response) => response,
             Err(response) => {
                 self.answered = true;
@@ -575,7 +684,8 @@ impl Processor {
         Ok((parts, model, stream))
     }
 
-    fn route_request(&mut self) -> Result<ProcessingResponse, Box<ProcessingResponse>> {
+    /// The request body read: a JSON object with its `model`, or a form.
+    fn parse(&self) -> Result<Parsed, Box<ProcessingResponse>> {
         let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
         // Audio uploads are forms: routed on their `model` field, forwarded byte for byte.
         let form = if endpoint.multipart() {
@@ -583,43 +693,10 @@ impl Processor {
         } else {
             None
         };
-        let (mut request, model) = match &form {
+        let (request, model) = match &form {
             Some((_, model, _)) => (Value::Object(serde_json::Map::new()), model.clone()),
             None => self.read_json()?,
         };
-        let config = self.config.clone();
-        let headers = &self.headers;
-        let lookup = |name: &str| -> Option<&str> {
-            if name == MODEL_HEADER {
-                return Some(model.as_str());
-            }
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let found = router::select(&config, &self.host, &model, lookup)
-            .and_then(|(index, rule)| Some((index, config.routes.get(index)?, rule)));
-        let Some((route_index, route, rule)) = found else {
-            return Err(Box::new(self.client_error(
-                404,
-                &format!("model {model:?} is not served by this gateway"),
-                "model_not_found",
-            )));
-        };
-        let Some(backend) = router::pick(&route.rules[rule].backends, fastrand::f64()).cloned()
-        else {
-            return Err(Box::new(self.client_error(
-                503,
-                &format!("no backend with a positive weight serves model {model:?}"),
-                "no_backend",
-            )));
-        };
-        let spec = &backend.spec;
-        let request_model = spec
-            .model_name_override
-            .clone()
-            .unwrap_or_else(|| model.clone());
         let stream = match &form {
             Some((_, _, stream)) => *stream,
             None => request
@@ -627,6 +704,199 @@ impl Processor {
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
         };
+        Ok(Parsed {
+            form,
+            request,
+            model,
+            stream,
+        })
+    }
+
+    /// The route and rule serving the request: `(route index, rule index)`.
+    fn select_rule(&self, parsed: &Parsed) -> Result<(usize, usize), Box<ProcessingResponse>> {
+        let model = parsed.model.as_str();
+        let headers = &self.headers;
+        let lookup = |name: &str| -> Option<&str> {
+            if name == MODEL_HEADER {
+                return Some(model);
+            }
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        router::select(&self.config, &self.host, model, lookup).ok_or_else(|| {
+            Box::new(self.client_error(
+                404,
+                &format!("model {model:?} is not served by this gateway"),
+                "model_not_found",
+            ))
+        })
+    }
+
+    /// The request on the router: the rule chosen; then either Envoy picks the backend (the
+    /// rule has a cluster: only the rule is selected here, and each attempt is translated by
+    /// the extproc in the cluster), or the backend is picked and the request translated here.
+    fn route_request(&mut self) -> Result<ProcessingResponse, Box<ProcessingResponse>> {
+        let parsed = self.parse()?;
+        let (route_index, rule_index) = self.select_rule(&parsed)?;
+        let config = self.config.clone();
+        let Some((route, rule)) = config
+            .routes
+            .get(route_index)
+            .and_then(|route| Some((route, route.rules.get(rule_index)?)))
+        else {
+            return Err(Box::new(self.client_error(
+                500,
+                "internal error: the selected rule is missing",
+                "internal",
+            )));
+        };
+        let model = parsed.model.clone();
+        if let Some(cluster) = &rule.cluster {
+            if !rule.backends.iter().any(|(_, weight, _)| *weight > 0) {
+                return Err(Box::new(self.no_backend(&model)));
+            }
+            self.pending = Some(Pending {
+                route: route_index,
+                rule: rule_index,
+            });
+            let common = CommonResponse {
+                header_mutation: Some(HeaderMutation {
+                    set_headers: vec![
+                        header_value(MODEL_HEADER, &model),
+                        header_value(SELECTED_RULE_HEADER, cluster),
+                    ],
+                    remove_headers: vec![],
+                }),
+                clear_route_cache: true,
+                ..Default::default()
+            };
+            let mut response = body_response(common, true);
+            set_metadata(&mut response, "route_name", string_value(&route.name));
+            return Ok(response);
+        }
+        let Some(backend) = router::pick(&rule.backends, fastrand::f64()).cloned() else {
+            return Err(Box::new(self.no_backend(&model)));
+        };
+        let prepared = self.prepare(parsed, route_index, &backend)?;
+        let mut set = prepared.set;
+        set.push(header_value(SELECTED_BACKEND_HEADER, &backend.spec.name));
+        let metadata = attempt_metadata(&prepared.selection, &route.name);
+        self.selection = Some(prepared.selection);
+        let common = CommonResponse {
+            header_mutation: Some(HeaderMutation {
+                set_headers: set,
+                remove_headers: prepared.remove,
+            }),
+            body_mutation: prepared.body,
+            clear_route_cache: true,
+            ..Default::default()
+        };
+        let mut response = body_response(common, true);
+        response.dynamic_metadata = Some(metadata);
+        Ok(response)
+    }
+
+    fn no_backend(&self, model: &str) -> ProcessingResponse {
+        self.client_error(
+            503,
+            &format!("no backend with a positive weight serves model {model:?}"),
+            "no_backend",
+        )
+    }
+
+    /// One attempt, in the extproc of a rule cluster: the request translated, overridden,
+    /// mutated and signed for the backend of the locality Envoy chose for this attempt.
+    fn attempt_request(&mut self) -> Result<ProcessingResponse, Box<ProcessingResponse>> {
+        let parsed = self.parse()?;
+        let config = self.config.clone();
+        let Some((route_index, backend)) = self
+            .locality
+            .as_deref()
+            .and_then(|locality| config.localities.get(locality))
+        else {
+            let locality = self.locality.as_deref().unwrap_or("none");
+            tracing::warn!(%locality, "an attempt reached a locality the configuration does not name");
+            return Err(Box::new(self.client_error(
+                500,
+                &format!(
+                    "internal error: the attempt reached locality {}, which this gateway's configuration does not name",
+                    truncate_message(locality)
+                ),
+                "unknown_backend",
+            )));
+        };
+        let prepared = self.prepare(parsed, *route_index, backend)?;
+        let mut set = prepared.set;
+        let mut remove = prepared.remove;
+        remove.push(SELECTED_RULE_HEADER.to_string());
+        if let Some(host) = &backend.spec.upstream_host {
+            // One cluster spans the rule's Backends: the Host is the attempt's.
+            set.push(header_value(":authority", host));
+        }
+        let common = CommonResponse {
+            header_mutation: Some(HeaderMutation {
+                set_headers: set,
+                remove_headers: remove,
+            }),
+            body_mutation: prepared.body,
+            ..Default::default()
+        };
+        Ok(body_response(common, true))
+    }
+
+    /// On the router, when the response of a rule with a cluster arrives: the backend that
+    /// answered (the locality of the last attempt), and the request as it was translated for
+    /// it, to translate the answer back. A reply Envoy made itself (no upstream answered) is
+    /// counted against the rule's preferred backend.
+    fn resolve_attempt(&mut self, pending: Pending) {
+        let config = self.config.clone();
+        let answered = self
+            .locality
+            .as_deref()
+            .and_then(|locality| config.localities.get(locality))
+            .filter(|(route, _)| *route == pending.route)
+            .map(|(_, backend)| backend.clone());
+        let backend = answered.or_else(|| {
+            let rule = config.routes.get(pending.route)?.rules.get(pending.rule)?;
+            router::pick(&rule.backends, 0.0).cloned()
+        });
+        let Some(backend) = backend else {
+            return;
+        };
+        let prepared = self
+            .parse()
+            .and_then(|parsed| self.prepare(parsed, pending.route, &backend));
+        match prepared {
+            Ok(prepared) => self.selection = Some(prepared.selection),
+            Err(_) => {
+                tracing::warn!(backend = %backend.spec.name, "the answered request could not be prepared again; its response passes as it is");
+            }
+        }
+    }
+
+    /// The request as `backend` must receive it: translated, model overridden, mutations
+    /// applied, credentials added; and what the response side needs to translate it back.
+    fn prepare(
+        &self,
+        parsed: Parsed,
+        route_index: usize,
+        backend: &Arc<Backend>,
+    ) -> Result<Prepared, Box<ProcessingResponse>> {
+        let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
+        let config = self.config.clone();
+        let Parsed {
+            form,
+            mut request,
+            model,
+            stream,
+        } = parsed;
+        let spec = &backend.spec;
+        let request_model = spec
+            .model_name_override
+            .clone()
+            .unwrap_or_else(|| model.clone());
 
         let mut translator = crate::translate::select(&spec.schema, endpoint)
             .map_err(|err| Box::new(self.translate_error(&err)))?;
@@ -717,10 +987,7 @@ impl Processor {
             }
         }
 
-        let mut set = vec![
-            header_value(MODEL_HEADER, &model),
-            header_value(SELECTED_BACKEND_HEADER, &spec.name),
-        ];
+        let mut set = vec![header_value(MODEL_HEADER, &model)];
         for (name, value) in &extra_headers {
             set.push(header_value(name, value));
         }
@@ -817,19 +1084,7 @@ impl Processor {
         } else {
             None
         };
-        let metadata = metadata_struct(BTreeMap::from([
-            ("backend_name".to_string(), string_value(&spec.name)),
-            (
-                "ai_service_backend_name".to_string(),
-                string_value(&spec.service_backend),
-            ),
-            (
-                "model_name_override".to_string(),
-                string_value(&request_model),
-            ),
-            ("route_name".to_string(), string_value(&route.name)),
-        ]));
-        self.selection = Some(Selection {
+        let selection = Selection {
             route: route_index,
             backend: backend.clone(),
             original_model: model,
@@ -837,19 +1092,13 @@ impl Processor {
             stream,
             translator,
             sent_secrets,
-        });
-        let common = CommonResponse {
-            header_mutation: Some(HeaderMutation {
-                set_headers: set,
-                remove_headers: remove,
-            }),
-            body_mutation,
-            clear_route_cache: true,
-            ..Default::default()
         };
-        let mut response = body_response(common, true);
-        response.dynamic_metadata = Some(metadata);
-        Ok(response)
+        Ok(Prepared {
+            selection,
+            set,
+            remove,
+            body: body_mutation,
+        })
     }
 
     fn on_response_headers(&mut self, message: &HttpHeaders) -> ProcessingResponse {
@@ -860,6 +1109,13 @@ impl Processor {
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
         self.response.status = status;
+        let resolved = self.pending.take().map(|pending| {
+            self.resolve_attempt(pending);
+            self.selection.as_ref().and_then(|selection| {
+                let route = self.config.routes.get(selection.route)?;
+                Some(attempt_metadata(selection, &route.name))
+            })
+        });
         let mut common = CommonResponse::default();
         let mut mode_override = None;
         let success = (200..300).contains(&status);
@@ -921,6 +1177,9 @@ impl Processor {
         };
         if message.end_of_stream {
             response.dynamic_metadata = self.finish();
+        }
+        if let Some(Some(attempt)) = resolved {
+            merge_metadata(&mut response, attempt);
         }
         response
     }
@@ -1214,6 +1473,9 @@ impl Processor {
     /// Called when the stream ends without a complete response (client gone, upstream reset):
     /// records the failure once.
     pub fn abandon(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.resolve_attempt(pending);
+        }
         if self.selection.is_some() && !self.response.finished {
             if self.response.status == 0 {
                 self.response.status = 499;

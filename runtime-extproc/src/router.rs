@@ -215,6 +215,7 @@ mod tests {
             name: name.into(),
             hostnames: hosts.iter().map(|h| h.to_string()).collect(),
             rules: vec![Rule {
+                cluster: None,
                 matches: model
                     .map(|m| {
                         vec![vec![(
@@ -239,6 +240,7 @@ mod tests {
             has_costs: false,
             known_models: Default::default(),
             index: Default::default(),
+            localities: Default::default(),
         }
     }
 
@@ -362,6 +364,7 @@ mod tests {
                         })
                         .collect();
                     rules.push(Rule {
+                        cluster: None,
                         matches,
                         backends: vec![(backend("b"), 1, 0)],
                     });

@@ -11,8 +11,9 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
-use crate::processor::Processor;
+use crate::processor::{Processor, Role};
 use crate::reload::ConfigStore;
+use aigw_filterconfig::{ROLE_METADATA, UPSTREAM_ROLE};
 
 /// The service.
 pub struct ExtProc {
@@ -46,9 +47,17 @@ impl ExternalProcessor for ExtProc {
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
+        let role = match request.metadata().get(ROLE_METADATA) {
+            Some(value) if value.as_bytes() == UPSTREAM_ROLE.as_bytes() => Role::Upstream,
+            _ => Role::Router,
+        };
         let inbound = request.into_inner();
         // The configuration is read once per stream: a reload never changes a request midway.
-        let mut guard = StreamGuard(Processor::new(self.config.current(), self.metrics.clone()));
+        let mut guard = StreamGuard(Processor::with_role(
+            self.config.current(),
+            self.metrics.clone(),
+            role,
+        ));
         // Each message is answered inline, in the task that polls the response stream (the
         // connection's): no hand-off to another task, so no cross-thread wake-up per message.
         let responses = inbound.map_while(move |message| match message {

@@ -35,6 +35,18 @@ pub const ERROR_SHAPE_KEY: &str = "error_shape";
 /// Header carrying the backend the extproc selected; the generated routes match on it.
 pub const SELECTED_BACKEND_HEADER: &str = "x-ai-eg-selected-backend";
 
+/// Header carrying the rule the extproc selected, for rules whose attempts are processed by the
+/// upstream filter ([`RouteRule::cluster`]): its value is the rule's cluster name, and the
+/// generated HTTPRoute rule matches on it.
+pub const SELECTED_RULE_HEADER: &str = "x-aigw-rule";
+
+/// gRPC initial metadata key naming the role of the filter that opened an ext_proc stream.
+pub const ROLE_METADATA: &str = "x-aigw-role";
+
+/// [`ROLE_METADATA`] value of the ext_proc filter in each rule cluster, which processes one
+/// attempt: the request translated and signed for the backend the attempt reached.
+pub const UPSTREAM_ROLE: &str = "upstream";
+
 /// Default request body limit when the compiler is not told otherwise (bytes).
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 32 * 1024 * 1024;
 
@@ -145,6 +157,14 @@ pub struct RouteRule {
     pub matches: Vec<RuleMatch>,
     /// Candidate backends; one is picked by weight.
     pub backends: Vec<WeightedBackend>,
+    /// The Envoy cluster of the HTTPRoute rule that carries this rule's requests
+    /// (`httproute/<ns>/<name>/rule/<i>`), when Envoy chooses the backend: then the extproc on
+    /// the router only selects the rule, Envoy balances and fails over between the cluster's
+    /// localities `<cluster>/backend/<j>` (the backends with weight > 0, in order), and the
+    /// extproc in the cluster translates each attempt for the backend it reached. Absent: the
+    /// extproc picks the backend by weight and translates on the router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// A set of header conditions that must all hold.
@@ -572,6 +592,7 @@ impl FilterConfig {
             }
         }
         let mut routes = BTreeSet::new();
+        let mut clusters = BTreeSet::new();
         for route in &self.routes {
             if !routes.insert(route.name.as_str()) {
                 return Err(ConfigError::Inconsistent(format!(
@@ -587,6 +608,14 @@ impl FilterConfig {
                             route.name, target.backend
                         )));
                     }
+                }
+                if let Some(cluster) = &rule.cluster
+                    && !clusters.insert(cluster.as_str())
+                {
+                    return Err(ConfigError::Inconsistent(format!(
+                        "route {:?} rule {index}: cluster {cluster:?} belongs to another rule too",
+                        route.name
+                    )));
                 }
             }
             check_costs(&route.costs)?;

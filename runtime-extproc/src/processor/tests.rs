@@ -42,6 +42,7 @@ fn config(costs: bool) -> Arc<RuntimeConfig> {
         name: "ns/r".into(),
         hostnames: vec![],
         rules: vec![Rule {
+            cluster: None,
             matches: vec![vec![(
                 "x-ai-eg-model".into(),
                 Matcher::Exact("gpt-4o".into()),
@@ -73,6 +74,7 @@ fn config(costs: bool) -> Arc<RuntimeConfig> {
         has_costs: costs,
         known_models: Default::default(),
         index: Default::default(),
+        localities: Default::default(),
     })
 }
 
@@ -493,6 +495,7 @@ fn anthropic_config() -> Arc<RuntimeConfig> {
         name: "ns/r".into(),
         hostnames: vec![],
         rules: vec![Rule {
+            cluster: None,
             matches: vec![],
             backends: vec![(backend, 1, 0)],
         }],
@@ -513,6 +516,7 @@ fn anthropic_config() -> Arc<RuntimeConfig> {
         has_costs: true,
         known_models: Default::default(),
         index: Default::default(),
+        localities: Default::default(),
     })
 }
 
@@ -661,6 +665,7 @@ fn single_backend(
             name: "ns/r".into(),
             hostnames: vec![],
             rules: vec![Rule {
+                cluster: None,
                 matches: vec![],
                 backends: vec![(backend, 1, 0)],
             }],
@@ -678,6 +683,7 @@ fn single_backend(
         has_costs: true,
         known_models: Default::default(),
         index: Default::default(),
+        localities: Default::default(),
     })
 }
 
@@ -1388,6 +1394,7 @@ fn regex_config() -> Arc<RuntimeConfig> {
             name: "ns/r".into(),
             hostnames: vec![],
             rules: vec![Rule {
+                cluster: None,
                 matches: vec![vec![(
                     "x-ai-eg-model".into(),
                     Matcher::Regex(regex::Regex::new("^(?:oa-.*)$").unwrap()),
@@ -1402,6 +1409,7 @@ fn regex_config() -> Arc<RuntimeConfig> {
         has_costs: false,
         known_models: ["oa-configured".to_string()].into(),
         index: Default::default(),
+        localities: Default::default(),
     })
 }
 
@@ -1734,4 +1742,255 @@ fn envoy_is_told_how_to_shape_its_own_errors_and_to_leave_ours_alone() {
     let meta = metadata(&r);
     assert_eq!(meta.get(ERROR_SHAPE_KEY), Some(&string_value("")));
     assert!(meta.contains_key("response_model"), "{meta:?}");
+}
+
+/// A rule whose backends Envoy chooses: an OpenAI primary and a Bedrock fallback, in cluster
+/// `httproute/ns/r/rule/0` (localities `…/backend/0` and `…/backend/1`).
+fn fallback_config() -> Arc<RuntimeConfig> {
+    let primary = backend("openai", None);
+    let secondary = Arc::new(Backend {
+        spec: fc::Backend {
+            name: "ns/bedrock/route/ns/r/rule/0/ref/1".into(),
+            service_backend: "ns/bedrock".into(),
+            schema: fc::BackendSchema {
+                name: ApiSchema::AWSBedrock,
+                version: None,
+                prefix: None,
+            },
+            model_name_override: Some("anthropic.claude-3-haiku-20240307-v1:0".into()),
+            upstream_host: Some("bedrock-runtime.us-east-1.amazonaws.com".into()),
+            auth: None,
+            header_mutation: None,
+            body_mutation: None,
+        },
+        auth: Some(BackendCredential {
+            auth: Auth::Aws(aws_signer()),
+            override_from: None,
+        }),
+    });
+    let cluster = "httproute/ns/r/rule/0";
+    let localities = [
+        (format!("{cluster}/backend/0"), (0, primary.clone())),
+        (format!("{cluster}/backend/1"), (0, secondary.clone())),
+    ]
+    .into_iter()
+    .collect();
+    Arc::new(RuntimeConfig {
+        max_request_body_bytes: 1 << 20,
+        routes: vec![Route {
+            name: "ns/r".into(),
+            hostnames: vec![],
+            rules: vec![Rule {
+                cluster: Some(cluster.into()),
+                matches: vec![],
+                backends: vec![(primary, 1, 0), (secondary, 1, 1)],
+            }],
+            costs: vec![Cost {
+                key: "tokens".into(),
+                kind: fc::CostType::TotalToken,
+                program: None,
+                service_backend: None,
+                model: None,
+            }],
+            models: vec![],
+        }],
+        global_costs: vec![],
+        files: vec![],
+        has_costs: true,
+        known_models: Default::default(),
+        index: Default::default(),
+        localities,
+    })
+}
+
+/// `request` with the `upstream.locality` attribute Envoy sends for `region`.
+fn at_locality(mut request: ProcessingRequest, region: &str) -> ProcessingRequest {
+    let attributes = Struct {
+        fields: [(
+            "upstream.locality".to_string(),
+            string_value(&format!("region: \"{region}\" ")),
+        )]
+        .into_iter()
+        .collect(),
+    };
+    request
+        .attributes
+        .insert("envoy.filters.http.ext_proc".into(), attributes);
+    request
+}
+
+const FALLBACK_CHAT: &[u8] =
+    br#"{"model":"claude","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+
+#[test]
+fn a_rule_with_a_cluster_is_only_selected_on_the_router() {
+    let mut p = Processor::new(fallback_config(), Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    let r = p.handle(body(FALLBACK_CHAT, false));
+    let common = common_of(&r);
+    assert!(common.clear_route_cache);
+    assert!(
+        common.body_mutation.is_none(),
+        "the body is translated per attempt"
+    );
+    let set = set_headers(common);
+    assert_eq!(
+        set,
+        BTreeMap::from([
+            (
+                "x-aigw-rule".to_string(),
+                "httproute/ns/r/rule/0".to_string()
+            ),
+            ("x-ai-eg-model".to_string(), "claude".to_string()),
+        ])
+    );
+    assert_eq!(metadata(&r).get("route_name"), Some(&string_value("ns/r")));
+}
+
+#[test]
+fn each_attempt_is_translated_and_signed_for_the_backend_it_reached() {
+    let config = fallback_config();
+    let forwarded = || {
+        headers(
+            &[
+                (":path", "/v1/chat/completions"),
+                (":method", "POST"),
+                (":authority", "gw.example:8080"),
+                ("authorization", "Bearer client-key"),
+                ("x-ai-eg-model", "claude"),
+                ("x-aigw-rule", "httproute/ns/r/rule/0"),
+            ],
+            false,
+        )
+    };
+    // The first attempt reaches the OpenAI primary: passed through with its key.
+    let mut first = Processor::with_role(config.clone(), Arc::new(Metrics::new()), Role::Upstream);
+    first.handle(at_locality(forwarded(), "httproute/ns/r/rule/0/backend/0"));
+    let r = first.handle(body(FALLBACK_CHAT, false));
+    let common = common_of(&r);
+    let set = set_headers(common);
+    assert_eq!(
+        set.get("authorization").map(String::as_str),
+        Some("Bearer sk-secret")
+    );
+    assert!(!common.clear_route_cache);
+    let removed = &common.header_mutation.as_ref().unwrap().remove_headers;
+    assert!(removed.contains(&"x-aigw-rule".to_string()), "{removed:?}");
+    // Streams ask for usage, for the costs.
+    let sent: Value = serde_json::from_slice(&body_of(&r)).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+
+    // The retry reaches the Bedrock fallback: a Converse call, signed for its host.
+    let mut second = Processor::with_role(config, Arc::new(Metrics::new()), Role::Upstream);
+    second.handle(at_locality(forwarded(), "httproute/ns/r/rule/0/backend/1"));
+    let r = second.handle(body(FALLBACK_CHAT, false));
+    let set = set_headers(common_of(&r));
+    assert_eq!(
+        set.get(":path").map(String::as_str),
+        Some("/model/anthropic.claude-3-haiku-20240307-v1:0/converse-stream")
+    );
+    assert_eq!(
+        set.get(":authority").map(String::as_str),
+        Some("bedrock-runtime.us-east-1.amazonaws.com")
+    );
+    assert!(
+        set.get("authorization")
+            .is_some_and(|a| a.contains("/us-east-1/bedrock/aws4_request")),
+        "{set:?}"
+    );
+    let sent: Value = serde_json::from_slice(&body_of(&r)).unwrap();
+    assert_eq!(sent["messages"][0]["content"][0]["text"], "hi");
+}
+
+#[test]
+fn an_attempt_at_an_unknown_locality_is_a_clear_500() {
+    let mut p = Processor::with_role(fallback_config(), Arc::new(Metrics::new()), Role::Upstream);
+    p.handle(at_locality(
+        chat_headers(),
+        "httproute/ns/other/rule/0/backend/0",
+    ));
+    let r = p.handle(body(FALLBACK_CHAT, false));
+    let (status, error) = immediate_of(&r).unwrap();
+    assert_eq!(status, 500);
+    assert_eq!(error["error"]["code"], "unknown_backend");
+}
+
+#[test]
+fn the_response_is_translated_back_for_the_backend_that_answered() {
+    let metrics = Arc::new(Metrics::new());
+    let mut p = Processor::new(fallback_config(), metrics.clone());
+    p.handle(chat_headers());
+    p.handle(body(FALLBACK_CHAT, false));
+    // Envoy retried on the fallback; the response names its locality.
+    let r = p.handle(at_locality(
+        response_headers(&[
+            (":status", "200"),
+            ("content-type", "application/vnd.amazon.eventstream"),
+        ]),
+        "httproute/ns/r/rule/0/backend/1",
+    ));
+    assert_eq!(
+        r.mode_override.as_ref().map(|m| m.response_body_mode),
+        Some(BodySendMode::Streamed as i32)
+    );
+    assert_eq!(
+        metadata(&r).get("backend_name"),
+        Some(&string_value("ns/bedrock/route/ns/r/rule/0/ref/1"))
+    );
+    let frame = |event: &str, payload: &str| {
+        crate::translate::eventstream::encode(
+            &[
+                (":event-type", event),
+                (":content-type", "application/json"),
+                (":message-type", "event"),
+            ],
+            payload.as_bytes(),
+        )
+    };
+    let mut stream = frame(
+        "contentBlockDelta",
+        r#"{"contentBlockIndex":0,"delta":{"text":"Hello"}}"#,
+    );
+    stream.extend(frame("messageStop", r#"{"stopReason":"end_turn"}"#));
+    stream.extend(frame(
+        "metadata",
+        r#"{"usage":{"inputTokens":3,"outputTokens":2,"totalTokens":5},"metrics":{"latencyMs":10}}"#,
+    ));
+    let last = p.handle(chunk(&stream, true));
+    let text = String::from_utf8(body_of(&last)).unwrap();
+    assert!(text.contains(r#""content":"Hello""#), "{text}");
+    assert_eq!(metadata(&last).get("tokens"), Some(&number_value(5.0)));
+    let exposition = metrics.encode();
+    assert!(
+        exposition.contains(r#"gen_ai_provider_name="aws.bedrock""#),
+        "{exposition}"
+    );
+}
+
+#[test]
+fn a_reply_envoy_made_itself_is_counted_against_the_preferred_backend() {
+    let mut p = Processor::new(fallback_config(), Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    p.handle(body(FALLBACK_CHAT, false));
+    // No upstream answered (no locality): Envoy's own 503 passes as it is.
+    let r = p.handle(response_headers(&[
+        (":status", "503"),
+        ("content-type", "text/plain"),
+    ]));
+    assert!(r.mode_override.is_none());
+    assert_eq!(
+        metadata(&r).get("backend_name"),
+        Some(&string_value("ns/openai/route/ns/r/rule/0/ref/0"))
+    );
+}
+
+#[test]
+fn locality_attributes_are_read_from_their_text_form() {
+    assert_eq!(
+        locality_region("region: \"httproute/ns/r/rule/0/backend/1\" "),
+        Some("httproute/ns/r/rule/0/backend/1")
+    );
+    assert_eq!(locality_region("region: \"a/b\" zone: \"z\""), Some("a/b"));
+    assert_eq!(locality_region(""), None);
+    assert_eq!(locality_region("region: \"unterminated"), None);
 }
