@@ -84,24 +84,123 @@ pub struct MountedSecret {
     pub mount_path: String,
 }
 
-/// A backend target of an HTTPRoute rule.
+/// One backendRef of an HTTPRoute rule.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BackendRule {
-    /// Rule name.
-    pub name: String,
-    /// The selected-backend header value the rule matches.
-    pub backend_id: String,
+pub struct RuleTarget {
     /// The AIServiceBackend's `backendRef`, namespace resolved.
     pub target: model::BackendObjectReference,
     /// Namespace of the target.
     pub target_namespace: String,
+    /// Share of traffic within its priority (> 0).
+    pub weight: u32,
+    /// Fallback tier (0 = primary).
+    pub priority: u32,
+    /// How Envoy Gateway builds the cluster part of this target.
+    pub facts: TargetFacts,
+}
+
+/// What decides the shape of the cluster Envoy Gateway makes for a backendRef.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TargetFacts {
+    /// Endpoints by DNS name (a `STRICT_DNS` cluster with its endpoints inline), rather than
+    /// IP addresses or a Service (EDS: endpoints in a separate ClusterLoadAssignment).
+    pub dns: bool,
+    /// Upstream TLS (a BackendTLSPolicy targets it, or `spec.tls`).
+    pub tls: bool,
+    /// HTTP/2 or WebSocket application protocol.
+    pub http_protocol: bool,
+}
+
+impl BackendRule {
+    /// Whether Envoy Gateway gives the rule's cluster an `HttpProtocolOptions` entry
+    /// (`internal/xds/translator/cluster.go`, `buildTypedExtensionProtocolOptions`): when every
+    /// backend has TLS (ALPN), or one speaks HTTP/2 or WebSocket.
+    pub fn has_protocol_options(&self) -> bool {
+        self.targets.iter().all(|t| t.facts.tls)
+            || self.targets.iter().any(|t| t.facts.http_protocol)
+    }
+}
+
+/// How the extproc on the router tells Envoy which HTTPRoute rule a request takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// By backend (`x-ai-eg-selected-backend`): one HTTPRoute rule per backendRef, the request
+    /// translated on the router; no fallback between backends.
+    Backend,
+    /// By rule (`x-aigw-rule`, the value being the rule's cluster name): one HTTPRoute rule per
+    /// AIGatewayRoute rule listing its backends; Envoy balances, retries and falls back between
+    /// them, and the extproc in the cluster translates each attempt (EnvoyPatchPolicies).
+    Rule,
+}
+
+/// An HTTPRoute rule carrying AI requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendRule {
+    /// Rule name.
+    pub name: String,
+    /// How the rule is selected.
+    pub selection: Selection,
+    /// The header value the rule matches: the backend id, or the rule's cluster name (set when
+    /// the HTTPRoutes are cut, as it names the HTTPRoute and the rule's index in it).
+    pub selector: String,
+    /// Index of the AIGatewayRoute rule it comes from.
+    pub source_rule: usize,
+    /// The filter-config backends it carries.
+    pub backend_ids: Vec<String>,
+    /// Its backendRefs, in order (the order of Envoy Gateway's localities).
+    pub targets: Vec<RuleTarget>,
     /// Rule timeouts (request always set).
     pub request_timeout: String,
     /// Per-attempt timeout.
     pub backend_request_timeout: Option<String>,
+    /// `streamIdleTimeout`: an attempt that receives no byte for this long is abandoned.
+    pub stream_idle_timeout: Option<String>,
     /// Path prefix of the requests the extproc sends this backend, when the AI prefixes do not
-    /// cover it: Envoy re-matches routes after the extproc rewrote `:path`.
+    /// cover it: Envoy re-matches routes after the extproc on the router rewrote `:path`
+    /// ([`Selection::Backend`] only).
     pub upstream_prefix: Option<String>,
+}
+
+impl BackendRule {
+    /// The header the rule matches.
+    pub fn selector_header(&self) -> &'static str {
+        match self.selection {
+            Selection::Backend => fc::SELECTED_BACKEND_HEADER,
+            Selection::Rule => fc::SELECTED_RULE_HEADER,
+        }
+    }
+}
+
+/// An HTTPRoute rule with its first target.
+fn http_rule(
+    name: String,
+    selection: Selection,
+    source_rule: usize,
+    id: String,
+    target: RuleTarget,
+    rule: &model::AiGatewayRouteRule,
+    upstream_prefix: Option<String>,
+) -> BackendRule {
+    let timeouts = rule.timeouts.as_ref();
+    BackendRule {
+        name,
+        selection,
+        selector: id.clone(),
+        source_rule,
+        backend_ids: vec![id],
+        targets: vec![target],
+        request_timeout: timeouts
+            .and_then(|t| t.request.clone())
+            .unwrap_or_else(|| "60s".into()),
+        backend_request_timeout: timeouts.and_then(|t| t.backend_request.clone()),
+        stream_idle_timeout: rule.stream_idle_timeout.clone(),
+        upstream_prefix,
+    }
+}
+
+/// The Envoy cluster Envoy Gateway makes of rule `index` of HTTPRoute `namespace/name`.
+pub fn rule_cluster(namespace: &str, name: &str, index: usize) -> String {
+    format!("httproute/{namespace}/{name}/rule/{index}")
 }
 
 /// The path prefix of the upstream requests of a backend schema (what the extproc rewrites
@@ -166,8 +265,10 @@ pub struct ReferenceGrantPlan {
 /// A rate-limit rule compiled from a QuotaPolicy bucket.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitRule {
-    /// Backend ids whose requests count against the bucket.
-    pub backend_ids: Vec<String>,
+    /// The header naming what the request was routed to.
+    pub selector_header: &'static str,
+    /// Its values for the requests that count against the bucket.
+    pub selectors: Vec<String>,
     /// Extra client selectors of the bucket (Envoy Gateway RateLimitSelectCondition).
     pub client_selectors: Vec<serde_json::Map<String, Value>>,
     /// Tokens (cost units) per unit.
@@ -248,6 +349,20 @@ pub struct Instance {
     pub client_traffic: Option<ClientTrafficPlan>,
     /// The EnvoyPatchPolicy giving Envoy's own replies the client's API shape.
     pub local_replies: Option<LocalRepliesPlan>,
+    /// The Gateway's HTTP and HTTPS listeners.
+    pub listeners: Vec<ListenerPlan>,
+}
+
+/// A Gateway listener, with the xDS route configuration serving it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerPlan {
+    /// Listener name.
+    pub name: String,
+    /// Port.
+    pub port: i64,
+    /// The route configuration Envoy Gateway v1.8 serves it from: named after the first HTTP
+    /// listener on its port (`<namespace>/<gateway>/<listener>`), or after itself for HTTPS.
+    pub route_config: String,
 }
 
 /// The EnvoyPatchPolicy that puts [`crate::emit::local_reply::config`] into the HTTP connection
@@ -440,15 +555,26 @@ impl Planner<'_> {
                 self.route(&route_object, route, &gateway, &mut secrets);
             config.routes.push(fc_route);
             config.backends.extend(backends);
-            for rule in &rules {
-                if rule.target_namespace != namespace {
+            for target in rules.iter().flat_map(|r| &r.targets) {
+                if target.target_namespace != namespace {
                     grants
-                        .entry(rule.target_namespace.clone())
+                        .entry(target.target_namespace.clone())
                         .or_default()
-                        .insert(rule.target.name.clone());
+                        .insert(target.target.name.clone());
                 }
             }
             let parts = self.http_routes(&route_object, route, &gateway, rules);
+            // A rule Envoy balances is named by its cluster, known now that the HTTPRoutes
+            // are cut.
+            if let Some(fc_route) = config.routes.last_mut() {
+                for rule in parts.iter().flat_map(|p| &p.rules) {
+                    if rule.selection == Selection::Rule
+                        && let Some(fc_rule) = fc_route.rules.get_mut(rule.source_rule)
+                    {
+                        fc_rule.cluster = Some(rule.selector.clone());
+                    }
+                }
+            }
             for part in &parts {
                 route_names.insert(part.name.clone());
             }
@@ -477,6 +603,7 @@ impl Planner<'_> {
         }
         let client_traffic = self.client_traffic(&gateway, &name);
         let local_replies = self.local_replies(attached.gateway, &name);
+        let listeners = self.listeners(attached.gateway);
         let workload = self.workload(
             config_object.as_ref().map(|(_, o)| o),
             gateway_config.as_ref(),
@@ -536,6 +663,7 @@ impl Planner<'_> {
             rate_limit,
             client_traffic,
             local_replies,
+            listeners,
         }
     }
 
@@ -550,7 +678,7 @@ impl Planner<'_> {
         let route_name = format!("{}/{}", object.id.namespace, object.id.name);
         let mut fc_rules = Vec::new();
         let mut backends = Vec::new();
-        let mut http_rules = Vec::new();
+        let mut http_rules: Vec<BackendRule> = Vec::new();
         let mut models: BTreeMap<String, Model> = BTreeMap::new();
         let default_created = object
             .document_meta_created(self.input)
@@ -558,13 +686,6 @@ impl Planner<'_> {
             .unwrap_or(0);
         for (i, rule) in route.spec.rules.iter().enumerate() {
             let rule_path = FieldPath::parse("spec.rules").index(i);
-            if rule.stream_idle_timeout.is_some() {
-                self.diags.push(self.input.warning_at(
-                    object,
-                    rule_path.key("streamIdleTimeout"),
-                    "streamIdleTimeout is not applied by aigw yet; streamed responses use Envoy's default stream idle timeout",
-                ));
-            }
             let created = rule
                 .models_created_at
                 .as_deref()
@@ -615,6 +736,7 @@ impl Planner<'_> {
                 }
             }
             let mut weighted = Vec::new();
+            let mut targets = Vec::new();
             let mut has_priority = false;
             for (j, backend_ref) in rule.backend_refs.iter().enumerate() {
                 let ns = backend_ref
@@ -668,31 +790,84 @@ impl Planner<'_> {
                 if weight > 0 {
                     let target = &service_backend.spec.backend_ref;
                     let target_namespace = target.namespace.clone().unwrap_or_else(|| ns.clone());
-                    let timeouts = rule.timeouts.as_ref();
-                    http_rules.push(BackendRule {
-                        name: format!("rule-{i}-ref-{j}"),
-                        backend_id: id,
+                    let facts = self.target_facts(target, &target_namespace);
+                    let rule_target = RuleTarget {
                         target: target.clone(),
                         target_namespace,
-                        request_timeout: timeouts
-                            .and_then(|t| t.request.clone())
-                            .unwrap_or_else(|| "60s".into()),
-                        backend_request_timeout: timeouts.and_then(|t| t.backend_request.clone()),
-                        upstream_prefix: upstream_prefix(&service_backend.spec.schema),
-                    });
+                        weight,
+                        priority,
+                        facts,
+                    };
+                    targets.push((
+                        j,
+                        id,
+                        rule_target,
+                        upstream_prefix(&service_backend.spec.schema),
+                    ));
                 }
             }
-            if has_priority {
-                self.diags.push(self.input.warning_at(
-                    object,
-                    rule_path.key("backendRefs"),
-                    "priority fallback needs retries across backends, which the service topology does not do; backends with priority > 0 are picked only when no priority-0 backend has weight",
-                ));
+            // Envoy Gateway makes one cluster of the rule, whose localities Envoy balances and
+            // falls back between, unless address types mix (then a cluster per backend).
+            let mixed =
+                targets.iter().any(|t| t.2.facts.dns) && targets.iter().any(|t| !t.2.facts.dns);
+            let by_rule = self.options.envoy_patch_policies && !mixed;
+            if by_rule {
+                let mut rest = targets.into_iter();
+                if let Some((_, id, first, _)) = rest.next() {
+                    let mut http = http_rule(
+                        format!("rule-{i}"),
+                        Selection::Rule,
+                        i,
+                        id,
+                        first,
+                        rule,
+                        None,
+                    );
+                    for (_, id, target, _) in rest {
+                        http.backend_ids.push(id);
+                        http.targets.push(target);
+                    }
+                    http_rules.push(http);
+                }
+            } else {
+                for (j, id, target, prefix) in targets {
+                    http_rules.push(http_rule(
+                        format!("rule-{i}-ref-{j}"),
+                        Selection::Backend,
+                        i,
+                        id,
+                        target,
+                        rule,
+                        prefix,
+                    ));
+                }
+            }
+            if !by_rule {
+                let reason = if mixed {
+                    "its Backends mix endpoints by DNS name with IP addresses or Services, for which Envoy Gateway makes a cluster per backend"
+                } else {
+                    "EnvoyPatchPolicies are turned off (--no-envoy-patch-policy)"
+                };
+                if has_priority {
+                    self.diags.push(self.input.warning_at(
+                        object,
+                        rule_path.key("backendRefs"),
+                        format!("priority fallback needs one cluster for the rule, and {reason}: backends with priority > 0 are picked only when no priority-0 backend has weight"),
+                    ));
+                }
+                if rule.stream_idle_timeout.is_some() {
+                    self.diags.push(self.input.warning_at(
+                        object,
+                        rule_path.key("streamIdleTimeout"),
+                        format!("streamIdleTimeout is not applied: it needs one cluster for the rule, and {reason}; streamed responses use Envoy's default stream idle timeout"),
+                    ));
+                }
             }
             fc_rules.push(fc::RouteRule {
                 name: rule.name.clone(),
                 matches,
                 backends: weighted,
+                cluster: None,
             });
         }
         let fc_route = fc::Route {
@@ -743,6 +918,62 @@ impl Planner<'_> {
                 ));
             }
             _ => {}
+        }
+    }
+
+    /// How Envoy Gateway builds the cluster part of a backendRef to `target` (in `ns`).
+    fn target_facts(&self, target: &model::BackendObjectReference, ns: &str) -> TargetFacts {
+        if target.group != EG_GROUP || target.kind != "Backend" {
+            return TargetFacts::default();
+        }
+        let key = (ns.to_string(), target.name.clone());
+        let Some(&index) = self.resolved.eg_backends.get(&key) else {
+            return TargetFacts::default();
+        };
+        let doc = &self.input.document(self.object(index)).value;
+        let endpoints = doc
+            .pointer("/spec/endpoints")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let dns = endpoints.iter().any(|e| e.get("fqdn").is_some());
+        let http_protocol = doc
+            .pointer("/spec/appProtocols")
+            .and_then(Value::as_array)
+            .is_some_and(|protocols| {
+                protocols.iter().filter_map(Value::as_str).any(|p| {
+                    matches!(
+                        p,
+                        "gateway.envoyproxy.io/h2c"
+                            | "gateway.envoyproxy.io/ws"
+                            | "gateway.envoyproxy.io/wss"
+                    )
+                })
+            });
+        let tls = doc.pointer("/spec/tls").is_some()
+            || self.input.objects.iter().any(|o| {
+                o.id.group == crate::model::GATEWAY_GROUP
+                    && o.id.kind == "BackendTLSPolicy"
+                    && o.id.namespace == ns
+                    && self
+                        .input
+                        .document(o)
+                        .value
+                        .pointer("/spec/targetRefs")
+                        .and_then(Value::as_array)
+                        .is_some_and(|refs| {
+                            refs.iter().any(|r| {
+                                r.get("group").and_then(Value::as_str) == Some(EG_GROUP)
+                                    && r.get("kind").and_then(Value::as_str) == Some("Backend")
+                                    && r.get("name").and_then(Value::as_str)
+                                        == Some(target.name.as_str())
+                            })
+                        })
+            });
+        TargetFacts {
+            dns,
+            tls,
+            http_protocol,
         }
     }
 
@@ -900,12 +1131,17 @@ impl Planner<'_> {
             } else {
                 MAX_RULES_PER_ROUTE
             };
-            let chunk: Vec<BackendRule> = remaining.by_ref().take(capacity).collect();
+            let mut chunk: Vec<BackendRule> = remaining.by_ref().take(capacity).collect();
             let name = if part == 0 {
                 base.clone()
             } else {
                 bounded_name(&format!("{base}-{}", part + 1), 253)
             };
+            for (index, rule) in chunk.iter_mut().enumerate() {
+                if rule.selection == Selection::Rule {
+                    rule.selector = rule_cluster(&gateway.namespace, &name, index);
+                }
+            }
             out.push(HttpRoutePlan {
                 name,
                 source: object.id.clone(),
@@ -942,6 +1178,8 @@ impl Planner<'_> {
         let mut sources = Vec::new();
         let mut costs = Vec::new();
         let mut by_backend_model: BTreeMap<(Key, String), Vec<String>> = BTreeMap::new();
+        // Rules of several backends with a quota on one: the limit counts on the rule.
+        let mut shared_rules = BTreeSet::new();
         for (i, rule) in route.spec.rules.iter().enumerate() {
             for (j, backend_ref) in rule.backend_refs.iter().enumerate() {
                 let ns = backend_ref
@@ -993,14 +1231,31 @@ impl Planner<'_> {
                         service_backend: Some(format!("{}/{}", key.0, key.1)),
                         model: Some(model.clone()),
                     });
+                    let mut selectors = Vec::new();
+                    let mut selector_header = fc::SELECTED_BACKEND_HEADER;
                     for part in parts {
-                        if part.rules.iter().any(|r| ids.contains(&r.backend_id)) {
+                        let mut used = false;
+                        for rule in &part.rules {
+                            if !rule.backend_ids.iter().any(|b| ids.contains(b)) {
+                                continue;
+                            }
+                            used = true;
+                            selector_header = rule.selector_header();
+                            if !selectors.contains(&rule.selector) {
+                                selectors.push(rule.selector.clone());
+                            }
+                            if rule.selection == Selection::Rule && rule.backend_ids.len() > 1 {
+                                shared_rules.insert(rule.source_rule);
+                            }
+                        }
+                        if used {
                             targets.push(part.name.clone());
                         }
                     }
                     for bucket in &quota.quota.bucket_rules {
                         rules.push(RateLimitRule {
-                            backend_ids: ids.clone(),
+                            selector_header,
+                            selectors: selectors.clone(),
                             client_selectors: bucket.client_selectors.clone(),
                             limit: bucket.quota.limit,
                             unit: unit(bucket.quota.duration),
@@ -1012,7 +1267,8 @@ impl Planner<'_> {
                         // rule's condition, inverted, joins the default's selector.
                         match default_bucket_selectors(&quota.quota.bucket_rules) {
                             Ok(client_selectors) => rules.push(RateLimitRule {
-                                backend_ids: ids.clone(),
+                                selector_header,
+                                selectors: selectors.clone(),
                                 client_selectors,
                                 limit: default.limit,
                                 unit: unit(default.duration),
@@ -1064,6 +1320,13 @@ impl Planner<'_> {
             }
         }
         costs.dedup();
+        for i in shared_rules {
+            self.diags.push(self.input.warning_at(
+                object,
+                FieldPath::parse("spec.rules").index(i).key("backendRefs"),
+                "a QuotaPolicy limits a backend of this rule, which has several: the rate limit is checked before Envoy picks the backend, so every request of the rule counts against it (costs are charged only for the backend that answers)",
+            ));
+        }
         (rules, targets, sources, costs)
     }
 
@@ -1392,6 +1655,32 @@ fn gateway_namespaces(input: &Validated, resolved: &Resolved) -> BTreeMap<Key, B
 impl Planner<'_> {
     /// The local-reply EnvoyPatchPolicy of a Gateway: its HTTP and HTTPS listeners, the first
     /// of each port. None when EnvoyPatchPolicies are off or no listener speaks HTTP.
+    fn listeners(&self, gateway: usize) -> Vec<ListenerPlan> {
+        let object = self.object(gateway);
+        let Body::Gateway(view) = &object.body else {
+            return Vec::new();
+        };
+        let xds_name =
+            |listener: &str| format!("{}/{}/{listener}", object.id.namespace, object.id.name);
+        view.listeners
+            .iter()
+            .filter(|l| matches!(l.protocol.as_str(), "HTTP" | "HTTPS"))
+            .map(|l| {
+                let first = view
+                    .listeners
+                    .iter()
+                    .find(|f| f.protocol == "HTTP" && f.port == l.port)
+                    .filter(|_| l.protocol == "HTTP")
+                    .unwrap_or(l);
+                ListenerPlan {
+                    name: l.name.clone(),
+                    port: l.port,
+                    route_config: xds_name(&first.name),
+                }
+            })
+            .collect()
+    }
+
     fn local_replies(&self, gateway: usize, name: &str) -> Option<LocalRepliesPlan> {
         if !self.options.envoy_patch_policies {
             return None;

@@ -171,7 +171,10 @@ fn immediate(status: u16, body: Vec<u8>, details: &str) -> ProcessingResponse {
                 }),
                 body,
                 grpc_status: None,
-                details: details.to_string(),
+                // Envoy's local reply mappers leave replies with this prefix alone: they are
+                // shaped already (and the filter of a rule cluster cannot mark them through
+                // the downstream metadata).
+                details: format!("{}{details}", aigw_filterconfig::SHAPED_REPLY_PREFIX),
             },
         )),
         ..Default::default()

@@ -89,7 +89,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aigw_filterconfig::{
     Credential, FilterConfig, METADATA_NAMESPACE, MODEL_HEADER, OidcExchange,
-    SELECTED_BACKEND_HEADER,
+    SELECTED_BACKEND_HEADER, SELECTED_RULE_HEADER,
 };
 use base64::Engine;
 use serde_json::{Map, Value, json};
@@ -248,7 +248,10 @@ pub fn emit(
             "Envoy's admin interface (--envoy-admin-port)".to_string(),
         )]),
         request_timeout: format!("{}s", options.request_receive_timeout_secs),
+        retries: BTreeMap::new(),
+        referenced: BTreeSet::new(),
     };
+    out.collect_retries();
     for instance in &plan.instances {
         out.instance(instance);
     }
@@ -267,7 +270,12 @@ pub fn emit(
         },
         "static_resources": {
             "listeners": out.listeners,
-            "clusters": out.clusters.values().cloned().collect::<Vec<_>>(),
+            "clusters": out
+                .clusters
+                .iter()
+                .filter(|(name, _)| out.referenced.contains(*name))
+                .map(|(_, cluster)| cluster.clone())
+                .collect::<Vec<_>>(),
         },
     });
     if !out.errors.is_empty() {
@@ -303,6 +311,12 @@ struct Emitter<'a> {
     ports: BTreeMap<u16, String>,
     /// The listeners' `request_timeout`.
     request_timeout: String,
+    /// Route retry policies from the user's BackendTrafficPolicies, by (namespace, target
+    /// kind, target name).
+    retries: BTreeMap<(String, &'static str, String), Value>,
+    /// Clusters that routes or filters use (a Backend's own cluster is only a part of its
+    /// rule's cluster when Envoy balances the rule).
+    referenced: BTreeSet<String>,
 }
 
 /// How a route matches the path.
@@ -357,6 +371,8 @@ enum Action {
         cluster: String,
         timeout_ms: Option<u64>,
         auto_host_rewrite: bool,
+        /// The route's `retry_policy`, from the user's BackendTrafficPolicy.
+        retry: Option<Value>,
     },
     Respond {
         status: u64,
@@ -625,7 +641,7 @@ fn access_log(keys: &BTreeSet<String>) -> Value {
     ] {
         format.insert(field.into(), json!(operator));
     }
-    for header in [MODEL_HEADER, SELECTED_BACKEND_HEADER] {
+    for header in [MODEL_HEADER, SELECTED_BACKEND_HEADER, SELECTED_RULE_HEADER] {
         format.insert(
             header.into(),
             json!(format!("%REQ({})%", header.to_ascii_uppercase())),
@@ -754,6 +770,85 @@ fn ext_proc_filter(
     }))
 }
 
+/// A BackendTrafficPolicy `retry` as Envoy Gateway v1.8 translates it
+/// (`internal/gatewayapi/clustersettings.go` `buildRetry`, `internal/xds/translator/route.go`
+/// `buildRetryPolicy`): Envoy Gateway's defaults (`connect-failure,refused-stream,unavailable,
+/// cancelled,retriable-status-codes` on 503, 2 retries, other hosts first, 5 host selection
+/// attempts), then the policy's fields; triggers are deduplicated and sorted, and given status
+/// codes replace 503.
+pub fn retry_policy(retry: &Value) -> Result<Value, String> {
+    let mut policy = json!({
+        "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+        "retriable_status_codes": [503],
+        "num_retries": 2,
+        "retry_host_predicate": [{
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
+        }],
+        "host_selection_retry_max_attempts": 5,
+    });
+    if let Some(n) = retry.get("numRetries").and_then(Value::as_u64) {
+        policy["num_retries"] = json!(n);
+    }
+    if let Some(n) = retry
+        .get("numAttemptsPerPriority")
+        .and_then(Value::as_u64)
+        .filter(|n| *n > 0)
+    {
+        policy["retry_priority"] = json!({
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": n,
+            },
+        });
+    }
+    if let Some(on) = retry.get("retryOn") {
+        let triggers: BTreeSet<&str> = items(on, "/triggers")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        if !triggers.is_empty() {
+            policy["retry_on"] = json!(triggers.into_iter().collect::<Vec<_>>().join(","));
+        }
+        let codes: BTreeSet<u64> = items(on, "/httpStatusCodes")
+            .iter()
+            .filter_map(Value::as_u64)
+            .collect();
+        policy["retriable_status_codes"] = json!(codes.into_iter().collect::<Vec<_>>());
+    }
+    if let Some(per_retry) = retry.get("perRetry") {
+        if let Some(timeout) = text(per_retry, "/timeout") {
+            let ms = duration_ms(timeout)
+                .ok_or_else(|| format!("perRetry.timeout {timeout:?} is not a duration"))?;
+            policy["per_try_timeout"] = json!(proto_duration(ms));
+        }
+        if let Some(back_off) = per_retry.get("backOff") {
+            let mut out = Map::new();
+            let mut intervals = Vec::new();
+            for (field, envoy) in [
+                ("baseInterval", "base_interval"),
+                ("maxInterval", "max_interval"),
+            ] {
+                if let Some(value) = text(back_off, &format!("/{field}")) {
+                    let ms = duration_ms(value).filter(|ms| *ms > 0).ok_or_else(|| {
+                        format!("perRetry.backOff.{field} {value:?} must be a positive duration")
+                    })?;
+                    out.insert(envoy.into(), json!(proto_duration(ms)));
+                    intervals.push(ms);
+                }
+            }
+            if let [base, max] = intervals[..]
+                && max < base
+            {
+                return Err("perRetry.backOff.maxInterval is shorter than baseInterval".into());
+            }
+            policy["retry_back_off"] = Value::Object(out);
+        }
+    }
+    Ok(policy)
+}
+
 fn route_to_envoy(route: &IrRoute) -> Value {
     let mut matcher = route
         .path
@@ -779,11 +874,15 @@ fn route_to_envoy(route: &IrRoute) -> Value {
             cluster,
             timeout_ms,
             auto_host_rewrite,
+            retry,
         } => {
             let mut action = json!({
                 "cluster": cluster,
                 "upgrade_configs": [{"upgrade_type": "websocket"}],
             });
+            if let Some(retry) = retry {
+                action["retry_policy"] = retry.clone();
+            }
             if let Some(ms) = timeout_ms {
                 action["timeout"] = json!(proto_duration(*ms));
                 let idle = if *ms == 0 {
@@ -987,6 +1086,7 @@ impl<'a> Emitter<'a> {
                         },
                     }),
                 );
+                self.referenced.insert(config_name.clone());
                 ext_names.push(filter_name);
             }
             for target in items(policy, "/spec/targetRefs") {
@@ -1076,6 +1176,7 @@ impl<'a> Emitter<'a> {
             )));
             return;
         };
+        let first_listener = self.listeners.len();
         let mut done = vec![false; view.listeners.len()];
         for (i, listener) in view.listeners.iter().enumerate() {
             if done[i] {
@@ -1207,6 +1308,20 @@ impl<'a> Emitter<'a> {
             }));
         }
 
+        // aigw's own EnvoyPatchPolicies, applied as Envoy Gateway applies them.
+        for policy in super::attempts::policies(instance) {
+            let policy_name = text(&policy, "/metadata/name")
+                .unwrap_or_default()
+                .to_string();
+            for patch in items(&policy, "/spec/jsonPatches") {
+                if let Err(err) = self.apply_patch(patch, first_listener) {
+                    self.errors.push(fail(format!(
+                        "internal error: EnvoyPatchPolicy {policy_name}: {err}"
+                    )));
+                }
+            }
+        }
+
         // The extproc's files.
         let config = relocated(&instance.config);
         match serde_json::to_value(&config) {
@@ -1269,6 +1384,45 @@ impl<'a> Emitter<'a> {
         })
     }
 
+    /// The retry policies of the user's BackendTrafficPolicies, by target; a policy with a
+    /// retry Envoy Gateway would refuse is an error here too.
+    fn collect_retries(&mut self) {
+        let input: &'a Validated = self.input;
+        for object in &input.objects {
+            if object.id.group != EG_GROUP || object.id.kind != "BackendTrafficPolicy" {
+                continue;
+            }
+            let doc = &input.document(object).value;
+            let Some(retry) = doc.pointer("/spec/retry") else {
+                continue;
+            };
+            let policy = match retry_policy(retry) {
+                Ok(policy) => policy,
+                Err(message) => {
+                    self.errors.push(input.error_at(
+                        object,
+                        FieldPath::parse("spec.retry"),
+                        message,
+                    ));
+                    continue;
+                }
+            };
+            let targets = items(doc, "/spec/targetRefs")
+                .iter()
+                .chain(doc.pointer("/spec/targetRef"));
+            for target in targets {
+                let kind = match text(target, "/kind") {
+                    Some("HTTPRoute") => "HTTPRoute",
+                    Some("Gateway") => "Gateway",
+                    _ => continue,
+                };
+                let name = text(target, "/name").unwrap_or_default().to_string();
+                self.retries
+                    .insert((object.id.namespace.clone(), kind, name), policy.clone());
+            }
+        }
+    }
+
     /// Warns about input objects that shape traffic on a cluster but that the standalone
     /// Envoy, which carries the AIGatewayRoutes only, does not apply.
     fn not_applied(&mut self, plan: &Plan) {
@@ -1286,6 +1440,29 @@ impl<'a> Emitter<'a> {
             let (group, kind) = (object.id.group.as_str(), object.id.kind.as_str());
             let applies = (group == GATEWAY_GROUP && ROUTES.contains(&kind))
                 || (group == EG_GROUP && POLICIES.contains(&kind));
+            if applies && group == EG_GROUP && kind == "BackendTrafficPolicy" {
+                // Retries are applied; any other setting is not.
+                let spec = input.document(object).value.pointer("/spec").cloned();
+                let others: Vec<String> = spec
+                    .as_ref()
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flat_map(|m| m.keys())
+                    .filter(|k| !matches!(k.as_str(), "targetRef" | "targetRefs" | "retry"))
+                    .cloned()
+                    .collect();
+                if !others.is_empty() {
+                    self.warnings.push(input.warning_at(
+                        object,
+                        FieldPath::parse("spec"),
+                        format!(
+                            "the standalone Envoy applies a BackendTrafficPolicy's retry only; {} not applied",
+                            others.join(", ")
+                        ),
+                    ));
+                }
+                continue;
+            }
             if applies {
                 self.warnings.push(input.warning_at(
                     object,
@@ -1462,10 +1639,20 @@ impl<'a> Emitter<'a> {
                 Some(action) => action,
                 None => {
                     let refs = items(rule, "/backendRefs");
-                    let [backend] = refs else {
-                        return Err(format!("rule {i}: expected one backendRef"));
+                    let by_rule = items(rule, "/matches").iter().any(|m| {
+                        items(m, "/headers")
+                            .iter()
+                            .any(|h| text(h, "/name") == Some(SELECTED_RULE_HEADER))
+                    });
+                    let cluster = if by_rule {
+                        self.rule_cluster(instance, &plan::rule_cluster(namespace, name, i), refs)?
+                    } else {
+                        let [backend] = refs else {
+                            return Err(format!("rule {i}: expected one backendRef"));
+                        };
+                        self.backend_cluster(instance, backend)?
                     };
-                    let cluster = self.backend_cluster(instance, backend)?;
+                    self.referenced.insert(cluster.clone());
                     let timeout = |field: &str| -> Result<Option<u64>, String> {
                         text(rule, field)
                             .map(|t| {
@@ -1478,6 +1665,7 @@ impl<'a> Emitter<'a> {
                         timeout_ms: timeout("/timeouts/backendRequest")?
                             .or(timeout("/timeouts/request")?),
                         auto_host_rewrite,
+                        retry: self.retry_of(namespace, name, &instance.gateway.name),
                     }
                 }
             };
@@ -1513,6 +1701,189 @@ impl<'a> Emitter<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// The cluster of an HTTPRoute rule whose backends Envoy balances, as Envoy Gateway builds
+    /// it (`internal/xds/translator/cluster.go`, `buildXdsClusterLoadAssignment` with
+    /// `buildWeightedLocalities`): one locality per backendRef, `region`
+    /// `<cluster>/backend/<k>`, weighted by the backendRef's weight, with locality-weighted
+    /// balancing; the endpoints and settings of each Backend as [`Self::backend_cluster`] makes
+    /// them. Backends with different TLS settings keep theirs through transport socket matches
+    /// on endpoint metadata.
+    fn rule_cluster(
+        &mut self,
+        instance: &Instance,
+        cluster: &str,
+        refs: &[Value],
+    ) -> Result<String, String> {
+        let mut localities = Vec::new();
+        let mut kinds = BTreeSet::new();
+        let mut sockets: Vec<Option<Value>> = Vec::new();
+        let mut protocols: Vec<Option<Value>> = Vec::new();
+        for (k, backend_ref) in refs.iter().enumerate() {
+            let name = self.backend_cluster(instance, backend_ref)?;
+            let Some(backend) = self.clusters.get(&name).filter(|v| !v.is_null()).cloned() else {
+                // Reported when the Backend was found wanting.
+                continue;
+            };
+            kinds.insert(backend.get("cluster_type").map_or("static", |_| "dns"));
+            sockets.push(backend.get("transport_socket").cloned());
+            protocols.push(
+                backend
+                    .pointer(&format!(
+                        "/typed_extension_protocol_options/{HTTP_PROTOCOL_OPTIONS}"
+                    ))
+                    .cloned(),
+            );
+            let mut locality = json!({
+                "locality": {"region": format!("{cluster}/backend/{k}")},
+                "lb_endpoints": backend.pointer("/load_assignment/endpoints/0/lb_endpoints").cloned().unwrap_or(json!([])),
+                "load_balancing_weight": backend_ref.get("weight").and_then(Value::as_u64).unwrap_or(1),
+            });
+            if let Some(lb_endpoints) = locality["lb_endpoints"].as_array_mut() {
+                for endpoint in lb_endpoints {
+                    endpoint["metadata"] = json!({"filter_metadata": {"envoy.transport_socket_match": {"aigw.backend": k.to_string()}}});
+                }
+            }
+            localities.push(locality);
+        }
+        if kinds.len() > 1 {
+            return Err(format!(
+                "cluster {cluster} mixes Backends with DNS names and addresses"
+            ));
+        }
+        let mut value = json!({
+            "name": cluster,
+            "connect_timeout": CONNECT_TIMEOUT,
+            "lb_policy": "LEAST_REQUEST",
+            "per_connection_buffer_limit_bytes": CLUSTER_BUFFER_LIMIT,
+            "ignore_health_on_host_removal": true,
+            "circuit_breakers": {"thresholds": [{"max_retries": 1024}]},
+            "common_lb_config": {"locality_weighted_lb_config": {}},
+            "load_assignment": {"cluster_name": cluster, "endpoints": localities},
+        });
+        if kinds.contains("dns") {
+            value["cluster_type"] = json!({
+                "name": "envoy.cluster.dns",
+                "typed_config": typed("envoy.extensions.clusters.dns.v3.DnsCluster", json!({
+                    "dns_lookup_family": "V4_PREFERRED",
+                    "dns_refresh_rate": DNS_REFRESH_RATE,
+                    "respect_dns_ttl": true,
+                })),
+            });
+        } else {
+            value["type"] = json!("STATIC");
+        }
+        // As Envoy Gateway: ALPN when every backend has TLS, HTTP/2 when one speaks it.
+        let h2 = protocols
+            .iter()
+            .flatten()
+            .find(|p| p.get("explicit_http_config").is_some());
+        let all_tls = !sockets.is_empty() && sockets.iter().all(Option::is_some);
+        let protocol = match (h2, all_tls) {
+            (Some(h2), _) => Some(h2.clone()),
+            (None, true) => Some(typed(
+                HTTP_PROTOCOL_OPTIONS,
+                json!({"auto_config": {"http_protocol_options": {}, "http2_protocol_options": {}}}),
+            )),
+            (None, false) => None,
+        };
+        if let Some(protocol) = protocol {
+            value["typed_extension_protocol_options"] = json!({HTTP_PROTOCOL_OPTIONS: protocol});
+        }
+        let distinct: BTreeSet<String> = sockets
+            .iter()
+            .map(|s| s.as_ref().map(Value::to_string).unwrap_or_default())
+            .collect();
+        if distinct.len() == 1 {
+            if let Some(Some(socket)) = sockets.first() {
+                value["transport_socket"] = socket.clone();
+            }
+        } else {
+            let matches: Vec<Value> = sockets
+                .iter()
+                .enumerate()
+                .filter_map(|(k, socket)| {
+                    let socket = socket.as_ref()?;
+                    Some(json!({
+                        "name": format!("backend/{k}"),
+                        "match": {"aigw.backend": k.to_string()},
+                        "transport_socket": socket,
+                    }))
+                })
+                .collect();
+            value["transport_socket_matches"] = json!(matches);
+        }
+        if value.get("transport_socket_matches").is_none() {
+            // Endpoint metadata only serves socket matches.
+            if let Some(localities) = value["load_assignment"]["endpoints"].as_array_mut() {
+                for locality in localities {
+                    if let Some(lb_endpoints) = locality["lb_endpoints"].as_array_mut() {
+                        for endpoint in lb_endpoints {
+                            if let Some(map) = endpoint.as_object_mut() {
+                                map.remove("metadata");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.clusters.insert(cluster.to_string(), value);
+        Ok(cluster.to_string())
+    }
+
+    /// Applies one EnvoyPatchPolicy patch to the resource it names: a cluster (or its load
+    /// assignment, which Envoy Gateway sends as a ClusterLoadAssignment for EDS clusters), or
+    /// the route configuration of a listener from `listeners_from` on.
+    fn apply_patch(&mut self, patch: &Value, listeners_from: usize) -> Result<(), String> {
+        let name = text(patch, "/name").unwrap_or_default();
+        let kind = text(patch, "/type").unwrap_or_default();
+        let operation = patch
+            .get("operation")
+            .ok_or_else(|| "a patch has no operation".to_string())?;
+        let missing = || format!("{kind} {name} does not exist");
+        let resource = match kind.rsplit('.').next().unwrap_or_default() {
+            "Cluster" => self.clusters.get_mut(name).ok_or_else(missing)?,
+            "ClusterLoadAssignment" => self
+                .clusters
+                .get_mut(name)
+                .and_then(|c| c.get_mut("load_assignment"))
+                .ok_or_else(missing)?,
+            "RouteConfiguration" => {
+                const ROUTE_CONFIG: &str =
+                    "/default_filter_chain/filters/0/typed_config/route_config";
+                let position = self.listeners[listeners_from..]
+                    .iter()
+                    .position(|l| {
+                        l.pointer(ROUTE_CONFIG)
+                            .and_then(|rc| rc.get("name"))
+                            .and_then(Value::as_str)
+                            == Some(name)
+                    })
+                    .ok_or_else(missing)?;
+                self.listeners[listeners_from + position]
+                    .pointer_mut(ROUTE_CONFIG)
+                    .ok_or_else(missing)?
+            }
+            _ => {
+                return Err(format!(
+                    "patches of {kind} are not applied by the standalone target"
+                ));
+            }
+        };
+        super::jsonpatch::apply(resource, operation)
+    }
+
+    /// The retry policy of the routes of HTTPRoute `namespace/name`: from the user's
+    /// BackendTrafficPolicy targeting the HTTPRoute, else the one targeting its Gateway.
+    fn retry_of(&self, namespace: &str, name: &str, gateway: &str) -> Option<Value> {
+        self.retries
+            .get(&(namespace.to_string(), "HTTPRoute", name.to_string()))
+            .or_else(|| {
+                self.retries
+                    .get(&(namespace.to_string(), "Gateway", gateway.to_string()))
+            })
+            .cloned()
     }
 
     /// The cluster of an HTTPRoute backendRef (an Envoy Gateway Backend); builds it once.

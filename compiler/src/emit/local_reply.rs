@@ -4,7 +4,7 @@
 //! generates (an EnvoyPatchPolicy, see [`super::routing`]), since Envoy Gateway has no API for
 //! local replies (`responseOverride` of a BackendTrafficPolicy rewrites provider answers too).
 
-use aigw_filterconfig::{ERROR_SHAPE_KEY, METADATA_NAMESPACE};
+use aigw_filterconfig::{ERROR_SHAPE_KEY, METADATA_NAMESPACE, SHAPED_REPLY_PREFIX};
 use serde_json::{Value, json};
 
 use super::envoy::typed;
@@ -12,8 +12,8 @@ use super::envoy::typed;
 /// Envoy's own error replies to AI requests (timeouts, resets, no healthy upstream, bodies
 /// over the buffer limit) in the client's API shape, as the extproc answers: OpenAI's, or
 /// Anthropic's on the Messages API. The extproc says which in the `error_shape` metadata when a
-/// request reaches an AI endpoint, and empties it when it answers the request itself, so its own
-/// answers and every other route's replies are left alone. A response over the buffer limit is
+/// request reaches an AI endpoint, so every other route's replies are left alone; its own
+/// answers carry response code details starting with `aigw_` and are left alone too. A response over the buffer limit is
 /// the provider's fault: 502, not Envoy's 500.
 pub fn config() -> Value {
     // (status, OpenAI type, OpenAI code, Anthropic type).
@@ -49,7 +49,14 @@ pub fn config() -> Value {
         };
         json!({"json_format": format, "content_type": "application/json"})
     };
-    let mut mappers = Vec::new();
+    // The extproc's own answers (from either of its filters) are shaped already.
+    let mut mappers = vec![json!({"filter": {"extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": typed(
+            "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            json!({"expression": format!("response.code_details.startsWith('{SHAPED_REPLY_PREFIX}')")}),
+        ),
+    }}})];
     for (shape, anthropic) in [("anthropic", true), ("openai", false)] {
         let ai = json!({"metadata_filter": {"matcher": {
             "filter": METADATA_NAMESPACE,

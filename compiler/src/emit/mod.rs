@@ -12,7 +12,9 @@
 //! Every generated object carries the `app.kubernetes.io/managed-by: aigw` label and the
 //! `aigateway.envoyproxy.io/generated-from` annotation naming its source.
 
+pub mod attempts;
 pub mod envoy;
+pub mod jsonpatch;
 pub mod local_reply;
 pub mod routing;
 pub mod shard;

@@ -12,7 +12,7 @@ use super::{GENERATED_FROM, MANAGED_BY, lineage, metadata, through_typed};
 use crate::diag::Diagnostic;
 use crate::model::{EG_GROUP, GATEWAY_GROUP};
 use crate::plan::{self, HttpRoutePlan, Instance, RateLimitPlan};
-use aigw_filterconfig::{METADATA_NAMESPACE, SELECTED_BACKEND_HEADER};
+use aigw_filterconfig::METADATA_NAMESPACE;
 
 /// Label naming the extproc instance of a generated object; the EnvoyExtensionPolicy selects
 /// the HTTPRoutes by it.
@@ -105,6 +105,7 @@ pub fn emit_with<T: Send>(
     if let Some(local_replies) = &instance.local_replies {
         objects.push(local_replies_policy(instance, local_replies));
     }
+    objects.extend(super::attempts::policies(instance));
     rendered.extend(objects.into_iter().map(&finish));
     if errors.is_empty() {
         Ok(rendered)
@@ -181,18 +182,25 @@ fn http_route(instance: &Instance, route: &HttpRoutePlan) -> Value {
         .rules
         .iter()
         .map(|rule| {
-            let mut backend = json!({
-                "group": rule.target.group,
-                "kind": rule.target.kind,
-                "name": rule.target.name,
-                "weight": 1,
-            });
-            if rule.target_namespace != instance.namespace {
-                backend["namespace"] = json!(rule.target_namespace);
-            }
-            if let Some(port) = rule.target.port {
-                backend["port"] = json!(port);
-            }
+            let backends: Vec<Value> = rule
+                .targets
+                .iter()
+                .map(|t| {
+                    let mut backend = json!({
+                        "group": t.target.group,
+                        "kind": t.target.kind,
+                        "name": t.target.name,
+                        "weight": t.weight,
+                    });
+                    if t.target_namespace != instance.namespace {
+                        backend["namespace"] = json!(t.target_namespace);
+                    }
+                    if let Some(port) = t.target.port {
+                        backend["port"] = json!(port);
+                    }
+                    backend
+                })
+                .collect();
             let mut timeouts = json!({"request": rule.request_timeout});
             if let Some(backend_request) = &rule.backend_request_timeout {
                 timeouts["backendRequest"] = json!(backend_request);
@@ -200,11 +208,11 @@ fn http_route(instance: &Instance, route: &HttpRoutePlan) -> Value {
             json!({
                 "name": rule.name,
                 "matches": path_matches(
-                    json!([{"type": "Exact", "name": SELECTED_BACKEND_HEADER, "value": rule.backend_id}]),
+                    json!([{"type": "Exact", "name": rule.selector_header(), "value": rule.selector}]),
                     rule.upstream_prefix.as_deref(),
                 ),
                 "filters": [extension_ref(&route.host_rewrite_filter)],
-                "backendRefs": [backend],
+                "backendRefs": backends,
                 "timeouts": timeouts,
             })
         })
@@ -298,6 +306,10 @@ fn extension_policy(instance: &Instance) -> Value {
     if !accessible.is_empty() {
         ours["metadata"]["accessibleNamespaces"] = json!(accessible);
     }
+    if super::attempts::any(instance) {
+        // The backend that answered, for rules Envoy balances.
+        ours["processingMode"]["response"]["attributes"] = json!(["upstream.locality"]);
+    }
     // User filters for the same routes run first: they see the client's request, before the
     // extproc routes, translates and adds credentials.
     let mut ext_procs: Vec<Value> = policy.merged.get("extProc").cloned().unwrap_or_default();
@@ -354,11 +366,11 @@ fn traffic_policy(instance: &Instance, plan: &RateLimitPlan) -> Value {
         .rules
         .iter()
         .map(|rule| {
-            let backend_header = if rule.backend_ids.len() == 1 {
-                json!({"name": SELECTED_BACKEND_HEADER, "type": "Exact", "value": rule.backend_ids[0], "invert": false})
+            let backend_header = if rule.selectors.len() == 1 {
+                json!({"name": rule.selector_header, "type": "Exact", "value": rule.selectors[0], "invert": false})
             } else {
-                let alternatives: Vec<String> = rule.backend_ids.iter().map(|id| regex::escape(id)).collect();
-                json!({"name": SELECTED_BACKEND_HEADER, "type": "RegularExpression", "value": format!("^({})$", alternatives.join("|")), "invert": false})
+                let alternatives: Vec<String> = rule.selectors.iter().map(|id| regex::escape(id)).collect();
+                json!({"name": rule.selector_header, "type": "RegularExpression", "value": format!("^({})$", alternatives.join("|")), "invert": false})
             };
             let selectors: Vec<Value> = if rule.client_selectors.is_empty() {
                 vec![json!({"headers": [backend_header]})]

@@ -187,6 +187,7 @@ mod tests {
                         weight: 1,
                         priority: 0,
                     }],
+                    cluster: Some(format!("httproute/ns/route-{r}/rule/{i}")),
                 });
             }
             config.routes.push(Route {

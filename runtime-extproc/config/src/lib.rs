@@ -32,6 +32,10 @@ pub const MODEL_HEADER: &str = "x-ai-eg-model";
 /// request itself. The generated Envoy configuration reads it (local reply mappers).
 pub const ERROR_SHAPE_KEY: &str = "error_shape";
 
+/// Prefix of the response code details of the extproc's own answers (`aigw_model_not_found`):
+/// the generated local reply configuration leaves replies with it as they are.
+pub const SHAPED_REPLY_PREFIX: &str = "aigw_";
+
 /// Header carrying the backend the extproc selected; the generated routes match on it.
 pub const SELECTED_BACKEND_HEADER: &str = "x-ai-eg-selected-backend";
 
