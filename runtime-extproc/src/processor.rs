@@ -770,7 +770,7 @@ impl Processor {
                         header_value(MODEL_HEADER, &model),
                         header_value(SELECTED_RULE_HEADER, cluster),
                     ],
-                    remove_headers: vec![],
+                    remove_headers: self.client_credentials_for(rule),
                 }),
                 clear_route_cache: true,
                 ..Default::default()
@@ -799,6 +799,26 @@ impl Processor {
         let mut response = body_response(common, true);
         response.dynamic_metadata = Some(metadata);
         Ok(response)
+    }
+
+    /// The client's credential headers, when every backend of `rule` sends its own: removed
+    /// on the router already, so that they reach no provider even if an attempt is not
+    /// processed (a cluster missing its extproc filter). Headers a backend reads per-request
+    /// credentials from stay.
+    fn client_credentials_for(&self, rule: &crate::config::Rule) -> Vec<String> {
+        let backends = || rule.backends.iter().filter(|(_, w, _)| *w > 0);
+        if !backends().all(|(b, _, _)| b.auth.is_some()) {
+            return Vec::new();
+        }
+        let read: Vec<String> = backends()
+            .filter_map(|(b, _, _)| b.auth.as_ref())
+            .flat_map(|a| a.override_headers())
+            .collect();
+        CLIENT_CREDENTIAL_HEADERS
+            .iter()
+            .filter(|h| self.header(h).is_some() && !read.iter().any(|r| r == *h))
+            .map(|h| h.to_string())
+            .collect()
     }
 
     fn no_backend(&self, model: &str) -> ProcessingResponse {

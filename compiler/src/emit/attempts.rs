@@ -28,6 +28,9 @@ use super::metadata;
 use crate::model::GATEWAY_GROUP;
 use crate::plan::{self, BackendRule, HttpRoutePlan, Instance, Selection};
 
+/// Suffix of the policies' names (`aigw-extproc-<gateway>-upstream`, `…-upstream-2`, ...).
+pub const POLICY_SUFFIX: &str = "-upstream";
+
 /// Name of the extproc filter in each rule cluster.
 pub const UPSTREAM_FILTER: &str = "envoy.filters.http.ext_proc/aigw-upstream";
 /// Envoy's key for the upstream HTTP protocol options of a cluster.
@@ -233,7 +236,7 @@ pub fn policies(instance: &Instance) -> Vec<Value> {
             }
         }
     }
-    let base = plan::bounded_name(&format!("{}-upstream", instance.name), 253);
+    let base = plan::bounded_name(&format!("{}{POLICY_SUFFIX}", instance.name), 253);
     groups
         .into_iter()
         .enumerate()

@@ -1825,7 +1825,15 @@ const FALLBACK_CHAT: &[u8] =
 #[test]
 fn a_rule_with_a_cluster_is_only_selected_on_the_router() {
     let mut p = Processor::new(fallback_config(), Arc::new(Metrics::new()));
-    p.handle(chat_headers());
+    p.handle(headers(
+        &[
+            (":path", "/v1/chat/completions"),
+            (":method", "POST"),
+            (":authority", "gw.example:8080"),
+            ("authorization", "Bearer client-key"),
+        ],
+        false,
+    ));
     let r = p.handle(body(FALLBACK_CHAT, false));
     let common = common_of(&r);
     assert!(common.clear_route_cache);
@@ -1843,6 +1851,11 @@ fn a_rule_with_a_cluster_is_only_selected_on_the_router() {
             ),
             ("x-ai-eg-model".to_string(), "claude".to_string()),
         ])
+    );
+    // Every backend sends its own credential: the client's is dropped here already.
+    assert_eq!(
+        common.header_mutation.as_ref().unwrap().remove_headers,
+        ["authorization"]
     );
     assert_eq!(metadata(&r).get("route_name"), Some(&string_value("ns/r")));
 }
