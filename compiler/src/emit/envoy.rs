@@ -1800,6 +1800,10 @@ impl<'a> Emitter<'a> {
                 value["transport_socket"] = socket.clone();
             }
         } else {
+            // The default socket must negotiate ALPN too when every backend has TLS.
+            if all_tls && let Some(Some(socket)) = sockets.first() {
+                value["transport_socket"] = socket.clone();
+            }
             let matches: Vec<Value> = sockets
                 .iter()
                 .enumerate()
