@@ -53,6 +53,19 @@ stringData:
 """
 
 
+def gateway(listener):
+    """The Gateway `e2e` with one HTTP listener on `listener`."""
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: e2e, namespace: ai}}
+spec:
+  gatewayClassName: envoy-gateway
+  listeners:
+  - {{name: http, protocol: HTTP, port: {listener}}}
+"""
+
+
 def gateway_and_route(listener, route, models, family, costs=False):
     """The Gateway `e2e` on `listener` and the AIGatewayRoute `route` with one rule per model of
     `family` in `models` ({model: (family, backend, modelNameOverride)})."""
@@ -65,15 +78,7 @@ def gateway_and_route(listener, route, models, family, costs=False):
   - {metadataKey: llm_output_token, type: OutputToken}
   - {metadataKey: llm_total_token, type: TotalToken}
 """ if costs else ""
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: e2e, namespace: ai}}
-spec:
-  gatewayClassName: envoy-gateway
-  listeners:
-  - {{name: http, protocol: HTTP, port: {listener}}}
----
+    return gateway(listener) + f"""---
 apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: AIGatewayRoute
 metadata: {{name: {route}, namespace: ai}}

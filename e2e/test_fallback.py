@@ -16,6 +16,7 @@ import pytest
 
 from conftest import Gateway, free_port, http, wait_for
 from crs import endpoint, policy, secret, service_backend
+from crs import gateway as gateway_crs
 from mock_cloud import PIECES, MockBedrock
 from mock_faults import FaultyProvider
 from mock_provider import ANSWER, MockProvider
@@ -53,15 +54,7 @@ def fallback_crs(listener, faulty, bedrock, openai_port, dead):
                           "{name: openai, weight: 1}",
                           f"{{name: bedrock, modelNameOverride: '{BEDROCK_MODEL}', priority: 1}}"]),
     ])
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: e2e, namespace: ai}}
-spec:
-  gatewayClassName: envoy-gateway
-  listeners:
-  - {{name: http, protocol: HTTP, port: {listener}}}
----
+    return gateway_crs(listener) + f"""---
 apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: AIGatewayRoute
 metadata: {{name: fallback, namespace: ai}}

@@ -438,6 +438,32 @@ struct Planner<'a> {
     reported_policies: BTreeSet<usize>,
     /// AIServiceBackends already reported for a credential their schema cannot use.
     reported_backends: BTreeSet<usize>,
+    /// Envoy Gateway Backends a BackendTLSPolicy targets.
+    tls_backends: BTreeSet<Key>,
+}
+
+/// The Envoy Gateway Backends that BackendTLSPolicies target, by (namespace, name).
+fn tls_backends(input: &Validated) -> BTreeSet<Key> {
+    let mut out = BTreeSet::new();
+    for o in &input.objects {
+        if o.id.group != crate::model::GATEWAY_GROUP || o.id.kind != "BackendTLSPolicy" {
+            continue;
+        }
+        let refs = input
+            .document(o)
+            .value
+            .pointer("/spec/targetRefs")
+            .and_then(Value::as_array);
+        for r in refs.into_iter().flatten() {
+            if r.get("group").and_then(Value::as_str) == Some(EG_GROUP)
+                && r.get("kind").and_then(Value::as_str) == Some("Backend")
+                && let Some(name) = r.get("name").and_then(Value::as_str)
+            {
+                out.insert((o.id.namespace.clone(), name.to_string()));
+            }
+        }
+    }
+    out
 }
 
 /// Plans every instance; returns the plan and every problem found.
@@ -453,6 +479,7 @@ pub fn plan(
         options,
         diags: Vec::new(),
         gateway_namespaces: gateway_namespaces(input, resolved),
+        tls_backends: tls_backends(input),
         reported_policies: BTreeSet::new(),
         reported_backends: BTreeSet::new(),
     };
@@ -950,26 +977,7 @@ impl Planner<'_> {
                     )
                 })
             });
-        let tls = doc.pointer("/spec/tls").is_some()
-            || self.input.objects.iter().any(|o| {
-                o.id.group == crate::model::GATEWAY_GROUP
-                    && o.id.kind == "BackendTLSPolicy"
-                    && o.id.namespace == ns
-                    && self
-                        .input
-                        .document(o)
-                        .value
-                        .pointer("/spec/targetRefs")
-                        .and_then(Value::as_array)
-                        .is_some_and(|refs| {
-                            refs.iter().any(|r| {
-                                r.get("group").and_then(Value::as_str) == Some(EG_GROUP)
-                                    && r.get("kind").and_then(Value::as_str) == Some("Backend")
-                                    && r.get("name").and_then(Value::as_str)
-                                        == Some(target.name.as_str())
-                            })
-                        })
-            });
+        let tls = doc.pointer("/spec/tls").is_some() || self.tls_backends.contains(&key);
         TargetFacts {
             dns,
             tls,

@@ -85,6 +85,8 @@ struct Prepared {
 struct Pending {
     route: usize,
     rule: usize,
+    /// The request as read on the router, translated once the backend is known.
+    parsed: Parsed,
 }
 
 /// Which filter opened the stream.
@@ -763,6 +765,7 @@ impl Processor {
             self.pending = Some(Pending {
                 route: route_index,
                 rule: rule_index,
+                parsed,
             });
             let common = CommonResponse {
                 header_mutation: Some(HeaderMutation {
@@ -888,9 +891,7 @@ impl Processor {
         let Some(backend) = backend else {
             return;
         };
-        let prepared = self
-            .parse()
-            .and_then(|parsed| self.prepare(parsed, pending.route, &backend));
+        let prepared = self.prepare(pending.parsed, pending.route, &backend);
         match prepared {
             Ok(prepared) => self.selection = Some(prepared.selection),
             Err(_) => {

@@ -770,6 +770,34 @@ fn ext_proc_filter(
     }))
 }
 
+/// The settings Envoy Gateway gives every backend cluster, with `endpoints` (its
+/// LocalityLbEndpoints); `dns`: strict DNS, through the cluster extension that replaces the
+/// deprecated cluster-level DNS fields, else static addresses.
+fn upstream_cluster(name: &str, endpoints: Value, dns: bool) -> Value {
+    let mut value = json!({
+        "name": name,
+        "connect_timeout": CONNECT_TIMEOUT,
+        "lb_policy": "LEAST_REQUEST",
+        "per_connection_buffer_limit_bytes": CLUSTER_BUFFER_LIMIT,
+        "ignore_health_on_host_removal": true,
+        "circuit_breakers": {"thresholds": [{"max_retries": 1024}]},
+        "load_assignment": {"cluster_name": name, "endpoints": endpoints},
+    });
+    if dns {
+        value["cluster_type"] = json!({
+            "name": "envoy.cluster.dns",
+            "typed_config": typed("envoy.extensions.clusters.dns.v3.DnsCluster", json!({
+                "dns_lookup_family": "V4_PREFERRED",
+                "dns_refresh_rate": DNS_REFRESH_RATE,
+                "respect_dns_ttl": true,
+            })),
+        });
+    } else {
+        value["type"] = json!("STATIC");
+    }
+    value
+}
+
 /// A BackendTrafficPolicy `retry` as Envoy Gateway v1.8 translates it
 /// (`internal/gatewayapi/clustersettings.go` `buildRetry`, `internal/xds/translator/route.go`
 /// `buildRetryPolicy`): Envoy Gateway's defaults (`connect-failure,refused-stream,unavailable,
@@ -1716,70 +1744,67 @@ impl<'a> Emitter<'a> {
         cluster: &str,
         refs: &[Value],
     ) -> Result<String, String> {
-        let mut localities = Vec::new();
-        let mut kinds = BTreeSet::new();
-        let mut sockets: Vec<Option<Value>> = Vec::new();
-        let mut protocols: Vec<Option<Value>> = Vec::new();
+        // (backendRef index, the Backend's own cluster, weight).
+        let mut parts = Vec::new();
         for (k, backend_ref) in refs.iter().enumerate() {
             let name = self.backend_cluster(instance, backend_ref)?;
-            let Some(backend) = self.clusters.get(&name).filter(|v| !v.is_null()).cloned() else {
-                // Reported when the Backend was found wanting.
-                continue;
-            };
-            kinds.insert(backend.get("cluster_type").map_or("static", |_| "dns"));
-            sockets.push(backend.get("transport_socket").cloned());
-            protocols.push(
-                backend
-                    .pointer(&format!(
-                        "/typed_extension_protocol_options/{HTTP_PROTOCOL_OPTIONS}"
-                    ))
-                    .cloned(),
-            );
-            let mut locality = json!({
-                "locality": {"region": format!("{cluster}/backend/{k}")},
-                "lb_endpoints": backend.pointer("/load_assignment/endpoints/0/lb_endpoints").cloned().unwrap_or(json!([])),
-                "load_balancing_weight": backend_ref.get("weight").and_then(Value::as_u64).unwrap_or(1),
-            });
-            if let Some(lb_endpoints) = locality["lb_endpoints"].as_array_mut() {
-                for endpoint in lb_endpoints {
-                    endpoint["metadata"] = json!({"filter_metadata": {"envoy.transport_socket_match": {"aigw.backend": k.to_string()}}});
-                }
+            // A Backend found wanting is reported already.
+            if let Some(backend) = self.clusters.get(&name).filter(|v| !v.is_null()) {
+                let weight = backend_ref
+                    .get("weight")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1);
+                parts.push((k, backend.clone(), weight));
             }
-            localities.push(locality);
         }
+        let kinds: BTreeSet<bool> = parts
+            .iter()
+            .map(|(_, b, _)| b.get("cluster_type").is_some())
+            .collect();
         if kinds.len() > 1 {
             return Err(format!(
                 "cluster {cluster} mixes Backends with DNS names and addresses"
             ));
         }
-        let mut value = json!({
-            "name": cluster,
-            "connect_timeout": CONNECT_TIMEOUT,
-            "lb_policy": "LEAST_REQUEST",
-            "per_connection_buffer_limit_bytes": CLUSTER_BUFFER_LIMIT,
-            "ignore_health_on_host_removal": true,
-            "circuit_breakers": {"thresholds": [{"max_retries": 1024}]},
-            "common_lb_config": {"locality_weighted_lb_config": {}},
-            "load_assignment": {"cluster_name": cluster, "endpoints": localities},
-        });
-        if kinds.contains("dns") {
-            value["cluster_type"] = json!({
-                "name": "envoy.cluster.dns",
-                "typed_config": typed("envoy.extensions.clusters.dns.v3.DnsCluster", json!({
-                    "dns_lookup_family": "V4_PREFERRED",
-                    "dns_refresh_rate": DNS_REFRESH_RATE,
-                    "respect_dns_ttl": true,
-                })),
-            });
-        } else {
-            value["type"] = json!("STATIC");
-        }
-        // As Envoy Gateway: ALPN when every backend has TLS, HTTP/2 when one speaks it.
-        let h2 = protocols
+        let sockets: Vec<(usize, Option<&Value>)> = parts
             .iter()
-            .flatten()
-            .find(|p| p.get("explicit_http_config").is_some());
-        let all_tls = !sockets.is_empty() && sockets.iter().all(Option::is_some);
+            .map(|(k, b, _)| (*k, b.get("transport_socket")))
+            .collect();
+        let distinct: BTreeSet<String> = sockets
+            .iter()
+            .map(|(_, s)| s.map(Value::to_string).unwrap_or_default())
+            .collect();
+        // Backends with different TLS settings keep theirs through socket matches.
+        let by_match = distinct.len() > 1;
+        let localities: Vec<Value> = parts
+            .iter()
+            .map(|(k, backend, weight)| {
+                let mut lb_endpoints = backend
+                    .pointer("/load_assignment/endpoints/0/lb_endpoints")
+                    .cloned()
+                    .unwrap_or(json!([]));
+                if by_match && let Some(list) = lb_endpoints.as_array_mut() {
+                    for endpoint in list {
+                        endpoint["metadata"] = json!({"filter_metadata": {"envoy.transport_socket_match": {"aigw.backend": k.to_string()}}});
+                    }
+                }
+                json!({
+                    "locality": {"region": format!("{cluster}/backend/{k}")},
+                    "lb_endpoints": lb_endpoints,
+                    "load_balancing_weight": weight,
+                })
+            })
+            .collect();
+        let mut value = upstream_cluster(cluster, json!(localities), kinds.contains(&true));
+        value["common_lb_config"] = json!({"locality_weighted_lb_config": {}});
+        // As Envoy Gateway: ALPN when every backend has TLS, HTTP/2 when one speaks it.
+        let h2 = parts.iter().find_map(|(_, b, _)| {
+            b.pointer(&format!(
+                "/typed_extension_protocol_options/{HTTP_PROTOCOL_OPTIONS}"
+            ))
+            .filter(|p| p.get("explicit_http_config").is_some())
+        });
+        let all_tls = !sockets.is_empty() && sockets.iter().all(|(_, s)| s.is_some());
         let protocol = match (h2, all_tls) {
             (Some(h2), _) => Some(h2.clone()),
             (None, true) => Some(typed(
@@ -1791,46 +1816,25 @@ impl<'a> Emitter<'a> {
         if let Some(protocol) = protocol {
             value["typed_extension_protocol_options"] = json!({HTTP_PROTOCOL_OPTIONS: protocol});
         }
-        let distinct: BTreeSet<String> = sockets
-            .iter()
-            .map(|s| s.as_ref().map(Value::to_string).unwrap_or_default())
-            .collect();
-        if distinct.len() == 1 {
-            if let Some(Some(socket)) = sockets.first() {
-                value["transport_socket"] = socket.clone();
-            }
-        } else {
-            // The default socket must negotiate ALPN too when every backend has TLS.
-            if all_tls && let Some(Some(socket)) = sockets.first() {
-                value["transport_socket"] = socket.clone();
-            }
+        // One socket for all; with matches, the default negotiates ALPN too when every
+        // backend has TLS.
+        if (!by_match || all_tls)
+            && let Some((_, Some(socket))) = sockets.first()
+        {
+            value["transport_socket"] = (*socket).clone();
+        }
+        if by_match {
             let matches: Vec<Value> = sockets
                 .iter()
-                .enumerate()
                 .filter_map(|(k, socket)| {
-                    let socket = socket.as_ref()?;
                     Some(json!({
                         "name": format!("backend/{k}"),
                         "match": {"aigw.backend": k.to_string()},
-                        "transport_socket": socket,
+                        "transport_socket": (*socket)?,
                     }))
                 })
                 .collect();
             value["transport_socket_matches"] = json!(matches);
-        }
-        if value.get("transport_socket_matches").is_none() {
-            // Endpoint metadata only serves socket matches.
-            if let Some(localities) = value["load_assignment"]["endpoints"].as_array_mut() {
-                for locality in localities {
-                    if let Some(lb_endpoints) = locality["lb_endpoints"].as_array_mut() {
-                        for endpoint in lb_endpoints {
-                            if let Some(map) = endpoint.as_object_mut() {
-                                map.remove("metadata");
-                            }
-                        }
-                    }
-                }
-            }
         }
         self.clusters.insert(cluster.to_string(), value);
         Ok(cluster.to_string())
@@ -1985,29 +1989,11 @@ impl<'a> Emitter<'a> {
                 "only Endpoints Backends are supported by the standalone target",
             ));
         }
-        let mut value = json!({
-            "name": cluster,
-            "connect_timeout": CONNECT_TIMEOUT,
-            "lb_policy": "LEAST_REQUEST",
-            "per_connection_buffer_limit_bytes": CLUSTER_BUFFER_LIMIT,
-            "ignore_health_on_host_removal": true,
-            "circuit_breakers": {"thresholds": [{"max_retries": 1024}]},
-            "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": endpoints}]},
-        });
-        if kinds.contains("fqdn") {
-            // Strict DNS, through the cluster extension that replaces the deprecated
-            // cluster-level DNS fields.
-            value["cluster_type"] = json!({
-                "name": "envoy.cluster.dns",
-                "typed_config": typed("envoy.extensions.clusters.dns.v3.DnsCluster", json!({
-                    "dns_lookup_family": "V4_PREFERRED",
-                    "dns_refresh_rate": DNS_REFRESH_RATE,
-                    "respect_dns_ttl": true,
-                })),
-            });
-        } else {
-            value["type"] = json!("STATIC");
-        }
+        let mut value = upstream_cluster(
+            cluster,
+            json!([{"lb_endpoints": endpoints}]),
+            kinds.contains("fqdn"),
+        );
         let h2c = items(&doc, "/spec/appProtocols")
             .iter()
             .any(|p| p.as_str() == Some(H2C));

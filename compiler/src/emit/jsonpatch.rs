@@ -1,9 +1,9 @@
 //! Envoy Gateway's EnvoyPatchPolicy operations, applied to xDS resources as JSON, so that the
 //! standalone target runs the very patches a cluster gets.
 //!
-//! Mirrors `internal/xds/translator/jsonpatch.go` of Envoy Gateway v1.8.3: each operation
-//! (RFC 6902, through evanphx/json-patch with `EnsurePathExistsOnAdd`, so `add` creates the
-//! missing objects on its path) applies to the resource named by its `type` and `name`; with a
+//! Mirrors `internal/xds/translator/jsonpatch.go` of Envoy Gateway v1.8.3 for the `add`
+//! operations aigw emits (RFC 6902, through evanphx/json-patch with `EnsurePathExistsOnAdd`,
+//! so `add` creates the missing objects on its path): each applies to the resource named by its `type` and `name`; with a
 //! `jsonPath`, the operation applies at each match, its `path` appended to the match's JSON
 //! pointer, and no match is an error. The JSONPath subset is what aigw emits: `$`, `.name`,
 //! `[*]`, and filters `[?(@.a.b=='value')]`.
@@ -13,7 +13,8 @@ use serde_json::{Map, Value};
 /// Applies one EnvoyPatchPolicy `operation` to `resource`.
 pub fn apply(resource: &mut Value, operation: &Value) -> Result<(), String> {
     let op = operation.get("op").and_then(Value::as_str).unwrap_or("");
-    if op != "add" && op != "replace" && op != "remove" {
+    // aigw emits `add` only.
+    if op != "add" {
         return Err(format!("operation {op:?} is not supported"));
     }
     let path = operation.get("path").and_then(Value::as_str).unwrap_or("");
@@ -42,16 +43,7 @@ pub fn apply(resource: &mut Value, operation: &Value) -> Result<(), String> {
     };
     let value = operation.get("value").cloned().unwrap_or(Value::Null);
     for pointer in pointers {
-        match op {
-            "add" => add(resource, &pointer, value.clone())?,
-            "replace" => {
-                let target = resource
-                    .pointer_mut(&pointer)
-                    .ok_or_else(|| format!("path {pointer:?} does not exist"))?;
-                *target = value.clone();
-            }
-            _ => remove(resource, &pointer)?,
-        }
+        add(resource, &pointer, value.clone())?;
     }
     Ok(())
 }
@@ -111,36 +103,6 @@ fn add(resource: &mut Value, pointer: &str, value: Value) -> Result<(), String> 
         _ => return Err(format!("path {pointer:?} crosses a value")),
     }
     Ok(())
-}
-
-fn remove(resource: &mut Value, pointer: &str) -> Result<(), String> {
-    let segments = segments(pointer)?;
-    let Some((last, parents)) = segments.split_last() else {
-        return Err("cannot remove the whole resource".into());
-    };
-    let parent_pointer: String = parents
-        .iter()
-        .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
-        .collect();
-    let parent = resource
-        .pointer_mut(&parent_pointer)
-        .ok_or_else(|| format!("path {pointer:?} does not exist"))?;
-    let removed = match parent {
-        Value::Object(map) => map.remove(last).is_some(),
-        Value::Array(list) => match last.parse::<usize>() {
-            Ok(index) if index < list.len() => {
-                list.remove(index);
-                true
-            }
-            _ => false,
-        },
-        _ => false,
-    };
-    if removed {
-        Ok(())
-    } else {
-        Err(format!("path {pointer:?} does not exist"))
-    }
 }
 
 /// One step of a JSONPath.

@@ -290,19 +290,7 @@ fn extension_policy(instance: &Instance) -> Value {
         },
     });
     // Per-request credentials read from dynamic metadata: Envoy sends those namespaces along.
-    let accessible: std::collections::BTreeSet<&str> = instance
-        .config
-        .backends
-        .iter()
-        .filter_map(|b| {
-            b.auth
-                .as_ref()?
-                .credential_override
-                .as_ref()?
-                .metadata_namespace
-                .as_deref()
-        })
-        .collect();
+    let accessible = super::attempts::accessible_namespaces(instance);
     if !accessible.is_empty() {
         ours["metadata"]["accessibleNamespaces"] = json!(accessible);
     }

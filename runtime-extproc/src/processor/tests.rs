@@ -659,16 +659,27 @@ fn single_backend(
         },
         auth,
     });
+    one_rule(
+        Rule {
+            cluster: None,
+            matches: vec![],
+            backends: vec![(backend, 1, 0)],
+        },
+        Default::default(),
+    )
+}
+
+/// Route `ns/r` with one rule and a total-token cost; bodies up to 1 MiB.
+fn one_rule(
+    rule: Rule,
+    localities: std::collections::HashMap<String, (usize, Arc<Backend>)>,
+) -> Arc<RuntimeConfig> {
     Arc::new(RuntimeConfig {
         max_request_body_bytes: 1 << 20,
         routes: vec![Route {
             name: "ns/r".into(),
             hostnames: vec![],
-            rules: vec![Rule {
-                cluster: None,
-                matches: vec![],
-                backends: vec![(backend, 1, 0)],
-            }],
+            rules: vec![rule],
             costs: vec![Cost {
                 key: "tokens".into(),
                 kind: fc::CostType::TotalToken,
@@ -683,7 +694,7 @@ fn single_backend(
         has_costs: true,
         known_models: Default::default(),
         index: Default::default(),
-        localities: Default::default(),
+        localities,
     })
 }
 
@@ -1775,32 +1786,14 @@ fn fallback_config() -> Arc<RuntimeConfig> {
     ]
     .into_iter()
     .collect();
-    Arc::new(RuntimeConfig {
-        max_request_body_bytes: 1 << 20,
-        routes: vec![Route {
-            name: "ns/r".into(),
-            hostnames: vec![],
-            rules: vec![Rule {
-                cluster: Some(cluster.into()),
-                matches: vec![],
-                backends: vec![(primary, 1, 0), (secondary, 1, 1)],
-            }],
-            costs: vec![Cost {
-                key: "tokens".into(),
-                kind: fc::CostType::TotalToken,
-                program: None,
-                service_backend: None,
-                model: None,
-            }],
-            models: vec![],
-        }],
-        global_costs: vec![],
-        files: vec![],
-        has_costs: true,
-        known_models: Default::default(),
-        index: Default::default(),
+    one_rule(
+        Rule {
+            cluster: Some(cluster.into()),
+            matches: vec![],
+            backends: vec![(primary, 1, 0), (secondary, 1, 1)],
+        },
         localities,
-    })
+    )
 }
 
 /// `request` with the `upstream.locality` attribute Envoy sends for `region`.
