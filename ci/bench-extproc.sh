@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Extproc overhead benchmark: the same 1 KiB chat request through
 #   A) Envoy -> upstream                    (baseline)
-#   B) Envoy -> aigw-extproc -> upstream    (the generated standalone setup)
+#   B) Envoy -> aigw-extproc -> upstream, built with --no-envoy-patch-policy (one backend per
+#      HTTPRoute rule, the extproc at the router only: the design before per-attempt processing)
+#   C) the same with the default build: one HTTPRoute rule per AIGatewayRoute rule and the
+#      extproc also in the rule cluster, once per attempt
+#   D) C with ROUTES more AIGatewayRoutes (3 rules each, default 2,000) on the same Gateway,
+#      the benchmark's model in the rule Envoy matches last
 # The upstream is an Envoy answering a fixed OpenAI chat completion (with usage) by
 # direct_response, so it is never the bottleneck. Load generator: hey (Debian package), at fixed
 # rates of 1,000 and 3,000 requests/s and then unthrottled for the maximum rate.
@@ -23,7 +28,9 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(port); UP_ADMIN=$(port); A=$(port); A_ADMIN=$(port); B=$(port); B_ADMIN=$(port); X_ADMIN=$(port)
+UP=$(port); UP_ADMIN=$(port); A=$(port); A_ADMIN=$(port)
+ROUTES=${ROUTES:-2000}
+SETUPS=${SETUPS:-A B C D}
 
 answer='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"The quick brown fox jumps over the lazy dog."},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":10,"total_tokens":260}}'
 cat >"$work/upstream.yaml" <<YAML
@@ -79,18 +86,21 @@ static_resources:
       cluster_name: upstream
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $UP}}}}]}]
 YAML
-mkdir -p "$work/crs"
-cat >"$work/crs/gateway.yaml" <<YAML
+# crs DIR PORT [ROUTES]: the benchmark's Gateway, route and backend, with ROUTES more
+# AIGatewayRoutes of 3 rules each (own models and Backends) that sort before it.
+crs() {
+  mkdir -p "$1"
+  cat >"$1/gateway.yaml" <<YAML
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: bench, namespace: ai}
 spec:
   gatewayClassName: envoy-gateway
-  listeners: [{name: http, protocol: HTTP, port: $B}]
+  listeners: [{name: http, protocol: HTTP, port: $2}]
 ---
 apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: AIGatewayRoute
-metadata: {name: bench, namespace: ai}
+metadata: {name: zz-bench, namespace: ai}
 spec:
   parentRefs: [{name: bench}]
   llmRequestCosts: [{metadataKey: llm_total_token, type: TotalToken}]
@@ -111,7 +121,61 @@ metadata: {name: upstream, namespace: ai}
 spec:
   endpoints: [{ip: {address: 127.0.0.1, port: $UP}}]
 YAML
-target/release/aigw build --target envoy "$work/crs" -o "$work/out" --envoy-admin-port "$B_ADMIN" >/dev/null
+  python3 - "$1/routes.yaml" "${3:-0}" "$UP" <<'PY'
+import sys
+path, routes, port = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(path, "w") as out:
+    for r in range(routes):
+        out.write(f"""---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: route-{r:05}, namespace: ai}}
+spec:
+  parentRefs: [{{name: bench}}]
+  llmRequestCosts: [{{metadataKey: llm_total_token, type: TotalToken}}]
+  rules:
+""")
+        for k in range(3):
+            out.write(f"""  - matches: [{{headers: [{{name: x-ai-eg-model, value: model-{r}-{k}}}]}}]
+    backendRefs: [{{name: backend-{r}-{k}}}]
+""")
+        for k in range(3):
+            out.write(f"""---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {{name: backend-{r}-{k}, namespace: ai}}
+spec:
+  schema: {{name: OpenAI}}
+  backendRef: {{name: backend-{r}-{k}, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: backend-{r}-{k}, namespace: ai}}
+spec:
+  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
+""")
+PY
+}
+
+declare -A PORT ADMIN XADMIN NAME
+NAME[A]="Envoy -> upstream"
+NAME[B]="Envoy -> aigw-extproc -> upstream, router only"
+NAME[C]="Envoy -> aigw-extproc -> upstream, router + per attempt"
+NAME[D]="as C, $ROUTES more AIGatewayRoutes on the Gateway"
+PORT[A]=$A
+ADMIN[A]=$A_ADMIN
+for setup in $SETUPS; do
+  [ "$setup" = A ] && continue
+  PORT[$setup]=$(port); ADMIN[$setup]=$(port); XADMIN[$setup]=$(port)
+  case $setup in
+    B) crs "$work/crs-B" "${PORT[B]}"; flags=(--no-envoy-patch-policy) ;;
+    C) crs "$work/crs-C" "${PORT[C]}"; flags=() ;;
+    D) crs "$work/crs-D" "${PORT[D]}" "$ROUTES"; flags=() ;;
+    *) echo "bench: unknown setup $setup" >&2; exit 1 ;;
+  esac
+  target/release/aigw build --target envoy "$work/crs-$setup" -o "$work/out-$setup" --envoy-admin-port "${ADMIN[$setup]}" "${flags[@]}" >/dev/null 2>"$work/build-$setup.log" \
+    || { cat "$work/build-$setup.log" >&2; exit 1; }
+done
 
 # 1 KiB chat body.
 python3 - "$work/body.json" <<'PY'
@@ -125,16 +189,25 @@ PY
 
 "$ENVOY" -c "$work/upstream.yaml" --concurrency 1 --use-dynamic-base-id --log-level error >"$work/upstream.log" 2>&1 & pids+=($!)
 "$ENVOY" -c "$work/baseline.yaml" --concurrency 1 --use-dynamic-base-id --log-level error >"$work/baseline.log" 2>&1 & pids+=($!)
-(cd "$work/out" && exec "$EXTPROC" --config gateways/ai-bench/filter-config.yaml --listen unix:gateways/ai-bench/extproc.sock --admin-listen 127.0.0.1:$X_ADMIN --log-level warn) >"$work/extproc.log" 2>&1 & pids+=($!)
-for _ in $(seq 100); do [ -S "$work/out/gateways/ai-bench/extproc.sock" ] && break; sleep 0.05; done
-(cd "$work/out" && exec "$ENVOY" -c envoy.yaml --concurrency 1 --use-dynamic-base-id --log-level error) >"$work/gateway.log" 2>&1 & pids+=($!)
-for admin in $UP_ADMIN $A_ADMIN $B_ADMIN; do
-  for _ in $(seq 200); do curl -fs "http://127.0.0.1:$admin/ready" >/dev/null 2>&1 && break; sleep 0.05; done
+for setup in $SETUPS; do
+  [ "$setup" = A ] && continue
+  out="$work/out-$setup"
+  (cd "$out" && exec "$EXTPROC" --config gateways/ai-bench/filter-config.yaml --listen unix:gateways/ai-bench/extproc.sock --admin-listen 127.0.0.1:${XADMIN[$setup]} --log-level warn) >"$work/extproc-$setup.log" 2>&1 & pids+=($!)
+  for _ in $(seq 600); do [ -S "$out/gateways/ai-bench/extproc.sock" ] && break; sleep 0.05; done
+  (cd "$out" && exec "$ENVOY" -c envoy.yaml --concurrency 1 --use-dynamic-base-id --log-level error) >"$work/gateway-$setup.log" 2>&1 & pids+=($!)
 done
-for url in "http://127.0.0.1:$A/v1/chat/completions" "http://127.0.0.1:$B/v1/chat/completions"; do
+for admin in $UP_ADMIN "${ADMIN[@]}"; do
+  for _ in $(seq 1200); do curl -fs "http://127.0.0.1:$admin/ready" >/dev/null 2>&1 && break; sleep 0.05; done
+done
+for setup in $SETUPS; do
+  url="http://127.0.0.1:${PORT[$setup]}/v1/chat/completions"
   code=$(curl -s -o /dev/null -w "%{http_code}" -H "content-type: application/json" --data @"$work/body.json" "$url" || true)
-  [ "$code" = 200 ] || { echo "bench: $url answered $code" >&2; for log in "$work"/*.log; do echo "--- $log" >&2; tail -n 20 "$log" >&2; done; exit 1; }
+  [ "$code" = 200 ] || { echo "bench: $url ($setup) answered $code" >&2; for log in "$work"/*.log; do echo "--- $log" >&2; tail -n 20 "$log" >&2; done; exit 1; }
 done
+if [[ " $SETUPS " == *" D "* ]]; then
+  echo "Envoy routes: C $(grep -c '^ *- match:' "$work/out-C/envoy.yaml"), D $(grep -c '^ *- match:' "$work/out-D/envoy.yaml")."
+  echo
+fi
 
 # hey -q is per worker: rate = c * q.
 run() { # url, concurrency, per-worker qps (0 = unthrottled)
@@ -150,14 +223,13 @@ run() { # url, concurrency, per-worker qps (0 = unthrottled)
 }
 echo "| load | setup | achieved req/s | p50 ms | p99 ms | non-200 |"
 echo "|---|---|---:|---:|---:|---:|"
-IFS='|' read -r -a LOADS <<<"${LOADS:-1000 20 50|3000 60 50|max 64 0}"
+IFS='|' read -r -a LOADS <<<"${LOADS:-200 4 50|1000 20 50|3000 60 50|max 64 0}"
 for load in "${LOADS[@]}"; do
   set -- $load
-  for setup in A B; do
-    if [ "$setup" = A ]; then url="http://127.0.0.1:$A/v1/chat/completions"; name="Envoy -> upstream"; else url="http://127.0.0.1:$B/v1/chat/completions"; name="Envoy -> aigw-extproc -> upstream"; fi
-    read -r p50 p99 rps errors < <(run "$url" "$2" "$3")
+  for setup in $SETUPS; do
+    read -r p50 p99 rps errors < <(run "http://127.0.0.1:${PORT[$setup]}/v1/chat/completions" "$2" "$3")
     label=$([ "$1" = max ] && echo "unthrottled, 64 connections" || echo "$1 req/s")
-    echo "| $label | $name | $rps | $p50 | $p99 | $errors |"
+    echo "| $label | $setup: ${NAME[$setup]} | $rps | $p50 | $p99 | $errors |"
   done
 done
 echo

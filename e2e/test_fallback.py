@@ -25,6 +25,7 @@ REGION = "us-east-1"
 ACCESS_KEY_ID = "AKIAE2EFALLBACK00017"
 SECRET_ACCESS_KEY = "e2e/Fallback+Planted/4c1d7e9a0b"
 OPENAI_KEY = "sk-fallback-planted-52a9"
+ANTHROPIC_KEY = "sk-ant-fallback-planted-7f31"
 CLIENT_KEY = "client-key-fallback"
 BEDROCK_MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
 IDLE_SECONDS = 1
@@ -49,6 +50,10 @@ def fallback_crs(listener, faulty, bedrock, openai_port, dead):
                                 "{name: openai, modelNameOverride: from-fallback, priority: 1}"], idle),
         # The only backend sends a first chunk, then nothing.
         rule("stalling", ["{name: faulty, modelNameOverride: x-hangstream}"], idle),
+        # An Anthropic primary (its key in x-api-key) answers 500; the OpenAI fallback must not
+        # get what the first attempt was given.
+        rule("from-anthropic", ["{name: faulty-anthropic, modelNameOverride: x-html500, priority: 0}",
+                                "{name: openai, priority: 1}"]),
         # Two backends of one priority share the traffic 3:1; the fallback takes none.
         rule("weighted", ["{name: faulty, modelNameOverride: x-ok, weight: 3}",
                           "{name: openai, weight: 1}",
@@ -90,6 +95,9 @@ spec:
   rules:
 {rule("no-retry", ["{name: faulty, modelNameOverride: x-html500, priority: 0}", "{name: openai, priority: 1}"])}""" + \
         service_backend("faulty", "OpenAI", "faulty") + endpoint("faulty", faulty) + \
+        service_backend("faulty-anthropic", "Anthropic", "faulty") + \
+        policy("anthropic-key", ["faulty-anthropic"], "  type: AnthropicAPIKey\n  anthropicAPIKey:\n    secretRef: {name: anthropic-key}\n") + \
+        secret("anthropic-key", "apiKey", ANTHROPIC_KEY) + \
         service_backend("dead", "OpenAI", "dead") + endpoint("dead", dead) + \
         service_backend("openai", "OpenAI", "openai") + endpoint("openai", openai_port) + \
         service_backend("bedrock", "AWSBedrock", "bedrock") + endpoint("bedrock", bedrock) + \
@@ -200,6 +208,24 @@ def test_a_failing_primary_is_served_by_a_bedrock_fallback_signed_for_it(gateway
     assert int(facts["llm_total_token"]) == 5 + len(PIECES)
     metrics = http("GET", f"http://127.0.0.1:{gateway.extproc_admin}/metrics")[2].decode()
     assert 'gen_ai_provider_name="aws.bedrock"' in metrics
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["buffered", "streamed"])
+def test_a_fallback_attempt_gets_nothing_the_failed_attempt_was_given(gateway, mocks, stream):
+    if stream:
+        assert "".join(c.choices[0].delta.content or "" for c in ask(gateway, "from-anthropic", stream=True) if c.choices)
+    else:
+        assert ask(gateway, "from-anthropic").choices[0].message.content
+    first = mocks["faulty"].received()
+    assert [(path, headers.get("x-api-key")) for _, path, headers, _ in first] == [("/v1/messages", ANTHROPIC_KEY)]
+    second = mocks["openai"].received()
+    assert len(second) == 1
+    assert second[0].path == "/v1/chat/completions"
+    shown = json.dumps(second[0].headers)
+    assert ANTHROPIC_KEY not in shown and "x-api-key" not in second[0].headers, shown
+    assert "anthropic-version" not in second[0].headers, shown
+    assert second[0].headers["authorization"] == f"Bearer {OPENAI_KEY}"
+    assert second[0].json()["model"] == "from-anthropic"
 
 
 def test_a_connect_failure_goes_to_the_next_priority(gateway, mocks):

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aigw_filterconfig::{
-    ApiSchema, ERROR_SHAPE_KEY, METADATA_NAMESPACE, MODEL_HEADER, SELECTED_BACKEND_HEADER,
-    SELECTED_RULE_HEADER,
+    ATTEMPT_METADATA_NAMESPACE, ATTEMPT_ORIGINALS_KEY, ApiSchema, ERROR_SHAPE_KEY,
+    METADATA_NAMESPACE, MODEL_HEADER, SELECTED_BACKEND_HEADER, SELECTED_RULE_HEADER,
 };
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, Metadata, header_value_option::HeaderAppendAction,
@@ -139,6 +139,9 @@ pub struct Processor {
     role: Role,
     /// The Envoy locality (`region`) of the attempt, from the `upstream.locality` attribute.
     locality: Option<String>,
+    /// In a rule cluster: the values request headers had before an attempt of this request
+    /// first changed them (`None`: absent), from the metadata the attempts before this one left.
+    originals: BTreeMap<String, Option<String>>,
 }
 
 fn header_value(name: &str, value: &str) -> HeaderValueOption {
@@ -270,6 +273,91 @@ fn metadata_struct(fields: BTreeMap<String, PbValue>) -> Struct {
 }
 
 /// Sets `key` in the response's `io.envoy.ai_gateway` metadata, keeping what is there.
+/// The original header values earlier attempts of this request recorded in the
+/// [`ATTEMPT_METADATA_NAMESPACE`] metadata.
+fn attempt_originals(metadata: Option<&Metadata>) -> BTreeMap<String, Option<String>> {
+    let Some(Kind::StructValue(originals)) = metadata
+        .and_then(|m| m.filter_metadata.get(ATTEMPT_METADATA_NAMESPACE))
+        .and_then(|ns| ns.fields.get(ATTEMPT_ORIGINALS_KEY))
+        .and_then(|v| v.kind.as_ref())
+    else {
+        return BTreeMap::new();
+    };
+    originals
+        .fields
+        .iter()
+        .map(|(name, value)| {
+            let value = match &value.kind {
+                Some(Kind::StringValue(v)) => Some(v.clone()),
+                _ => None,
+            };
+            (name.clone(), value)
+        })
+        .collect()
+}
+
+/// The request headers as they were before the first attempt changed them.
+fn restore_headers(
+    headers: &mut Vec<(String, String)>,
+    originals: &BTreeMap<String, Option<String>>,
+) {
+    for (name, original) in originals {
+        headers.retain(|(k, _)| k != name);
+        if let Some(value) = original {
+            headers.push((name.clone(), value.clone()));
+        }
+    }
+}
+
+/// Makes one attempt's header mutation start from the request as the client's router left it:
+/// every header an earlier attempt changed and this one does not is put back (or removed, when
+/// it was absent). `headers` are the restored request headers; the headers this attempt touches
+/// for the first time are added to `originals`, which is returned as the metadata value the
+/// next attempt reads.
+fn undo_earlier_attempts(
+    headers: &[(String, String)],
+    originals: &mut BTreeMap<String, Option<String>>,
+    set: &mut Vec<HeaderValueOption>,
+    remove: &mut Vec<String>,
+) -> PbValue {
+    let touched: std::collections::BTreeSet<String> = set
+        .iter()
+        .filter_map(|h| h.header.as_ref().map(|h| h.key.to_ascii_lowercase()))
+        .chain(remove.iter().map(|name| name.to_ascii_lowercase()))
+        .collect();
+    for (name, original) in originals.iter() {
+        if touched.contains(name) {
+            continue;
+        }
+        match original {
+            Some(value) => set.push(header_value(name, value)),
+            None => remove.push(name.clone()),
+        }
+    }
+    for name in touched {
+        originals.entry(name).or_insert_with_key(|name| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        });
+    }
+    PbValue {
+        kind: Some(Kind::StructValue(Struct {
+            fields: originals
+                .iter()
+                .map(|(name, value)| {
+                    let kind = match value {
+                        Some(v) => Kind::StringValue(v.clone()),
+                        None => Kind::NullValue(0),
+                    };
+                    (name.clone(), PbValue { kind: Some(kind) })
+                })
+                .collect(),
+        })),
+    }
+}
+
 fn set_metadata(response: &mut ProcessingResponse, key: &str, value: PbValue) {
     let outer = response
         .dynamic_metadata
@@ -394,6 +482,7 @@ impl Processor {
             answered: false,
             role,
             locality: None,
+            originals: BTreeMap::new(),
         }
     }
 
@@ -492,6 +581,10 @@ impl Processor {
 
     fn on_request_headers(&mut self, headers: &HttpHeaders) -> ProcessingResponse {
         self.headers = read_headers(headers);
+        if self.role == Role::Upstream {
+            self.originals = attempt_originals(self.metadata.as_ref());
+            restore_headers(&mut self.headers, &self.originals);
+        }
         self.path = self.header(":path").unwrap_or_default().to_string();
         let authority = self
             .header(":authority")
@@ -861,6 +954,8 @@ impl Processor {
             // One cluster spans the rule's Backends: the Host is the attempt's.
             set.push(header_value(":authority", host));
         }
+        let originals =
+            undo_earlier_attempts(&self.headers, &mut self.originals, &mut set, &mut remove);
         let common = CommonResponse {
             header_mutation: Some(HeaderMutation {
                 set_headers: set,
@@ -869,7 +964,19 @@ impl Processor {
             body_mutation: prepared.body,
             ..Default::default()
         };
-        Ok(body_response(common, true))
+        let mut response = body_response(common, true);
+        let outer = response
+            .dynamic_metadata
+            .get_or_insert_with(Struct::default);
+        outer.fields.insert(
+            ATTEMPT_METADATA_NAMESPACE.to_string(),
+            PbValue {
+                kind: Some(Kind::StructValue(Struct {
+                    fields: [(ATTEMPT_ORIGINALS_KEY.to_string(), originals)].into(),
+                })),
+            },
+        );
+        Ok(response)
     }
 
     /// On the router, when the response of a rule with a cluster arrives: the backend that

@@ -81,10 +81,17 @@ pub fn upstream_filters(instance: &Instance) -> Value {
         // The attempt's Host is the backend's: one cluster spans the rule's Backends.
         "mutation_rules": {"allow_all_routing": true},
     });
-    let accessible = accessible_namespaces(instance);
-    if !accessible.is_empty() {
-        config["metadata_options"] = json!({"forwarding_namespaces": {"untyped": accessible}});
-    }
+    // Envoy hands every attempt the request headers the attempt before it left; each attempt
+    // records the values it changed first under ATTEMPT_METADATA_NAMESPACE, and the next one
+    // reads them back to start from the request as the router passed it.
+    let attempt = aigw_filterconfig::ATTEMPT_METADATA_NAMESPACE.to_string();
+    let mut forwarding = accessible_namespaces(instance);
+    forwarding.push(attempt.clone());
+    forwarding.sort();
+    config["metadata_options"] = json!({
+        "forwarding_namespaces": {"untyped": forwarding},
+        "receiving_namespaces": {"untyped": [attempt]},
+    });
     json!([
         {"name": UPSTREAM_FILTER, "typed_config": config},
         {

@@ -51,6 +51,16 @@ pub const ROLE_METADATA: &str = "x-aigw-role";
 /// attempt: the request translated and signed for the backend the attempt reached.
 pub const UPSTREAM_ROLE: &str = "upstream";
 
+/// Dynamic metadata namespace the filter of a rule cluster keeps, across the attempts of one
+/// request, the values request headers had before its first change to them (key
+/// [`ATTEMPT_ORIGINALS_KEY`], a struct of header name to string, or null for a header that was
+/// absent). Envoy hands every attempt the same request header map, so an attempt starts from
+/// what the one before it left; it restores these first. The namespace never reaches a provider.
+pub const ATTEMPT_METADATA_NAMESPACE: &str = "aigw.attempt";
+
+/// Key of the original header values in [`ATTEMPT_METADATA_NAMESPACE`].
+pub const ATTEMPT_ORIGINALS_KEY: &str = "originals";
+
 /// Default request body limit when the compiler is not told otherwise (bytes).
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 32 * 1024 * 1024;
 

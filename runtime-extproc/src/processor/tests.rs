@@ -1908,6 +1908,89 @@ fn each_attempt_is_translated_and_signed_for_the_backend_it_reached() {
     assert_eq!(sent["messages"][0]["content"][0]["text"], "hi");
 }
 
+/// The request headers after Envoy applied `response`'s header mutation to `before`.
+fn mutated(before: &[(&str, &str)], response: &ProcessingResponse) -> Vec<(String, String)> {
+    let mutation = common_of(response).header_mutation.clone().unwrap();
+    let mut after: Vec<(String, String)> = before
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !mutation.remove_headers.contains(k))
+        .collect();
+    for set in mutation.set_headers {
+        let header = set.header.unwrap();
+        after.retain(|(k, _)| *k != header.key);
+        after.push((header.key, String::from_utf8(header.raw_value).unwrap()));
+    }
+    after
+}
+
+#[test]
+fn an_attempt_starts_from_the_request_the_router_passed_not_from_the_attempt_before_it() {
+    let config = fallback_config();
+    let forwarded = [
+        (":path", "/v1/chat/completions"),
+        (":method", "POST"),
+        (":authority", "gw.example:8080"),
+        ("content-type", "application/json"),
+        ("x-ai-eg-model", "claude"),
+        ("x-aigw-rule", "httproute/ns/r/rule/0"),
+    ];
+    // The first attempt reaches Bedrock: Converse path, its host, SigV4 headers.
+    let mut first = Processor::with_role(config.clone(), Arc::new(Metrics::new()), Role::Upstream);
+    first.handle(at_locality(
+        headers(&forwarded, false),
+        "httproute/ns/r/rule/0/backend/1",
+    ));
+    let r = first.handle(body(FALLBACK_CHAT, false));
+    let left = mutated(&forwarded, &r);
+    assert!(
+        left.iter().any(|(k, _)| k.starts_with("x-amz-")),
+        "{left:?}"
+    );
+    // Envoy gives the retry the same header map, and the metadata the first attempt wrote.
+    let left: Vec<(&str, &str)> = left.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut retry = at_locality(headers(&left, false), "httproute/ns/r/rule/0/backend/0");
+    retry.metadata_context = Some(Metadata {
+        filter_metadata: r
+            .dynamic_metadata
+            .clone()
+            .unwrap()
+            .fields
+            .into_iter()
+            .map(|(ns, v)| match v.kind {
+                Some(Kind::StructValue(s)) => (ns, s),
+                _ => unreachable!(),
+            })
+            .collect(),
+        ..Default::default()
+    });
+    let mut second = Processor::with_role(config, Arc::new(Metrics::new()), Role::Upstream);
+    second.handle(retry);
+    let r = second.handle(body(FALLBACK_CHAT, false));
+    assert!(
+        immediate_of(&r).is_none(),
+        "the retry is served, not refused"
+    );
+    let sent = mutated(&left, &r);
+    let sent: BTreeMap<String, String> = sent.into_iter().collect();
+    assert_eq!(
+        sent.get(":path").map(String::as_str),
+        Some("/v1/chat/completions")
+    );
+    assert_eq!(
+        sent.get("authorization").map(String::as_str),
+        Some("Bearer sk-secret")
+    );
+    assert!(!sent.keys().any(|k| k.starts_with("x-amz-")), "{sent:?}");
+    assert!(!sent.contains_key("x-aigw-rule"), "{sent:?}");
+    assert_eq!(
+        sent.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
+    let model: Value = serde_json::from_slice(&body_of(&r)).unwrap();
+    assert_eq!(model["model"], "claude");
+}
+
 #[test]
 fn an_attempt_at_an_unknown_locality_is_a_clear_500() {
     let mut p = Processor::with_role(fallback_config(), Arc::new(Metrics::new()), Role::Upstream);
