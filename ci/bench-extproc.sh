@@ -205,7 +205,9 @@ for setup in $SETUPS; do
   [ "$code" = 200 ] || { echo "bench: $url ($setup) answered $code" >&2; for log in "$work"/*.log; do echo "--- $log" >&2; tail -n 20 "$log" >&2; done; exit 1; }
 done
 if [[ " $SETUPS " == *" D "* ]]; then
-  echo "Envoy routes: C $(grep -c '^ *- match:' "$work/out-C/envoy.yaml"), D $(grep -c '^ *- match:' "$work/out-D/envoy.yaml")."
+  routes() { grep -c 'name: httproute/.*/match/' "$1" || true; }
+  hosts() { grep -c '^ *- domains:' "$1" || true; }
+  echo "Envoy routes (virtual hosts): C $(routes "$work/out-C/envoy.yaml") ($(hosts "$work/out-C/envoy.yaml")), D $(routes "$work/out-D/envoy.yaml") ($(hosts "$work/out-D/envoy.yaml"))."
   echo
 fi
 

@@ -232,7 +232,11 @@ def test_a_connect_failure_goes_to_the_next_priority(gateway, mocks):
     completion = ask(gateway, "dead-primary")
     assert completion.choices[0].message.content
     assert len(mocks["openai"].received()) == 1
-    assert mocks["openai"].received()[0].headers["authorization"] == f"Bearer {OPENAI_KEY}"
+    received = mocks["openai"].received()[0].headers
+    assert received["authorization"] == f"Bearer {OPENAI_KEY}"
+    # Envoy found the rule by its virtual host; a Backend without a hostname gets the client's.
+    assert received["host"] == f"127.0.0.1:{gateway.listener}", received
+    assert "x-aigw-authority" not in received and "aigw.internal" not in json.dumps(received), received
 
 
 def test_a_silent_primary_is_abandoned_after_the_stream_idle_timeout(gateway, mocks):

@@ -203,6 +203,20 @@ pub fn rule_cluster(namespace: &str, name: &str, index: usize) -> String {
     format!("httproute/{namespace}/{name}/rule/{index}")
 }
 
+use aigw_filterconfig::RULE_HOST_DOMAIN;
+
+/// The hostname of the generated HTTPRoute `name` in `namespace` whose rules Envoy balances
+/// (`<name>.<namespace>.aigw.internal`; the name hashed when that is no valid hostname): the
+/// router sets it as `:authority`, so Envoy finds the rules by virtual host.
+pub fn rule_authority(namespace: &str, name: &str) -> String {
+    let host = format!("{name}.{namespace}.{RULE_HOST_DOMAIN}");
+    if host.len() <= 253 && host.split('.').all(|label| label.len() <= 63) {
+        return host;
+    }
+    let digest = hex(&Sha256::digest(name.as_bytes()));
+    format!("r-{}.{namespace}.{RULE_HOST_DOMAIN}", &digest[..16])
+}
+
 /// The path prefix of the upstream requests of a backend schema (what the extproc rewrites
 /// `:path` to), when it is not one of [`AI_PATH_PREFIXES`].
 pub fn upstream_prefix(schema: &model::VersionedApiSchema) -> Option<String> {
@@ -245,6 +259,9 @@ pub struct HttpRoutePlan {
     pub rules: Vec<BackendRule>,
     /// Whether this part carries the catch-all rule.
     pub catch_all: bool,
+    /// The hostname the router sets for this part's rules ([`rule_authority`]), its only
+    /// hostname then; the catch-all goes to an HTTPRoute of its own on the client's hostnames.
+    pub rule_authority: Option<String>,
     /// Host rewrite HTTPRouteFilter.
     pub host_rewrite_filter: String,
     /// Not-found HTTPRouteFilter.
@@ -590,15 +607,19 @@ impl Planner<'_> {
                         .insert(target.target.name.clone());
                 }
             }
-            let parts = self.http_routes(&route_object, route, &gateway, rules);
+            let rule_hosts = self.listeners_serve_any_host(attached.gateway, route, &route_object);
+            let parts = self.http_routes(&route_object, route, &gateway, rules, rule_hosts);
             // A rule Envoy balances is named by its cluster, known now that the HTTPRoutes
             // are cut.
             if let Some(fc_route) = config.routes.last_mut() {
-                for rule in parts.iter().flat_map(|p| &p.rules) {
-                    if rule.selection == Selection::Rule
-                        && let Some(fc_rule) = fc_route.rules.get_mut(rule.source_rule)
-                    {
-                        fc_rule.cluster = Some(rule.selector.clone());
+                for part in &parts {
+                    for rule in &part.rules {
+                        if rule.selection == Selection::Rule
+                            && let Some(fc_rule) = fc_route.rules.get_mut(rule.source_rule)
+                        {
+                            fc_rule.cluster = Some(rule.selector.clone());
+                            fc_rule.authority = part.rule_authority.clone();
+                        }
                     }
                 }
             }
@@ -895,6 +916,7 @@ impl Planner<'_> {
                 matches,
                 backends: weighted,
                 cluster: None,
+                authority: None,
             });
         }
         let fc_route = fc::Route {
@@ -1092,6 +1114,7 @@ impl Planner<'_> {
         route: &AiGatewayRoute,
         gateway: &ObjectId,
         rules: Vec<BackendRule>,
+        rule_hosts: bool,
     ) -> Vec<HttpRoutePlan> {
         let base = if object.id.namespace == gateway.namespace {
             object.id.name.clone()
@@ -1158,12 +1181,35 @@ impl Planner<'_> {
                 labels: labels.clone(),
                 rules: chunk,
                 catch_all: part + 1 == parts,
+                rule_authority: None,
                 host_rewrite_filter: bounded_name(&format!("ai-eg-host-rewrite-{base}"), 253),
                 not_found_filter: bounded_name(
                     &format!("ai-eg-route-not-found-response-{base}"),
                     253,
                 ),
             });
+        }
+        let by_host = rule_hosts
+            && out
+                .iter()
+                .flat_map(|p| &p.rules)
+                .all(|r| r.selection == Selection::Rule)
+            && out.iter().any(|p| !p.rules.is_empty());
+        if by_host {
+            // Envoy tries a virtual host's routes one by one, and twice per AI request: each
+            // HTTPRoute of balanced rules gets a virtual host of its own, found by hash, and
+            // the catch-all that sends the first match to the extproc stays on the client's
+            // hostnames, in an HTTPRoute of its own.
+            let mut catch_all = out[out.len() - 1].clone();
+            for part in &mut out {
+                let authority = rule_authority(&gateway.namespace, &part.name);
+                part.hostnames = vec![authority.clone()];
+                part.rule_authority = Some(authority);
+                part.catch_all = false;
+            }
+            catch_all.name = bounded_name(&format!("{base}-route-not-found"), 253);
+            catch_all.rules = Vec::new();
+            out.push(catch_all);
         }
         out
     }
@@ -1661,6 +1707,40 @@ fn gateway_namespaces(input: &Validated, resolved: &Resolved) -> BTreeMap<Key, B
 }
 
 impl Planner<'_> {
+    /// Whether every listener of the Gateway the route attaches to serves any hostname, so
+    /// that the route's own HTTPRoutes may take a hostname of their own ([`rule_authority`]):
+    /// an HTTPRoute hostname must intersect its listener's.
+    fn listeners_serve_any_host(
+        &self,
+        gateway: usize,
+        route: &AiGatewayRoute,
+        object: &Object,
+    ) -> bool {
+        let gateway_object = self.object(gateway);
+        let Body::Gateway(view) = &gateway_object.body else {
+            return false;
+        };
+        let refs: Vec<&ParentReference> = route
+            .spec
+            .parent_refs
+            .iter()
+            .filter(|p| {
+                p.name == gateway_object.id.name
+                    && p.namespace.as_deref().unwrap_or(&object.id.namespace)
+                        == gateway_object.id.namespace
+            })
+            .collect();
+        view.listeners
+            .iter()
+            .filter(|l| {
+                refs.iter().any(|p| {
+                    p.section_name.as_ref().is_none_or(|s| *s == l.name)
+                        && p.port.is_none_or(|port| i64::from(port) == l.port)
+                })
+            })
+            .all(|l| l.hostname.is_none())
+    }
+
     /// The local-reply EnvoyPatchPolicy of a Gateway: its HTTP and HTTPS listeners, the first
     /// of each port. None when EnvoyPatchPolicies are off or no listener speaks HTTP.
     fn listeners(&self, gateway: usize) -> Vec<ListenerPlan> {

@@ -144,6 +144,8 @@ pub struct Rule {
     /// The Envoy cluster that carries the rule's requests, when Envoy picks the backend
     /// ([`fc::RouteRule::cluster`]).
     pub cluster: Option<String>,
+    /// The `:authority` naming the rule's virtual host ([`fc::RouteRule::authority`]).
+    pub authority: Option<String>,
 }
 
 /// A backend ready to serve.
@@ -459,6 +461,7 @@ pub fn build(
                 matches,
                 backends: candidates,
                 cluster: rule.cluster,
+                authority: rule.authority,
             });
         }
         has_costs |= !route.costs.is_empty();

@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aigw_filterconfig::{
-    ATTEMPT_METADATA_NAMESPACE, ATTEMPT_ORIGINALS_KEY, ApiSchema, ERROR_SHAPE_KEY,
-    METADATA_NAMESPACE, MODEL_HEADER, SELECTED_BACKEND_HEADER, SELECTED_RULE_HEADER,
+    ATTEMPT_METADATA_NAMESPACE, ATTEMPT_ORIGINALS_KEY, ApiSchema, CLIENT_AUTHORITY_HEADER,
+    ERROR_SHAPE_KEY, METADATA_NAMESPACE, MODEL_HEADER, RULE_HOST_DOMAIN, SELECTED_BACKEND_HEADER,
+    SELECTED_RULE_HEADER,
 };
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, Metadata, header_value_option::HeaderAppendAction,
@@ -273,6 +274,24 @@ fn metadata_struct(fields: BTreeMap<String, PbValue>) -> Struct {
 }
 
 /// Sets `key` in the response's `io.envoy.ai_gateway` metadata, keeping what is there.
+/// `x-forwarded-host` with the rule hosts the router set ([`RULE_HOST_DOMAIN`]) replaced by the
+/// client's authority.
+fn restore_forwarded_host(forwarded: &str, client: &str) -> String {
+    let suffix = format!(".{RULE_HOST_DOMAIN}");
+    forwarded
+        .split(',')
+        .map(|part| {
+            let part = part.trim();
+            if part.ends_with(&suffix) {
+                client
+            } else {
+                part
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The original header values earlier attempts of this request recorded in the
 /// [`ATTEMPT_METADATA_NAMESPACE`] metadata.
 fn attempt_originals(metadata: Option<&Metadata>) -> BTreeMap<String, Option<String>> {
@@ -586,8 +605,14 @@ impl Processor {
             restore_headers(&mut self.headers, &self.originals);
         }
         self.path = self.header(":path").unwrap_or_default().to_string();
-        let authority = self
-            .header(":authority")
+        // In a rule cluster, `:authority` names the rule's virtual host; the client's travels
+        // in a header of its own.
+        let client = match self.role {
+            Role::Upstream => self.header(CLIENT_AUTHORITY_HEADER),
+            Role::Router => None,
+        };
+        let authority = client
+            .or_else(|| self.header(":authority"))
             .or_else(|| self.header("host"))
             .unwrap_or_default();
         self.authority = authority.to_string();
@@ -860,12 +885,17 @@ impl Processor {
                 rule: rule_index,
                 parsed,
             });
+            let mut set = vec![
+                header_value(MODEL_HEADER, &model),
+                header_value(SELECTED_RULE_HEADER, cluster),
+            ];
+            if let Some(authority) = &rule.authority {
+                set.push(header_value(CLIENT_AUTHORITY_HEADER, &self.authority));
+                set.push(header_value(":authority", authority));
+            }
             let common = CommonResponse {
                 header_mutation: Some(HeaderMutation {
-                    set_headers: vec![
-                        header_value(MODEL_HEADER, &model),
-                        header_value(SELECTED_RULE_HEADER, cluster),
-                    ],
+                    set_headers: set,
                     remove_headers: self.client_credentials_for(rule),
                 }),
                 clear_route_cache: true,
@@ -950,8 +980,18 @@ impl Processor {
         let mut set = prepared.set;
         let mut remove = prepared.remove;
         remove.push(SELECTED_RULE_HEADER.to_string());
-        if let Some(host) = &backend.spec.upstream_host {
-            // One cluster spans the rule's Backends: the Host is the attempt's.
+        let client = self.header(CLIENT_AUTHORITY_HEADER).map(str::to_string);
+        if let Some(client) = &client {
+            remove.push(CLIENT_AUTHORITY_HEADER.to_string());
+            // Envoy's host rewrite named the rule's virtual host as the host it replaced.
+            if let Some(forwarded) = self.header("x-forwarded-host") {
+                let forwarded = restore_forwarded_host(forwarded, client);
+                set.push(header_value("x-forwarded-host", &forwarded));
+            }
+        }
+        if let Some(host) = backend.spec.upstream_host.as_ref().or(client.as_ref()) {
+            // One cluster spans the rule's Backends: the Host is the attempt's, or the
+            // client's for a Backend without a hostname.
             set.push(header_value(":authority", host));
         }
         let originals =

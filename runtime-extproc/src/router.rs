@@ -216,6 +216,7 @@ mod tests {
             hostnames: hosts.iter().map(|h| h.to_string()).collect(),
             rules: vec![Rule {
                 cluster: None,
+                authority: None,
                 matches: model
                     .map(|m| {
                         vec![vec![(
@@ -365,6 +366,7 @@ mod tests {
                         .collect();
                     rules.push(Rule {
                         cluster: None,
+                        authority: None,
                         matches,
                         backends: vec![(backend("b"), 1, 0)],
                     });

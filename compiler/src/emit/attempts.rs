@@ -128,6 +128,38 @@ pub fn any(instance: &Instance) -> bool {
         .any(|r| r.selection == Selection::Rule)
 }
 
+/// The patches that let the router's extproc filter (Envoy Gateway's, from the generated
+/// EnvoyExtensionPolicy) set `:authority`, on each listener of the Gateway: the router names a
+/// rule's virtual host by it ([`aigw_filterconfig::RouteRule::authority`]), and Envoy's
+/// ext_proc ignores changes to `:authority` unless `mutation_rules.allow_all_routing` says so,
+/// which the EnvoyExtensionPolicy API cannot.
+fn router_patches(instance: &Instance) -> Vec<Value> {
+    let by_host = instance.routes.iter().any(|r| r.rule_authority.is_some());
+    let Some(local_replies) = instance.local_replies.as_ref().filter(|_| by_host) else {
+        return Vec::new();
+    };
+    let json_path = format!(
+        "$..filters[?(@.name=='envoy.filters.network.http_connection_manager')].typed_config.http_filters[?(@.name=='envoy.filters.http.ext_proc/{}')].typed_config",
+        extproc_cluster(instance)
+    );
+    local_replies
+        .listeners
+        .iter()
+        .map(|listener| {
+            json!({
+                "type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+                "name": listener,
+                "operation": {
+                    "op": "add",
+                    "jsonPath": json_path,
+                    "path": "/mutation_rules",
+                    "value": {"allow_all_routing": true},
+                },
+            })
+        })
+        .collect()
+}
+
 /// The patches for one rule.
 fn rule_patches(
     instance: &Instance,
@@ -223,8 +255,8 @@ pub fn policies(instance: &Instance) -> Vec<Value> {
         return Vec::new();
     }
     let filters = upstream_filters(instance);
-    let mut groups: Vec<Vec<Value>> = vec![Vec::new()];
-    let mut size = 0;
+    let mut groups: Vec<Vec<Value>> = vec![router_patches(instance)];
+    let mut size: usize = groups[0].iter().map(|p| p.to_string().len()).sum();
     for route in &instance.routes {
         for rule in route
             .rules

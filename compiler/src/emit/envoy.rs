@@ -1873,6 +1873,13 @@ impl<'a> Emitter<'a> {
                     .pointer_mut(ROUTE_CONFIG)
                     .ok_or_else(missing)?
             }
+            "Listener" => {
+                let position = self.listeners[listeners_from..]
+                    .iter()
+                    .position(|l| l.get("name").and_then(Value::as_str) == Some(name))
+                    .ok_or_else(missing)?;
+                &mut self.listeners[listeners_from + position]
+            }
             _ => {
                 return Err(format!(
                     "patches of {kind} are not applied by the standalone target"

@@ -6,7 +6,7 @@
 //! so `add` creates the missing objects on its path): each applies to the resource named by its `type` and `name`; with a
 //! `jsonPath`, the operation applies at each match, its `path` appended to the match's JSON
 //! pointer, and no match is an error. The JSONPath subset is what aigw emits: `$`, `.name`,
-//! `[*]`, and filters `[?(@.a.b=='value')]`.
+//! `[*]`, recursive descent `..name`, and filters `[?(@.a.b=='value')]`.
 
 use serde_json::{Map, Value};
 
@@ -108,6 +108,8 @@ fn add(resource: &mut Value, pointer: &str, value: Value) -> Result<(), String> 
 /// One step of a JSONPath.
 enum Step {
     Child(String),
+    /// `..name`: the field `name` of the node or of any node below it.
+    Descendant(String),
     All,
     /// `[?(@.a.b=='value')]`: the array elements whose field path holds the value.
     Filter(Vec<String>, String),
@@ -135,6 +137,13 @@ fn parse(json_path: &str) -> Result<Vec<Step>, String> {
                 value.to_string(),
             ));
             rest = tail;
+        } else if let Some(after) = rest.strip_prefix("..") {
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            if end == 0 {
+                return Err(unsupported());
+            }
+            steps.push(Step::Descendant(after[..end].to_string()));
+            rest = &after[end..];
         } else if let Some(after) = rest.strip_prefix('.') {
             let end = after.find(['.', '[']).unwrap_or(after.len());
             if end == 0 {
@@ -162,6 +171,7 @@ pub fn select(resource: &Value, json_path: &str) -> Result<Vec<String>, String> 
                         next.push((format!("{pointer}/{escaped}"), child));
                     }
                 }
+                (Step::Descendant(name), node) => descendants(&pointer, node, name, &mut next),
                 (Step::All, Value::Array(list)) => {
                     next.extend(
                         list.iter()
@@ -192,10 +202,53 @@ pub fn select(resource: &Value, json_path: &str) -> Result<Vec<String>, String> 
     Ok(current.into_iter().map(|(p, _)| p).collect())
 }
 
+/// The fields `name` of `node` and of every node below it, in document order.
+fn descendants<'a>(pointer: &str, node: &'a Value, name: &str, out: &mut Vec<(String, &'a Value)>) {
+    let escape = |key: &str| key.replace('~', "~0").replace('/', "~1");
+    match node {
+        Value::Object(map) => {
+            if let Some(child) = map.get(name) {
+                out.push((format!("{pointer}/{}", escape(name)), child));
+            }
+            for (key, child) in map {
+                descendants(&format!("{pointer}/{}", escape(key)), child, name, out);
+            }
+        }
+        Value::Array(list) => {
+            for (i, child) in list.iter().enumerate() {
+                descendants(&format!("{pointer}/{i}"), child, name, out);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn recursive_descent_finds_a_field_at_any_depth() {
+        let listener = json!({
+            "filter_chains": [
+                {"filters": [{"name": "tcp"}, {"name": "hcm", "typed_config": {"http_filters": [
+                    {"name": "a/x", "typed_config": {}}, {"name": "b", "typed_config": {}}]}}]},
+            ],
+            "default_filter_chain": {"filters": [{"name": "hcm", "typed_config": {"http_filters": [
+                {"name": "a/x", "typed_config": {}}]}}]},
+        });
+        let path =
+            "$..filters[?(@.name=='hcm')].typed_config.http_filters[?(@.name=='a/x')].typed_config";
+        assert_eq!(
+            select(&listener, path).unwrap(),
+            [
+                "/default_filter_chain/filters/0/typed_config/http_filters/0/typed_config",
+                "/filter_chains/0/filters/1/typed_config/http_filters/0/typed_config",
+            ]
+        );
+        assert!(select(&listener, "$...x").is_err());
+    }
 
     #[test]
     fn add_creates_the_objects_on_its_path() {
@@ -280,6 +333,6 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("matches nothing"), "{err}");
-        assert!(select(&config, "$..routes").is_err());
+        assert!(select(&config, "$.routes[0]").is_err());
     }
 }

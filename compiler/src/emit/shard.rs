@@ -188,6 +188,7 @@ mod tests {
                         priority: 0,
                     }],
                     cluster: Some(format!("httproute/ns/route-{r}/rule/{i}")),
+                    authority: None,
                 });
             }
             config.routes.push(Route {

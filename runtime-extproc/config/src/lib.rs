@@ -44,6 +44,15 @@ pub const SELECTED_BACKEND_HEADER: &str = "x-ai-eg-selected-backend";
 /// generated HTTPRoute rule matches on it.
 pub const SELECTED_RULE_HEADER: &str = "x-aigw-rule";
 
+/// Request header carrying the client's `:authority` from the router to the extproc in the rule
+/// cluster, while the request's own `:authority` names the rule's virtual host
+/// ([`RouteRule::authority`]). Set by the router (a client's value is overwritten), removed
+/// before the request leaves.
+pub const CLIENT_AUTHORITY_HEADER: &str = "x-aigw-authority";
+
+/// Domain of the hostnames of [`RouteRule::authority`].
+pub const RULE_HOST_DOMAIN: &str = "aigw.internal";
+
 /// gRPC initial metadata key naming the role of the filter that opened an ext_proc stream.
 pub const ROLE_METADATA: &str = "x-aigw-role";
 
@@ -179,6 +188,16 @@ pub struct RouteRule {
     /// extproc picks the backend by weight and translates on the router.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// The `:authority` the extproc on the router sets for a rule with a [`cluster`]
+    /// (`<httproute>.<ns>.aigw.internal`): the only hostname of the generated HTTPRoute that
+    /// carries the rule, so Envoy finds the rule's routes by its virtual host (a hash lookup)
+    /// instead of trying every rule of the Gateway in turn. The client's authority travels in
+    /// [`CLIENT_AUTHORITY_HEADER`] to the extproc in the cluster, which puts it back (or the
+    /// backend's host). Absent: the rule's routes match on any host.
+    ///
+    /// [`cluster`]: RouteRule::cluster
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
 }
 
 /// A set of header conditions that must all hold.

@@ -43,6 +43,7 @@ fn config(costs: bool) -> Arc<RuntimeConfig> {
         hostnames: vec![],
         rules: vec![Rule {
             cluster: None,
+            authority: None,
             matches: vec![vec![(
                 "x-ai-eg-model".into(),
                 Matcher::Exact("gpt-4o".into()),
@@ -496,6 +497,7 @@ fn anthropic_config() -> Arc<RuntimeConfig> {
         hostnames: vec![],
         rules: vec![Rule {
             cluster: None,
+            authority: None,
             matches: vec![],
             backends: vec![(backend, 1, 0)],
         }],
@@ -662,6 +664,7 @@ fn single_backend(
     one_rule(
         Rule {
             cluster: None,
+            authority: None,
             matches: vec![],
             backends: vec![(backend, 1, 0)],
         },
@@ -1406,6 +1409,7 @@ fn regex_config() -> Arc<RuntimeConfig> {
             hostnames: vec![],
             rules: vec![Rule {
                 cluster: None,
+                authority: None,
                 matches: vec![vec![(
                     "x-ai-eg-model".into(),
                     Matcher::Regex(regex::Regex::new("^(?:oa-.*)$").unwrap()),
@@ -1789,6 +1793,7 @@ fn fallback_config() -> Arc<RuntimeConfig> {
     one_rule(
         Rule {
             cluster: Some(cluster.into()),
+            authority: Some("r.ns.aigw.internal".into()),
             matches: vec![],
             backends: vec![(primary, 1, 0), (secondary, 1, 1)],
         },
@@ -1843,6 +1848,12 @@ fn a_rule_with_a_cluster_is_only_selected_on_the_router() {
                 "httproute/ns/r/rule/0".to_string()
             ),
             ("x-ai-eg-model".to_string(), "claude".to_string()),
+            // Envoy finds the rule by its virtual host; the client's authority goes along.
+            (":authority".to_string(), "r.ns.aigw.internal".to_string()),
+            (
+                "x-aigw-authority".to_string(),
+                "gw.example:8080".to_string()
+            ),
         ])
     );
     // Every backend sends its own credential: the client's is dropped here already.
@@ -1930,10 +1941,12 @@ fn an_attempt_starts_from_the_request_the_router_passed_not_from_the_attempt_bef
     let forwarded = [
         (":path", "/v1/chat/completions"),
         (":method", "POST"),
-        (":authority", "gw.example:8080"),
         ("content-type", "application/json"),
         ("x-ai-eg-model", "claude"),
         ("x-aigw-rule", "httproute/ns/r/rule/0"),
+        (":authority", "r.ns.aigw.internal"),
+        ("x-aigw-authority", "gw.example:8080"),
+        ("x-forwarded-host", "client.example, r.ns.aigw.internal"),
     ];
     // The first attempt reaches Bedrock: Converse path, its host, SigV4 headers.
     let mut first = Processor::with_role(config.clone(), Arc::new(Metrics::new()), Role::Upstream);
@@ -1983,6 +1996,17 @@ fn an_attempt_starts_from_the_request_the_router_passed_not_from_the_attempt_bef
     );
     assert!(!sent.keys().any(|k| k.starts_with("x-amz-")), "{sent:?}");
     assert!(!sent.contains_key("x-aigw-rule"), "{sent:?}");
+    assert!(!sent.contains_key("x-aigw-authority"), "{sent:?}");
+    // The primary has no hostname of its own: the client's Host, and the client's host where
+    // Envoy's host rewrite recorded the rule's virtual host.
+    assert_eq!(
+        sent.get(":authority").map(String::as_str),
+        Some("gw.example:8080")
+    );
+    assert_eq!(
+        sent.get("x-forwarded-host").map(String::as_str),
+        Some("client.example, gw.example:8080")
+    );
     assert_eq!(
         sent.get("content-type").map(String::as_str),
         Some("application/json")
