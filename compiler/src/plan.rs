@@ -623,9 +623,11 @@ impl Planner<'_> {
                     }
                 }
             }
-            for part in &parts {
-                route_names.insert(part.name.clone());
-            }
+            // A catch-all shared by several routes is written once.
+            let parts: Vec<HttpRoutePlan> = parts
+                .into_iter()
+                .filter(|part| route_names.insert(part.name.clone()))
+                .collect();
             let (mut rules, targets, sources, costs) = self.quotas(&route_object, route, &parts);
             if let Some(last) = config.routes.last_mut() {
                 last.costs.extend(costs);
@@ -1200,16 +1202,13 @@ impl Planner<'_> {
             // HTTPRoute of balanced rules gets a virtual host of its own, found by hash, and
             // the catch-all that sends the first match to the extproc stays on the client's
             // hostnames, in an HTTPRoute of its own.
-            let mut catch_all = out[out.len() - 1].clone();
             for part in &mut out {
                 let authority = rule_authority(&gateway.namespace, &part.name);
                 part.hostnames = vec![authority.clone()];
                 part.rule_authority = Some(authority);
                 part.catch_all = false;
             }
-            catch_all.name = bounded_name(&format!("{base}-route-not-found"), 253);
-            catch_all.rules = Vec::new();
-            out.push(catch_all);
+            out.push(self.shared_catch_all(gateway, &parent_refs, &route.spec.hostnames));
         }
         out
     }
@@ -1598,21 +1597,21 @@ impl Planner<'_> {
                     route.name.clone(),
                     route.source.to_string(),
                 ));
-                if filters.insert(route.host_rewrite_filter.clone()) {
-                    names.push((
-                        EG_GROUP,
-                        "HTTPRouteFilter",
-                        ns.clone(),
-                        route.host_rewrite_filter.clone(),
-                        route.source.to_string(),
-                    ));
-                    names.push((
-                        EG_GROUP,
-                        "HTTPRouteFilter",
-                        ns.clone(),
-                        route.not_found_filter.clone(),
-                        route.source.to_string(),
-                    ));
+                // The filters as routing.rs writes them: once each, where used.
+                let used = [
+                    (!route.rules.is_empty()).then_some(&route.host_rewrite_filter),
+                    route.catch_all.then_some(&route.not_found_filter),
+                ];
+                for filter in used.into_iter().flatten() {
+                    if filters.insert(filter.clone()) {
+                        names.push((
+                            EG_GROUP,
+                            "HTTPRouteFilter",
+                            ns.clone(),
+                            filter.clone(),
+                            route.source.to_string(),
+                        ));
+                    }
                 }
             }
             for (group, kind, ns, name, source) in names {
@@ -1707,6 +1706,46 @@ fn gateway_namespaces(input: &Validated, resolved: &Resolved) -> BTreeMap<Key, B
 }
 
 impl Planner<'_> {
+    /// The catch-all HTTPRoute of the AIGatewayRoutes of a Gateway that attach the same way
+    /// (parent references and hostnames): it sends the first match of every AI request to the
+    /// extproc, and answers 404 when no rule matches. One per group instead of one per route,
+    /// since Envoy tries the routes of a virtual host in turn: `aigw-route-not-found-<gateway>`,
+    /// with a hash of the parent references and hostnames when they narrow it.
+    fn shared_catch_all(
+        &self,
+        gateway: &ObjectId,
+        parent_refs: &[ParentReference],
+        hostnames: &[String],
+    ) -> HttpRoutePlan {
+        let narrowed = parent_refs
+            .iter()
+            .any(|p| p.section_name.is_some() || p.port.is_some())
+            || !hostnames.is_empty();
+        let base = format!("aigw-route-not-found-{}", gateway.name);
+        let name = if narrowed {
+            let key = serde_json::to_string(&(parent_refs, hostnames)).unwrap_or_default();
+            let digest = hex(&Sha256::digest(key.as_bytes()));
+            bounded_name(
+                &format!("{}-{}", bounded_name(&base, 244), &digest[..8]),
+                253,
+            )
+        } else {
+            bounded_name(&base, 253)
+        };
+        HttpRoutePlan {
+            not_found_filter: bounded_name(&base, 253),
+            host_rewrite_filter: String::new(),
+            name,
+            source: gateway.clone(),
+            parent_refs: parent_refs.to_vec(),
+            hostnames: hostnames.to_vec(),
+            labels: BTreeMap::new(),
+            rules: Vec::new(),
+            catch_all: true,
+            rule_authority: None,
+        }
+    }
+
     /// Whether every listener of the Gateway the route attaches to serves any hostname, so
     /// that the route's own HTTPRoutes may take a hostname of their own ([`rule_authority`]):
     /// an HTTPRoute hostname must intersect its listener's.
@@ -2296,6 +2335,21 @@ fn build_auth(policy: &BackendSecurityPolicy, files: &BTreeMap<FieldPath, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rule_authority_is_a_valid_hostname_for_any_route_name() {
+        assert_eq!(rule_authority("ai", "chat"), "chat.ai.aigw.internal");
+        assert_eq!(rule_authority("ai", "chat.v2"), "chat.v2.ai.aigw.internal");
+        for name in ["a".repeat(64), format!("{}.b", "a".repeat(63)).repeat(4)] {
+            let host = rule_authority("ai", &name);
+            assert!(
+                host.len() <= 253 && host.split('.').all(|l| !l.is_empty() && l.len() <= 63),
+                "{host}"
+            );
+            assert!(host.ends_with(".ai.aigw.internal"), "{host}");
+            assert_ne!(host, rule_authority("ai", &format!("{name}x")));
+        }
+    }
 
     #[test]
     fn quantities() {

@@ -40,26 +40,27 @@ pub fn emit_with<T: Send>(
             instance.gateway.namespace, instance.gateway.name
         ))
     };
-    // An AIGatewayRoute split into several HTTPRoutes shares its filters: written once.
+    // An AIGatewayRoute split into several HTTPRoutes shares its filters, and the routes of a
+    // Gateway share the not-found filter of their catch-all: each written once, by the first
+    // HTTPRoute that uses it.
     let mut filters_done = std::collections::BTreeSet::new();
-    let jobs: Vec<(&HttpRoutePlan, bool)> = instance
+    let jobs: Vec<(&HttpRoutePlan, bool, bool)> = instance
         .routes
         .iter()
         .map(|route| {
-            (
-                route,
-                filters_done.insert(route.host_rewrite_filter.as_str()),
-            )
+            let rewrite =
+                !route.rules.is_empty() && filters_done.insert(route.host_rewrite_filter.as_str());
+            let not_found = route.catch_all && filters_done.insert(route.not_found_filter.as_str());
+            (route, rewrite, not_found)
         })
         .collect();
-    let per_route = crate::parallel::map(&jobs, |&(route, with_filters)| {
+    let per_route = crate::parallel::map(&jobs, |&(route, rewrite, not_found)| {
         let route_object =
             through_typed::<HttpRoute>(http_route(instance, route), "HTTPRoute").map(&finish);
-        let filter_objects: Vec<T> = if with_filters {
-            filters(instance, route).into_iter().map(&finish).collect()
-        } else {
-            Vec::new()
-        };
+        let filter_objects: Vec<T> = filters(instance, route, rewrite, not_found)
+            .into_iter()
+            .map(&finish)
+            .collect();
         (route_object, filter_objects)
     });
     let mut rendered = Vec::new();
@@ -275,15 +276,23 @@ fn http_route(instance: &Instance, route: &HttpRoutePlan) -> Value {
     })
 }
 
-fn filters(instance: &Instance, route: &HttpRoutePlan) -> Vec<Value> {
-    vec![
-        json!({
+fn filters(
+    instance: &Instance,
+    route: &HttpRoutePlan,
+    rewrite: bool,
+    not_found: bool,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    if rewrite {
+        out.push(json!({
             "apiVersion": "gateway.envoyproxy.io/v1alpha1",
             "kind": "HTTPRouteFilter",
             "metadata": metadata(&route.host_rewrite_filter, &instance.namespace, &route.source, Default::default()),
             "spec": {"urlRewrite": {"hostname": {"type": "Backend"}}},
-        }),
-        json!({
+        }));
+    }
+    if not_found {
+        out.push(json!({
             "apiVersion": "gateway.envoyproxy.io/v1alpha1",
             "kind": "HTTPRouteFilter",
             "metadata": metadata(&route.not_found_filter, &instance.namespace, &route.source, Default::default()),
@@ -292,8 +301,9 @@ fn filters(instance: &Instance, route: &HttpRoutePlan) -> Vec<Value> {
                 "contentType": "application/json",
                 "body": {"type": "Inline", "inline": NOT_FOUND_BODY},
             }},
-        }),
-    ]
+        }));
+    }
+    out
 }
 
 fn extension_policy(instance: &Instance) -> Value {
