@@ -25,7 +25,12 @@ cargo build -q --release -p aigw -p aigw-extproc
 EXTPROC=$(realpath "${EXTPROC_BIN:-target/release/aigw-extproc}")
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+# KEEP_LOGS=DIR keeps the processes' logs and the generated configs there.
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS"; cp -r "$work"/. "$KEEP_LOGS"/; fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(port); UP_ADMIN=$(port); A=$(port); A_ADMIN=$(port)

@@ -54,6 +54,8 @@ def fallback_crs(listener, faulty, bedrock, openai_port, dead):
         # get what the first attempt was given.
         rule("from-anthropic", ["{name: faulty-anthropic, modelNameOverride: x-html500, priority: 0}",
                                 "{name: openai, priority: 1}"]),
+        # One backend: processed on the router, no extproc per attempt.
+        rule("single", ["{name: openai, modelNameOverride: from-router}"]),
         # Two backends of one priority share the traffic 3:1; the fallback takes none.
         rule("weighted", ["{name: faulty, modelNameOverride: x-ok, weight: 3}",
                           "{name: openai, weight: 1}",
@@ -237,6 +239,18 @@ def test_a_connect_failure_goes_to_the_next_priority(gateway, mocks):
     # Envoy found the rule by its virtual host; a Backend without a hostname gets the client's.
     assert received["host"] == f"127.0.0.1:{gateway.listener}", received
     assert "x-aigw-authority" not in received and "aigw.internal" not in json.dumps(received), received
+
+
+def test_a_rule_with_one_backend_is_processed_on_the_router_and_keeps_the_client_host(gateway, mocks):
+    assert ask(gateway, "single").choices[0].message.content
+    [received] = mocks["openai"].received()
+    assert received.json()["model"] == "from-router"
+    assert received.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+    # Envoy found the route by its virtual host and copied the client's Host back.
+    assert received.headers["host"] == f"127.0.0.1:{gateway.listener}", received.headers
+    assert "aigw.internal" not in json.dumps(received.headers) and "x-aigw-rule" not in received.headers
+    entry = last_log(gateway, "single")
+    assert entry["io.envoy.ai_gateway"]["backend_name"].startswith("ai/openai/"), entry
 
 
 def test_a_silent_primary_is_abandoned_after_the_stream_idle_timeout(gateway, mocks):

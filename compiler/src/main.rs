@@ -219,11 +219,13 @@ fn build(read: &Read, options: &BuildOptions) -> Option<BuildOutput> {
 /// Says, once per build, what the generated EnvoyPatchPolicies need from Envoy Gateway.
 fn note_patch_policies(built: &BuildOutput) {
     let upstream = built.objects.iter().any(|o| {
-        o.kind == "EnvoyPatchPolicy" && o.text.contains(aigw::emit::attempts::UPSTREAM_FILTER)
+        o.kind == "EnvoyPatchPolicy"
+            && (o.text.contains(aigw::emit::attempts::UPSTREAM_FILTER)
+                || o.text.contains("allow_all_routing"))
     });
     if upstream {
         eprintln!(
-            "aigw: note: the EnvoyPatchPolicies *{} put the extproc on each attempt (fallback, retries, translation and credentials per backend); Envoy Gateway applies them only with `extensionApis.enableEnvoyPatchPolicy: true` in its configuration, and without them AI requests reach providers untranslated: enable it, or build with --no-envoy-patch-policy (no fallback between backends)",
+            "aigw: note: the EnvoyPatchPolicies *{} let the extproc name each rule's virtual host and put it on each attempt where a rule falls back or balances between backends; Envoy Gateway applies them only with `extensionApis.enableEnvoyPatchPolicy: true` in its configuration, and without them AI requests find no route (404) or reach providers untranslated: enable it, or build with --no-envoy-patch-policy (no fallback between backends, and Envoy tries every rule of the Gateway in turn)",
             aigw::emit::attempts::POLICY_SUFFIX
         );
     }

@@ -264,8 +264,32 @@ pub struct HttpRoutePlan {
     pub rule_authority: Option<String>,
     /// Host rewrite HTTPRouteFilter.
     pub host_rewrite_filter: String,
+    /// The HTTPRouteFilter that gives a backend without a hostname the client's Host back
+    /// (from [`aigw_filterconfig::CLIENT_AUTHORITY_HEADER`]), for the rules the router
+    /// processes in a route with a [`rule_authority`](Self::rule_authority).
+    pub client_host_filter: String,
     /// Not-found HTTPRouteFilter.
     pub not_found_filter: String,
+}
+
+impl HttpRoutePlan {
+    /// Whether `rule` takes the client's Host back from the router's header: processed on the
+    /// router in a route Envoy finds by [`rule_authority`](Self::rule_authority), towards a
+    /// Backend without a hostname (Envoy's automatic host rewrite would leave the rule's).
+    pub fn client_host(&self, rule: &BackendRule) -> bool {
+        self.rule_authority.is_some()
+            && rule.selection == Selection::Backend
+            && rule.targets.iter().all(|t| !t.facts.dns)
+    }
+
+    /// The host rewrite HTTPRouteFilter of `rule`.
+    pub fn host_filter(&self, rule: &BackendRule) -> &str {
+        if self.client_host(rule) {
+            &self.client_host_filter
+        } else {
+            &self.host_rewrite_filter
+        }
+    }
 }
 
 /// A ReferenceGrant letting the generated HTTPRoutes reach Backends in another namespace.
@@ -614,12 +638,13 @@ impl Planner<'_> {
             if let Some(fc_route) = config.routes.last_mut() {
                 for part in &parts {
                     for rule in &part.rules {
-                        if rule.selection == Selection::Rule
-                            && let Some(fc_rule) = fc_route.rules.get_mut(rule.source_rule)
-                        {
+                        let Some(fc_rule) = fc_route.rules.get_mut(rule.source_rule) else {
+                            continue;
+                        };
+                        if rule.selection == Selection::Rule {
                             fc_rule.cluster = Some(rule.selector.clone());
-                            fc_rule.authority = part.rule_authority.clone();
                         }
+                        fc_rule.authority = part.rule_authority.clone();
                     }
                 }
             }
@@ -860,7 +885,12 @@ impl Planner<'_> {
             // falls back between, unless address types mix (then a cluster per backend).
             let mixed =
                 targets.iter().any(|t| t.2.facts.dns) && targets.iter().any(|t| !t.2.facts.dns);
-            let by_rule = self.options.envoy_patch_policies && !mixed;
+            // Only a rule Envoy has to choose in gets the extproc on each attempt: one backend
+            // is processed on the router (one round trip less; and Envoy 1.39 and 1.40 crash
+            // with an upstream ext_proc filter on HTTP/1.1 clusters under concurrency, see
+            // docs/routing.md).
+            let choice = targets.len() > 1 || has_priority || rule.stream_idle_timeout.is_some();
+            let by_rule = self.options.envoy_patch_policies && !mixed && choice;
             if by_rule {
                 let mut rest = targets.into_iter();
                 if let Some((_, id, first, _)) = rest.next() {
@@ -892,7 +922,7 @@ impl Planner<'_> {
                     ));
                 }
             }
-            if !by_rule {
+            if !by_rule && (mixed || !self.options.envoy_patch_policies) {
                 let reason = if mixed {
                     "its Backends mix endpoints by DNS name with IP addresses or Services, for which Envoy Gateway makes a cluster per backend"
                 } else {
@@ -1185,6 +1215,7 @@ impl Planner<'_> {
                 catch_all: part + 1 == parts,
                 rule_authority: None,
                 host_rewrite_filter: bounded_name(&format!("ai-eg-host-rewrite-{base}"), 253),
+                client_host_filter: bounded_name(&format!("aigw-client-host-{base}"), 253),
                 not_found_filter: bounded_name(
                     &format!("ai-eg-route-not-found-response-{base}"),
                     253,
@@ -1192,20 +1223,17 @@ impl Planner<'_> {
             });
         }
         let by_host = rule_hosts
-            && out
-                .iter()
-                .flat_map(|p| &p.rules)
-                .all(|r| r.selection == Selection::Rule)
+            && self.options.envoy_patch_policies
             && out.iter().any(|p| !p.rules.is_empty());
         if by_host {
-            // Envoy tries a virtual host's routes one by one, and twice per AI request: each
-            // HTTPRoute of balanced rules gets a virtual host of its own, found by hash, and
-            // the catch-all that sends the first match to the extproc stays on the client's
-            // hostnames, in an HTTPRoute of its own.
+            // Envoy tries a virtual host's routes one by one, and twice per AI request: the
+            // HTTPRoutes of an AIGatewayRoute get a virtual host of their own, found by hash,
+            // and the catch-all that sends the first match to the extproc stays on the
+            // client's hostnames, in an HTTPRoute shared by the Gateway's routes.
+            let authority = rule_authority(&gateway.namespace, &base);
             for part in &mut out {
-                let authority = rule_authority(&gateway.namespace, &part.name);
                 part.hostnames = vec![authority.clone()];
-                part.rule_authority = Some(authority);
+                part.rule_authority = Some(authority.clone());
                 part.catch_all = false;
             }
             out.push(self.shared_catch_all(gateway, &parent_refs, &route.spec.hostnames));
@@ -1598,17 +1626,18 @@ impl Planner<'_> {
                     route.source.to_string(),
                 ));
                 // The filters as routing.rs writes them: once each, where used.
-                let used = [
-                    (!route.rules.is_empty()).then_some(&route.host_rewrite_filter),
-                    route.catch_all.then_some(&route.not_found_filter),
-                ];
-                for filter in used.into_iter().flatten() {
-                    if filters.insert(filter.clone()) {
+                let used = route
+                    .rules
+                    .iter()
+                    .map(|r| route.host_filter(r))
+                    .chain(route.catch_all.then_some(route.not_found_filter.as_str()));
+                for filter in used {
+                    if filters.insert(filter.to_string()) {
                         names.push((
                             EG_GROUP,
                             "HTTPRouteFilter",
                             ns.clone(),
-                            filter.clone(),
+                            filter.to_string(),
                             route.source.to_string(),
                         ));
                     }
@@ -1735,6 +1764,7 @@ impl Planner<'_> {
         HttpRoutePlan {
             not_found_filter: bounded_name(&base, 253),
             host_rewrite_filter: String::new(),
+            client_host_filter: String::new(),
             name,
             source: gateway.clone(),
             parent_refs: parent_refs.to_vec(),

@@ -911,6 +911,14 @@ impl Processor {
         let prepared = self.prepare(parsed, route_index, &backend)?;
         let mut set = prepared.set;
         set.push(header_value(SELECTED_BACKEND_HEADER, &backend.spec.name));
+        if let Some(authority) = &rule.authority {
+            // Envoy finds the route's rules by virtual host; a Backend without a hostname
+            // gets the client's Host back from the header (the route's host rewrite).
+            set.push(header_value(":authority", authority));
+            if backend.spec.upstream_host.is_none() {
+                set.push(header_value(CLIENT_AUTHORITY_HEADER, &self.authority));
+            }
+        }
         let metadata = attempt_metadata(&prepared.selection, &route.name);
         self.selection = Some(prepared.selection);
         let common = CommonResponse {

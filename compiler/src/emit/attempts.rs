@@ -251,11 +251,12 @@ fn route_configs(instance: &Instance, route: &HttpRoutePlan) -> Vec<String> {
 /// The EnvoyPatchPolicies of `instance` (none when no rule is balanced by Envoy), each holding
 /// at most [`MAX_PATCH_BYTES`] of patches.
 pub fn policies(instance: &Instance) -> Vec<Value> {
-    if !any(instance) {
+    let router = router_patches(instance);
+    if !any(instance) && router.is_empty() {
         return Vec::new();
     }
     let filters = upstream_filters(instance);
-    let mut groups: Vec<Vec<Value>> = vec![router_patches(instance)];
+    let mut groups: Vec<Vec<Value>> = vec![router];
     let mut size: usize = groups[0].iter().map(|p| p.to_string().len()).sum();
     for route in &instance.routes {
         for rule in route

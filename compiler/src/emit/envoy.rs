@@ -41,7 +41,8 @@
 //!   `/` trimmed; `/` stays a `prefix`), header matches become `string_match.exact` or
 //!   `safe_regex`; the route `idle_timeout` is the request timeout but at least one hour (0 when
 //!   the timeout is 0); websocket upgrades allowed; the HTTPRouteFilter `urlRewrite.hostname`
-//!   type `Backend` becomes `auto_host_rewrite` with `append_x_forwarded_host`; a
+//!   type `Backend` becomes `auto_host_rewrite`, type `Header` `host_rewrite_header`, with
+//!   `append_x_forwarded_host` unless `appendXForwardedHost: false`; a
 //!   `directResponse` becomes a `direct_response` whose body is a text format source, with the
 //!   content type added as a `Content-Type` response header (`internal/gatewayapi/filters.go`).
 //!   The body is written as `inline_string` where Envoy Gateway writes the same bytes as
@@ -370,7 +371,9 @@ enum Action {
     Forward {
         cluster: String,
         timeout_ms: Option<u64>,
-        auto_host_rewrite: bool,
+        /// The route action's host rewrite fields (`auto_host_rewrite` or
+        /// `host_rewrite_header`, and `append_x_forwarded_host`).
+        host_rewrite: Option<Map<String, Value>>,
         /// The route's `retry_policy`, from the user's BackendTrafficPolicy.
         retry: Option<Value>,
     },
@@ -901,7 +904,7 @@ fn route_to_envoy(route: &IrRoute) -> Value {
         Action::Forward {
             cluster,
             timeout_ms,
-            auto_host_rewrite,
+            host_rewrite,
             retry,
         } => {
             let mut action = json!({
@@ -920,9 +923,8 @@ fn route_to_envoy(route: &IrRoute) -> Value {
                 };
                 action["idle_timeout"] = json!(proto_duration(idle));
             }
-            if *auto_host_rewrite {
-                action["auto_host_rewrite"] = json!(true);
-                action["append_x_forwarded_host"] = json!(true);
+            for (key, value) in host_rewrite.iter().flatten() {
+                action[key.as_str()] = value.clone();
             }
             out["route"] = action;
         }
@@ -1205,6 +1207,9 @@ impl<'a> Emitter<'a> {
             return;
         };
         let first_listener = self.listeners.len();
+        // The listeners this target leaves out, as Envoy Gateway names them: patches of them
+        // are Envoy Gateway's to apply.
+        let mut left_out = BTreeSet::new();
         let mut done = vec![false; view.listeners.len()];
         for (i, listener) in view.listeners.iter().enumerate() {
             if done[i] {
@@ -1223,6 +1228,7 @@ impl<'a> Emitter<'a> {
                             listener.name
                         ),
                     ));
+                    left_out.insert(format!("{gateway_name}/{}", listener.name));
                     continue;
                 }
                 other => {
@@ -1234,6 +1240,7 @@ impl<'a> Emitter<'a> {
                             listener.name
                         ),
                     ));
+                    left_out.insert(format!("{gateway_name}/{}", listener.name));
                     continue;
                 }
             }
@@ -1342,6 +1349,12 @@ impl<'a> Emitter<'a> {
                 .unwrap_or_default()
                 .to_string();
             for patch in items(&policy, "/spec/jsonPatches") {
+                let kind = text(patch, "/type").unwrap_or_default();
+                if kind.ends_with(".Listener")
+                    && left_out.contains(text(patch, "/name").unwrap_or_default())
+                {
+                    continue;
+                }
                 if let Err(err) = self.apply_patch(patch, first_listener) {
                     self.errors.push(fail(format!(
                         "internal error: EnvoyPatchPolicy {policy_name}: {err}"
@@ -1607,7 +1620,7 @@ impl<'a> Emitter<'a> {
         let name = text(route, "/metadata/name").unwrap_or_default();
         let mut out = Vec::new();
         for (i, rule) in items(route, "/spec/rules").iter().enumerate() {
-            let mut auto_host_rewrite = false;
+            let mut host_rewrite = None;
             let mut respond = None;
             for filter in items(rule, "/filters") {
                 if text(filter, "/type") != Some("ExtensionRef")
@@ -1624,14 +1637,33 @@ impl<'a> Emitter<'a> {
                 for key in spec.as_object().map(|m| m.keys()).into_iter().flatten() {
                     match key.as_str() {
                         "urlRewrite" => {
-                            if text(spec, "/urlRewrite/hostname/type") != Some("Backend")
-                                || spec["urlRewrite"].as_object().is_some_and(|m| m.len() != 1)
-                            {
-                                return Err(format!(
-                                    "HTTPRouteFilter {filter_name}: unsupported urlRewrite"
-                                ));
+                            let unsupported =
+                                || format!("HTTPRouteFilter {filter_name}: unsupported urlRewrite");
+                            let rewrite = &spec["urlRewrite"];
+                            if rewrite.as_object().is_some_and(|m| {
+                                m.keys()
+                                    .any(|k| k != "hostname" && k != "appendXForwardedHost")
+                            }) {
+                                return Err(unsupported());
                             }
-                            auto_host_rewrite = true;
+                            let mut fields = Map::new();
+                            match text(rewrite, "/hostname/type") {
+                                Some("Backend") => {
+                                    fields.insert("auto_host_rewrite".into(), json!(true));
+                                }
+                                Some("Header") => {
+                                    let header = text(rewrite, "/hostname/header")
+                                        .ok_or_else(unsupported)?;
+                                    fields.insert("host_rewrite_header".into(), json!(header));
+                                }
+                                _ => return Err(unsupported()),
+                            }
+                            if rewrite.get("appendXForwardedHost").and_then(Value::as_bool)
+                                != Some(false)
+                            {
+                                fields.insert("append_x_forwarded_host".into(), json!(true));
+                            }
+                            host_rewrite = Some(fields);
                         }
                         "directResponse" => {
                             let body = match text(spec, "/directResponse/body/type") {
@@ -1692,7 +1724,7 @@ impl<'a> Emitter<'a> {
                         cluster,
                         timeout_ms: timeout("/timeouts/backendRequest")?
                             .or(timeout("/timeouts/request")?),
-                        auto_host_rewrite,
+                        host_rewrite: host_rewrite.clone(),
                         retry: self.retry_of(namespace, name, &instance.gateway.name),
                     }
                 }

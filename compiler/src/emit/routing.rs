@@ -44,20 +44,27 @@ pub fn emit_with<T: Send>(
     // Gateway share the not-found filter of their catch-all: each written once, by the first
     // HTTPRoute that uses it.
     let mut filters_done = std::collections::BTreeSet::new();
-    let jobs: Vec<(&HttpRoutePlan, bool, bool)> = instance
+    let jobs: Vec<(&HttpRoutePlan, [bool; 3])> = instance
         .routes
         .iter()
         .map(|route| {
-            let rewrite =
-                !route.rules.is_empty() && filters_done.insert(route.host_rewrite_filter.as_str());
-            let not_found = route.catch_all && filters_done.insert(route.not_found_filter.as_str());
-            (route, rewrite, not_found)
+            let mut first = |used: bool, name: &str| used && filters_done.insert(name.to_string());
+            let rewrite = first(
+                route.rules.iter().any(|r| !route.client_host(r)),
+                &route.host_rewrite_filter,
+            );
+            let client = first(
+                route.rules.iter().any(|r| route.client_host(r)),
+                &route.client_host_filter,
+            );
+            let not_found = first(route.catch_all, &route.not_found_filter);
+            (route, [rewrite, client, not_found])
         })
         .collect();
-    let per_route = crate::parallel::map(&jobs, |&(route, rewrite, not_found)| {
+    let per_route = crate::parallel::map(&jobs, |&(route, which)| {
         let route_object =
             through_typed::<HttpRoute>(http_route(instance, route), "HTTPRoute").map(&finish);
-        let filter_objects: Vec<T> = filters(instance, route, rewrite, not_found)
+        let filter_objects: Vec<T> = filters(instance, route, which)
             .into_iter()
             .map(&finish)
             .collect();
@@ -232,7 +239,7 @@ fn http_route(instance: &Instance, route: &HttpRoutePlan) -> Value {
             json!({
                 "name": rule.name,
                 "matches": matches,
-                "filters": [extension_ref(&route.host_rewrite_filter)],
+                "filters": [extension_ref(route.host_filter(rule))],
                 "backendRefs": backends,
                 "timeouts": timeouts,
             })
@@ -276,13 +283,22 @@ fn http_route(instance: &Instance, route: &HttpRoutePlan) -> Value {
     })
 }
 
-fn filters(
-    instance: &Instance,
-    route: &HttpRoutePlan,
-    rewrite: bool,
-    not_found: bool,
-) -> Vec<Value> {
+/// The HTTPRouteFilters `route` writes: `[host rewrite, client host, not found]`.
+fn filters(instance: &Instance, route: &HttpRoutePlan, which: [bool; 3]) -> Vec<Value> {
+    let [rewrite, client, not_found] = which;
     let mut out = Vec::new();
+    if client {
+        // The router set `:authority` to the route's virtual host and the client's in a header.
+        out.push(json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "HTTPRouteFilter",
+            "metadata": metadata(&route.client_host_filter, &instance.namespace, &route.source, Default::default()),
+            "spec": {"urlRewrite": {
+                "hostname": {"type": "Header", "header": aigw_filterconfig::CLIENT_AUTHORITY_HEADER},
+                "appendXForwardedHost": false,
+            }},
+        }));
+    }
     if rewrite {
         out.push(json!({
             "apiVersion": "gateway.envoyproxy.io/v1alpha1",
