@@ -3,10 +3,12 @@
 #   A) Envoy -> upstream                    (baseline)
 #   B) Envoy -> aigw-extproc -> upstream, built with --no-envoy-patch-policy (one backend per
 #      HTTPRoute rule, the extproc at the router only: the design before per-attempt processing)
-#   C) the same with the default build: one HTTPRoute rule per AIGatewayRoute rule and the
-#      extproc also in the rule cluster, once per attempt
+#   C) the same with the default build: the route found by its virtual host, the request
+#      processed on the router (a rule with one backend)
+#   P) C with a fallback backendRef (priority 1) in the rule: the extproc also in the rule
+#      cluster, once per attempt
 #   D) C with ROUTES more AIGatewayRoutes (3 rules each, default 2,000) on the same Gateway,
-#      the benchmark's model in the rule Envoy matches last
+#      the benchmark's model in the rule Envoy would match last
 # The upstream is an Envoy answering a fixed OpenAI chat completion (with usage) by
 # direct_response, so it is never the bottleneck. Load generator: hey (Debian package), at fixed
 # rates of 1,000 and 3,000 requests/s and then unthrottled for the maximum rate.
@@ -35,7 +37,7 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(port); UP_ADMIN=$(port); A=$(port); A_ADMIN=$(port)
 ROUTES=${ROUTES:-2000}
-SETUPS=${SETUPS:-A B C D}
+SETUPS=${SETUPS:-A B C P D}
 
 answer='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"The quick brown fox jumps over the lazy dog."},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":10,"total_tokens":260}}'
 cat >"$work/upstream.yaml" <<YAML
@@ -91,8 +93,9 @@ static_resources:
       cluster_name: upstream
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $UP}}}}]}]
 YAML
-# crs DIR PORT [ROUTES]: the benchmark's Gateway, route and backend, with ROUTES more
-# AIGatewayRoutes of 3 rules each (own models and Backends) that sort before it.
+# crs DIR PORT [ROUTES [MORE_REFS]]: the benchmark's Gateway, route and backend, with ROUTES
+# more AIGatewayRoutes of 3 rules each (own models and Backends) that sort before it, and
+# MORE_REFS appended to the rule's backendRefs.
 crs() {
   mkdir -p "$1"
   cat >"$1/gateway.yaml" <<YAML
@@ -111,7 +114,7 @@ spec:
   llmRequestCosts: [{metadataKey: llm_total_token, type: TotalToken}]
   rules:
   - matches: [{headers: [{name: x-ai-eg-model, value: gpt-4o-mini}]}]
-    backendRefs: [{name: upstream}]
+    backendRefs: [{name: upstream}${4:-}]
 ---
 apiVersion: aigateway.envoyproxy.io/v1beta1
 kind: AIServiceBackend
@@ -165,7 +168,8 @@ PY
 declare -A PORT ADMIN XADMIN NAME
 NAME[A]="Envoy -> upstream"
 NAME[B]="Envoy -> aigw-extproc -> upstream, router only"
-NAME[C]="Envoy -> aigw-extproc -> upstream, router + per attempt"
+NAME[C]="Envoy -> aigw-extproc -> upstream, by virtual host"
+NAME[P]="as C, with a fallback: the extproc on the router and per attempt"
 NAME[D]="as C, $ROUTES more AIGatewayRoutes on the Gateway"
 PORT[A]=$A
 ADMIN[A]=$A_ADMIN
@@ -175,6 +179,7 @@ for setup in $SETUPS; do
   case $setup in
     B) crs "$work/crs-B" "${PORT[B]}"; flags=(--no-envoy-patch-policy) ;;
     C) crs "$work/crs-C" "${PORT[C]}"; flags=() ;;
+    P) crs "$work/crs-P" "${PORT[P]}" 0 ", {name: upstream, priority: 1}"; flags=() ;;
     D) crs "$work/crs-D" "${PORT[D]}" "$ROUTES"; flags=() ;;
     *) echo "bench: unknown setup $setup" >&2; exit 1 ;;
   esac
@@ -234,8 +239,16 @@ IFS='|' read -r -a LOADS <<<"${LOADS:-200 4 50|1000 20 50|3000 60 50|max 64 0}"
 for load in "${LOADS[@]}"; do
   set -- $load
   for setup in $SETUPS; do
-    read -r p50 p99 rps errors < <(run "http://127.0.0.1:${PORT[$setup]}/v1/chat/completions" "$2" "$3")
     label=$([ "$1" = max ] && echo "unthrottled, 64 connections" || echo "$1 req/s")
+    if ! curl -fs "http://127.0.0.1:${ADMIN[$setup]}/ready" >/dev/null 2>&1; then
+      echo "| $label | $setup: ${NAME[$setup]} | Envoy is down (see docs/routing.md) | | | |"
+      continue
+    fi
+    read -r p50 p99 rps errors < <(run "http://127.0.0.1:${PORT[$setup]}/v1/chat/completions" "$2" "$3")
+    if ! curl -fs "http://127.0.0.1:${ADMIN[$setup]}/ready" >/dev/null 2>&1; then
+      echo "| $label | $setup: ${NAME[$setup]} | Envoy crashed under this load: $(grep -m1 -o 'Caught [A-Za-z ]*' "$work/gateway-$setup.log" || echo 'no log') | | | |"
+      continue
+    fi
     echo "| $label | $setup: ${NAME[$setup]} | $rps | $p50 | $p99 | $errors |"
   done
 done

@@ -891,6 +891,17 @@ impl Planner<'_> {
             // docs/routing.md).
             let choice = targets.len() > 1 || has_priority || rule.stream_idle_timeout.is_some();
             let by_rule = self.options.envoy_patch_policies && !mixed && choice;
+            if by_rule
+                && let Some((j, ..)) = targets
+                    .iter()
+                    .find(|t| !t.2.facts.tls && !t.2.facts.http_protocol)
+            {
+                self.diags.push(self.input.warning_at(
+                    object,
+                    rule_path.key("backendRefs").index(*j),
+                    "this rule sends each attempt through the extproc in its Envoy cluster, and this backend speaks HTTP/1.1 without TLS: Envoy 1.39 and 1.40 crash with that filter on HTTP/1.1 clusters under concurrency (docs/routing.md); give the Backend `appProtocols: [gateway.envoyproxy.io/h2c]` if the server speaks HTTP/2, or build with --no-envoy-patch-policy".to_string(),
+                ));
+            }
             if by_rule {
                 let mut rest = targets.into_iter();
                 if let Some((_, id, first, _)) = rest.next() {
