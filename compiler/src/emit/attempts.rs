@@ -139,25 +139,16 @@ fn router_patches(instance: &Instance) -> Vec<Value> {
         return Vec::new();
     };
     let json_path = format!(
-        "$..filters[?(@.name=='envoy.filters.network.http_connection_manager')].typed_config.http_filters[?(@.name=='envoy.filters.http.ext_proc/{}')].typed_config",
+        "{}.http_filters[?(@.name=='envoy.filters.http.ext_proc/{}')].typed_config",
+        super::routing::HCM_JSON_PATH,
         extproc_cluster(instance)
     );
-    local_replies
-        .listeners
-        .iter()
-        .map(|listener| {
-            json!({
-                "type": "type.googleapis.com/envoy.config.listener.v3.Listener",
-                "name": listener,
-                "operation": {
-                    "op": "add",
-                    "jsonPath": json_path,
-                    "path": "/mutation_rules",
-                    "value": {"allow_all_routing": true},
-                },
-            })
-        })
-        .collect()
+    super::routing::listener_patches(
+        &local_replies.listeners,
+        &json_path,
+        "/mutation_rules",
+        &json!({"allow_all_routing": true}),
+    )
 }
 
 /// The patches for one rule.

@@ -138,24 +138,24 @@ fn parse(json_path: &str) -> Result<Vec<Step>, String> {
             ));
             rest = tail;
         } else if let Some(after) = rest.strip_prefix("..") {
-            let end = after.find(['.', '[']).unwrap_or(after.len());
-            if end == 0 {
-                return Err(unsupported());
-            }
-            steps.push(Step::Descendant(after[..end].to_string()));
-            rest = &after[end..];
+            let (name, tail) = field_name(after).ok_or_else(unsupported)?;
+            steps.push(Step::Descendant(name.to_string()));
+            rest = tail;
         } else if let Some(after) = rest.strip_prefix('.') {
-            let end = after.find(['.', '[']).unwrap_or(after.len());
-            if end == 0 {
-                return Err(unsupported());
-            }
-            steps.push(Step::Child(after[..end].to_string()));
-            rest = &after[end..];
+            let (name, tail) = field_name(after).ok_or_else(unsupported)?;
+            steps.push(Step::Child(name.to_string()));
+            rest = tail;
         } else {
             return Err(unsupported());
         }
     }
     Ok(steps)
+}
+
+/// A field name up to the next step, and the rest; None when empty.
+fn field_name(path: &str) -> Option<(&str, &str)> {
+    let end = path.find(['.', '[']).unwrap_or(path.len());
+    (end > 0).then(|| path.split_at(end))
 }
 
 /// The JSON pointers of the nodes `json_path` selects, in document order.

@@ -125,29 +125,37 @@ pub fn emit_with<T: Send>(
 /// The HTTP connection manager of an Envoy Gateway listener, wherever it sits among the
 /// listener's filter chains (a ClientTrafficPolicy connection limit puts a filter before it;
 /// HTTPS listeners have one chain per certificate).
-const HCM_JSON_PATH: &str =
+pub(super) const HCM_JSON_PATH: &str =
     "$..filters[?(@.name=='envoy.filters.network.http_connection_manager')].typed_config";
 
-/// The EnvoyPatchPolicy that gives Envoy's own replies to AI requests the client's API shape
-/// on each listener of the Gateway (see [`super::local_reply`]).
-fn local_replies_policy(instance: &Instance, plan: &plan::LocalRepliesPlan) -> Value {
-    let value = super::local_reply::config();
-    let patches: Vec<Value> = plan
-        .listeners
+/// One `add` patch per xDS listener: `value` at `path` below each node `json_path` selects.
+pub(super) fn listener_patches(
+    listeners: &[String],
+    json_path: &str,
+    path: &str,
+    value: &Value,
+) -> Vec<Value> {
+    listeners
         .iter()
         .map(|listener| {
             json!({
                 "type": "type.googleapis.com/envoy.config.listener.v3.Listener",
                 "name": listener,
-                "operation": {
-                    "op": "add",
-                    "jsonPath": HCM_JSON_PATH,
-                    "path": "/local_reply_config",
-                    "value": value,
-                },
+                "operation": {"op": "add", "jsonPath": json_path, "path": path, "value": value},
             })
         })
-        .collect();
+        .collect()
+}
+
+/// The EnvoyPatchPolicy that gives Envoy's own replies to AI requests the client's API shape
+/// on each listener of the Gateway (see [`super::local_reply`]).
+fn local_replies_policy(instance: &Instance, plan: &plan::LocalRepliesPlan) -> Value {
+    let patches = listener_patches(
+        &plan.listeners,
+        HCM_JSON_PATH,
+        "/local_reply_config",
+        &super::local_reply::config(),
+    );
     json!({
         "apiVersion": "gateway.envoyproxy.io/v1alpha1",
         "kind": "EnvoyPatchPolicy",
