@@ -21,6 +21,7 @@ pub mod costs;
 pub mod endpoint;
 pub mod metrics;
 pub mod processor;
+pub mod ratelimit;
 pub mod reload;
 pub mod router;
 pub mod server;

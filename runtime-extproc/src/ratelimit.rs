@@ -1,0 +1,694 @@
+//! An in-memory rate-limit service for one machine: the configuration format, descriptor
+//! matching and fixed windows of envoyproxy/ratelimit, the service Envoy Gateway configures
+//! for its global rate limits, so that token budgets can be tried with `aigw run`.
+//!
+//! Mirrored from envoyproxy/ratelimit (`src/config/config_impl.go` `GetLimit`,
+//! `src/limiter/base_limiter.go`, `src/limiter/cache_key.go`):
+//! - The configuration is one YAML document per domain: `domain`, then a tree of
+//!   `descriptors`, each with a `key`, an optional `value`, an optional `rate_limit`
+//!   (`requests_per_unit` and `unit`, or `unlimited`), `shadow_mode` and nested `descriptors`.
+//!   Unknown fields, an empty key, a duplicate key and value at one level, a bad unit and a unit
+//!   with `unlimited` are errors.
+//! - A request descriptor's entries are walked from the top: at each level the entry matches
+//!   the child `key_value`, else a child whose key ends with `*` and prefixes `key_value`, else
+//!   the child `key` (any value; each value then counts on its own). A limit applies only when
+//!   it sits at the level of the descriptor's last entry.
+//! - Counting is a fixed window aligned to the unit (`now / unit * unit`), one counter per
+//!   domain, entries and window. A request adds its hits first (the descriptor's own
+//!   `hits_addend` when set, else the request's, where 0 means 1); it is over the limit when
+//!   the count after adding exceeds `requests_per_unit`. So a response cost charged when a
+//!   stream ends (hits added, the answer already sent) refuses the next request once the
+//!   budget is spent.
+//! - The answer is `OVER_LIMIT` when any descriptor is over a limit that is not in shadow mode;
+//!   a shadow-mode limit still counts, and its descriptor reports `OK`.
+//!
+//! Nothing a client sends may grow memory without bound: distinct values (a `Distinct` header
+//! selector) each make a counter, so counters are capped ([`MAX_COUNTERS`]); when the cap is
+//! reached, counters of ended windows are dropped first, and a new counter that still finds no
+//! room is not kept: that request is not counted (reported by [`Decision::uncounted`]).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The most counters held at once.
+pub const MAX_COUNTERS: usize = 200_000;
+
+/// A configuration that cannot be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The YAML does not parse or has unknown fields.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A descriptor is invalid.
+    #[error("{file}: descriptor {key}: {message}")]
+    Descriptor {
+        /// The file.
+        file: String,
+        /// The full key of the descriptor (`domain.key_value.key`).
+        key: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct YamlRoot {
+    domain: String,
+    #[serde(default)]
+    descriptors: Vec<YamlDescriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct YamlDescriptor {
+    key: String,
+    #[serde(default)]
+    value: String,
+    rate_limit: Option<YamlRateLimit>,
+    #[serde(default)]
+    descriptors: Vec<YamlDescriptor>,
+    #[serde(default)]
+    shadow_mode: bool,
+    #[serde(default)]
+    detailed_metric: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct YamlRateLimit {
+    #[serde(default)]
+    requests_per_unit: u32,
+    #[serde(default)]
+    unit: String,
+    #[serde(default)]
+    unlimited: bool,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    replaces: Vec<YamlReplaces>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct YamlReplaces {
+    #[allow(dead_code, reason = "accepted as envoyproxy/ratelimit accepts it")]
+    name: String,
+}
+
+/// The unit of a limit's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// One second.
+    Second,
+    /// 60 seconds.
+    Minute,
+    /// 3,600 seconds.
+    Hour,
+    /// 86,400 seconds.
+    Day,
+    /// 7 days.
+    Week,
+    /// 30 days.
+    Month,
+    /// 365 days.
+    Year,
+}
+
+impl Unit {
+    fn parse(text: &str) -> Option<Unit> {
+        Some(match text.to_ascii_uppercase().as_str() {
+            "SECOND" => Unit::Second,
+            "MINUTE" => Unit::Minute,
+            "HOUR" => Unit::Hour,
+            "DAY" => Unit::Day,
+            "WEEK" => Unit::Week,
+            "MONTH" => Unit::Month,
+            "YEAR" => Unit::Year,
+            _ => return None,
+        })
+    }
+
+    /// The window length in seconds.
+    pub fn seconds(self) -> u64 {
+        match self {
+            Unit::Second => 1,
+            Unit::Minute => 60,
+            Unit::Hour => 3_600,
+            Unit::Day => 86_400,
+            Unit::Week => 7 * 86_400,
+            Unit::Month => 30 * 86_400,
+            Unit::Year => 365 * 86_400,
+        }
+    }
+}
+
+/// A configured limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limit {
+    /// `domain.key_value.key...`, as the service names it in its statistics.
+    pub full_key: String,
+    /// Hits per window.
+    pub requests_per_unit: u32,
+    /// The window.
+    pub unit: Unit,
+    /// Never over the limit (nothing is counted).
+    pub unlimited: bool,
+    /// Counted, never refused.
+    pub shadow_mode: bool,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<String, Node>,
+    /// Children whose key ends with `*`, in configuration order.
+    wildcards: Vec<String>,
+    limit: Option<Limit>,
+}
+
+impl Node {
+    fn load(
+        &mut self,
+        file: &str,
+        parent: &str,
+        descriptors: Vec<YamlDescriptor>,
+    ) -> Result<(), ConfigError> {
+        for descriptor in descriptors {
+            let fail = |key: &str, message: &str| ConfigError::Descriptor {
+                file: file.to_string(),
+                key: key.to_string(),
+                message: message.to_string(),
+            };
+            if descriptor.key.is_empty() {
+                return Err(fail(parent, "a descriptor has an empty key"));
+            }
+            let mut name = descriptor.key.clone();
+            if !descriptor.value.is_empty() {
+                name = format!("{name}_{}", descriptor.value);
+            }
+            let full_key = format!("{parent}{name}");
+            if self.children.contains_key(&name) {
+                return Err(fail(&full_key, "duplicate descriptor key and value"));
+            }
+            let limit = match descriptor.rate_limit {
+                None => None,
+                Some(rate) => {
+                    let unit = Unit::parse(&rate.unit);
+                    if rate.unlimited && unit.is_some() {
+                        return Err(fail(&full_key, "an unlimited limit takes no unit"));
+                    }
+                    if !rate.unlimited && unit.is_none() {
+                        return Err(fail(
+                            &full_key,
+                            &format!("invalid rate limit unit {:?}", rate.unit),
+                        ));
+                    }
+                    if rate
+                        .replaces
+                        .iter()
+                        .any(|r| r.name.is_empty() || r.name == rate.name)
+                    {
+                        return Err(fail(&full_key, "invalid replaces entry"));
+                    }
+                    Some(Limit {
+                        full_key: full_key.clone(),
+                        requests_per_unit: rate.requests_per_unit,
+                        unit: unit.unwrap_or(Unit::Second),
+                        unlimited: rate.unlimited,
+                        shadow_mode: descriptor.shadow_mode,
+                    })
+                }
+            };
+            let _ = descriptor.detailed_metric;
+            let mut node = Node {
+                limit,
+                ..Node::default()
+            };
+            node.load(file, &format!("{full_key}."), descriptor.descriptors)?;
+            if name.ends_with('*') {
+                self.wildcards.push(name.clone());
+            }
+            self.children.insert(name, node);
+        }
+        Ok(())
+    }
+}
+
+/// The limits of every domain.
+#[derive(Debug, Default)]
+pub struct Config {
+    domains: HashMap<String, Node>,
+}
+
+impl Config {
+    /// Loads `(file name, YAML text)` pairs, one domain each.
+    pub fn load(files: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        for (file, text) in files {
+            let root: YamlRoot =
+                serde_saphyr::from_str(text).map_err(|err| ConfigError::Parse {
+                    file: file.clone(),
+                    message: err.to_string(),
+                })?;
+            if root.domain.is_empty() {
+                return Err(ConfigError::Parse {
+                    file: file.clone(),
+                    message: "the domain is empty".into(),
+                });
+            }
+            if config.domains.contains_key(&root.domain) {
+                return Err(ConfigError::Parse {
+                    file: file.clone(),
+                    message: format!("domain {:?} is configured twice", root.domain),
+                });
+            }
+            let mut node = Node::default();
+            node.load(file, &format!("{}.", root.domain), root.descriptors)?;
+            config.domains.insert(root.domain, node);
+        }
+        Ok(config)
+    }
+
+    /// The limit a descriptor of `domain` falls under, as envoyproxy/ratelimit finds it.
+    pub fn limit(&self, domain: &str, entries: &[(String, String)]) -> Option<&Limit> {
+        let mut node = self.domains.get(domain)?;
+        let mut found = None;
+        for (i, (key, value)) in entries.iter().enumerate() {
+            let key_value = format!("{key}_{value}");
+            let next = node
+                .children
+                .get(&key_value)
+                .or_else(|| {
+                    node.wildcards
+                        .iter()
+                        .find(|w| key_value.starts_with(w.trim_end_matches('*')))
+                        .and_then(|w| node.children.get(w))
+                })
+                .or_else(|| node.children.get(key));
+            let Some(next) = next else {
+                break;
+            };
+            if i + 1 == entries.len() {
+                found = next.limit.as_ref();
+            }
+            if next.children.is_empty() {
+                break;
+            }
+            node = next;
+        }
+        found
+    }
+}
+
+/// One descriptor of a request: its entries, and its own hits when set.
+#[derive(Debug, Clone)]
+pub struct Descriptor {
+    /// `(key, value)` entries.
+    pub entries: Vec<(String, String)>,
+    /// The descriptor's `hits_addend`, overriding the request's.
+    pub hits: Option<u64>,
+}
+
+/// The status of one descriptor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// Over a limit that is not in shadow mode.
+    pub over_limit: bool,
+    /// The limit it fell under, if any.
+    pub limit: Option<Limit>,
+    /// Hits left in the window (0 when over).
+    pub remaining: u64,
+    /// Seconds until the window ends.
+    pub reset_seconds: u64,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Any descriptor over a limit that is not in shadow mode.
+    pub over_limit: bool,
+    /// One per descriptor, in order.
+    pub statuses: Vec<Status>,
+    /// Descriptors that were not counted because the counters were full.
+    pub uncounted: usize,
+    /// Descriptors over a shadow-mode limit (counted, not refused).
+    pub shadow_over_limit: usize,
+}
+
+/// Fixed-window counters.
+#[derive(Debug, Default)]
+pub struct Limiter {
+    state: Mutex<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    /// Counter key to (hits, end of its window).
+    map: HashMap<String, (u64, u64)>,
+    /// The earliest end of a window held: before it, dropping ended windows finds nothing.
+    next_end: u64,
+}
+
+impl Limiter {
+    /// Counts `descriptors` of `domain` at `now` (Unix seconds) with the request's
+    /// `hits_addend` (0 means 1).
+    pub fn check(
+        &self,
+        config: &Config,
+        domain: &str,
+        descriptors: &[Descriptor],
+        hits_addend: u32,
+        now: u64,
+    ) -> Decision {
+        let request_hits = u64::from(hits_addend.max(1));
+        let mut decision = Decision {
+            over_limit: false,
+            statuses: Vec::with_capacity(descriptors.len()),
+            uncounted: 0,
+            shadow_over_limit: 0,
+        };
+        let mut guard = match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let state = &mut *guard;
+        for descriptor in descriptors {
+            let Some(limit) = config
+                .limit(domain, &descriptor.entries)
+                .filter(|l| !l.unlimited)
+            else {
+                decision.statuses.push(Status {
+                    over_limit: false,
+                    limit: None,
+                    remaining: 0,
+                    reset_seconds: 0,
+                });
+                continue;
+            };
+            let hits = descriptor.hits.unwrap_or(request_hits);
+            let window = limit.unit.seconds();
+            let start = now / window * window;
+            let mut key = String::from(domain);
+            key.push('_');
+            for (k, v) in &descriptor.entries {
+                key.push_str(k);
+                key.push('_');
+                key.push_str(v);
+                key.push('_');
+            }
+            key.push_str(&start.to_string());
+            let end = start + window;
+            if state.map.len() >= MAX_COUNTERS
+                && now >= state.next_end
+                && !state.map.contains_key(&key)
+            {
+                state.map.retain(|_, (_, window_end)| *window_end > now);
+                state.next_end = state.map.values().map(|(_, e)| *e).min().unwrap_or(0);
+            }
+            let after = if let Some((count, _)) = state.map.get_mut(&key) {
+                *count = count.saturating_add(hits);
+                *count
+            } else if state.map.len() < MAX_COUNTERS {
+                if state.map.is_empty() || end < state.next_end {
+                    state.next_end = end;
+                }
+                state.map.insert(key, (hits, end));
+                hits
+            } else {
+                decision.uncounted += 1;
+                hits
+            };
+            let limit_value = u64::from(limit.requests_per_unit);
+            let over = after > limit_value;
+            if over && limit.shadow_mode {
+                decision.shadow_over_limit += 1;
+            }
+            let refused = over && !limit.shadow_mode;
+            decision.over_limit |= refused;
+            decision.statuses.push(Status {
+                over_limit: refused,
+                limit: Some(limit.clone()),
+                remaining: limit_value.saturating_sub(after),
+                reset_seconds: end - now,
+            });
+        }
+        decision
+    }
+
+    /// Counters held now.
+    pub fn len(&self) -> usize {
+        self.state.lock().map_or(0, |c| c.map.len())
+    }
+
+    /// No counters held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Envoy Gateway's shape for a QuotaPolicy-like rule: a per-tenant (Distinct) budget
+    /// under the route's rule key, and an exact-value bucket.
+    const CONFIG: &str = r#"
+domain: ai/gw/http
+descriptors:
+- key: rule-0-match-0
+  value: rule-0-match-0
+  descriptors:
+  - key: x-tenant-id
+    rate_limit: {requests_per_unit: 100, unit: Minute}
+- key: rule-1-match-0
+  value: rule-1-match-0
+  descriptors:
+  - key: x-tier
+    value: free
+    rate_limit: {requests_per_unit: 10, unit: Second}
+  - key: x-tier
+    rate_limit: {unlimited: true}
+- key: shadow
+  shadow_mode: true
+  rate_limit: {requests_per_unit: 1, unit: hour}
+- key: pre*
+  rate_limit: {requests_per_unit: 2, unit: day}
+"#;
+
+    fn config() -> Config {
+        Config::load(&[("rl.yaml".into(), CONFIG.into())]).unwrap()
+    }
+
+    fn entries(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn one(pairs: &[(&str, &str)], hits: Option<u64>) -> Vec<Descriptor> {
+        vec![Descriptor {
+            entries: entries(pairs),
+            hits,
+        }]
+    }
+
+    #[test]
+    fn descriptors_match_by_value_then_wildcard_then_any_value_at_the_last_entry() {
+        let c = config();
+        let tenant = c.limit(
+            "ai/gw/http",
+            &entries(&[
+                ("rule-0-match-0", "rule-0-match-0"),
+                ("x-tenant-id", "acme"),
+            ]),
+        );
+        assert_eq!(tenant.map(|l| l.requests_per_unit), Some(100));
+        assert_eq!(
+            tenant.map(|l| l.full_key.as_str()),
+            Some("ai/gw/http.rule-0-match-0_rule-0-match-0.x-tenant-id")
+        );
+        // The exact value wins over the key alone.
+        let free = c.limit(
+            "ai/gw/http",
+            &entries(&[("rule-1-match-0", "rule-1-match-0"), ("x-tier", "free")]),
+        );
+        assert_eq!(free.map(|l| l.unit), Some(Unit::Second));
+        let other = c.limit(
+            "ai/gw/http",
+            &entries(&[("rule-1-match-0", "rule-1-match-0"), ("x-tier", "paid")]),
+        );
+        assert!(other.is_some_and(|l| l.unlimited));
+        // A limit applies only at the depth of the descriptor's last entry.
+        assert!(
+            c.limit(
+                "ai/gw/http",
+                &entries(&[("rule-0-match-0", "rule-0-match-0")])
+            )
+            .is_none()
+        );
+        assert!(
+            c.limit(
+                "ai/gw/http",
+                &entries(&[
+                    ("rule-0-match-0", "rule-0-match-0"),
+                    ("x-tenant-id", "a"),
+                    ("x", "y")
+                ])
+            )
+            .is_none()
+        );
+        assert_eq!(
+            c.limit("ai/gw/http", &entries(&[("prefix", "x")]))
+                .map(|l| l.requests_per_unit),
+            Some(2)
+        );
+        assert!(c.limit("other", &entries(&[("shadow", "")])).is_none());
+        assert!(
+            c.limit("ai/gw/http", &entries(&[("nothing", "here")]))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_budget_is_refused_once_spent_per_distinct_value_and_recovers_with_its_window() {
+        let c = config();
+        let limiter = Limiter::default();
+        let tenant = |id: &str, hits| {
+            one(
+                &[("rule-0-match-0", "rule-0-match-0"), ("x-tenant-id", id)],
+                hits,
+            )
+        };
+        let t0 = 1_700_000_020; // 40 s into a minute
+        // The request phase checks with 0 hits; the response phase charges the tokens.
+        assert!(
+            !limiter
+                .check(&c, "ai/gw/http", &tenant("acme", Some(0)), 0, t0)
+                .over_limit
+        );
+        assert!(
+            !limiter
+                .check(&c, "ai/gw/http", &tenant("acme", Some(100)), 0, t0)
+                .over_limit
+        );
+        // Exactly at the budget: the next check is still allowed, one more hit is not.
+        assert!(
+            !limiter
+                .check(&c, "ai/gw/http", &tenant("acme", Some(0)), 0, t0)
+                .over_limit
+        );
+        let over = limiter.check(&c, "ai/gw/http", &tenant("acme", Some(1)), 0, t0 + 1);
+        assert!(over.over_limit);
+        assert_eq!(over.statuses[0].remaining, 0);
+        assert_eq!(over.statuses[0].reset_seconds, 19);
+        assert!(
+            limiter
+                .check(&c, "ai/gw/http", &tenant("acme", Some(0)), 0, t0 + 19)
+                .over_limit
+        );
+        // Another tenant has its own budget.
+        assert!(
+            !limiter
+                .check(&c, "ai/gw/http", &tenant("other", None), 0, t0)
+                .over_limit
+        );
+        // A new minute, a new budget.
+        let next = limiter.check(&c, "ai/gw/http", &tenant("acme", Some(0)), 0, t0 + 20);
+        assert!(!next.over_limit);
+        assert_eq!(next.statuses[0].remaining, 100);
+    }
+
+    #[test]
+    fn request_hits_default_to_one_and_shadow_mode_counts_without_refusing() {
+        let c = config();
+        let limiter = Limiter::default();
+        let free = one(
+            &[("rule-1-match-0", "rule-1-match-0"), ("x-tier", "free")],
+            None,
+        );
+        for _ in 0..10 {
+            assert!(!limiter.check(&c, "ai/gw/http", &free, 0, 5).over_limit);
+        }
+        assert!(limiter.check(&c, "ai/gw/http", &free, 0, 5).over_limit);
+        assert!(!limiter.check(&c, "ai/gw/http", &free, 0, 6).over_limit);
+        let shadow = one(&[("shadow", "")], None);
+        assert!(!limiter.check(&c, "ai/gw/http", &shadow, 3, 0).over_limit);
+        let decision = limiter.check(&c, "ai/gw/http", &shadow, 0, 0);
+        assert!(!decision.over_limit);
+        assert_eq!(decision.shadow_over_limit, 1);
+        // Unlimited and unmatched descriptors are never over and never counted.
+        let before = limiter.len();
+        let paid = one(
+            &[("rule-1-match-0", "rule-1-match-0"), ("x-tier", "paid")],
+            Some(1_000),
+        );
+        assert!(!limiter.check(&c, "ai/gw/http", &paid, 0, 0).over_limit);
+        assert!(
+            !limiter
+                .check(&c, "ai/gw/http", &one(&[("x", "y")], None), 0, 0)
+                .over_limit
+        );
+        assert_eq!(limiter.len(), before);
+    }
+
+    #[test]
+    fn counters_stay_bounded_whatever_values_clients_send() {
+        let c = config();
+        let limiter = Limiter::default();
+        let mut uncounted = 0;
+        for i in 0..(MAX_COUNTERS + 10) {
+            let id = i.to_string();
+            let d = one(
+                &[("rule-0-match-0", "rule-0-match-0"), ("x-tenant-id", &id)],
+                None,
+            );
+            uncounted += limiter.check(&c, "ai/gw/http", &d, 0, 60).uncounted;
+        }
+        assert_eq!(limiter.len(), MAX_COUNTERS);
+        assert_eq!(uncounted, 10);
+        // Once the window has ended, its counters make room.
+        let d = one(
+            &[
+                ("rule-0-match-0", "rule-0-match-0"),
+                ("x-tenant-id", "late"),
+            ],
+            None,
+        );
+        assert_eq!(limiter.check(&c, "ai/gw/http", &d, 0, 120).uncounted, 0);
+        assert_eq!(limiter.len(), 1);
+    }
+
+    #[test]
+    fn bad_configurations_are_clear_errors() {
+        let load = |text: &str| {
+            Config::load(&[("rl.yaml".into(), text.into())])
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(load("domain: d\ndescriptors:\n- key: a\n  rate_limit: {unit: fortnight, requests_per_unit: 1}\n").contains("invalid rate limit unit \"fortnight\""));
+        assert!(load("domain: d\ndescriptors:\n- key: a\n- key: a\n").contains("d.a: duplicate"));
+        assert!(load("domain: d\ndescriptors:\n- key: ''\n").contains("empty key"));
+        assert!(
+            load(
+                "domain: d\ndescriptors:\n- key: a\n  rate_limit: {unlimited: true, unit: second}\n"
+            )
+            .contains("takes no unit")
+        );
+        assert!(load("domain: d\nextra: 1\n").contains("rl.yaml"));
+        assert!(load("domain: ''\n").contains("empty"));
+        let twice = Config::load(&[
+            ("a".into(), "domain: d\n".into()),
+            ("b".into(), "domain: d\n".into()),
+        ]);
+        assert!(twice.unwrap_err().to_string().contains("configured twice"));
+    }
+}
