@@ -114,5 +114,16 @@ PY
   check "the GitHub Action's step fails on drift with the diff in the job summary" bash -c "! PATH='$PWD/target/debug:$PATH' RUNNER_TEMP='$work' GITHUB_STEP_SUMMARY='$work/summary-drift.md' bash '$work/gha-step.sh' && grep -q 'is out of date' '$work/summary-drift.md' && grep -q '^+.*gpt-4o-mini-2' '$work/summary-drift.md'"
 fi
 
+# The extproc's in-memory rate-limit service: a bad configuration stops the start with the file
+# and the descriptor named; a good one is served beside the ext_proc service.
+cargo build -q -p aigw-extproc
+extproc=target/debug/aigw-extproc
+"$aigw" build --target envoy golden/envoy-openai/input -o "$work/rl-out" >/dev/null 2>&1
+rl_config=$(find "$work/rl-out" -name filter-config.yaml | head -1)
+printf 'domain: d\ndescriptors:\n- key: tenant\n  rate_limit: {unit: fortnight, requests_per_unit: 1}\n' >"$work/rl-bad.yaml"
+printf 'domain: d\ndescriptors:\n- key: tenant\n  rate_limit: {unit: minute, requests_per_unit: 5}\n' >"$work/rl-good.yaml"
+check "a bad rate-limit configuration stops the extproc with the file and descriptor named" bash -c "cd '$(dirname "$rl_config")' && ! timeout 20 '$PWD/$extproc' --config filter-config.yaml --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --ratelimit-config '$work/rl-bad.yaml' 2>'$work/rl-bad.err' && grep -q 'rl-bad.yaml: descriptor d.tenant: invalid rate limit unit' '$work/rl-bad.err'"
+check "a good rate-limit configuration is served" bash -c "cd '$(dirname "$rl_config")' && (timeout 5 '$PWD/$extproc' --config filter-config.yaml --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --ratelimit-config '$work/rl-good.yaml' >'$work/rl-good.err' 2>&1; true) && grep -q 'serving rate limits' '$work/rl-good.err'"
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -12,6 +12,7 @@ use aigw_extproc::server::ExtProc;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -50,6 +51,15 @@ struct Args {
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, env = "AIGW_EXTPROC_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Also serve `envoy.service.ratelimit.v3.RateLimitService` on the gRPC listener, in
+    /// memory, from these envoyproxy/ratelimit configuration files (one domain each; the
+    /// standalone target's rate limits). Repeat the flag for several files.
+    #[arg(
+        long = "ratelimit-config",
+        env = "AIGW_RATELIMIT_CONFIG",
+        value_delimiter = ','
+    )]
+    ratelimit_config: Vec<PathBuf>,
     /// Load the configuration (every part and credential file it names included), say what it
     /// holds and exit: 0 when it loads, 1 when it does not. Nothing is served.
     #[arg(long)]
@@ -136,13 +146,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
     health_reporter
         .set_serving::<ExternalProcessorServer<ExtProc>>()
         .await;
+    let rate_limits = if args.ratelimit_config.is_empty() {
+        None
+    } else {
+        let mut files = Vec::new();
+        for path in &args.ratelimit_config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            files.push((path.display().to_string(), text));
+        }
+        let config = aigw_extproc::ratelimit::Config::load(&files)?;
+        health_reporter
+            .set_serving::<RateLimitServiceServer<aigw_extproc::ratelimit::Service>>()
+            .await;
+        tracing::info!(files = files.len(), "serving rate limits");
+        Some(RateLimitServiceServer::new(
+            aigw_extproc::ratelimit::Service::new(config, metrics.clone()),
+        ))
+    };
     let service = ExternalProcessorServer::new(ExtProc::new(store, metrics))
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health)
-        .add_service(service);
+        .add_service(service)
+        .add_optional_service(rate_limits);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {

@@ -59,6 +59,16 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// A rate-limit descriptor's outcome, per configured limit (the limit's full key comes from
+/// the rate-limit configuration, never from a request, so the label set is bounded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    /// The limit's full key (`domain.key_value.key`).
+    pub limit: String,
+    /// `ok`, `over_limit`, `shadow_over_limit` or `uncounted` (the counters were full).
+    pub result: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn token_histogram() -> Histogram {
@@ -122,6 +132,8 @@ pub struct Metrics {
     pub time_per_output_token: HistogramFamily<GenAiLabels>,
     /// `aigw_extproc_config_reloads_total`.
     pub reloads: Family<ReloadLabels, Counter>,
+    /// `aigw_ratelimit_descriptors_total`.
+    pub rate_limits: Family<RateLimitLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -147,6 +159,7 @@ impl Metrics {
             seconds_histogram as fn() -> Histogram,
         );
         let reloads = Family::<ReloadLabels, Counter>::default();
+        let rate_limits = Family::<RateLimitLabels, Counter>::default();
         registry.register(
             "gen_ai_client_token_usage",
             "Number of tokens processed",
@@ -175,6 +188,11 @@ impl Metrics {
             "Configuration reloads by result",
             reloads.clone(),
         );
+        registry.register(
+            "aigw_ratelimit_descriptors",
+            "Rate-limit descriptors answered, by configured limit and result",
+            rate_limits.clone(),
+        );
         Metrics {
             registry,
             models: ModelLabels::default(),
@@ -183,6 +201,7 @@ impl Metrics {
             time_to_first_token,
             time_per_output_token,
             reloads,
+            rate_limits,
         }
     }
 

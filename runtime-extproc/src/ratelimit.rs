@@ -28,10 +28,19 @@
 //! room is not kept: that request is not counted (reported by [`Decision::uncounted`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit as PbUnit;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
+    Code, DescriptorStatus, RateLimit as PbRateLimit,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 
 use serde::Deserialize;
 use thiserror::Error;
+
+use crate::metrics::{Metrics, RateLimitLabels};
 
 /// The most counters held at once.
 pub const MAX_COUNTERS: usize = 200_000;
@@ -322,6 +331,10 @@ pub struct Descriptor {
 pub struct Status {
     /// Over a limit that is not in shadow mode.
     pub over_limit: bool,
+    /// Over a limit in shadow mode (counted, not refused).
+    pub shadow_over_limit: bool,
+    /// Not counted: the counters were full.
+    pub uncounted: bool,
     /// The limit it fell under, if any.
     pub limit: Option<Limit>,
     /// Hits left in the window (0 when over).
@@ -387,6 +400,8 @@ impl Limiter {
             else {
                 decision.statuses.push(Status {
                     over_limit: false,
+                    shadow_over_limit: false,
+                    uncounted: false,
                     limit: None,
                     remaining: 0,
                     reset_seconds: 0,
@@ -413,6 +428,7 @@ impl Limiter {
                 state.map.retain(|_, (_, window_end)| *window_end > now);
                 state.next_end = state.map.values().map(|(_, e)| *e).min().unwrap_or(0);
             }
+            let mut uncounted = false;
             let after = if let Some((count, _)) = state.map.get_mut(&key) {
                 *count = count.saturating_add(hits);
                 *count
@@ -424,6 +440,7 @@ impl Limiter {
                 hits
             } else {
                 decision.uncounted += 1;
+                uncounted = true;
                 hits
             };
             let limit_value = u64::from(limit.requests_per_unit);
@@ -435,6 +452,8 @@ impl Limiter {
             decision.over_limit |= refused;
             decision.statuses.push(Status {
                 over_limit: refused,
+                shadow_over_limit: over && limit.shadow_mode,
+                uncounted,
                 limit: Some(limit.clone()),
                 remaining: limit_value.saturating_sub(after),
                 reset_seconds: end - now,
@@ -451,6 +470,121 @@ impl Limiter {
     /// No counters held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Unit {
+    fn proto(self) -> PbUnit {
+        match self {
+            Unit::Second => PbUnit::Second,
+            Unit::Minute => PbUnit::Minute,
+            Unit::Hour => PbUnit::Hour,
+            Unit::Day => PbUnit::Day,
+            Unit::Week => PbUnit::Week,
+            Unit::Month => PbUnit::Month,
+            Unit::Year => PbUnit::Year,
+        }
+    }
+}
+
+/// The `envoy.service.ratelimit.v3.RateLimitService` over a [`Config`] and a [`Limiter`].
+pub struct Service {
+    config: Arc<Config>,
+    limiter: Limiter,
+    metrics: Arc<Metrics>,
+}
+
+impl Service {
+    /// A service answering from `config`, with no counts yet, counting its answers in
+    /// `metrics`.
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Self {
+        Service {
+            config: Arc::new(config),
+            limiter: Limiter::default(),
+            metrics,
+        }
+    }
+
+    /// The answer to `request` at `now` (Unix seconds).
+    pub fn respond(&self, request: &RateLimitRequest, now: u64) -> RateLimitResponse {
+        let descriptors: Vec<Descriptor> = request
+            .descriptors
+            .iter()
+            .map(|d| Descriptor {
+                entries: d
+                    .entries
+                    .iter()
+                    .map(|e| (e.key.clone(), e.value.clone()))
+                    .collect(),
+                hits: d.hits_addend.map(|h| h.value),
+            })
+            .collect();
+        let decision = self.limiter.check(
+            &self.config,
+            &request.domain,
+            &descriptors,
+            request.hits_addend,
+            now,
+        );
+        for status in &decision.statuses {
+            let Some(limit) = &status.limit else {
+                continue;
+            };
+            let result = if status.uncounted {
+                "uncounted"
+            } else if status.over_limit {
+                "over_limit"
+            } else if status.shadow_over_limit {
+                "shadow_over_limit"
+            } else {
+                "ok"
+            };
+            self.metrics
+                .rate_limits
+                .get_or_create(&RateLimitLabels {
+                    limit: limit.full_key.clone(),
+                    result,
+                })
+                .inc();
+        }
+        let code = |over: bool| if over { Code::OverLimit } else { Code::Ok } as i32;
+        RateLimitResponse {
+            overall_code: code(decision.over_limit),
+            statuses: decision
+                .statuses
+                .iter()
+                .map(|status| DescriptorStatus {
+                    code: code(status.over_limit),
+                    current_limit: status.limit.as_ref().map(|l| PbRateLimit {
+                        name: String::new(),
+                        requests_per_unit: l.requests_per_unit,
+                        unit: l.unit.proto() as i32,
+                    }),
+                    limit_remaining: u32::try_from(status.remaining).unwrap_or(u32::MAX),
+                    duration_until_reset: status.limit.as_ref().map(|_| {
+                        envoy_types::pb::google::protobuf::Duration {
+                            seconds: i64::try_from(status.reset_seconds).unwrap_or(i64::MAX),
+                            nanos: 0,
+                        }
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl RateLimitService for Service {
+    async fn should_rate_limit(
+        &self,
+        request: tonic::Request<RateLimitRequest>,
+    ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok(tonic::Response::new(self.respond(request.get_ref(), now)))
     }
 }
 
@@ -665,6 +799,69 @@ descriptors:
         );
         assert_eq!(limiter.check(&c, "ai/gw/http", &d, 0, 120).uncounted, 0);
         assert_eq!(limiter.len(), 1);
+    }
+
+    #[test]
+    fn the_service_answers_in_envoys_protocol() {
+        use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+        use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+        let metrics = Arc::new(Metrics::new());
+        let service = Service::new(config(), metrics.clone());
+        let request = |hits: Option<u64>| RateLimitRequest {
+            domain: "ai/gw/http".into(),
+            descriptors: vec![
+                RateLimitDescriptor {
+                    entries: vec![
+                        Entry {
+                            key: "rule-1-match-0".into(),
+                            value: "rule-1-match-0".into(),
+                        },
+                        Entry {
+                            key: "x-tier".into(),
+                            value: "free".into(),
+                        },
+                    ],
+                    hits_addend: hits
+                        .map(|value| envoy_types::pb::google::protobuf::UInt64Value { value }),
+                    ..Default::default()
+                },
+                RateLimitDescriptor {
+                    entries: vec![Entry {
+                        key: "unknown".into(),
+                        value: "x".into(),
+                    }],
+                    ..Default::default()
+                },
+            ],
+            hits_addend: 0,
+        };
+        let ok = service.respond(&request(Some(10)), 100);
+        assert_eq!(ok.overall_code, Code::Ok as i32);
+        assert_eq!(ok.statuses.len(), 2);
+        assert_eq!(ok.statuses[0].limit_remaining, 0);
+        assert_eq!(
+            ok.statuses[0]
+                .current_limit
+                .as_ref()
+                .map(|l| (l.requests_per_unit, l.unit)),
+            Some((10, PbUnit::Second as i32))
+        );
+        assert_eq!(
+            ok.statuses[0]
+                .duration_until_reset
+                .as_ref()
+                .map(|d| d.seconds),
+            Some(1)
+        );
+        assert!(ok.statuses[1].current_limit.is_none());
+        let over = service.respond(&request(None), 100);
+        assert_eq!(over.overall_code, Code::OverLimit as i32);
+        assert_eq!(over.statuses[0].code, Code::OverLimit as i32);
+        assert_eq!(over.statuses[1].code, Code::Ok as i32);
+        assert_eq!(
+            service.respond(&request(None), 101).overall_code,
+            Code::Ok as i32
+        );
     }
 
     #[test]
