@@ -1,5 +1,8 @@
-//! `aigw run`: the standalone build started on this machine, one `aigw-extproc` per Gateway
-//! and one Envoy, supervised until Ctrl-C or SIGTERM.
+//! `aigw run`: the standalone build started on this machine, one `aigw-extproc` per Gateway,
+//! one more as the rate-limit service when a route is rate limited (`aigw-extproc
+//! --ratelimit-config ratelimit`, serving only `envoy.service.ratelimit.v3`, as Envoy Gateway
+//! runs one rate-limit service for all its Gateways), and one Envoy, supervised until Ctrl-C or
+//! SIGTERM.
 //!
 //! The order matters: every extproc must be listening before Envoy starts, since its ext_proc
 //! filters fail closed; and on the way down Envoy stops first, so that no request is cut off
@@ -329,10 +332,33 @@ pub fn supervise(
             }
         }
     }
+    // The rate-limit service for one machine: the same binary, serving only
+    // `envoy.service.ratelimit.v3` from the build's `ratelimit/` folder, in memory.
+    if let Some(rate_limit) = &standalone.rate_limit {
+        let _ = std::fs::remove_file(dir.join(&rate_limit.socket));
+        let args = vec![
+            "--ratelimit-config".to_string(),
+            rate_limit.config_dir.clone(),
+            "--listen".to_string(),
+            format!("unix:{}", rate_limit.socket),
+            "--admin-listen".to_string(),
+            format!("127.0.0.1:{}", free_port()?),
+            "--log-format".to_string(),
+            "text".to_string(),
+        ];
+        match Child::spawn("rate-limit service".into(), extproc, &args, dir) {
+            Ok(child) => children.push(child),
+            Err(err) => {
+                stop_all(&mut children);
+                return Err(err);
+            }
+        }
+    }
     let sockets: Vec<PathBuf> = standalone
         .gateways
         .iter()
         .map(|g| dir.join(&g.socket))
+        .chain(standalone.rate_limit.iter().map(|r| dir.join(&r.socket)))
         .collect();
     let waited = wait_until(&mut children, &stop, Some(START_TIMEOUT), || {
         sockets.iter().all(|s| s.exists())

@@ -27,9 +27,14 @@ enum LogFormat {
     about = "Envoy external processor for AI traffic, configured by `aigw build`"
 )]
 struct Args {
-    /// The filter config written by `aigw build`.
-    #[arg(long, env = "AIGW_EXTPROC_CONFIG")]
-    config: PathBuf,
+    /// The filter config written by `aigw build`. Without it only the rate-limit service is
+    /// served (`--ratelimit-config`).
+    #[arg(
+        long,
+        env = "AIGW_EXTPROC_CONFIG",
+        required_unless_present = "ratelimit_config"
+    )]
+    config: Option<PathBuf>,
     /// gRPC listen address: `host:port`, or `unix:PATH` for a Unix socket.
     #[arg(long, env = "AIGW_EXTPROC_LISTEN", default_value = "0.0.0.0:1063")]
     listen: String,
@@ -53,7 +58,8 @@ struct Args {
     log_level: String,
     /// Also serve `envoy.service.ratelimit.v3.RateLimitService` on the gRPC listener, in
     /// memory, from these envoyproxy/ratelimit configuration files (one domain each; the
-    /// standalone target's rate limits). Repeat the flag for several files.
+    /// standalone target's `ratelimit/` folder). A folder stands for its `.yaml` files. Repeat
+    /// the flag, or separate with commas, for several.
     #[arg(
         long = "ratelimit-config",
         env = "AIGW_RATELIMIT_CONFIG",
@@ -66,8 +72,55 @@ struct Args {
     check: bool,
 }
 
+/// The `(name, text)` of the rate-limit configuration files: each path, or the `.yaml` files
+/// of a folder in name order.
+fn ratelimit_files(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut files = Vec::new();
+    for path in paths {
+        let mut names = Vec::new();
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path)
+                .with_context(|| format!("cannot read folder {}", path.display()))?
+            {
+                let entry =
+                    entry.with_context(|| format!("cannot read folder {}", path.display()))?;
+                let name = entry.path();
+                if name.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                    names.push(name);
+                }
+            }
+            names.sort();
+        } else {
+            names.push(path.clone());
+        }
+        for name in names {
+            let text = std::fs::read_to_string(&name)
+                .with_context(|| format!("cannot read {}", name.display()))?;
+            files.push((name.display().to_string(), text));
+        }
+    }
+    Ok(files)
+}
+
 /// `--check`: loads the configuration once, as a start would.
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(args: &Args) -> ExitCode {
+    if !args.ratelimit_config.is_empty() {
+        let loaded = ratelimit_files(&args.ratelimit_config).and_then(|files| {
+            aigw_extproc::ratelimit::Config::load(&files)
+                .map(|_| files.len())
+                .map_err(anyhow::Error::from)
+        });
+        match loaded {
+            Ok(n) => println!("rate limits: {n} files"),
+            Err(err) => {
+                eprintln!("aigw-extproc: {err:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let Some(path) = &args.config else {
+        return ExitCode::SUCCESS;
+    };
     match aigw_extproc::config::load(path) {
         Ok(config) => {
             let rules: usize = config.routes.iter().map(|r| r.rules.len()).sum();
@@ -125,36 +178,47 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let store = Arc::new(ConfigStore::load_waiting(&args.config, Duration::from_secs(60)).await?);
-    // Fetched credentials (cloud tokens) get a moment before the first request; a backend
-    // whose credential is still missing answers 503 until its refresh succeeds.
-    let missing = store
-        .current()
-        .credentials_ready(Duration::from_secs(15))
-        .await;
-    if !missing.is_empty() {
-        tracing::warn!(backends = ?missing, "serving before these backends' credentials are available");
-    }
+    let store = match &args.config {
+        Some(path) => {
+            let store = Arc::new(ConfigStore::load_waiting(path, Duration::from_secs(60)).await?);
+            // Fetched credentials (cloud tokens) get a moment before the first request; a
+            // backend whose credential is still missing answers 503 until its refresh succeeds.
+            let missing = store
+                .current()
+                .credentials_ready(Duration::from_secs(15))
+                .await;
+            if !missing.is_empty() {
+                tracing::warn!(backends = ?missing, "serving before these backends' credentials are available");
+            }
+            Some(store)
+        }
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new());
     let admin = tokio::net::TcpListener::bind(&args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
     tokio::spawn(aigw_extproc::admin::serve(admin, metrics.clone()));
-    tokio::spawn(reload::watch(store.clone(), metrics.clone()));
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<ExternalProcessorServer<ExtProc>>()
-        .await;
+    let ext_proc = match store {
+        Some(store) => {
+            tokio::spawn(reload::watch(store.clone(), metrics.clone()));
+            health_reporter
+                .set_serving::<ExternalProcessorServer<ExtProc>>()
+                .await;
+            Some(
+                ExternalProcessorServer::new(ExtProc::new(store, metrics.clone()))
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX),
+            )
+        }
+        None => None,
+    };
     let rate_limits = if args.ratelimit_config.is_empty() {
         None
     } else {
-        let mut files = Vec::new();
-        for path in &args.ratelimit_config {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            files.push((path.display().to_string(), text));
-        }
+        let files = ratelimit_files(&args.ratelimit_config)?;
         let config = aigw_extproc::ratelimit::Config::load(&files)?;
         health_reporter
             .set_serving::<RateLimitServiceServer<aigw_extproc::ratelimit::Service>>()
@@ -164,13 +228,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             aigw_extproc::ratelimit::Service::new(config, metrics.clone()),
         ))
     };
-    let service = ExternalProcessorServer::new(ExtProc::new(store, metrics))
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health)
-        .add_service(service)
+        .add_optional_service(ext_proc)
         .add_optional_service(rate_limits);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -212,7 +273,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.check {
-        return check(&args.config);
+        return check(&args);
     }
     init_logging(&args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -71,6 +71,10 @@ pub enum ConfigError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct YamlRoot {
+    /// Envoy Gateway writes the domain here too; envoyproxy/ratelimit ignores it.
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted as envoyproxy/ratelimit accepts it")]
+    name: String,
     domain: String,
     #[serde(default)]
     descriptors: Vec<YamlDescriptor>,
@@ -89,6 +93,10 @@ struct YamlDescriptor {
     shadow_mode: bool,
     #[serde(default)]
     detailed_metric: bool,
+    #[serde(default)]
+    value_to_metric: bool,
+    #[serde(default)]
+    share_threshold: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,7 +244,14 @@ impl Node {
                     })
                 }
             };
-            let _ = descriptor.detailed_metric;
+            // Metrics options only: the counts are the same.
+            let _ = (descriptor.detailed_metric, descriptor.value_to_metric);
+            if descriptor.share_threshold {
+                return Err(fail(
+                    &full_key,
+                    "share_threshold (one counter for every value a wildcard matches) is not supported",
+                ));
+            }
             let mut node = Node {
                 limit,
                 ..Node::default()

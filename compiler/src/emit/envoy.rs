@@ -210,6 +210,20 @@ pub struct GatewaySummary {
     pub socket: String,
 }
 
+/// The rate-limit service of a standalone build, relative to the output folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitSummary {
+    /// The folder of its configuration files, one per domain.
+    pub config_dir: String,
+    /// The socket it listens on (the `ratelimit_cluster` endpoint).
+    pub socket: String,
+}
+
+/// Folder of the rate-limit service's configuration.
+pub const RATELIMIT_DIR: &str = "ratelimit";
+/// Socket of the rate-limit service.
+pub const RATELIMIT_SOCKET: &str = "ratelimit.sock";
+
 /// A standalone build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Standalone {
@@ -219,6 +233,8 @@ pub struct Standalone {
     pub listeners: Vec<ListenerSummary>,
     /// One extproc per Gateway.
     pub gateways: Vec<GatewaySummary>,
+    /// The rate-limit service, when a route is rate limited.
+    pub rate_limit: Option<RateLimitSummary>,
     /// Admin port.
     pub admin_port: u16,
 }
@@ -250,13 +266,18 @@ pub fn emit(
         )]),
         request_timeout: format!("{}s", options.request_receive_timeout_secs),
         retries: BTreeMap::new(),
+        rate_limits: BTreeMap::new(),
+        merged_rate_limits: BTreeMap::new(),
+        rate_limit_service: super::ratelimit::ServiceConfig::default(),
         referenced: BTreeSet::new(),
     };
     out.collect_retries();
+    out.collect_rate_limits();
     for instance in &plan.instances {
         out.instance(instance);
     }
     out.not_applied(plan);
+    let rate_limit = out.rate_limit_files();
     let bootstrap = json!({
         "admin": {"address": socket_address("127.0.0.1", u32::from(options.admin_port))},
         "overload_manager": {
@@ -292,6 +313,7 @@ pub fn emit(
             files: out.files,
             listeners: out.summaries,
             gateways: out.gateways,
+            rate_limit,
             admin_port: options.admin_port,
         },
         out.warnings,
@@ -315,6 +337,13 @@ struct Emitter<'a> {
     /// Route retry policies from the user's BackendTrafficPolicies, by (namespace, target
     /// kind, target name).
     retries: BTreeMap<(String, &'static str, String), Value>,
+    /// Global rate-limit rules from the user's BackendTrafficPolicies, by (namespace, target
+    /// kind, target name).
+    rate_limits: BTreeMap<(String, &'static str, String), (Vec<super::ratelimit::Rule>, bool)>,
+    /// HTTPRoutes whose policy sets `mergeType` and rate limits, with that policy.
+    merged_rate_limits: BTreeMap<(String, String), ObjectId>,
+    /// The rate-limit service's descriptors.
+    rate_limit_service: super::ratelimit::ServiceConfig,
     /// Clusters that routes or filters use (a Backend's own cluster is only a part of its
     /// rule's cluster when Envoy balances the rule).
     referenced: BTreeSet<String>,
@@ -393,6 +422,8 @@ struct IrRoute {
     headers: Vec<HeaderMatch>,
     action: Action,
     ext_procs: Vec<String>,
+    /// `typed_per_filter_config` entries of the rate-limit filters.
+    rate_limits: Map<String, Value>,
 }
 
 /// `XdsIRRoutes.Less` of Envoy Gateway's `internal/gatewayapi/sort.go`.
@@ -946,8 +977,8 @@ fn route_to_envoy(route: &IrRoute) -> Value {
             }
         }
     }
-    if !route.ext_procs.is_empty() {
-        let per_filter: Map<String, Value> = route
+    if !route.ext_procs.is_empty() || !route.rate_limits.is_empty() {
+        let mut per_filter: Map<String, Value> = route
             .ext_procs
             .iter()
             .map(|name| {
@@ -957,6 +988,7 @@ fn route_to_envoy(route: &IrRoute) -> Value {
                 )
             })
             .collect();
+        per_filter.extend(route.rate_limits.clone());
         out["typed_per_filter_config"] = Value::Object(per_filter);
     }
     out
@@ -1052,15 +1084,29 @@ impl<'a> Emitter<'a> {
             .filter(|o| kind_of(o) == "HTTPRouteFilter")
             .map(|o| (name_of(o), o))
             .collect();
-        for source in instance.rate_limit.iter().flat_map(|r| &r.sources) {
-            if let Some(&index) = self.index.get(source) {
-                self.warnings.push(input.warning_at(
-                    &input.objects[index],
-                    FieldPath::parse("spec"),
-                    format!(
-                        "not enforced by the standalone target on Gateway {gateway_name}: Envoy Gateway's global rate limit needs its rate-limit service; the costs still reach the access log"
-                    ),
-                ));
+        // aigw's own BackendTrafficPolicy (from QuotaPolicies) targets generated HTTPRoutes.
+        let mut generated_limits: BTreeMap<String, Vec<super::ratelimit::Rule>> = BTreeMap::new();
+        for policy in objects
+            .iter()
+            .filter(|o| kind_of(o) == "BackendTrafficPolicy")
+        {
+            let policy_ns = text(policy, "/metadata/namespace").unwrap_or_default();
+            let Some(rate_limit) = policy.pointer("/spec/rateLimit") else {
+                continue;
+            };
+            match super::ratelimit::global_rules(policy_ns, &name_of(policy), rate_limit) {
+                Ok(rules) => {
+                    for target in items(policy, "/spec/targetRefs") {
+                        generated_limits.insert(
+                            text(target, "/name").unwrap_or_default().to_string(),
+                            rules.clone(),
+                        );
+                    }
+                }
+                Err(err) => self.errors.push(fail(format!(
+                    "internal error: BackendTrafficPolicy {}: {err}",
+                    name_of(policy)
+                ))),
             }
         }
 
@@ -1162,14 +1208,54 @@ impl<'a> Emitter<'a> {
             } else {
                 Vec::new()
             };
+            let gateway_limited = self
+                .rate_limits
+                .get(&(
+                    instance.namespace.clone(),
+                    "Gateway",
+                    instance.gateway.name.clone(),
+                ))
+                .is_some_and(|(rules, _)| !rules.is_empty());
+            if gateway_limited
+                && let Some(policy) = self
+                    .merged_rate_limits
+                    .get(&(instance.namespace.clone(), route_name.clone()))
+                    .and_then(|id| self.index.get(id))
+            {
+                self.errors.push(input.error_at(
+                    &input.objects[*policy],
+                    FieldPath::parse("spec.mergeType"),
+                    format!(
+                        "its rate limits would be merged with those of the BackendTrafficPolicy on Gateway {gateway_name}, which the standalone target does not do; put the rules in one policy"
+                    ),
+                ));
+            }
+            let limits = generated_limits
+                .get(&route_name)
+                .or_else(|| {
+                    self.rate_limits_of(&instance.namespace, &route_name, &instance.gateway.name)
+                })
+                .cloned()
+                .unwrap_or_default();
             for listener in self.attached_listeners(&instance.gateway, view, route) {
                 let hosts = compute_hosts(&hostnames, &view.listeners[listener], &view.listeners);
+                let listener_name = format!("{gateway_name}/{}", view.listeners[listener].name);
                 for host in hosts {
                     for rule in &translated {
                         let mut ir = rule.clone();
                         ir.name = format!("{}/{}", ir.name, host.replace('.', "_"));
                         ir.hostname = host.clone();
                         ir.ext_procs = procs.clone();
+                        // As Envoy Gateway: only routes that forward are limited.
+                        if !limits.is_empty() && matches!(ir.action, Action::Forward { .. }) {
+                            ir.rate_limits = super::ratelimit::route_filter_configs(
+                                &listener_name,
+                                &ir.name,
+                                &limits,
+                            );
+                            self.rate_limit_service
+                                .add(&listener_name, &ir.name, &limits);
+                        }
                         per_listener[listener].push(ir);
                     }
                 }
@@ -1262,6 +1348,8 @@ impl<'a> Emitter<'a> {
             self.ports.insert(port, format!("listener {name}"));
             let mut hosts = Vec::new();
             let mut any_routes = false;
+            let mut limited_domains = BTreeSet::new();
+            let mut any_limited = false;
             for (j, other) in view.listeners.iter().enumerate().skip(i) {
                 if other.port != listener.port || other.protocol != "HTTP" {
                     continue;
@@ -1269,6 +1357,18 @@ impl<'a> Emitter<'a> {
                 done[j] = true;
                 let mut routes = std::mem::take(&mut per_listener[j]);
                 any_routes |= !routes.is_empty();
+                // The shared rules' domains get filters of their own; the listener's filter
+                // serves every listener on the port (each route names its own domain).
+                for route in &routes {
+                    any_limited |= !route.rate_limits.is_empty();
+                    for (filter, config) in &route.rate_limits {
+                        if filter != super::ratelimit::FILTER
+                            && let Some(domain) = text(config, "/domain")
+                        {
+                            limited_domains.insert(domain.to_string());
+                        }
+                    }
+                }
                 sort_by_precedence(&mut routes);
                 hosts.extend(virtual_hosts(
                     &format!("{gateway_name}/{}", other.name),
@@ -1299,6 +1399,11 @@ impl<'a> Emitter<'a> {
             } else {
                 Vec::new()
             };
+            // Envoy Gateway orders the rate-limit filters after ext_proc, before the router,
+            // so they see the route the extproc chose (`httpfilters.go`).
+            if any_limited {
+                http_filters.extend(super::ratelimit::http_filters(&name, &limited_domains));
+            }
             http_filters.push(json!({
                 "name": "envoy.filters.http.router",
                 "typed_config": typed("envoy.extensions.filters.http.router.v3.Router", json!({"suppress_envoy_headers": true})),
@@ -1464,6 +1569,134 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// The global rate-limit rules of the user's BackendTrafficPolicies, by target; a rule
+    /// Envoy Gateway would refuse is an error here too. Every policy is recorded, with or
+    /// without rate limits: as in Envoy Gateway, a policy on an HTTPRoute replaces the one on
+    /// its Gateway (unless it sets `mergeType`).
+    fn collect_rate_limits(&mut self) {
+        let input: &'a Validated = self.input;
+        for object in &input.objects {
+            if object.id.group != EG_GROUP || object.id.kind != "BackendTrafficPolicy" {
+                continue;
+            }
+            let doc = &input.document(object).value;
+            let mut rules = Vec::new();
+            if let Some(rate_limit) = doc.pointer("/spec/rateLimit") {
+                match super::ratelimit::global_rules(
+                    &object.id.namespace,
+                    &object.id.name,
+                    rate_limit,
+                ) {
+                    Ok(found) => rules = found,
+                    Err(message) => {
+                        self.errors.push(input.error_at(
+                            object,
+                            FieldPath::parse("spec.rateLimit.global"),
+                            message,
+                        ));
+                        continue;
+                    }
+                }
+                if rate_limit.get("local").is_some() || text(rate_limit, "/type") == Some("Local") {
+                    self.warnings.push(input.warning_at(
+                        object,
+                        FieldPath::parse("spec.rateLimit.local"),
+                        "local rate limits are not applied by the standalone Envoy (global ones are); Envoy Gateway applies them on a cluster",
+                    ));
+                }
+            }
+            let merges = doc.pointer("/spec/mergeType").is_some();
+            let targets = items(doc, "/spec/targetRefs")
+                .iter()
+                .chain(doc.pointer("/spec/targetRef"));
+            for (t, target) in targets.enumerate() {
+                let kind = match text(target, "/kind") {
+                    Some("HTTPRoute") => "HTTPRoute",
+                    Some("Gateway") => "Gateway",
+                    _ => continue,
+                };
+                if text(target, "/sectionName").is_some() && !rules.is_empty() {
+                    self.warnings.push(input.warning_at(
+                        object,
+                        FieldPath::parse("spec.targetRefs").index(t).key("sectionName"),
+                        "the standalone Envoy applies rate limits to whole HTTPRoutes and Gateways; this target's rate limits are not applied",
+                    ));
+                    continue;
+                }
+                let name = text(target, "/name").unwrap_or_default().to_string();
+                if merges && kind == "HTTPRoute" && !rules.is_empty() {
+                    self.merged_rate_limits.insert(
+                        (object.id.namespace.clone(), name.clone()),
+                        object.id.clone(),
+                    );
+                }
+                self.rate_limits.insert(
+                    (object.id.namespace.clone(), kind, name),
+                    (rules.clone(), merges),
+                );
+            }
+        }
+    }
+
+    /// The rate-limit rules of the routes of HTTPRoute `namespace/name` on `gateway`: the
+    /// user's BackendTrafficPolicy targeting the HTTPRoute, else (or, with `mergeType`, when
+    /// that one has none) the one targeting the Gateway.
+    fn rate_limits_of(
+        &self,
+        namespace: &str,
+        name: &str,
+        gateway: &str,
+    ) -> Option<&Vec<super::ratelimit::Rule>> {
+        let on_gateway = || {
+            self.rate_limits
+                .get(&(namespace.to_string(), "Gateway", gateway.to_string()))
+                .map(|(rules, _)| rules)
+        };
+        match self
+            .rate_limits
+            .get(&(namespace.to_string(), "HTTPRoute", name.to_string()))
+        {
+            Some((rules, true)) if rules.is_empty() => on_gateway(),
+            Some((rules, _)) => Some(rules),
+            None => on_gateway(),
+        }
+    }
+
+    /// The rate-limit service's files and its cluster, when a route is limited.
+    fn rate_limit_files(&mut self) -> Option<RateLimitSummary> {
+        if self.rate_limit_service.is_empty() {
+            return None;
+        }
+        for (domain, document) in self.rate_limit_service.documents() {
+            self.files.push(FileEntry::public(
+                format!("{RATELIMIT_DIR}/{}", super::ratelimit::file_name(&domain)),
+                crate::render::yaml(&document),
+            ));
+        }
+        let cluster = super::ratelimit::CLUSTER.to_string();
+        self.clusters.insert(
+            cluster.clone(),
+            json!({
+                "name": cluster,
+                "type": "STATIC",
+                "connect_timeout": CONNECT_TIMEOUT,
+                "per_connection_buffer_limit_bytes": CLUSTER_BUFFER_LIMIT,
+                "typed_extension_protocol_options": {HTTP_PROTOCOL_OPTIONS: typed(HTTP_PROTOCOL_OPTIONS, json!({
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                }))},
+                "load_assignment": {
+                    "cluster_name": cluster,
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": RATELIMIT_SOCKET}}}}]}],
+                },
+            }),
+        );
+        self.referenced.insert(cluster);
+        Some(RateLimitSummary {
+            config_dir: RATELIMIT_DIR.to_string(),
+            socket: RATELIMIT_SOCKET.to_string(),
+        })
+    }
+
     /// Warns about input objects that shape traffic on a cluster but that the standalone
     /// Envoy, which carries the AIGatewayRoutes only, does not apply.
     fn not_applied(&mut self, plan: &Plan) {
@@ -1482,14 +1715,19 @@ impl<'a> Emitter<'a> {
             let applies = (group == GATEWAY_GROUP && ROUTES.contains(&kind))
                 || (group == EG_GROUP && POLICIES.contains(&kind));
             if applies && group == EG_GROUP && kind == "BackendTrafficPolicy" {
-                // Retries are applied; any other setting is not.
+                // Retries and rate limits are applied; any other setting is not.
                 let spec = input.document(object).value.pointer("/spec").cloned();
                 let others: Vec<String> = spec
                     .as_ref()
                     .and_then(Value::as_object)
                     .into_iter()
                     .flat_map(|m| m.keys())
-                    .filter(|k| !matches!(k.as_str(), "targetRef" | "targetRefs" | "retry"))
+                    .filter(|k| {
+                        !matches!(
+                            k.as_str(),
+                            "targetRef" | "targetRefs" | "retry" | "rateLimit" | "mergeType"
+                        )
+                    })
                     .cloned()
                     .collect();
                 if !others.is_empty() {
@@ -1497,7 +1735,7 @@ impl<'a> Emitter<'a> {
                         object,
                         FieldPath::parse("spec"),
                         format!(
-                            "the standalone Envoy applies a BackendTrafficPolicy's retry only; {} not applied",
+                            "the standalone Envoy applies a BackendTrafficPolicy's retry and rateLimit only; {} not applied",
                             others.join(", ")
                         ),
                     ));
@@ -1757,6 +1995,7 @@ impl<'a> Emitter<'a> {
                     headers,
                     action: action.clone(),
                     ext_procs: Vec::new(),
+                    rate_limits: Map::new(),
                 });
             }
         }
@@ -2257,6 +2496,7 @@ mod tests {
                 content_type: None,
             },
             ext_procs: Vec::new(),
+            rate_limits: Map::new(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod attempts;
 pub mod envoy;
 pub mod jsonpatch;
 pub mod local_reply;
+pub mod ratelimit;
 pub mod routing;
 pub mod shard;
 pub mod workload;

@@ -189,13 +189,21 @@ fn path_matches(headers: Value, upstream_prefix: Option<&str>) -> Vec<Value> {
         .collect()
 }
 
-/// Every path under one of the AI path prefixes, as `path_separated_prefix` matches them (the
-/// prefix itself, or the prefix and `/...`).
-pub fn ai_path_regex() -> String {
-    let names: Vec<&str> = plan::AI_PATH_PREFIXES
+/// Every path under one of the AI path prefixes, plus `extra` (the prefix the extproc on the
+/// router rewrites the path to), as `path_separated_prefix` matches them (the prefix itself, or
+/// the prefix and `/...`); every path when `extra` is `/`.
+pub fn ai_path_regex(extra: Option<&str>) -> String {
+    if extra == Some("/") {
+        return "^/.*$".to_string();
+    }
+    let mut names: Vec<String> = plan::AI_PATH_PREFIXES
         .iter()
-        .map(|p| p.trim_start_matches('/'))
+        .copied()
+        .chain(extra)
+        .map(|p| regex::escape(p.trim_start_matches('/')))
         .collect();
+    names.sort();
+    names.dedup();
     format!("^/({})(/.*)?$", names.join("|"))
 }
 
@@ -233,17 +241,19 @@ fn http_route(instance: &Instance, route: &HttpRoutePlan) -> Value {
             }
             let selector =
                 json!([{"type": "Exact", "name": rule.selector_header(), "value": rule.selector}]);
-            let matches = match rule.selection {
-                // The path is the client's on the second match (each attempt rewrites it), so
-                // one match covers every AI path: Envoy tries the rules of a Gateway one by one,
-                // twice per request, and one route per rule instead of one per path prefix
-                // makes that scan four times shorter.
-                plan::Selection::Rule => vec![json!({
-                    "path": {"type": "RegularExpression", "value": ai_path_regex()},
-                    "headers": selector,
-                })],
-                plan::Selection::Backend => path_matches(selector, rule.upstream_prefix.as_deref()),
+            // One match per rule covers every AI path: the client's on the second match when
+            // each attempt rewrites it, or the one the extproc on the router rewrote it to.
+            // One route per rule, not one per path prefix, keeps Envoy's scan of the virtual
+            // host short and gives each rule one rate-limit counter (Envoy Gateway counts per
+            // route).
+            let extra = match rule.selection {
+                plan::Selection::Rule => None,
+                plan::Selection::Backend => rule.upstream_prefix.as_deref(),
             };
+            let matches = vec![json!({
+                "path": {"type": "RegularExpression", "value": ai_path_regex(extra)},
+                "headers": selector,
+            })];
             json!({
                 "name": rule.name,
                 "matches": matches,
@@ -472,7 +482,16 @@ fn traffic_policy(instance: &Instance, plan: &RateLimitPlan) -> Value {
 mod tests {
     #[test]
     fn the_ai_path_regex_matches_what_the_prefixes_match() {
-        let re = regex::Regex::new(&super::ai_path_regex()).unwrap();
+        let re = regex::Regex::new(&super::ai_path_regex(None)).unwrap();
+        let azure = regex::Regex::new(&super::ai_path_regex(Some("/openai"))).unwrap();
+        assert!(azure.is_match("/openai/deployments/x/chat/completions"));
+        assert!(azure.is_match("/v1/chat/completions"));
+        assert!(!azure.is_match("/openaix"));
+        assert_eq!(super::ai_path_regex(Some("/")), "^/.*$");
+        assert_eq!(
+            super::ai_path_regex(Some("/v1")),
+            super::ai_path_regex(None)
+        );
         for path in [
             "/v1",
             "/v1/chat/completions",

@@ -1,0 +1,832 @@
+//! BackendTrafficPolicy global rate limits for the standalone target, translated as Envoy
+//! Gateway v1.8 translates them, plus the configuration Envoy Gateway writes for its rate-limit
+//! service (envoyproxy/ratelimit), which `aigw-extproc --ratelimit-config` serves in memory.
+//!
+//! Mirrored from envoyproxy/gateway v1.8.3:
+//! - `internal/gatewayapi/backendtrafficpolicy.go` (`buildGlobalRateLimit`,
+//!   `buildRateLimitRule`, `translateRateLimitCost`): rule `i` of policy `ns/name` is named
+//!   `ns/name/rule/i`; a header selector without a type is `Exact`; `Distinct` takes no value and
+//!   no `invert`; a `PathPrefix` other than `/` becomes the path-separated-prefix regular
+//!   expression; a selector must name a header, method, path, source CIDR or query parameter; a
+//!   request or response cost is a number or `%DYNAMIC_METADATA(namespace:key)%`.
+//! - `internal/xds/translator/ratelimit.go`:
+//!   - The HTTP connection manager of a listener with rate-limited routes gets one
+//!     `envoy.filters.http.ratelimit` filter for the listener's domain
+//!     (`<gateway ns>/<gateway>/<listener>`) and one `envoy.filters.http.ratelimit/<ns>/<policy>`
+//!     per policy with `shared` rules, in domain order. Each calls cluster `ratelimit_cluster`,
+//!     with `x-envoy-ratelimited` off, the draft-03 `x-ratelimit-*` headers, and fails open
+//!     (Envoy Gateway's `failClosed: false`).
+//!   - Every route gets a `RateLimitPerRoute` per domain in `typed_per_filter_config`. A rule's
+//!     actions are a `generic_key` naming the route (or, when shared, the rule), then one action
+//!     per header (`request_headers` for `Distinct`, else `header_value_match` with
+//!     `expect_match` false when inverted), method, path, source CIDR and query parameter, or a
+//!     `generic_key` `rule-<i>-match--1` when the rule selects everything. Several methods make
+//!     one rate limit each. The request cost is the `hits_addend`; a response cost adds the same
+//!     actions again with `apply_on_stream_done`, so both count on one counter.
+//!   - The service's descriptors: per domain, a descriptor keyed by the route (or the shared
+//!     rule), under it one chain per rule (`rule-<i>-match-<j>`, `-method`, `-path`,
+//!     `masked_remote_address` / `remote_address`, query parameters), the limit on the last link,
+//!     `shadow_mode` on every link. Rule indices count the shared and the other rules apart.
+//!
+//! Deliberate differences: the service's domains are written sorted (Envoy Gateway's order
+//! comes from a Go map), and `ratelimit_cluster` is the Unix socket of the local service.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value, json};
+
+use super::envoy::typed;
+
+/// The rate-limit filter's name.
+pub const FILTER: &str = "envoy.filters.http.ratelimit";
+/// The cluster of the rate-limit service, as Envoy Gateway names it.
+pub const CLUSTER: &str = "ratelimit_cluster";
+const PER_ROUTE: &str = "envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute";
+
+/// How a selector matches a value.
+#[derive(Debug, Clone, PartialEq)]
+enum Matcher {
+    Exact(String),
+    Regex(String),
+    Prefix(String),
+    /// Any value, each value its own counter.
+    Distinct,
+}
+
+impl Matcher {
+    fn string_match(&self) -> Value {
+        match self {
+            Matcher::Exact(v) => json!({"exact": v}),
+            Matcher::Regex(v) => json!({"safe_regex": {"regex": v}}),
+            Matcher::Prefix(v) => json!({"prefix": v}),
+            Matcher::Distinct => json!({}),
+        }
+    }
+}
+
+/// A condition on a named header or query parameter.
+#[derive(Debug, Clone, PartialEq)]
+struct Selector {
+    name: String,
+    matcher: Matcher,
+    invert: bool,
+}
+
+/// A source CIDR condition.
+#[derive(Debug, Clone, PartialEq)]
+struct Cidr {
+    cidr: String,
+    prefix: String,
+    len: u32,
+    distinct: bool,
+    invert: bool,
+}
+
+/// A request or response cost: a number, or a format such as `%DYNAMIC_METADATA(ns:key)%`.
+#[derive(Debug, Clone, PartialEq)]
+struct Cost {
+    number: Option<u64>,
+    format: Option<String>,
+}
+
+impl Cost {
+    fn to_envoy(&self) -> Value {
+        let mut out = Map::new();
+        if let Some(n) = self.number {
+            out.insert("number".into(), json!(n));
+        }
+        if let Some(f) = &self.format {
+            out.insert("format".into(), json!(f));
+        }
+        Value::Object(out)
+    }
+}
+
+/// One rule of a BackendTrafficPolicy's `rateLimit.global` (Envoy Gateway's IR rule).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// `<ns>/<policy>/rule/<index>`.
+    name: String,
+    requests: u64,
+    unit: String,
+    headers: Vec<Selector>,
+    methods: Vec<Selector>,
+    path: Option<Selector>,
+    cidr: Option<Cidr>,
+    query: Vec<Selector>,
+    request_cost: Option<Cost>,
+    response_cost: Option<Cost>,
+    shared: bool,
+    shadow: bool,
+    /// `OFF` or `DRAFT_VERSION_03`, when the rule overrides the listener's choice.
+    x_ratelimit: Option<&'static str>,
+    /// The limit from dynamic metadata (namespace, key).
+    limit_from: Option<(String, String)>,
+}
+
+impl Rule {
+    fn matches_anything(&self) -> bool {
+        self.headers.is_empty()
+            && self.methods.is_empty()
+            && self.path.is_none()
+            && self.cidr.is_none()
+            && self.query.is_empty()
+    }
+
+    /// The domain of the rule on a listener: its policy's when shared, else the listener's.
+    fn domain(&self, listener: &str) -> String {
+        if self.shared {
+            strip_rule_index(&self.name)
+        } else {
+            listener.to_string()
+        }
+    }
+}
+
+/// `stripRuleIndexSuffix`: the policy part of a rule name.
+fn strip_rule_index(name: &str) -> String {
+    match name.rfind("/rule/") {
+        Some(i) => name[..i].to_string(),
+        None => name.replacen('/', "-", 1),
+    }
+}
+
+fn text<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
+    value.pointer(pointer).and_then(Value::as_str)
+}
+
+fn items<'v>(value: &'v Value, pointer: &str) -> &'v [Value] {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// Go's `regexp.QuoteMeta`.
+fn quote_meta(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Envoy Gateway's path-separated prefix as a regular expression (`regex.PathSeparatedPrefixRegex`).
+fn path_separated_prefix_regex(prefix: &str) -> String {
+    let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
+    format!("^{}(/.*|\\?.*|#.*|;.*|$)", quote_meta(trimmed))
+}
+
+fn check_regex(value: &str) -> Result<(), String> {
+    regex::Regex::new(value)
+        .map(|_| ())
+        .map_err(|err| format!("invalid regular expression {value:?}: {err}"))
+}
+
+/// The rules of a BackendTrafficPolicy's `spec.rateLimit` that the global rate-limit service
+/// enforces (`global`, or the deprecated `type: Global`), or why Envoy Gateway refuses them.
+pub fn global_rules(namespace: &str, name: &str, rate_limit: &Value) -> Result<Vec<Rule>, String> {
+    let global = match text(rate_limit, "/type") {
+        Some("Global") | None => rate_limit.get("global"),
+        Some("Local") => None,
+        Some(other) => return Err(format!("invalid rateLimit type: {other}")),
+    };
+    let Some(global) = global else {
+        if text(rate_limit, "/type") == Some("Global") {
+            return Err("global configuration empty for rateLimit".into());
+        }
+        return Ok(Vec::new());
+    };
+    items(global, "/rules")
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            rule_of(rule, format!("{namespace}/{name}/rule/{i}"))
+                .map_err(|err| format!("rules[{i}]: {err}"))
+        })
+        .collect()
+}
+
+fn rule_of(rule: &Value, name: String) -> Result<Rule, String> {
+    let requests = rule
+        .pointer("/limit/requests")
+        .and_then(Value::as_u64)
+        .ok_or("limit.requests is missing")?;
+    let unit = text(rule, "/limit/unit")
+        .ok_or("limit.unit is missing")?
+        .to_string();
+    let mut out = Rule {
+        name,
+        requests,
+        unit,
+        headers: Vec::new(),
+        methods: Vec::new(),
+        path: None,
+        cidr: None,
+        query: Vec::new(),
+        request_cost: None,
+        response_cost: None,
+        shared: rule.get("shared").and_then(Value::as_bool).unwrap_or(false),
+        shadow: rule
+            .get("shadowMode")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        x_ratelimit: match text(rule, "/xRateLimitHeaders") {
+            Some("Disabled") => Some("OFF"),
+            Some("DraftVersion03") => Some("DRAFT_VERSION_03"),
+            _ => None,
+        },
+        limit_from: rule.pointer("/limit/fromMetadata").map(|m| {
+            (
+                text(m, "/namespace").unwrap_or_default().to_string(),
+                text(m, "/key").unwrap_or_default().to_string(),
+            )
+        }),
+    };
+    for selector in items(rule, "/clientSelectors") {
+        let empty = ["headers", "methods", "queryParams"]
+            .iter()
+            .all(|k| items(selector, &format!("/{k}")).is_empty())
+            && selector.get("path").is_none()
+            && selector.get("sourceCIDR").is_none();
+        if empty {
+            return Err("unable to translate rateLimit. At least one of the header or method or path or sourceCIDR or queryParameters must be specified".into());
+        }
+        for header in items(selector, "/headers") {
+            let name = text(header, "/name").unwrap_or_default().to_string();
+            let value = text(header, "/value");
+            let invert = header
+                .get("invert")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let matcher = match (text(header, "/type"), value) {
+                (None | Some("Exact"), Some(v)) => Matcher::Exact(v.into()),
+                (Some("RegularExpression"), Some(v)) => {
+                    check_regex(v)?;
+                    Matcher::Regex(v.into())
+                }
+                (Some("Distinct"), None) => {
+                    if invert {
+                        return Err("unable to translate rateLimit.Invert is not applicable for distinct header match type".into());
+                    }
+                    Matcher::Distinct
+                }
+                _ => {
+                    return Err("unable to translate rateLimit. Either the header.Type is not valid or the header is missing a value".into());
+                }
+            };
+            out.headers.push(Selector {
+                name,
+                matcher,
+                invert,
+            });
+        }
+        for method in items(selector, "/methods") {
+            out.methods.push(Selector {
+                name: ":method".into(),
+                matcher: Matcher::Exact(text(method, "/value").unwrap_or_default().into()),
+                invert: method
+                    .get("invert")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            });
+        }
+        if let Some(path) = selector.get("path") {
+            let value = text(path, "/value").unwrap_or_default();
+            let matcher = match text(path, "/type").unwrap_or("PathPrefix") {
+                "PathPrefix" if value == "/" => Matcher::Prefix(value.into()),
+                "PathPrefix" => Matcher::Regex(path_separated_prefix_regex(value)),
+                "Exact" => Matcher::Exact(value.into()),
+                "RegularExpression" => {
+                    check_regex(value)?;
+                    Matcher::Regex(value.into())
+                }
+                _ => return Err("unable to translate rateLimit: invalid path type.".into()),
+            };
+            out.path = Some(Selector {
+                name: ":path".into(),
+                matcher,
+                invert: path.get("invert").and_then(Value::as_bool).unwrap_or(false),
+            });
+        }
+        if let Some(source) = selector.get("sourceCIDR") {
+            let cidr = text(source, "/value").unwrap_or_default();
+            let (prefix, len) = parse_cidr(cidr)
+                .ok_or_else(|| format!("unable to translate rateLimit: invalid CIDR {cidr:?}"))?;
+            out.cidr = Some(Cidr {
+                cidr: format!("{prefix}/{len}"),
+                prefix,
+                len,
+                distinct: text(source, "/type") == Some("Distinct"),
+                invert: source
+                    .get("invert")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            });
+        }
+        for query in items(selector, "/queryParams") {
+            let name = text(query, "/name").unwrap_or_default();
+            if name.is_empty() {
+                return Err("name is required when QueryParamMatch is specified".into());
+            }
+            let value = text(query, "/value").filter(|v| !v.is_empty());
+            let invert = query
+                .get("invert")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let kind = text(query, "/type").unwrap_or("Exact");
+            let matcher = match (kind, value) {
+                ("Exact", Some(v)) => Matcher::Exact(v.into()),
+                ("RegularExpression", Some(v)) => {
+                    check_regex(v)?;
+                    Matcher::Regex(v.into())
+                }
+                ("Exact" | "RegularExpression", None) => {
+                    return Err(format!(
+                        "value is required for {kind} query parameter match"
+                    ));
+                }
+                ("Distinct", _) if invert => {
+                    return Err("unable to translate rateLimit.Invert is not applicable for distinct query parameter match type".into());
+                }
+                ("Distinct", Some(_)) => {
+                    return Err("unable to translate rateLimit.Value is not applicable for distinct query parameter match type".into());
+                }
+                ("Distinct", None) => Matcher::Distinct,
+                (other, _) => return Err(format!("invalid query parameter match type: {other}")),
+            };
+            out.query.push(Selector {
+                name: name.to_string(),
+                matcher,
+                invert,
+            });
+        }
+    }
+    let cost = |pointer: &str| {
+        rule.pointer(pointer).map(|c| Cost {
+            number: c.get("number").and_then(Value::as_u64),
+            format: c.get("metadata").map(|m| {
+                format!(
+                    "%DYNAMIC_METADATA({}:{})%",
+                    text(m, "/namespace").unwrap_or_default(),
+                    text(m, "/key").unwrap_or_default()
+                )
+            }),
+        })
+    };
+    out.request_cost = cost("/cost/request");
+    out.response_cost = cost("/cost/response");
+    Ok(out)
+}
+
+/// The address and prefix length of a CIDR, the address masked to the prefix.
+fn parse_cidr(cidr: &str) -> Option<(String, u32)> {
+    let (address, len) = cidr.split_once('/')?;
+    let len: u32 = len.parse().ok()?;
+    let ip: std::net::IpAddr = address.parse().ok()?;
+    let masked = match ip {
+        std::net::IpAddr::V4(v4) if len <= 32 => {
+            let bits = u32::from(v4) & u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            std::net::Ipv4Addr::from(bits).to_string()
+        }
+        std::net::IpAddr::V6(v6) if len <= 128 => {
+            let bits = u128::from(v6) & u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            std::net::Ipv6Addr::from(bits).to_string()
+        }
+        _ => return None,
+    };
+    Some((masked, len))
+}
+
+fn generic_key(key: &str) -> Value {
+    json!({"generic_key": {"descriptor_key": key, "descriptor_value": key}})
+}
+
+fn header_value_match(key: &str, header: &str, selector: &Selector) -> Value {
+    json!({"header_value_match": {
+        "descriptor_key": key,
+        "descriptor_value": key,
+        "expect_match": !selector.invert,
+        "headers": [{"name": header, "string_match": selector.matcher.string_match()}],
+    }})
+}
+
+fn rule_key(rule: usize, matched: i64) -> String {
+    format!("rule-{rule}-match-{matched}")
+}
+
+/// The index of rule `i` among the rules of its kind (shared or not) of one route.
+fn domain_rule_index(rules: &[Rule], i: usize) -> usize {
+    let shared = rules[i].shared;
+    rules[..i].iter().filter(|r| r.shared == shared).count()
+}
+
+/// The actions of rule `i` on route `route` for one method match (or none).
+fn actions(route: &str, rules: &[Rule], i: usize, method: Option<&Selector>) -> Vec<Value> {
+    let rule = &rules[i];
+    let index = domain_rule_index(rules, i);
+    let mut out = vec![generic_key(if rule.shared { &rule.name } else { route })];
+    for (m, header) in rule.headers.iter().enumerate() {
+        let key = rule_key(index, m as i64);
+        out.push(if header.matcher == Matcher::Distinct {
+            json!({"request_headers": {"header_name": header.name, "descriptor_key": key}})
+        } else {
+            header_value_match(&key, &header.name, header)
+        });
+    }
+    if let Some(method) = method {
+        out.push(header_value_match(
+            &format!("rule-{index}-method"),
+            ":method",
+            method,
+        ));
+    }
+    if let Some(path) = &rule.path {
+        out.push(header_value_match(
+            &format!("rule-{index}-path"),
+            ":path",
+            path,
+        ));
+    }
+    if let Some(cidr) = &rule.cidr {
+        let matcher = json!({
+            "ranges": [{"address_prefix": cidr.prefix, "prefix_len": cidr.len}],
+            "invert_match": cidr.invert,
+        });
+        let value = if cidr.invert {
+            format!("invert:{}", cidr.cidr)
+        } else {
+            cidr.cidr.clone()
+        };
+        out.push(json!({"remote_address_match": {
+            "descriptor_key": "masked_remote_address",
+            "descriptor_value": value,
+            "address_matcher": matcher,
+        }}));
+        if cidr.distinct {
+            out.push(json!({"remote_address_match": {
+                "descriptor_key": "remote_address",
+                "descriptor_value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+                "address_matcher": matcher,
+            }}));
+        }
+    }
+    let offset = rule.headers.len();
+    for (m, query) in rule.query.iter().enumerate() {
+        let key = rule_key(index, (offset + m) as i64);
+        out.push(if query.matcher == Matcher::Distinct {
+            json!({"query_parameters": {"query_parameter_name": query.name, "descriptor_key": key}})
+        } else {
+            json!({"query_parameter_value_match": {
+                "descriptor_key": key,
+                "descriptor_value": key,
+                "expect_match": !query.invert,
+                "query_parameters": [{"name": query.name, "string_match": query.matcher.string_match()}],
+            }})
+        });
+    }
+    if rule.matches_anything() {
+        out.push(generic_key(&rule_key(index, -1)));
+    }
+    out
+}
+
+/// The route's `typed_per_filter_config` entries for `rules` on listener `listener` (domain
+/// `<gateway ns>/<gateway>/<listener>`): filter name → `RateLimitPerRoute`.
+pub fn route_filter_configs(listener: &str, route: &str, rules: &[Rule]) -> Map<String, Value> {
+    let mut by_domain: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let methods: Vec<Option<&Selector>> = if rule.methods.is_empty() {
+            vec![None]
+        } else {
+            rule.methods.iter().map(Some).collect()
+        };
+        for method in methods {
+            let actions = actions(route, rules, i, method);
+            let mut limit = json!({"actions": actions});
+            if let Some(option) = rule.x_ratelimit {
+                limit["x_ratelimit_option"] = json!(option);
+            }
+            if let Some((namespace, key)) = &rule.limit_from {
+                limit["limit"] = json!({"dynamic_metadata": {"metadata_key": {
+                    "key": namespace,
+                    "path": [{"key": key}],
+                }}});
+            }
+            let mut response = limit.clone();
+            if let Some(cost) = &rule.request_cost {
+                limit["hits_addend"] = cost.to_envoy();
+            }
+            let entries = by_domain.entry(rule.domain(listener)).or_default();
+            entries.push(limit);
+            if let Some(cost) = &rule.response_cost {
+                response["apply_on_stream_done"] = json!(true);
+                response["hits_addend"] = cost.to_envoy();
+                entries.push(response);
+            }
+        }
+    }
+    by_domain
+        .into_iter()
+        .map(|(domain, rate_limits)| {
+            (
+                filter_name(listener, &domain),
+                typed(
+                    PER_ROUTE,
+                    json!({"domain": domain, "rate_limits": rate_limits}),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn filter_name(listener: &str, domain: &str) -> String {
+    if domain == listener {
+        FILTER.to_string()
+    } else {
+        format!("{FILTER}/{domain}")
+    }
+}
+
+/// The rate-limit filters of a listener's HTTP connection manager whose routes use `domains`
+/// (the listener's own among them when any route is limited), in domain order.
+pub fn http_filters(listener: &str, domains: &BTreeSet<String>) -> Vec<Value> {
+    let mut all = domains.clone();
+    all.insert(listener.to_string());
+    all.iter()
+        .map(|domain| {
+            json!({
+                "name": filter_name(listener, domain),
+                "typed_config": typed("envoy.extensions.filters.http.ratelimit.v3.RateLimit", json!({
+                    "domain": domain,
+                    "rate_limit_service": {
+                        "grpc_service": {"envoy_grpc": {"cluster_name": CLUSTER}},
+                        "transport_api_version": "V3",
+                    },
+                    "disable_x_envoy_ratelimited_header": true,
+                    "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+                })),
+            })
+        })
+        .collect()
+}
+
+/// The domains the rules of a route use on a listener.
+pub fn domains(listener: &str, rules: &[Rule]) -> BTreeSet<String> {
+    rules.iter().map(|r| r.domain(listener)).collect()
+}
+
+/// The rate-limit service's descriptors, by domain, built route by route.
+#[derive(Debug, Default)]
+pub struct ServiceConfig {
+    domains: BTreeMap<String, Vec<Value>>,
+}
+
+impl ServiceConfig {
+    /// Adds the descriptors of `rules` on `route` of `listener`.
+    pub fn add(&mut self, listener: &str, route: &str, rules: &[Rule]) {
+        for (i, rule) in rules.iter().enumerate() {
+            let top_key = if rule.shared { &rule.name } else { route };
+            let chain = chain(rules, i);
+            let domain = self.domains.entry(rule.domain(listener)).or_default();
+            let top = match domain.iter().position(|d| d["key"] == json!(top_key)) {
+                Some(p) => p,
+                None => {
+                    domain.push(json!({"key": top_key, "value": top_key, "descriptors": []}));
+                    domain.len() - 1
+                }
+            };
+            let Some(children) = domain[top]["descriptors"].as_array_mut() else {
+                continue;
+            };
+            if !children.contains(&chain) {
+                children.push(chain);
+            }
+        }
+    }
+
+    /// Whether no route is limited.
+    pub fn is_empty(&self) -> bool {
+        self.domains.is_empty()
+    }
+
+    /// One envoyproxy/ratelimit document per domain: (domain, YAML-ready value).
+    pub fn documents(&self) -> Vec<(String, Value)> {
+        self.domains
+            .iter()
+            .map(|(domain, descriptors)| {
+                (
+                    domain.clone(),
+                    json!({"name": domain, "domain": domain, "descriptors": descriptors}),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The descriptor chain of rule `i`, the limit on its last link.
+fn chain(rules: &[Rule], i: usize) -> Value {
+    let rule = &rules[i];
+    let index = domain_rule_index(rules, i);
+    let mut links: Vec<(String, Option<String>)> = Vec::new();
+    for (m, header) in rule.headers.iter().enumerate() {
+        let key = rule_key(index, m as i64);
+        let value = (header.matcher != Matcher::Distinct).then(|| key.clone());
+        links.push((key, value));
+    }
+    if !rule.methods.is_empty() {
+        let key = format!("rule-{index}-method");
+        links.push((key.clone(), Some(key)));
+    }
+    if rule.path.is_some() {
+        let key = format!("rule-{index}-path");
+        links.push((key.clone(), Some(key)));
+    }
+    if let Some(cidr) = &rule.cidr {
+        let value = if cidr.invert {
+            format!("invert:{}", cidr.cidr)
+        } else {
+            cidr.cidr.clone()
+        };
+        links.push(("masked_remote_address".into(), Some(value)));
+        if cidr.distinct {
+            links.push(("remote_address".into(), None));
+        }
+    }
+    let offset = rule.headers.len();
+    for (m, query) in rule.query.iter().enumerate() {
+        let key = rule_key(index, (offset + m) as i64);
+        let value = (query.matcher != Matcher::Distinct).then(|| key.clone());
+        links.push((key, value));
+    }
+    if rule.matches_anything() {
+        let key = rule_key(index, -1);
+        links.push((key.clone(), Some(key)));
+    }
+    let mut out: Option<Value> = None;
+    for (n, (key, value)) in links.into_iter().rev().enumerate() {
+        let mut link = json!({"key": key});
+        if let Some(value) = value {
+            link["value"] = json!(value);
+        }
+        if n == 0 {
+            link["rate_limit"] = json!({
+                "requests_per_unit": rule.requests,
+                "unit": rule.unit.to_ascii_uppercase(),
+            });
+        }
+        if let Some(inner) = out.take() {
+            link["descriptors"] = json!([inner]);
+        }
+        if rule.shadow {
+            link["shadow_mode"] = json!(true);
+        }
+        out = Some(link);
+    }
+    out.unwrap_or(Value::Null)
+}
+
+/// The file of a domain's configuration under the output's `ratelimit/` folder: the domain with
+/// `/` as `_` (Kubernetes names have no `_`, so two domains never share a file).
+pub fn file_name(domain: &str) -> String {
+    format!("{}.yaml", domain.replace('/', "_"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_rules() -> Vec<Rule> {
+        let policy = json!({"type": "Global", "global": {"rules": [
+            {
+                "clientSelectors": [{"headers": [{"name": "x-tenant-id", "type": "Distinct"}]}],
+                "limit": {"requests": 10, "unit": "Hour"},
+                "cost": {
+                    "request": {"from": "Number", "number": 0},
+                    "response": {"from": "Metadata", "metadata": {"namespace": "io.envoy.ai_gateway", "key": "llm_input_token"}},
+                },
+            },
+            {
+                "clientSelectors": [{"headers": [{"name": "x-tier", "value": "free", "invert": true}], "methods": [{"value": "GET"}, {"value": "POST"}]}],
+                "limit": {"requests": 5, "unit": "Second"},
+                "shadowMode": true,
+            },
+            {"limit": {"requests": 100, "unit": "Minute"}, "shared": true},
+        ]}});
+        global_rules("ai", "budget", &policy).unwrap()
+    }
+
+    #[test]
+    fn route_actions_and_costs_are_envoy_gateways() {
+        let rules = token_rules();
+        let configs =
+            route_filter_configs("ai/gw/http", "httproute/ai/chat/rule/0/match/0/x", &rules);
+        let names: Vec<&String> = configs.keys().collect();
+        assert_eq!(
+            names,
+            [
+                "envoy.filters.http.ratelimit",
+                "envoy.filters.http.ratelimit/ai/budget"
+            ]
+        );
+        let own = &configs["envoy.filters.http.ratelimit"];
+        assert_eq!(own["domain"], "ai/gw/http");
+        let limits = own["rate_limits"].as_array().unwrap();
+        // Rule 0 twice (request check, response cost on stream done); rule 1 once per method.
+        assert_eq!(limits.len(), 4);
+        assert_eq!(limits[0]["hits_addend"], json!({"number": 0}));
+        assert_eq!(limits[1]["apply_on_stream_done"], true);
+        assert_eq!(
+            limits[1]["hits_addend"],
+            json!({"format": "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_input_token)%"})
+        );
+        assert_eq!(limits[0]["actions"], limits[1]["actions"]);
+        assert_eq!(
+            limits[0]["actions"][1],
+            json!({"request_headers": {"header_name": "x-tenant-id", "descriptor_key": "rule-0-match-0"}})
+        );
+        assert_eq!(
+            limits[2]["actions"][1]["header_value_match"]["expect_match"],
+            false
+        );
+        assert_eq!(
+            limits[2]["actions"][2]["header_value_match"]["headers"][0]["string_match"],
+            json!({"exact": "GET"})
+        );
+        assert_eq!(
+            limits[3]["actions"][2]["header_value_match"]["headers"][0]["string_match"],
+            json!({"exact": "POST"})
+        );
+        let shared = &configs["envoy.filters.http.ratelimit/ai/budget"];
+        assert_eq!(shared["domain"], "ai/budget");
+        assert_eq!(
+            shared["rate_limits"][0]["actions"],
+            json!([
+                generic_key("ai/budget/rule/2"),
+                generic_key("rule-0-match--1")
+            ])
+        );
+    }
+
+    #[test]
+    fn service_descriptors_chain_the_matches_under_the_route() {
+        let rules = token_rules();
+        let mut service = ServiceConfig::default();
+        service.add("ai/gw/http", "r0", &rules);
+        service.add("ai/gw/http", "r1", &rules);
+        let docs = service.documents();
+        assert_eq!(docs.len(), 2);
+        let (domain, doc) = &docs[1];
+        assert_eq!(domain, "ai/gw/http");
+        let routes = doc["descriptors"].as_array().unwrap();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(
+            routes[0]["descriptors"][0],
+            json!({"key": "rule-0-match-0", "rate_limit": {"requests_per_unit": 10, "unit": "HOUR"}})
+        );
+        assert_eq!(
+            routes[0]["descriptors"][1],
+            json!({"key": "rule-1-match-0", "value": "rule-1-match-0", "shadow_mode": true, "descriptors": [
+                {"key": "rule-1-method", "value": "rule-1-method", "shadow_mode": true, "rate_limit": {"requests_per_unit": 5, "unit": "SECOND"}}
+            ]})
+        );
+        // A shared rule counts once for every route.
+        let (domain, doc) = &docs[0];
+        assert_eq!(domain, "ai/budget");
+        assert_eq!(doc["descriptors"].as_array().unwrap().len(), 1);
+        assert_eq!(doc["descriptors"][0]["key"], "ai/budget/rule/2");
+    }
+
+    #[test]
+    fn selectors_envoy_gateway_refuses_are_errors() {
+        let bad = |rule: Value| {
+            global_rules("ai", "p", &json!({"global": {"rules": [rule]}})).unwrap_err()
+        };
+        let limit = json!({"requests": 1, "unit": "Hour"});
+        assert!(bad(json!({"clientSelectors": [{}], "limit": limit})).contains("At least one"));
+        assert!(bad(json!({"clientSelectors": [{"headers": [{"name": "a", "type": "Distinct", "invert": true}]}], "limit": limit})).contains("Invert"));
+        assert!(bad(json!({"clientSelectors": [{"headers": [{"name": "a", "type": "Exact"}]}], "limit": limit})).contains("missing a value"));
+        assert!(bad(json!({"clientSelectors": [{"headers": [{"name": "a", "type": "RegularExpression", "value": "("}]}], "limit": limit})).contains("regular expression"));
+        assert!(bad(json!({"clientSelectors": [{"sourceCIDR": {"value": "10.0.0.0/33"}}], "limit": limit})).contains("CIDR"));
+        assert!(
+            global_rules("ai", "p", &json!({"type": "Local", "local": {}}))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn prefixes_and_cidrs_are_normalised_as_envoy_gateway_does() {
+        assert_eq!(
+            path_separated_prefix_regex("/v1-a.b/"),
+            r"^/v1-a\.b(/.*|\?.*|#.*|;.*|$)"
+        );
+        assert_eq!(parse_cidr("10.1.2.3/8"), Some(("10.0.0.0".into(), 8)));
+        assert_eq!(parse_cidr("::1/0"), Some(("::".into(), 0)));
+        assert_eq!(file_name("ai/gw/http"), "ai_gw_http.yaml");
+        assert_eq!(strip_rule_index("ai/p/rule/3"), "ai/p");
+    }
+}
