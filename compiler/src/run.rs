@@ -310,16 +310,20 @@ pub fn supervise(
         .map_err(|err| anyhow::anyhow!("cannot handle Ctrl-C: {err}"))?;
 
     let mut children: Vec<Child> = Vec::new();
+    // Where each aigw-extproc serves /metrics and /health.
+    let mut admins: Vec<(String, u16)> = Vec::new();
     for gateway in &standalone.gateways {
         // A socket left by an earlier run would look ready before the extproc is.
         let _ = std::fs::remove_file(dir.join(&gateway.socket));
+        let admin = free_port()?;
+        admins.push((format!("extproc of Gateway {}", gateway.gateway), admin));
         let args = vec![
             "--config".to_string(),
             gateway.config.clone(),
             "--listen".to_string(),
             format!("unix:{}", gateway.socket),
             "--admin-listen".to_string(),
-            format!("127.0.0.1:{}", free_port()?),
+            format!("127.0.0.1:{admin}"),
             "--log-format".to_string(),
             "text".to_string(),
         ];
@@ -336,13 +340,15 @@ pub fn supervise(
     // `envoy.service.ratelimit.v3` from the build's `ratelimit/` folder, in memory.
     if let Some(rate_limit) = &standalone.rate_limit {
         let _ = std::fs::remove_file(dir.join(&rate_limit.socket));
+        let admin = free_port()?;
+        admins.push(("rate-limit service".to_string(), admin));
         let args = vec![
             "--ratelimit-config".to_string(),
             rate_limit.config_dir.clone(),
             "--listen".to_string(),
             format!("unix:{}", rate_limit.socket),
             "--admin-listen".to_string(),
-            format!("127.0.0.1:{}", free_port()?),
+            format!("127.0.0.1:{admin}"),
             "--log-format".to_string(),
             "text".to_string(),
         ];
@@ -394,6 +400,9 @@ pub fn supervise(
             "listening on http://127.0.0.1:{} (Gateway {}, listener {})",
             listener.port, listener.gateway, listener.listener
         );
+    }
+    for (what, port) in &admins {
+        eprintln!("aigw: {what}: metrics on http://127.0.0.1:{port}/metrics");
     }
     eprintln!(
         "aigw: Envoy admin on http://127.0.0.1:{admin_port}, access log {}; Ctrl-C stops",

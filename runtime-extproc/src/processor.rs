@@ -114,6 +114,8 @@ struct ResponseState {
     body: Vec<u8>,
     first_chunk: Option<Instant>,
     finished: bool,
+    /// The usage whose costs the stream's metadata already carries.
+    charged: TokenUsage,
 }
 
 /// The state of one stream.
@@ -1413,9 +1415,11 @@ impl Processor {
                 }
             }
             let mut response = response_body_response(common);
-            if body.end_of_stream {
-                response.dynamic_metadata = self.finish();
-            }
+            response.dynamic_metadata = if body.end_of_stream {
+                self.finish()
+            } else {
+                self.interim_costs()
+            };
             return response;
         }
         self.response.body.extend_from_slice(&body.body);
@@ -1541,6 +1545,44 @@ impl Processor {
     }
 
     /// End of the response: costs into metadata, measurements into metrics. Runs once.
+    /// The costs of the usage a stream has reported so far, when it changed with this chunk.
+    /// Envoy charges response costs when the stream ends, from the metadata it has by then: a
+    /// client that hangs up after the usage event (the openai SDK closes the connection at
+    /// `[DONE]`, before the provider's stream ends) is charged all the same.
+    fn interim_costs(&mut self) -> Option<Struct> {
+        if !(200..300).contains(&self.response.status) {
+            return None;
+        }
+        let usage = match &self.response.translator {
+            Some(translator) => translator.usage(),
+            None => self.response.stream.usage,
+        };
+        if usage == self.response.charged {
+            return None;
+        }
+        self.response.charged = usage;
+        let selection = self.selection.as_ref()?;
+        let config = self.config.clone();
+        let route = config.routes.get(selection.route)?;
+        let input = CostInput {
+            model: &selection.request_model,
+            backend: &selection.backend.spec.name,
+            service_backend: &selection.backend.spec.service_backend,
+            route: &route.name,
+            usage,
+        };
+        // Errors are logged once, when the stream ends.
+        let (values, _) = costs::compute(&config, route, &input);
+        if values.is_empty() {
+            return None;
+        }
+        let fields = values
+            .into_iter()
+            .map(|(key, value)| (key, number_value(value as f64)))
+            .collect();
+        Some(metadata_struct(fields))
+    }
+
     fn finish(&mut self) -> Option<Struct> {
         if self.response.finished {
             return None;

@@ -303,6 +303,35 @@ fn streams_switch_to_streamed_mode_and_force_usage_when_costs_exist() {
     assert!(meta.contains_key("token_latency_ttft"));
 }
 
+/// The openai SDK closes the connection at `[DONE]`, often before the provider's stream ends:
+/// the costs must be in the metadata of the chunk that reported the usage, since Envoy charges
+/// the rate limits from the metadata it has when the stream ends.
+#[test]
+fn a_stream_carries_its_costs_from_the_chunk_that_reports_the_usage() {
+    let mut p = Processor::new(config(true), Arc::new(Metrics::new()));
+    p.handle(chat_headers());
+    p.handle(body(br#"{"model":"gpt-4o","stream":true}"#, false));
+    p.handle(response_headers(&[
+        (":status", "200"),
+        ("content-type", "text/event-stream"),
+    ]));
+    let r = p.handle(chunk(
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+        false,
+    ));
+    assert!(r.dynamic_metadata.is_none(), "no usage yet");
+    let r = p.handle(chunk(
+        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n\ndata: [DONE]\n\n",
+        false,
+    ));
+    assert_eq!(metadata(&r).get("tokens"), Some(&number_value(3.0)));
+    // Nothing new: no metadata again; the end of the stream still reports everything.
+    let r = p.handle(chunk(b"", false));
+    assert!(r.dynamic_metadata.is_none());
+    let r = p.handle(chunk(b"", true));
+    assert_eq!(metadata(&r).get("tokens"), Some(&number_value(3.0)));
+}
+
 #[test]
 fn client_mistakes_get_openai_errors() {
     let cases: Vec<(Vec<ProcessingRequest>, i32, &str)> = vec![
