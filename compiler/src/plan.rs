@@ -1354,7 +1354,10 @@ impl Planner<'_> {
                             shadow_mode: bucket.shadow_mode,
                         });
                     }
-                    if let Some(default) = &quota.quota.default_bucket {
+                    // As upstream, a default bucket with limit 0 is no default bucket.
+                    if let Some(default) =
+                        quota.quota.default_bucket.as_ref().filter(|d| d.limit > 0)
+                    {
                         // The default bucket takes the requests no bucket rule selects: each
                         // rule's condition, inverted, joins the default's selector.
                         match default_bucket_selectors(&quota.quota.bucket_rules) {
@@ -1395,17 +1398,35 @@ impl Planner<'_> {
                     ));
                 }
                 for (q, quota) in policy.spec.per_model_quotas.iter().enumerate() {
-                    let zero = quota
-                        .quota
-                        .default_bucket
-                        .as_ref()
-                        .is_some_and(|b| b.limit == 0)
-                        || quota.quota.bucket_rules.iter().any(|b| b.quota.limit == 0);
-                    if zero {
+                    let field = FieldPath::parse("spec.perModelQuotas")
+                        .index(q)
+                        .key("quota");
+                    for (b, bucket) in quota.quota.bucket_rules.iter().enumerate() {
+                        let limit = bucket.quota.limit;
+                        if limit == 0 || limit > u64::from(u32::MAX) {
+                            self.diags.push(self.input.error_at(
+                                &policy_object,
+                                field.clone().key("bucketRules").index(b).key("quota").key("limit"),
+                                format!("a quota limit of {limit} cannot be enforced by Envoy Gateway, whose rate limits go from 1 to 4294967295"),
+                            ));
+                        }
+                    }
+                    let default = quota.quota.default_bucket.as_ref().filter(|d| d.limit > 0);
+                    if let Some(limit) = default
+                        .map(|d| d.limit)
+                        .filter(|l| *l > u64::from(u32::MAX))
+                    {
                         self.diags.push(self.input.error_at(
                             &policy_object,
-                            FieldPath::parse("spec.perModelQuotas").index(q).key("quota"),
-                            "a quota limit of 0 cannot be enforced by Envoy Gateway (its rate limits start at 1)",
+                            field.clone().key("defaultBucket").key("limit"),
+                            format!("a quota limit of {limit} cannot be enforced by Envoy Gateway, whose rate limits go from 1 to 4294967295"),
+                        ));
+                    }
+                    if default.is_some() && !quota.quota.bucket_rules.is_empty() {
+                        self.diags.push(self.input.warning_at(
+                            &policy_object,
+                            field.key("defaultBucket"),
+                            "each request is charged to the bucket rules that select it, or to the default bucket when none does, and is refused once one of them is spent (Envoy Gateway's rate limits); upstream charges the default bucket too and refuses only when every bucket of the request is spent",
                         ));
                     }
                 }
@@ -1959,6 +1980,32 @@ impl Planner<'_> {
                 .filter(|t| t.get("kind").and_then(Value::as_str) == Some("HTTPRoute"))
                 .filter_map(|t| t.get("name").and_then(Value::as_str))
                 .collect();
+            let gateways: Vec<&str> = doc
+                .value
+                .pointer("/spec/targetRefs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .chain(doc.value.pointer("/spec/targetRef"))
+                .filter(|t| t.get("kind").and_then(Value::as_str) == Some("Gateway"))
+                .filter_map(|t| t.get("name").and_then(Value::as_str))
+                .collect();
+            for instance in instances.iter().filter(|i| {
+                i.gateway.namespace == object.id.namespace
+                    && gateways.contains(&i.gateway.name.as_str())
+            }) {
+                if let Some(rate_limit) = &instance.rate_limit {
+                    self.diags.push(self.input.warning_at(
+                        object,
+                        FieldPath::parse("spec"),
+                        format!(
+                            "does not apply to HTTPRoutes {}: Envoy Gateway applies a route's own BackendTrafficPolicy instead of its Gateway's, and the generated {} (from QuotaPolicy) targets them",
+                            rate_limit.targets.join(", "),
+                            rate_limit.name
+                        ),
+                    ));
+                }
+            }
             for instance in instances
                 .iter()
                 .filter(|i| i.namespace == object.id.namespace)
