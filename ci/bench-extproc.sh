@@ -9,6 +9,9 @@
 #      cluster, once per attempt
 #   D) C with ROUTES more AIGatewayRoutes (3 rules each, default 2,000) on the same Gateway,
 #      the benchmark's model in the rule Envoy would match last
+#   R) C with a token budget per x-tenant-id (a BackendTrafficPolicy global rate limit, as
+#      upstream's examples/token_ratelimit): Envoy asks the rate-limit service (aigw-extproc
+#      --ratelimit-config) before each request and charges its tokens when it ends
 # The upstream is an Envoy answering a fixed OpenAI chat completion (with usage) by
 # direct_response, so it is never the bottleneck. Load generator: hey (Debian package), at fixed
 # rates of 1,000 and 3,000 requests/s and then unthrottled for the maximum rate.
@@ -171,6 +174,7 @@ NAME[B]="Envoy -> aigw-extproc -> upstream, router only"
 NAME[C]="Envoy -> aigw-extproc -> upstream, by virtual host"
 NAME[P]="as C, with a fallback: the extproc on the router and per attempt"
 NAME[D]="as C, $ROUTES more AIGatewayRoutes on the Gateway"
+NAME[R]="as C, with a token budget per tenant: the rate-limit service twice per request"
 PORT[A]=$A
 ADMIN[A]=$A_ADMIN
 for setup in $SETUPS; do
@@ -181,6 +185,24 @@ for setup in $SETUPS; do
     C) crs "$work/crs-C" "${PORT[C]}"; flags=() ;;
     P) crs "$work/crs-P" "${PORT[P]}" 0 ", {name: upstream, priority: 1}"; flags=() ;;
     D) crs "$work/crs-D" "${PORT[D]}" "$ROUTES"; flags=() ;;
+    R) crs "$work/crs-R" "${PORT[R]}"; flags=()
+       # A budget no run spends (4,294,967,295 tokens an hour), so every request is served.
+       cat >"$work/crs-R/budget.yaml" <<YAML
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: budget, namespace: ai}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: bench}]
+  rateLimit:
+    global:
+      rules:
+      - clientSelectors: [{headers: [{name: x-tenant-id, type: Distinct}]}]
+        limit: {requests: 4294967295, unit: Hour}
+        cost:
+          request: {from: Number, number: 0}
+          response: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: llm_total_token}}
+YAML
+       ;;
     *) echo "bench: unknown setup $setup" >&2; exit 1 ;;
   esac
   target/release/aigw build --target envoy "$work/crs-$setup" -o "$work/out-$setup" --envoy-admin-port "${ADMIN[$setup]}" "${flags[@]}" >/dev/null 2>"$work/build-$setup.log" \
@@ -204,6 +226,11 @@ for setup in $SETUPS; do
   out="$work/out-$setup"
   (cd "$out" && exec "$EXTPROC" --config gateways/ai-bench/filter-config.yaml --listen unix:gateways/ai-bench/extproc.sock --admin-listen 127.0.0.1:${XADMIN[$setup]} --log-level warn) >"$work/extproc-$setup.log" 2>&1 & pids+=($!)
   for _ in $(seq 600); do [ -S "$out/gateways/ai-bench/extproc.sock" ] && break; sleep 0.05; done
+  if [ -d "$out/ratelimit" ]; then
+    # As aigw run starts it.
+    (cd "$out" && exec "$EXTPROC" --ratelimit-config ratelimit --listen unix:ratelimit.sock --admin-listen 127.0.0.1:$(port) --log-level warn) >"$work/ratelimit-$setup.log" 2>&1 & pids+=($!)
+    for _ in $(seq 600); do [ -S "$out/ratelimit.sock" ] && break; sleep 0.05; done
+  fi
   (cd "$out" && exec "$ENVOY" -c envoy.yaml --concurrency 1 --use-dynamic-base-id --log-level error) >"$work/gateway-$setup.log" 2>&1 & pids+=($!)
 done
 for admin in $UP_ADMIN "${ADMIN[@]}"; do
@@ -211,7 +238,7 @@ for admin in $UP_ADMIN "${ADMIN[@]}"; do
 done
 for setup in $SETUPS; do
   url="http://127.0.0.1:${PORT[$setup]}/v1/chat/completions"
-  code=$(curl -s -o /dev/null -w "%{http_code}" -H "content-type: application/json" --data @"$work/body.json" "$url" || true)
+  code=$(curl -s -o /dev/null -w "%{http_code}" -H "content-type: application/json" -H "x-tenant-id: bench" --data @"$work/body.json" "$url" || true)
   [ "$code" = 200 ] || { echo "bench: $url ($setup) answered $code" >&2; for log in "$work"/*.log; do echo "--- $log" >&2; tail -n 20 "$log" >&2; done; exit 1; }
 done
 if [[ " $SETUPS " == *" D "* ]]; then
@@ -225,7 +252,7 @@ fi
 run() { # url, concurrency, per-worker qps (0 = unthrottled)
   local q=()
   [ "$3" -gt 0 ] && q=(-q "$3")
-  hey -z "$DURATION" -c "$2" "${q[@]}" -m POST -T application/json -D "$work/body.json" "$1" >"$work/hey.out"
+  hey -z "$DURATION" -c "$2" "${q[@]}" -m POST -T application/json -H "x-tenant-id: bench" -D "$work/body.json" "$1" >"$work/hey.out"
   local p50 p99 rps errors
   p50=$(awk '/ 50% in/ {print $3*1000}' "$work/hey.out")
   p99=$(awk '/ 99% in/ {print $3*1000}' "$work/hey.out")
@@ -253,4 +280,8 @@ for load in "${LOADS[@]}"; do
   done
 done
 echo
+if [[ " $SETUPS " == *" R "* ]]; then
+  answered=$(curl -fs "http://127.0.0.1:${ADMIN[R]}/stats?filter=ratelimit.ok" | awk -F': ' '{s+=$2} END{print s+0}')
+  echo "R: the rate-limit service answered $answered checks OK (Envoy's ratelimit.ok)."
+fi
 echo "Load generator: $(dpkg-query -W -f='hey ${Version}' hey 2>/dev/null || echo hey); Envoy: $("$ENVOY" --version | grep -o '1\.[0-9]*\.[0-9]*' | head -1), --concurrency 1 for every Envoy; release builds; $(nproc) cores shared by all processes."

@@ -125,5 +125,10 @@ printf 'domain: d\ndescriptors:\n- key: tenant\n  rate_limit: {unit: minute, req
 check "a bad rate-limit configuration stops the extproc with the file and descriptor named" bash -c "cd '$(dirname "$rl_config")' && ! timeout 20 '$PWD/$extproc' --config filter-config.yaml --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --ratelimit-config '$work/rl-bad.yaml' 2>'$work/rl-bad.err' && grep -q 'rl-bad.yaml: descriptor d.tenant: invalid rate limit unit' '$work/rl-bad.err'"
 check "a good rate-limit configuration is served" bash -c "cd '$(dirname "$rl_config")' && (timeout 5 '$PWD/$extproc' --config filter-config.yaml --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --ratelimit-config '$work/rl-good.yaml' >'$work/rl-good.err' 2>&1; true) && grep -q 'serving rate limits' '$work/rl-good.err'"
 
+"$aigw" build --target envoy golden/envoy-token-ratelimit/input -o "$work/rl-built" >/dev/null 2>&1
+check "the rate-limit configuration a standalone build writes loads in the service" bash -c "'$extproc' --check --ratelimit-config '$work/rl-built/ratelimit' | grep -q 'rate limits: 2 files'"
+check "the rate-limit service runs alone, without a filter config" bash -c "(timeout 5 '$extproc' --ratelimit-config '$work/rl-built/ratelimit' --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >'$work/rl-alone.err' 2>&1; true) && grep -q 'serving rate limits' '$work/rl-alone.err' && ! grep -qi error '$work/rl-alone.err'"
+check "the extproc needs a filter config or a rate-limit configuration" bash -c "! '$extproc' --listen 127.0.0.1:0 2>'$work/rl-none.err' && grep -q -- '--config' '$work/rl-none.err'"
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -97,6 +97,8 @@ struct YamlDescriptor {
     value_to_metric: bool,
     #[serde(default)]
     share_threshold: bool,
+    #[serde(default)]
+    quota_mode: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,6 +248,12 @@ impl Node {
             };
             // Metrics options only: the counts are the same.
             let _ = (descriptor.detailed_metric, descriptor.value_to_metric);
+            if descriptor.quota_mode {
+                return Err(fail(
+                    &full_key,
+                    "quota_mode (allowed while any quota descriptor has room) is not supported",
+                ));
+            }
             if descriptor.share_threshold {
                 return Err(fail(
                     &full_key,
@@ -877,6 +885,53 @@ descriptors:
             service.respond(&request(None), 101).overall_code,
             Code::Ok as i32
         );
+    }
+
+    /// Envoy Gateway writes every field of envoyproxy/ratelimit's YAML types (yaml.v3, no
+    /// `omitempty`): such a file loads and means what it says.
+    #[test]
+    fn envoy_gateways_own_rendering_loads() {
+        let text = r#"name: ai/gw/http
+domain: ai/gw/http
+descriptors:
+- key: httproute/ai/chat/rule/0/match/0/x
+  value: httproute/ai/chat/rule/0/match/0/x
+  rate_limit: null
+  descriptors:
+  - key: rule-0-match-0
+    value: ""
+    rate_limit:
+      requests_per_unit: 30
+      unit: HOUR
+      unlimited: false
+      name: ""
+      replaces: []
+    descriptors: []
+    shadow_mode: false
+    detailed_metric: false
+    value_to_metric: false
+    share_threshold: false
+    quota_mode: false
+  shadow_mode: false
+  detailed_metric: false
+  value_to_metric: false
+  share_threshold: false
+  quota_mode: false
+"#;
+        let config = Config::load(&[("eg.yaml".into(), text.into())]).unwrap();
+        let limit = config
+            .limit(
+                "ai/gw/http",
+                &entries(&[
+                    ("httproute/ai/chat/rule/0/match/0/x", "httproute/ai/chat/rule/0/match/0/x"),
+                    ("rule-0-match-0", "tenant-a"),
+                ]),
+            )
+            .unwrap();
+        assert_eq!((limit.requests_per_unit, limit.unit), (30, Unit::Hour));
+        let quota = text.replacen("quota_mode: false", "quota_mode: true", 1);
+        let err = Config::load(&[("eg.yaml".into(), quota)]).unwrap_err();
+        assert!(err.to_string().contains("quota_mode"), "{err}");
     }
 
     #[test]
