@@ -66,6 +66,27 @@ spec:
     backendRefs: [{{name: quota-openai, modelNameOverride: q-model}}]
   - matches: [{{headers: [{{name: x-ai-eg-model, value: q-fast}}]}}]
     backendRefs: [{{name: quota-openai, modelNameOverride: q-fast}}]
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: local, namespace: ai}}
+spec:
+  parentRefs: [{{name: e2e}}]
+  rules:
+  - matches: [{{headers: [{{name: x-ai-eg-model, value: gpt-local}}]}}]
+    backendRefs: [{{name: openai}}]
+---
+# Envoy's local rate limit (no service): two requests a minute per tenant on this route.
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: local-limit, namespace: ai}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: local}}]
+  rateLimit:
+    local:
+      rules:
+      - clientSelectors: [{{headers: [{{name: x-tenant-id, type: Distinct}}]}}]
+        limit: {{requests: 2, unit: Minute}}
 {service_backend("openai", "OpenAI", "openai")}{service_backend("quota-openai", "OpenAI", "openai")}{service_backend("anthropic", "Anthropic", "anthropic")}{endpoint("openai", openai_port)}{endpoint("anthropic", anthropic_port)}---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: BackendTrafficPolicy
@@ -249,6 +270,19 @@ def test_requests_without_the_selected_header_are_not_limited(run):
     # The budgets are per distinct x-tenant-id: without one, no budget applies.
     for _ in range(4):
         assert chat(run, "gpt-budget")[0] == 200
+
+
+def test_a_local_rate_limit_counts_requests_per_tenant_in_envoy(run):
+    for _ in range(2):
+        status, headers, body = chat(run, "gpt-local", {"x-tenant-id": "local-a"})
+        assert status == 200, body
+    assert_openai_429(*chat(run, "gpt-local", {"x-tenant-id": "local-a"}))
+    assert chat(run, "gpt-local", {"x-tenant-id": "local-b"})[0] == 200
+    # The Gateway's token budgets do not apply here: the HTTPRoute's own policy replaces them,
+    # and a request without a tenant falls in the local default bucket (4294967295 a second).
+    headers = {k.lower(): v for k, v in chat(run, "gpt-local", {"x-tenant-id": "local-c"})[1].items()}
+    assert not headers["x-ratelimit-limit"].startswith(f"{TOTAL_BUDGET},"), headers
+    assert chat(run, "gpt-local")[1]["x-ratelimit-limit"].startswith("4294967295")
 
 
 def rate_limit_counts(run):

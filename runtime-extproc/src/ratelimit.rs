@@ -923,7 +923,10 @@ descriptors:
             .limit(
                 "ai/gw/http",
                 &entries(&[
-                    ("httproute/ai/chat/rule/0/match/0/x", "httproute/ai/chat/rule/0/match/0/x"),
+                    (
+                        "httproute/ai/chat/rule/0/match/0/x",
+                        "httproute/ai/chat/rule/0/match/0/x",
+                    ),
                     ("rule-0-match-0", "tenant-a"),
                 ]),
             )

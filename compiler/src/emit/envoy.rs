@@ -82,9 +82,12 @@
 //! `per_connection_buffer_limit_bytes` is twice the extproc's body limit, so that bodies up to
 //! that limit reach the extproc, which answers larger ones 413 in the OpenAI error shape.
 //!
+//! BackendTrafficPolicy rate limits (the user's and the QuotaPolicy one) are translated in
+//! [`super::ratelimit`], which says what was mirrored.
+//!
 //! Anything Envoy Gateway would do that this target cannot (HTTPS listeners, Kubernetes Service
-//! backends, user ext_proc filters merged into the generated policy, QuotaPolicy rate limits)
-//! is an error or a warning, never dropped silently.
+//! backends, user ext_proc filters merged into the generated policy) is an error or a warning,
+//! never dropped silently.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -339,7 +342,7 @@ struct Emitter<'a> {
     retries: BTreeMap<(String, &'static str, String), Value>,
     /// Global rate-limit rules from the user's BackendTrafficPolicies, by (namespace, target
     /// kind, target name).
-    rate_limits: BTreeMap<(String, &'static str, String), (Vec<super::ratelimit::Rule>, bool)>,
+    rate_limits: BTreeMap<(String, &'static str, String), TrafficLimits>,
     /// HTTPRoutes whose policy sets `mergeType` and rate limits, with that policy.
     merged_rate_limits: BTreeMap<(String, String), ObjectId>,
     /// The rate-limit service's descriptors.
@@ -347,6 +350,21 @@ struct Emitter<'a> {
     /// Clusters that routes or filters use (a Backend's own cluster is only a part of its
     /// rule's cluster when Envoy balances the rule).
     referenced: BTreeSet<String>,
+}
+
+/// The rate limits of one BackendTrafficPolicy.
+#[derive(Debug, Clone, Default)]
+struct TrafficLimits {
+    global: Vec<super::ratelimit::Rule>,
+    local: Option<super::ratelimit::LocalPolicy>,
+    /// The policy sets `mergeType`.
+    merges: bool,
+}
+
+impl TrafficLimits {
+    fn is_empty(&self) -> bool {
+        self.global.is_empty() && self.local.is_none()
+    }
 }
 
 /// How a route matches the path.
@@ -1085,7 +1103,7 @@ impl<'a> Emitter<'a> {
             .map(|o| (name_of(o), o))
             .collect();
         // aigw's own BackendTrafficPolicy (from QuotaPolicies) targets generated HTTPRoutes.
-        let mut generated_limits: BTreeMap<String, Vec<super::ratelimit::Rule>> = BTreeMap::new();
+        let mut generated_limits: BTreeMap<String, TrafficLimits> = BTreeMap::new();
         for policy in objects
             .iter()
             .filter(|o| kind_of(o) == "BackendTrafficPolicy")
@@ -1099,7 +1117,10 @@ impl<'a> Emitter<'a> {
                     for target in items(policy, "/spec/targetRefs") {
                         generated_limits.insert(
                             text(target, "/name").unwrap_or_default().to_string(),
-                            rules.clone(),
+                            TrafficLimits {
+                                global: rules.clone(),
+                                ..TrafficLimits::default()
+                            },
                         );
                     }
                 }
@@ -1215,7 +1236,7 @@ impl<'a> Emitter<'a> {
                     "Gateway",
                     instance.gateway.name.clone(),
                 ))
-                .is_some_and(|(rules, _)| !rules.is_empty());
+                .is_some_and(|limits| !limits.is_empty());
             if gateway_limited
                 && let Some(policy) = self
                     .merged_rate_limits
@@ -1247,14 +1268,23 @@ impl<'a> Emitter<'a> {
                         ir.hostname = host.clone();
                         ir.ext_procs = procs.clone();
                         // As Envoy Gateway: only routes that forward are limited.
-                        if !limits.is_empty() && matches!(ir.action, Action::Forward { .. }) {
+                        if !limits.global.is_empty() && matches!(ir.action, Action::Forward { .. })
+                        {
                             ir.rate_limits = super::ratelimit::route_filter_configs(
                                 &listener_name,
                                 &ir.name,
-                                &limits,
+                                &limits.global,
                             );
                             self.rate_limit_service
-                                .add(&listener_name, &ir.name, &limits);
+                                .add(&listener_name, &ir.name, &limits.global);
+                        }
+                        if let Some(local) = &limits.local
+                            && matches!(ir.action, Action::Forward { .. })
+                        {
+                            ir.rate_limits.insert(
+                                super::ratelimit::LOCAL_FILTER.to_string(),
+                                super::ratelimit::local_route_config(local),
+                            );
                         }
                         per_listener[listener].push(ir);
                     }
@@ -1350,6 +1380,7 @@ impl<'a> Emitter<'a> {
             let mut any_routes = false;
             let mut limited_domains = BTreeSet::new();
             let mut any_limited = false;
+            let mut any_local = false;
             for (j, other) in view.listeners.iter().enumerate().skip(i) {
                 if other.port != listener.port || other.protocol != "HTTP" {
                     continue;
@@ -1360,8 +1391,12 @@ impl<'a> Emitter<'a> {
                 // The shared rules' domains get filters of their own; the listener's filter
                 // serves every listener on the port (each route names its own domain).
                 for route in &routes {
-                    any_limited |= !route.rate_limits.is_empty();
                     for (filter, config) in &route.rate_limits {
+                        if filter == super::ratelimit::LOCAL_FILTER {
+                            any_local = true;
+                            continue;
+                        }
+                        any_limited = true;
                         if filter != super::ratelimit::FILTER
                             && let Some(domain) = text(config, "/domain")
                         {
@@ -1399,8 +1434,11 @@ impl<'a> Emitter<'a> {
             } else {
                 Vec::new()
             };
-            // Envoy Gateway orders the rate-limit filters after ext_proc, before the router,
-            // so they see the route the extproc chose (`httpfilters.go`).
+            // Envoy Gateway orders the rate-limit filters after ext_proc, local before global,
+            // before the router, so they see the route the extproc chose (`httpfilters.go`).
+            if any_local {
+                http_filters.push(super::ratelimit::local_http_filter());
+            }
             if any_limited {
                 http_filters.extend(super::ratelimit::http_filters(&name, &limited_domains));
             }
@@ -1580,32 +1618,28 @@ impl<'a> Emitter<'a> {
                 continue;
             }
             let doc = &input.document(object).value;
-            let mut rules = Vec::new();
+            let mut limits = TrafficLimits {
+                merges: doc.pointer("/spec/mergeType").is_some(),
+                ..TrafficLimits::default()
+            };
             if let Some(rate_limit) = doc.pointer("/spec/rateLimit") {
-                match super::ratelimit::global_rules(
-                    &object.id.namespace,
-                    &object.id.name,
-                    rate_limit,
-                ) {
-                    Ok(found) => rules = found,
-                    Err(message) => {
-                        self.errors.push(input.error_at(
-                            object,
-                            FieldPath::parse("spec.rateLimit.global"),
-                            message,
-                        ));
+                let (ns, name) = (&object.id.namespace, &object.id.name);
+                let global = super::ratelimit::global_rules(ns, name, rate_limit)
+                    .map_err(|m| ("spec.rateLimit.global", m));
+                let local = super::ratelimit::local_policy(ns, name, rate_limit)
+                    .map_err(|m| ("spec.rateLimit.local", m));
+                match global.and_then(|g| local.map(|l| (g, l))) {
+                    Ok((global, local)) => {
+                        limits.global = global;
+                        limits.local = local;
+                    }
+                    Err((field, message)) => {
+                        self.errors
+                            .push(input.error_at(object, FieldPath::parse(field), message));
                         continue;
                     }
                 }
-                if rate_limit.get("local").is_some() || text(rate_limit, "/type") == Some("Local") {
-                    self.warnings.push(input.warning_at(
-                        object,
-                        FieldPath::parse("spec.rateLimit.local"),
-                        "local rate limits are not applied by the standalone Envoy (global ones are); Envoy Gateway applies them on a cluster",
-                    ));
-                }
             }
-            let merges = doc.pointer("/spec/mergeType").is_some();
             let targets = items(doc, "/spec/targetRefs")
                 .iter()
                 .chain(doc.pointer("/spec/targetRef"));
@@ -1615,7 +1649,7 @@ impl<'a> Emitter<'a> {
                     Some("Gateway") => "Gateway",
                     _ => continue,
                 };
-                if text(target, "/sectionName").is_some() && !rules.is_empty() {
+                if text(target, "/sectionName").is_some() && !limits.is_empty() {
                     self.warnings.push(input.warning_at(
                         object,
                         FieldPath::parse("spec.targetRefs").index(t).key("sectionName"),
@@ -1624,16 +1658,14 @@ impl<'a> Emitter<'a> {
                     continue;
                 }
                 let name = text(target, "/name").unwrap_or_default().to_string();
-                if merges && kind == "HTTPRoute" && !rules.is_empty() {
+                if limits.merges && kind == "HTTPRoute" && !limits.is_empty() {
                     self.merged_rate_limits.insert(
                         (object.id.namespace.clone(), name.clone()),
                         object.id.clone(),
                     );
                 }
-                self.rate_limits.insert(
-                    (object.id.namespace.clone(), kind, name),
-                    (rules.clone(), merges),
-                );
+                self.rate_limits
+                    .insert((object.id.namespace.clone(), kind, name), limits.clone());
             }
         }
     }
@@ -1641,23 +1673,17 @@ impl<'a> Emitter<'a> {
     /// The rate-limit rules of the routes of HTTPRoute `namespace/name` on `gateway`: the
     /// user's BackendTrafficPolicy targeting the HTTPRoute, else (or, with `mergeType`, when
     /// that one has none) the one targeting the Gateway.
-    fn rate_limits_of(
-        &self,
-        namespace: &str,
-        name: &str,
-        gateway: &str,
-    ) -> Option<&Vec<super::ratelimit::Rule>> {
+    fn rate_limits_of(&self, namespace: &str, name: &str, gateway: &str) -> Option<&TrafficLimits> {
         let on_gateway = || {
             self.rate_limits
                 .get(&(namespace.to_string(), "Gateway", gateway.to_string()))
-                .map(|(rules, _)| rules)
         };
         match self
             .rate_limits
             .get(&(namespace.to_string(), "HTTPRoute", name.to_string()))
         {
-            Some((rules, true)) if rules.is_empty() => on_gateway(),
-            Some((rules, _)) => Some(rules),
+            Some(limits) if limits.merges && limits.is_empty() => on_gateway(),
+            Some(limits) => Some(limits),
             None => on_gateway(),
         }
     }

@@ -28,6 +28,18 @@
 //!     `masked_remote_address` / `remote_address`, query parameters), the limit on the last link,
 //!     `shadow_mode` on every link. Rule indices count the shared and the other rules apart.
 //!
+//! - `internal/gatewayapi/backendtrafficpolicy.go` (`buildLocalRateLimit`) and
+//!   `internal/xds/translator/local_ratelimit.go`: `rateLimit.local` takes its default bucket
+//!   from the one rule without client selectors (at most one; else 4294967295 a second), every
+//!   rule's unit must be a multiple of the default's, and the other rules become descriptors.
+//!   The HTTP connection manager gets `envoy.filters.http.local_ratelimit` (stat prefix
+//!   `http_local_rate_limiter`, at most 10,000 dynamic descriptors) before the global rate-limit
+//!   filters; each route a `LocalRateLimit` with the default token bucket, filter enabled and
+//!   enforced at 100%, the draft-03 headers unless the default rule turns them off, one
+//!   descriptor and rate limit per rule and method (the same actions as the global ones, without
+//!   the route's key, source CIDRs keyed `rule-<i>-masked-remote-address` and
+//!   `rule-<i>-remote-address`), and `always_consume_default_token_bucket` false.
+//!
 //! Deliberate differences: the service's domains are written sorted (Envoy Gateway's order
 //! comes from a Go map), and `ratelimit_cluster` is the Unix socket of the local service.
 
@@ -39,6 +51,10 @@ use super::envoy::typed;
 
 /// The rate-limit filter's name.
 pub const FILTER: &str = "envoy.filters.http.ratelimit";
+/// The local rate-limit filter's name.
+pub const LOCAL_FILTER: &str = "envoy.filters.http.local_ratelimit";
+const LOCAL_TYPE: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+const LOCAL_STAT_PREFIX: &str = "http_local_rate_limiter";
 /// The cluster of the rate-limit service, as Envoy Gateway names it.
 pub const CLUSTER: &str = "ratelimit_cluster";
 const PER_ROUTE: &str = "envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute";
@@ -208,6 +224,259 @@ pub fn global_rules(namespace: &str, name: &str, rate_limit: &Value) -> Result<V
                 .map_err(|err| format!("rules[{i}]: {err}"))
         })
         .collect()
+}
+
+/// A BackendTrafficPolicy's `rateLimit.local`, as Envoy Gateway's IR holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalPolicy {
+    default_requests: u64,
+    default_unit: String,
+    /// The default rule turns the `x-ratelimit-*` headers off.
+    headers_off: bool,
+    rules: Vec<Rule>,
+}
+
+/// The seconds of a rate-limit unit (`ratelimit.UnitToSeconds`).
+fn unit_seconds(unit: &str) -> u64 {
+    match unit {
+        "Second" => 1,
+        "Minute" => 60,
+        "Hour" => 3_600,
+        "Day" => 86_400,
+        "Week" => 7 * 86_400,
+        "Month" => 30 * 86_400,
+        "Year" => 365 * 86_400,
+        _ => 0,
+    }
+}
+
+/// The local rate limit of a BackendTrafficPolicy's `spec.rateLimit` (`local`, or the
+/// deprecated `type: Local`), or why Envoy Gateway refuses it.
+pub fn local_policy(
+    namespace: &str,
+    name: &str,
+    rate_limit: &Value,
+) -> Result<Option<LocalPolicy>, String> {
+    let local = match text(rate_limit, "/type") {
+        Some("Local") | None => rate_limit.get("local"),
+        _ => None,
+    };
+    let Some(local) = local else {
+        if text(rate_limit, "/type") == Some("Local") {
+            return Err("local configuration empty for rateLimit".into());
+        }
+        return Ok(None);
+    };
+    let rules = items(local, "/rules");
+    let mut default: Option<(u64, String, bool)> = None;
+    for rule in rules {
+        if items(rule, "/clientSelectors").is_empty() {
+            if default.is_some() {
+                return Err(
+                    "local rateLimit can not have more than one rule without clientSelectors"
+                        .into(),
+                );
+            }
+            default = Some((
+                rule.pointer("/limit/requests")
+                    .and_then(Value::as_u64)
+                    .ok_or("limit.requests is missing")?,
+                text(rule, "/limit/unit").unwrap_or("Second").to_string(),
+                text(rule, "/xRateLimitHeaders") == Some("Disabled"),
+            ));
+        }
+    }
+    let (default_requests, default_unit, headers_off) =
+        default.unwrap_or((u64::from(u32::MAX), "Second".into(), false));
+    let default_seconds = unit_seconds(&default_unit);
+    for rule in rules {
+        let seconds = unit_seconds(text(rule, "/limit/unit").unwrap_or_default());
+        if default_seconds == 0 || !seconds.is_multiple_of(default_seconds) {
+            return Err(
+                "local rateLimit rule limit unit must be a multiple of the default limit unit"
+                    .into(),
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        if items(rule, "/clientSelectors").is_empty() {
+            continue;
+        }
+        out.push(
+            rule_of(rule, format!("{namespace}/{name}/rule/{i}"))
+                .map_err(|err| format!("rules[{i}]: {err}"))?,
+        );
+    }
+    Ok(Some(LocalPolicy {
+        default_requests,
+        default_unit,
+        headers_off,
+        rules: out,
+    }))
+}
+
+fn token_bucket(requests: u64, unit: &str) -> Value {
+    json!({
+        "max_tokens": requests,
+        "tokens_per_fill": requests,
+        "fill_interval": format!("{}s", unit_seconds(unit)),
+    })
+}
+
+/// The route's `typed_per_filter_config` entry for a local rate limit.
+pub fn local_route_config(policy: &LocalPolicy) -> Value {
+    let mut rate_limits = Vec::new();
+    let mut descriptors = Vec::new();
+    for (index, rule) in policy.rules.iter().enumerate() {
+        let methods: Vec<Option<&Selector>> = if rule.methods.is_empty() {
+            vec![None]
+        } else {
+            rule.methods.iter().map(Some).collect()
+        };
+        for method in methods {
+            let mut actions = Vec::new();
+            let mut entries = Vec::new();
+            let mut both = |action: Value, key: String, value: Option<String>| {
+                actions.push(action);
+                let mut entry = json!({"key": key});
+                if let Some(value) = value {
+                    entry["value"] = json!(value);
+                }
+                entries.push(entry);
+            };
+            for (m, header) in rule.headers.iter().enumerate() {
+                let key = rule_key(index, m as i64);
+                if header.matcher == Matcher::Distinct {
+                    both(
+                        json!({"request_headers": {"header_name": header.name, "descriptor_key": key}}),
+                        key,
+                        None,
+                    );
+                } else {
+                    both(
+                        header_value_match(&key, &header.name, header),
+                        key.clone(),
+                        Some(key),
+                    );
+                }
+            }
+            if let Some(method) = method {
+                let key = format!("rule-{index}-method");
+                both(
+                    header_value_match(&key, ":method", method),
+                    key.clone(),
+                    Some(key),
+                );
+            }
+            if let Some(path) = &rule.path {
+                let key = format!("rule-{index}-path");
+                both(
+                    header_value_match(&key, ":path", path),
+                    key.clone(),
+                    Some(key),
+                );
+            }
+            if let Some(cidr) = &rule.cidr {
+                let masked = format!("rule-{index}-masked-remote-address");
+                let value = cidr_value(cidr);
+                both(
+                    remote_address_match(&masked, &value, cidr),
+                    masked,
+                    Some(value),
+                );
+                if cidr.distinct {
+                    let remote = format!("rule-{index}-remote-address");
+                    both(
+                        remote_address_match(&remote, DOWNSTREAM_ADDRESS, cidr),
+                        remote,
+                        None,
+                    );
+                }
+            }
+            let offset = rule.headers.len();
+            for (m, query) in rule.query.iter().enumerate() {
+                let key = rule_key(index, (offset + m) as i64);
+                if query.matcher == Matcher::Distinct {
+                    both(query_action(&key, query), key, None);
+                } else {
+                    both(query_action(&key, query), key.clone(), Some(key));
+                }
+            }
+            let mut limit = json!({"actions": actions});
+            if let Some(option) = rule.x_ratelimit {
+                limit["x_ratelimit_option"] = json!(option);
+            }
+            rate_limits.push(limit);
+            let mut descriptor = json!({
+                "entries": entries,
+                "token_bucket": token_bucket(rule.requests, &rule.unit),
+            });
+            if rule.shadow {
+                descriptor["shadow_mode"] = json!(true);
+            }
+            descriptors.push(descriptor);
+        }
+    }
+    let percent = json!({"default_value": {"numerator": 100, "denominator": "HUNDRED"}});
+    let mut config = json!({
+        "stat_prefix": LOCAL_STAT_PREFIX,
+        "token_bucket": token_bucket(policy.default_requests, &policy.default_unit),
+        "filter_enabled": percent,
+        "filter_enforced": percent,
+        "enable_x_ratelimit_headers": if policy.headers_off { "OFF" } else { "DRAFT_VERSION_03" },
+        "always_consume_default_token_bucket": false,
+    });
+    if !descriptors.is_empty() {
+        config["descriptors"] = json!(descriptors);
+        config["rate_limits"] = json!(rate_limits);
+    }
+    typed(LOCAL_TYPE, config)
+}
+
+/// The local rate-limit filter of a listener's HTTP connection manager.
+pub fn local_http_filter() -> Value {
+    json!({
+        "name": LOCAL_FILTER,
+        "typed_config": typed(LOCAL_TYPE, json!({
+            "stat_prefix": LOCAL_STAT_PREFIX,
+            "max_dynamic_descriptors": 10_000,
+        })),
+    })
+}
+
+const DOWNSTREAM_ADDRESS: &str = "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%";
+
+fn cidr_value(cidr: &Cidr) -> String {
+    if cidr.invert {
+        format!("invert:{}", cidr.cidr)
+    } else {
+        cidr.cidr.clone()
+    }
+}
+
+fn remote_address_match(key: &str, value: &str, cidr: &Cidr) -> Value {
+    json!({"remote_address_match": {
+        "descriptor_key": key,
+        "descriptor_value": value,
+        "address_matcher": {
+            "ranges": [{"address_prefix": cidr.prefix, "prefix_len": cidr.len}],
+            "invert_match": cidr.invert,
+        },
+    }})
+}
+
+fn query_action(key: &str, query: &Selector) -> Value {
+    if query.matcher == Matcher::Distinct {
+        json!({"query_parameters": {"query_parameter_name": query.name, "descriptor_key": key}})
+    } else {
+        json!({"query_parameter_value_match": {
+            "descriptor_key": key,
+            "descriptor_value": key,
+            "expect_match": !query.invert,
+            "query_parameters": [{"name": query.name, "string_match": query.matcher.string_match()}],
+        }})
+    }
 }
 
 fn rule_of(rule: &Value, name: String) -> Result<Rule, String> {
@@ -452,41 +721,23 @@ fn actions(route: &str, rules: &[Rule], i: usize, method: Option<&Selector>) -> 
         ));
     }
     if let Some(cidr) = &rule.cidr {
-        let matcher = json!({
-            "ranges": [{"address_prefix": cidr.prefix, "prefix_len": cidr.len}],
-            "invert_match": cidr.invert,
-        });
-        let value = if cidr.invert {
-            format!("invert:{}", cidr.cidr)
-        } else {
-            cidr.cidr.clone()
-        };
-        out.push(json!({"remote_address_match": {
-            "descriptor_key": "masked_remote_address",
-            "descriptor_value": value,
-            "address_matcher": matcher,
-        }}));
+        out.push(remote_address_match(
+            "masked_remote_address",
+            &cidr_value(cidr),
+            cidr,
+        ));
         if cidr.distinct {
-            out.push(json!({"remote_address_match": {
-                "descriptor_key": "remote_address",
-                "descriptor_value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-                "address_matcher": matcher,
-            }}));
+            out.push(remote_address_match(
+                "remote_address",
+                DOWNSTREAM_ADDRESS,
+                cidr,
+            ));
         }
     }
     let offset = rule.headers.len();
     for (m, query) in rule.query.iter().enumerate() {
         let key = rule_key(index, (offset + m) as i64);
-        out.push(if query.matcher == Matcher::Distinct {
-            json!({"query_parameters": {"query_parameter_name": query.name, "descriptor_key": key}})
-        } else {
-            json!({"query_parameter_value_match": {
-                "descriptor_key": key,
-                "descriptor_value": key,
-                "expect_match": !query.invert,
-                "query_parameters": [{"name": query.name, "string_match": query.matcher.string_match()}],
-            }})
-        });
+        out.push(query_action(&key, query));
     }
     if rule.matches_anything() {
         out.push(generic_key(&rule_key(index, -1)));
@@ -646,12 +897,7 @@ fn chain(rules: &[Rule], i: usize) -> Value {
         links.push((key.clone(), Some(key)));
     }
     if let Some(cidr) = &rule.cidr {
-        let value = if cidr.invert {
-            format!("invert:{}", cidr.cidr)
-        } else {
-            cidr.cidr.clone()
-        };
-        links.push(("masked_remote_address".into(), Some(value)));
+        links.push(("masked_remote_address".into(), Some(cidr_value(cidr))));
         if cidr.distinct {
             links.push(("remote_address".into(), None));
         }
@@ -815,6 +1061,61 @@ mod tests {
             global_rules("ai", "p", &json!({"type": "Local", "local": {}}))
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn local_rate_limits_take_the_default_from_the_rule_without_selectors() {
+        let policy = json!({"local": {"rules": [
+            {"limit": {"requests": 10, "unit": "Minute"}},
+            {
+                "clientSelectors": [{"headers": [{"name": "x-tenant-id", "type": "Distinct"}], "sourceCIDR": {"type": "Distinct", "value": "10.0.0.0/8"}}],
+                "limit": {"requests": 3, "unit": "Hour"},
+                "shadowMode": true,
+            },
+        ]}});
+        let local = local_policy("ai", "p", &policy).unwrap().unwrap();
+        let config = local_route_config(&local);
+        assert_eq!(
+            config["token_bucket"],
+            json!({"max_tokens": 10, "tokens_per_fill": 10, "fill_interval": "60s"})
+        );
+        assert_eq!(
+            config["descriptors"][0]["entries"],
+            json!([
+                {"key": "rule-0-match-0"},
+                {"key": "rule-0-masked-remote-address", "value": "10.0.0.0/8"},
+                {"key": "rule-0-remote-address"},
+            ])
+        );
+        assert_eq!(
+            config["descriptors"][0]["token_bucket"]["fill_interval"],
+            "3600s"
+        );
+        assert_eq!(config["descriptors"][0]["shadow_mode"], true);
+        assert_eq!(
+            config["rate_limits"][0]["actions"][0]["request_headers"]["header_name"],
+            "x-tenant-id"
+        );
+        // No default rule: 4294967295 a second.
+        let none = local_policy("ai", "p", &json!({"local": {"rules": [
+            {"clientSelectors": [{"methods": [{"value": "GET"}]}], "limit": {"requests": 1, "unit": "Second"}},
+        ]}})).unwrap().unwrap();
+        assert_eq!(
+            local_route_config(&none)["token_bucket"]["max_tokens"],
+            4_294_967_295u64
+        );
+        let err = |policy: Value| local_policy("ai", "p", &policy).unwrap_err();
+        assert!(err(json!({"local": {"rules": [{"limit": {"requests": 1, "unit": "Second"}}, {"limit": {"requests": 2, "unit": "Second"}}]}})).contains("more than one"));
+        assert!(err(json!({"local": {"rules": [
+            {"limit": {"requests": 1, "unit": "Hour"}},
+            {"clientSelectors": [{"methods": [{"value": "GET"}]}], "limit": {"requests": 1, "unit": "Minute"}},
+        ]}})).contains("multiple of the default"));
+        assert!(err(json!({"type": "Local"})).contains("local configuration empty"));
+        assert!(
+            local_policy("ai", "p", &json!({"global": {"rules": []}}))
+                .unwrap()
+                .is_none()
         );
     }
 
