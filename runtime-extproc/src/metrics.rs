@@ -69,6 +69,16 @@ pub struct RateLimitLabels {
     pub result: &'static str,
 }
 
+/// A rate-limit request's answer, per domain (a configured domain, or `unknown`: the label set
+/// stays bounded whatever Envoy is configured to send).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitRequestLabels {
+    /// The domain.
+    pub domain: String,
+    /// `ok` or `over_limit`.
+    pub code: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn token_histogram() -> Histogram {
@@ -134,6 +144,8 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     /// `aigw_ratelimit_descriptors_total`.
     pub rate_limits: Family<RateLimitLabels, Counter>,
+    /// `aigw_ratelimit_requests_total`.
+    pub rate_limit_requests: Family<RateLimitRequestLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -160,6 +172,7 @@ impl Metrics {
         );
         let reloads = Family::<ReloadLabels, Counter>::default();
         let rate_limits = Family::<RateLimitLabels, Counter>::default();
+        let rate_limit_requests = Family::<RateLimitRequestLabels, Counter>::default();
         registry.register(
             "gen_ai_client_token_usage",
             "Number of tokens processed",
@@ -193,6 +206,11 @@ impl Metrics {
             "Rate-limit descriptors answered, by configured limit and result",
             rate_limits.clone(),
         );
+        registry.register(
+            "aigw_ratelimit_requests",
+            "Rate-limit requests answered, by domain and overall code",
+            rate_limit_requests.clone(),
+        );
         Metrics {
             registry,
             models: ModelLabels::default(),
@@ -202,6 +220,7 @@ impl Metrics {
             time_per_output_token,
             reloads,
             rate_limits,
+            rate_limit_requests,
         }
     }
 

@@ -40,7 +40,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimit
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::metrics::{Metrics, RateLimitLabels};
+use crate::metrics::{Metrics, RateLimitLabels, RateLimitRequestLabels};
 
 /// The most counters held at once.
 pub const MAX_COUNTERS: usize = 200_000;
@@ -570,6 +570,22 @@ impl Service {
                 })
                 .inc();
         }
+        let domain = if self.config.domains.contains_key(&request.domain) {
+            request.domain.clone()
+        } else {
+            "unknown".to_string()
+        };
+        self.metrics
+            .rate_limit_requests
+            .get_or_create(&RateLimitRequestLabels {
+                domain,
+                code: if decision.over_limit {
+                    "over_limit"
+                } else {
+                    "ok"
+                },
+            })
+            .inc();
         let code = |over: bool| if over { Code::OverLimit } else { Code::Ok } as i32;
         RateLimitResponse {
             overall_code: code(decision.over_limit),
@@ -885,6 +901,18 @@ descriptors:
             service.respond(&request(None), 101).overall_code,
             Code::Ok as i32
         );
+        // Requests per domain and answer; a domain nobody configured is one label.
+        let mut other = request(None);
+        other.domain = "sent-by-a-misconfigured-envoy".into();
+        service.respond(&other, 102);
+        let text = metrics.encode();
+        for line in [
+            r#"aigw_ratelimit_requests_total{domain="ai/gw/http",code="ok"} 2"#,
+            r#"aigw_ratelimit_requests_total{domain="ai/gw/http",code="over_limit"} 1"#,
+            r#"aigw_ratelimit_requests_total{domain="unknown",code="ok"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 
     /// Envoy Gateway writes every field of envoyproxy/ratelimit's YAML types (yaml.v3, no
