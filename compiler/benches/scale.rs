@@ -4,7 +4,8 @@
 //! several runs, peak resident memory, and the largest object written.
 //!
 //! Run: `cargo bench -p aigw --bench scale` (release build). Optional args: `ROUTESxGATEWAYS`
-//! (default `200x10 2000x10 2000x1`), e.g. `20000x1 10000x10`.
+//! (default `200x10 2000x10 2000x1`), e.g. `20000x1 10000x10`; `--envoy` builds the standalone
+//! target instead (the input then carries the Secrets the backends name; "objects" are files).
 
 #![allow(
     clippy::unwrap_used,
@@ -21,8 +22,20 @@ use aigw::load::Source;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+fn envoy_target() -> bool {
+    std::env::args().any(|a| a == "--envoy")
+}
+
 fn generate(routes: usize, gateway_count: usize) -> Vec<Source> {
     let mut gateways = String::new();
+    if envoy_target() {
+        // The standalone target reads the credentials from the input.
+        for k in 0..3 {
+            gateways.push_str(&format!(
+                "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: provider-{k}-key, namespace: ai}}\nstringData: {{apiKey: bench-{k}}}\n"
+            ));
+        }
+    }
     for g in 0..gateway_count {
         gateways.push_str(&format!(
             "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw-{g}, namespace: ai}}\nspec:\n  gatewayClassName: eg\n  listeners:\n  - {{name: http, protocol: HTTP, port: 80}}\n"
@@ -133,6 +146,8 @@ fn stages(routes: usize) {
 }
 
 fn main() {
+    // As the `aigw` binary does.
+    aigw::tune_process();
     if std::env::args().any(|a| a == "--stages") {
         let routes = std::env::args()
             .filter_map(|a| a.parse().ok())
@@ -175,6 +190,9 @@ fn main() {
             if bench {
                 command.arg("--bench");
             }
+            if envoy_target() {
+                command.arg("--envoy");
+            }
             let output = command.output().unwrap();
             assert!(
                 output.status.success(),
@@ -185,7 +203,14 @@ fn main() {
         }
         return;
     }
-    let options = aigw::BuildOptions::default();
+    let options = aigw::BuildOptions {
+        target: if envoy_target() {
+            aigw::Target::Envoy
+        } else {
+            aigw::Target::Kubernetes
+        },
+        ..aigw::BuildOptions::default()
+    };
     let mut rows = Vec::new();
     for (routes, gateways) in cases {
         let sources = generate(routes, gateways);
@@ -208,17 +233,21 @@ fn main() {
             reset_peak_rss();
             let start = Instant::now();
             let built = aigw::build(&sources, &options).unwrap_or_else(|d| panic!("{}", d[0]));
-            let stream = built.stream();
+            let sizes: Vec<usize> = match &built.standalone {
+                Some(standalone) => standalone.files.iter().map(|f| f.bytes.len()).collect(),
+                None => {
+                    let stream = built.stream();
+                    output_bytes = stream.len();
+                    built.objects.iter().map(|o| o.text.len()).collect()
+                }
+            };
             times.push(start.elapsed());
             peak = peak.max(peak_rss().unwrap_or(0));
-            output_bytes = stream.len();
-            objects = built.objects.len();
-            largest = built
-                .objects
-                .iter()
-                .map(|o| o.text.len())
-                .max()
-                .unwrap_or(0);
+            if built.standalone.is_some() {
+                output_bytes = sizes.iter().sum();
+            }
+            objects = sizes.len();
+            largest = sizes.iter().copied().max().unwrap_or(0);
         }
         times.sort();
         let median = times[times.len() / 2];

@@ -27,3 +27,15 @@ pub mod validate;
 pub mod write;
 
 pub use build::{BuildOptions, BuildOutput, Target, build, check};
+
+/// Prepares this process for a build: no transparent huge pages. mimalloc asks the kernel for
+/// them, and the kernel then zeroes 2 MiB at the first touch of each, which costs a build that
+/// allocates and frees many small JSON nodes more than it saves: with them, 20,000 routes took
+/// 1.8 times as long (most of it system time), and 2,000 routes 1.07 times (see the benchmark
+/// table in README.md). Best effort: on other systems, or if the kernel refuses, nothing changes.
+pub fn tune_process() {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = nix::sys::prctl::set_thp_disable(true);
+    }
+}

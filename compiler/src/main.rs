@@ -438,6 +438,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    aigw::tune_process();
     let cli = Cli::parse();
     let diff = matches!(cli.command, Command::Diff { .. });
     match run(cli) {
