@@ -1970,26 +1970,8 @@ impl Planner<'_> {
                 continue;
             }
             let doc = self.input.document(object);
-            let targets: Vec<&str> = doc
-                .value
-                .pointer("/spec/targetRefs")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .chain(doc.value.pointer("/spec/targetRef"))
-                .filter(|t| t.get("kind").and_then(Value::as_str) == Some("HTTPRoute"))
-                .filter_map(|t| t.get("name").and_then(Value::as_str))
-                .collect();
-            let gateways: Vec<&str> = doc
-                .value
-                .pointer("/spec/targetRefs")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .chain(doc.value.pointer("/spec/targetRef"))
-                .filter(|t| t.get("kind").and_then(Value::as_str) == Some("Gateway"))
-                .filter_map(|t| t.get("name").and_then(Value::as_str))
-                .collect();
+            let targets = target_names(&doc.value, "HTTPRoute");
+            let gateways = target_names(&doc.value, "Gateway");
             for instance in instances.iter().filter(|i| {
                 i.gateway.namespace == object.id.namespace
                     && gateways.contains(&i.gateway.name.as_str())
@@ -2084,6 +2066,18 @@ impl Object {
             .and_then(Value::as_str)
             .map(str::to_string)
     }
+}
+
+/// The names of a policy's targets (`targetRefs` and the older `targetRef`) of `kind`.
+fn target_names<'v>(doc: &'v Value, kind: &str) -> Vec<&'v str> {
+    doc.pointer("/spec/targetRefs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .chain(doc.pointer("/spec/targetRef"))
+        .filter(|t| t.get("kind").and_then(Value::as_str) == Some(kind))
+        .filter_map(|t| t.get("name").and_then(Value::as_str))
+        .collect()
 }
 
 /// Selectors for a default bucket that excludes what the bucket rules select. Envoy Gateway ANDs

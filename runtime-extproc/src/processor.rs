@@ -1561,18 +1561,8 @@ impl Processor {
             return None;
         }
         self.response.charged = usage;
-        let selection = self.selection.as_ref()?;
-        let config = self.config.clone();
-        let route = config.routes.get(selection.route)?;
-        let input = CostInput {
-            model: &selection.request_model,
-            backend: &selection.backend.spec.name,
-            service_backend: &selection.backend.spec.service_backend,
-            route: &route.name,
-            usage,
-        };
         // Errors are logged once, when the stream ends.
-        let (values, _) = costs::compute(&config, route, &input);
+        let (values, _) = self.costs(usage)?;
         if values.is_empty() {
             return None;
         }
@@ -1581,6 +1571,21 @@ impl Processor {
             .map(|(key, value)| (key, number_value(value as f64)))
             .collect();
         Some(metadata_struct(fields))
+    }
+
+    /// The costs of `usage` for the selected route and backend, with the errors of the
+    /// expressions that could not be evaluated.
+    fn costs(&self, usage: TokenUsage) -> Option<(BTreeMap<String, u64>, Vec<String>)> {
+        let selection = self.selection.as_ref()?;
+        let route = self.config.routes.get(selection.route)?;
+        let input = CostInput {
+            model: &selection.request_model,
+            backend: &selection.backend.spec.name,
+            service_backend: &selection.backend.spec.service_backend,
+            route: &route.name,
+            usage,
+        };
+        Some(costs::compute(&self.config, route, &input))
     }
 
     fn finish(&mut self) -> Option<Struct> {
@@ -1622,15 +1627,7 @@ impl Processor {
         self.record(&labels, &usage, ok);
         let mut fields = BTreeMap::new();
         fields.insert("response_model".to_string(), string_value(&response_model));
-        if ok {
-            let input = CostInput {
-                model: &selection.request_model,
-                backend: &selection.backend.spec.name,
-                service_backend: &selection.backend.spec.service_backend,
-                route: &route.name,
-                usage,
-            };
-            let (values, errors) = costs::compute(&config, route, &input);
+        if let Some((values, errors)) = ok.then(|| self.costs(usage)).flatten() {
             for error in errors {
                 tracing::warn!(route = %route.name, "{error}");
             }

@@ -555,11 +555,28 @@ fn compute_hosts(route_hostnames: &[String], listener: &Listener, all: &[Listene
     hosts.into_iter().collect()
 }
 
-fn text<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
+/// A gRPC service's cluster (HTTP/2) on a Unix socket of this folder.
+fn grpc_socket_cluster(name: &str, socket: &str) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": CONNECT_TIMEOUT,
+        "per_connection_buffer_limit_bytes": CLUSTER_BUFFER_LIMIT,
+        "typed_extension_protocol_options": {HTTP_PROTOCOL_OPTIONS: typed(HTTP_PROTOCOL_OPTIONS, json!({
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }))},
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket}}}}]}],
+        },
+    })
+}
+
+pub(super) fn text<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
     value.pointer(pointer).and_then(Value::as_str)
 }
 
-fn items<'v>(value: &'v Value, pointer: &str) -> &'v [Value] {
+pub(super) fn items<'v>(value: &'v Value, pointer: &str) -> &'v [Value] {
     value
         .pointer(pointer)
         .and_then(Value::as_array)
@@ -1169,19 +1186,7 @@ impl<'a> Emitter<'a> {
                 }
                 self.clusters.insert(
                     config_name.clone(),
-                    json!({
-                        "name": config_name,
-                        "type": "STATIC",
-                        "connect_timeout": CONNECT_TIMEOUT,
-                        "per_connection_buffer_limit_bytes": CLUSTER_BUFFER_LIMIT,
-                        "typed_extension_protocol_options": {HTTP_PROTOCOL_OPTIONS: typed(HTTP_PROTOCOL_OPTIONS, json!({
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        }))},
-                        "load_assignment": {
-                            "cluster_name": config_name,
-                            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket}}}}]}],
-                        },
-                    }),
+                    grpc_socket_cluster(&config_name, &socket),
                 );
                 self.referenced.insert(config_name.clone());
                 ext_names.push(filter_name);
@@ -1702,19 +1707,7 @@ impl<'a> Emitter<'a> {
         let cluster = super::ratelimit::CLUSTER.to_string();
         self.clusters.insert(
             cluster.clone(),
-            json!({
-                "name": cluster,
-                "type": "STATIC",
-                "connect_timeout": CONNECT_TIMEOUT,
-                "per_connection_buffer_limit_bytes": CLUSTER_BUFFER_LIMIT,
-                "typed_extension_protocol_options": {HTTP_PROTOCOL_OPTIONS: typed(HTTP_PROTOCOL_OPTIONS, json!({
-                    "explicit_http_config": {"http2_protocol_options": {}},
-                }))},
-                "load_assignment": {
-                    "cluster_name": cluster,
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": RATELIMIT_SOCKET}}}}]}],
-                },
-            }),
+            grpc_socket_cluster(&cluster, RATELIMIT_SOCKET),
         );
         self.referenced.insert(cluster);
         Some(RateLimitSummary {

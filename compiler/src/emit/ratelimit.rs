@@ -47,7 +47,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
-use super::envoy::typed;
+use super::envoy::{items, text, typed};
 
 /// The rate-limit filter's name.
 pub const FILTER: &str = "envoy.filters.http.ratelimit";
@@ -165,17 +165,6 @@ fn strip_rule_index(name: &str) -> String {
         Some(i) => name[..i].to_string(),
         None => name.replacen('/', "-", 1),
     }
-}
-
-fn text<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
-    value.pointer(pointer).and_then(Value::as_str)
-}
-
-fn items<'v>(value: &'v Value, pointer: &str) -> &'v [Value] {
-    value
-        .pointer(pointer)
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
 }
 
 /// Go's `regexp.QuoteMeta`.
