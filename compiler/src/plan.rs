@@ -39,8 +39,9 @@ pub const CONFIG_FILE: &str = "filter-config.yaml";
 pub const GRPC_PORT: i32 = 1063;
 /// Admin (metrics, health) port of the extproc.
 pub const ADMIN_PORT: i32 = 1064;
-/// Path prefixes of the AI endpoints: only these are routed to the extproc.
-pub const AI_PATH_PREFIXES: [&str; 4] = ["/anthropic", "/cohere", "/tokenize", "/v1"];
+/// Path prefixes of the AI endpoints: only these are routed to the extproc (the contract's
+/// list, which the extproc's endpoints are checked against).
+pub use aigw_filterconfig::AI_PATH_PREFIXES;
 /// Gateway API's limit of rules per HTTPRoute.
 pub const MAX_RULES_PER_ROUTE: usize = 16;
 /// Annotation on GatewayConfig carrying extproc ServiceAccount annotations (a YAML or JSON map).
@@ -219,26 +220,15 @@ pub fn rule_authority(namespace: &str, name: &str) -> String {
 
 /// The path prefix of the upstream requests of a backend schema (what the extproc rewrites
 /// `:path` to), when it is not one of [`AI_PATH_PREFIXES`].
+/// A `/` prefix (endpoints at the root, whose first segment differs per endpoint) matches the
+/// whole path space of the backend's rule.
 pub fn upstream_prefix(schema: &model::VersionedApiSchema) -> Option<String> {
-    let prefix = match schema.name {
-        ApiSchema::AzureOpenAI => "/openai".to_string(),
-        ApiSchema::AWSBedrock | ApiSchema::AWSAnthropic => "/model".to_string(),
-        ApiSchema::GCPVertexAI | ApiSchema::GCPAnthropic => "/v1".to_string(),
-        ApiSchema::Cohere => format!(
-            "/{}",
-            schema.version.as_deref().unwrap_or("v2").trim_matches('/')
-        ),
-        ApiSchema::OpenAI | ApiSchema::Anthropic => {
-            let prefix = schema.prefix.as_deref().unwrap_or("v1").trim_matches('/');
-            if prefix.is_empty() {
-                // Endpoints at the root (`/chat/completions`): the first segment differs per
-                // endpoint, so match the whole path space of this backend's rule.
-                "/".to_string()
-            } else {
-                format!("/{prefix}")
-            }
-        }
-    };
+    let prefix = fc::BackendSchema {
+        name: schema.name,
+        version: schema.version.clone(),
+        prefix: schema.prefix.clone(),
+    }
+    .upstream_prefix();
     (!AI_PATH_PREFIXES.contains(&prefix.as_str())).then_some(prefix)
 }
 

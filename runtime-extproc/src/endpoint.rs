@@ -36,27 +36,29 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint, in declaration order.
+    pub const ALL: [Endpoint; 15] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Responses,
+        Endpoint::ResponsesInputTokens,
+        Endpoint::Tokenize,
+        Endpoint::ImageGenerations,
+        Endpoint::AudioSpeech,
+        Endpoint::Models,
+        Endpoint::AnthropicModels,
+        Endpoint::Messages,
+        Endpoint::MessagesCountTokens,
+        Endpoint::AudioTranscriptions,
+        Endpoint::AudioTranslations,
+        Endpoint::Rerank,
+    ];
+
     /// Recognises a path (the query string is ignored).
     pub fn from_path(path: &str) -> Option<Endpoint> {
         let path = path.split('?').next().unwrap_or(path);
-        Some(match path {
-            "/v1/chat/completions" => Endpoint::ChatCompletions,
-            "/v1/completions" => Endpoint::Completions,
-            "/v1/embeddings" => Endpoint::Embeddings,
-            "/v1/responses" => Endpoint::Responses,
-            "/v1/responses/input_tokens" => Endpoint::ResponsesInputTokens,
-            "/tokenize" => Endpoint::Tokenize,
-            "/v1/images/generations" => Endpoint::ImageGenerations,
-            "/v1/audio/speech" => Endpoint::AudioSpeech,
-            "/v1/models" => Endpoint::Models,
-            "/anthropic/v1/models" => Endpoint::AnthropicModels,
-            "/anthropic/v1/messages" => Endpoint::Messages,
-            "/anthropic/v1/messages/count_tokens" => Endpoint::MessagesCountTokens,
-            "/v1/audio/transcriptions" => Endpoint::AudioTranscriptions,
-            "/v1/audio/translations" => Endpoint::AudioTranslations,
-            "/cohere/v2/rerank" => Endpoint::Rerank,
-            _ => return None,
-        })
+        Endpoint::ALL.into_iter().find(|e| e.path() == path)
     }
 
     /// The path after the API prefix (`chat/completions`), for endpoints that are forwarded.
@@ -165,6 +167,25 @@ impl Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each endpoint is recognised by its own path, and sits under one of the AI path prefixes
+    /// the compiler routes to the extproc (else its requests would never arrive).
+    #[test]
+    fn every_endpoint_is_found_by_its_path_under_an_ai_prefix() {
+        for endpoint in Endpoint::ALL {
+            assert_eq!(Endpoint::from_path(endpoint.path()), Some(endpoint));
+            let path = endpoint.path();
+            assert!(
+                aigw_filterconfig::AI_PATH_PREFIXES
+                    .iter()
+                    .any(|p| path == *p
+                        || path
+                            .strip_prefix(p)
+                            .is_some_and(|rest| rest.starts_with('/'))),
+                "{path} is under no AI path prefix"
+            );
+        }
+    }
 
     #[test]
     fn paths() {

@@ -464,20 +464,6 @@ fn locality_region(text: &str) -> Option<&str> {
     Some(&rest[..end])
 }
 
-/// `gen_ai.provider.name` of a schema.
-pub fn provider_name(schema: ApiSchema) -> &'static str {
-    match schema {
-        ApiSchema::OpenAI => "openai",
-        ApiSchema::AzureOpenAI => "azure.openai",
-        ApiSchema::AWSBedrock => "aws.bedrock",
-        ApiSchema::AWSAnthropic => "aws.anthropic",
-        ApiSchema::GCPVertexAI => "gcp.vertex_ai",
-        ApiSchema::GCPAnthropic => "gcp.anthropic",
-        ApiSchema::Anthropic => "anthropic",
-        ApiSchema::Cohere => "cohere",
-    }
-}
-
 impl Processor {
     /// A processor for one stream, reading `config` for its whole life.
     pub fn new(config: Arc<RuntimeConfig>, metrics: Arc<Metrics>) -> Self {
@@ -1619,7 +1605,13 @@ impl Processor {
                 .map(Endpoint::operation)
                 .unwrap_or("chat")
                 .to_string(),
-            gen_ai_provider_name: provider_name(selection.backend.spec.schema.name).to_string(),
+            gen_ai_provider_name: selection
+                .backend
+                .spec
+                .schema
+                .name
+                .gen_ai_provider_name()
+                .to_string(),
             gen_ai_original_model: models.label(known, &selection.original_model),
             gen_ai_request_model: models.label(known, &selection.request_model),
             gen_ai_response_model: models.label(known, &response_model),
@@ -1727,7 +1719,7 @@ fn upstream_path(
         // vLLM serves its tokenizer at the root, whatever the API prefix.
         _ if endpoint == Endpoint::Tokenize => "/tokenize".to_string(),
         _ => {
-            let prefix = schema.prefix.as_deref().unwrap_or("v1").trim_matches('/');
+            let prefix = schema.api_prefix();
             if prefix.is_empty() {
                 format!("/{}", endpoint.suffix())
             } else {

@@ -24,27 +24,6 @@ use aigw_filterconfig::{ApiSchema, BackendSchema};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-const ENDPOINTS: [Endpoint; 7] = [
-    Endpoint::ChatCompletions,
-    Endpoint::Embeddings,
-    Endpoint::Messages,
-    Endpoint::MessagesCountTokens,
-    Endpoint::Rerank,
-    Endpoint::Completions,
-    Endpoint::Responses,
-];
-
-const SCHEMAS: [ApiSchema; 8] = [
-    ApiSchema::OpenAI,
-    ApiSchema::Cohere,
-    ApiSchema::AWSBedrock,
-    ApiSchema::AzureOpenAI,
-    ApiSchema::GCPVertexAI,
-    ApiSchema::GCPAnthropic,
-    ApiSchema::Anthropic,
-    ApiSchema::AWSAnthropic,
-];
-
 /// Mutated variants per seed input: 80, or `AIGW_FUZZ_MUTATIONS` for a longer search.
 fn mutations() -> usize {
     std::env::var("AIGW_FUZZ_MUTATIONS")
@@ -254,8 +233,10 @@ fn damage(bytes: &[u8], rng: &mut fastrand::Rng) -> Vec<u8> {
 
 fn translators() -> Vec<(String, Box<dyn Translator>, BackendSchema, Endpoint)> {
     let mut out = Vec::new();
-    for endpoint in ENDPOINTS {
-        for name in SCHEMAS {
+    // Every endpoint and every schema: each pair that has a translator is fuzzed, so a new
+    // provider or endpoint is covered without touching this file.
+    for endpoint in Endpoint::ALL {
+        for name in ApiSchema::ALL {
             for version in [None, Some("v2")] {
                 let schema = BackendSchema {
                     name,

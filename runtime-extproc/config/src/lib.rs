@@ -338,6 +338,49 @@ impl ApiSchema {
             ApiSchema::AWSAnthropic => "AWSAnthropic",
         }
     }
+
+    /// The OpenTelemetry GenAI `gen_ai.provider.name` (metrics, logs, traces).
+    pub fn gen_ai_provider_name(self) -> &'static str {
+        match self {
+            ApiSchema::OpenAI => "openai",
+            ApiSchema::AzureOpenAI => "azure.openai",
+            ApiSchema::AWSBedrock => "aws.bedrock",
+            ApiSchema::AWSAnthropic => "aws.anthropic",
+            ApiSchema::GCPVertexAI => "gcp.vertex_ai",
+            ApiSchema::GCPAnthropic => "gcp.anthropic",
+            ApiSchema::Anthropic => "anthropic",
+            ApiSchema::Cohere => "cohere",
+        }
+    }
+}
+
+/// Path prefixes of the AI endpoints clients call: only these reach the extproc. Every
+/// endpoint path the extproc serves starts with one of them (its tests check it).
+pub const AI_PATH_PREFIXES: [&str; 4] = ["/anthropic", "/cohere", "/tokenize", "/v1"];
+
+impl BackendSchema {
+    /// The path prefix of the requests sent to this backend: what the extproc rewrites
+    /// `:path` to (`/` when the endpoints sit at the root).
+    pub fn upstream_prefix(&self) -> String {
+        match self.name {
+            ApiSchema::AzureOpenAI => "/openai".to_string(),
+            ApiSchema::AWSBedrock | ApiSchema::AWSAnthropic => "/model".to_string(),
+            ApiSchema::GCPVertexAI | ApiSchema::GCPAnthropic => "/v1".to_string(),
+            ApiSchema::Cohere => format!(
+                "/{}",
+                self.version.as_deref().unwrap_or("v2").trim_matches('/')
+            ),
+            ApiSchema::OpenAI | ApiSchema::Anthropic => {
+                format!("/{}", self.api_prefix())
+            }
+        }
+    }
+
+    /// The API prefix of an OpenAI or Anthropic server, without slashes (`v1` unless set; empty
+    /// when the endpoints sit at the root).
+    pub fn api_prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or("v1").trim_matches('/')
+    }
 }
 
 /// Credentials for a backend. Secret material is referenced by file path only.
@@ -733,6 +776,64 @@ mod tests {
                 "auth": {"credential": {"type": "APIKey", "keyFile": "/etc/aigw/secrets/openai/apiKey"}}
             }]
         })
+    }
+
+    /// `ALL` lists every schema once, and every name the JSON Schema allows is one of them.
+    #[test]
+    fn every_schema_is_listed_once_with_its_identity() {
+        let names: Vec<&str> = ApiSchema::ALL.iter().map(|s| s.as_str()).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len());
+        let schema = serde_json::to_value(schemars::schema_for!(ApiSchema)).unwrap_or_default();
+        let allowed: Vec<String> = serde_json::to_string(&schema)
+            .unwrap_or_default()
+            .split('"')
+            .filter(|w| ApiSchema::ALL.iter().any(|s| s.as_str() == *w))
+            .map(str::to_string)
+            .collect();
+        for name in &names {
+            assert!(
+                allowed.iter().any(|a| a == name),
+                "{name} not in the JSON Schema"
+            );
+            let parsed: ApiSchema =
+                serde_json::from_value(json!(name)).unwrap_or(ApiSchema::OpenAI);
+            assert_eq!(parsed.as_str(), *name);
+        }
+        for schema in ApiSchema::ALL {
+            assert!(!schema.gen_ai_provider_name().is_empty());
+            let backend = BackendSchema {
+                name: schema,
+                version: None,
+                prefix: None,
+            };
+            assert!(backend.upstream_prefix().starts_with('/'), "{schema:?}");
+        }
+    }
+
+    #[test]
+    fn upstream_prefixes_follow_the_schema_version_and_prefix() {
+        let of = |name, version: Option<&str>, prefix: Option<&str>| {
+            BackendSchema {
+                name,
+                version: version.map(str::to_string),
+                prefix: prefix.map(str::to_string),
+            }
+            .upstream_prefix()
+        };
+        assert_eq!(of(ApiSchema::OpenAI, None, None), "/v1");
+        assert_eq!(of(ApiSchema::OpenAI, None, Some("/api/v2/")), "/api/v2");
+        assert_eq!(of(ApiSchema::OpenAI, None, Some("")), "/");
+        assert_eq!(of(ApiSchema::Cohere, Some("v3"), None), "/v3");
+        assert_eq!(of(ApiSchema::Cohere, None, None), "/v2");
+        assert_eq!(
+            of(ApiSchema::AzureOpenAI, Some("2024-10-21"), None),
+            "/openai"
+        );
+        assert_eq!(of(ApiSchema::AWSAnthropic, None, None), "/model");
+        assert_eq!(of(ApiSchema::GCPVertexAI, None, None), "/v1");
     }
 
     #[test]

@@ -164,51 +164,58 @@ pub fn select(
             prefix: schema.prefix.clone().unwrap_or_else(|| "v1".into()),
         },
     };
-    Ok(match (endpoint, schema.name) {
-        // vLLM's tokenizer exists only on OpenAI-compatible servers, not on Azure.
-        (Endpoint::Tokenize, ApiSchema::OpenAI) => None,
-        (_, ApiSchema::OpenAI | ApiSchema::AzureOpenAI)
-            if endpoint.openai_compatible() && endpoint != Endpoint::Tokenize =>
-        {
-            None
+    let cannot = || {
+        unsupported(format!(
+            "a {} backend cannot serve {}",
+            schema.name.as_str(),
+            endpoint.path()
+        ))
+    };
+    // What OpenAI-compatible servers take as it comes (vLLM's tokenizer exists only on
+    // OpenAI-compatible servers, not on Azure).
+    let passes = endpoint.openai_compatible() && endpoint != Endpoint::Tokenize;
+    // One arm per schema, so that a new schema does not compile until it says what it serves.
+    Ok(match schema.name {
+        ApiSchema::OpenAI => match endpoint {
+            Endpoint::Tokenize => None,
+            _ if passes => None,
+            Endpoint::Messages => Some(Box::new(openai::AnthropicMessages::new(
+                schema.prefix.clone().unwrap_or_else(|| "v1".into()),
+            ))),
+            _ => return Err(cannot()),
+        },
+        ApiSchema::AzureOpenAI => match endpoint {
+            _ if passes => None,
+            _ => return Err(cannot()),
+        },
+        ApiSchema::Cohere => match endpoint {
+            Endpoint::Rerank => Some(Box::new(cohere::Rerank::new(schema.version.as_deref()))),
+            _ => return Err(cannot()),
+        },
+        ApiSchema::Anthropic | ApiSchema::GCPAnthropic | ApiSchema::AWSAnthropic => {
+            match endpoint {
+                Endpoint::ChatCompletions => Some(Box::new(OpenAiChat::new(anthropic_target()))),
+                Endpoint::Messages => Some(Box::new(anthropic::Messages::new(anthropic_target()))),
+                Endpoint::MessagesCountTokens => {
+                    Some(Box::new(anthropic::CountTokens::new(anthropic_target())))
+                }
+                _ => return Err(cannot()),
+            }
         }
-        (Endpoint::Rerank, ApiSchema::Cohere) => {
-            Some(Box::new(cohere::Rerank::new(schema.version.as_deref())))
-        }
-        (
-            Endpoint::ChatCompletions,
-            ApiSchema::Anthropic | ApiSchema::GCPAnthropic | ApiSchema::AWSAnthropic,
-        ) => Some(Box::new(OpenAiChat::new(anthropic_target()))),
-        (Endpoint::ChatCompletions, ApiSchema::AWSBedrock) => Some(Box::new(bedrock::OpenAiChat)),
-        (
-            Endpoint::Messages,
-            ApiSchema::Anthropic | ApiSchema::GCPAnthropic | ApiSchema::AWSAnthropic,
-        ) => Some(Box::new(anthropic::Messages::new(anthropic_target()))),
-        (Endpoint::Messages, ApiSchema::OpenAI) => Some(Box::new(openai::AnthropicMessages::new(
-            schema.prefix.clone().unwrap_or_else(|| "v1".into()),
-        ))),
-        (Endpoint::ChatCompletions, ApiSchema::GCPVertexAI) => Some(Box::new(gemini::OpenAiChat)),
-        (Endpoint::Embeddings, ApiSchema::GCPVertexAI) => {
-            Some(Box::new(Base64Embeddings::new(gemini::OpenAiEmbeddings)))
-        }
-        (Endpoint::Embeddings, ApiSchema::AWSBedrock) => {
-            Some(Box::new(Base64Embeddings::new(bedrock::OpenAiEmbeddings)))
-        }
-        (Endpoint::Messages, ApiSchema::AWSBedrock) => Some(Box::new(bedrock::AnthropicMessages)),
-        (
-            Endpoint::MessagesCountTokens,
-            ApiSchema::Anthropic | ApiSchema::GCPAnthropic | ApiSchema::AWSAnthropic,
-        ) => Some(Box::new(anthropic::CountTokens::new(anthropic_target()))),
-        (Endpoint::MessagesCountTokens, ApiSchema::AWSBedrock) => {
-            Some(Box::new(bedrock::CountTokens))
-        }
-        _ => {
-            return Err(unsupported(format!(
-                "a {} backend cannot serve {}",
-                schema.name.as_str(),
-                endpoint.path()
-            )));
-        }
+        ApiSchema::AWSBedrock => match endpoint {
+            Endpoint::ChatCompletions => Some(Box::new(bedrock::OpenAiChat)),
+            Endpoint::Embeddings => {
+                Some(Box::new(Base64Embeddings::new(bedrock::OpenAiEmbeddings)))
+            }
+            Endpoint::Messages => Some(Box::new(bedrock::AnthropicMessages)),
+            Endpoint::MessagesCountTokens => Some(Box::new(bedrock::CountTokens)),
+            _ => return Err(cannot()),
+        },
+        ApiSchema::GCPVertexAI => match endpoint {
+            Endpoint::ChatCompletions => Some(Box::new(gemini::OpenAiChat)),
+            Endpoint::Embeddings => Some(Box::new(Base64Embeddings::new(gemini::OpenAiEmbeddings))),
+            _ => return Err(cannot()),
+        },
     })
 }
 
@@ -588,5 +595,52 @@ mod tests {
             sse_event(&serde_json::json!({"a": 1})),
             b"data: {\"a\":1}\n\n".to_vec()
         );
+    }
+}
+
+#[cfg(test)]
+mod support_matrix {
+    use super::*;
+
+    /// What each schema does with each endpoint: `-` passes through, `T` translates, `x` is
+    /// refused. Pinned so that a restructuring of `select` cannot change it unnoticed.
+    fn matrix() -> String {
+        let mut out = String::new();
+        for name in ApiSchema::ALL {
+            let schema = BackendSchema {
+                name,
+                version: None,
+                prefix: None,
+            };
+            out.push_str(name.as_str());
+            out.push(' ');
+            for endpoint in Endpoint::ALL {
+                out.push(match select(&schema, endpoint) {
+                    Ok(None) => '-',
+                    Ok(Some(_)) => 'T',
+                    Err(_) => 'x',
+                });
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn each_schema_serves_what_it_served() {
+        // Endpoints in `Endpoint::ALL` order: chat, completions, embeddings, responses,
+        // responses input tokens, tokenize, images, speech, models, Anthropic models, messages,
+        // count tokens, transcriptions, translations, rerank.
+        let expected = "\
+OpenAI ---------xTx--x
+Cohere xxxxxxxxxxxxxxT
+AWSBedrock TxTxxxxxxxTTxxx
+AzureOpenAI -----x---xxx--x
+GCPVertexAI TxTxxxxxxxxxxxx
+GCPAnthropic TxxxxxxxxxTTxxx
+Anthropic TxxxxxxxxxTTxxx
+AWSAnthropic TxxxxxxxxxTTxxx
+";
+        assert_eq!(matrix(), expected);
     }
 }
