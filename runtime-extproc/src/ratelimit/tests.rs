@@ -1,4 +1,3 @@
-
 use super::*;
 
 /// Envoy Gateway's shape for a QuotaPolicy-like rule: a per-tenant (Distinct) budget

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn token_rules() -> Vec<Rule> {
