@@ -1,7 +1,8 @@
 //! Anthropic token counting served by Bedrock `CountTokens` with Converse input.
 
-use super::embeddings_tests::{headers_of, usage_of};
 use super::*;
+use crate::translate::bedrock::test_support::{headers_of, usage_of};
+use crate::usage::TokenUsage;
 
 fn fixture(name: &str) -> Value {
     let path = format!(

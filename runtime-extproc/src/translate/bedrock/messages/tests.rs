@@ -1,7 +1,7 @@
 //! The Anthropic Messages API served by Bedrock `Converse` / `ConverseStream`.
 
-use super::embeddings_tests::{fixtures, usage_of};
 use super::*;
+use crate::translate::bedrock::test_support::{fixtures, usage_of};
 use crate::translate::eventstream::encode;
 
 fn request(body: &Value, model: &str, stream: bool) -> Result<UpstreamRequest, TranslateError> {
