@@ -1324,24 +1324,6 @@ impl StreamTranslator for MessagesPassThrough {
     }
 }
 
-/// The HTTP status a Bedrock stream exception stands for (for the Anthropic error type).
-fn exception_status(kind: &str) -> u16 {
-    let is = |name: &str| kind.eq_ignore_ascii_case(name);
-    if is("throttlingException") || is("serviceQuotaExceededException") {
-        429
-    } else if is("validationException") {
-        400
-    } else if is("accessDeniedException") {
-        403
-    } else if is("resourceNotFoundException") {
-        404
-    } else if is("serviceUnavailableException") || is("modelNotReadyException") {
-        503
-    } else {
-        500
-    }
-}
-
 /// A Bedrock `invoke-with-response-stream` answer (`application/vnd.amazon.eventstream`)
 /// turned into Anthropic server-sent events: every `chunk` frame carries
 /// `{"bytes":"<base64 of one Anthropic event>"}`, sent on as soon as its frame is complete;
@@ -1354,69 +1336,44 @@ pub struct BedrockMessagesStream {
 
 impl BedrockMessagesStream {
     fn frame(&mut self, message: &Message, out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        match message.message_type() {
-            Some("exception") => {
-                let kind = message
-                    .exception_type()
-                    .unwrap_or("internalServerException");
-                let text = serde_json::from_slice::<Value>(&message.payload)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("message")
-                            .or_else(|| v.get("Message"))
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
-                    .unwrap_or_else(|| String::from_utf8_lossy(&message.payload).into_owned());
-                let text = if text.is_empty() {
-                    kind.to_string()
-                } else {
-                    text
-                };
-                out.extend(messages_sse_event(&anthropic_error(
-                    error_type_for(exception_status(kind)),
-                    &text,
-                )));
-            }
-            Some("error") => {
-                let code = message.header(":error-code").unwrap_or("error");
-                let text = message.header(":error-message").unwrap_or(code);
-                out.extend(messages_sse_event(&anthropic_error(
-                    error_type_for(exception_status(code)),
-                    text,
-                )));
-            }
-            _ if message.event_type() == Some("chunk") => {
-                let payload: Value = serde_json::from_slice(&message.payload).map_err(|err| {
-                    TranslateError::Upstream(format!("Bedrock chunk is not JSON: {err}"))
-                })?;
-                let encoded = payload
-                    .get("bytes")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        TranslateError::Upstream("Bedrock chunk has no bytes field".into())
-                    })?;
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(encoded)
-                    .map_err(|err| {
-                        TranslateError::Upstream(format!(
-                            "Bedrock chunk bytes are not base64: {err}"
-                        ))
-                    })?;
-                let event: Value = serde_json::from_slice(&bytes).map_err(|err| {
-                    TranslateError::Upstream(format!("Bedrock chunk event is not JSON: {err}"))
-                })?;
-                self.seen.observe(&event);
-                let kind = event.get("type").and_then(Value::as_str);
-                // The event's own text is sent when it fits on one line; otherwise re-encoded.
-                if bytes.iter().any(|b| *b == b'\n' || *b == b'\r') {
-                    out.extend(messages_sse_event(&event));
-                } else {
-                    out.extend(anthropic_sse(kind, &bytes));
-                }
-            }
-            // Other event types carry nothing for the client.
-            _ => {}
+        if let Some(failure) = message.failure() {
+            let kind = failure.kind.unwrap_or("internalServerException");
+            let text = if failure.message.is_empty() {
+                kind
+            } else {
+                &failure.message
+            };
+            out.extend(messages_sse_event(&anthropic_error(
+                error_type_for(failure.status()),
+                text,
+            )));
+            return Ok(());
+        }
+        // Other event types carry nothing for the client.
+        if message.event_type() != Some("chunk") {
+            return Ok(());
+        }
+        let payload: Value = serde_json::from_slice(&message.payload)
+            .map_err(|err| TranslateError::Upstream(format!("Bedrock chunk is not JSON: {err}")))?;
+        let encoded = payload
+            .get("bytes")
+            .and_then(Value::as_str)
+            .ok_or_else(|| TranslateError::Upstream("Bedrock chunk has no bytes field".into()))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|err| {
+                TranslateError::Upstream(format!("Bedrock chunk bytes are not base64: {err}"))
+            })?;
+        let event: Value = serde_json::from_slice(&bytes).map_err(|err| {
+            TranslateError::Upstream(format!("Bedrock chunk event is not JSON: {err}"))
+        })?;
+        self.seen.observe(&event);
+        let kind = event.get("type").and_then(Value::as_str);
+        // The event's own text is sent when it fits on one line; otherwise re-encoded.
+        if bytes.iter().any(|b| *b == b'\n' || *b == b'\r') {
+            out.extend(messages_sse_event(&event));
+        } else {
+            out.extend(anthropic_sse(kind, &bytes));
         }
         Ok(())
     }

@@ -68,6 +68,58 @@ impl Message {
     pub fn exception_type(&self) -> Option<&str> {
         self.header(":exception-type")
     }
+
+    /// What an `exception` or `error` frame reports, `None` for an event: the exception type
+    /// (`:exception-type`, else `:error-code`) and the message (the payload's `message` or
+    /// `Message`, else `:error-message`, else the payload's text).
+    pub fn failure(&self) -> Option<Failure<'_>> {
+        if !matches!(self.message_type(), Some("exception" | "error")) {
+            return None;
+        }
+        let kind = self.exception_type().or_else(|| self.header(":error-code"));
+        let message = serde_json::from_slice::<serde_json::Value>(&self.payload)
+            .ok()
+            .and_then(|p| {
+                p.get("message")
+                    .or_else(|| p.get("Message"))
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string)
+            })
+            .or_else(|| self.header(":error-message").map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&self.payload).into_owned());
+        Some(Failure { kind, message })
+    }
+}
+
+/// An `exception` or `error` frame ([`Message::failure`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure<'a> {
+    /// The exception type, such as `throttlingException`.
+    pub kind: Option<&'a str>,
+    /// What the exception says.
+    pub message: String,
+}
+
+impl Failure<'_> {
+    /// The HTTP status AWS documents for the exception (500 for an unknown or missing type).
+    pub fn status(&self) -> u16 {
+        exception_status(self.kind.unwrap_or(""))
+    }
+}
+
+/// The HTTP status AWS documents for a Bedrock stream exception type, in any letter case;
+/// 500 for a type it does not list.
+pub fn exception_status(kind: &str) -> u16 {
+    match kind.to_ascii_lowercase().as_str() {
+        "validationexception" => 400,
+        "accessdeniedexception" => 403,
+        "resourcenotfoundexception" => 404,
+        "modeltimeoutexception" => 408,
+        "modelstreamerrorexception" => 424,
+        "throttlingexception" | "servicequotaexceededexception" => 429,
+        "serviceunavailableexception" | "modelnotreadyexception" => 503,
+        _ => 500,
+    }
 }
 
 /// Incremental decoder: keeps only the bytes of the unfinished frame between chunks.
@@ -324,6 +376,58 @@ mod tests {
         assert_eq!(message.headers[8].1, HeaderValue::Uuid([7; 16]));
         assert_eq!(message.exception_type(), Some("throttlingException"));
         assert_eq!(message.payload, payload);
+    }
+
+    #[test]
+    fn exception_and_error_frames_report_their_failure() {
+        let exception = encode(
+            &[
+                (":message-type", "exception"),
+                (":exception-type", "modelTimeoutException"),
+            ],
+            br#"{"Message":"too slow"}"#,
+        );
+        let message = &Decoder::new().feed(&exception).unwrap()[0];
+        let failure = message.failure().expect("an exception");
+        assert_eq!(failure.kind, Some("modelTimeoutException"));
+        assert_eq!(failure.message, "too slow");
+        assert_eq!(failure.status(), 408);
+
+        let error = encode(
+            &[
+                (":message-type", "error"),
+                (":error-code", "ThrottlingException"),
+                (":error-message", "slow down"),
+            ],
+            b"",
+        );
+        let message = &Decoder::new().feed(&error).unwrap()[0];
+        let failure = message.failure().expect("an error");
+        assert_eq!(failure.kind, Some("ThrottlingException"));
+        assert_eq!(failure.message, "slow down");
+        assert_eq!(failure.status(), 429);
+
+        let message = &Decoder::new().feed(&event("messageStop", "{}")).unwrap()[0];
+        assert_eq!(message.failure(), None);
+    }
+
+    #[test]
+    fn exception_types_map_to_the_statuses_aws_documents() {
+        for (kind, status) in [
+            ("validationException", 400),
+            ("accessDeniedException", 403),
+            ("resourceNotFoundException", 404),
+            ("modelTimeoutException", 408),
+            ("modelStreamErrorException", 424),
+            ("throttlingException", 429),
+            ("serviceQuotaExceededException", 429),
+            ("serviceUnavailableException", 503),
+            ("modelNotReadyException", 503),
+            ("internalServerException", 500),
+            ("", 500),
+        ] {
+            assert_eq!(exception_status(kind), status, "{kind}");
+        }
     }
 
     #[test]

@@ -990,6 +990,31 @@ fn messages_stream_from_bedrock_exceptions_and_damage() {
         json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Too many requests, please wait before trying again."}})
     );
 
+    // Every exception type maps through the one Bedrock table.
+    for (exception, kind) in [
+        ("modelTimeoutException", "timeout_error"),
+        ("serviceQuotaExceededException", "rate_limit_error"),
+        ("modelNotReadyException", "service_unavailable_error"),
+        ("accessDeniedException", "permission_error"),
+    ] {
+        let frame = super::super::eventstream::encode(
+            &[
+                (":exception-type", exception),
+                (":message-type", "exception"),
+            ],
+            br#"{"message":"boom"}"#,
+        );
+        let out = aws()
+            .stream(&response_ctx(MODEL))
+            .feed(&frame)
+            .expect("feeds");
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert!(
+            text.contains(&format!(r#""type":"{kind}""#)),
+            "{exception}: {text}"
+        );
+    }
+
     // A stream cut inside a frame.
     let frame = bedrock_chunk(r#"{"type":"ping"}"#);
     let mut stream = aws().stream(&response_ctx(MODEL));

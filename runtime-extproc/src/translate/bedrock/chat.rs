@@ -616,25 +616,11 @@ impl ChatStream {
     }
 
     fn event(&mut self, message: &Message) -> Result<Vec<u8>, TranslateError> {
-        match message.message_type() {
-            Some("exception") | Some("error") => {
-                let payload = serde_json::from_slice::<Value>(&message.payload).ok();
-                let text = payload
-                    .as_ref()
-                    .and_then(|p| p.get("message").or_else(|| p.get("Message")))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .or_else(|| message.header(":error-message").map(str::to_string))
-                    .unwrap_or_else(|| String::from_utf8_lossy(&message.payload).into_owned());
-                let kind = message
-                    .exception_type()
-                    .or_else(|| message.header(":error-code"))
-                    .unwrap_or("AWSBedrockBackendError");
-                return Ok(sse_event(&json!({
-                    "error": {"message": text, "type": kind, "code": null}
-                })));
-            }
-            _ => {}
+        if let Some(failure) = message.failure() {
+            let kind = failure.kind.unwrap_or("AWSBedrockBackendError");
+            return Ok(sse_event(&json!({
+                "error": {"message": failure.message, "type": kind, "code": null}
+            })));
         }
         let Some(kind) = message.event_type() else {
             return Ok(Vec::new());

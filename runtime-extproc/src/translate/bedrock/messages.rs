@@ -8,7 +8,7 @@ use base64::Engine as _;
 
 use super::chat::{converse_usage, error_message, image_format, number, push_turn};
 use crate::translate::anthropic::error_type_for;
-use crate::translate::eventstream::{Decoder, Message};
+use crate::translate::eventstream::{Decoder, Failure, Message};
 use crate::translate::{
     RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated, Translator,
     UpstreamRequest, invalid, number_field, path_escape, unsupported,
@@ -590,20 +590,6 @@ pub(super) fn messages_error(status: u16, body: &[u8]) -> Vec<u8> {
         .into_bytes()
 }
 
-/// The HTTP status AWS documents for a ConverseStream exception.
-fn exception_status(kind: &str) -> u16 {
-    match kind.to_ascii_lowercase().as_str() {
-        "validationexception" => 400,
-        "accessdeniedexception" => 403,
-        "resourcenotfoundexception" => 404,
-        "modeltimeoutexception" => 408,
-        "modelstreamerrorexception" => 424,
-        "throttlingexception" => 429,
-        "serviceunavailableexception" => 503,
-        _ => 500,
-    }
-}
-
 /// One Anthropic server-sent event.
 fn anthropic_event(kind: &str, data: &Value) -> Vec<u8> {
     format!("event: {kind}\ndata: {data}\n\n").into_bytes()
@@ -707,31 +693,19 @@ impl MessagesStream {
         ));
     }
 
-    fn exception(message: &Message) -> Vec<u8> {
-        let payload = serde_json::from_slice::<Value>(&message.payload).ok();
-        let text = payload
-            .as_ref()
-            .and_then(|p| p.get("message").or_else(|| p.get("Message")))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .or_else(|| message.header(":error-message").map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&message.payload).into_owned());
-        let kind = message
-            .exception_type()
-            .or_else(|| message.header(":error-code"))
-            .unwrap_or("");
+    fn exception(failure: &Failure<'_>) -> Vec<u8> {
         anthropic_event(
             "error",
             &json!({"type": "error", "error": {
-                "type": error_type_for(exception_status(kind)),
-                "message": text,
+                "type": error_type_for(failure.status()),
+                "message": failure.message,
             }}),
         )
     }
 
     fn event(&mut self, message: &Message) -> Result<Vec<u8>, TranslateError> {
-        if matches!(message.message_type(), Some("exception") | Some("error")) {
-            return Ok(Self::exception(message));
+        if let Some(failure) = message.failure() {
+            return Ok(Self::exception(&failure));
         }
         let mut out = Vec::new();
         let Some(kind) = message.event_type() else {

@@ -496,6 +496,9 @@ fn stream_exceptions_map_to_anthropic_error_types() {
         ("serviceUnavailableException", "service_unavailable_error"),
         ("internalServerException", "internal_server_error"),
         ("modelStreamErrorException", "internal_server_error"),
+        ("modelTimeoutException", "timeout_error"),
+        ("serviceQuotaExceededException", "rate_limit_error"),
+        ("modelNotReadyException", "service_unavailable_error"),
     ];
     for (exception, kind) in cases {
         let frame = encode(
