@@ -1,6 +1,6 @@
 //! Token usage: read from OpenAI-shaped responses, buffered or streamed as server-sent events.
 
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 /// Token counts of one response. `None`: the provider did not report it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,6 +42,57 @@ impl TokenUsage {
             reasoning: number(usage, "/completion_tokens_details/reasoning_tokens")
                 .or_else(|| number(usage, "/output_tokens_details/reasoning_tokens")),
         }
+    }
+}
+
+impl TokenUsage {
+    /// The OpenAI `usage` object, the one mapping every translator answering in OpenAI's shape
+    /// uses: `total_tokens` is the reported total, else input + output;
+    /// `prompt_tokens_details` carries the cache counts the provider reported and
+    /// `completion_tokens_details` the reasoning count; counts not reported are 0 at the top
+    /// and left out of the details.
+    pub fn to_openai(&self) -> Value {
+        let prompt = self.input.unwrap_or(0);
+        let completion = self.output.unwrap_or(0);
+        let mut out = json!({
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": self.total.unwrap_or(prompt.saturating_add(completion)),
+        });
+        let mut details = Map::new();
+        if let Some(cached) = self.cached_input {
+            details.insert("cached_tokens".into(), json!(cached));
+        }
+        if let Some(created) = self.cache_creation_input {
+            details.insert("cache_creation_tokens".into(), json!(created));
+        }
+        if !details.is_empty() {
+            out["prompt_tokens_details"] = Value::Object(details);
+        }
+        if let Some(reasoning) = self.reasoning {
+            out["completion_tokens_details"] = json!({ "reasoning_tokens": reasoning });
+        }
+        out
+    }
+
+    /// The Anthropic `usage` object, the one mapping every translator answering in Anthropic's
+    /// shape uses: `input_tokens` counts only what was neither read from nor written to the
+    /// cache, so that input + cache reads + cache writes is OpenAI's `prompt_tokens`; the cache
+    /// counts are there when the provider reported them.
+    pub fn to_anthropic(&self) -> Value {
+        let cached = self.cached_input.unwrap_or(0);
+        let created = self.cache_creation_input.unwrap_or(0);
+        let mut out = json!({
+            "input_tokens": self.input.unwrap_or(0).saturating_sub(cached).saturating_sub(created),
+            "output_tokens": self.output.unwrap_or(0),
+        });
+        if let Some(created) = self.cache_creation_input {
+            out["cache_creation_input_tokens"] = json!(created);
+        }
+        if let Some(cached) = self.cached_input {
+            out["cache_read_input_tokens"] = json!(cached);
+        }
+        out
     }
 }
 

@@ -627,25 +627,6 @@ fn fallback_input_only(fallback: &TokenUsage) -> Option<u64> {
     })
 }
 
-fn openai_usage(usage: &TokenUsage) -> Value {
-    let mut out = json!({
-        "prompt_tokens": usage.input.unwrap_or(0),
-        "completion_tokens": usage.output.unwrap_or(0),
-        "total_tokens": usage.total.unwrap_or(0),
-    });
-    let mut details = Map::new();
-    if let Some(cached) = usage.cached_input {
-        details.insert("cached_tokens".into(), json!(cached));
-    }
-    if let Some(created) = usage.cache_creation_input {
-        details.insert("cache_creation_tokens".into(), json!(created));
-    }
-    if !details.is_empty() {
-        out["prompt_tokens_details"] = Value::Object(details);
-    }
-    out
-}
-
 /// Translates a buffered Anthropic message into an OpenAI `chat.completion`; `model` is the
 /// requested model, used when the provider does not name one.
 pub fn chat_response(body: &[u8], model: &str) -> Result<(Vec<u8>, TokenUsage), TranslateError> {
@@ -708,7 +689,7 @@ pub fn chat_response(body: &[u8], model: &str) -> Result<(Vec<u8>, TokenUsage), 
         "created": 0,
         "model": message.get("model").and_then(Value::as_str).unwrap_or(model),
         "choices": [{"index": 0, "message": reply, "finish_reason": finish_reason(stop)}],
-        "usage": openai_usage(&usage),
+        "usage": usage.to_openai(),
     });
     Ok((out.to_string().into_bytes(), usage))
 }
@@ -925,7 +906,7 @@ impl StreamTranslator for ChatStream {
                 "created": 0,
                 "model": self.model.as_deref().unwrap_or(&self.requested_model),
                 "choices": [],
-                "usage": openai_usage(&self.usage),
+                "usage": self.usage.to_openai(),
             })));
         }
         out.extend_from_slice(SSE_DONE);

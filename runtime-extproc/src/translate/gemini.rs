@@ -1070,24 +1070,6 @@ fn usage_from(meta: &Value) -> TokenUsage {
     }
 }
 
-/// The OpenAI `usage` object of a token usage.
-fn openai_usage(usage: &TokenUsage) -> Value {
-    let prompt = usage.input.unwrap_or(0);
-    let completion = usage.output.unwrap_or(0);
-    let mut out = json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": usage.total.unwrap_or(prompt.saturating_add(completion)),
-    });
-    if let Some(cached) = usage.cached_input {
-        out["prompt_tokens_details"] = json!({ "cached_tokens": cached });
-    }
-    if let Some(reasoning) = usage.reasoning {
-        out["completion_tokens_details"] = json!({ "reasoning_tokens": reasoning });
-    }
-    out
-}
-
 /// The OpenAI `finish_reason` of a Gemini `finishReason`; `None` while a stream goes on.
 fn map_finish(reason: Option<&str>, has_calls: bool) -> Option<&'static str> {
     let reason = reason.filter(|r| !r.is_empty() && *r != "FINISH_REASON_UNSPECIFIED")?;
@@ -1283,7 +1265,7 @@ pub fn chat_response(body: &[u8], model: &str) -> Result<(Vec<u8>, TokenUsage), 
         "choices": choices,
     });
     if meta.is_some() {
-        out["usage"] = openai_usage(&usage);
+        out["usage"] = usage.to_openai();
     }
     Ok((out.to_string().into_bytes(), usage))
 }
@@ -1503,7 +1485,7 @@ impl StreamTranslator for ChatStream {
                 "created": self.created,
                 "model": self.model,
                 "choices": [],
-                "usage": openai_usage(&self.usage),
+                "usage": self.usage.to_openai(),
             })));
         }
         out.extend_from_slice(SSE_DONE);

@@ -446,24 +446,6 @@ fn stop_reason(finish: &str) -> &'static str {
     }
 }
 
-/// Anthropic `usage`: `input_tokens` counts only what was neither read from nor written to
-/// the cache, so that input + cache reads + cache writes is OpenAI's `prompt_tokens`.
-fn anthropic_usage(usage: &TokenUsage) -> Value {
-    let cached = usage.cached_input.unwrap_or(0);
-    let created = usage.cache_creation_input.unwrap_or(0);
-    let mut out = json!({
-        "input_tokens": usage.input.unwrap_or(0).saturating_sub(cached).saturating_sub(created),
-        "output_tokens": usage.output.unwrap_or(0),
-    });
-    if let Some(created) = usage.cache_creation_input {
-        out["cache_creation_input_tokens"] = json!(created);
-    }
-    if let Some(cached) = usage.cached_input {
-        out["cache_read_input_tokens"] = json!(cached);
-    }
-    out
-}
-
 /// The text of OpenAI message content: a string, or the text of its parts.
 fn content_text(content: Option<&Value>) -> String {
     match content {
@@ -574,7 +556,7 @@ pub fn messages_response(body: &[u8], model: &str) -> Result<Translated, Transla
         "content": content,
         "stop_reason": stop,
         "stop_sequence": stop_sequence,
-        "usage": anthropic_usage(&usage),
+        "usage": usage.to_anthropic(),
     });
     Ok(Translated {
         body: message.to_string().into_bytes(),
@@ -854,7 +836,7 @@ impl MessagesStream {
         self.stopped = true;
         self.close(out);
         let usage = if self.usage_seen {
-            anthropic_usage(&self.usage)
+            self.usage.to_anthropic()
         } else {
             json!({"output_tokens": 0})
         };

@@ -449,21 +449,6 @@ pub(super) fn converse_usage(usage: &Value) -> TokenUsage {
     }
 }
 
-fn openai_usage(usage: &TokenUsage) -> Value {
-    let mut out = json!({
-        "prompt_tokens": usage.input.unwrap_or(0),
-        "completion_tokens": usage.output.unwrap_or(0),
-        "total_tokens": usage.total.unwrap_or(0),
-    });
-    if usage.cached_input.is_some() || usage.cache_creation_input.is_some() {
-        out["prompt_tokens_details"] = json!({
-            "cached_tokens": usage.cached_input.unwrap_or(0),
-            "cache_creation_tokens": usage.cache_creation_input.unwrap_or(0),
-        });
-    }
-    out
-}
-
 fn response_id(request_id: Option<&str>) -> String {
     match request_id {
         Some(id) if !id.is_empty() => id.to_string(),
@@ -535,7 +520,7 @@ pub fn chat_response(
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(stop)}],
     });
     if response.get("usage").is_some_and(Value::is_object) {
-        out["usage"] = openai_usage(&usage);
+        out["usage"] = usage.to_openai();
     }
     Ok((out.to_string().into_bytes(), usage))
 }
@@ -694,7 +679,7 @@ impl ChatStream {
                         "created": self.created,
                         "model": self.model,
                         "choices": [],
-                        "usage": openai_usage(&self.usage),
+                        "usage": self.usage.to_openai(),
                     }))
                 }
                 None => Vec::new(),

@@ -491,15 +491,16 @@ fn anthropic_stop_reason(reason: &str) -> &'static str {
     }
 }
 
-/// Converse `usage` as an Anthropic `usage` object (absent counts are 0).
+/// Converse `usage` as an Anthropic `usage` object ([`TokenUsage::to_anthropic`]), with the
+/// cache counts Converse did not report as 0, as Bedrock's own Anthropic answers carry them.
 fn anthropic_usage(usage: &Value) -> Value {
-    let count = |key: &str| number(usage, key).unwrap_or(0);
-    json!({
-        "input_tokens": count("inputTokens"),
-        "output_tokens": count("outputTokens"),
-        "cache_read_input_tokens": count("cacheReadInputTokens"),
-        "cache_creation_input_tokens": count("cacheWriteInputTokens"),
-    })
+    let mut out = converse_usage(usage).to_anthropic();
+    if let Some(fields) = out.as_object_mut() {
+        for key in ["cache_read_input_tokens", "cache_creation_input_tokens"] {
+            fields.entry(key).or_insert(json!(0));
+        }
+    }
+    out
 }
 
 /// The message id: the request id, else a random one.

@@ -703,7 +703,7 @@ fn absurd_usage_counts_saturate() {
         "thoughtsTokenCount": 1,
     }));
     assert_eq!(usage.output, Some(u64::MAX));
-    assert_eq!(openai_usage(&usage)["total_tokens"], json!(u64::MAX));
+    assert_eq!(usage.to_openai()["total_tokens"], json!(u64::MAX));
     let body = br#"{"predictions": [
         {"embeddings": {"values": [0.1], "statistics": {"token_count": 1e30}}},
         {"embeddings": {"values": [0.2], "statistics": {"token_count": 1e30}}}

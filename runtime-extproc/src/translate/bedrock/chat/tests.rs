@@ -305,7 +305,7 @@ fn stream_split_anywhere() {
             usage_chunk,
             Some(
                 json!({"prompt_tokens": 395, "completion_tokens": 62, "total_tokens": 457,
-                "prompt_tokens_details": {"cached_tokens": 20, "cache_creation_tokens": 0}})
+                "prompt_tokens_details": {"cached_tokens": 20}})
             )
         );
         assert_eq!(
