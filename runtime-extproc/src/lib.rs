@@ -22,6 +22,7 @@ pub mod endpoint;
 pub mod metrics;
 pub mod processor;
 pub mod ratelimit;
+pub mod redact;
 pub mod reload;
 pub mod router;
 pub mod server;

@@ -41,6 +41,7 @@ use crate::config::{Backend, RuntimeConfig, Secret};
 use crate::costs::{self, CostInput};
 use crate::endpoint::Endpoint;
 use crate::metrics::{DurationLabels, GenAiLabels, Metrics, TokenLabels};
+use crate::redact::redact;
 use crate::router;
 use crate::time::format_rfc3339;
 use crate::translate::{
@@ -1744,31 +1745,9 @@ fn truncate_message(text: &str) -> String {
     format!("{}… ({} bytes)", &text[..end], text.len())
 }
 
-/// `bytes` with every credential value in `secrets` replaced by `<redacted>`; `None` when none
-/// occurs. Values shorter than 8 bytes are not searched (they would match ordinary text).
+/// `bytes` with every credential value in `secrets` replaced by `<redacted>` ([`redact`]).
 fn scrub(bytes: &[u8], secrets: &[Secret]) -> Option<Vec<u8>> {
-    let mut current: Option<Vec<u8>> = None;
-    for secret in secrets {
-        let needle = secret.expose().as_bytes();
-        if needle.len() < 8 {
-            continue;
-        }
-        let haystack = current.as_deref().unwrap_or(bytes);
-        let finder = memchr::memmem::Finder::new(needle);
-        if finder.find(haystack).is_none() {
-            continue;
-        }
-        let mut out = Vec::with_capacity(haystack.len());
-        let mut rest = haystack;
-        while let Some(at) = finder.find(rest) {
-            out.extend_from_slice(&rest[..at]);
-            out.extend_from_slice(b"<redacted>");
-            rest = &rest[at + needle.len()..];
-        }
-        out.extend_from_slice(rest);
-        current = Some(out);
-    }
-    current
+    redact(bytes, secrets.iter().map(|s| s.expose().as_bytes()))
 }
 
 fn auth_error_code(err: &AuthError) -> &'static str {

@@ -39,6 +39,7 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use serde_json::Value;
 
+use super::process_env;
 use super::refresh::{Fetch, FetchFuture, Fetched, Refreshing};
 use super::{Applied, AuthError, UpstreamCall, http, oidc};
 use crate::config::Secret;
@@ -175,11 +176,6 @@ pub fn sign_at(
 
 /// Looks up an environment variable (non-empty values only).
 type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
-
-/// A non-empty environment variable of this process.
-fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
 
 /// Signs requests for one backend.
 #[derive(Debug)]

@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use super::http;
 use super::oidc;
+use super::process_env;
 use super::refresh::{Fetch, FetchFuture, Fetched, Refreshing};
 use crate::config::Secret;
 
@@ -81,11 +82,6 @@ pub fn token_source(
         format!("Entra ID token (tenant {tenant_id}, client {client_id})"),
         source,
     )
-}
-
-/// A non-empty environment variable of this process.
-fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 impl EntraToken {

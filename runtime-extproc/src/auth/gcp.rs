@@ -27,6 +27,7 @@ use serde_json::{Map, Value, json};
 
 use super::http;
 use super::oidc;
+use super::process_env;
 use super::refresh::{Fetch, FetchFuture, Fetched, Refreshing};
 use crate::config::Secret;
 use crate::time::{parse_rfc3339, unix_now};
@@ -102,11 +103,6 @@ pub fn token_source_with_project(
 
 fn start(source: GcpToken) -> Result<Arc<Refreshing<Secret>>, String> {
     Refreshing::start(source.describe(), source)
-}
-
-/// A non-empty environment variable of this process.
-fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 /// Where tokens come from.

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::redact::redact;
+
 /// How long one call to a token endpoint may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Characters of an error body kept in messages.
@@ -22,8 +24,6 @@ const SECRET_FIELDS: [&str; 4] = [
     "assertion",
     "refresh_token",
 ];
-/// Shorter values are not looked for in answers (they would match ordinary text).
-const MIN_SCRUBBED: usize = 8;
 
 /// The shared client.
 pub fn client() -> Result<&'static reqwest::Client, String> {
@@ -139,20 +139,25 @@ pub async fn post_form(url: &str, fields: &[(&str, &str)], what: &str) -> Result
     send_json(request, what, &secrets).await
 }
 
-/// `text` with every value of `sent` long enough to be told apart, as sent and form-encoded,
-/// replaced by `<redacted>`.
+/// `text` with every value of `sent`, as sent and form-encoded, replaced by `<redacted>`
+/// ([`redact`]).
 fn scrub(text: &str, sent: &[&str]) -> String {
-    let mut text = text.to_string();
-    for secret in sent.iter().filter(|s| s.len() >= MIN_SCRUBBED) {
-        let mut encoded = String::new();
-        encode_into(secret, &mut encoded);
-        for needle in [*secret, encoded.as_str()] {
-            if text.contains(needle) {
-                text = text.replace(needle, "<redacted>");
-            }
-        }
+    let encoded: Vec<String> = sent
+        .iter()
+        .map(|secret| {
+            let mut out = String::new();
+            encode_into(secret, &mut out);
+            out
+        })
+        .collect();
+    let needles = sent
+        .iter()
+        .map(|s| s.as_bytes())
+        .chain(encoded.iter().map(|s| s.as_bytes()));
+    match redact(text.as_bytes(), needles) {
+        Some(clean) => String::from_utf8_lossy(&clean).into_owned(),
+        None => text.to_string(),
     }
-    text
 }
 
 /// Drops query strings from error texts (reqwest puts the URL in them; queries may carry

@@ -17,6 +17,13 @@ pub mod http;
 pub mod oidc;
 pub mod refresh;
 
+/// A non-empty environment variable of this process: the one environment reader of the
+/// credential sources (AWS, Azure and GCP read their standard variables through it, and take
+/// another reader in tests).
+pub(crate) fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 use std::any::Any;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
