@@ -8,8 +8,8 @@ use crate::time::unix_now;
 use crate::translate::eventstream::{Decoder, Message};
 use crate::translate::{
     RequestContext, ResponseContext, SSE_DONE, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest, data_url, finish_reason, invalid, number_field, path_escape,
-    sse_event, unsupported,
+    Translator, UpstreamRequest, data_url, finish_reason, function_call, invalid, number_field,
+    path_escape, sse_event, unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -164,25 +164,7 @@ fn tool_use_blocks(calls: &Value) -> Result<Vec<Value>, TranslateError> {
     calls
         .iter()
         .map(|call| {
-            let id = call
-                .get("id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid("tool call without id"))?;
-            let name = call
-                .pointer("/function/name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid("tool call without function name"))?;
-            let arguments = call
-                .pointer("/function/arguments")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let input = if arguments.trim().is_empty() {
-                json!({})
-            } else {
-                serde_json::from_str::<Value>(arguments).map_err(|err| {
-                    invalid(format!("tool call {id} arguments are not JSON: {err}"))
-                })?
-            };
+            let (id, name, input) = function_call(call)?;
             Ok(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}))
         })
         .collect()
