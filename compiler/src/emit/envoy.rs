@@ -1263,6 +1263,11 @@ impl<'a> Emitter<'a> {
                 })
                 .cloned()
                 .unwrap_or_default();
+            // The same for every Envoy route of the HTTPRoute: built once.
+            let local_config = limits
+                .local
+                .as_ref()
+                .map(super::ratelimit::local_route_config);
             for listener in self.attached_listeners(&instance.gateway, view, route) {
                 let hosts = compute_hosts(&hostnames, &view.listeners[listener], &view.listeners);
                 let listener_name = format!("{gateway_name}/{}", view.listeners[listener].name);
@@ -1283,13 +1288,11 @@ impl<'a> Emitter<'a> {
                             self.rate_limit_service
                                 .add(&listener_name, &ir.name, &limits.global);
                         }
-                        if let Some(local) = &limits.local
+                        if let Some(local) = &local_config
                             && matches!(ir.action, Action::Forward { .. })
                         {
-                            ir.rate_limits.insert(
-                                super::ratelimit::LOCAL_FILTER.to_string(),
-                                super::ratelimit::local_route_config(local),
-                            );
+                            ir.rate_limits
+                                .insert(super::ratelimit::LOCAL_FILTER.to_string(), local.clone());
                         }
                         per_listener[listener].push(ir);
                     }
