@@ -43,52 +43,38 @@ ROUTES=${ROUTES:-2000}
 SETUPS=${SETUPS:-A B C P D}
 
 answer='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"The quick brown fox jumps over the lazy dog."},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":10,"total_tokens":260}}'
-cat >"$work/upstream.yaml" <<YAML
-admin: {address: {socket_address: {address: 127.0.0.1, port_value: $UP_ADMIN}}}
+# static_envoy NAME ADMIN_PORT PORT ACTION: an Envoy with the listener NAME on PORT that gives
+# every request ACTION (the lines of its route after the match, unindented).
+static_envoy() {
+  cat <<YAML
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: $2}}}
 static_resources:
   listeners:
-  - name: upstream
-    address: {socket_address: {address: 127.0.0.1, port_value: $UP}}
+  - name: $1
+    address: {socket_address: {address: 127.0.0.1, port_value: $3}}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: upstream
+          stat_prefix: $1
           route_config:
             virtual_hosts:
             - name: all
               domains: ["*"]
               routes:
               - match: {prefix: "/"}
-                direct_response: {status: 200, body: {inline_string: '$answer'}}
-                response_headers_to_add: [{header: {key: content-type, value: application/json}}]
+$(sed 's/^/                /' <<<"$4")
           http_filters:
           - name: envoy.filters.http.router
             typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
 YAML
-cat >"$work/baseline.yaml" <<YAML
-admin: {address: {socket_address: {address: 127.0.0.1, port_value: $A_ADMIN}}}
-static_resources:
-  listeners:
-  - name: baseline
-    address: {socket_address: {address: 127.0.0.1, port_value: $A}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: baseline
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                route: {cluster: upstream}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+}
+static_envoy upstream "$UP_ADMIN" "$UP" "direct_response: {status: 200, body: {inline_string: '$answer'}}
+response_headers_to_add: [{header: {key: content-type, value: application/json}}]" >"$work/upstream.yaml"
+{
+  static_envoy baseline "$A_ADMIN" "$A" "route: {cluster: upstream}"
+  cat <<YAML
   clusters:
   - name: upstream
     type: STATIC
@@ -96,6 +82,7 @@ static_resources:
       cluster_name: upstream
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $UP}}}}]}]
 YAML
+} >"$work/baseline.yaml"
 # crs DIR PORT [ROUTES [MORE_REFS]]: the benchmark's Gateway, route and backend, with ROUTES
 # more AIGatewayRoutes of 3 rules each (own models and Backends) that sort before it, and
 # MORE_REFS appended to the rule's backendRefs.

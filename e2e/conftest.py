@@ -5,19 +5,24 @@ Each test module gets a Gateway: the CRs in this folder are compiled with
 exactly as `aigw run` does. Ports are picked at run time and nothing leaves 127.0.0.1.
 """
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from crs import TOKEN_COSTS, api_key, endpoint, route, rule, service_backend
+from crs import gateway as gateway_crs
 from mock_provider import MockAnthropic, MockProvider
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,143 +61,32 @@ def http(method, url, body=None, headers=None, timeout=10):
 
 
 def crs(listener_port, primary_port, secondary_port, extra_models=(), anthropic_port=None):
-    extra = "".join(f"    - headers: [{{name: x-ai-eg-model, value: {m}}}]\n" for m in extra_models)
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: e2e, namespace: ai}}
-spec:
-  gatewayClassName: envoy-gateway
-  listeners:
-  - {{name: http, protocol: HTTP, port: {listener_port}}}
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIGatewayRoute
-metadata: {{name: chat, namespace: ai}}
-spec:
-  parentRefs: [{{name: e2e}}]
-  llmRequestCosts:
-  - {{metadataKey: llm_input_token, type: InputToken}}
-  - {{metadataKey: llm_output_token, type: OutputToken}}
-  - {{metadataKey: llm_total_token, type: TotalToken}}
-  - {{metadataKey: weighted_cost, type: CEL, cel: "input_tokens + output_tokens * 2u"}}
-  rules:
-  - matches:
-    - headers: [{{name: x-ai-eg-model, value: gpt-4o-mini}}]
-    - headers: [{{name: x-ai-eg-model, value: text-embedding-3-small}}]
-    - headers: [{{name: x-ai-eg-model, value: error-503}}]
-    - headers: [{{name: x-ai-eg-model, value: error-429}}]
-{extra}    backendRefs: [{{name: primary}}]
-  - matches:
-    - headers: [{{name: x-ai-eg-model, value: renamed}}]
-    backendRefs: [{{name: primary, modelNameOverride: upstream-model}}]
-  - matches:
-    - headers: [{{name: x-ai-eg-model, value: azure-gpt}}]
-    backendRefs: [{{name: azure, modelNameOverride: gpt-4o-deployment}}]
-  - matches:
-    - headers: [{{name: x-ai-eg-model, value: claude-chat}}]
-    backendRefs: [{{name: claude, modelNameOverride: claude-sonnet-4-5}}]
-  - matches:
-    - headers: [{{name: x-ai-eg-model, value: split}}]
-    backendRefs:
-    - {{name: primary, weight: 3}}
-    - {{name: secondary, weight: 1}}
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIServiceBackend
-metadata: {{name: primary, namespace: ai}}
-spec:
-  schema: {{name: OpenAI}}
-  backendRef: {{name: primary, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIServiceBackend
-metadata: {{name: secondary, namespace: ai}}
-spec:
-  schema: {{name: OpenAI}}
-  backendRef: {{name: secondary, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIServiceBackend
-metadata: {{name: azure, namespace: ai}}
-spec:
-  schema: {{name: AzureOpenAI, version: 2025-01-01-preview}}
-  backendRef: {{name: secondary, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: BackendSecurityPolicy
-metadata: {{name: azure-key, namespace: ai}}
-spec:
-  targetRefs:
-  - {{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: azure}}
-  type: AzureAPIKey
-  azureAPIKey:
-    secretRef: {{name: azure-key}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: azure-key, namespace: ai}}
-stringData:
-  apiKey: {AZURE_SECRET}
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: BackendSecurityPolicy
-metadata: {{name: provider-key, namespace: ai}}
-spec:
-  targetRefs:
-  - {{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: primary}}
-  - {{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: secondary}}
-  type: APIKey
-  apiKey:
-    secretRef: {{name: provider-key}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: provider-key, namespace: ai}}
-stringData:
-  apiKey: {SECRET}
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIServiceBackend
-metadata: {{name: claude, namespace: ai}}
-spec:
-  schema: {{name: Anthropic}}
-  backendRef: {{name: anthropic, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: BackendSecurityPolicy
-metadata: {{name: anthropic-key, namespace: ai}}
-spec:
-  targetRefs:
-  - {{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: claude}}
-  type: AnthropicAPIKey
-  anthropicAPIKey:
-    secretRef: {{name: anthropic-key}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: anthropic-key, namespace: ai}}
-stringData:
-  apiKey: {ANTHROPIC_SECRET}
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: anthropic, namespace: ai}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {anthropic_port or secondary_port}}}}}]
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: primary, namespace: ai}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {primary_port}}}}}]
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: secondary, namespace: ai}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: {secondary_port}}}}}]
-"""
+    """The CRs of the shared gateway: OpenAI models on `primary` (one renamed, one split 3:1
+    with `secondary`), an Azure OpenAI deployment on `secondary` and Claude on `anthropic` (the
+    `secondary` port unless `anthropic_port`), each with its API key. `extra_models` are more
+    models of the first rule."""
+    rules = "".join([
+        rule(["gpt-4o-mini", "text-embedding-3-small", "error-503", "error-429", *extra_models], ["{name: primary}"]),
+        rule("renamed", ["{name: primary, modelNameOverride: upstream-model}"]),
+        rule("azure-gpt", ["{name: azure, modelNameOverride: gpt-4o-deployment}"]),
+        rule("claude-chat", ["{name: claude, modelNameOverride: claude-sonnet-4-5}"]),
+        rule("split", ["{name: primary, weight: 3}", "{name: secondary, weight: 1}"]),
+    ])
+    costs = TOKEN_COSTS + (("weighted_cost", "CEL", "input_tokens + output_tokens * 2u"),)
+    return "".join([
+        gateway_crs(listener_port),
+        route("chat", rules, costs),
+        service_backend("primary", "OpenAI", "primary"),
+        service_backend("secondary", "OpenAI", "secondary"),
+        service_backend("azure", "AzureOpenAI", "secondary", "2025-01-01-preview"),
+        api_key("azure-key", "azure", AZURE_SECRET, "AzureAPIKey"),
+        api_key("provider-key", ["primary", "secondary"], SECRET),
+        service_backend("claude", "Anthropic", "anthropic"),
+        api_key("anthropic-key", "claude", ANTHROPIC_SECRET, "AnthropicAPIKey"),
+        endpoint("anthropic", anthropic_port or secondary_port),
+        endpoint("primary", primary_port),
+        endpoint("secondary", secondary_port),
+    ])
 
 
 class Gateway:
@@ -290,20 +184,58 @@ def wait_for(predicate, what, gateway=None, timeout=20):
     raise AssertionError(f"timed out waiting for {what}\n{logs}")
 
 
+@contextlib.contextmanager
+def running(*mocks, **named):
+    """Starts `mocks` and yields them, or starts the `named` mocks and yields them as attributes
+    of a namespace; when the block ends, stops them all (in parallel: a server takes a moment to
+    shut down)."""
+    mocks += tuple(named.values())
+    for mock in mocks:
+        mock.start()
+    try:
+        yield SimpleNamespace(**named) if named else mocks
+    finally:
+        stopping = [threading.Thread(target=mock.stop) for mock in mocks]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
+
+
+@contextlib.contextmanager
+def traffic(send):
+    """Calls `send()`, which returns (status, headers, body), in a loop on another thread until
+    the block ends. Yields the load: `sent` counts the requests, `failures` holds (status, start
+    of the body) of each answer that was not a 200."""
+    load = SimpleNamespace(sent=0, failures=[])
+    done = threading.Event()
+
+    def loop():
+        while not done.is_set():
+            status, _, body = send()
+            load.sent += 1
+            if status != 200:
+                load.failures.append((status, body[:200]))
+
+    worker = threading.Thread(target=loop)
+    worker.start()
+    try:
+        yield load
+    finally:
+        done.set()
+        worker.join()
+
+
 @pytest.fixture(scope="module")
 def providers():
-    primary = MockProvider("primary").start()
-    secondary = MockProvider("secondary").start()
-    yield primary, secondary
-    primary.stop()
-    secondary.stop()
+    with running(MockProvider("primary"), MockProvider("secondary")) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
 def anthropic_provider():
-    provider = MockAnthropic("anthropic").start()
-    yield provider
-    provider.stop()
+    with running(MockAnthropic("anthropic")) as (provider,):
+        yield provider
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,10 @@ import re
 import secrets
 import socket
 import struct
-import threading
 import time
 import urllib.parse
 import uuid
 import zlib
-from http.server import ThreadingHTTPServer
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -43,7 +41,8 @@ from botocore.credentials import Credentials
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from mock_provider import ANSWER, JsonHandler, MockProvider, Recorded
+from mock_provider import ANSWER, MockProvider
+from mockhttp import HttpMock, JsonHandler, Recorded
 
 WORDS = ANSWER.split(" ")
 # The pieces a streamed answer is sent in: "The", " quick", " brown", ...
@@ -68,14 +67,12 @@ def b64url_decode(text):
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class MockServer:
+class MockServer(HttpMock):
     """A threaded HTTP server that records every request and hands it to ``handle``."""
 
     name = "mock"
 
     def __init__(self):
-        self.requests = []
-        self.lock = threading.Lock()
         owner = self
 
         class Handler(JsonHandler):
@@ -85,33 +82,7 @@ class MockServer:
             def do_GET(self):
                 owner._dispatch(self, "GET")
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def clear(self):
-        with self.lock:
-            self.requests.clear()
-
-    def received(self):
-        with self.lock:
-            return list(self.requests)
+        super().__init__(Handler, poll_interval=0.05)
 
     def _dispatch(self, handler, method):
         if handler.headers.get("transfer-encoding", "").lower() == "chunked":
@@ -128,8 +99,7 @@ class MockServer:
             body = handler.rfile.read(length) if length else b""
         recorded = Recorded(method, handler.path, dict(handler.headers), body)
         recorded.problem = None  # why the mock refused the request, if it did
-        with self.lock:
-            self.requests.append(recorded)
+        self.record(recorded)
         try:
             self.handle(handler, recorded)
         except (BrokenPipeError, ConnectionResetError):
@@ -140,6 +110,23 @@ class MockServer:
 
     def handle(self, handler, recorded):
         raise NotImplementedError
+
+
+class TokenServer(MockServer):
+    """A MockServer that issues tokens; ``tokens()`` are those it issued."""
+
+    def __init__(self):
+        super().__init__()
+        self.issued = []
+
+    def tokens(self):
+        with self.lock:
+            return set(self.issued)
+
+    def issue(self, token):
+        with self.lock:
+            self.issued.append(token)
+        return token
 
 
 def send(handler, status, payload, headers=None, content_type="application/json"):
@@ -468,7 +455,7 @@ def service_account_key(token_uri, project, client_email=None):
     return json.dumps(key, indent=2), private_key
 
 
-class MockGoogleOAuth(MockServer):
+class MockGoogleOAuth(TokenServer):
     """``POST /token`` with the JWT-bearer grant of a registered service account."""
 
     name = "google-oauth"
@@ -476,7 +463,6 @@ class MockGoogleOAuth(MockServer):
     def __init__(self):
         super().__init__()
         self.accounts = {}  # client_email -> (private_key_id, public key)
-        self.issued = []
         self.assertions = []
 
     @property
@@ -486,10 +472,6 @@ class MockGoogleOAuth(MockServer):
     def register(self, key_json, private_key):
         key = json.loads(key_json)
         self.accounts[key["client_email"]] = (key["private_key_id"], private_key.public_key())
-
-    def tokens(self):
-        with self.lock:
-            return set(self.issued)
 
     def assertion_problem(self, assertion):
         try:
@@ -531,9 +513,7 @@ class MockGoogleOAuth(MockServer):
         if problem:
             recorded.problem = problem
             return send(h, 400, {"error": "invalid_grant", "error_description": problem})
-        token = f"ya29.e2e-{secrets.token_urlsafe(24)}"
-        with self.lock:
-            self.issued.append(token)
+        token = self.issue(f"ya29.e2e-{secrets.token_urlsafe(24)}")
         send(h, 200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
 
 
@@ -627,48 +607,50 @@ class MockVertex(MockServer):
 # --- Azure --------------------------------------------------------------------------------------
 
 
-class MockEntra(MockServer):
+class MockEntra(TokenServer):
     """``POST /<tenant>/oauth2/v2.0/token``: client-credentials with a client secret, or with a
     federated client assertion that ``assertions()`` accepts."""
 
     name = "entra"
+    # Whether a grant must carry the client secret (no federated client assertion is taken).
+    secret_only = False
 
     def __init__(self, tenant, client_id, client_secret, assertions=lambda: set()):
         super().__init__()
         self.tenant, self.client_id, self.client_secret, self.assertions = tenant, client_id, client_secret, assertions
-        self.issued = []
 
-    def tokens(self):
-        with self.lock:
-            return set(self.issued)
+    def refusal(self, form):
+        """(status, error, description) as Entra ID answers a grant it refuses, None for one it grants."""
+        if form.get("grant_type") != "client_credentials":
+            return 400, "unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type."
+        if form.get("client_id") != self.client_id:
+            return 400, "unauthorized_client", "AADSTS700016: Application not found in the directory."
+        if form.get("scope") != AZURE_SCOPE:
+            return 400, "invalid_scope", f"AADSTS70011: The provided value for scope {form.get('scope')!r} is not valid."
+        if "client_secret" in form or self.secret_only:
+            if form.get("client_secret") != self.client_secret:
+                return 401, "invalid_client", "AADSTS7000215: Invalid client secret provided."
+        elif form.get("client_assertion_type") == CLIENT_ASSERTION_TYPE:
+            if form.get("client_assertion") not in self.assertions():
+                return 401, "invalid_client", "AADSTS700211: No matching federated identity record found for presented assertion."
+        else:
+            return 401, "invalid_client", "AADSTS7000218: The request body must contain client_assertion or client_secret."
+        return None
 
     def handle(self, h, recorded):
         if recorded.path != f"/{self.tenant}/oauth2/v2.0/token" or recorded.method != "POST":
             recorded.problem = f"unexpected {recorded.method} {recorded.path}"
             return send(h, 404, {"error": "invalid_request", "error_description": "AADSTS90002: Tenant not found."})
-        form = form_of(recorded)
-        refusal = None  # (status, error, description) as Entra ID answers
-        if form.get("grant_type") != "client_credentials":
-            refusal = 400, "unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type."
-        elif form.get("client_id") != self.client_id:
-            refusal = 400, "unauthorized_client", "AADSTS700016: Application not found in the directory."
-        elif form.get("scope") != AZURE_SCOPE:
-            refusal = 400, "invalid_scope", f"AADSTS70011: The provided value for scope {form.get('scope')!r} is not valid."
-        elif "client_secret" in form:
-            if form["client_secret"] != self.client_secret:
-                refusal = 401, "invalid_client", "AADSTS7000215: Invalid client secret provided."
-        elif form.get("client_assertion_type") == CLIENT_ASSERTION_TYPE:
-            if form.get("client_assertion") not in self.assertions():
-                refusal = 401, "invalid_client", "AADSTS700211: No matching federated identity record found for presented assertion."
-        else:
-            refusal = 401, "invalid_client", "AADSTS7000218: The request body must contain client_assertion or client_secret."
+        refusal = self.refusal(form_of(recorded))
         if refusal:
             status, error, description = refusal
             recorded.problem = description
             return send(h, status, {"error": error, "error_description": description})
-        token = f"eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.e2e-{secrets.token_urlsafe(24)}"
-        with self.lock:
-            self.issued.append(token)
+        self.grant(h, recorded)
+
+    def grant(self, h, recorded):
+        """Issues a token for the grant ``recorded`` and answers it."""
+        token = self.issue(f"eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.e2e-{secrets.token_urlsafe(24)}")
         send(h, 200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token})
 
 
@@ -698,7 +680,7 @@ class MockAzureOpenAI(MockProvider):
 # --- OIDC identity provider and AWS STS ----------------------------------------------------------
 
 
-class MockOidcProvider(MockServer):
+class MockOidcProvider(TokenServer):
     """Discovery document and the client-credentials grant."""
 
     name = "oidc"
@@ -706,11 +688,6 @@ class MockOidcProvider(MockServer):
     def __init__(self, client_id, client_secret):
         super().__init__()
         self.client_id, self.client_secret = client_id, client_secret
-        self.issued = []
-
-    def tokens(self):
-        with self.lock:
-            return set(self.issued)
 
     def handle(self, h, recorded):
         if recorded.method == "GET" and recorded.path == "/.well-known/openid-configuration":
@@ -730,9 +707,8 @@ class MockOidcProvider(MockServer):
         now = int(time.time())
         claims = {"iss": self.url, "sub": self.client_id, "aud": "sts.amazonaws.com", "iat": now, "exp": now + 3600,
                   "jti": secrets.token_hex(8)}
-        token = ".".join([b64url(b'{"alg":"RS256","typ":"JWT"}'), b64url(json.dumps(claims).encode()), b64url(secrets.token_bytes(32))])
-        with self.lock:
-            self.issued.append(token)
+        token = self.issue(".".join([b64url(b'{"alg":"RS256","typ":"JWT"}'), b64url(json.dumps(claims).encode()),
+                                     b64url(secrets.token_bytes(32))]))
         send(h, 200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600, "scope": form.get("scope", "")})
 
 

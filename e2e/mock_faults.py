@@ -12,6 +12,8 @@ import struct
 import threading
 import time
 
+from mockhttp import RequestLog
+
 # Body of a hang: how long the provider holds a connection before giving up itself.
 HANG_SECONDS = 30
 
@@ -28,15 +30,16 @@ def messages_answer(model):
             "usage": {"input_tokens": 3, "output_tokens": 1}}
 
 
-class FaultyProvider:
+class FaultyProvider(RequestLog):
+    """Records each request as (method, path, headers, body)."""
+
     def __init__(self):
+        super().__init__()
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(128)
         self.port = self.listener.getsockname()[1]
-        self.requests = []
-        self.lock = threading.Lock()
         self.stopping = threading.Event()
 
     def start(self):
@@ -46,14 +49,6 @@ class FaultyProvider:
     def stop(self):
         self.stopping.set()
         self.listener.close()
-
-    def received(self):
-        with self.lock:
-            return list(self.requests)
-
-    def clear(self):
-        with self.lock:
-            self.requests.clear()
 
     def _accept(self):
         while not self.stopping.is_set():
@@ -99,8 +94,7 @@ class FaultyProvider:
         if request is None:
             return False
         method, path, headers, body = request
-        with self.lock:
-            self.requests.append((method, path, headers, body))
+        self.record((method, path, headers, body))
         try:
             parsed = json.loads(body or b"{}")
         except ValueError:

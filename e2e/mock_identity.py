@@ -20,7 +20,7 @@ import secrets
 import time
 import urllib.parse
 
-from mock_cloud import AZURE_SCOPE, GCP_SCOPE, MockEntra, MockServer, form_of, send
+from mock_cloud import GCP_SCOPE, MockEntra, TokenServer, form_of, send
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -32,7 +32,7 @@ def pool_audience(project_id, pool, provider):
     return f"//iam.googleapis.com/projects/{project_id}/locations/global/workloadIdentityPools/{pool}/providers/{provider}"
 
 
-class MockGcpSts(MockServer):
+class MockGcpSts(TokenServer):
     """``POST /v1/token``: exchanges a token of ``subject_tokens()`` for a federated access token
     when the audience is ``audience``."""
 
@@ -41,11 +41,6 @@ class MockGcpSts(MockServer):
     def __init__(self, audience, subject_tokens):
         super().__init__()
         self.audience, self.subject_tokens = audience, subject_tokens
-        self.issued = []
-
-    def tokens(self):
-        with self.lock:
-            return set(self.issued)
 
     def handle(self, h, recorded):
         if recorded.method != "POST" or recorded.path != "/v1/token":
@@ -69,13 +64,11 @@ class MockGcpSts(MockServer):
         if refusal:
             recorded.problem = refusal[1]
             return send(h, 400, {"error": refusal[0], "error_description": refusal[1]})
-        token = f"ya29.d.federated-e2e-{secrets.token_urlsafe(24)}"
-        with self.lock:
-            self.issued.append(token)
+        token = self.issue(f"ya29.d.federated-e2e-{secrets.token_urlsafe(24)}")
         send(h, 200, {"access_token": token, "issued_token_type": ACCESS_TOKEN_TYPE, "token_type": "Bearer", "expires_in": 3599})
 
 
-class MockIamCredentials(MockServer):
+class MockIamCredentials(TokenServer):
     """``generateAccessToken`` for ``service_account`` (an e-mail address), authorized by a token
     of ``federated_tokens()``."""
 
@@ -84,11 +77,6 @@ class MockIamCredentials(MockServer):
     def __init__(self, service_account, federated_tokens):
         super().__init__()
         self.service_account, self.federated_tokens = service_account, federated_tokens
-        self.issued = []
-
-    def tokens(self):
-        with self.lock:
-            return set(self.issued)
 
     @staticmethod
     def _error(h, status, state, message):
@@ -120,9 +108,7 @@ class MockIamCredentials(MockServer):
             recorded.problem = f"scope {body.get('scope')!r}"
             return self._error(h, 400, "INVALID_ARGUMENT", "Scope required.")
         lifetime = int(str(body.get("lifetime", "3600s")).rstrip("s"))
-        token = f"ya29.c.impersonated-e2e-{secrets.token_urlsafe(24)}"
-        with self.lock:
-            self.issued.append(token)
+        token = self.issue(f"ya29.c.impersonated-e2e-{secrets.token_urlsafe(24)}")
         expire = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=lifetime)
         send(h, 200, {"accessToken": token, "expireTime": expire.strftime("%Y-%m-%dT%H:%M:%SZ")})
 
@@ -133,6 +119,7 @@ class MockShortLivedEntra(MockEntra):
     (``issued``, ``grants``) once its answer has been written."""
 
     name = "entra-short-lived"
+    secret_only = True
 
     def __init__(self, tenant, client_id, client_secret, lifetime):
         super().__init__(tenant, client_id, client_secret)
@@ -148,24 +135,7 @@ class MockShortLivedEntra(MockEntra):
         with self.lock:
             return list(self.issued)
 
-    def handle(self, h, recorded):
-        if recorded.path != f"/{self.tenant}/oauth2/v2.0/token" or recorded.method != "POST":
-            recorded.problem = f"unexpected {recorded.method} {recorded.path}"
-            return send(h, 404, {"error": "invalid_request", "error_description": "AADSTS90002: Tenant not found."})
-        form = form_of(recorded)
-        refusal = None
-        if form.get("grant_type") != "client_credentials":
-            refusal = 400, "unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type."
-        elif form.get("client_id") != self.client_id:
-            refusal = 400, "unauthorized_client", "AADSTS700016: Application not found in the directory."
-        elif form.get("scope") != AZURE_SCOPE:
-            refusal = 400, "invalid_scope", f"AADSTS70011: The provided value for scope {form.get('scope')!r} is not valid."
-        elif form.get("client_secret") != self.client_secret:
-            refusal = 401, "invalid_client", "AADSTS7000215: Invalid client secret provided."
-        if refusal:
-            status, error, description = refusal
-            recorded.problem = description
-            return send(h, status, {"error": error, "error_description": description})
+    def grant(self, h, recorded):
         token = f"eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.short-lived-e2e-{secrets.token_urlsafe(24)}"
         recorded.token = token
         expires_at = time.time() + self.lifetime

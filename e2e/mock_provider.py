@@ -8,86 +8,20 @@ compare what the client got with what the provider sent. Special models trigger 
 
 import json
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from mockhttp import HttpMock, JsonHandler
 
 # The text every chat answer carries; streamed answers send it word by word.
 ANSWER = "The quick brown fox jumps over the lazy dog."
 
 
-class Recorded:
-    def __init__(self, method, path, headers, body):
-        self.method = method
-        self.path = path
-        self.headers = {k.lower(): v for k, v in headers.items()}
-        self.body = body
+class MockProvider(HttpMock):
+    """The OpenAI API described above; ``name`` is the ``system_fingerprint`` of its answers."""
 
-    def json(self):
-        return json.loads(self.body)
-
-
-class JsonHandler(BaseHTTPRequestHandler):
-    """Response helpers shared by the mock providers."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def read_recorded(self, provider):
-        length = int(self.headers.get("content-length", "0"))
-        body = self.rfile.read(length) if length else b""
-        with provider.lock:
-            provider.requests.append(Recorded("POST", self.path, dict(self.headers), body))
-        return body
-
-    def _send(self, status, payload):
-        self._send_raw(status, json.dumps(payload).encode(), "application/json")
-
-    def _send_raw(self, status, data, content_type):
-        self.send_response(status)
-        self.send_header("content-type", content_type)
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _start_stream(self):
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("transfer-encoding", "chunked")
-        self.end_headers()
-
-    def _chunk(self, data):
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
-
-
-class MockProvider:
     def __init__(self, name="mock"):
         self.name = name
-        self.requests = []
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def clear(self):
-        with self.lock:
-            self.requests.clear()
-
-    def received(self):
-        with self.lock:
-            return list(self.requests)
+        super().__init__(self._handler())
 
     def _handler(self):
         provider = self

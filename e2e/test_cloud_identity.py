@@ -10,19 +10,31 @@ providers do; no planted or issued credential may appear in any log.
 """
 
 import json
-import threading
 import urllib.parse
-from types import SimpleNamespace
 
 import openai
 import pytest
 
-from crs import endpoint, gateway_and_route, policy, secret, service_backend
-from conftest import AIGW, EXTPROC, http, wait_for
+from crs import aws_profile, credentials, credentials_file, endpoint, gateway_and_route, policy, secret, service_backend
+from conftest import http, running, wait_for
 from mock_cloud import AZURE_SCOPE, GCP_SCOPE, MockAzureOpenAI, MockBedrock, MockOidcProvider, MockSts, MockVertex
 from mock_identity import ACCESS_TOKEN_TYPE, MockGcpSts, MockIamCredentials, MockShortLivedEntra, TOKEN_EXCHANGE, pool_audience
 from mock_provider import ANSWER, MockProvider
-from test_clouds import CloudGateway, only
+from test_clouds import CloudGateway, lazy_gateways, leaks_in_logs, only
+
+# gateway -> {client model: (AIServiceBackend, model the provider is asked for)}.
+GATEWAYS = {
+    "override": {
+        "tenant-chat": ("tenant-fallback", "gpt-4o-tenant"),
+        "tenant-only": ("tenant-required", "gpt-4o-tenant-only"),
+        "bedrock-tenant": ("bedrock-tenant", "amazon.nova-lite-v1:0"),
+    },
+    "irsa": {"bedrock-irsa": ("bedrock-irsa", "amazon.nova-pro-v1:0")},
+    "gcp-wif": {"gemini-wif": ("vertex-wif", "gemini-2.0-flash-001")},
+    "refresh": {"azure-refresh": ("azure-refresh", "gpt-4o-refresh")},
+}
+# client model -> the gateway that serves it
+GATEWAY_OF = {model: family for family, models in GATEWAYS.items() for model in models}
 
 REGION = "us-east-1"
 PROJECT = "aigw-identity-e2e"
@@ -52,67 +64,40 @@ IRSA_TOKEN = "eyJhbGciOiJSUzI1NiJ9.irsa-projected-e2e-token.c2lnbmF0dXJlLWUyZQ"
 OIDC_CLIENT_SECRET = "oidc-identity-e2e-planted-9e4b27"
 CLIENT_SECRET = "entra~e2e.ShortLived-T4m8Rr_secret"
 
-# client model -> (gateway, AIServiceBackend, model the provider is asked for).
-MODELS = {
-    "tenant-chat": ("override", "tenant-fallback", "gpt-4o-tenant"),
-    "tenant-only": ("override", "tenant-required", "gpt-4o-tenant-only"),
-    "bedrock-tenant": ("override", "bedrock-tenant", "amazon.nova-lite-v1:0"),
-    "bedrock-irsa": ("irsa", "bedrock-irsa", "amazon.nova-pro-v1:0"),
-    "gemini-wif": ("gcp-wif", "vertex-wif", "gemini-2.0-flash-001"),
-    "azure-refresh": ("refresh", "azure-refresh", "gpt-4o-refresh"),
-}
-
 
 def identity_crs(listener, family, m):
     """The CRs of one gateway: its models, their backends, credentials and Secrets."""
 
+    def secured(name, schema, backend, kind, settings, rest="", version=None):
+        """The AIServiceBackend `name` in front of `backend` and its BackendSecurityPolicy `name`
+        of type `kind` (see crs.credentials)."""
+        return service_backend(name, schema, backend, version) + policy(name, name, credentials(kind, settings, rest))
+
+    def from_headers(settings):
+        return f"  credentialOverride:\n    fromRequestHeaders: {settings}\n"
+
     parts = {
         "override": [
-            service_backend("tenant-fallback", "OpenAI", "openai"),
-            service_backend("tenant-required", "OpenAI", "openai"),
-            service_backend("bedrock-tenant", "AWSBedrock", "bedrock"),
             endpoint("openai", m.openai.port),
             endpoint("bedrock", m.bedrock.port),
-            policy("tenant-fallback", "tenant-fallback", """  type: APIKey
-  apiKey:
-    secretRef: {name: configured-key}
-  credentialOverride:
-    fromRequestHeaders: {fallbackToConfigured: true}
-"""),
+            secured("tenant-fallback", "OpenAI", "openai", "APIKey", "    secretRef: {name: configured-key}\n",
+                    from_headers("{fallbackToConfigured: true}")),
             secret("configured-key", "apiKey", CONFIGURED_KEY),
-            policy("tenant-required", "tenant-required", """  type: APIKey
-  apiKey:
-    secretRef: {name: required-configured-key}
-  credentialOverride:
-    fromRequestHeaders: {fallbackToConfigured: false}
-"""),
+            secured("tenant-required", "OpenAI", "openai", "APIKey", "    secretRef: {name: required-configured-key}\n",
+                    from_headers("{fallbackToConfigured: false}")),
             secret("required-configured-key", "apiKey", REQUIRED_CONFIGURED_KEY),
-            policy("bedrock-tenant", "bedrock-tenant", f"""  type: AWSCredentials
-  awsCredentials:
-    region: {REGION}
-    credentialsFile:
-      secretRef: {{name: configured-aws}}
-  credentialOverride:
-    fromRequestHeaders: {{}}
-"""),
-            secret("configured-aws", "credentials",
-                   f"[default]\naws_access_key_id = {CONFIGURED_AWS_KEY_ID}\naws_secret_access_key = {CONFIGURED_AWS_SECRET}\n"),
+            secured("bedrock-tenant", "AWSBedrock", "bedrock", "AWSCredentials",
+                    f"    region: {REGION}\n" + credentials_file("configured-aws"), from_headers("{}")),
+            secret("configured-aws", "credentials", aws_profile(CONFIGURED_AWS_KEY_ID, CONFIGURED_AWS_SECRET)),
         ],
         # No credentials file and no OIDC exchange: the extproc's default chain.
         "irsa": [
-            service_backend("bedrock-irsa", "AWSBedrock", "bedrock"),
             endpoint("bedrock", m.bedrock.port),
-            policy("bedrock-irsa", "bedrock-irsa", f"""  type: AWSCredentials
-  awsCredentials:
-    region: {REGION}
-"""),
+            secured("bedrock-irsa", "AWSBedrock", "bedrock", "AWSCredentials", f"    region: {REGION}\n"),
         ],
         "gcp-wif": [
-            service_backend("vertex-wif", "GCPVertexAI", "vertex"),
             endpoint("vertex", m.vertex.port),
-            policy("vertex-wif", "vertex-wif", f"""  type: GCPCredentials
-  gcpCredentials:
-    projectName: {PROJECT}
+            secured("vertex-wif", "GCPVertexAI", "vertex", "GCPCredentials", f"""    projectName: {PROJECT}
     region: {VERTEX_REGION}
     workloadIdentityFederationConfig:
       projectID: {PROJECT}
@@ -130,18 +115,13 @@ def identity_crs(listener, family, m):
             secret("oidc-client", "client-secret", OIDC_CLIENT_SECRET),
         ],
         "refresh": [
-            service_backend("azure-refresh", "AzureOpenAI", "azure", "2024-10-21"),
             endpoint("azure", m.azure.port),
-            policy("azure-refresh", "azure-refresh", f"""  type: AzureCredentials
-  azureCredentials:
-    clientID: {CLIENT_ID}
-    tenantID: {TENANT}
-    clientSecretRef: {{name: entra-client}}
-"""),
+            secured("azure-refresh", "AzureOpenAI", "azure", "AzureCredentials",
+                    f"    clientID: {CLIENT_ID}\n    tenantID: {TENANT}\n    clientSecretRef: {{name: entra-client}}\n", version="2024-10-21"),
             secret("entra-client", "client-secret", CLIENT_SECRET),
         ],
     }
-    return gateway_and_route(listener, "identity", MODELS, family, costs=False) + "".join(parts[family])
+    return gateway_and_route(listener, "identity", GATEWAYS[family], costs=False) + "".join(parts[family])
 
 
 class IdentityGateway(CloudGateway):
@@ -180,55 +160,23 @@ class IdentityGateway(CloudGateway):
 
 @pytest.fixture(scope="module")
 def mocks():
-    oidc = MockOidcProvider(OIDC_CLIENT_ID, OIDC_CLIENT_SECRET).start()
-    bedrock = MockBedrock(REGION, {CONFIGURED_AWS_KEY_ID: (CONFIGURED_AWS_SECRET, None)}).start()
-    gcp_sts = MockGcpSts(pool_audience(PROJECT, POOL, POOL_PROVIDER), oidc.tokens).start()
-    iam = MockIamCredentials(SERVICE_ACCOUNT_EMAIL, gcp_sts.tokens).start()
-    entra = MockShortLivedEntra(TENANT, CLIENT_ID, CLIENT_SECRET, lifetime=TOKEN_LIFETIME).start()
-    m = SimpleNamespace(
-        oidc=oidc, bedrock=bedrock, gcp_sts=gcp_sts, iam=iam, entra=entra,
-        sts=MockSts(IRSA_ROLE_ARN, lambda: {IRSA_TOKEN}, bedrock).start(),
-        vertex=MockVertex(PROJECT, VERTEX_REGION, iam.tokens).start(),
-        azure=MockAzureOpenAI("azure", entra.valid_tokens).start(),
-        openai=MockProvider("tenant").start(),
-    )
-    yield m
-    stopping = [threading.Thread(target=mock.stop) for mock in vars(m).values()]
-    for thread in stopping:
-        thread.start()
-    for thread in stopping:
-        thread.join()
+    oidc = MockOidcProvider(OIDC_CLIENT_ID, OIDC_CLIENT_SECRET)
+    bedrock = MockBedrock(REGION, {CONFIGURED_AWS_KEY_ID: (CONFIGURED_AWS_SECRET, None)})
+    gcp_sts = MockGcpSts(pool_audience(PROJECT, POOL, POOL_PROVIDER), oidc.tokens)
+    iam = MockIamCredentials(SERVICE_ACCOUNT_EMAIL, gcp_sts.tokens)
+    entra = MockShortLivedEntra(TENANT, CLIENT_ID, CLIENT_SECRET, lifetime=TOKEN_LIFETIME)
+    with running(oidc=oidc, bedrock=bedrock, gcp_sts=gcp_sts, iam=iam, entra=entra,
+                 sts=MockSts(IRSA_ROLE_ARN, lambda: {IRSA_TOKEN}, bedrock), vertex=MockVertex(PROJECT, VERTEX_REGION, iam.tokens),
+                 azure=MockAzureOpenAI("azure", entra.valid_tokens), openai=MockProvider("tenant")) as m:
+        yield m
 
 
 @pytest.fixture(scope="module")
 def gateways(tmp_path_factory, mocks):
     """``gateways(family)`` starts that family's gateway on first use; all stop at the end."""
-    for binary in (AIGW, EXTPROC):
-        assert binary.exists(), f"{binary} missing: run `cargo build -p aigw -p aigw-extproc` first"
-    started, failed = {}, {}
-
-    def get(family):
-        if family in failed:
-            raise AssertionError(f"the {family} gateway did not start: {failed[family]}")
-        if family not in started:
-            gw = IdentityGateway(tmp_path_factory.mktemp(family), family, mocks)
-            started[family] = gw
-            try:
-                gw.start()
-            except AssertionError as error:
-                failed[family] = str(error).splitlines()[0]
-                raise
-        return started[family]
-
-    get.started = started
-    yield get
-    unclean = {}
-    for family, gw in started.items():
-        codes = gw.stop()
-        if family not in failed and codes.get("extproc") != 0:
-            unclean[family] = (codes, gw.log_text("extproc")[-1500:])
-    assert not unclean, f"aigw-extproc did not exit cleanly on SIGTERM: {unclean}"
-    assert credentials_in_logs(started, mocks) == []
+    with lazy_gateways(lambda family: IdentityGateway(tmp_path_factory.mktemp(family), family, mocks)) as get:
+        yield get
+    assert credentials_in_logs(get.started, mocks) == []
 
 
 @pytest.fixture(autouse=True)
@@ -238,7 +186,7 @@ def clean(mocks):
 
 
 def ask(gateways, model, headers=None):
-    gateway = gateways(MODELS[model][0])
+    gateway = gateways(GATEWAY_OF[model])
     client = openai.OpenAI(base_url=gateway.url("/v1"), api_key=CLIENT_KEY, max_retries=0, timeout=20)
     return client.chat.completions.create(model=model, max_tokens=64, extra_headers=headers or {},
                                           messages=[{"role": "user", "content": "say hello to the fox"}])
@@ -461,13 +409,7 @@ def credentials_in_logs(started, mocks):
                IRSA_TOKEN, OIDC_CLIENT_SECRET, CLIENT_SECRET]
     issued = list(mocks.oidc.tokens() | mocks.gcp_sts.tokens() | mocks.iam.tokens() | mocks.entra.tokens())
     issued += [value for _, secret, token in mocks.sts.issued for value in (secret, token)]
-    leaks = []
-    for family, gateway in started.items():
-        access_log = gateway.out / "access.log"
-        logs = {"extproc": gateway.log_text("extproc"), "envoy": gateway.log_text("envoy"),
-                "access": access_log.read_text() if access_log.exists() else ""}
-        leaks += [f"{family}/{name}: {value[:6]}..." for name, text in logs.items() for value in planted + issued if value in text]
-    return leaks
+    return leaks_in_logs(started, planted + issued)
 
 
 def test_no_credential_appears_in_any_log(gateways, mocks):

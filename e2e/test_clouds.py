@@ -11,21 +11,20 @@ its own tests; no credential value may appear in any log.
 """
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from types import SimpleNamespace
 
 import openai
 import pytest
 
-from crs import endpoint, gateway_and_route, policy, secret, service_backend
-from conftest import AIGW, EXTPROC, Gateway, envoy_bin, free_port, http, wait_for
+from crs import aws_profile, credentials, credentials_file, endpoint, gateway_and_route, policy, secret, service_backend
+from conftest import AIGW, EXTPROC, Gateway, envoy_bin, free_port, http, running, wait_for
 from mock_cloud import (AZURE_SCOPE, BAD_SIGNATURE, GCP_SCOPE, PIECES, MockAzureOpenAI, MockBedrock, MockEntra,
                         MockGoogleOAuth, MockOidcProvider, MockSts, MockVertex, service_account_key, words_in)
 from mock_provider import ANSWER, MockProvider
@@ -50,23 +49,26 @@ CLIENT_SECRET = "entra~e2e.Planted-Q8v3Xk_secret"
 OIDC_CLIENT_SECRET = "oidc-e2e-planted-77c1d9"
 OPENAI_KEY = "sk-e2e-cloud-openai-3b7e51"
 
-# client model -> (gateway, AIServiceBackend, model the provider is asked for). Each gateway
+# gateway -> {client model: (AIServiceBackend, model the provider is asked for)}. Each gateway
 # holds one kind of credential, so that a failing credential flow fails only its own tests.
-MODELS = {
-    "bedrock-claude": ("aws", "bedrock", "anthropic.claude-3-5-haiku-20241022-v1:0"),
-    "bedrock-bad-key": ("aws", "bedrock-wrong-key", "amazon.nova-lite-v1:0"),
-    "titan-embed": ("aws", "bedrock", "amazon.titan-embed-text-v2:0"),
-    "bedrock-invoke-claude": ("aws", "bedrock-anthropic", "anthropic.claude-3-haiku-20240307-v1:0"),
-    "claude-bedrock-messages": ("aws", "bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
-    "bedrock-sts": ("aws-sts", "bedrock-sts", "amazon.nova-pro-v1:0"),
-    "gemini": ("gcp", "vertex-gemini", "gemini-2.0-flash-001"),
-    "vertex-claude": ("gcp", "vertex-claude", "claude-3-5-haiku@20241022"),
-    "azure-entra": ("azure", "azure-entra", "gpt-4o-prod"),
-    "azure-federated": ("azure-oidc", "azure-federated", "gpt-4o-federated"),
-    "claude-openai-messages": ("openai", "openai", "gpt-4o-mini-2024-07-18"),
-    "azure-bad-secret": ("failing", "azure-bad-secret", "gpt-4o-prod"),
-    "gemini-unknown-key": ("failing", "vertex-unknown-key", "gemini-2.0-flash-001"),
+GATEWAYS = {
+    "aws": {
+        "bedrock-claude": ("bedrock", "anthropic.claude-3-5-haiku-20241022-v1:0"),
+        "bedrock-bad-key": ("bedrock-wrong-key", "amazon.nova-lite-v1:0"),
+        "titan-embed": ("bedrock", "amazon.titan-embed-text-v2:0"),
+        "bedrock-invoke-claude": ("bedrock-anthropic", "anthropic.claude-3-haiku-20240307-v1:0"),
+        "claude-bedrock-messages": ("bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0"),
+    },
+    "aws-sts": {"bedrock-sts": ("bedrock-sts", "amazon.nova-pro-v1:0")},
+    "gcp": {"gemini": ("vertex-gemini", "gemini-2.0-flash-001"), "vertex-claude": ("vertex-claude", "claude-3-5-haiku@20241022")},
+    "azure": {"azure-entra": ("azure-entra", "gpt-4o-prod")},
+    "azure-oidc": {"azure-federated": ("azure-federated", "gpt-4o-federated")},
+    "openai": {"claude-openai-messages": ("openai", "gpt-4o-mini-2024-07-18")},
+    "failing": {"azure-bad-secret": ("azure-bad-secret", "gpt-4o-prod"),
+                "gemini-unknown-key": ("vertex-unknown-key", "gemini-2.0-flash-001")},
 }
+# client model -> the gateway that serves it
+GATEWAY_OF = {model: family for family, models in GATEWAYS.items() for model in models}
 
 
 def cloud_crs(listener, family, c, service_accounts):
@@ -77,77 +79,50 @@ def cloud_crs(listener, family, c, service_accounts):
         clientSecret: {{name: oidc-client}}
         scopes: [aigw-e2e]"""
 
+    def aws(settings):
+        return credentials("AWSCredentials", f"    region: {REGION}\n{settings}")
+
+    def gcp(secret_name):
+        return credentials("GCPCredentials", f"    projectName: {PROJECT}\n    region: {VERTEX_REGION}\n{credentials_file(secret_name)}")
+
+    def entra(settings):
+        return credentials("AzureCredentials", f"    clientID: {CLIENT_ID}\n    tenantID: {TENANT}\n{settings}")
+
     parts = {
         "aws": [
             service_backend("bedrock", "AWSBedrock", "bedrock"),
             service_backend("bedrock-wrong-key", "AWSBedrock", "bedrock"),
             service_backend("bedrock-anthropic", "AWSAnthropic", "bedrock"),
             endpoint("bedrock", c.bedrock.port),
-            policy("aws", ["bedrock", "bedrock-anthropic"], f"""  type: AWSCredentials
-  awsCredentials:
-    region: {REGION}
-    credentialsFile:
-      secretRef: {{name: aws-credentials}}
-      profile: bedrock
-"""),
+            policy("aws", ["bedrock", "bedrock-anthropic"], aws(credentials_file("aws-credentials", profile="bedrock"))),
             secret("aws-credentials", "credentials",
-                   f"[default]\naws_access_key_id = {DECOY_KEY_ID}\naws_secret_access_key = {DECOY_SECRET}\n\n"
-                   f"[bedrock]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {SECRET_ACCESS_KEY}\n"),
-            policy("aws-wrong-key", ["bedrock-wrong-key"], f"""  type: AWSCredentials
-  awsCredentials:
-    region: {REGION}
-    credentialsFile:
-      secretRef: {{name: aws-wrong-credentials}}
-"""),
-            secret("aws-wrong-credentials", "credentials",
-                   f"[default]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {WRONG_SECRET}\n"),
+                   aws_profile(DECOY_KEY_ID, DECOY_SECRET) + "\n" + aws_profile(ACCESS_KEY_ID, SECRET_ACCESS_KEY, "bedrock")),
+            policy("aws-wrong-key", ["bedrock-wrong-key"], aws(credentials_file("aws-wrong-credentials"))),
+            secret("aws-wrong-credentials", "credentials", aws_profile(ACCESS_KEY_ID, WRONG_SECRET)),
         ],
         "aws-sts": [
             service_backend("bedrock-sts", "AWSBedrock", "bedrock"),
             endpoint("bedrock", c.bedrock.port),
-            policy("aws-sts", ["bedrock-sts"], f"""  type: AWSCredentials
-  awsCredentials:
-    region: {REGION}
-    oidcExchangeToken:
-      awsRoleArn: {ROLE_ARN}
-      {oidc}
-"""),
+            policy("aws-sts", ["bedrock-sts"], aws(f"    oidcExchangeToken:\n      awsRoleArn: {ROLE_ARN}\n      {oidc}\n")),
             secret("oidc-client", "client-secret", OIDC_CLIENT_SECRET),
         ],
         "gcp": [
             service_backend("vertex-gemini", "GCPVertexAI", "vertex"),
             service_backend("vertex-claude", "GCPAnthropic", "vertex", "vertex-2023-10-16"),
             endpoint("vertex", c.vertex.port),
-            policy("gcp", ["vertex-gemini", "vertex-claude"], f"""  type: GCPCredentials
-  gcpCredentials:
-    projectName: {PROJECT}
-    region: {VERTEX_REGION}
-    credentialsFile:
-      secretRef: {{name: gcp-service-account}}
-"""),
+            policy("gcp", ["vertex-gemini", "vertex-claude"], gcp("gcp-service-account")),
             secret("gcp-service-account", "service_account.json", service_accounts["registered"]),
         ],
         "azure": [
             service_backend("azure-entra", "AzureOpenAI", "azure", "2024-10-21"),
             endpoint("azure", c.azure.port),
-            policy("azure-entra", ["azure-entra"], f"""  type: AzureCredentials
-  azureCredentials:
-    clientID: {CLIENT_ID}
-    tenantID: {TENANT}
-    clientSecretRef: {{name: entra-client}}
-"""),
+            policy("azure-entra", ["azure-entra"], entra("    clientSecretRef: {name: entra-client}\n")),
             secret("entra-client", "client-secret", CLIENT_SECRET),
         ],
         "azure-oidc": [
             service_backend("azure-federated", "AzureOpenAI", "azure", "2024-10-21"),
             endpoint("azure", c.azure.port),
-            policy("azure-federated", ["azure-federated"], f"""  type: AzureCredentials
-  azureCredentials:
-    clientID: {CLIENT_ID}
-    tenantID: {TENANT}
-    oidcExchangeToken:
-      {oidc}
-"""),
+            policy("azure-federated", ["azure-federated"], entra(f"    oidcExchangeToken:\n      {oidc}\n")),
             secret("oidc-client", "client-secret", OIDC_CLIENT_SECRET),
         ],
         # Credentials the token endpoints refuse: a wrong Entra client secret, and a
@@ -157,33 +132,19 @@ def cloud_crs(listener, family, c, service_accounts):
             service_backend("vertex-unknown-key", "GCPVertexAI", "vertex"),
             endpoint("azure", c.azure.port),
             endpoint("vertex", c.vertex.port),
-            policy("azure-bad-secret", ["azure-bad-secret"], f"""  type: AzureCredentials
-  azureCredentials:
-    clientID: {CLIENT_ID}
-    tenantID: {TENANT}
-    clientSecretRef: {{name: entra-wrong-client}}
-"""),
+            policy("azure-bad-secret", ["azure-bad-secret"], entra("    clientSecretRef: {name: entra-wrong-client}\n")),
             secret("entra-wrong-client", "client-secret", WRONG_CLIENT_SECRET),
-            policy("gcp-unknown-key", ["vertex-unknown-key"], f"""  type: GCPCredentials
-  gcpCredentials:
-    projectName: {PROJECT}
-    region: {VERTEX_REGION}
-    credentialsFile:
-      secretRef: {{name: gcp-unknown-service-account}}
-"""),
+            policy("gcp-unknown-key", ["vertex-unknown-key"], gcp("gcp-unknown-service-account")),
             secret("gcp-unknown-service-account", "service_account.json", service_accounts["unknown"]),
         ],
         "openai": [
             service_backend("openai", "OpenAI", "openai"),
             endpoint("openai", c.openai.port),
-            policy("openai", ["openai"], """  type: APIKey
-  apiKey:
-    secretRef: {name: openai-key}
-"""),
+            policy("openai", ["openai"], credentials("APIKey", "    secretRef: {name: openai-key}\n")),
             secret("openai-key", "apiKey", OPENAI_KEY),
         ],
     }
-    return gateway_and_route(listener, "clouds", MODELS, family, costs=True) + "".join(parts[family])
+    return gateway_and_route(listener, "clouds", GATEWAYS[family], costs=True) + "".join(parts[family])
 
 
 class CloudGateway(Gateway):
@@ -244,23 +205,14 @@ class CloudGateway(Gateway):
 
 @pytest.fixture(scope="module")
 def clouds():
-    oidc = MockOidcProvider(OIDC_CLIENT_ID, OIDC_CLIENT_SECRET).start()
-    oauth = MockGoogleOAuth().start()
-    entra = MockEntra(TENANT, CLIENT_ID, CLIENT_SECRET, assertions=oidc.tokens).start()
-    bedrock = MockBedrock(REGION, {ACCESS_KEY_ID: (SECRET_ACCESS_KEY, None)}).start()
-    mocks = SimpleNamespace(
-        oidc=oidc, oauth=oauth, entra=entra, bedrock=bedrock,
-        sts=MockSts(ROLE_ARN, oidc.tokens, bedrock).start(),
-        vertex=MockVertex(PROJECT, VERTEX_REGION, oauth.tokens).start(),
-        azure=MockAzureOpenAI("azure", entra.tokens).start(),
-        openai=MockProvider("openai").start(),
-    )
-    yield mocks
-    stopping = [threading.Thread(target=mock.stop) for mock in vars(mocks).values()]
-    for thread in stopping:
-        thread.start()
-    for thread in stopping:
-        thread.join()
+    oidc = MockOidcProvider(OIDC_CLIENT_ID, OIDC_CLIENT_SECRET)
+    oauth = MockGoogleOAuth()
+    entra = MockEntra(TENANT, CLIENT_ID, CLIENT_SECRET, assertions=oidc.tokens)
+    bedrock = MockBedrock(REGION, {ACCESS_KEY_ID: (SECRET_ACCESS_KEY, None)})
+    with running(oidc=oidc, oauth=oauth, entra=entra, bedrock=bedrock, sts=MockSts(ROLE_ARN, oidc.tokens, bedrock),
+                 vertex=MockVertex(PROJECT, VERTEX_REGION, oauth.tokens), azure=MockAzureOpenAI("azure", entra.tokens),
+                 openai=MockProvider("openai")) as mocks:
+        yield mocks
 
 
 @pytest.fixture(scope="module")
@@ -278,9 +230,12 @@ def service_accounts(tmp_path_factory, clouds):
     return keys
 
 
-@pytest.fixture(scope="module")
-def gateways(tmp_path_factory, clouds, service_accounts):
-    """``gateways(family)`` starts that family's gateway on first use; all stop at the end."""
+@contextlib.contextmanager
+def lazy_gateways(make):
+    """Yields ``get``: ``get(family)`` is the gateway ``make(family)`` made, started on first use
+    (a family that did not start fails again at once); ``get.started`` maps each family to its
+    gateway. When the block ends, every gateway stops and each extproc that started must exit
+    cleanly."""
     for binary in (AIGW, EXTPROC):
         assert binary.exists(), f"{binary} missing: run `cargo build -p aigw -p aigw-extproc` first"
     started, failed = {}, {}
@@ -289,7 +244,7 @@ def gateways(tmp_path_factory, clouds, service_accounts):
         if family in failed:
             raise AssertionError(f"the {family} gateway did not start: {failed[family]}")
         if family not in started:
-            gw = CloudGateway(tmp_path_factory.mktemp(family), family, clouds, service_accounts)
+            gw = make(family)
             started[family] = gw
             try:
                 gw.start()
@@ -306,7 +261,14 @@ def gateways(tmp_path_factory, clouds, service_accounts):
         if family not in failed and codes.get("extproc") != 0:
             unclean[family] = (codes, gw.log_text("extproc")[-1500:])
     assert not unclean, f"aigw-extproc did not exit cleanly on SIGTERM: {unclean}"
-    assert credentials_in_logs(started, clouds, service_accounts) == []
+
+
+@pytest.fixture(scope="module")
+def gateways(tmp_path_factory, clouds, service_accounts):
+    """``gateways(family)`` starts that family's gateway on first use; all stop at the end."""
+    with lazy_gateways(lambda family: CloudGateway(tmp_path_factory.mktemp(family), family, clouds, service_accounts)) as get:
+        yield get
+    assert credentials_in_logs(get.started, clouds, service_accounts) == []
 
 
 def client_of(gateway):
@@ -320,7 +282,7 @@ def clean(clouds):
 
 
 def gateway_for(gateways, model):
-    return gateways(MODELS[model][0])
+    return gateways(GATEWAY_OF[model])
 
 
 def ask(gateways, model, stream=False, **extra):
@@ -506,24 +468,35 @@ def test_bedrock_titan_embeddings_with_the_sdk_default_encoding(gateways, clouds
     assert only(clouds.bedrock).json()["inputText"] == "hello"
 
 
+def assert_claude_invoked(received, max_tokens):
+    """A signed InvokeModel request for Claude: the Messages API body with Bedrock's
+    anthropic_version and without the model (it is in the path)."""
+    assert_signed(received)
+    body = received.json()
+    assert body["anthropic_version"] == "bedrock-2023-05-31"
+    assert body["max_tokens"] == max_tokens and body["system"] == "be brief"
+    assert "model" not in body
+
+
 def test_claude_on_bedrock_invoke_model(gateways, clouds):
     completion = ask(gateways, "bedrock-invoke-claude")
     assert completion.choices[0].message.content == ANSWER
     assert completion.usage.prompt_tokens == 5
     received = only(clouds.bedrock)
     assert received.path == "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke"
-    assert_signed(received)
-    body = received.json()
-    assert body["anthropic_version"] == "bedrock-2023-05-31"
-    assert body["max_tokens"] == 64 and body["system"] == "be brief"
-    assert "model" not in body
+    assert_claude_invoked(received, max_tokens=64)
 
 
-def test_claude_on_bedrock_invoke_model_streamed(gateways, clouds):
-    text, finishes, usage, _ = streamed_text(ask(gateways, "bedrock-invoke-claude", stream=True))
+def assert_streamed_answer(gateways, model):
+    """`model` streams the answer to its end, then the usage of the conversation."""
+    text, finishes, usage, _ = streamed_text(ask(gateways, model, stream=True))
     assert text == ANSWER
     assert finishes == ["stop"]
     assert usage and usage[-1].prompt_tokens == 5 and usage[-1].completion_tokens == len(PIECES)
+
+
+def test_claude_on_bedrock_invoke_model_streamed(gateways, clouds):
+    assert_streamed_answer(gateways, "bedrock-invoke-claude")
     received = only(clouds.bedrock)
     assert received.path == "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke-with-response-stream"
     assert_signed(received)
@@ -572,21 +545,16 @@ def test_vertex_gemini_chat(gateways, clouds):
 
 
 def test_vertex_gemini_chat_streamed(gateways, clouds):
-    text, finishes, usage, _ = streamed_text(ask(gateways, "gemini", stream=True))
-    assert text == ANSWER
-    assert finishes == ["stop"]
-    assert usage and usage[-1].prompt_tokens == 5 and usage[-1].completion_tokens == len(PIECES)
+    assert_streamed_answer(gateways, "gemini")
     received = only(clouds.vertex)
     assert received.path == (f"/v1/projects/{PROJECT}/locations/{VERTEX_REGION}/publishers/google/models/"
                              "gemini-2.0-flash-001:streamGenerateContent?alt=sse")
     assert_vertex_token(received, clouds)
 
 
-def test_claude_on_vertex_raw_predict(gateways, clouds):
-    completion = ask(gateways, "vertex-claude")
-    assert completion.choices[0].message.content == ANSWER
-    text, finishes, _, _ = streamed_text(ask(gateways, "vertex-claude", stream=True))
-    assert text == ANSWER and finishes == ["stop"]
+def claude_on_vertex_received(clouds):
+    """The two requests Vertex AI received for Claude, rawPredict then streamRawPredict, each
+    accepted, with a token of the service account and Vertex AI's anthropic_version."""
     buffered, streamed = clouds.vertex.received()
     prefix = f"/v1/projects/{PROJECT}/locations/{VERTEX_REGION}/publishers/anthropic/models/claude-3-5-haiku@20241022"
     assert buffered.path == f"{prefix}:rawPredict"
@@ -595,17 +563,33 @@ def test_claude_on_vertex_raw_predict(gateways, clouds):
         assert received.problem is None, received.problem
         assert_vertex_token(received, clouds)
         assert received.json()["anthropic_version"] == "vertex-2023-10-16"
+    return buffered, streamed
+
+
+def test_claude_on_vertex_raw_predict(gateways, clouds):
+    completion = ask(gateways, "vertex-claude")
+    assert completion.choices[0].message.content == ANSWER
+    text, finishes, _, _ = streamed_text(ask(gateways, "vertex-claude", stream=True))
+    assert text == ANSWER and finishes == ["stop"]
+    claude_on_vertex_received(clouds)
 
 
 # --- Azure OpenAI with Entra ID ------------------------------------------------------------------
 
 
-def test_azure_openai_with_an_entra_token_from_a_client_secret(gateways, clouds):
-    completion = ask(gateways, "azure-entra")
+def ask_azure(gateways, clouds, model, deployment):
+    """Asks `model` of Azure OpenAI; returns what it received: one request for `deployment` with
+    a token Entra ID issued."""
+    completion = ask(gateways, model)
     assert completion.choices[0].message.content == ANSWER
     received = only(clouds.azure)
-    assert received.path == "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"
+    assert received.path == f"/openai/deployments/{deployment}/chat/completions?api-version=2024-10-21"
     assert received.headers["authorization"] in {f"Bearer {t}" for t in clouds.entra.tokens()}
+    return received
+
+
+def test_azure_openai_with_an_entra_token_from_a_client_secret(gateways, clouds):
+    received = ask_azure(gateways, clouds, "azure-entra", "gpt-4o-prod")
     assert "api-key" not in received.headers
     assert received.json()["model"] == "gpt-4o-prod"
     grants = [r for r in clouds.entra.received() if "client_secret=" in r.body.decode()]
@@ -617,11 +601,7 @@ def test_azure_openai_with_an_entra_token_from_a_client_secret(gateways, clouds)
 
 
 def test_azure_openai_with_a_federated_oidc_token(gateways, clouds):
-    completion = ask(gateways, "azure-federated")
-    assert completion.choices[0].message.content == ANSWER
-    received = only(clouds.azure)
-    assert received.path == "/openai/deployments/gpt-4o-federated/chat/completions?api-version=2024-10-21"
-    assert received.headers["authorization"] in {f"Bearer {t}" for t in clouds.entra.tokens()}
+    ask_azure(gateways, clouds, "azure-federated", "gpt-4o-federated")
     federated = [r for r in clouds.entra.received() if "client_assertion=" in r.body.decode()]
     assert federated and all(r.problem is None for r in federated), [r.problem for r in federated]
 
@@ -745,24 +725,13 @@ def test_messages_api_to_claude_on_bedrock_invoke_model(gateways, clouds):
     assert streamed.path == "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke-with-response-stream"
     for received in (buffered, streamed):
         assert received.problem is None, received.problem
-        assert_signed(received)
-        body = received.json()
-        assert body["anthropic_version"] == "bedrock-2023-05-31"
-        assert body["max_tokens"] == 50 and body["system"] == "be brief"
-        assert "model" not in body
+        assert_claude_invoked(received, max_tokens=50)
 
 
 def test_messages_api_to_claude_on_vertex(gateways, clouds):
     assert_anthropic_message(*messages(gateways, "vertex-claude"), input_tokens=5)
     assert_anthropic_stream(*messages(gateways, "vertex-claude", stream=True))
-    buffered, streamed = clouds.vertex.received()
-    prefix = f"/v1/projects/{PROJECT}/locations/{VERTEX_REGION}/publishers/anthropic/models/claude-3-5-haiku@20241022"
-    assert buffered.path == f"{prefix}:rawPredict"
-    assert streamed.path.split("?")[0] == f"{prefix}:streamRawPredict"
-    for received in (buffered, streamed):
-        assert received.problem is None, received.problem
-        assert_vertex_token(received, clouds)
-        assert received.json()["anthropic_version"] == "vertex-2023-10-16"
+    for received in claude_on_vertex_received(clouds):
         assert "model" not in received.json()
 
 
@@ -795,7 +764,11 @@ def credentials_in_logs(started, clouds, service_accounts):
     issued = list(clouds.oauth.tokens() | clouds.entra.tokens() | clouds.oidc.tokens())
     issued += [value for _, secret, token in clouds.sts.issued for value in (secret, token)]
     assertions = [dict(urllib.parse.parse_qsl(r.body.decode())).get("assertion") for r in clouds.oauth.received()]
-    values = planted + pem_lines + issued + [a for a in assertions if a]
+    return leaks_in_logs(started, planted + pem_lines + issued + [a for a in assertions if a])
+
+
+def leaks_in_logs(started, values):
+    """Each of `values` found in a log (extproc, Envoy, access log) of the started gateways."""
     leaks = []
     for family, gateway in started.items():
         access_log = gateway.out / "access.log"

@@ -14,8 +14,8 @@ import time
 import openai
 import pytest
 
-from conftest import Gateway, free_port, http, wait_for
-from crs import endpoint, policy, secret, service_backend
+from conftest import Gateway, free_port, http, running, wait_for
+from crs import api_key, aws_profile, credentials, credentials_file, endpoint, policy, route, rule, secret, service_backend
 from crs import gateway as gateway_crs
 from mock_cloud import PIECES, MockBedrock
 from mock_faults import FaultyProvider
@@ -32,12 +32,6 @@ IDLE_SECONDS = 1
 
 
 def fallback_crs(listener, faulty, bedrock, openai_port, dead):
-    def rule(model, refs, extra=""):
-        lines = "".join(f"    - {ref}\n" for ref in refs)
-        return f"""  - matches: [{{headers: [{{name: x-ai-eg-model, value: {model}}}]}}]
-    backendRefs:
-{lines}{extra}"""
-
     idle = f"    streamIdleTimeout: {IDLE_SECONDS}s\n    timeouts: {{request: 20s}}\n"
     rules = "".join([
         # The primary answers 500: Bedrock serves it, in the client's API.
@@ -61,57 +55,39 @@ def fallback_crs(listener, faulty, bedrock, openai_port, dead):
                           "{name: openai, weight: 1}",
                           f"{{name: bedrock, modelNameOverride: '{BEDROCK_MODEL}', priority: 1}}"]),
     ])
-    return gateway_crs(listener) + f"""---
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIGatewayRoute
-metadata: {{name: fallback, namespace: ai}}
-spec:
-  parentRefs: [{{name: e2e}}]
-  llmRequestCosts:
-  - {{metadataKey: llm_total_token, type: TotalToken}}
-  rules:
-{rules}---
+    return "".join([
+        gateway_crs(listener),
+        route("fallback", rules, [("llm_total_token", "TotalToken")]),
+        """---
 # Upstream's provider_fallback example: retries on the HTTPRoute named after the AIGatewayRoute.
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: BackendTrafficPolicy
-metadata: {{name: fallback, namespace: ai}}
+metadata: {name: fallback, namespace: ai}
 spec:
   targetRefs:
-  - {{group: gateway.networking.k8s.io, kind: HTTPRoute, name: fallback}}
+  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: fallback}
   retry:
     numAttemptsPerPriority: 1
     numRetries: 3
     perRetry:
-      backOff: {{baseInterval: 50ms, maxInterval: 1s}}
+      backOff: {baseInterval: 50ms, maxInterval: 1s}
       timeout: 10s
     retryOn:
       httpStatusCodes: [500, 502, 503, 504]
       triggers: [connect-failure, retriable-status-codes, reset]
----
-# Without a retry policy a failing primary's answer reaches the client, as upstream.
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIGatewayRoute
-metadata: {{name: no-retries, namespace: ai}}
-spec:
-  parentRefs: [{{name: e2e}}]
-  rules:
-{rule("no-retry", ["{name: faulty, modelNameOverride: x-html500, priority: 0}", "{name: openai, priority: 1}"])}""" + \
-        service_backend("faulty", "OpenAI", "faulty") + endpoint("faulty", faulty) + \
-        service_backend("faulty-anthropic", "Anthropic", "faulty") + \
-        policy("anthropic-key", ["faulty-anthropic"], "  type: AnthropicAPIKey\n  anthropicAPIKey:\n    secretRef: {name: anthropic-key}\n") + \
-        secret("anthropic-key", "apiKey", ANTHROPIC_KEY) + \
-        service_backend("dead", "OpenAI", "dead") + endpoint("dead", dead) + \
-        service_backend("openai", "OpenAI", "openai") + endpoint("openai", openai_port) + \
-        service_backend("bedrock", "AWSBedrock", "bedrock") + endpoint("bedrock", bedrock) + \
-        policy("openai-key", ["faulty", "openai", "dead"], "  type: APIKey\n  apiKey:\n    secretRef: {name: openai-key}\n") + \
-        secret("openai-key", "apiKey", OPENAI_KEY) + \
-        policy("aws", ["bedrock"], f"""  type: AWSCredentials
-  awsCredentials:
-    region: {REGION}
-    credentialsFile:
-      secretRef: {{name: aws-credentials}}
-""") + secret("aws-credentials", "credentials",
-              f"[default]\naws_access_key_id = {ACCESS_KEY_ID}\naws_secret_access_key = {SECRET_ACCESS_KEY}\n")
+""",
+        # Without a retry policy a failing primary's answer reaches the client, as upstream.
+        route("no-retries", rule("no-retry", ["{name: faulty, modelNameOverride: x-html500, priority: 0}", "{name: openai, priority: 1}"])),
+        service_backend("faulty", "OpenAI", "faulty"), endpoint("faulty", faulty),
+        service_backend("faulty-anthropic", "Anthropic", "faulty"),
+        api_key("anthropic-key", ["faulty-anthropic"], ANTHROPIC_KEY, "AnthropicAPIKey"),
+        service_backend("dead", "OpenAI", "dead"), endpoint("dead", dead),
+        service_backend("openai", "OpenAI", "openai"), endpoint("openai", openai_port),
+        service_backend("bedrock", "AWSBedrock", "bedrock"), endpoint("bedrock", bedrock),
+        api_key("openai-key", ["faulty", "openai", "dead"], OPENAI_KEY),
+        policy("aws", ["bedrock"], credentials("AWSCredentials", f"    region: {REGION}\n" + credentials_file("aws-credentials"))),
+        secret("aws-credentials", "credentials", aws_profile(ACCESS_KEY_ID, SECRET_ACCESS_KEY)),
+    ])
 
 
 class FallbackGateway(Gateway):
@@ -129,13 +105,12 @@ class FallbackGateway(Gateway):
 @pytest.fixture(scope="module")
 def mocks():
     started = {
-        "faulty": FaultyProvider().start(),
-        "bedrock": MockBedrock(REGION, {ACCESS_KEY_ID: (SECRET_ACCESS_KEY, None)}).start(),
-        "openai": MockProvider("openai").start(),
+        "faulty": FaultyProvider(),
+        "bedrock": MockBedrock(REGION, {ACCESS_KEY_ID: (SECRET_ACCESS_KEY, None)}),
+        "openai": MockProvider("openai"),
     }
-    yield started
-    for mock in started.values():
-        mock.stop()
+    with running(*started.values()):
+        yield started
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,14 @@ timeout, and that neither Envoy nor the extproc dies. Each case is bounded in ti
 import http.client as http_client
 import json
 import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import Gateway, http, wait_for
-from crs import endpoint, policy, secret, service_backend
+from conftest import Gateway, http, running, traffic, wait_for
+from crs import api_key, endpoint, route, service_backend
+from crs import gateway as gateway_crs
 from mock_faults import FaultyProvider
 
 # The route timeout of the faulty rules: a hanging provider is given up after this.
@@ -33,29 +33,15 @@ def fault_crs(listener, port):
     backendRefs: [{{name: {backend}}}]
     timeouts: {{request: {ROUTE_TIMEOUT}s}}
 """
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: e2e, namespace: ai}}
-spec:
-  gatewayClassName: envoy-gateway
-  listeners:
-  - {{name: http, protocol: HTTP, port: {listener}}}
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIGatewayRoute
-metadata: {{name: faults, namespace: ai}}
-spec:
-  parentRefs: [{{name: e2e}}]
-  llmRequestCosts:
-  - {{metadataKey: llm_total_token, type: TotalToken}}
-  rules:
-{rules}""" + service_backend("faulty-openai", "OpenAI", "faulty") + service_backend(
-        "faulty-anthropic", "Anthropic", "faulty") + endpoint("faulty", port) + policy(
-        "openai-key", "faulty-openai", "  type: APIKey\n  apiKey:\n    secretRef: {name: openai-key}\n") + secret(
-        "openai-key", "apiKey", FAULT_KEY) + policy(
-        "anthropic-key", "faulty-anthropic", "  type: AnthropicAPIKey\n  anthropicAPIKey:\n    secretRef: {name: anthropic-key}\n") + secret(
-        "anthropic-key", "apiKey", FAULT_KEY)
+    return "".join([
+        gateway_crs(listener),
+        route("faults", rules, [("llm_total_token", "TotalToken")]),
+        service_backend("faulty-openai", "OpenAI", "faulty"),
+        service_backend("faulty-anthropic", "Anthropic", "faulty"),
+        endpoint("faulty", port),
+        api_key("openai-key", "faulty-openai", FAULT_KEY),
+        api_key("anthropic-key", "faulty-anthropic", FAULT_KEY, "AnthropicAPIKey"),
+    ])
 
 
 class FaultGateway(Gateway):
@@ -65,9 +51,8 @@ class FaultGateway(Gateway):
 
 @pytest.fixture(scope="module")
 def faulty():
-    provider = FaultyProvider().start()
-    yield provider
-    provider.stop()
+    with running(FaultyProvider()) as (provider,):
+        yield provider
 
 
 @pytest.fixture(scope="module")
@@ -290,14 +275,6 @@ def test_a_client_leaving_mid_stream_is_counted_and_harms_nothing(gw):
 def test_reload_faults_under_traffic_lose_no_request(gw, faulty):
     config = gw.instance_dir / "filter-config.yaml"
     original = config.read_text()
-    failures, done, sent = [], threading.Event(), [0]
-
-    def traffic():
-        while not done.is_set():
-            status, _, body = chat(gw, "oa-ok")
-            sent[0] += 1
-            if status != 200:
-                failures.append((status, body[:200]))
 
     def last_key():
         return faulty.received()[-1][2].get("authorization")
@@ -307,37 +284,34 @@ def test_reload_faults_under_traffic_lose_no_request(gw, faulty):
         line = [l for l in text.splitlines() if l.startswith('aigw_extproc_config_reloads_total{result="failure"}')]
         return int(float(line[0].rsplit(" ", 1)[1])) if line else 0
 
-    worker = threading.Thread(target=traffic)
-    worker.start()
     try:
-        time.sleep(0.3)
-        before = reload_failures()
-        # Garbage: rejected, counted, the old configuration keeps serving.
-        config.write_text("routes: [not closed\n")
-        wait_for(lambda: reload_failures() > before, "the garbage to be rejected", gw, timeout=5)
-        assert last_key() == f"Bearer {FAULT_KEY}"
+        with traffic(lambda: chat(gw, "oa-ok")) as load:
+            time.sleep(0.3)
+            before = reload_failures()
+            # Garbage: rejected, counted, the old configuration keeps serving.
+            config.write_text("routes: [not closed\n")
+            wait_for(lambda: reload_failures() > before, "the garbage to be rejected", gw, timeout=5)
+            assert last_key() == f"Bearer {FAULT_KEY}"
 
-        # A configuration naming a key file that appears only later.
-        waiting = original.replace("secrets/openai-key/apiKey", "secrets/rotated/apiKey")
-        assert waiting != original, original
-        config.write_text(waiting)
-        wait_for(lambda: reload_failures() > before + 1, "the waiting config to be rejected", gw, timeout=5)
-        time.sleep(0.3)
-        assert last_key() == f"Bearer {FAULT_KEY}"
-        rotated = gw.instance_dir / "secrets" / "rotated"
-        rotated.mkdir()
-        (rotated / "apiKey").write_text(ROTATED_KEY)
-        wait_for(lambda: last_key() == f"Bearer {ROTATED_KEY}", "the waiting config to load", gw, timeout=5)
+            # A configuration naming a key file that appears only later.
+            waiting = original.replace("secrets/openai-key/apiKey", "secrets/rotated/apiKey")
+            assert waiting != original, original
+            config.write_text(waiting)
+            wait_for(lambda: reload_failures() > before + 1, "the waiting config to be rejected", gw, timeout=5)
+            time.sleep(0.3)
+            assert last_key() == f"Bearer {FAULT_KEY}"
+            rotated = gw.instance_dir / "secrets" / "rotated"
+            rotated.mkdir()
+            (rotated / "apiKey").write_text(ROTATED_KEY)
+            wait_for(lambda: last_key() == f"Bearer {ROTATED_KEY}", "the waiting config to load", gw, timeout=5)
 
-        # A secret rotated in place.
-        (rotated / "apiKey").write_text(FAULT_KEY)
-        wait_for(lambda: last_key() == f"Bearer {FAULT_KEY}", "the rotated key", gw, timeout=5)
+            # A secret rotated in place.
+            (rotated / "apiKey").write_text(FAULT_KEY)
+            wait_for(lambda: last_key() == f"Bearer {FAULT_KEY}", "the rotated key", gw, timeout=5)
     finally:
-        done.set()
-        worker.join()
         config.write_text(original)
-    assert failures == [], failures[:3]
-    assert sent[0] > 10
+    assert load.failures == [], load.failures[:3]
+    assert load.sent > 10
     log = gw.log_text("extproc")
     for key in (FAULT_KEY, ROTATED_KEY):
         assert key not in log

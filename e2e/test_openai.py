@@ -1,12 +1,11 @@
 """OpenAI-compatible backends through real Envoy and the real extproc."""
 
 import json
-import threading
 import time
 import urllib.request
 import openai
 
-from conftest import ANTHROPIC_SECRET, AZURE_SECRET, SECRET, http, wait_for
+from conftest import ANTHROPIC_SECRET, AZURE_SECRET, SECRET, http, traffic, wait_for
 from mock_provider import ANSWER
 
 
@@ -168,18 +167,7 @@ def test_metrics_are_exposed(gateway):
 
 def test_config_reload_under_traffic_loses_no_request(gateway):
     """A new model on an existing rule: the extproc's config changes, Envoy's routes do not."""
-    failures, done, sent = [], threading.Event(), [0]
-
-    def traffic():
-        while not done.is_set():
-            status, _, body = chat(gateway, "gpt-4o-mini")
-            sent[0] += 1
-            if status != 200:
-                failures.append((status, body[:200]))
-
-    worker = threading.Thread(target=traffic)
-    worker.start()
-    try:
+    with traffic(lambda: chat(gateway, "gpt-4o-mini")) as load:
         time.sleep(0.3)
         assert chat(gateway, "added-later")[0] == 404
         gateway.write_crs(extra_models=["added-later"])
@@ -188,11 +176,8 @@ def test_config_reload_under_traffic_loses_no_request(gateway):
         wait_for(lambda: chat(gateway, "added-later")[0] == 200, "the new model to be served", gateway, timeout=5)
         took = time.time() - started
         time.sleep(0.3)
-    finally:
-        done.set()
-        worker.join()
-    assert failures == [], failures[:3]
-    assert sent[0] > 5
+    assert load.failures == [], load.failures[:3]
+    assert load.sent > 5
     assert took < 1.5, f"reload took {took:.2f}s"
     assert "configuration reloaded" in gateway.log_text("extproc")
     status, _, body = http("GET", gateway.url("/v1/models"))

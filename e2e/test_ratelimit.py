@@ -20,102 +20,88 @@ import time
 import openai
 import pytest
 
-from conftest import AIGW, EXTPROC, envoy_bin, free_port, http, wait_for
-from crs import endpoint, service_backend
+from conftest import AIGW, EXTPROC, envoy_bin, free_port, http, running, wait_for
+from crs import endpoint, route, rule, service_backend
 from crs import gateway as gateway_crs
 from mock_provider import ANSWER, MockAnthropic, MockProvider
 
 TOTAL_BUDGET = 30  # total tokens per tenant per hour: three two-word chats (11 each) spend it
 
 
-def budget(key, limit):
+def per_tenant(requests, unit, cost=""):
+    """A rate-limit rule: `requests` a `unit` per distinct x-tenant-id; `cost` is the rest of the
+    rule, indented by eight spaces."""
     return f"""      - clientSelectors: [{{headers: [{{name: x-tenant-id, type: Distinct}}]}}]
-        limit: {{requests: {limit}, unit: Hour}}
-        cost:
+        limit: {{requests: {requests}, unit: {unit}}}
+{cost}"""
+
+
+def budget(key, limit):
+    """A budget of `limit` tokens an hour per tenant: a request is checked with cost 0 and
+    charged the `key` of the extproc's metadata when it ends."""
+    return per_tenant(limit, "Hour", f"""        cost:
           request: {{from: Number, number: 0}}
           response: {{from: Metadata, metadata: {{namespace: io.envoy.ai_gateway, key: {key}}}}}
-"""
+""")
+
+
+def rate_limit(name, target_kind, target, scope, rules):
+    """The BackendTrafficPolicy `name` limiting the rate of the gateway.networking.k8s.io
+    `target_kind` `target` by `rules`: in Envoy (`scope` "local") or at the rate-limit service
+    ("global")."""
+    type_line = "    type: Global\n" if scope == "global" else ""
+    return f"""---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: {name}, namespace: ai}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: {target_kind}, name: {target}}}]
+  rateLimit:
+{type_line}    {scope}:
+      rules:
+{rules}"""
 
 
 def ratelimit_crs(listener, openai_port, anthropic_port):
-    return gateway_crs(listener) + f"""---
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIGatewayRoute
-metadata: {{name: budget, namespace: ai}}
-spec:
-  parentRefs: [{{name: e2e}}]
-  llmRequestCosts:
-  - {{metadataKey: llm_input_token, type: InputToken}}
-  - {{metadataKey: llm_cached_input_token, type: CachedInputToken}}
-  - {{metadataKey: llm_output_token, type: OutputToken}}
-  - {{metadataKey: llm_total_token, type: TotalToken}}
-  - {{metadataKey: llm_cel_calculated_token, type: CEL, cel: "input_tokens == uint(3) ? 100000000 : 0"}}
-  rules:
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: gpt-budget}}]}}]
-    backendRefs: [{{name: openai}}]
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: claude-budget}}]}}]
-    backendRefs: [{{name: anthropic}}]
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIGatewayRoute
-metadata: {{name: quota, namespace: ai}}
-spec:
-  parentRefs: [{{name: e2e}}]
-  rules:
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: q-model}}]}}]
-    backendRefs: [{{name: quota-openai, modelNameOverride: q-model}}]
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: q-fast}}]}}]
-    backendRefs: [{{name: quota-openai, modelNameOverride: q-fast}}]
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIGatewayRoute
-metadata: {{name: local, namespace: ai}}
-spec:
-  parentRefs: [{{name: e2e}}]
-  rules:
-  - matches: [{{headers: [{{name: x-ai-eg-model, value: gpt-local}}]}}]
-    backendRefs: [{{name: openai}}]
----
-# Envoy's local rate limit (no service): two requests a minute per tenant on this route.
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: BackendTrafficPolicy
-metadata: {{name: local-limit, namespace: ai}}
-spec:
-  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: local}}]
-  rateLimit:
-    local:
-      rules:
-      - clientSelectors: [{{headers: [{{name: x-tenant-id, type: Distinct}}]}}]
-        limit: {{requests: 2, unit: Minute}}
-{service_backend("openai", "OpenAI", "openai")}{service_backend("quota-openai", "OpenAI", "openai")}{service_backend("anthropic", "Anthropic", "anthropic")}{endpoint("openai", openai_port)}{endpoint("anthropic", anthropic_port)}---
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: BackendTrafficPolicy
-metadata: {{name: token-budgets, namespace: ai}}
-spec:
-  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: e2e}}]
-  rateLimit:
-    type: Global
-    global:
-      rules:
-{budget("llm_input_token", 1000)}{budget("llm_output_token", 1000)}{budget("llm_total_token", TOTAL_BUDGET)}{budget("llm_cached_input_token", 100)}{budget("llm_cel_calculated_token", 1000)}---
+    costs = [("llm_input_token", "InputToken"), ("llm_cached_input_token", "CachedInputToken"),
+             ("llm_output_token", "OutputToken"), ("llm_total_token", "TotalToken"),
+             ("llm_cel_calculated_token", "CEL", "input_tokens == uint(3) ? 100000000 : 0")]
+    budgets = [("llm_input_token", 1000), ("llm_output_token", 1000), ("llm_total_token", TOTAL_BUDGET),
+               ("llm_cached_input_token", 100), ("llm_cel_calculated_token", 1000)]
+    return "".join([
+        gateway_crs(listener),
+        route("budget", rule("gpt-budget", ["{name: openai}"]) + rule("claude-budget", ["{name: anthropic}"]), costs),
+        route("quota", rule("q-model", ["{name: quota-openai, modelNameOverride: q-model}"])
+              + rule("q-fast", ["{name: quota-openai, modelNameOverride: q-fast}"])),
+        route("local", rule("gpt-local", ["{name: openai}"])),
+        # Envoy's local rate limit (no service): two requests a minute per tenant on this route.
+        rate_limit("local-limit", "HTTPRoute", "local", "local", per_tenant(2, "Minute")),
+        service_backend("openai", "OpenAI", "openai"),
+        service_backend("quota-openai", "OpenAI", "openai"),
+        service_backend("anthropic", "Anthropic", "anthropic"),
+        endpoint("openai", openai_port),
+        endpoint("anthropic", anthropic_port),
+        rate_limit("token-budgets", "Gateway", "e2e", "global", "".join(budget(key, limit) for key, limit in budgets)),
+        """---
 apiVersion: aigateway.envoyproxy.io/v1alpha1
 kind: QuotaPolicy
-metadata: {{name: quotas, namespace: ai}}
+metadata: {name: quotas, namespace: ai}
 spec:
-  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: quota-openai}}]
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: quota-openai}]
   perModelQuotas:
   - modelName: q-model
     quota:
-      defaultBucket: {{limit: 15, duration: 1m}}
+      defaultBucket: {limit: 15, duration: 1m}
       bucketRules:
-      - clientSelectors: [{{headers: [{{name: x-team, type: Exact, value: interns}}]}}]
-        quota: {{limit: 5, duration: 1m}}
+      - clientSelectors: [{headers: [{name: x-team, type: Exact, value: interns}]}]
+        quota: {limit: 5, duration: 1m}
         shadowMode: true
   - modelName: q-fast
     quota:
       costExpression: "uint(100)"
-      defaultBucket: {{limit: 50, duration: 1s}}
-"""
+      defaultBucket: {limit: 50, duration: 1s}
+""",
+    ])
 
 
 class Run:
@@ -156,11 +142,8 @@ class Run:
 
 @pytest.fixture(scope="module")
 def mocks():
-    openai_mock = MockProvider("budget-openai").start()
-    anthropic_mock = MockAnthropic("budget-anthropic").start()
-    yield openai_mock, anthropic_mock
-    openai_mock.stop()
-    anthropic_mock.stop()
+    with running(MockProvider("budget-openai"), MockAnthropic("budget-anthropic")) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
