@@ -81,18 +81,7 @@ pub fn chat_request(
     }
     body.insert("messages".into(), Value::Array(messages));
 
-    let explicit_max = match fields
-        .get("max_completion_tokens")
-        .filter(|v| !v.is_null())
-        .or_else(|| fields.get("max_tokens").filter(|v| !v.is_null()))
-    {
-        Some(value) => Some(
-            value
-                .as_u64()
-                .ok_or_else(|| invalid("max_tokens must be a non-negative integer"))?,
-        ),
-        None => None,
-    };
+    let explicit_max = explicit_max_tokens(fields)?;
     let mut max_tokens = explicit_max.unwrap_or(DEFAULT_MAX_TOKENS);
     if let Some(thinking) = thinking(fields, explicit_max, &mut max_tokens)? {
         body.insert("thinking".into(), thinking);
@@ -102,20 +91,8 @@ pub fn chat_request(
     for name in ["temperature", "top_p", "top_k"] {
         number_field(fields, name, name, &mut body)?;
     }
-    match fields.get("stop") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(stop)) => {
-            body.insert("stop_sequences".into(), json!([stop]));
-        }
-        Some(Value::Array(stops)) => {
-            if stops.iter().any(|s| !s.is_string()) {
-                return Err(invalid("stop must be a string or a list of strings"));
-            }
-            if !stops.is_empty() {
-                body.insert("stop_sequences".into(), Value::Array(stops.clone()));
-            }
-        }
-        Some(_) => return Err(invalid("stop must be a string or a list of strings")),
+    if let Some(stops) = stop_sequences(fields.get("stop"))? {
+        body.insert("stop_sequences".into(), stops);
     }
     if let Some(tools) = tools(fields.get("tools"))? {
         body.insert("tools".into(), tools);
@@ -127,7 +104,63 @@ pub fn chat_request(
         body.insert("metadata".into(), json!({ "user_id": user }));
     }
 
-    let path = match target {
+    let path = target_path(target, model, stream, &mut body);
+    let headers = match target {
+        AnthropicTarget::Anthropic { .. } => {
+            vec![(
+                "anthropic-version".to_string(),
+                ANTHROPIC_VERSION.to_string(),
+            )]
+        }
+        _ => Vec::new(),
+    };
+    Ok(UpstreamRequest {
+        path,
+        body: Value::Object(body).to_string().into_bytes(),
+        headers,
+    })
+}
+
+/// `max_completion_tokens`, else `max_tokens`, when the request sets one.
+fn explicit_max_tokens(fields: &Map<String, Value>) -> Result<Option<u64>, TranslateError> {
+    match fields
+        .get("max_completion_tokens")
+        .filter(|v| !v.is_null())
+        .or_else(|| fields.get("max_tokens").filter(|v| !v.is_null()))
+    {
+        Some(value) => value
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| invalid("max_tokens must be a non-negative integer")),
+        None => Ok(None),
+    }
+}
+
+/// OpenAI `stop` (a string or a list of strings) as Anthropic `stop_sequences`; `None` when
+/// there is none.
+fn stop_sequences(stop: Option<&Value>) -> Result<Option<Value>, TranslateError> {
+    match stop {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(stop)) => Ok(Some(json!([stop]))),
+        Some(Value::Array(stops)) => {
+            if stops.iter().any(|s| !s.is_string()) {
+                return Err(invalid("stop must be a string or a list of strings"));
+            }
+            Ok((!stops.is_empty()).then(|| Value::Array(stops.clone())))
+        }
+        Some(_) => Err(invalid("stop must be a string or a list of strings")),
+    }
+}
+
+/// The upstream path of a Messages request to `target`, with the body fields that target
+/// wants (`model` and `stream`, or `anthropic_version`).
+fn target_path(
+    target: &AnthropicTarget,
+    model: &str,
+    stream: bool,
+    body: &mut Map<String, Value>,
+) -> String {
+    match target {
         AnthropicTarget::Anthropic { prefix } => {
             body.insert("model".into(), json!(model));
             if stream {
@@ -171,21 +204,7 @@ pub fn chat_request(
             };
             format!("/model/{}/{action}", path_escape(model))
         }
-    };
-    let headers = match target {
-        AnthropicTarget::Anthropic { .. } => {
-            vec![(
-                "anthropic-version".to_string(),
-                ANTHROPIC_VERSION.to_string(),
-            )]
-        }
-        _ => Vec::new(),
-    };
-    Ok(UpstreamRequest {
-        path,
-        body: Value::Object(body).to_string().into_bytes(),
-        headers,
-    })
+    }
 }
 
 /// Rejects request fields the Messages API has no equivalent for.
