@@ -220,6 +220,32 @@ pub fn security_policy(spec: &BackendSecurityPolicySpec, version: Version) -> Ve
             ));
         }
     }
+    credential_rules(spec, version, &path, &mut out);
+    credential_override_rules(spec, version, &path, &mut out);
+    let max_properties = match version {
+        Version::V1Alpha1 => 3,
+        Version::V1Beta1 => 4,
+    };
+    let properties = 1
+        + usize::from(!spec.target_refs.is_empty())
+        + set.iter().filter(|(_, _, present)| *present).count()
+        + usize::from(spec.credential_override.is_some());
+    if properties > max_properties {
+        out.push(violation(
+            path,
+            format!("must have at most {max_properties} properties"),
+        ));
+    }
+    sorted(out)
+}
+
+/// The rules of the OIDC, Azure and GCP credential sources of a BackendSecurityPolicy.
+fn credential_rules(
+    spec: &BackendSecurityPolicySpec,
+    version: Version,
+    path: &FieldPath,
+    out: &mut Vec<Violation>,
+) {
     if let Some(aws) = &spec.aws_credentials
         && let Some(exchange) = &aws.oidc_exchange_token
     {
@@ -271,6 +297,15 @@ pub fn security_policy(spec: &BackendSecurityPolicySpec, version: Version) -> Ve
             ));
         }
     }
+}
+
+/// `credentialOverride`: v1beta1 only, with exactly one source.
+fn credential_override_rules(
+    spec: &BackendSecurityPolicySpec,
+    version: Version,
+    path: &FieldPath,
+    out: &mut Vec<Violation>,
+) {
     if let Some(overrides) = &spec.credential_override {
         let override_path = path.key("credentialOverride");
         if version == Version::V1Alpha1 {
@@ -287,21 +322,6 @@ pub fn security_policy(spec: &BackendSecurityPolicySpec, version: Version) -> Ve
             ));
         }
     }
-    let max_properties = match version {
-        Version::V1Alpha1 => 3,
-        Version::V1Beta1 => 4,
-    };
-    let properties = 1
-        + usize::from(!spec.target_refs.is_empty())
-        + set.iter().filter(|(_, _, present)| *present).count()
-        + usize::from(spec.credential_override.is_some());
-    if properties > max_properties {
-        out.push(violation(
-            path,
-            format!("must have at most {max_properties} properties"),
-        ));
-    }
-    sorted(out)
 }
 
 fn oidc(oidc: &Oidc, path: &FieldPath) -> Vec<Violation> {
