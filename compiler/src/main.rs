@@ -4,7 +4,7 @@
 //! only, so `aigw build . | kubectl apply -f -` and Argo CD plugins see nothing but YAML.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use aigw::diag::Diagnostic;
@@ -281,34 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target: TargetArg::Envoy,
             envoy_admin_port,
             settings,
-        } => {
-            if output.as_os_str() == "-" {
-                anyhow::bail!(
-                    "--target envoy writes a folder (envoy.yaml, filter configs, Secrets): pass -o DIR"
-                );
-            }
-            let sources = sources(&inputs);
-            let options = BuildOptions {
-                target: Target::Envoy,
-                envoy_admin_port,
-                ..settings.options()
-            };
-            let Some(built) = build(&sources, &options) else {
-                return Ok(ExitCode::FAILURE);
-            };
-            let standalone = write_standalone(built, &output)?;
-            eprintln!(
-                "aigw: wrote a standalone Envoy setup for {} Gateway{} to {}; run `envoy -c envoy.yaml` there with an aigw-extproc per Gateway, or use `aigw run`",
-                standalone.gateways.len(),
-                if standalone.gateways.len() == 1 {
-                    ""
-                } else {
-                    "s"
-                },
-                output.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => build_envoy(&inputs, &output, envoy_admin_port, settings),
         Command::Run {
             inputs,
             dir,
@@ -318,123 +291,205 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             namespace,
             max_request_body_bytes,
             request_receive_timeout,
-        } => {
-            let sources = sources(&inputs);
-            let options = BuildOptions {
-                target: Target::Envoy,
+        } => run_standalone(
+            &inputs,
+            RunOptions {
+                dir,
+                envoy_bin,
+                extproc_bin,
                 envoy_admin_port,
-                default_namespace: namespace,
+                namespace,
                 max_request_body_bytes,
-                request_receive_timeout_secs: request_receive_timeout,
-                ..BuildOptions::default()
-            };
-            let Some(built) = build(&sources, &options) else {
-                return Ok(ExitCode::FAILURE);
-            };
-            if built
-                .standalone
-                .as_ref()
-                .is_none_or(|s| s.listeners.is_empty())
-            {
-                anyhow::bail!(
-                    "nothing to run: no AIGatewayRoute is attached to an HTTP listener of a Gateway in the input"
-                );
-            }
-            let envoy = aigw::run::find_envoy(envoy_bin.as_deref()).map_err(anyhow::Error::msg)?;
-            let extproc =
-                aigw::run::find_extproc(extproc_bin.as_deref()).map_err(anyhow::Error::msg)?;
-            let temporary = dir.is_none();
-            let dir = dir.unwrap_or_else(aigw::run::default_dir);
-            let standalone = write_standalone(built, &dir)?;
-            let code = aigw::run::supervise(&standalone, &dir, &envoy, &extproc);
-            if temporary {
-                // It holds copies of the Secrets.
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-            Ok(ExitCode::from(code?))
-        }
+                request_receive_timeout,
+            },
+        ),
         Command::Build {
             inputs,
             output,
             target: TargetArg::Kubernetes,
             envoy_admin_port: _,
             settings,
-        } => {
-            let Some(built) = build_or_report(&inputs, &settings) else {
-                return Ok(ExitCode::FAILURE);
-            };
-            note_patch_policies(&built);
-            if output.as_os_str() == "-" {
-                // Object by object, as `BuildOutput::stream` joins them, without a second copy
-                // of the whole output in memory.
-                let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-                for object in &built.objects {
-                    stdout
-                        .write_all(b"---\n")
-                        .and_then(|()| stdout.write_all(object.text.as_bytes()))
-                        .context("writing to standard output")?;
-                }
-                stdout.flush().context("writing to standard output")?;
-            } else {
-                let files = write::files(&built.objects)?;
-                write::write_dir(&output, &files)?;
-                eprintln!(
-                    "aigw: wrote {} objects to {}",
-                    built.objects.len(),
-                    output.display()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => build_kubernetes(&inputs, &output, &settings),
         Command::Diff {
             inputs,
             against,
             settings,
-        } => {
-            // As diff(1) and kubectl diff: 0 same, 1 different, 2 trouble.
-            let Some(built) = build_or_report(&inputs, &settings) else {
-                return Ok(ExitCode::from(2));
-            };
-            let files = write::files(&built.objects)?;
-            let text = aigw::diff::diff(&files, &against);
-            if text.is_empty() {
-                eprintln!("aigw: {} is up to date", against.display());
-                Ok(ExitCode::SUCCESS)
-            } else {
-                std::io::stdout()
-                    .lock()
-                    .write_all(text.as_bytes())
-                    .context("writing to standard output")?;
-                eprintln!(
-                    "aigw: {} differs from the build; run `aigw build ... -o {}`",
-                    against.display(),
-                    against.display()
-                );
-                Ok(ExitCode::FAILURE)
-            }
-        }
-        Command::Validate { inputs, namespace } => {
-            let read = sources(&inputs);
-            let diagnostics = read.with(&aigw::check(&read.sources, &namespace));
-            report(&diagnostics);
-            if diagnostics.iter().any(Diagnostic::is_error) {
-                Ok(ExitCode::FAILURE)
-            } else {
-                eprintln!("aigw: {} files valid", read.sources.len());
-                Ok(ExitCode::SUCCESS)
-            }
-        }
-        Command::Schema { output } => {
-            std::fs::create_dir_all(&output)
-                .with_context(|| format!("creating {}", output.display()))?;
-            for (name, text) in aigw::schemas::all() {
-                let path = output.join(name);
-                std::fs::write(&path, text)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => diff(&inputs, &against, &settings),
+        Command::Validate { inputs, namespace } => validate(&inputs, &namespace),
+        Command::Schema { output } => write_schemas(&output),
     }
+}
+
+/// `aigw build --target envoy`: a standalone Envoy setup in the folder `output`.
+fn build_envoy(
+    inputs: &Inputs,
+    output: &Path,
+    envoy_admin_port: u16,
+    settings: Settings,
+) -> anyhow::Result<ExitCode> {
+    if output.as_os_str() == "-" {
+        anyhow::bail!(
+            "--target envoy writes a folder (envoy.yaml, filter configs, Secrets): pass -o DIR"
+        );
+    }
+    let sources = sources(inputs);
+    let options = BuildOptions {
+        target: Target::Envoy,
+        envoy_admin_port,
+        ..settings.options()
+    };
+    let Some(built) = build(&sources, &options) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let standalone = write_standalone(built, output)?;
+    eprintln!(
+        "aigw: wrote a standalone Envoy setup for {} Gateway{} to {}; run `envoy -c envoy.yaml` there with an aigw-extproc per Gateway, or use `aigw run`",
+        standalone.gateways.len(),
+        if standalone.gateways.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `aigw run` takes besides its inputs.
+struct RunOptions {
+    dir: Option<PathBuf>,
+    envoy_bin: Option<PathBuf>,
+    extproc_bin: Option<PathBuf>,
+    envoy_admin_port: u16,
+    namespace: String,
+    max_request_body_bytes: u64,
+    request_receive_timeout: u32,
+}
+
+/// `aigw run`: builds the standalone setup and runs Envoy and the extprocs on it.
+fn run_standalone(inputs: &Inputs, options: RunOptions) -> anyhow::Result<ExitCode> {
+    let RunOptions {
+        dir,
+        envoy_bin,
+        extproc_bin,
+        envoy_admin_port,
+        namespace,
+        max_request_body_bytes,
+        request_receive_timeout,
+    } = options;
+    let sources = sources(inputs);
+    let options = BuildOptions {
+        target: Target::Envoy,
+        envoy_admin_port,
+        default_namespace: namespace,
+        max_request_body_bytes,
+        request_receive_timeout_secs: request_receive_timeout,
+        ..BuildOptions::default()
+    };
+    let Some(built) = build(&sources, &options) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    if built
+        .standalone
+        .as_ref()
+        .is_none_or(|s| s.listeners.is_empty())
+    {
+        anyhow::bail!(
+            "nothing to run: no AIGatewayRoute is attached to an HTTP listener of a Gateway in the input"
+        );
+    }
+    let envoy = aigw::run::find_envoy(envoy_bin.as_deref()).map_err(anyhow::Error::msg)?;
+    let extproc = aigw::run::find_extproc(extproc_bin.as_deref()).map_err(anyhow::Error::msg)?;
+    let temporary = dir.is_none();
+    let dir = dir.unwrap_or_else(aigw::run::default_dir);
+    let standalone = write_standalone(built, &dir)?;
+    let code = aigw::run::supervise(&standalone, &dir, &envoy, &extproc);
+    if temporary {
+        // It holds copies of the Secrets.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(ExitCode::from(code?))
+}
+
+/// `aigw build` (Kubernetes): the manifests to standard output (`-`) or to the folder `output`.
+fn build_kubernetes(
+    inputs: &Inputs,
+    output: &Path,
+    settings: &Settings,
+) -> anyhow::Result<ExitCode> {
+    let Some(built) = build_or_report(inputs, settings) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    note_patch_policies(&built);
+    if output.as_os_str() == "-" {
+        // Object by object, as `BuildOutput::stream` joins them, without a second copy
+        // of the whole output in memory.
+        let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+        for object in &built.objects {
+            stdout
+                .write_all(b"---\n")
+                .and_then(|()| stdout.write_all(object.text.as_bytes()))
+                .context("writing to standard output")?;
+        }
+        stdout.flush().context("writing to standard output")?;
+    } else {
+        let files = write::files(&built.objects)?;
+        write::write_dir(output, &files)?;
+        eprintln!(
+            "aigw: wrote {} objects to {}",
+            built.objects.len(),
+            output.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `aigw diff`: 0 when `against` holds the build, 1 when it differs, 2 when the build fails.
+fn diff(inputs: &Inputs, against: &Path, settings: &Settings) -> anyhow::Result<ExitCode> {
+    // As diff(1) and kubectl diff: 0 same, 1 different, 2 trouble.
+    let Some(built) = build_or_report(inputs, settings) else {
+        return Ok(ExitCode::from(2));
+    };
+    let files = write::files(&built.objects)?;
+    let text = aigw::diff::diff(&files, against);
+    if text.is_empty() {
+        eprintln!("aigw: {} is up to date", against.display());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        std::io::stdout()
+            .lock()
+            .write_all(text.as_bytes())
+            .context("writing to standard output")?;
+        eprintln!(
+            "aigw: {} differs from the build; run `aigw build ... -o {}`",
+            against.display(),
+            against.display()
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `aigw validate`: checks the inputs without building.
+fn validate(inputs: &Inputs, namespace: &str) -> anyhow::Result<ExitCode> {
+    let read = sources(inputs);
+    let diagnostics = read.with(&aigw::check(&read.sources, namespace));
+    report(&diagnostics);
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        Ok(ExitCode::FAILURE)
+    } else {
+        eprintln!("aigw: {} files valid", read.sources.len());
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// `aigw schema`: the JSON Schemas of the inputs, one file each, in the folder `output`.
+fn write_schemas(output: &Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(output).with_context(|| format!("creating {}", output.display()))?;
+    for (name, text) in aigw::schemas::all() {
+        let path = output.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
