@@ -1,26 +1,9 @@
 use super::*;
 use crate::translate::eventstream::encode;
 
+/// The JSON fixtures directly under `tests/fixtures/bedrock` whose names start with `prefix`.
 fn fixtures(prefix: &str) -> Vec<(String, Value)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bedrock");
-    let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".json"))
-        })
-        .map(|path| {
-            let text = std::fs::read_to_string(&path).unwrap();
-            (
-                path.display().to_string(),
-                serde_json::from_str(&text).unwrap(),
-            )
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+    crate::translate::bedrock::test_support::fixtures("", prefix)
 }
 
 #[test]
