@@ -5,11 +5,18 @@
 //! provider may echo a key in an error), and `auth` scrubs token-endpoint error texts of the
 //! secrets it posted. Both come here.
 
+use crate::config::Secret;
+
 /// Values shorter than this are not searched for: they would match ordinary text.
 pub const MIN_REDACTED: usize = 8;
 
 /// What a secret is replaced with.
 pub const REDACTED: &[u8] = b"<redacted>";
+
+/// `bytes` with every credential value in `secrets` replaced by [`REDACTED`] ([`redact`]).
+pub fn scrub(bytes: &[u8], secrets: &[Secret]) -> Option<Vec<u8>> {
+    redact(bytes, secrets.iter().map(|s| s.expose().as_bytes()))
+}
 
 /// `bytes` with every occurrence of each of `secrets` replaced by [`REDACTED`]; `None` when
 /// none occurs (the caller keeps its bytes). Secrets shorter than [`MIN_REDACTED`] bytes are

@@ -1,6 +1,28 @@
 use super::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aigw_filterconfig::{
+    ApiSchema, ERROR_SHAPE_KEY, METADATA_NAMESPACE, MODEL_HEADER, SELECTED_BACKEND_HEADER,
+};
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, Metadata};
+use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    CommonResponse, HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse, body_mutation,
+    processing_request, processing_response,
+};
+use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
+use serde_json::{Value, json};
+
+use crate::config::{Backend, RuntimeConfig, Secret};
+use crate::endpoint::Endpoint;
+use crate::metrics::Metrics;
+use crate::redact::scrub;
+
+use super::metadata::*;
+use super::request::*;
 use crate::auth::{Auth, BackendCredential};
-use crate::config::{Cost, Matcher, Route, Rule, Secret};
+use crate::config::{Cost, Matcher, Route, Rule};
 use aigw_filterconfig as fc;
 use envoy_types::pb::envoy::config::core::v3::HeaderMap;
 
