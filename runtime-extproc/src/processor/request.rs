@@ -14,12 +14,13 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
 use serde_json::{Value, json};
 
-use crate::auth::{AuthError, UpstreamCall};
+use crate::auth::{AuthError, BackendCredential, UpstreamCall};
 use crate::config::{Backend, Secret};
 use crate::endpoint::Endpoint;
 use crate::router;
 use crate::time::format_rfc3339;
-use crate::translate::{RequestContext, multipart};
+use crate::translate::{RequestContext, Translator, multipart};
+use envoy_types::pb::envoy::config::core::v3::HeaderValueOption;
 
 use super::metadata::{
     attempt_metadata, attempt_originals, restore_forwarded_host, restore_headers, set_metadata,
@@ -504,21 +505,84 @@ impl Processor {
         backend: &Arc<Backend>,
     ) -> Result<Prepared, Box<ProcessingResponse>> {
         let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
-        let config = self.config.clone();
+        let spec = &backend.spec;
+        let request_model = spec
+            .model_name_override
+            .clone()
+            .unwrap_or_else(|| parsed.model.clone());
+        let mut translator = crate::translate::select(&spec.schema, endpoint)
+            .map_err(|err| Box::new(self.translate_error(&err)))?;
+        let model = parsed.model.clone();
+        let stream = parsed.stream;
+        let upstream = self.upstream_request(parsed, spec, &request_model, &mut translator)?;
+        let mut upstream_path = upstream.path;
+        let (mut set, mut remove) = self.header_changes(&model, &upstream.headers, spec);
+        let sent_secrets = match &backend.auth {
+            Some(credential) => self.add_credentials(
+                credential,
+                spec,
+                &mut upstream_path,
+                upstream.body.as_deref().unwrap_or(&self.body),
+                (&mut set, &mut remove),
+            )?,
+            None => Vec::new(),
+        };
+        if !upstream_path.starts_with('/') {
+            // Vertex AI paths are relative to the project and location of the GCP credential.
+            return Err(Box::new(self.client_error(
+                500,
+                &format!(
+                    "backend {} ({}) needs a BackendSecurityPolicy of type GCPCredentials, which names the project and region",
+                    spec.service_backend,
+                    spec.schema.name.as_str()
+                ),
+                "missing_credential",
+            )));
+        }
+        if upstream_path != self.path {
+            set.push(header_value(":path", &upstream_path));
+        }
+        let body_mutation = upstream.body.map(|bytes| {
+            set.push(header_value("content-length", &bytes.len().to_string()));
+            BodyMutation {
+                mutation: Some(body_mutation::Mutation::Body(bytes)),
+            }
+        });
+        let selection = Selection {
+            route: route_index,
+            backend: backend.clone(),
+            original_model: model,
+            request_model,
+            stream,
+            translator,
+            sent_secrets,
+        };
+        Ok(Prepared {
+            selection,
+            set,
+            remove,
+            body: body_mutation,
+        })
+    }
+
+    /// The body, path and extra headers the backend receives: the model overridden, usage asked
+    /// for, the request translated to the backend's API and the configured body mutations
+    /// applied to what is sent (as upstream does). `body` is `None` when the client's bytes
+    /// pass unchanged.
+    fn upstream_request(
+        &self,
+        parsed: Parsed,
+        spec: &aigw_filterconfig::Backend,
+        request_model: &str,
+        translator: &mut Option<Box<dyn Translator>>,
+    ) -> Result<UpstreamRequest, Box<ProcessingResponse>> {
+        let endpoint = self.endpoint.unwrap_or(Endpoint::ChatCompletions);
         let Parsed {
             form,
             mut request,
             model,
             stream,
         } = parsed;
-        let spec = &backend.spec;
-        let request_model = spec
-            .model_name_override
-            .clone()
-            .unwrap_or_else(|| model.clone());
-
-        let mut translator = crate::translate::select(&spec.schema, endpoint)
-            .map_err(|err| Box::new(self.translate_error(&err)))?;
         let mut changed = false;
         let mut translated_body: Option<Vec<u8>> = None;
         if let Some((parts, _, _)) = &form {
@@ -535,44 +599,33 @@ impl Processor {
             }
             if request_model != model {
                 translated_body =
-                    multipart::replace_field(&self.body, parts, "model", &request_model);
+                    multipart::replace_field(&self.body, parts, "model", request_model);
             }
         } else if request_model != model {
-            request["model"] = Value::String(request_model.clone());
+            request["model"] = Value::String(request_model.to_string());
             changed = true;
         }
         // Costs need usage, which OpenAI streams only report when asked.
         if stream
             && endpoint == Endpoint::ChatCompletions
-            && config.has_costs
+            && self.config.has_costs
             && translator.is_none()
         {
-            let include = request
-                .pointer("/stream_options/include_usage")
-                .and_then(Value::as_bool);
-            if include != Some(true) {
-                if !request.get("stream_options").is_some_and(Value::is_object) {
-                    request["stream_options"] = json!({});
-                }
-                request["stream_options"]["include_usage"] = Value::Bool(true);
-                changed = true;
-            }
+            changed |= ask_for_usage(&mut request);
         }
-        // Translate to the backend's API first; configured body mutations apply to what is
-        // sent upstream, as upstream does.
-        let mut extra_headers: Vec<(String, String)> = Vec::new();
-        let mut upstream_path = match &mut translator {
-            None => upstream_path(&spec.schema, endpoint, &request_model),
+        let mut headers = Vec::new();
+        let path = match translator {
+            None => upstream_path(&spec.schema, endpoint, request_model),
             Some(translator) => {
                 let ctx = RequestContext {
-                    model: &request_model,
+                    model: request_model,
                     stream,
                     headers: &self.headers,
                 };
                 let upstream = translator
                     .request(&request, &ctx)
                     .map_err(|err| Box::new(self.translate_error(&err)))?;
-                extra_headers = upstream.headers;
+                headers = upstream.headers;
                 if spec.body_mutation.is_some() {
                     // Mutations apply to the translated body: read it back only then.
                     request = serde_json::from_slice(&upstream.body).map_err(|err| {
@@ -592,22 +645,33 @@ impl Processor {
         // Body mutations name JSON fields; forms pass as they are.
         if let Some(mutation) = &spec.body_mutation
             && form.is_none()
-            && let Some(object) = request.as_object_mut()
         {
-            for field in &mutation.remove {
-                changed |= object.remove(field).is_some();
-            }
-            for field in &mutation.set {
-                // A value that is not JSON is taken as a string, as upstream does.
-                let value = serde_json::from_str::<Value>(&field.value)
-                    .unwrap_or_else(|_| Value::String(field.value.clone()));
-                object.insert(field.path.clone(), value);
-                changed = true;
-            }
+            changed |= mutate_body(mutation, &mut request);
         }
+        let body = match translated_body {
+            Some(bytes) => Some(bytes),
+            None if changed => {
+                Some(serde_json::to_vec(&request).unwrap_or_else(|_| self.body.clone()))
+            }
+            None => None,
+        };
+        Ok(UpstreamRequest {
+            body,
+            path,
+            headers,
+        })
+    }
 
-        let mut set = vec![header_value(MODEL_HEADER, &model)];
-        for (name, value) in &extra_headers {
+    /// The headers an attempt sets and removes before credentials: the model header, the
+    /// translator's headers and the backend's configured header mutations.
+    fn header_changes(
+        &self,
+        model: &str,
+        extra_headers: &[(String, String)],
+        spec: &aigw_filterconfig::Backend,
+    ) -> (Vec<HeaderValueOption>, Vec<String>) {
+        let mut set = vec![header_value(MODEL_HEADER, model)];
+        for (name, value) in extra_headers {
             set.push(header_value(name, value));
         }
         let mut remove = Vec::new();
@@ -628,97 +692,109 @@ impl Processor {
                 }
             }
         }
-        let bytes = match translated_body {
-            Some(bytes) => Some(bytes),
-            None if changed => {
-                Some(serde_json::to_vec(&request).unwrap_or_else(|_| self.body.clone()))
-            }
-            None => None,
-        };
-        let mut sent_secrets = Vec::new();
-        if let Some(credential) = &backend.auth {
-            // The Host the provider receives: the Backend's hostname when Envoy rewrites to
-            // it, else the client's authority, which Envoy forwards unchanged.
-            let host = spec.upstream_host.as_deref().unwrap_or(&self.authority);
-            let call = UpstreamCall {
-                method: "POST",
-                host,
-                path: &upstream_path,
-                body: bytes.as_deref().unwrap_or(&self.body),
-                headers: &self.headers,
-                metadata: self.metadata.as_ref(),
-            };
-            let applied = credential.apply(&call).map_err(|err| {
-                if let AuthError::Unavailable(reason) = &err {
-                    tracing::warn!(backend = %spec.name, reason = %reason, "no credential for the upstream request");
-                }
-                Box::new(self.client_error(err.status(), &err.to_string(), auth_error_code(&err)))
-            })?;
-            if let Some(path) = applied.path {
-                upstream_path = path;
-            }
-            let own: Vec<&str> = applied.headers.iter().map(|(n, _)| n.as_str()).collect();
-            // The client's own credentials are for the gateway, never for the provider.
-            for client_credential in CLIENT_CREDENTIAL_HEADERS {
-                if !own.contains(&client_credential)
-                    && self.header(client_credential).is_some()
-                    && !remove.iter().any(|r| r == client_credential)
-                {
-                    remove.push(client_credential.to_string());
-                }
-            }
-            for name in credential.override_headers() {
-                if self.header(&name).is_some() && !remove.contains(&name) {
-                    remove.push(name);
-                }
-            }
-            for (name, value) in &applied.headers {
-                set.push(header_value(name, value));
-                if !name.starts_with("x-amz-date") {
-                    let value = value.strip_prefix("Bearer ").unwrap_or(value);
-                    sent_secrets.push(Secret::new(value));
-                }
-            }
-        }
-        if !upstream_path.starts_with('/') {
-            // Vertex AI paths are relative to the project and location of the GCP credential.
-            return Err(Box::new(self.client_error(
-                500,
-                &format!(
-                    "backend {} ({}) needs a BackendSecurityPolicy of type GCPCredentials, which names the project and region",
-                    spec.service_backend,
-                    spec.schema.name.as_str()
-                ),
-                "missing_credential",
-            )));
-        }
-        if upstream_path != self.path {
-            set.push(header_value(":path", &upstream_path));
-        }
-        let body_mutation = if let Some(bytes) = bytes {
-            set.push(header_value("content-length", &bytes.len().to_string()));
-            Some(BodyMutation {
-                mutation: Some(body_mutation::Mutation::Body(bytes)),
-            })
-        } else {
-            None
-        };
-        let selection = Selection {
-            route: route_index,
-            backend: backend.clone(),
-            original_model: model,
-            request_model,
-            stream,
-            translator,
-            sent_secrets,
-        };
-        Ok(Prepared {
-            selection,
-            set,
-            remove,
-            body: body_mutation,
-        })
+        (set, remove)
     }
+
+    /// Signs the request with the backend's credential: its headers set, the client's own
+    /// credentials removed, the path replaced when the credential says so. Returns the
+    /// credential values sent, to scrub them from the provider's answer.
+    fn add_credentials(
+        &self,
+        credential: &BackendCredential,
+        spec: &aigw_filterconfig::Backend,
+        upstream_path: &mut String,
+        body: &[u8],
+        (set, remove): (&mut Vec<HeaderValueOption>, &mut Vec<String>),
+    ) -> Result<Vec<Secret>, Box<ProcessingResponse>> {
+        // The Host the provider receives: the Backend's hostname when Envoy rewrites to it,
+        // else the client's authority, which Envoy forwards unchanged.
+        let host = spec.upstream_host.as_deref().unwrap_or(&self.authority);
+        let call = UpstreamCall {
+            method: "POST",
+            host,
+            path: upstream_path,
+            body,
+            headers: &self.headers,
+            metadata: self.metadata.as_ref(),
+        };
+        let applied = credential.apply(&call).map_err(|err| {
+            if let AuthError::Unavailable(reason) = &err {
+                tracing::warn!(backend = %spec.name, reason = %reason, "no credential for the upstream request");
+            }
+            Box::new(self.client_error(err.status(), &err.to_string(), auth_error_code(&err)))
+        })?;
+        if let Some(path) = applied.path {
+            *upstream_path = path;
+        }
+        let own: Vec<&str> = applied.headers.iter().map(|(n, _)| n.as_str()).collect();
+        // The client's own credentials are for the gateway, never for the provider.
+        for client_credential in CLIENT_CREDENTIAL_HEADERS {
+            if !own.contains(&client_credential)
+                && self.header(client_credential).is_some()
+                && !remove.iter().any(|r| r == client_credential)
+            {
+                remove.push(client_credential.to_string());
+            }
+        }
+        for name in credential.override_headers() {
+            if self.header(&name).is_some() && !remove.contains(&name) {
+                remove.push(name);
+            }
+        }
+        let mut sent_secrets = Vec::new();
+        for (name, value) in &applied.headers {
+            set.push(header_value(name, value));
+            if !name.starts_with("x-amz-date") {
+                let value = value.strip_prefix("Bearer ").unwrap_or(value);
+                sent_secrets.push(Secret::new(value));
+            }
+        }
+        Ok(sent_secrets)
+    }
+}
+
+/// What one attempt sends upstream in place of the client's body and path.
+struct UpstreamRequest {
+    /// The new body; `None`: the client's bytes pass as they are.
+    body: Option<Vec<u8>>,
+    path: String,
+    /// Headers the translator adds (e.g. Anthropic's version).
+    headers: Vec<(String, String)>,
+}
+
+/// Asks an OpenAI chat stream to report usage (`stream_options.include_usage`); true when the
+/// request changed.
+fn ask_for_usage(request: &mut Value) -> bool {
+    let include = request
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool);
+    if include == Some(true) {
+        return false;
+    }
+    if !request.get("stream_options").is_some_and(Value::is_object) {
+        request["stream_options"] = json!({});
+    }
+    request["stream_options"]["include_usage"] = Value::Bool(true);
+    true
+}
+
+/// Applies a backend's body mutation to a JSON request; true when the request changed.
+fn mutate_body(mutation: &aigw_filterconfig::BodyMutation, request: &mut Value) -> bool {
+    let Some(object) = request.as_object_mut() else {
+        return false;
+    };
+    let mut changed = false;
+    for field in &mutation.remove {
+        changed |= object.remove(field).is_some();
+    }
+    for field in &mutation.set {
+        // A value that is not JSON is taken as a string, as upstream does.
+        let value = serde_json::from_str::<Value>(&field.value)
+            .unwrap_or_else(|_| Value::String(field.value.clone()));
+        object.insert(field.path.clone(), value);
+        changed = true;
+    }
+    changed
 }
 
 /// Longest `model` a request may carry: it travels in a header (`x-ai-eg-model`) and in paths.
