@@ -1,4 +1,11 @@
+use super::embeddings::*;
+use super::request::*;
+use super::response::*;
+use super::schema::*;
+use super::stream::*;
 use super::*;
+use crate::translate::SSE_DONE;
+use crate::usage::TokenUsage;
 use serde_json::{Value, json};
 
 use crate::translate::sse::MAX_PENDING;
