@@ -1,4 +1,6 @@
+use super::response::*;
 use super::*;
+use base64::Engine as _;
 use serde_json::{Value, json};
 
 const MODEL: &str = "claude-sonnet-4-5";
