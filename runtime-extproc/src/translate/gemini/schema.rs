@@ -57,6 +57,8 @@ pub(super) fn merge_missing(into: &mut Map<String, Value>, from: Map<String, Val
     }
 }
 
+/// A JSON schema as Gemini's: each keyword family in its own step, `nullable` gathered from
+/// `null` types, `null` alternatives and `null` enum values.
 pub(super) fn convert_schema(
     schema: &Value,
     defs: &Map<String, Value>,
@@ -74,8 +76,27 @@ pub(super) fn convert_schema(
         Value::Bool(true) => return Ok(json!({})),
         _ => return Err(invalid("a JSON schema must be an object")),
     };
-    let mut out = Map::new();
+    let mut out = inline_references(source, defs, depth, budget)?;
+    let mut nullable = convert_type(source, &mut out)?;
+    nullable |= convert_alternatives(source, &mut out, defs, depth, budget)?;
+    nullable |= convert_constants(source, &mut out)?;
+    convert_children(source, &mut out, defs, depth, budget)?;
+    copy_annotations(source, &mut out);
+    if nullable || source.get("nullable").and_then(Value::as_bool) == Some(true) {
+        out.insert("nullable".into(), json!(true));
+    }
+    Ok(Value::Object(out))
+}
 
+/// The schema a local `$ref` names, and the single schema of an `allOf`, converted: the start
+/// of the converted schema, which the schema's own keywords complete.
+fn inline_references(
+    source: &Map<String, Value>,
+    defs: &Map<String, Value>,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<Map<String, Value>, TranslateError> {
+    let mut out = Map::new();
     if let Some(reference) = source.get("$ref").and_then(Value::as_str) {
         let name = reference
             .strip_prefix("#/$defs/")
@@ -109,7 +130,15 @@ pub(super) fn convert_schema(
             merge_missing(&mut out, inner);
         }
     }
+    Ok(out)
+}
 
+/// `type` (a name or a list of names) as Gemini's upper-case `type`, or `anyOf` for several;
+/// true when `null` is among them.
+fn convert_type(
+    source: &Map<String, Value>,
+    out: &mut Map<String, Value>,
+) -> Result<bool, TranslateError> {
     let mut nullable = false;
     match source.get("type") {
         None | Some(Value::Null) => {}
@@ -145,7 +174,19 @@ pub(super) fn convert_schema(
         }
         Some(_) => return Err(invalid("JSON schema type must be a string or a list")),
     }
+    Ok(nullable)
+}
 
+/// `anyOf` and `oneOf` as Gemini's `anyOf` (a single alternative merged in); true when one
+/// alternative is the `null` type.
+fn convert_alternatives(
+    source: &Map<String, Value>,
+    out: &mut Map<String, Value>,
+    defs: &Map<String, Value>,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<bool, TranslateError> {
+    let mut nullable = false;
     for key in ["anyOf", "oneOf"] {
         let Some(list) = source.get(key) else {
             continue;
@@ -167,7 +208,7 @@ pub(super) fn convert_schema(
             0 => {}
             1 => {
                 if let Some(Value::Object(only)) = options.pop() {
-                    merge_missing(&mut out, only);
+                    merge_missing(out, only);
                 }
             }
             _ => {
@@ -175,7 +216,15 @@ pub(super) fn convert_schema(
             }
         }
     }
+    Ok(nullable)
+}
 
+/// `const` and `enum` as Gemini's string `enum`; true when `null` is an enum value.
+fn convert_constants(
+    source: &Map<String, Value>,
+    out: &mut Map<String, Value>,
+) -> Result<bool, TranslateError> {
+    let mut nullable = false;
     if let Some(value) = source.get("const") {
         match value {
             Value::String(_) => {
@@ -196,7 +245,17 @@ pub(super) fn convert_schema(
             out.entry("type").or_insert(json!("STRING"));
         }
     }
+    Ok(nullable)
+}
 
+/// `properties` (with the `required` names that exist) and `items`, converted in turn.
+fn convert_children(
+    source: &Map<String, Value>,
+    out: &mut Map<String, Value>,
+    defs: &Map<String, Value>,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<(), TranslateError> {
     if let Some(properties) = source.get("properties") {
         let properties = properties
             .as_object()
@@ -231,7 +290,12 @@ pub(super) fn convert_schema(
             convert_schema(items, defs, depth + 1, budget)?,
         );
     }
+    Ok(())
+}
 
+/// The annotations and bounds Gemini knows, copied; `format` only where Gemini takes it for
+/// the converted type.
+fn copy_annotations(source: &Map<String, Value>, out: &mut Map<String, Value>) {
     for key in [
         "title",
         "description",
@@ -263,8 +327,4 @@ pub(super) fn convert_schema(
             out.insert("format".into(), json!(format));
         }
     }
-    if nullable || source.get("nullable").and_then(Value::as_bool) == Some(true) {
-        out.insert("nullable".into(), json!(true));
-    }
-    Ok(Value::Object(out))
 }
