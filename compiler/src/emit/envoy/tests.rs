@@ -34,7 +34,17 @@ fn gateway_folders_keep_the_socket_path_short() {
     );
 }
 
+use aigw_filterconfig::{Credential, FilterConfig, METADATA_NAMESPACE};
+use serde_json::Map;
+
+use super::ext_proc::{ext_proc_filter, label_selector_matches};
+use super::files::{is_file_name, object_data, relocated};
+use super::route::{
+    Action, HeaderMatch, IrRoute, PathMatch, compute_hosts, route_to_envoy, sort_by_precedence,
+};
 use super::*;
+use crate::plan;
+use crate::validate::{AllowedFrom, Listener};
 
 fn listener(name: &str, port: i64, hostname: Option<&str>) -> Listener {
     Listener {

@@ -1,0 +1,141 @@
+//! External processing: the `ext_proc` HTTP filters of an EnvoyExtensionPolicy, as Envoy Gateway
+//! builds them, and the label selectors of its `targetSelectors`.
+
+use serde_json::{Map, Value, json};
+
+use super::{EXT_SERVICE_TIMEOUT, duration_ms, items, proto_duration, text, typed};
+
+/// Whether a Kubernetes label selector (`matchLabels`, `matchExpressions` with `In`, `NotIn`,
+/// `Exists`, `DoesNotExist`) holds for `labels`.
+pub(super) fn label_selector_matches(selector: &Value, labels: Option<&Value>) -> bool {
+    let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
+    let by_labels = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .is_none_or(|wanted| {
+            wanted
+                .iter()
+                .all(|(k, v)| v.as_str().is_some_and(|v| label(k) == Some(v)))
+        });
+    let by_expressions = items(selector, "/matchExpressions")
+        .iter()
+        .all(|expression| {
+            let key = text(expression, "/key").unwrap_or_default();
+            let values: Vec<&str> = items(expression, "/values")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            match text(expression, "/operator") {
+                Some("In") => label(key).is_some_and(|v| values.contains(&v)),
+                Some("NotIn") => label(key).is_none_or(|v| !values.contains(&v)),
+                Some("Exists") => label(key).is_some(),
+                Some("DoesNotExist") => label(key).is_none(),
+                _ => false,
+            }
+        });
+    by_labels && by_expressions
+}
+
+/// The `ext_proc` filter for one EnvoyExtensionPolicy `extProc` entry, as Envoy Gateway builds
+/// it (disabled here, enabled per route).
+///
+/// The gRPC `:authority` is the backend Service's host, `<name>.<namespace>:<port>`, as Envoy
+/// Gateway sets it; without it Envoy would send the cluster name, whose slashes HTTP/2 servers
+/// reject.
+pub(super) fn ext_proc_filter(
+    name: &str,
+    cluster: &str,
+    namespace: &str,
+    entry: &Value,
+) -> Result<Value, String> {
+    let mut config = Map::new();
+    let backend = entry.pointer("/backendRefs/0");
+    let authority = match backend {
+        Some(b) => format!(
+            "{}.{}:{}",
+            b.get("name").and_then(Value::as_str).unwrap_or_default(),
+            b.get("namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(namespace),
+            b.get("port").and_then(Value::as_i64).unwrap_or(80)
+        ),
+        None => cluster.replace('/', "."),
+    };
+    config.insert(
+        "grpc_service".into(),
+        json!({"envoy_grpc": {"cluster_name": cluster, "authority": authority}, "timeout": EXT_SERVICE_TIMEOUT}),
+    );
+    let body_mode = |mode: Option<&str>| -> Result<&'static str, String> {
+        Ok(match mode {
+            None => "NONE",
+            Some("Buffered") => "BUFFERED",
+            Some("BufferedPartial") => "BUFFERED_PARTIAL",
+            Some("Streamed") => "STREAMED",
+            Some("FullDuplexStreamed") => "FULL_DUPLEX_STREAMED",
+            Some(other) => return Err(format!("unknown body processing mode {other:?}")),
+        })
+    };
+    let mode = entry.get("processingMode");
+    let request = mode.and_then(|m| m.get("request"));
+    let response = mode.and_then(|m| m.get("response"));
+    let request_body = body_mode(request.and_then(|r| text(r, "/body")))?;
+    let response_body = body_mode(response.and_then(|r| text(r, "/body")))?;
+    let trailer = |body: &str| {
+        if body == "FULL_DUPLEX_STREAMED" {
+            "SEND"
+        } else {
+            "SKIP"
+        }
+    };
+    let mut processing = json!({
+        "request_header_mode": if request.is_some() { "SEND" } else { "SKIP" },
+        "response_header_mode": if response.is_some() { "SEND" } else { "SKIP" },
+        "request_trailer_mode": trailer(request_body),
+        "response_trailer_mode": trailer(response_body),
+    });
+    if request_body != "NONE" {
+        processing["request_body_mode"] = json!(request_body);
+    }
+    if response_body != "NONE" {
+        processing["response_body_mode"] = json!(response_body);
+    }
+    config.insert("processing_mode".into(), processing);
+    if let Some(fail_open) = entry.get("failOpen").and_then(Value::as_bool) {
+        config.insert("failure_mode_allow".into(), json!(fail_open));
+    }
+    if let Some(timeout) = entry.get("messageTimeout").and_then(Value::as_str) {
+        let ms = duration_ms(timeout).ok_or_else(|| format!("messageTimeout {timeout:?}"))?;
+        config.insert("message_timeout".into(), json!(proto_duration(ms)));
+    }
+    for (side, envoy) in [
+        (request, "request_attributes"),
+        (response, "response_attributes"),
+    ] {
+        if let Some(list) = side.and_then(|s| s.get("attributes")) {
+            config.insert(envoy.into(), list.clone());
+        }
+    }
+    let mut metadata = Map::new();
+    for (field, envoy) in [
+        ("/metadata/accessibleNamespaces", "forwarding_namespaces"),
+        ("/metadata/writableNamespaces", "receiving_namespaces"),
+    ] {
+        if let Some(list) = entry.pointer(field) {
+            metadata.insert(envoy.into(), json!({"untyped": list}));
+        }
+    }
+    if !metadata.is_empty() {
+        config.insert("metadata_options".into(), Value::Object(metadata));
+    }
+    if let Some(allow) = mode
+        .and_then(|m| m.get("allowModeOverride"))
+        .and_then(Value::as_bool)
+    {
+        config.insert("allow_mode_override".into(), json!(allow));
+    }
+    Ok(json!({
+        "name": name,
+        "disabled": true,
+        "typed_config": typed("envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor", Value::Object(config)),
+    }))
+}
