@@ -369,6 +369,20 @@ pub(super) fn items<'v>(value: &'v Value, pointer: &str) -> &'v [Value] {
         .unwrap_or_default()
 }
 
+/// `metadata.name` of a generated object.
+fn name_of(value: &Value) -> String {
+    text(value, "/metadata/name")
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The generated objects of one kind.
+fn of_kind<'o>(objects: &'o [Value], kind: &'o str) -> impl Iterator<Item = &'o Value> {
+    objects
+        .iter()
+        .filter(move |o| text(o, "/kind").unwrap_or_default() == kind)
+}
+
 impl<'a> Emitter<'a> {
     fn find(&self, group: &str, kind: &str, namespace: &str, name: &str) -> Option<&'a Object> {
         let input: &'a Validated = self.input;

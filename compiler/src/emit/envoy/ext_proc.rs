@@ -1,9 +1,115 @@
 //! External processing: the `ext_proc` HTTP filters of an EnvoyExtensionPolicy, as Envoy Gateway
 //! builds them, and the label selectors of its `targetSelectors`.
 
+use std::collections::BTreeSet;
+
 use serde_json::{Map, Value, json};
 
-use super::{EXT_SERVICE_TIMEOUT, duration_ms, items, proto_duration, text, typed};
+use super::cluster::grpc_socket_cluster;
+use super::gateway::GatewayContext;
+use super::{
+    EXT_PROC_FILTER, EXT_SERVICE_TIMEOUT, Emitter, duration_ms, items, name_of, of_kind,
+    proto_duration, text, typed,
+};
+use crate::model::GATEWAY_GROUP;
+
+/// The EnvoyExtensionPolicy of a Gateway, translated filter by filter.
+#[derive(Default)]
+pub(super) struct Extensions {
+    /// The `ext_proc` HTTP filters, disabled on the HTTP connection manager.
+    pub(super) filters: Vec<Value>,
+    /// Their names, which every route of a targeted HTTPRoute enables.
+    pub(super) names: Vec<String>,
+    /// The HTTPRoutes the policy targets, by name.
+    pub(super) targets: BTreeSet<String>,
+}
+
+impl Emitter<'_> {
+    /// The filters of the generated EnvoyExtensionPolicies among `objects`, with the clusters
+    /// of their sockets, and the HTTPRoutes (of `routes`) they apply to.
+    pub(super) fn extension_filters(
+        &mut self,
+        gateway: &GatewayContext,
+        objects: &[Value],
+        routes: &[&Value],
+    ) -> Extensions {
+        let mut out = Extensions::default();
+        for policy in of_kind(objects, "EnvoyExtensionPolicy") {
+            self.extension_policy(gateway, policy, routes, &mut out);
+        }
+        out
+    }
+
+    /// One EnvoyExtensionPolicy: its `extProc` filters, then its targets. Filters the
+    /// standalone target cannot run are errors.
+    fn extension_policy(
+        &mut self,
+        gateway: &GatewayContext,
+        policy: &Value,
+        routes: &[&Value],
+        out: &mut Extensions,
+    ) {
+        let policy_ns = text(policy, "/metadata/namespace").unwrap_or_default();
+        let policy_name = name_of(policy);
+        for list in ["wasm", "lua", "dynamicModule"] {
+            if !items(policy, &format!("/spec/{list}")).is_empty() {
+                self.errors.push(gateway.fail(format!(
+                    "EnvoyExtensionPolicy {policy_ns}/{policy_name} carries {list} filters merged from the input, which the standalone target cannot run; leave them out of the input for `--target envoy`"
+                )));
+            }
+        }
+        let entries = items(policy, "/spec/extProc");
+        if entries.len() > 1 {
+            self.errors.push(gateway.fail(format!(
+                "EnvoyExtensionPolicy {policy_ns}/{policy_name} carries ext_proc filters merged from the input, whose Kubernetes Services the standalone target cannot reach; leave them out of the input for `--target envoy`"
+            )));
+            return;
+        }
+        for (i, entry) in entries.iter().enumerate() {
+            let config_name = format!("envoyextensionpolicy/{policy_ns}/{policy_name}/extproc/{i}");
+            let filter_name = format!("{EXT_PROC_FILTER}/{config_name}");
+            match ext_proc_filter(&filter_name, &config_name, policy_ns, entry) {
+                Ok(filter) => out.filters.push(filter),
+                Err(err) => {
+                    self.errors
+                        .push(gateway.fail(format!("internal error: EnvoyExtensionPolicy: {err}")));
+                    continue;
+                }
+            }
+            self.clusters.insert(
+                config_name.clone(),
+                grpc_socket_cluster(&config_name, &gateway.socket),
+            );
+            self.referenced.insert(config_name.clone());
+            out.names.push(filter_name);
+        }
+        out.targets.extend(policy_targets(policy, routes));
+    }
+}
+
+/// The HTTPRoutes an EnvoyExtensionPolicy targets: by `targetRefs`, and, as Envoy Gateway
+/// resolves `targetSelectors`, the HTTPRoutes of the policy's namespace (all of `routes` are)
+/// whose labels a selector matches.
+fn policy_targets(policy: &Value, routes: &[&Value]) -> Vec<String> {
+    let mut targets = Vec::new();
+    for target in items(policy, "/spec/targetRefs") {
+        if text(target, "/kind") == Some("HTTPRoute") {
+            targets.push(text(target, "/name").unwrap_or_default().to_string());
+        }
+    }
+    for selector in items(policy, "/spec/targetSelectors") {
+        let group = text(selector, "/group").unwrap_or(GATEWAY_GROUP);
+        if text(selector, "/kind") != Some("HTTPRoute") || group != GATEWAY_GROUP {
+            continue;
+        }
+        for route in routes {
+            if label_selector_matches(selector, route.pointer("/metadata/labels")) {
+                targets.push(name_of(route));
+            }
+        }
+    }
+    targets
+}
 
 /// Whether a Kubernetes label selector (`matchLabels`, `matchExpressions` with `In`, `NotIn`,
 /// `Exists`, `DoesNotExist`) holds for `labels`.

@@ -7,7 +7,8 @@ use aigw_filterconfig::{Credential, FilterConfig, OidcExchange};
 use base64::Engine;
 use serde_json::Value;
 
-use super::{Emitter, SECRETS_DIR, text};
+use super::gateway::GatewayContext;
+use super::{Emitter, GatewaySummary, SECRETS_DIR, text};
 use crate::diag::{Diagnostic, FieldPath};
 use crate::plan::{self, Instance};
 use crate::validate::{Body, Object, Validated};
@@ -151,13 +152,32 @@ impl<'a> Emitter<'a> {
         })
     }
 
-    pub(super) fn secret_files(
-        &mut self,
-        instance: &Instance,
-        gateway: &str,
-        dir: &str,
-        name: &str,
-    ) {
+    /// The extproc's files: its filter config and the Secrets it reads; then the Gateway's
+    /// summary.
+    pub(super) fn extproc_files(&mut self, gateway: GatewayContext) {
+        let instance = gateway.instance;
+        let config = relocated(&instance.config);
+        match serde_json::to_value(&config) {
+            Ok(value) => self.files.push(FileEntry::public(
+                format!("{}/{}", gateway.dir, plan::CONFIG_FILE),
+                crate::render::yaml(&value),
+            )),
+            Err(err) => self
+                .errors
+                .push(gateway.fail(format!("internal error: filter config: {err}"))),
+        }
+        for mounted in &instance.secrets {
+            self.secret_files(instance, &gateway.name, &gateway.dir, &mounted.secret);
+        }
+        self.gateways.push(GatewaySummary {
+            config: format!("{}/{}", gateway.dir, plan::CONFIG_FILE),
+            gateway: gateway.name,
+            socket: gateway.socket,
+            dir: gateway.dir,
+        });
+    }
+
+    fn secret_files(&mut self, instance: &Instance, gateway: &str, dir: &str, name: &str) {
         let Some(object) = self.find("", "Secret", &instance.namespace, name) else {
             let message = format!(
                 "Secret {}/{name} is read by the extproc of Gateway {gateway} but is not in the input; the standalone target takes credentials from the input, so add the Secret to it (and keep that input out of Git)",

@@ -1,19 +1,46 @@
 //! EnvoyPatchPolicies: aigw's own JSON patches, applied to the clusters and listeners built here as
 //! Envoy Gateway applies them to its xDS resources.
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
 
-use super::{Emitter, text};
+use super::gateway::GatewayContext;
+use super::{Emitter, items, text};
 
 impl<'a> Emitter<'a> {
+    /// aigw's own EnvoyPatchPolicies of a Gateway, applied as Envoy Gateway applies them to the
+    /// listeners from `first_listener` on; patches of the listeners `left_out` are skipped.
+    pub(super) fn patch_policies(
+        &mut self,
+        gateway: &GatewayContext,
+        left_out: &BTreeSet<String>,
+        first_listener: usize,
+    ) {
+        for policy in crate::emit::attempts::policies(gateway.instance) {
+            let policy_name = text(&policy, "/metadata/name")
+                .unwrap_or_default()
+                .to_string();
+            for patch in items(&policy, "/spec/jsonPatches") {
+                let kind = text(patch, "/type").unwrap_or_default();
+                if kind.ends_with(".Listener")
+                    && left_out.contains(text(patch, "/name").unwrap_or_default())
+                {
+                    continue;
+                }
+                if let Err(err) = self.apply_patch(patch, first_listener) {
+                    self.errors.push(gateway.fail(format!(
+                        "internal error: EnvoyPatchPolicy {policy_name}: {err}"
+                    )));
+                }
+            }
+        }
+    }
+
     /// Applies one EnvoyPatchPolicy patch to the resource it names: a cluster (or its load
     /// assignment, which Envoy Gateway sends as a ClusterLoadAssignment for EDS clusters), or
     /// the route configuration of a listener from `listeners_from` on.
-    pub(super) fn apply_patch(
-        &mut self,
-        patch: &Value,
-        listeners_from: usize,
-    ) -> Result<(), String> {
+    fn apply_patch(&mut self, patch: &Value, listeners_from: usize) -> Result<(), String> {
         let name = text(patch, "/name").unwrap_or_default();
         let kind = text(patch, "/type").unwrap_or_default();
         let operation = patch

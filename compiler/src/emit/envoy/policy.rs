@@ -2,14 +2,15 @@
 //! rate-limit service's files, and the warnings about input objects the standalone Envoy does not
 //! apply.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
 use super::cluster::grpc_socket_cluster;
+use super::gateway::GatewayContext;
 use super::{
-    Emitter, RATELIMIT_DIR, RATELIMIT_SOCKET, RateLimitSummary, duration_ms, items, proto_duration,
-    text,
+    Emitter, RATELIMIT_DIR, RATELIMIT_SOCKET, RateLimitSummary, duration_ms, items, name_of,
+    of_kind, proto_duration, text,
 };
 use crate::diag::FieldPath;
 use crate::model::{EG_GROUP, GATEWAY_GROUP};
@@ -112,6 +113,40 @@ pub fn retry_policy(retry: &Value) -> Result<Value, String> {
 }
 
 impl<'a> Emitter<'a> {
+    /// The global rate-limit rules of aigw's own BackendTrafficPolicy (from QuotaPolicies)
+    /// among a Gateway's generated `objects`, by the generated HTTPRoute it targets.
+    pub(super) fn generated_limits(
+        &mut self,
+        gateway: &GatewayContext,
+        objects: &[Value],
+    ) -> BTreeMap<String, TrafficLimits> {
+        let mut generated_limits: BTreeMap<String, TrafficLimits> = BTreeMap::new();
+        for policy in of_kind(objects, "BackendTrafficPolicy") {
+            let policy_ns = text(policy, "/metadata/namespace").unwrap_or_default();
+            let Some(rate_limit) = policy.pointer("/spec/rateLimit") else {
+                continue;
+            };
+            match crate::emit::ratelimit::global_rules(policy_ns, &name_of(policy), rate_limit) {
+                Ok(rules) => {
+                    for target in items(policy, "/spec/targetRefs") {
+                        generated_limits.insert(
+                            text(target, "/name").unwrap_or_default().to_string(),
+                            TrafficLimits {
+                                global: rules.clone(),
+                                ..TrafficLimits::default()
+                            },
+                        );
+                    }
+                }
+                Err(err) => self.errors.push(gateway.fail(format!(
+                    "internal error: BackendTrafficPolicy {}: {err}",
+                    name_of(policy)
+                ))),
+            }
+        }
+        generated_limits
+    }
+
     /// The retry policies of the user's BackendTrafficPolicies, by target; a policy with a
     /// retry Envoy Gateway would refuse is an error here too.
     pub(super) fn collect_retries(&mut self) {

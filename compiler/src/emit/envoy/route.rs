@@ -350,141 +350,20 @@ impl<'a> Emitter<'a> {
         let name = text(route, "/metadata/name").unwrap_or_default();
         let mut out = Vec::new();
         for (i, rule) in items(route, "/spec/rules").iter().enumerate() {
-            let mut host_rewrite = None;
-            let mut respond = None;
-            for filter in items(rule, "/filters") {
-                if text(filter, "/type") != Some("ExtensionRef")
-                    || text(filter, "/extensionRef/kind") != Some("HTTPRouteFilter")
-                {
-                    return Err(format!("rule {i}: unsupported filter {filter}"));
-                }
-                let filter_name = text(filter, "/extensionRef/name").unwrap_or_default();
-                let Some(spec) = filters.get(filter_name).and_then(|f| f.get("spec")) else {
-                    return Err(format!(
-                        "rule {i}: HTTPRouteFilter {filter_name} not emitted"
-                    ));
-                };
-                for key in spec.as_object().map(|m| m.keys()).into_iter().flatten() {
-                    match key.as_str() {
-                        "urlRewrite" => {
-                            let unsupported =
-                                || format!("HTTPRouteFilter {filter_name}: unsupported urlRewrite");
-                            let rewrite = &spec["urlRewrite"];
-                            if rewrite.as_object().is_some_and(|m| {
-                                m.keys()
-                                    .any(|k| k != "hostname" && k != "appendXForwardedHost")
-                            }) {
-                                return Err(unsupported());
-                            }
-                            let mut fields = Map::new();
-                            match text(rewrite, "/hostname/type") {
-                                Some("Backend") => {
-                                    fields.insert("auto_host_rewrite".into(), json!(true));
-                                }
-                                Some("Header") => {
-                                    let header = text(rewrite, "/hostname/header")
-                                        .ok_or_else(unsupported)?;
-                                    fields.insert("host_rewrite_header".into(), json!(header));
-                                }
-                                _ => return Err(unsupported()),
-                            }
-                            if rewrite.get("appendXForwardedHost").and_then(Value::as_bool)
-                                != Some(false)
-                            {
-                                fields.insert("append_x_forwarded_host".into(), json!(true));
-                            }
-                            host_rewrite = Some(fields);
-                        }
-                        "directResponse" => {
-                            let body = match text(spec, "/directResponse/body/type") {
-                                None => None,
-                                Some("Inline") => {
-                                    text(spec, "/directResponse/body/inline").map(str::to_string)
-                                }
-                                Some(other) => {
-                                    return Err(format!(
-                                        "HTTPRouteFilter {filter_name}: body type {other}"
-                                    ));
-                                }
-                            };
-                            respond = Some(Action::Respond {
-                                status: spec
-                                    .pointer("/directResponse/statusCode")
-                                    .and_then(Value::as_u64)
-                                    .unwrap_or(200),
-                                body,
-                                content_type: text(spec, "/directResponse/contentType")
-                                    .map(str::to_string),
-                            });
-                        }
-                        other => {
-                            return Err(format!(
-                                "HTTPRouteFilter {filter_name}: unsupported {other}"
-                            ));
-                        }
-                    }
-                }
-            }
+            let RuleFilters {
+                host_rewrite,
+                respond,
+            } = rule_filters(i, rule, filters)?;
             let action = match respond {
                 Some(action) => action,
-                None => {
-                    let refs = items(rule, "/backendRefs");
-                    let by_rule = items(rule, "/matches").iter().any(|m| {
-                        items(m, "/headers")
-                            .iter()
-                            .any(|h| text(h, "/name") == Some(SELECTED_RULE_HEADER))
-                    });
-                    let cluster = if by_rule {
-                        self.rule_cluster(instance, &plan::rule_cluster(namespace, name, i), refs)?
-                    } else {
-                        let [backend] = refs else {
-                            return Err(format!("rule {i}: expected one backendRef"));
-                        };
-                        self.backend_cluster(instance, backend)?
-                    };
-                    self.referenced.insert(cluster.clone());
-                    let timeout = |field: &str| -> Result<Option<u64>, String> {
-                        text(rule, field)
-                            .map(|t| {
-                                duration_ms(t).ok_or_else(|| format!("rule {i}: duration {t:?}"))
-                            })
-                            .transpose()
-                    };
-                    Action::Forward {
-                        cluster,
-                        timeout_ms: timeout("/timeouts/backendRequest")?
-                            .or(timeout("/timeouts/request")?),
-                        host_rewrite: host_rewrite.clone(),
-                        retry: self.retry_of(namespace, name, &instance.gateway.name),
-                    }
-                }
+                None => self.forward_action(instance, (namespace, name), i, rule, host_rewrite)?,
             };
             for (j, m) in items(rule, "/matches").iter().enumerate() {
-                if let Some(key) = m
-                    .as_object()
-                    .and_then(|o| o.keys().find(|k| *k != "path" && *k != "headers"))
-                {
-                    return Err(format!("rule {i}: unsupported match {key}"));
-                }
-                let path = match (text(m, "/path/type"), text(m, "/path/value")) {
-                    (_, None) => None,
-                    (Some("Exact"), Some(v)) => Some(PathMatch::Exact(v.into())),
-                    (Some("RegularExpression"), Some(v)) => Some(PathMatch::Regex(v.into())),
-                    (_, Some(v)) => Some(PathMatch::Prefix(v.into())),
-                };
-                let headers = items(m, "/headers")
-                    .iter()
-                    .map(|h| HeaderMatch {
-                        name: text(h, "/name").unwrap_or_default().to_string(),
-                        exact: text(h, "/type") != Some("RegularExpression"),
-                        value: text(h, "/value").unwrap_or_default().to_string(),
-                    })
-                    .collect();
                 out.push(IrRoute {
                     name: format!("httproute/{namespace}/{name}/rule/{i}/match/{j}"),
                     hostname: String::new(),
-                    path,
-                    headers,
+                    path: path_match(i, m)?,
+                    headers: header_matches(m),
                     action: action.clone(),
                     ext_procs: Vec::new(),
                     rate_limits: Map::new(),
@@ -493,4 +372,161 @@ impl<'a> Emitter<'a> {
         }
         Ok(out)
     }
+
+    /// The action of rule `i` of HTTPRoute `route` (namespace, name) that forwards to its
+    /// backends: the cluster (one Backend's, or the rule's when Envoy balances its backends by
+    /// the selected rule header), the timeout, the host rewrite and the user's retry policy.
+    fn forward_action(
+        &mut self,
+        instance: &Instance,
+        (namespace, name): (&str, &str),
+        i: usize,
+        rule: &Value,
+        host_rewrite: Option<Map<String, Value>>,
+    ) -> Result<Action, String> {
+        let refs = items(rule, "/backendRefs");
+        let by_rule = items(rule, "/matches").iter().any(|m| {
+            items(m, "/headers")
+                .iter()
+                .any(|h| text(h, "/name") == Some(SELECTED_RULE_HEADER))
+        });
+        let cluster = if by_rule {
+            self.rule_cluster(instance, &plan::rule_cluster(namespace, name, i), refs)?
+        } else {
+            let [backend] = refs else {
+                return Err(format!("rule {i}: expected one backendRef"));
+            };
+            self.backend_cluster(instance, backend)?
+        };
+        self.referenced.insert(cluster.clone());
+        let timeout = |field: &str| -> Result<Option<u64>, String> {
+            text(rule, field)
+                .map(|t| duration_ms(t).ok_or_else(|| format!("rule {i}: duration {t:?}")))
+                .transpose()
+        };
+        Ok(Action::Forward {
+            cluster,
+            timeout_ms: timeout("/timeouts/backendRequest")?.or(timeout("/timeouts/request")?),
+            host_rewrite,
+            retry: self.retry_of(namespace, name, &instance.gateway.name),
+        })
+    }
+}
+
+/// What the HTTPRouteFilters of a rule do.
+#[derive(Default)]
+struct RuleFilters {
+    /// The route action's host rewrite fields, from a `urlRewrite`.
+    host_rewrite: Option<Map<String, Value>>,
+    /// The direct response, from a `directResponse`.
+    respond: Option<Action>,
+}
+
+/// The HTTPRouteFilters (`ExtensionRef`s, looked up in `filters`) of rule `i`.
+fn rule_filters(
+    i: usize,
+    rule: &Value,
+    filters: &BTreeMap<String, &Value>,
+) -> Result<RuleFilters, String> {
+    let mut out = RuleFilters::default();
+    for filter in items(rule, "/filters") {
+        if text(filter, "/type") != Some("ExtensionRef")
+            || text(filter, "/extensionRef/kind") != Some("HTTPRouteFilter")
+        {
+            return Err(format!("rule {i}: unsupported filter {filter}"));
+        }
+        let filter_name = text(filter, "/extensionRef/name").unwrap_or_default();
+        let Some(spec) = filters.get(filter_name).and_then(|f| f.get("spec")) else {
+            return Err(format!(
+                "rule {i}: HTTPRouteFilter {filter_name} not emitted"
+            ));
+        };
+        for key in spec.as_object().map(|m| m.keys()).into_iter().flatten() {
+            match key.as_str() {
+                "urlRewrite" => out.host_rewrite = Some(host_rewrite(filter_name, spec)?),
+                "directResponse" => out.respond = Some(direct_response(filter_name, spec)?),
+                other => {
+                    return Err(format!(
+                        "HTTPRouteFilter {filter_name}: unsupported {other}"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The route action's host rewrite fields of an HTTPRouteFilter `urlRewrite` (hostname only).
+fn host_rewrite(filter_name: &str, spec: &Value) -> Result<Map<String, Value>, String> {
+    let unsupported = || format!("HTTPRouteFilter {filter_name}: unsupported urlRewrite");
+    let rewrite = &spec["urlRewrite"];
+    if rewrite.as_object().is_some_and(|m| {
+        m.keys()
+            .any(|k| k != "hostname" && k != "appendXForwardedHost")
+    }) {
+        return Err(unsupported());
+    }
+    let mut fields = Map::new();
+    match text(rewrite, "/hostname/type") {
+        Some("Backend") => {
+            fields.insert("auto_host_rewrite".into(), json!(true));
+        }
+        Some("Header") => {
+            let header = text(rewrite, "/hostname/header").ok_or_else(unsupported)?;
+            fields.insert("host_rewrite_header".into(), json!(header));
+        }
+        _ => return Err(unsupported()),
+    }
+    if rewrite.get("appendXForwardedHost").and_then(Value::as_bool) != Some(false) {
+        fields.insert("append_x_forwarded_host".into(), json!(true));
+    }
+    Ok(fields)
+}
+
+/// The action of an HTTPRouteFilter `directResponse`.
+fn direct_response(filter_name: &str, spec: &Value) -> Result<Action, String> {
+    let body = match text(spec, "/directResponse/body/type") {
+        None => None,
+        Some("Inline") => text(spec, "/directResponse/body/inline").map(str::to_string),
+        Some(other) => {
+            return Err(format!("HTTPRouteFilter {filter_name}: body type {other}"));
+        }
+    };
+    Ok(Action::Respond {
+        status: spec
+            .pointer("/directResponse/statusCode")
+            .and_then(Value::as_u64)
+            .unwrap_or(200),
+        body,
+        content_type: text(spec, "/directResponse/contentType").map(str::to_string),
+    })
+}
+
+/// The path condition of match `m` of rule `i`; any condition but path and headers is an
+/// error.
+fn path_match(i: usize, m: &Value) -> Result<Option<PathMatch>, String> {
+    if let Some(key) = m
+        .as_object()
+        .and_then(|o| o.keys().find(|k| *k != "path" && *k != "headers"))
+    {
+        return Err(format!("rule {i}: unsupported match {key}"));
+    }
+    Ok(match (text(m, "/path/type"), text(m, "/path/value")) {
+        (_, None) => None,
+        (Some("Exact"), Some(v)) => Some(PathMatch::Exact(v.into())),
+        (Some("RegularExpression"), Some(v)) => Some(PathMatch::Regex(v.into())),
+        (_, Some(v)) => Some(PathMatch::Prefix(v.into())),
+    })
+}
+
+/// The header conditions of match `m`.
+fn header_matches(m: &Value) -> Vec<HeaderMatch> {
+    items(m, "/headers")
+        .iter()
+        .map(|h| HeaderMatch {
+            name: text(h, "/name").unwrap_or_default().to_string(),
+            exact: text(h, "/type") != Some("RegularExpression"),
+            value: text(h, "/value").unwrap_or_default().to_string(),
+        })
+        .collect()
 }
