@@ -1,4 +1,10 @@
-use super::*;
+use aigw_filterconfig::{CredentialOverride, HeaderValue};
+
+use super::gateway::{bytes_quantity, quantity_bytes};
+use super::route::header_mutation;
+use super::workload::default_tag;
+use super::{bounded_name, rule_authority};
+use crate::model::{self, HttpHeaderMutation};
 
 #[test]
 fn a_rule_authority_is_a_valid_hostname_for_any_route_name() {
