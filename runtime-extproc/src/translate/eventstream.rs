@@ -202,6 +202,17 @@ impl Decoder {
         !self.pending.is_empty()
     }
 
+    /// The end of the stream: an error when it ended inside a frame, which every translator
+    /// of an event stream reports the same way.
+    pub fn finish(&self) -> Result<(), TranslateError> {
+        if self.has_pending() {
+            return Err(TranslateError::Upstream(
+                "the AWS event stream ended inside a frame".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Consumes a chunk; returns every frame it completes, in order.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Message>, TranslateError> {
         self.pending.extend_from_slice(chunk);
@@ -340,6 +351,17 @@ mod tests {
             assert!(messages[2].headers.is_empty() && messages[2].payload.is_empty());
             assert!(!decoder.has_pending());
         }
+    }
+
+    #[test]
+    fn a_stream_that_ends_inside_a_frame_is_an_upstream_error() {
+        let mut decoder = Decoder::new();
+        assert!(decoder.finish().is_ok());
+        decoder.feed(&[0, 0, 0]).expect("a partial prelude waits");
+        assert!(matches!(
+            decoder.finish(),
+            Err(TranslateError::Upstream(message)) if message.contains("inside a frame")
+        ));
     }
 
     #[test]

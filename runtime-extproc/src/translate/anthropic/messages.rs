@@ -312,11 +312,7 @@ impl StreamTranslator for BedrockMessagesStream {
     }
 
     fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
-        if self.decoder.has_pending() {
-            return Err(TranslateError::Upstream(
-                "the Bedrock event stream ended inside a frame".into(),
-            ));
-        }
+        self.decoder.finish()?;
         Ok(Vec::new())
     }
 

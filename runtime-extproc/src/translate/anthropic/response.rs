@@ -300,9 +300,7 @@ impl ChatStream {
 
 impl StreamTranslator for ChatStream {
     fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        let events = self.reader.feed(chunk).map_err(|_| {
-            TranslateError::Upstream("an Anthropic stream event exceeds 16 MiB".into())
-        })?;
+        let events = self.reader.feed(chunk)?;
         let mut out = Vec::new();
         for data in events {
             self.data(&data, &mut out)?;

@@ -682,11 +682,7 @@ impl StreamTranslator for ChatStream {
     }
 
     fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
-        if self.decoder.has_pending() {
-            return Err(TranslateError::Upstream(
-                "the event stream ended inside a frame".into(),
-            ));
-        }
+        self.decoder.finish()?;
         Ok(SSE_DONE.to_vec())
     }
 

@@ -831,11 +831,7 @@ impl StreamTranslator for MessagesStream {
     }
 
     fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
-        if self.decoder.has_pending() {
-            return Err(TranslateError::Upstream(
-                "the event stream ended inside a frame".into(),
-            ));
-        }
+        self.decoder.finish()?;
         let mut out = Vec::new();
         self.end(&mut out);
         Ok(out)
