@@ -15,6 +15,7 @@ use std::sync::Arc;
 use aigw_filterconfig::{self as fc, FilterConfig};
 
 use crate::auth::{self, BackendCredential};
+pub use crate::redact::Secret;
 
 /// Errors loading a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -84,34 +85,6 @@ pub enum LoadError {
         /// What is wrong.
         message: String,
     },
-}
-
-/// A secret value. Its `Debug` and `Display` print `<redacted>`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that puts it on the wire.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
 }
 
 /// A header condition of a rule.

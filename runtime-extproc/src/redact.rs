@@ -3,9 +3,38 @@
 //!
 //! The extproc scrubs the provider's answer of the credentials it sent with the request (a
 //! provider may echo a key in an error), and `auth` scrubs token-endpoint error texts of the
-//! secrets it posted. Both come here.
+//! secrets it posted. Both come here. Credential values themselves travel as [`Secret`],
+//! which never prints.
 
-use crate::config::Secret;
+use std::fmt;
+
+/// A secret value. Its `Debug` and `Display` print `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that puts it on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
 
 /// Values shorter than this are not searched for: they would match ordinary text.
 pub const MIN_REDACTED: usize = 8;

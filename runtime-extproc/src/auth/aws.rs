@@ -42,7 +42,7 @@ use serde_json::Value;
 use super::process_env;
 use super::refresh::{Fetch, FetchFuture, Fetched, Refreshing};
 use super::{Applied, AuthError, UpstreamCall, http, oidc};
-use crate::config::Secret;
+use crate::redact::Secret;
 use crate::time::parse_rfc3339;
 
 /// Suffixes of the per-request credential headers, after the configured prefix.

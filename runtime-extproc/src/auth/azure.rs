@@ -24,7 +24,7 @@ use super::http;
 use super::oidc;
 use super::process_env;
 use super::refresh::{Fetch, FetchFuture, Fetched, Refreshing};
-use crate::config::Secret;
+use crate::redact::Secret;
 
 /// The resource Azure OpenAI tokens are issued for.
 const SCOPE: &str = "https://cognitiveservices.azure.com/.default";

@@ -29,7 +29,7 @@ use super::http;
 use super::oidc;
 use super::process_env;
 use super::refresh::{Fetch, FetchFuture, Fetched, Refreshing};
-use crate::config::Secret;
+use crate::redact::Secret;
 use crate::time::{parse_rfc3339, unix_now};
 
 /// The scope of every token.

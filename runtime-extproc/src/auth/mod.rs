@@ -34,7 +34,7 @@ use aigw_filterconfig::{BackendAuth, Credential};
 use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::google::protobuf::value::Kind;
 
-use crate::config::Secret;
+use crate::redact::Secret;
 use refresh::Refreshing;
 
 /// Why a credential could not be applied to a request.
