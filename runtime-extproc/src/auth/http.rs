@@ -25,9 +25,71 @@ const SECRET_FIELDS: [&str; 4] = [
     "refresh_token",
 ];
 
+/// Why a call to a token endpoint, STS or metadata server failed. Every message names what was
+/// asked for (`what`) and the endpoint; none carries a secret that was sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// The shared client could not be built (no TLS roots, say).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+    /// The endpoint could not be reached, or did not answer in time.
+    #[error("{what}: {reason}")]
+    Unreachable {
+        /// What was asked for (`GCP STS token exchange`, ...).
+        what: String,
+        /// The cause, without the query of the URL.
+        reason: String,
+    },
+    /// The answer broke off while it was read.
+    #[error("{what}: reading the answer of {path}: {reason}")]
+    Read {
+        /// What was asked for (`GCP STS token exchange`, ...).
+        what: String,
+        /// The path of the endpoint.
+        path: String,
+        /// The cause, without the query of the URL.
+        reason: String,
+    },
+    /// The answer is larger than any credential answer is.
+    #[error("{what}: the answer of {path} exceeds {MAX_ANSWER} bytes")]
+    TooLarge {
+        /// What was asked for (`GCP STS token exchange`, ...).
+        what: String,
+        /// The path of the endpoint.
+        path: String,
+    },
+    /// The endpoint answered with a status other than 2xx; `excerpt` is the start of its
+    /// answer, with the secrets sent redacted.
+    #[error("{what}: {endpoint} answered {status}: {excerpt}")]
+    Status {
+        /// What was asked for (`GCP STS token exchange`, ...).
+        what: String,
+        /// Scheme, host, port and path of the endpoint.
+        endpoint: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the answer, secrets sent redacted.
+        excerpt: String,
+    },
+    /// A 2xx answer that is not the JSON it should be.
+    #[error("{what}: the answer is not JSON: {reason}")]
+    NotJson {
+        /// What was asked for (`GCP STS token exchange`, ...).
+        what: String,
+        /// The cause, without the query of the URL.
+        reason: String,
+    },
+}
+
+impl From<FetchError> for String {
+    fn from(err: FetchError) -> Self {
+        err.to_string()
+    }
+}
+
 /// The shared client.
-pub fn client() -> Result<&'static reqwest::Client, String> {
-    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+pub fn client() -> Result<&'static reqwest::Client, FetchError> {
+    static CLIENT: OnceLock<Result<reqwest::Client, FetchError>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
             reqwest::Client::builder()
@@ -35,7 +97,7 @@ pub fn client() -> Result<&'static reqwest::Client, String> {
                 .connect_timeout(TIMEOUT)
                 .user_agent(concat!("aigw-extproc/", env!("CARGO_PKG_VERSION")))
                 .build()
-                .map_err(|err| format!("cannot build the HTTP client: {err}"))
+                .map_err(|err| FetchError::Client(err.to_string()))
         })
         .as_ref()
         .map_err(Clone::clone)
@@ -74,26 +136,27 @@ pub async fn send(
     request: reqwest::RequestBuilder,
     what: &str,
     sent: &[&str],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, FetchError> {
     let mut response = request
         .send()
         .await
-        .map_err(|err| format!("{what}: {}", without_url_query(&err.to_string())))?;
+        .map_err(|err| FetchError::Unreachable {
+            what: what.to_string(),
+            reason: without_url_query(&err.to_string()),
+        })?;
     let status = response.status();
     let url = response.url().clone();
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|err| {
-        format!(
-            "{what}: reading the answer of {}: {}",
-            url.path(),
-            without_url_query(&err.to_string())
-        )
+    while let Some(chunk) = response.chunk().await.map_err(|err| FetchError::Read {
+        what: what.to_string(),
+        path: url.path().to_string(),
+        reason: without_url_query(&err.to_string()),
     })? {
         if body.len().saturating_add(chunk.len()) > MAX_ANSWER {
-            return Err(format!(
-                "{what}: the answer of {} exceeds {MAX_ANSWER} bytes",
-                url.path()
-            ));
+            return Err(FetchError::TooLarge {
+                what: what.to_string(),
+                path: url.path().to_string(),
+            });
         }
         body.extend_from_slice(&chunk);
     }
@@ -101,14 +164,17 @@ pub async fn send(
         let text = scrub(&String::from_utf8_lossy(&body), sent);
         let excerpt: String = text.chars().take(ERROR_EXCERPT).collect();
         let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-        return Err(format!(
-            "{what}: {}://{}{port}{} answered {}: {}",
-            url.scheme(),
-            url.host_str().unwrap_or_default(),
-            url.path(),
-            status.as_u16(),
-            excerpt.trim()
-        ));
+        return Err(FetchError::Status {
+            what: what.to_string(),
+            endpoint: format!(
+                "{}://{}{port}{}",
+                url.scheme(),
+                url.host_str().unwrap_or_default(),
+                url.path()
+            ),
+            status: status.as_u16(),
+            excerpt: excerpt.trim().to_string(),
+        });
     }
     Ok(body)
 }
@@ -118,14 +184,21 @@ pub async fn send_json(
     request: reqwest::RequestBuilder,
     what: &str,
     sent: &[&str],
-) -> Result<Value, String> {
+) -> Result<Value, FetchError> {
     let body = send(request, what, sent).await?;
-    serde_json::from_slice(&body).map_err(|err| format!("{what}: the answer is not JSON: {err}"))
+    serde_json::from_slice(&body).map_err(|err| FetchError::NotJson {
+        what: what.to_string(),
+        reason: err.to_string(),
+    })
 }
 
 /// A POST of a form, answered with JSON; the values of its secret fields (`client_secret`,
 /// `client_assertion`, `assertion`, `refresh_token`) never appear in an error.
-pub async fn post_form(url: &str, fields: &[(&str, &str)], what: &str) -> Result<Value, String> {
+pub async fn post_form(
+    url: &str,
+    fields: &[(&str, &str)],
+    what: &str,
+) -> Result<Value, FetchError> {
     let request = client()?
         .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
@@ -218,6 +291,11 @@ mod tests {
         .await
         .unwrap_err();
         assert!(
+            matches!(&err, FetchError::Status { status: 401, .. }),
+            "{err}"
+        );
+        let err = err.to_string();
+        assert!(
             err.contains("401") && err.contains("invalid_client"),
             "{err}"
         );
@@ -235,6 +313,7 @@ mod tests {
         let err = send(client.get(server.url("/huge")), "metadata", &[])
             .await
             .unwrap_err();
-        assert!(err.contains("exceeds"), "{err}");
+        assert!(matches!(&err, FetchError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("exceeds"), "{err}");
     }
 }
