@@ -68,9 +68,11 @@ pub fn path(project: &str, region: &str, relative: &str) -> String {
 
 /// The token source of a backend's `GCPCredentials`: the key file, workload identity
 /// federation, or (neither) application default credentials. A service account to impersonate
-/// that is not a full e-mail address belongs to the pool's project (`projectID`); see
-/// [`token_source_with_project`]. Needs the async runtime.
+/// that is not a full e-mail address belongs to `project_name` (the backend's `projectName`),
+/// as upstream resolves it, or else to the pool's project (`projectID`). Needs the async
+/// runtime.
 pub fn token_source(
+    project_name: Option<&str>,
     credentials_file: Option<&Path>,
     wif: Option<&GcpWorkloadIdentityFederation>,
     base: &Path,
@@ -79,24 +81,7 @@ pub fn token_source(
         credentials_file,
         wif,
         base,
-        None,
-        &process_env,
-    )?)
-}
-
-/// [`token_source`], where a service account to impersonate that is not a full e-mail address
-/// belongs to `project_name` (the backend's `projectName`), as upstream resolves it.
-pub fn token_source_with_project(
-    project_name: &str,
-    credentials_file: Option<&Path>,
-    wif: Option<&GcpWorkloadIdentityFederation>,
-    base: &Path,
-) -> Result<Arc<Refreshing<Secret>>, String> {
-    start(GcpToken::new(
-        credentials_file,
-        wif,
-        base,
-        Some(project_name),
+        project_name,
         &process_env,
     )?)
 }

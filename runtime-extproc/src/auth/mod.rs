@@ -442,8 +442,8 @@ pub fn build(
             files.extend(file.clone());
             Auth::Gcp {
                 token: shared(key("gcp"), || {
-                    gcp::token_source_with_project(
-                        project_name,
+                    gcp::token_source(
+                        Some(project_name),
                         file.as_deref(),
                         workload_identity_federation.as_ref(),
                         base,

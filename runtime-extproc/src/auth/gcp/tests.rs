@@ -651,7 +651,7 @@ async fn token_source_starts_a_refreshing_token() {
     let mut doc = json_fixture("gcp/service_account.json");
     doc["token_uri"] = oauth.url("/token").into();
     let file = write_json(&dir, "key.json", &doc);
-    let token = token_source(Some(&file), None, dir.path()).unwrap();
+    let token = token_source(None, Some(&file), None, dir.path()).unwrap();
     assert!(token.ready(Duration::from_secs(10)).await);
     assert_eq!(token.get().unwrap().expose(), "served");
 }
