@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use super::{converse_response, output_content};
 use crate::time::unix_now;
 use crate::translate::eventstream::{Decoder, Message};
 use crate::translate::{
@@ -445,14 +446,8 @@ pub fn chat_response(
     model: &str,
     request_id: Option<&str>,
 ) -> Result<(Vec<u8>, TokenUsage), TranslateError> {
-    let response: Value = serde_json::from_slice(body)
-        .map_err(|err| TranslateError::Upstream(format!("Converse response is not JSON: {err}")))?;
-    let content = response
-        .pointer("/output/message/content")
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            TranslateError::Upstream("Converse response without output.message".into())
-        })?;
+    let response = converse_response(body)?;
+    let content = output_content(&response);
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = Vec::new();

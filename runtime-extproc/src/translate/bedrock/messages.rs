@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use base64::Engine as _;
 
 use super::chat::{converse_usage, error_message, image_format, number, push_turn};
+use super::{converse_response, output_content};
 use crate::translate::anthropic::error_type_for;
 use crate::translate::eventstream::{Decoder, Failure, Message};
 use crate::translate::{
@@ -526,14 +527,8 @@ fn messages_response(
     model: &str,
     request_id: Option<&str>,
 ) -> Result<(Vec<u8>, TokenUsage), TranslateError> {
-    let response: Value = serde_json::from_slice(body)
-        .map_err(|err| TranslateError::Upstream(format!("Converse response is not JSON: {err}")))?;
-    let content = response
-        .pointer("/output/message/content")
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            TranslateError::Upstream("Converse response without output.message".into())
-        })?;
+    let response = converse_response(body)?;
+    let content = output_content(&response);
     let mut blocks = Vec::with_capacity(content.len());
     for block in content {
         if let Some(text) = block.get("text").and_then(Value::as_str) {

@@ -19,8 +19,39 @@ mod embeddings;
 mod messages;
 #[cfg(test)]
 mod test_support;
+#[cfg(test)]
+mod tests;
 
 pub use chat::OpenAiChat;
 pub use count_tokens::CountTokens;
 pub use embeddings::OpenAiEmbeddings;
 pub use messages::AnthropicMessages;
+
+use serde_json::Value;
+
+use crate::translate::TranslateError;
+
+/// A buffered `Converse` response, parsed: an object with `output.message.content` blocks
+/// (read with [`output_content`]).
+fn converse_response(body: &[u8]) -> Result<Value, TranslateError> {
+    let response: Value = serde_json::from_slice(body)
+        .map_err(|err| TranslateError::Upstream(format!("Converse response is not JSON: {err}")))?;
+    if !response
+        .pointer("/output/message/content")
+        .is_some_and(Value::is_array)
+    {
+        return Err(TranslateError::Upstream(
+            "Converse response without output.message".into(),
+        ));
+    }
+    Ok(response)
+}
+
+/// The content blocks of a response [`converse_response`] accepted.
+fn output_content(response: &Value) -> &[Value] {
+    response
+        .pointer("/output/message/content")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
