@@ -361,6 +361,26 @@ pub(crate) fn number_field(
     Ok(())
 }
 
+/// Appends `items` as a turn of `role` (its list under `key`: `content` for Bedrock, `parts`
+/// for Gemini), merged into the previous turn when that one has the same role: both APIs
+/// want roles to alternate. Nothing is added for no items.
+pub(crate) fn merge_turn(turns: &mut Vec<Value>, role: &str, key: &str, items: Vec<Value>) {
+    if items.is_empty() {
+        return;
+    }
+    if let Some(last) = turns.last_mut()
+        && last.get("role").and_then(Value::as_str) == Some(role)
+        && let Some(existing) = last.get_mut(key).and_then(Value::as_array_mut)
+    {
+        existing.extend(items);
+        return;
+    }
+    let mut turn = serde_json::Map::new();
+    turn.insert("role".into(), Value::String(role.to_string()));
+    turn.insert(key.to_string(), Value::Array(items));
+    turns.push(Value::Object(turn));
+}
+
 /// The id, function name and arguments of an OpenAI assistant tool call (its `type` is the
 /// caller's to check). Blank arguments are `{}`; arguments that are not JSON are refused.
 pub(crate) fn function_call(call: &Value) -> Result<(&str, &str, Value), TranslateError> {

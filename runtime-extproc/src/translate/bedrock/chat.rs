@@ -173,17 +173,7 @@ fn tool_use_blocks(calls: &Value) -> Result<Vec<Value>, TranslateError> {
 
 /// Appends blocks as a turn of `role`, merging with the previous turn of the same role.
 pub(super) fn push_turn(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    if let Some(last) = messages.last_mut()
-        && last.get("role").and_then(Value::as_str) == Some(role)
-        && let Some(content) = last.get_mut("content").and_then(Value::as_array_mut)
-    {
-        content.extend(blocks);
-        return;
-    }
-    messages.push(json!({"role": role, "content": blocks}));
+    crate::translate::merge_turn(messages, role, "content", blocks);
 }
 
 fn tool_config(request: &Value) -> Result<Option<Value>, TranslateError> {

@@ -181,17 +181,7 @@ pub(super) fn contents(
 
 /// Appends parts as a content of `role`, merged into the previous content of the same role.
 pub(super) fn push_content(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
-    if parts.is_empty() {
-        return;
-    }
-    if let Some(last) = contents.last_mut()
-        && last.get("role").and_then(Value::as_str) == Some(role)
-        && let Some(existing) = last.get_mut("parts").and_then(Value::as_array_mut)
-    {
-        existing.extend(parts);
-        return;
-    }
-    contents.push(json!({ "role": role, "parts": parts }));
+    crate::translate::merge_turn(contents, role, "parts", parts);
 }
 
 /// The non-empty texts of a text-only `content` (system, developer, assistant, tool): a
