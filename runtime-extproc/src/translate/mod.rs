@@ -10,7 +10,7 @@
 //! the client receives as 422 with the reason.
 
 use aigw_filterconfig::{ApiSchema, BackendSchema};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::endpoint::Endpoint;
 use crate::usage::TokenUsage;
@@ -359,6 +359,19 @@ pub(crate) fn number_field(
         out.insert(to.into(), value.clone());
     }
     Ok(())
+}
+
+/// The last chunk of an OpenAI chat stream translated from another API: no choices, the
+/// stream's usage (what `stream_options.include_usage` asks of OpenAI).
+pub(crate) fn usage_chunk(id: &str, created: u64, model: &str, usage: &TokenUsage) -> Vec<u8> {
+    sse_event(&json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": usage.to_openai(),
+    }))
 }
 
 /// Appends `items` as a turn of `role` (its list under `key`: `content` for Bedrock, `parts`

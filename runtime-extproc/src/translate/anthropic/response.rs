@@ -4,7 +4,9 @@
 use serde_json::{Value, json};
 
 use crate::translate::sse::{SseReader, event_text};
-use crate::translate::{SSE_DONE, StreamTranslator, TranslateError, finish_reason, sse_event};
+use crate::translate::{
+    SSE_DONE, StreamTranslator, TranslateError, finish_reason, sse_event, usage_chunk,
+};
 use crate::usage::TokenUsage;
 
 /// Anthropic `usage` as OpenAI `usage` and [`TokenUsage`]: prompt tokens include cache reads
@@ -318,14 +320,12 @@ impl StreamTranslator for ChatStream {
             self.data(&data, &mut out)?;
         }
         if self.started {
-            out.extend(sse_event(&json!({
-                "id": self.id.as_deref().unwrap_or(""),
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": self.model.as_deref().unwrap_or(&self.requested_model),
-                "choices": [],
-                "usage": self.usage.to_openai(),
-            })));
+            out.extend(usage_chunk(
+                self.id.as_deref().unwrap_or(""),
+                0,
+                self.model.as_deref().unwrap_or(&self.requested_model),
+                &self.usage,
+            ));
         }
         out.extend_from_slice(SSE_DONE);
         Ok(out)

@@ -10,7 +10,7 @@ use crate::translate::eventstream::{Decoder, Message};
 use crate::translate::{
     RequestContext, ResponseContext, SSE_DONE, StreamTranslator, TranslateError, Translated,
     Translator, UpstreamRequest, data_url, finish_reason, function_call, invalid, number_field,
-    path_escape, sse_event, unsupported,
+    path_escape, sse_event, unsupported, usage_chunk,
 };
 use crate::usage::TokenUsage;
 
@@ -640,14 +640,7 @@ impl ChatStream {
             "metadata" => match payload.get("usage").filter(|u| u.is_object()) {
                 Some(usage) => {
                     self.usage = converse_usage(usage);
-                    sse_event(&json!({
-                        "id": self.id,
-                        "object": "chat.completion.chunk",
-                        "created": self.created,
-                        "model": self.model,
-                        "choices": [],
-                        "usage": self.usage.to_openai(),
-                    }))
+                    usage_chunk(&self.id, self.created, &self.model, &self.usage)
                 }
                 None => Vec::new(),
             },

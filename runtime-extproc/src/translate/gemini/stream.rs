@@ -10,7 +10,7 @@ use super::response::{
     tool_call_id, usage_from,
 };
 use crate::translate::sse::{SseReader, event_text};
-use crate::translate::{SSE_DONE, StreamTranslator, TranslateError, sse_event};
+use crate::translate::{SSE_DONE, StreamTranslator, TranslateError, sse_event, usage_chunk};
 use crate::usage::TokenUsage;
 
 /// What a stream has sent for one candidate.
@@ -191,14 +191,7 @@ impl StreamTranslator for ChatStream {
         }
         if self.usage_seen {
             let id = self.id();
-            out.extend(sse_event(&json!({
-                "id": id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": self.usage.to_openai(),
-            })));
+            out.extend(usage_chunk(&id, self.created, &self.model, &self.usage));
         }
         out.extend_from_slice(SSE_DONE);
         Ok(out)
