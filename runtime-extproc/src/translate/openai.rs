@@ -15,7 +15,7 @@
 use serde_json::{Map, Value, json};
 
 use super::anthropic::{error_type_for, messages_error, messages_sse_event};
-use super::sse::SseReader;
+use super::sse::{SseEvents, SseReader};
 use super::{
     RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated, Translator,
     UpstreamRequest, invalid, number_field, unsupported,
@@ -865,20 +865,24 @@ impl MessagesStream {
     }
 }
 
+impl SseEvents for MessagesStream {
+    fn reader(&mut self) -> &mut SseReader {
+        &mut self.reader
+    }
+
+    fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        self.event(data, out)
+    }
+}
+
 impl StreamTranslator for MessagesStream {
     fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        let mut out = Vec::new();
-        for data in self.reader.feed(chunk)? {
-            self.event(&data, &mut out)?;
-        }
-        Ok(out)
+        self.feed_events(chunk)
     }
 
     fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
         let mut out = Vec::new();
-        for data in self.reader.finish() {
-            self.event(&data, &mut out)?;
-        }
+        self.finish_events(&mut out)?;
         if self.started && !self.stopped {
             if self.stop.is_some() || self.done {
                 self.end(&mut out);

@@ -19,6 +19,34 @@ pub(crate) struct SseReader {
     skipping: bool,
 }
 
+/// A stream translator over server-sent events: the framing is read here, once; the provider's
+/// module maps the data of each complete event ([`SseEvents::on_data`]).
+pub(crate) trait SseEvents {
+    /// The stream's reader.
+    fn reader(&mut self) -> &mut SseReader;
+
+    /// Maps the data of one complete event to client events, appended to `out`.
+    fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError>;
+
+    /// The client events for `chunk`: every provider event it completes, mapped in order.
+    fn feed_events(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
+        let events = self.reader().feed(chunk)?;
+        let mut out = Vec::new();
+        for data in events {
+            self.on_data(&data, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// At the end of the stream: the event left without its blank line, mapped into `out`.
+    fn finish_events(&mut self, out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        for data in self.reader().finish() {
+            self.on_data(&data, out)?;
+        }
+        Ok(())
+    }
+}
+
 impl SseReader {
     /// Consumes a chunk; returns the data of the events it completes. An event longer than
     /// the bound is dropped and reported as an error; reading resumes at the next line.

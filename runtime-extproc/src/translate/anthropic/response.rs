@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::translate::sse::{SseReader, event_text};
+use crate::translate::sse::{SseEvents, SseReader, event_text};
 use crate::translate::{
     SSE_DONE, StreamTranslator, TranslateError, finish_reason, sse_event, usage_chunk,
 };
@@ -300,14 +300,19 @@ impl ChatStream {
     }
 }
 
+impl SseEvents for ChatStream {
+    fn reader(&mut self) -> &mut SseReader {
+        &mut self.reader
+    }
+
+    fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        self.data(data, out)
+    }
+}
+
 impl StreamTranslator for ChatStream {
     fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        let events = self.reader.feed(chunk)?;
-        let mut out = Vec::new();
-        for data in events {
-            self.data(&data, &mut out)?;
-        }
-        Ok(out)
+        self.feed_events(chunk)
     }
 
     fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
@@ -316,9 +321,7 @@ impl StreamTranslator for ChatStream {
             return Ok(out);
         }
         self.finished = true;
-        for data in self.reader.finish() {
-            self.data(&data, &mut out)?;
-        }
+        self.finish_events(&mut out)?;
         if self.started {
             out.extend(usage_chunk(
                 self.id.as_deref().unwrap_or(""),

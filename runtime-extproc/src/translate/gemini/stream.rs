@@ -9,7 +9,7 @@ use super::response::{
     completion_id, count, created, has_counts, map_finish, openai_logprobs, split_parts, tool_call,
     tool_call_id, usage_from,
 };
-use crate::translate::sse::{SseReader, event_text};
+use crate::translate::sse::{SseEvents, SseReader, event_text};
 use crate::translate::{SSE_DONE, StreamTranslator, TranslateError, sse_event, usage_chunk};
 use crate::usage::TokenUsage;
 
@@ -170,14 +170,19 @@ impl ChatStream {
     }
 }
 
+impl SseEvents for ChatStream {
+    fn reader(&mut self) -> &mut SseReader {
+        &mut self.reader
+    }
+
+    fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        self.data(data, out)
+    }
+}
+
 impl StreamTranslator for ChatStream {
     fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        let events = self.reader.feed(chunk)?;
-        let mut out = Vec::new();
-        for data in events {
-            self.data(&data, &mut out)?;
-        }
-        Ok(out)
+        self.feed_events(chunk)
     }
 
     fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
@@ -186,9 +191,7 @@ impl StreamTranslator for ChatStream {
             return Ok(out);
         }
         self.finished = true;
-        for data in self.reader.finish() {
-            self.data(&data, &mut out)?;
-        }
+        self.finish_events(&mut out)?;
         if self.usage_seen {
             let id = self.id();
             out.extend(usage_chunk(&id, self.created, &self.model, &self.usage));
