@@ -191,6 +191,26 @@ fn parse_headers(bytes: &[u8]) -> Result<Vec<(String, HeaderValue)>, TranslateEr
     Ok(headers)
 }
 
+/// A stream translator over AWS event-stream frames: the framing is read here, once; the
+/// provider's module maps each complete message ([`FrameEvents::on_message`]).
+pub(crate) trait FrameEvents {
+    /// The stream's decoder.
+    fn decoder(&mut self) -> &mut Decoder;
+
+    /// Maps one complete message to client events, appended to `out`.
+    fn on_message(&mut self, message: &Message, out: &mut Vec<u8>) -> Result<(), TranslateError>;
+
+    /// The client events for `chunk`: every message it completes, mapped in order.
+    fn feed_frames(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
+        let messages = self.decoder().feed(chunk)?;
+        let mut out = Vec::new();
+        for message in messages {
+            self.on_message(&message, &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
 impl Decoder {
     /// A decoder with nothing buffered.
     pub fn new() -> Self {

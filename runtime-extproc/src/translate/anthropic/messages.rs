@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::response::{error_type_for, usage_from};
 use super::{ANTHROPIC_VERSION, AWS_DEFAULT_VERSION, AnthropicTarget};
-use crate::translate::eventstream::{Decoder, Message};
+use crate::translate::eventstream::{Decoder, FrameEvents, Message};
 use crate::translate::sse::SseReader;
 use crate::translate::{
     RequestContext, StreamTranslator, TranslateError, UpstreamRequest, invalid, path_escape,
@@ -302,13 +302,19 @@ impl BedrockMessagesStream {
     }
 }
 
+impl FrameEvents for BedrockMessagesStream {
+    fn decoder(&mut self) -> &mut Decoder {
+        &mut self.decoder
+    }
+
+    fn on_message(&mut self, message: &Message, out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        self.frame(message, out)
+    }
+}
+
 impl StreamTranslator for BedrockMessagesStream {
     fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        let mut out = Vec::new();
-        for message in self.decoder.feed(chunk)? {
-            self.frame(&message, &mut out)?;
-        }
-        Ok(out)
+        self.feed_frames(chunk)
     }
 
     fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::{converse_response, output_content};
 use crate::time::unix_now;
-use crate::translate::eventstream::{Decoder, Message};
+use crate::translate::eventstream::{Decoder, FrameEvents, Message};
 use crate::translate::{
     RequestContext, ResponseContext, SSE_DONE, StreamTranslator, TranslateError, Translated,
     Translator, UpstreamRequest, data_url, finish_reason, function_call, invalid, number_field,
@@ -650,13 +650,20 @@ impl ChatStream {
     }
 }
 
+impl FrameEvents for ChatStream {
+    fn decoder(&mut self) -> &mut Decoder {
+        &mut self.decoder
+    }
+
+    fn on_message(&mut self, message: &Message, out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        out.extend(self.event(message)?);
+        Ok(())
+    }
+}
+
 impl StreamTranslator for ChatStream {
     fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        let mut out = Vec::new();
-        for message in self.decoder.feed(chunk)? {
-            out.extend(self.event(&message)?);
-        }
-        Ok(out)
+        self.feed_frames(chunk)
     }
 
     fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use super::chat::{converse_usage, error_message, image_format, number, push_turn};
 use super::{converse_response, output_content};
 use crate::translate::anthropic::error_type_for;
-use crate::translate::eventstream::{Decoder, Failure, Message};
+use crate::translate::eventstream::{Decoder, Failure, FrameEvents, Message};
 use crate::translate::{
     RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated, Translator,
     UpstreamRequest, invalid, number_field, path_escape, unsupported,
@@ -816,13 +816,20 @@ impl MessagesStream {
     }
 }
 
+impl FrameEvents for MessagesStream {
+    fn decoder(&mut self) -> &mut Decoder {
+        &mut self.decoder
+    }
+
+    fn on_message(&mut self, message: &Message, out: &mut Vec<u8>) -> Result<(), TranslateError> {
+        out.extend(self.event(message)?);
+        Ok(())
+    }
+}
+
 impl StreamTranslator for MessagesStream {
     fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        let mut out = Vec::new();
-        for message in self.decoder.feed(chunk)? {
-            out.extend(self.event(&message)?);
-        }
-        Ok(out)
+        self.feed_frames(chunk)
     }
 
     fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
