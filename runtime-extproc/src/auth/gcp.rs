@@ -285,14 +285,65 @@ fn application_default(env: &dyn Fn(&str) -> Option<String>) -> Result<Source, S
     ))
 }
 
+/// What is wrong with a GCP key file. The message names the file, never its content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFileError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Unreadable {
+        /// The key file.
+        path: String,
+        /// The error of the read.
+        reason: String,
+    },
+    /// The file is not a JSON object.
+    #[error("{path} is not a JSON key file{reason}")]
+    NotJson {
+        /// The key file.
+        path: String,
+        /// `: <parse error>`, or empty when the JSON is not an object.
+        reason: String,
+    },
+    /// A credential type this module does not read.
+    #[error("{path}: credential type {kind:?} is not supported (supported: {})", KEY_FILE_TYPES.join(", "))]
+    UnsupportedType {
+        /// The key file.
+        path: String,
+        /// Its `type`.
+        kind: String,
+    },
+    /// A field the credential type needs is missing or empty.
+    #[error("{path}: the key file has no {field}")]
+    MissingField {
+        /// The key file.
+        path: String,
+        /// The field.
+        field: String,
+    },
+}
+
+impl From<KeyFileError> for String {
+    fn from(err: KeyFileError) -> Self {
+        err.to_string()
+    }
+}
+
 /// Reads and parses a key file; the error names the file, never its content.
-fn read_key_file(file: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|err| format!("cannot read {}: {err}", file.display()))?;
-    let doc: Value = serde_json::from_str(&text)
-        .map_err(|err| format!("{} is not a JSON key file: {err}", file.display()))?;
+fn read_key_file(file: &Path) -> Result<Value, KeyFileError> {
+    let path = || file.display().to_string();
+    let text = std::fs::read_to_string(file).map_err(|err| KeyFileError::Unreadable {
+        path: path(),
+        reason: err.to_string(),
+    })?;
+    let doc: Value = serde_json::from_str(&text).map_err(|err| KeyFileError::NotJson {
+        path: path(),
+        reason: format!(": {err}"),
+    })?;
     if !doc.is_object() {
-        return Err(format!("{} is not a JSON key file", file.display()));
+        return Err(KeyFileError::NotJson {
+            path: path(),
+            reason: String::new(),
+        });
     }
     Ok(doc)
 }
@@ -301,7 +352,7 @@ fn read_key_file(file: &Path) -> Result<Value, String> {
 const KEY_FILE_TYPES: [&str; 3] = ["service_account", "authorized_user", "external_account"];
 
 /// Fails a configuration whose key file is unreadable or of an unsupported type.
-fn check_key_file(file: &Path) -> Result<(), String> {
+fn check_key_file(file: &Path) -> Result<(), KeyFileError> {
     let doc = read_key_file(file)?;
     let kind = key_type(&doc);
     if KEY_FILE_TYPES.contains(&kind) {
@@ -315,17 +366,19 @@ fn key_type(doc: &Value) -> &str {
     doc.get("type").and_then(Value::as_str).unwrap_or_default()
 }
 
-fn unsupported_type(file: &Path, kind: &str) -> String {
-    format!(
-        "{}: credential type {kind:?} is not supported (supported: {})",
-        file.display(),
-        KEY_FILE_TYPES.join(", ")
-    )
+fn unsupported_type(file: &Path, kind: &str) -> KeyFileError {
+    KeyFileError::UnsupportedType {
+        path: file.display().to_string(),
+        kind: kind.to_string(),
+    }
 }
 
 /// A non-empty string field of a key file.
-fn required<'a>(doc: &'a Value, field: &str, file: &Path) -> Result<&'a str, String> {
-    optional(doc, field).ok_or_else(|| format!("{}: the key file has no {field}", file.display()))
+fn required<'a>(doc: &'a Value, field: &str, file: &Path) -> Result<&'a str, KeyFileError> {
+    optional(doc, field).ok_or_else(|| KeyFileError::MissingField {
+        path: file.display().to_string(),
+        field: field.to_string(),
+    })
 }
 
 fn optional<'a>(doc: &'a Value, field: &str) -> Option<&'a str> {
@@ -366,7 +419,7 @@ async fn from_key_file(file: &Path) -> Result<Fetched<Secret>, String> {
             token_answer(&answer, token_uri)
         }
         "external_account" => external_account(&doc, file).await,
-        other => Err(unsupported_type(file, other)),
+        other => Err(unsupported_type(file, other).into()),
     }
 }
 

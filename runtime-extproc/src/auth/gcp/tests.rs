@@ -670,3 +670,29 @@ fn expires_in_is_a_number_or_a_string() {
     assert_eq!(expires_in(&json!({"expires_in": -1}), now), None);
     assert_eq!(expires_in(&json!({}), now), None);
 }
+
+#[test]
+fn key_file_faults_are_typed_and_name_the_file() {
+    let dir = TempDir::new("gcp-key-kinds");
+    let other = dir.write("other.json", r#"{"type": "impersonated_service_account"}"#);
+    assert!(matches!(
+        check_key_file(&other),
+        Err(KeyFileError::UnsupportedType { kind, .. }) if kind == "impersonated_service_account"
+    ));
+    let list = dir.write("list.json", "[]");
+    assert_eq!(
+        read_key_file(&list),
+        Err(KeyFileError::NotJson {
+            path: list.display().to_string(),
+            reason: String::new()
+        })
+    );
+    let doc = serde_json::json!({"type": "service_account", "client_email": " "});
+    assert_eq!(
+        required(&doc, "client_email", &other),
+        Err(KeyFileError::MissingField {
+            path: other.display().to_string(),
+            field: "client_email".into()
+        })
+    );
+}
