@@ -284,8 +284,68 @@ impl Signer {
 /// The `[profile]` sections of an INI file, in order: name, then (lower-case key, value).
 type Sections = Vec<(String, Vec<(String, String)>)>;
 
+/// What is wrong with a shared credentials file. Messages name the file, the profile and line
+/// numbers, never a line's content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsFileError {
+    /// The file could not be read.
+    #[error("cannot read AWS credentials file {path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// The error of the read.
+        reason: String,
+    },
+    /// A line is not INI.
+    #[error("AWS credentials file {path}: {syntax}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The line and what is wrong with it.
+        syntax: IniError,
+    },
+    /// The profile is not in the file.
+    #[error("AWS credentials file {path}: profile {profile} not found")]
+    NoProfile {
+        /// The file.
+        path: String,
+        /// The profile asked for.
+        profile: String,
+    },
+    /// The profile lacks a key.
+    #[error("AWS credentials file {path}: profile {profile} has no {key}")]
+    MissingKey {
+        /// The file.
+        path: String,
+        /// The profile.
+        profile: String,
+        /// The key.
+        key: &'static str,
+    },
+}
+
+impl From<CredentialsFileError> for String {
+    fn from(err: CredentialsFileError) -> Self {
+        err.to_string()
+    }
+}
+
+/// A line of a shared credentials file that is not INI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IniError {
+    /// `[` without a name and `]`.
+    #[error("line {0} is not a [profile] header")]
+    BadHeader(usize),
+    /// Neither a header nor `key = value`.
+    #[error("line {0} is not `key = value`")]
+    NotKeyValue(usize),
+    /// A key before any header.
+    #[error("line {0} precedes the first [profile] header")]
+    BeforeHeader(usize),
+}
+
 /// Parses a shared credentials file. Errors give line numbers, never a line's content.
-fn parse_ini(text: &str) -> Result<Sections, String> {
+fn parse_ini(text: &str) -> Result<Sections, IniError> {
     let mut sections: Sections = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let number = index + 1;
@@ -298,15 +358,15 @@ fn parse_ini(text: &str) -> Result<Sections, String> {
                 .strip_suffix(']')
                 .map(str::trim)
                 .filter(|name| !name.is_empty())
-                .ok_or_else(|| format!("line {number} is not a [profile] header"))?;
+                .ok_or(IniError::BadHeader(number))?;
             sections.push((name.to_string(), Vec::new()));
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
-            return Err(format!("line {number} is not `key = value`"));
+            return Err(IniError::NotKeyValue(number));
         };
         let Some((_, entries)) = sections.last_mut() else {
-            return Err(format!("line {number} precedes the first [profile] header"));
+            return Err(IniError::BeforeHeader(number));
         };
         entries.push((key.trim().to_ascii_lowercase(), value.trim().to_string()));
     }
@@ -330,15 +390,21 @@ fn profile_credentials(
     path: &Path,
     text: &str,
     profile: &str,
-) -> Result<Option<AwsCredentials>, String> {
-    let file = path.display();
-    let sections = parse_ini(text).map_err(|err| format!("AWS credentials file {file}: {err}"))?;
+) -> Result<Option<AwsCredentials>, CredentialsFileError> {
+    let file = || path.display().to_string();
+    let sections = parse_ini(text).map_err(|syntax| CredentialsFileError::Syntax {
+        path: file(),
+        syntax,
+    })?;
     if !sections.iter().any(|(name, _)| name == profile) {
         return Ok(None);
     }
-    let required = |key: &str| {
-        ini_value(&sections, profile, key)
-            .ok_or_else(|| format!("AWS credentials file {file}: profile {profile} has no {key}"))
+    let required = |key: &'static str| {
+        ini_value(&sections, profile, key).ok_or_else(|| CredentialsFileError::MissingKey {
+            path: file(),
+            profile: profile.to_string(),
+            key,
+        })
     };
     Ok(Some(AwsCredentials {
         access_key_id: required("aws_access_key_id")?.to_string(),
@@ -349,14 +415,17 @@ fn profile_credentials(
 }
 
 /// Reads the credentials of `profile` from the shared credentials file `path`.
-fn read_credentials_file(path: &Path, profile: &str) -> Result<AwsCredentials, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| format!("cannot read AWS credentials file {}: {err}", path.display()))?;
-    profile_credentials(path, &text, profile)?.ok_or_else(|| {
-        format!(
-            "AWS credentials file {}: profile {profile} not found",
-            path.display()
-        )
+fn read_credentials_file(
+    path: &Path,
+    profile: &str,
+) -> Result<AwsCredentials, CredentialsFileError> {
+    let text = std::fs::read_to_string(path).map_err(|err| CredentialsFileError::Unreadable {
+        path: path.display().to_string(),
+        reason: err.to_string(),
+    })?;
+    profile_credentials(path, &text, profile)?.ok_or_else(|| CredentialsFileError::NoProfile {
+        path: path.display().to_string(),
+        profile: profile.to_string(),
     })
 }
 

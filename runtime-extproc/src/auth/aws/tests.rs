@@ -310,6 +310,14 @@ fn credentials_file_errors_name_file_and_profile_only() {
     let dir = TempDir::new("aws-ini");
     let file = dir.write("credentials", INI);
     let err = read_credentials_file(&file, "incomplete").unwrap_err();
+    assert!(matches!(
+        err,
+        CredentialsFileError::MissingKey {
+            key: "aws_secret_access_key",
+            ..
+        }
+    ));
+    let err = err.to_string();
     assert!(err.contains(&file.display().to_string()), "{err}");
     assert!(
         err.contains("profile incomplete has no aws_secret_access_key"),
@@ -318,9 +326,13 @@ fn credentials_file_errors_name_file_and_profile_only() {
     assert!(!err.contains("AKIAINCOMPLETE"), "{err}");
 
     let err = read_credentials_file(&file, "missing").unwrap_err();
+    assert!(matches!(err, CredentialsFileError::NoProfile { .. }));
+    let err = err.to_string();
     assert!(err.ends_with("profile missing not found"), "{err}");
 
-    let err = read_credentials_file(&dir.path().join("absent"), "default").unwrap_err();
+    let err = read_credentials_file(&dir.path().join("absent"), "default")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cannot read AWS credentials file"), "{err}");
 
     let broken = dir.write(
@@ -328,11 +340,21 @@ fn credentials_file_errors_name_file_and_profile_only() {
         "[default]\naws_access_key_id = AKIA\nwJalrXUtnFEMI-secret-on-its-own\n",
     );
     let err = read_credentials_file(&broken, "default").unwrap_err();
+    assert!(matches!(
+        err,
+        CredentialsFileError::Syntax {
+            syntax: IniError::NotKeyValue(3),
+            ..
+        }
+    ));
+    let err = err.to_string();
     assert!(err.contains("line 3 is not `key = value`"), "{err}");
     assert!(!err.contains("wJalrXUtnFEMI"), "{err}");
 
     let orphan = dir.write("orphan", "aws_access_key_id = AKIA\n[default]\n");
-    let err = read_credentials_file(&orphan, "default").unwrap_err();
+    let err = read_credentials_file(&orphan, "default")
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("line 1 precedes the first [profile] header"),
         "{err}"
