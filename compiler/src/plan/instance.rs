@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aigw_filterconfig::FilterConfig;
+use aigw_filterconfig::{self as fc, FilterConfig};
 
 use super::route::cost;
 use super::{
@@ -12,7 +12,27 @@ use super::{
     RateLimitRule, ReferenceGrantPlan, Selection, bounded_name, dns_label,
 };
 use crate::diag::{Diagnostic, FieldPath};
-use crate::validate::Body;
+use crate::model::GatewayConfig;
+use crate::validate::{Body, Object, ObjectId};
+
+/// What the routes attached to a Gateway add up to.
+#[derive(Default)]
+struct AttachedRoutes {
+    /// The generated HTTPRoutes (a catch-all shared by several routes once).
+    routes: Vec<HttpRoutePlan>,
+    /// The Secrets the extproc mounts.
+    secrets: BTreeSet<MountedSecret>,
+    /// Backends in other namespaces, by namespace: what the ReferenceGrants let through.
+    grants: BTreeMap<String, BTreeSet<String>>,
+    /// Rate-limit rules from QuotaPolicies.
+    quota_rules: Vec<RateLimitRule>,
+    /// The HTTPRoutes the rate-limit rules apply to.
+    quota_targets: BTreeSet<String>,
+    /// The QuotaPolicies the rules come from.
+    quota_sources: BTreeSet<ObjectId>,
+    /// Names of the generated HTTPRoutes.
+    route_names: BTreeSet<String>,
+}
 
 impl Planner<'_> {
     pub(super) fn instance(&mut self, attached: &crate::resolve::AttachedGateway) -> Instance {
@@ -26,75 +46,20 @@ impl Planner<'_> {
         });
 
         let mut config = FilterConfig::new(self.options.max_request_body_bytes);
-        let mut routes = Vec::new();
-        let mut secrets: BTreeSet<MountedSecret> = BTreeSet::new();
-        let mut grants: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let mut quota_rules: Vec<RateLimitRule> = Vec::new();
-        let mut quota_targets = BTreeSet::new();
-        let mut quota_sources = BTreeSet::new();
-        let mut route_names = BTreeSet::new();
-
+        let mut planned = AttachedRoutes::default();
         for &route_index in &attached.routes {
-            let route_object = self.object(route_index).clone();
-            let Body::Route(route) = &route_object.body else {
-                continue;
-            };
-            let (fc_route, backends, rules) =
-                self.route(&route_object, route, &gateway, &mut secrets);
-            config.routes.push(fc_route);
-            config.backends.extend(backends);
-            for target in rules.iter().flat_map(|r| &r.targets) {
-                if target.target_namespace != namespace {
-                    grants
-                        .entry(target.target_namespace.clone())
-                        .or_default()
-                        .insert(target.target.name.clone());
-                }
-            }
-            let rule_hosts = self.listeners_serve_any_host(attached.gateway, route, &route_object);
-            let parts = self.http_routes(&route_object, route, &gateway, rules, rule_hosts);
-            // A rule Envoy balances is named by its cluster, known now that the HTTPRoutes
-            // are cut.
-            if let Some(fc_route) = config.routes.last_mut() {
-                for part in &parts {
-                    for rule in &part.rules {
-                        let Some(fc_rule) = fc_route.rules.get_mut(rule.source_rule) else {
-                            continue;
-                        };
-                        if rule.selection == Selection::Rule {
-                            fc_rule.cluster = Some(rule.selector.clone());
-                        }
-                        fc_rule.authority = part.rule_authority.clone();
-                    }
-                }
-            }
-            // A catch-all shared by several routes is written once.
-            let parts: Vec<HttpRoutePlan> = parts
-                .into_iter()
-                .filter(|part| route_names.insert(part.name.clone()))
-                .collect();
-            let (mut rules, targets, sources, costs) = self.quotas(&route_object, route, &parts);
-            if let Some(last) = config.routes.last_mut() {
-                last.costs.extend(costs);
-            }
-            quota_rules.append(&mut rules);
-            quota_targets.extend(targets);
-            quota_sources.extend(sources);
-            routes.extend(parts);
+            self.attach_route(
+                attached.gateway,
+                route_index,
+                &gateway,
+                &mut config,
+                &mut planned,
+            );
         }
         config.backends.sort_by(|a, b| a.name.cmp(&b.name));
 
         if let Some(gc) = &gateway_config {
-            config.global_costs = gc.spec.global_llm_request_costs.iter().map(cost).collect();
-            if gc.spec.forward_proxy.is_some()
-                && let Some((_, object)) = &config_object
-            {
-                self.diags.push(self.input.error_at(
-                        object,
-                        FieldPath::parse("spec.forwardProxy"),
-                        "forwardProxy is not yet supported by aigw: upstream connections would bypass the proxy",
-                    ));
-            }
+            self.apply_gateway_config(&mut config, gc, config_object.as_ref().map(|(_, o)| o));
         }
         let client_traffic = self.client_traffic(&gateway, &name);
         let local_replies = self.local_replies(attached.gateway, &name);
@@ -110,30 +75,16 @@ impl Planner<'_> {
             )));
         }
 
-        let reference_grants = grants
-            .into_iter()
-            .flat_map(|(ns, backends)| {
-                let backends: Vec<String> = backends.into_iter().collect();
-                let base = format!("aigw-{}-{}", namespace, dns_label(&gateway.name));
-                backends
-                    .chunks(16)
-                    .enumerate()
-                    .map(|(i, chunk)| ReferenceGrantPlan {
-                        namespace: ns.clone(),
-                        name: bounded_name(
-                            &if i == 0 {
-                                base.clone()
-                            } else {
-                                format!("{base}-{}", i + 1)
-                            },
-                            253,
-                        ),
-                        backends: chunk.to_vec(),
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-
+        let AttachedRoutes {
+            routes,
+            secrets,
+            grants,
+            quota_rules,
+            quota_targets,
+            quota_sources,
+            route_names,
+        } = planned;
+        let reference_grants = reference_grants(grants, &namespace, &gateway.name);
         let rate_limit = (!quota_rules.is_empty()).then(|| RateLimitPlan {
             name: bounded_name(&format!("aigw-quota-{}", dns_label(&gateway.name)), 253),
             targets: quota_targets.into_iter().collect(),
@@ -161,4 +112,121 @@ impl Planner<'_> {
             listeners,
         }
     }
+
+    /// Plans one route attached to the Gateway (object `gateway_index`): its filter-config
+    /// route and backends into `config`, its HTTPRoutes, the ReferenceGrants they need and
+    /// their quotas into `out`.
+    fn attach_route(
+        &mut self,
+        gateway_index: usize,
+        route_index: usize,
+        gateway: &ObjectId,
+        config: &mut FilterConfig,
+        out: &mut AttachedRoutes,
+    ) {
+        let route_object = self.object(route_index).clone();
+        let Body::Route(route) = &route_object.body else {
+            return;
+        };
+        let (fc_route, backends, rules) =
+            self.route(&route_object, route, gateway, &mut out.secrets);
+        config.routes.push(fc_route);
+        config.backends.extend(backends);
+        for target in rules.iter().flat_map(|r| &r.targets) {
+            if target.target_namespace != gateway.namespace {
+                out.grants
+                    .entry(target.target_namespace.clone())
+                    .or_default()
+                    .insert(target.target.name.clone());
+            }
+        }
+        let rule_hosts = self.listeners_serve_any_host(gateway_index, route, &route_object);
+        let parts = self.http_routes(&route_object, route, gateway, rules, rule_hosts);
+        // A rule Envoy balances is named by its cluster, known now that the HTTPRoutes
+        // are cut.
+        if let Some(fc_route) = config.routes.last_mut() {
+            name_rules(fc_route, &parts);
+        }
+        // A catch-all shared by several routes is written once.
+        let parts: Vec<HttpRoutePlan> = parts
+            .into_iter()
+            .filter(|part| out.route_names.insert(part.name.clone()))
+            .collect();
+        let (mut rules, targets, sources, costs) = self.quotas(&route_object, route, &parts);
+        if let Some(last) = config.routes.last_mut() {
+            last.costs.extend(costs);
+        }
+        out.quota_rules.append(&mut rules);
+        out.quota_targets.extend(targets);
+        out.quota_sources.extend(sources);
+        out.routes.extend(parts);
+    }
+
+    /// What the GatewayConfig sets in the filter config: the global request costs. Its
+    /// `forwardProxy` is an error.
+    fn apply_gateway_config(
+        &mut self,
+        config: &mut FilterConfig,
+        gc: &GatewayConfig,
+        object: Option<&Object>,
+    ) {
+        config.global_costs = gc.spec.global_llm_request_costs.iter().map(cost).collect();
+        if gc.spec.forward_proxy.is_some()
+            && let Some(object) = object
+        {
+            self.diags.push(self.input.error_at(
+                    object,
+                    FieldPath::parse("spec.forwardProxy"),
+                    "forwardProxy is not yet supported by aigw: upstream connections would bypass the proxy",
+                ));
+        }
+    }
+}
+
+/// Gives the filter-config rules of a route the cluster (rules Envoy balances) and authority
+/// of the HTTPRoute rules cut from them.
+fn name_rules(fc_route: &mut fc::Route, parts: &[HttpRoutePlan]) {
+    for part in parts {
+        for rule in &part.rules {
+            let Some(fc_rule) = fc_route.rules.get_mut(rule.source_rule) else {
+                continue;
+            };
+            if rule.selection == Selection::Rule {
+                fc_rule.cluster = Some(rule.selector.clone());
+            }
+            fc_rule.authority = part.rule_authority.clone();
+        }
+    }
+}
+
+/// The ReferenceGrants of a Gateway in `namespace`: one per namespace of `grants`, with at
+/// most 16 Backends each (`aigw-<namespace>-<gateway>`, then `-2`, `-3`...).
+fn reference_grants(
+    grants: BTreeMap<String, BTreeSet<String>>,
+    namespace: &str,
+    gateway_name: &str,
+) -> Vec<ReferenceGrantPlan> {
+    grants
+        .into_iter()
+        .flat_map(|(ns, backends)| {
+            let backends: Vec<String> = backends.into_iter().collect();
+            let base = format!("aigw-{}-{}", namespace, dns_label(gateway_name));
+            backends
+                .chunks(16)
+                .enumerate()
+                .map(|(i, chunk)| ReferenceGrantPlan {
+                    namespace: ns.clone(),
+                    name: bounded_name(
+                        &if i == 0 {
+                            base.clone()
+                        } else {
+                            format!("{base}-{}", i + 1)
+                        },
+                        253,
+                    ),
+                    backends: chunk.to_vec(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }

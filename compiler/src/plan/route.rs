@@ -16,8 +16,8 @@ use super::{
 };
 use crate::diag::FieldPath;
 use crate::model::{
-    self, AiGatewayRoute, AiServiceBackend, EG_GROUP, HeaderMatchType, HttpBodyMutation,
-    HttpHeaderMutation,
+    self, AiGatewayRoute, AiGatewayRouteRule, AiGatewayRouteRuleBackendRef, AiServiceBackend,
+    EG_GROUP, HeaderMatchType, HttpBodyMutation, HttpHeaderMutation,
 };
 use crate::resolve::Key;
 use crate::validate::{Body, Object, ObjectId};
@@ -197,198 +197,15 @@ impl Planner<'_> {
                 .as_deref()
                 .and_then(crate::validate::rules::parse_rfc3339)
                 .unwrap_or(default_created);
-            let matches: Vec<fc::RuleMatch> = rule
-                .matches
-                .iter()
-                .map(|m| fc::RuleMatch {
-                    headers: m
-                        .headers
-                        .iter()
-                        .map(|h| fc::HeaderMatch {
-                            name: h.name.to_ascii_lowercase(),
-                            match_type: match h.match_type {
-                                HeaderMatchType::Exact => fc::HeaderMatchType::Exact,
-                                HeaderMatchType::RegularExpression => {
-                                    fc::HeaderMatchType::RegularExpression
-                                }
-                            },
-                            value: h.value.clone(),
-                        })
-                        .collect(),
-                })
-                .collect();
-            for header in rule.matches.iter().flat_map(|m| &m.headers) {
-                if header.name.eq_ignore_ascii_case(fc::MODEL_HEADER)
-                    && header.match_type == HeaderMatchType::Exact
-                {
-                    models.entry(header.value.clone()).or_insert_with(|| Model {
-                        id: header.value.clone(),
-                        owned_by: rule.models_owned_by.clone(),
-                        created,
-                    });
-                }
-                if header.match_type == HeaderMatchType::RegularExpression
-                    && let Err(err) = regex::Regex::new(&format!("^(?:{})$", header.value))
-                {
-                    self.diags.push(self.input.error_at(
-                        object,
-                        rule_path.key("matches"),
-                        format!(
-                            "header {:?}: invalid regular expression: {}",
-                            header.name,
-                            err.to_string().lines().last().unwrap_or_default()
-                        ),
-                    ));
-                }
-            }
-            let mut weighted = Vec::new();
-            let mut targets = Vec::new();
-            let mut has_priority = false;
-            for (j, backend_ref) in rule.backend_refs.iter().enumerate() {
-                let ns = backend_ref
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| object.id.namespace.clone());
-                let key: Key = (ns.clone(), backend_ref.name.clone());
-                let Some(&backend_index) = self.resolved.service_backends.get(&key) else {
-                    continue;
-                };
-                let backend_object = self.object(backend_index).clone();
-                let Body::ServiceBackend(service_backend) = &backend_object.body else {
-                    continue;
-                };
-                let id = format!(
-                    "{ns}/{}/route/{route_name}/rule/{i}/ref/{j}",
-                    backend_ref.name
-                );
-                let weight = u32::try_from(backend_ref.weight).unwrap_or(u32::MAX);
-                let priority = u32::try_from(backend_ref.priority).unwrap_or(u32::MAX);
-                has_priority |= priority > 0;
-                weighted.push(fc::WeightedBackend {
-                    backend: id.clone(),
-                    weight,
-                    priority,
-                });
-                let auth = self.auth(&key, gateway, secrets);
-                if self.reported_backends.insert(backend_index) {
-                    self.check_cloud_credential(&backend_object, service_backend, auth.as_ref());
-                }
-                backends.push(fc::Backend {
-                    name: id.clone(),
-                    service_backend: format!("{ns}/{}", backend_ref.name),
-                    schema: schema(&service_backend.spec.schema),
-                    model_name_override: backend_ref
-                        .model_name_override
-                        .clone()
-                        .filter(|m| !m.is_empty()),
-                    upstream_host: self.upstream_host(service_backend, &ns),
-                    header_mutation: header_mutation(
-                        service_backend.spec.header_mutation.as_ref(),
-                        backend_ref.header_mutation.as_ref(),
-                        auth.as_ref().and_then(|a| a.credential_override.as_ref()),
-                    ),
-                    body_mutation: body_mutation(
-                        service_backend.spec.body_mutation.as_ref(),
-                        backend_ref.body_mutation.as_ref(),
-                    ),
-                    auth,
-                });
-                if weight > 0 {
-                    let target = &service_backend.spec.backend_ref;
-                    let target_namespace = target.namespace.clone().unwrap_or_else(|| ns.clone());
-                    let facts = self.target_facts(target, &target_namespace);
-                    let rule_target = RuleTarget {
-                        target: target.clone(),
-                        target_namespace,
-                        weight,
-                        priority,
-                        facts,
-                    };
-                    targets.push((
-                        j,
-                        id,
-                        rule_target,
-                        upstream_prefix(&service_backend.spec.schema),
-                    ));
-                }
-            }
-            // Envoy Gateway makes one cluster of the rule, whose localities Envoy balances and
-            // falls back between, unless address types mix (then a cluster per backend).
-            let mixed =
-                targets.iter().any(|t| t.2.facts.dns) && targets.iter().any(|t| !t.2.facts.dns);
-            // Only a rule Envoy has to choose in gets the extproc on each attempt: one backend
-            // is processed on the router (one round trip less; and Envoy 1.39 and 1.40 crash
-            // with an upstream ext_proc filter on HTTP/1.1 clusters under concurrency, see
-            // docs/routing.md).
-            let choice = targets.len() > 1 || has_priority || rule.stream_idle_timeout.is_some();
-            let by_rule = self.options.envoy_patch_policies && !mixed && choice;
-            if by_rule
-                && let Some((j, ..)) = targets
-                    .iter()
-                    .find(|t| !t.2.facts.tls && !t.2.facts.http_protocol)
-            {
-                self.diags.push(self.input.warning_at(
-                    object,
-                    rule_path.key("backendRefs").index(*j),
-                    "this rule sends each attempt through the extproc in its Envoy cluster, and this backend speaks HTTP/1.1 without TLS: Envoy 1.39 and 1.40 crash with that filter on HTTP/1.1 clusters under concurrency (docs/routing.md); give the Backend `appProtocols: [gateway.envoyproxy.io/h2c]` if the server speaks HTTP/2, or build with --no-envoy-patch-policy".to_string(),
-                ));
-            }
-            if by_rule {
-                let mut rest = targets.into_iter();
-                if let Some((_, id, first, _)) = rest.next() {
-                    let mut http = http_rule(
-                        format!("rule-{i}"),
-                        Selection::Rule,
-                        i,
-                        id,
-                        first,
-                        rule,
-                        None,
-                    );
-                    for (_, id, target, _) in rest {
-                        http.backend_ids.push(id);
-                        http.targets.push(target);
-                    }
-                    http_rules.push(http);
-                }
-            } else {
-                for (j, id, target, prefix) in targets {
-                    http_rules.push(http_rule(
-                        format!("rule-{i}-ref-{j}"),
-                        Selection::Backend,
-                        i,
-                        id,
-                        target,
-                        rule,
-                        prefix,
-                    ));
-                }
-            }
-            if !by_rule && (mixed || !self.options.envoy_patch_policies) {
-                let reason = if mixed {
-                    "its Backends mix endpoints by DNS name with IP addresses or Services, for which Envoy Gateway makes a cluster per backend"
-                } else {
-                    "EnvoyPatchPolicies are turned off (--no-envoy-patch-policy)"
-                };
-                if has_priority {
-                    self.diags.push(self.input.warning_at(
-                        object,
-                        rule_path.key("backendRefs"),
-                        format!("priority fallback needs one cluster for the rule, and {reason}: backends with priority > 0 are picked only when no priority-0 backend has weight"),
-                    ));
-                }
-                if rule.stream_idle_timeout.is_some() {
-                    self.diags.push(self.input.warning_at(
-                        object,
-                        rule_path.key("streamIdleTimeout"),
-                        format!("streamIdleTimeout is not applied: it needs one cluster for the rule, and {reason}; streamed responses use Envoy's default stream idle timeout"),
-                    ));
-                }
-            }
+            let matches = rule_matches(rule);
+            self.rule_models(object, rule, &rule_path, created, &mut models);
+            let refs = self.rule_backends(object, i, rule, gateway, secrets);
+            backends.extend(refs.backends);
+            http_rules.extend(self.http_rules(object, i, rule, refs.targets, refs.has_priority));
             fc_rules.push(fc::RouteRule {
                 name: rule.name.clone(),
                 matches,
-                backends: weighted,
+                backends: refs.weighted,
                 cluster: None,
                 authority: None,
             });
@@ -401,6 +218,211 @@ impl Planner<'_> {
             models: models.into_values().collect(),
         };
         (fc_route, backends, http_rules)
+    }
+
+    /// The models rule `i` names by exact `x-ai-eg-model` matches (the first rule naming a
+    /// model wins), into `models`; an invalid regular expression in its header matches is an
+    /// error.
+    fn rule_models(
+        &mut self,
+        object: &Object,
+        rule: &AiGatewayRouteRule,
+        rule_path: &FieldPath,
+        created: i64,
+        models: &mut BTreeMap<String, Model>,
+    ) {
+        for header in rule.matches.iter().flat_map(|m| &m.headers) {
+            if header.name.eq_ignore_ascii_case(fc::MODEL_HEADER)
+                && header.match_type == HeaderMatchType::Exact
+            {
+                models.entry(header.value.clone()).or_insert_with(|| Model {
+                    id: header.value.clone(),
+                    owned_by: rule.models_owned_by.clone(),
+                    created,
+                });
+            }
+            if header.match_type == HeaderMatchType::RegularExpression
+                && let Err(err) = regex::Regex::new(&format!("^(?:{})$", header.value))
+            {
+                self.diags.push(self.input.error_at(
+                    object,
+                    rule_path.key("matches"),
+                    format!(
+                        "header {:?}: invalid regular expression: {}",
+                        header.name,
+                        err.to_string().lines().last().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// The backendRefs of rule `i` as filter-config backends (with their auth, its Secrets
+    /// recorded in `secrets`), weighted, and those that take traffic as HTTPRoute rule targets.
+    fn rule_backends(
+        &mut self,
+        object: &Object,
+        i: usize,
+        rule: &AiGatewayRouteRule,
+        gateway: &ObjectId,
+        secrets: &mut BTreeSet<MountedSecret>,
+    ) -> RuleBackends {
+        let route_name = format!("{}/{}", object.id.namespace, object.id.name);
+        let mut out = RuleBackends::default();
+        for (j, backend_ref) in rule.backend_refs.iter().enumerate() {
+            let ns = backend_ref
+                .namespace
+                .clone()
+                .unwrap_or_else(|| object.id.namespace.clone());
+            let key: Key = (ns.clone(), backend_ref.name.clone());
+            let Some(&backend_index) = self.resolved.service_backends.get(&key) else {
+                continue;
+            };
+            let backend_object = self.object(backend_index).clone();
+            let Body::ServiceBackend(service_backend) = &backend_object.body else {
+                continue;
+            };
+            let id = format!(
+                "{ns}/{}/route/{route_name}/rule/{i}/ref/{j}",
+                backend_ref.name
+            );
+            let weight = u32::try_from(backend_ref.weight).unwrap_or(u32::MAX);
+            let priority = u32::try_from(backend_ref.priority).unwrap_or(u32::MAX);
+            out.has_priority |= priority > 0;
+            out.weighted.push(fc::WeightedBackend {
+                backend: id.clone(),
+                weight,
+                priority,
+            });
+            let auth = self.auth(&key, gateway, secrets);
+            if self.reported_backends.insert(backend_index) {
+                self.check_cloud_credential(&backend_object, service_backend, auth.as_ref());
+            }
+            out.backends
+                .push(self.fc_backend(&id, &ns, backend_ref, service_backend, auth));
+            if weight > 0 {
+                let target = &service_backend.spec.backend_ref;
+                let target_namespace = target.namespace.clone().unwrap_or_else(|| ns.clone());
+                let facts = self.target_facts(target, &target_namespace);
+                out.targets.push(WeightedTarget {
+                    index: j,
+                    id,
+                    target: RuleTarget {
+                        target: target.clone(),
+                        target_namespace,
+                        weight,
+                        priority,
+                        facts,
+                    },
+                    upstream_prefix: upstream_prefix(&service_backend.spec.schema),
+                });
+            }
+        }
+        out
+    }
+
+    /// The filter-config backend `id` of a backendRef to AIServiceBackend `ns/<name>`.
+    fn fc_backend(
+        &self,
+        id: &str,
+        ns: &str,
+        backend_ref: &AiGatewayRouteRuleBackendRef,
+        service_backend: &AiServiceBackend,
+        auth: Option<BackendAuth>,
+    ) -> fc::Backend {
+        fc::Backend {
+            name: id.to_string(),
+            service_backend: format!("{ns}/{}", backend_ref.name),
+            schema: schema(&service_backend.spec.schema),
+            model_name_override: backend_ref
+                .model_name_override
+                .clone()
+                .filter(|m| !m.is_empty()),
+            upstream_host: self.upstream_host(service_backend, ns),
+            header_mutation: header_mutation(
+                service_backend.spec.header_mutation.as_ref(),
+                backend_ref.header_mutation.as_ref(),
+                auth.as_ref().and_then(|a| a.credential_override.as_ref()),
+            ),
+            body_mutation: body_mutation(
+                service_backend.spec.body_mutation.as_ref(),
+                backend_ref.body_mutation.as_ref(),
+            ),
+            auth,
+        }
+    }
+
+    /// The HTTPRoute rules of rule `i` from its `targets`: one listing them all, selected by
+    /// rule, when Envoy chooses between them (and can: EnvoyPatchPolicies on, one address
+    /// type), else one per target, selected by backend; with warnings for what a rule that Envoy
+    /// does not balance loses.
+    fn http_rules(
+        &mut self,
+        object: &Object,
+        i: usize,
+        rule: &AiGatewayRouteRule,
+        targets: Vec<WeightedTarget>,
+        has_priority: bool,
+    ) -> Vec<BackendRule> {
+        let rule_path = FieldPath::parse("spec.rules").index(i);
+        // Envoy Gateway makes one cluster of the rule, whose localities Envoy balances and
+        // falls back between, unless address types mix (then a cluster per backend).
+        let mixed = targets.iter().any(|t| t.target.facts.dns)
+            && targets.iter().any(|t| !t.target.facts.dns);
+        // Only a rule Envoy has to choose in gets the extproc on each attempt: one backend
+        // is processed on the router (one round trip less; and Envoy 1.39 and 1.40 crash
+        // with an upstream ext_proc filter on HTTP/1.1 clusters under concurrency, see
+        // docs/routing.md).
+        let choice = targets.len() > 1 || has_priority || rule.stream_idle_timeout.is_some();
+        let by_rule = self.options.envoy_patch_policies && !mixed && choice;
+        if by_rule
+            && let Some(t) = targets
+                .iter()
+                .find(|t| !t.target.facts.tls && !t.target.facts.http_protocol)
+        {
+            self.diags.push(self.input.warning_at(
+                object,
+                rule_path.key("backendRefs").index(t.index),
+                "this rule sends each attempt through the extproc in its Envoy cluster, and this backend speaks HTTP/1.1 without TLS: Envoy 1.39 and 1.40 crash with that filter on HTTP/1.1 clusters under concurrency (docs/routing.md); give the Backend `appProtocols: [gateway.envoyproxy.io/h2c]` if the server speaks HTTP/2, or build with --no-envoy-patch-policy".to_string(),
+            ));
+        }
+        let http_rules = cut_rules(i, rule, targets, by_rule);
+        if !by_rule && (mixed || !self.options.envoy_patch_policies) {
+            self.warn_no_rule_cluster(object, &rule_path, rule, mixed, has_priority);
+        }
+        http_rules
+    }
+
+    /// Warns about what rule `rule_path` loses without a cluster of its own (because its
+    /// Backends mix address types, or EnvoyPatchPolicies are off): priority fallback and
+    /// `streamIdleTimeout`.
+    fn warn_no_rule_cluster(
+        &mut self,
+        object: &Object,
+        rule_path: &FieldPath,
+        rule: &AiGatewayRouteRule,
+        mixed: bool,
+        has_priority: bool,
+    ) {
+        let reason = if mixed {
+            "its Backends mix endpoints by DNS name with IP addresses or Services, for which Envoy Gateway makes a cluster per backend"
+        } else {
+            "EnvoyPatchPolicies are turned off (--no-envoy-patch-policy)"
+        };
+        if has_priority {
+            self.diags.push(self.input.warning_at(
+                object,
+                rule_path.key("backendRefs"),
+                format!("priority fallback needs one cluster for the rule, and {reason}: backends with priority > 0 are picked only when no priority-0 backend has weight"),
+            ));
+        }
+        if rule.stream_idle_timeout.is_some() {
+            self.diags.push(self.input.warning_at(
+                object,
+                rule_path.key("streamIdleTimeout"),
+                format!("streamIdleTimeout is not applied: it needs one cluster for the rule, and {reason}; streamed responses use Envoy's default stream idle timeout"),
+            ));
+        }
     }
 
     /// Vertex AI paths are relative to the project and region of a GCP credential, so a GCP
@@ -499,4 +521,94 @@ impl Planner<'_> {
             .find_map(|e| e.pointer("/fqdn/hostname").and_then(Value::as_str))
             .map(str::to_string)
     }
+}
+
+/// The backendRefs of one rule, planned.
+#[derive(Default)]
+struct RuleBackends {
+    /// The filter-config backends.
+    backends: Vec<fc::Backend>,
+    /// The rule's weighted backends, in the filter config.
+    weighted: Vec<fc::WeightedBackend>,
+    /// Those that take traffic (weight > 0).
+    targets: Vec<WeightedTarget>,
+    /// A backendRef has a priority > 0.
+    has_priority: bool,
+}
+
+/// A backendRef that takes traffic, as a target of an HTTPRoute rule.
+struct WeightedTarget {
+    /// Index of the backendRef in its rule.
+    index: usize,
+    /// Its filter-config backend.
+    id: String,
+    target: RuleTarget,
+    /// [`upstream_prefix`] of its schema.
+    upstream_prefix: Option<String>,
+}
+
+/// The matches of a rule in the filter config (header names lower-cased).
+fn rule_matches(rule: &AiGatewayRouteRule) -> Vec<fc::RuleMatch> {
+    rule.matches
+        .iter()
+        .map(|m| fc::RuleMatch {
+            headers: m
+                .headers
+                .iter()
+                .map(|h| fc::HeaderMatch {
+                    name: h.name.to_ascii_lowercase(),
+                    match_type: match h.match_type {
+                        HeaderMatchType::Exact => fc::HeaderMatchType::Exact,
+                        HeaderMatchType::RegularExpression => {
+                            fc::HeaderMatchType::RegularExpression
+                        }
+                    },
+                    value: h.value.clone(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The HTTPRoute rules of rule `i`: `rule-<i>` with every target when selected by rule, else
+/// `rule-<i>-ref-<j>` per target.
+fn cut_rules(
+    i: usize,
+    rule: &AiGatewayRouteRule,
+    targets: Vec<WeightedTarget>,
+    by_rule: bool,
+) -> Vec<BackendRule> {
+    let mut http_rules = Vec::new();
+    if by_rule {
+        let mut rest = targets.into_iter();
+        if let Some(first) = rest.next() {
+            let mut http = http_rule(
+                format!("rule-{i}"),
+                Selection::Rule,
+                i,
+                first.id,
+                first.target,
+                rule,
+                None,
+            );
+            for t in rest {
+                http.backend_ids.push(t.id);
+                http.targets.push(t.target);
+            }
+            http_rules.push(http);
+        }
+    } else {
+        for t in targets {
+            http_rules.push(http_rule(
+                format!("rule-{}-ref-{}", i, t.index),
+                Selection::Backend,
+                i,
+                t.id,
+                t.target,
+                rule,
+                t.upstream_prefix,
+            ));
+        }
+    }
+    http_rules
 }
