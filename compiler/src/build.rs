@@ -1,6 +1,6 @@
 //! The whole pipeline: sources in, rendered objects (or every diagnostic) out.
 
-use crate::diag::{self, Diagnostic};
+use crate::diag::{self, Diagnostic, DiagnosticKind};
 use crate::load::{self, Source};
 use crate::plan::{self, PlanOptions};
 use crate::render::{self, Rendered};
@@ -109,7 +109,7 @@ pub fn build(sources: &[Source], options: &BuildOptions) -> Result<BuildOutput, 
         diags.extend(
             found
                 .into_iter()
-                .filter(|d| d.is_error() || !d.message.starts_with(plan::SECRET_NOT_WRITTEN)),
+                .filter(|d| d.is_error() || d.kind != DiagnosticKind::SecretNotWritten),
         );
     } else {
         diags.extend(found);
@@ -174,7 +174,7 @@ pub fn check(sources: &[Source], default_namespace: &str) -> Vec<Diagnostic> {
     diags.extend(
         found
             .into_iter()
-            .filter(|d| !d.message.starts_with("duplicate object")),
+            .filter(|d| d.kind != DiagnosticKind::DuplicateObject),
     );
     finish(diags)
 }

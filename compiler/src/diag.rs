@@ -123,6 +123,19 @@ pub struct Location {
     pub line: usize,
 }
 
+/// What a diagnostic is about, where a stage decides on it by kind rather than by its text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DiagnosticKind {
+    /// Any other diagnostic.
+    #[default]
+    General,
+    /// A Secret kept out of the Kubernetes output; moot for the standalone target, which
+    /// writes the Secrets it needs as files.
+    SecretNotWritten,
+    /// An object defined twice in the input.
+    DuplicateObject,
+}
+
 /// One error or warning.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -136,6 +149,8 @@ pub struct Diagnostic {
     pub field: Option<FieldPath>,
     /// What is wrong and, where it helps, how to fix it.
     pub message: String,
+    /// What the diagnostic is about, for the stages that filter on it.
+    pub kind: DiagnosticKind,
 }
 
 impl Diagnostic {
@@ -147,6 +162,7 @@ impl Diagnostic {
             object: None,
             field: None,
             message: shorten(message.into()),
+            kind: DiagnosticKind::General,
         }
     }
 
@@ -156,6 +172,12 @@ impl Diagnostic {
             severity: Severity::Warning,
             ..Diagnostic::error(message)
         }
+    }
+
+    /// Sets the kind.
+    pub fn kind(mut self, kind: DiagnosticKind) -> Self {
+        self.kind = kind;
+        self
     }
 
     /// Sets the location.

@@ -14,7 +14,7 @@ use aigw_filterconfig::{self as fc, FilterConfig};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::diag::{Diagnostic, FieldPath};
+use crate::diag::{Diagnostic, DiagnosticKind, FieldPath};
 use crate::model::{self, EG_GROUP, ParentReference};
 use crate::resolve::{Key, Resolved};
 use crate::validate::{Body, Object, ObjectId, Validated};
@@ -506,11 +506,15 @@ pub fn plan(
                     ));
                     secrets.push(i);
                 } else {
-                    planner.diags.push(input.warning_at(
-                        object,
-                        FieldPath::root(),
-                        format!("{SECRET_NOT_WRITTEN} (its data stays out of rendered manifests); create it in the cluster another way, or pass --include-secrets"),
-                    ));
+                    planner.diags.push(
+                        input
+                            .warning_at(
+                                object,
+                                FieldPath::root(),
+                                format!("{SECRET_NOT_WRITTEN} (its data stays out of rendered manifests); create it in the cluster another way, or pass --include-secrets"),
+                            )
+                            .kind(DiagnosticKind::SecretNotWritten),
+                    );
                 }
             }
             Body::ExtensionPolicy if merged_policies.contains(&i) => {}

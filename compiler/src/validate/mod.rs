@@ -21,7 +21,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::diag::{Diagnostic, FieldPath};
+use crate::diag::{Diagnostic, DiagnosticKind, FieldPath};
 use crate::load::Document;
 use crate::model::{self, AIGW_GROUP, EG_GROUP, GATEWAY_GROUP};
 use schema::AiKind;
@@ -349,14 +349,18 @@ fn duplicates(validated: &Validated) -> Vec<Diagnostic> {
     for object in &validated.objects {
         if let Some(first) = seen.insert(&object.id, object) {
             let first_location = validated.document(first).location(&FieldPath::root());
-            out.push(validated.error_at(
-                object,
-                FieldPath::root(),
-                format!(
-                    "duplicate object: {} is also defined at {}:{}",
-                    object.id, first_location.file, first_location.line
-                ),
-            ));
+            out.push(
+                validated
+                    .error_at(
+                        object,
+                        FieldPath::root(),
+                        format!(
+                            "duplicate object: {} is also defined at {}:{}",
+                            object.id, first_location.file, first_location.line
+                        ),
+                    )
+                    .kind(DiagnosticKind::DuplicateObject),
+            );
         }
     }
     out
@@ -815,7 +819,8 @@ mod tests {
         assert!(
             second
                 .iter()
-                .any(|d| d.to_string().contains("duplicate object"))
+                .any(|d| d.to_string().contains("duplicate object")
+                    && d.kind == crate::diag::DiagnosticKind::DuplicateObject)
         );
         let ids = |v: &Validated| {
             v.objects
