@@ -13,7 +13,44 @@ use crate::validate::{Body, ObjectId};
 
 /// Builds the filter-config auth of a policy; `files` maps each secretRef field to its file.
 fn build_auth(policy: &BackendSecurityPolicy, files: &BTreeMap<FieldPath, String>) -> BackendAuth {
-    let spec = &policy.spec;
+    BackendAuth {
+        credential: credential(&policy.spec, files),
+        credential_override: credential_override(&policy.spec),
+    }
+}
+
+/// The OIDC settings at `path` of a policy, its Secrets as the files they are mounted at.
+fn oidc_exchange(
+    o: &model::Oidc,
+    path: &str,
+    grant_type: &Option<String>,
+    aud: &Option<String>,
+    files: &BTreeMap<FieldPath, String>,
+) -> fc::OidcExchange {
+    fc::OidcExchange {
+        issuer: o.provider.issuer.clone(),
+        token_endpoint: o.provider.token_endpoint.clone(),
+        client_id: o.client_id.clone().unwrap_or_else(|| {
+            files
+                .get(&FieldPath::parse(&format!("{path}.clientIDRef")))
+                .map(|f| format!("file:{f}"))
+                .unwrap_or_default()
+        }),
+        client_secret_file: files
+            .get(&FieldPath::parse(&format!("{path}.clientSecret")))
+            .cloned()
+            .unwrap_or_default(),
+        scopes: o.scopes.clone(),
+        grant_type: grant_type.clone(),
+        aud: aud.clone(),
+    }
+}
+
+/// The credential of a policy, each Secret it names as the file it is mounted at.
+fn credential(
+    spec: &model::BackendSecurityPolicySpec,
+    files: &BTreeMap<FieldPath, String>,
+) -> Credential {
     let file = |path: &str| {
         files
             .get(&FieldPath::parse(path))
@@ -21,25 +58,9 @@ fn build_auth(policy: &BackendSecurityPolicy, files: &BTreeMap<FieldPath, String
             .unwrap_or_default()
     };
     let oidc = |o: &model::Oidc, path: &str, grant_type: &Option<String>, aud: &Option<String>| {
-        fc::OidcExchange {
-            issuer: o.provider.issuer.clone(),
-            token_endpoint: o.provider.token_endpoint.clone(),
-            client_id: o.client_id.clone().unwrap_or_else(|| {
-                files
-                    .get(&FieldPath::parse(&format!("{path}.clientIDRef")))
-                    .map(|f| format!("file:{f}"))
-                    .unwrap_or_default()
-            }),
-            client_secret_file: files
-                .get(&FieldPath::parse(&format!("{path}.clientSecret")))
-                .cloned()
-                .unwrap_or_default(),
-            scopes: o.scopes.clone(),
-            grant_type: grant_type.clone(),
-            aud: aud.clone(),
-        }
+        oidc_exchange(o, path, grant_type, aud, files)
     };
-    let credential = match spec.policy_type {
+    match spec.policy_type {
         SecurityPolicyType::ApiKey => Credential::ApiKey {
             key_file: file("spec.apiKey.secretRef"),
         },
@@ -112,7 +133,12 @@ fn build_auth(policy: &BackendSecurityPolicy, files: &BTreeMap<FieldPath, String
                 }),
             }
         }
-    };
+    }
+}
+
+/// Where a client's own credential comes from (`credentialOverride`), with upstream's default
+/// header or metadata key for the policy type.
+fn credential_override(spec: &model::BackendSecurityPolicySpec) -> Option<CredentialOverride> {
     let default_header = match spec.policy_type {
         SecurityPolicyType::ApiKey => "x-aigw-api-key",
         SecurityPolicyType::AnthropicApiKey => "x-aigw-anthropic-api-key",
@@ -121,7 +147,7 @@ fn build_auth(policy: &BackendSecurityPolicy, files: &BTreeMap<FieldPath, String
         SecurityPolicyType::GcpCredentials => "x-aigw-gcp-access-token",
         SecurityPolicyType::AwsCredentials => "x-aigw-aws-",
     };
-    let credential_override = spec.credential_override.as_ref().map(|o| {
+    spec.credential_override.as_ref().map(|o| {
         match (&o.from_request_headers, &o.from_dynamic_metadata) {
             (Some(headers), _) => CredentialOverride {
                 header_name: Some(
@@ -154,11 +180,7 @@ fn build_auth(policy: &BackendSecurityPolicy, files: &BTreeMap<FieldPath, String
                 fallback_to_configured: true,
             },
         }
-    });
-    BackendAuth {
-        credential,
-        credential_override,
-    }
+    })
 }
 
 /// The mount of one Secret.
