@@ -514,33 +514,7 @@ fn rule_of(rule: &Value, name: String) -> Result<Rule, String> {
             return Err("unable to translate rateLimit. At least one of the header or method or path or sourceCIDR or queryParameters must be specified".into());
         }
         for header in items(selector, "/headers") {
-            let name = text(header, "/name").unwrap_or_default().to_string();
-            let value = text(header, "/value");
-            let invert = header
-                .get("invert")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            let matcher = match (text(header, "/type"), value) {
-                (None | Some("Exact"), Some(v)) => Matcher::Exact(v.into()),
-                (Some("RegularExpression"), Some(v)) => {
-                    check_regex(v)?;
-                    Matcher::Regex(v.into())
-                }
-                (Some("Distinct"), None) => {
-                    if invert {
-                        return Err("unable to translate rateLimit.Invert is not applicable for distinct header match type".into());
-                    }
-                    Matcher::Distinct
-                }
-                _ => {
-                    return Err("unable to translate rateLimit. Either the header.Type is not valid or the header is missing a value".into());
-                }
-            };
-            out.headers.push(Selector {
-                name,
-                matcher,
-                invert,
-            });
+            out.headers.push(header_selector(header)?);
         }
         for method in items(selector, "/methods") {
             out.methods.push(Selector {
@@ -553,74 +527,13 @@ fn rule_of(rule: &Value, name: String) -> Result<Rule, String> {
             });
         }
         if let Some(path) = selector.get("path") {
-            let value = text(path, "/value").unwrap_or_default();
-            let matcher = match text(path, "/type").unwrap_or("PathPrefix") {
-                "PathPrefix" if value == "/" => Matcher::Prefix(value.into()),
-                "PathPrefix" => Matcher::Regex(path_separated_prefix_regex(value)),
-                "Exact" => Matcher::Exact(value.into()),
-                "RegularExpression" => {
-                    check_regex(value)?;
-                    Matcher::Regex(value.into())
-                }
-                _ => return Err("unable to translate rateLimit: invalid path type.".into()),
-            };
-            out.path = Some(Selector {
-                name: ":path".into(),
-                matcher,
-                invert: path.get("invert").and_then(Value::as_bool).unwrap_or(false),
-            });
+            out.path = Some(path_selector(path)?);
         }
         if let Some(source) = selector.get("sourceCIDR") {
-            let cidr = text(source, "/value").unwrap_or_default();
-            let (prefix, len) = parse_cidr(cidr)
-                .ok_or_else(|| format!("unable to translate rateLimit: invalid CIDR {cidr:?}"))?;
-            out.cidr = Some(Cidr {
-                cidr: format!("{prefix}/{len}"),
-                prefix,
-                len,
-                distinct: text(source, "/type") == Some("Distinct"),
-                invert: source
-                    .get("invert")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-            });
+            out.cidr = Some(cidr_selector(source)?);
         }
         for query in items(selector, "/queryParams") {
-            let name = text(query, "/name").unwrap_or_default();
-            if name.is_empty() {
-                return Err("name is required when QueryParamMatch is specified".into());
-            }
-            let value = text(query, "/value").filter(|v| !v.is_empty());
-            let invert = query
-                .get("invert")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            let kind = text(query, "/type").unwrap_or("Exact");
-            let matcher = match (kind, value) {
-                ("Exact", Some(v)) => Matcher::Exact(v.into()),
-                ("RegularExpression", Some(v)) => {
-                    check_regex(v)?;
-                    Matcher::Regex(v.into())
-                }
-                ("Exact" | "RegularExpression", None) => {
-                    return Err(format!(
-                        "value is required for {kind} query parameter match"
-                    ));
-                }
-                ("Distinct", _) if invert => {
-                    return Err("unable to translate rateLimit.Invert is not applicable for distinct query parameter match type".into());
-                }
-                ("Distinct", Some(_)) => {
-                    return Err("unable to translate rateLimit.Value is not applicable for distinct query parameter match type".into());
-                }
-                ("Distinct", None) => Matcher::Distinct,
-                (other, _) => return Err(format!("invalid query parameter match type: {other}")),
-            };
-            out.query.push(Selector {
-                name: name.to_string(),
-                matcher,
-                invert,
-            });
+            out.query.push(query_selector(query)?);
         }
     }
     let cost = |pointer: &str| {
@@ -638,6 +551,113 @@ fn rule_of(rule: &Value, name: String) -> Result<Rule, String> {
     out.request_cost = cost("/cost/request");
     out.response_cost = cost("/cost/response");
     Ok(out)
+}
+
+/// A header of a client selector, as Envoy Gateway translates it.
+fn header_selector(header: &Value) -> Result<Selector, String> {
+    let name = text(header, "/name").unwrap_or_default().to_string();
+    let value = text(header, "/value");
+    let invert = header
+        .get("invert")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let matcher = match (text(header, "/type"), value) {
+        (None | Some("Exact"), Some(v)) => Matcher::Exact(v.into()),
+        (Some("RegularExpression"), Some(v)) => {
+            check_regex(v)?;
+            Matcher::Regex(v.into())
+        }
+        (Some("Distinct"), None) => {
+            if invert {
+                return Err("unable to translate rateLimit.Invert is not applicable for distinct header match type".into());
+            }
+            Matcher::Distinct
+        }
+        _ => {
+            return Err("unable to translate rateLimit. Either the header.Type is not valid or the header is missing a value".into());
+        }
+    };
+    Ok(Selector {
+        name,
+        matcher,
+        invert,
+    })
+}
+
+/// The path of a client selector, as Envoy Gateway translates it.
+fn path_selector(path: &Value) -> Result<Selector, String> {
+    let value = text(path, "/value").unwrap_or_default();
+    let matcher = match text(path, "/type").unwrap_or("PathPrefix") {
+        "PathPrefix" if value == "/" => Matcher::Prefix(value.into()),
+        "PathPrefix" => Matcher::Regex(path_separated_prefix_regex(value)),
+        "Exact" => Matcher::Exact(value.into()),
+        "RegularExpression" => {
+            check_regex(value)?;
+            Matcher::Regex(value.into())
+        }
+        _ => return Err("unable to translate rateLimit: invalid path type.".into()),
+    };
+    Ok(Selector {
+        name: ":path".into(),
+        matcher,
+        invert: path.get("invert").and_then(Value::as_bool).unwrap_or(false),
+    })
+}
+
+/// The source CIDR of a client selector.
+fn cidr_selector(source: &Value) -> Result<Cidr, String> {
+    let cidr = text(source, "/value").unwrap_or_default();
+    let (prefix, len) = parse_cidr(cidr)
+        .ok_or_else(|| format!("unable to translate rateLimit: invalid CIDR {cidr:?}"))?;
+    Ok(Cidr {
+        cidr: format!("{prefix}/{len}"),
+        prefix,
+        len,
+        distinct: text(source, "/type") == Some("Distinct"),
+        invert: source
+            .get("invert")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+/// A query parameter of a client selector, as Envoy Gateway translates it.
+fn query_selector(query: &Value) -> Result<Selector, String> {
+    let name = text(query, "/name").unwrap_or_default();
+    if name.is_empty() {
+        return Err("name is required when QueryParamMatch is specified".into());
+    }
+    let value = text(query, "/value").filter(|v| !v.is_empty());
+    let invert = query
+        .get("invert")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let kind = text(query, "/type").unwrap_or("Exact");
+    let matcher = match (kind, value) {
+        ("Exact", Some(v)) => Matcher::Exact(v.into()),
+        ("RegularExpression", Some(v)) => {
+            check_regex(v)?;
+            Matcher::Regex(v.into())
+        }
+        ("Exact" | "RegularExpression", None) => {
+            return Err(format!(
+                "value is required for {kind} query parameter match"
+            ));
+        }
+        ("Distinct", _) if invert => {
+            return Err("unable to translate rateLimit.Invert is not applicable for distinct query parameter match type".into());
+        }
+        ("Distinct", Some(_)) => {
+            return Err("unable to translate rateLimit.Value is not applicable for distinct query parameter match type".into());
+        }
+        ("Distinct", None) => Matcher::Distinct,
+        (other, _) => return Err(format!("invalid query parameter match type: {other}")),
+    };
+    Ok(Selector {
+        name: name.to_string(),
+        matcher,
+        invert,
+    })
 }
 
 /// The address and prefix length of a CIDR, the address masked to the prefix.
