@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{HttpRoutePlan, Planner, QUOTA_COST_KEY, RateLimitRule, Selection};
 use crate::diag::FieldPath;
-use crate::model::{self, AiGatewayRoute, QuotaDuration};
+use crate::model::{self, AiGatewayRoute, QuotaDuration, QuotaPolicy};
 use crate::resolve::Key;
 use crate::validate::{Body, Object, ObjectId};
 
@@ -83,32 +83,9 @@ impl Planner<'_> {
         let mut targets = Vec::new();
         let mut sources = Vec::new();
         let mut costs = Vec::new();
-        let mut by_backend_model: BTreeMap<(Key, String), Vec<String>> = BTreeMap::new();
         // Rules of several backends with a quota on one: the limit counts on the rule.
         let mut shared_rules = BTreeSet::new();
-        for (i, rule) in route.spec.rules.iter().enumerate() {
-            for (j, backend_ref) in rule.backend_refs.iter().enumerate() {
-                let ns = backend_ref
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| object.id.namespace.clone());
-                let Some(model) = &backend_ref.model_name_override else {
-                    continue;
-                };
-                if backend_ref.weight == 0 {
-                    continue;
-                }
-                let id = format!(
-                    "{ns}/{}/route/{}/{}/rule/{i}/ref/{j}",
-                    backend_ref.name, object.id.namespace, object.id.name
-                );
-                by_backend_model
-                    .entry(((ns, backend_ref.name.clone()), model.clone()))
-                    .or_default()
-                    .push(id);
-            }
-        }
-        for ((key, model), ids) in by_backend_model {
+        for ((key, model), ids) in backends_by_model(object, route) {
             let Some(policies) = self.resolved.quotas_of.get(&key) else {
                 continue;
             };
@@ -137,27 +114,8 @@ impl Planner<'_> {
                         service_backend: Some(format!("{}/{}", key.0, key.1)),
                         model: Some(model.clone()),
                     });
-                    let mut selectors = Vec::new();
-                    let mut selector_header = fc::SELECTED_BACKEND_HEADER;
-                    for part in parts {
-                        let mut used = false;
-                        for rule in &part.rules {
-                            if !rule.backend_ids.iter().any(|b| ids.contains(b)) {
-                                continue;
-                            }
-                            used = true;
-                            selector_header = rule.selector_header();
-                            if !selectors.contains(&rule.selector) {
-                                selectors.push(rule.selector.clone());
-                            }
-                            if rule.selection == Selection::Rule && rule.backend_ids.len() > 1 {
-                                shared_rules.insert(rule.source_rule);
-                            }
-                        }
-                        if used {
-                            targets.push(part.name.clone());
-                        }
-                    }
+                    let (selector_header, selectors) =
+                        rule_selectors(parts, &ids, &mut targets, &mut shared_rules);
                     for bucket in &quota.quota.bucket_rules {
                         rules.push(RateLimitRule {
                             selector_header,
@@ -204,46 +162,7 @@ impl Planner<'_> {
                         }
                     }
                 }
-                if policy.spec.service_quota.is_some() {
-                    self.diags.push(self.input.warning_at(
-                        &policy_object,
-                        FieldPath::parse("spec.serviceQuota"),
-                        "serviceQuota is not enforced (upstream does not enforce it either); use perModelQuotas",
-                    ));
-                }
-                for (q, quota) in policy.spec.per_model_quotas.iter().enumerate() {
-                    let field = FieldPath::parse("spec.perModelQuotas")
-                        .index(q)
-                        .key("quota");
-                    for (b, bucket) in quota.quota.bucket_rules.iter().enumerate() {
-                        let limit = bucket.quota.limit;
-                        if limit == 0 || limit > u64::from(u32::MAX) {
-                            self.diags.push(self.input.error_at(
-                                &policy_object,
-                                field.clone().key("bucketRules").index(b).key("quota").key("limit"),
-                                format!("a quota limit of {limit} cannot be enforced by Envoy Gateway, whose rate limits go from 1 to 4294967295"),
-                            ));
-                        }
-                    }
-                    let default = quota.quota.default_bucket.as_ref().filter(|d| d.limit > 0);
-                    if let Some(limit) = default
-                        .map(|d| d.limit)
-                        .filter(|l| *l > u64::from(u32::MAX))
-                    {
-                        self.diags.push(self.input.error_at(
-                            &policy_object,
-                            field.clone().key("defaultBucket").key("limit"),
-                            format!("a quota limit of {limit} cannot be enforced by Envoy Gateway, whose rate limits go from 1 to 4294967295"),
-                        ));
-                    }
-                    if default.is_some() && !quota.quota.bucket_rules.is_empty() {
-                        self.diags.push(self.input.warning_at(
-                            &policy_object,
-                            field.key("defaultBucket"),
-                            "each request is charged to the bucket rules that select it, or to the default bucket when none does, and is refused once one of them is spent (Envoy Gateway's rate limits); upstream charges the default bucket too and refuses only when every bucket of the request is spent",
-                        ));
-                    }
-                }
+                self.check_quota_limits(&policy_object, policy);
             }
         }
         costs.dedup();
@@ -255,6 +174,51 @@ impl Planner<'_> {
             ));
         }
         (rules, targets, sources, costs)
+    }
+
+    /// The QuotaPolicy's limits that Envoy Gateway cannot enforce (errors) and what it enforces
+    /// otherwise than upstream (warnings).
+    fn check_quota_limits(&mut self, policy_object: &Object, policy: &QuotaPolicy) {
+        if policy.spec.service_quota.is_some() {
+            self.diags.push(self.input.warning_at(
+                policy_object,
+                FieldPath::parse("spec.serviceQuota"),
+                "serviceQuota is not enforced (upstream does not enforce it either); use perModelQuotas",
+            ));
+        }
+        for (q, quota) in policy.spec.per_model_quotas.iter().enumerate() {
+            let field = FieldPath::parse("spec.perModelQuotas")
+                .index(q)
+                .key("quota");
+            for (b, bucket) in quota.quota.bucket_rules.iter().enumerate() {
+                let limit = bucket.quota.limit;
+                if limit == 0 || limit > u64::from(u32::MAX) {
+                    self.diags.push(self.input.error_at(
+                        policy_object,
+                        field.clone().key("bucketRules").index(b).key("quota").key("limit"),
+                        format!("a quota limit of {limit} cannot be enforced by Envoy Gateway, whose rate limits go from 1 to 4294967295"),
+                    ));
+                }
+            }
+            let default = quota.quota.default_bucket.as_ref().filter(|d| d.limit > 0);
+            if let Some(limit) = default
+                .map(|d| d.limit)
+                .filter(|l| *l > u64::from(u32::MAX))
+            {
+                self.diags.push(self.input.error_at(
+                    policy_object,
+                    field.clone().key("defaultBucket").key("limit"),
+                    format!("a quota limit of {limit} cannot be enforced by Envoy Gateway, whose rate limits go from 1 to 4294967295"),
+                ));
+            }
+            if default.is_some() && !quota.quota.bucket_rules.is_empty() {
+                self.diags.push(self.input.warning_at(
+                    policy_object,
+                    field.key("defaultBucket"),
+                    "each request is charged to the bucket rules that select it, or to the default bucket when none does, and is refused once one of them is spent (Envoy Gateway's rate limits); upstream charges the default bucket too and refuses only when every bucket of the request is spent",
+                ));
+            }
+        }
     }
 
     /// A per-model quota counts only requests whose backendRef overrides the model to its
@@ -300,4 +264,69 @@ impl Planner<'_> {
             }
         }
     }
+}
+
+/// The ids of the backend references of `route` that override the model, by service backend
+/// and model: the references a per-model quota counts. References of weight 0 take no traffic.
+fn backends_by_model(
+    object: &Object,
+    route: &AiGatewayRoute,
+) -> BTreeMap<(Key, String), Vec<String>> {
+    let mut by_backend_model: BTreeMap<(Key, String), Vec<String>> = BTreeMap::new();
+    for (i, rule) in route.spec.rules.iter().enumerate() {
+        for (j, backend_ref) in rule.backend_refs.iter().enumerate() {
+            let ns = backend_ref
+                .namespace
+                .clone()
+                .unwrap_or_else(|| object.id.namespace.clone());
+            let Some(model) = &backend_ref.model_name_override else {
+                continue;
+            };
+            if backend_ref.weight == 0 {
+                continue;
+            }
+            let id = format!(
+                "{ns}/{}/route/{}/{}/rule/{i}/ref/{j}",
+                backend_ref.name, object.id.namespace, object.id.name
+            );
+            by_backend_model
+                .entry(((ns, backend_ref.name.clone()), model.clone()))
+                .or_default()
+                .push(id);
+        }
+    }
+    by_backend_model
+}
+
+/// The header and values that select the HTTPRoute rules serving the backend references
+/// `ids`; the HTTPRoutes holding them join `targets`, and the AIGatewayRoute rules where they
+/// share a rule cluster with other backends join `shared_rules`.
+fn rule_selectors(
+    parts: &[HttpRoutePlan],
+    ids: &[String],
+    targets: &mut Vec<String>,
+    shared_rules: &mut BTreeSet<usize>,
+) -> (&'static str, Vec<String>) {
+    let mut selectors = Vec::new();
+    let mut selector_header = fc::SELECTED_BACKEND_HEADER;
+    for part in parts {
+        let mut used = false;
+        for rule in &part.rules {
+            if !rule.backend_ids.iter().any(|b| ids.contains(b)) {
+                continue;
+            }
+            used = true;
+            selector_header = rule.selector_header();
+            if !selectors.contains(&rule.selector) {
+                selectors.push(rule.selector.clone());
+            }
+            if rule.selection == Selection::Rule && rule.backend_ids.len() > 1 {
+                shared_rules.insert(rule.source_rule);
+            }
+        }
+        if used {
+            targets.push(part.name.clone());
+        }
+    }
+    (selector_header, selectors)
 }
