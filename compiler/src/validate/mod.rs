@@ -374,6 +374,61 @@ fn classify(
     doc: &mut Document,
     options: &ValidateOptions,
 ) -> Result<Classified, Diagnostic> {
+    let (id, version) = identify(doc, options)?;
+    let group = id.group.clone();
+    let kind = id.kind.clone();
+    let object_error =
+        |field: FieldPath, message: String| -> Diagnostic { error_at(doc, &id, field, message) };
+    // Names the API server would refuse: the object is reported and treated as present, so
+    // references to it are not reported again.
+    let mut name_errors = Vec::new();
+    if let Err(message) = names::check(names::rule_for(&group, &kind), &id.name) {
+        name_errors.push(object_error(FieldPath::parse("metadata.name"), message));
+    }
+    if !id.namespace.is_empty()
+        && let Err(message) = names::check(names::NameRule::Label, &id.namespace)
+    {
+        name_errors.push(object_error(
+            FieldPath::parse("metadata.namespace"),
+            format!("namespace {message}"),
+        ));
+    }
+    if !name_errors.is_empty() {
+        return Ok((None, name_errors, Some(id)));
+    }
+
+    if group == AIGW_GROUP {
+        return classify_ai(index, doc, id, &version);
+    }
+    let body = match (group.as_str(), kind.as_str()) {
+        (GATEWAY_GROUP, "Gateway") => {
+            Body::Gateway(gateway_view(&doc.value).map_err(|(p, m)| object_error(p, m))?)
+        }
+        (GATEWAY_GROUP, "ReferenceGrant") => Body::ReferenceGrant(
+            reference_grant_view(&doc.value).map_err(|(p, m)| object_error(p, m))?,
+        ),
+        ("", "Secret") => Body::Secret(secret_view(&doc.value)),
+        ("", "Namespace") => Body::Namespace(string_map(doc.value.pointer("/metadata/labels"))),
+        (EG_GROUP, "EnvoyExtensionPolicy") => Body::ExtensionPolicy,
+        _ => Body::Other,
+    };
+    Ok((
+        Some(Object {
+            doc: index,
+            id,
+            body,
+        }),
+        Vec::new(),
+        None,
+    ))
+}
+
+/// The identity of a document (its namespace defaulted, and written into it when missing) and
+/// its API version.
+fn identify(
+    doc: &mut Document,
+    options: &ValidateOptions,
+) -> Result<(ObjectId, String), Diagnostic> {
     let locate = |doc: &Document, field: &str| Some(doc.location(&FieldPath::parse(field)));
     let api_version = doc
         .value
@@ -436,137 +491,111 @@ fn classify(
         namespace,
         name,
     };
-    let object_error = |field: FieldPath, message: String| -> Diagnostic {
-        Diagnostic::error(message)
-            .at(Some(doc.location(&field)))
-            .object(id.to_string())
-            .field(field)
-    };
-    // Names the API server would refuse: the object is reported and treated as present, so
-    // references to it are not reported again.
-    let mut name_errors = Vec::new();
-    if let Err(message) = names::check(names::rule_for(&group, &kind), &id.name) {
-        name_errors.push(object_error(FieldPath::parse("metadata.name"), message));
-    }
-    if !id.namespace.is_empty()
-        && let Err(message) = names::check(names::NameRule::Label, &id.namespace)
-    {
-        name_errors.push(object_error(
-            FieldPath::parse("metadata.namespace"),
-            format!("namespace {message}"),
+    Ok((id, version))
+}
+
+/// An error about `field` of the object `id` of `doc`.
+fn error_at(doc: &Document, id: &ObjectId, field: FieldPath, message: String) -> Diagnostic {
+    Diagnostic::error(message)
+        .at(Some(doc.location(&field)))
+        .object(id.to_string())
+        .field(field)
+}
+
+/// An AI Gateway object: its kind and version checked, its schema and CEL rules applied, and
+/// (when nothing is violated) its typed body.
+fn classify_ai(
+    index: usize,
+    doc: &mut Document,
+    id: ObjectId,
+    version: &str,
+) -> Result<Classified, Diagnostic> {
+    let kind = id.kind.clone();
+    let object_error =
+        |field: FieldPath, message: String| -> Diagnostic { error_at(doc, &id, field, message) };
+    if kind == "MCPRoute" {
+        return Err(object_error(
+            FieldPath::root(),
+            "MCPRoute is not yet supported by aigw; remove it from the input or serve it with the upstream controller".into(),
         ));
     }
-    if !name_errors.is_empty() {
-        return Ok((None, name_errors, Some(id)));
-    }
-
-    if group == AIGW_GROUP {
-        if kind == "MCPRoute" {
-            return Err(object_error(
-                FieldPath::root(),
-                "MCPRoute is not yet supported by aigw; remove it from the input or serve it with the upstream controller".into(),
-            ));
-        }
-        let Some(ai_kind) = AiKind::from_name(&kind) else {
-            return Err(object_error(
-                FieldPath::parse("kind"),
-                format!("unknown kind {kind} in {AIGW_GROUP}"),
-            ));
-        };
-        let rule_version = match (ai_kind, version.as_str()) {
-            (AiKind::QuotaPolicy, "v1alpha1") => rules::Version::V1Alpha1,
-            (AiKind::QuotaPolicy, _) => {
-                return Err(object_error(
-                    FieldPath::parse("apiVersion"),
-                    format!("QuotaPolicy is served only as {AIGW_GROUP}/v1alpha1, not {version}"),
-                ));
-            }
-            (_, "v1beta1") => rules::Version::V1Beta1,
-            (_, "v1alpha1") => rules::Version::V1Alpha1,
-            _ => {
-                return Err(object_error(
-                    FieldPath::parse("apiVersion"),
-                    format!("{kind} is served as {AIGW_GROUP}/v1beta1 and v1alpha1, not {version}"),
-                ));
-            }
-        };
-        let mut found = Vec::new();
-        if rule_version == rules::Version::V1Alpha1 && ai_kind != AiKind::QuotaPolicy {
-            let mut warning = object_error(
-                FieldPath::parse("apiVersion"),
-                format!("{AIGW_GROUP}/v1alpha1 is deprecated; use {AIGW_GROUP}/v1beta1 instead"),
-            );
-            warning.severity = crate::diag::Severity::Warning;
-            found.push(warning);
-        }
-        // Schema and rule violations are reported together, as the API server does; rules run
-        // whenever the document still decodes.
-        let mut violations = schema::check(ai_kind, &doc.value);
-        let structural_ok = violations.is_empty();
-        let typed = match typed_body(ai_kind, &doc.value) {
-            Ok(typed) => {
-                violations.extend(match &typed {
-                    Body::Route(r) => rules::route(&r.spec),
-                    Body::ServiceBackend(b) => rules::service_backend(&b.spec),
-                    Body::SecurityPolicy(p) => rules::security_policy(&p.spec, rule_version),
-                    Body::GatewayConfig(c) => rules::gateway_config(&c.spec),
-                    Body::QuotaPolicy(q) => rules::quota_policy(&q.spec),
-                    _ => Vec::new(),
-                });
-                Some(typed)
-            }
-            Err((path, message)) => {
-                if structural_ok {
-                    violations.push(schema::Violation { path, message });
-                }
-                None
-            }
-        };
-        violations.sort_by(|a, b| (&a.path, &a.message).cmp(&(&b.path, &b.message)));
-        violations.dedup();
-        if let (Some(typed), true) = (typed, violations.is_empty()) {
-            // The typed body holds what the later stages read; of the parsed document only the
-            // identity and metadata are kept (a large input's memory is mostly these trees).
-            keep_metadata(&mut doc.value);
-            return Ok((
-                Some(Object {
-                    doc: index,
-                    id,
-                    body: typed,
-                }),
-                found,
-                None,
-            ));
-        }
-        found.extend(
-            violations
-                .into_iter()
-                .map(|v| object_error(v.path, v.message)),
-        );
-        return Ok((None, found, Some(id)));
-    }
-
-    let body = match (group.as_str(), kind.as_str()) {
-        (GATEWAY_GROUP, "Gateway") => {
-            Body::Gateway(gateway_view(&doc.value).map_err(|(p, m)| object_error(p, m))?)
-        }
-        (GATEWAY_GROUP, "ReferenceGrant") => Body::ReferenceGrant(
-            reference_grant_view(&doc.value).map_err(|(p, m)| object_error(p, m))?,
-        ),
-        ("", "Secret") => Body::Secret(secret_view(&doc.value)),
-        ("", "Namespace") => Body::Namespace(string_map(doc.value.pointer("/metadata/labels"))),
-        (EG_GROUP, "EnvoyExtensionPolicy") => Body::ExtensionPolicy,
-        _ => Body::Other,
+    let Some(ai_kind) = AiKind::from_name(&kind) else {
+        return Err(object_error(
+            FieldPath::parse("kind"),
+            format!("unknown kind {kind} in {AIGW_GROUP}"),
+        ));
     };
-    Ok((
-        Some(Object {
-            doc: index,
-            id,
-            body,
-        }),
-        Vec::new(),
-        None,
-    ))
+    let rule_version = match (ai_kind, version) {
+        (AiKind::QuotaPolicy, "v1alpha1") => rules::Version::V1Alpha1,
+        (AiKind::QuotaPolicy, _) => {
+            return Err(object_error(
+                FieldPath::parse("apiVersion"),
+                format!("QuotaPolicy is served only as {AIGW_GROUP}/v1alpha1, not {version}"),
+            ));
+        }
+        (_, "v1beta1") => rules::Version::V1Beta1,
+        (_, "v1alpha1") => rules::Version::V1Alpha1,
+        _ => {
+            return Err(object_error(
+                FieldPath::parse("apiVersion"),
+                format!("{kind} is served as {AIGW_GROUP}/v1beta1 and v1alpha1, not {version}"),
+            ));
+        }
+    };
+    let mut found = Vec::new();
+    if rule_version == rules::Version::V1Alpha1 && ai_kind != AiKind::QuotaPolicy {
+        let mut warning = object_error(
+            FieldPath::parse("apiVersion"),
+            format!("{AIGW_GROUP}/v1alpha1 is deprecated; use {AIGW_GROUP}/v1beta1 instead"),
+        );
+        warning.severity = crate::diag::Severity::Warning;
+        found.push(warning);
+    }
+    // Schema and rule violations are reported together, as the API server does; rules run
+    // whenever the document still decodes.
+    let mut violations = schema::check(ai_kind, &doc.value);
+    let structural_ok = violations.is_empty();
+    let typed = match typed_body(ai_kind, &doc.value) {
+        Ok(typed) => {
+            violations.extend(match &typed {
+                Body::Route(r) => rules::route(&r.spec),
+                Body::ServiceBackend(b) => rules::service_backend(&b.spec),
+                Body::SecurityPolicy(p) => rules::security_policy(&p.spec, rule_version),
+                Body::GatewayConfig(c) => rules::gateway_config(&c.spec),
+                Body::QuotaPolicy(q) => rules::quota_policy(&q.spec),
+                _ => Vec::new(),
+            });
+            Some(typed)
+        }
+        Err((path, message)) => {
+            if structural_ok {
+                violations.push(schema::Violation { path, message });
+            }
+            None
+        }
+    };
+    violations.sort_by(|a, b| (&a.path, &a.message).cmp(&(&b.path, &b.message)));
+    violations.dedup();
+    if let (Some(typed), true) = (typed, violations.is_empty()) {
+        // The typed body holds what the later stages read; of the parsed document only the
+        // identity and metadata are kept (a large input's memory is mostly these trees).
+        keep_metadata(&mut doc.value);
+        return Ok((
+            Some(Object {
+                doc: index,
+                id,
+                body: typed,
+            }),
+            found,
+            None,
+        ));
+    }
+    found.extend(
+        violations
+            .into_iter()
+            .map(|v| object_error(v.path, v.message)),
+    );
+    Ok((None, found, Some(id)))
 }
 
 /// Reduces a document to `apiVersion`, `kind` and `metadata`.
