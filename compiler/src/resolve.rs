@@ -606,6 +606,20 @@ fn check_security_policy(
     resolved: &mut Resolved,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<SecretUse> {
+    check_policy_targets(index, policy_index, object, policy, resolved, diags);
+    let refs = credential_refs(index, object, policy, diags);
+    secret_uses(index, object, refs, diags)
+}
+
+/// Each target of a policy: an AIServiceBackend of the input that no other policy targets.
+fn check_policy_targets(
+    index: &Index<'_>,
+    policy_index: usize,
+    object: &Object,
+    policy: &BackendSecurityPolicy,
+    resolved: &mut Resolved,
+    diags: &mut Vec<Diagnostic>,
+) {
     let input = index.input;
     for (t, target) in policy.spec.target_refs.iter().enumerate() {
         let field = FieldPath::parse("spec.targetRefs").index(t);
@@ -644,8 +658,19 @@ fn check_security_policy(
             ));
         }
     }
+}
+
+/// The Secrets a policy's credential reads: each reference, the key read and its field; with
+/// the checks on how the credential's sources combine.
+fn credential_refs<'a>(
+    index: &Index<'_>,
+    object: &Object,
+    policy: &'a BackendSecurityPolicy,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(&'a SecretObjectReference, &'static str, FieldPath)> {
+    let input = index.input;
     let spec = &policy.spec;
-    let mut refs: Vec<(&SecretObjectReference, &str, FieldPath)> = Vec::new();
+    let mut refs: Vec<(&SecretObjectReference, &'static str, FieldPath)> = Vec::new();
     let spec_path = FieldPath::parse("spec");
     if let Some(r) = &spec.api_key {
         refs.push((
@@ -755,7 +780,18 @@ fn check_security_policy(
             "set either credentialsFile or oidcExchangeToken, not both",
         ));
     }
+    refs
+}
 
+/// Each Secret reference resolved: a core Secret, in the policy's namespace or granted, with
+/// the key the credential reads.
+fn secret_uses(
+    index: &Index<'_>,
+    object: &Object,
+    refs: Vec<(&SecretObjectReference, &'static str, FieldPath)>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<SecretUse> {
+    let input = index.input;
     let mut uses = Vec::new();
     for (secret_ref, key, field) in refs {
         if !(secret_ref.group.is_empty() && secret_ref.kind == "Secret") {
