@@ -11,6 +11,11 @@
 //!
 //! A client mistake (unknown path or model, malformed JSON, body too large) gets a 4xx in the
 //! OpenAI error shape; nothing a client sends makes the processor fail the stream.
+//!
+//! By job: `request` (headers, body, route and backend, the request prepared for the backend),
+//! `response` (headers and body, buffered or streamed, translated back), `accounting` (usage,
+//! costs and metrics at the end), `reply` (the ext_proc responses and error shapes) and
+//! `metadata` (dynamic metadata and the header bookkeeping between attempts).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
