@@ -1110,24 +1110,6 @@ fn count_tokens_fixture(name: &str) -> Value {
 
 const COUNT_TOKENS_CASES: [&str; 3] = ["request_basic", "request_tools", "request_thinking"];
 
-/// `[[name, value], ...]` as header pairs.
-fn header_pairs(value: &Value) -> Vec<(String, String)> {
-    value
-        .as_array()
-        .map(|pairs| {
-            pairs
-                .iter()
-                .map(|pair| {
-                    (
-                        pair[0].as_str().unwrap().to_string(),
-                        pair[1].as_str().unwrap().to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The target a fixture names, with the fixture's version or prefix.
 fn count_tokens_target(name: &str, expected: &Value) -> AnthropicTarget {
     let text = |key: &str| expected[key].as_str().unwrap_or_default().to_string();
@@ -1164,7 +1146,8 @@ fn count_tokens_request_fixtures() {
     for case in COUNT_TOKENS_CASES {
         let input = count_tokens_fixture(case);
         let upstream = count_tokens_fixture(&format!("{case}.upstream"));
-        let client_headers = header_pairs(&upstream["client_headers"]);
+        let client_headers =
+            crate::translate::bedrock::test_support::headers_of(&upstream["client_headers"]);
         for name in ["anthropic", "gcp", "aws"] {
             let expected = &upstream[name];
             let mut translator = CountTokens::new(count_tokens_target(name, expected));
@@ -1179,7 +1162,7 @@ fn count_tokens_request_fixtures() {
             );
             assert_eq!(
                 out.headers,
-                header_pairs(&expected["headers"]),
+                crate::translate::bedrock::test_support::headers_of(&expected["headers"]),
                 "{case} {name}"
             );
             let sent = body(&out);

@@ -18,7 +18,7 @@ mod count_tokens;
 mod embeddings;
 mod messages;
 #[cfg(test)]
-mod test_support;
+pub(super) mod test_support;
 #[cfg(test)]
 mod tests;
 

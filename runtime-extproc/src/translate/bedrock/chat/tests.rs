@@ -25,18 +25,6 @@ fn request_fixtures() {
     }
 }
 
-fn usage_from(value: &Value) -> TokenUsage {
-    let get = |key: &str| value.get(key).and_then(Value::as_u64);
-    TokenUsage {
-        input: get("input"),
-        cached_input: get("cached_input"),
-        cache_creation_input: get("cache_creation_input"),
-        output: get("output"),
-        total: get("total"),
-        reasoning: get("reasoning"),
-    }
-}
-
 #[test]
 fn response_fixtures() {
     let cases = fixtures("response_");
@@ -53,7 +41,11 @@ fn response_fixtures() {
         assert!(out["created"].as_u64().unwrap() > 0, "{name}");
         out.as_object_mut().unwrap().remove("created");
         assert_eq!(out, case["openai"], "{name}");
-        assert_eq!(usage, usage_from(&case["usage"]), "{name}");
+        assert_eq!(
+            usage,
+            crate::translate::bedrock::test_support::usage_of(&case["usage"]),
+            "{name}"
+        );
     }
 }
 
