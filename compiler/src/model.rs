@@ -5,7 +5,8 @@
 //! CRD's structural constraints (required fields, enums, lengths, patterns, list sizes) and is
 //! what [`crate::validate`] checks documents against before they are deserialized; the CEL rules
 //! of the CRDs are re-expressed in `validate::rules`. Defaults the API server would apply are
-//! serde defaults here.
+//! serde defaults here; an absent optional field stays absent when written back
+//! (`skip_serializing_none` on the types that have one).
 //!
 //! Types embedded from Envoy Gateway that only matter to the OIDC token exchange (the provider's
 //! `backendSettings`, cookie settings, ...) are kept as opaque JSON.
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 /// `aigateway.envoyproxy.io`.
 pub const AIGW_GROUP: &str = "aigateway.envoyproxy.io";
@@ -34,6 +36,7 @@ const HEADER_NAME: &str = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$";
 pub const DURATION: &str = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$";
 
 /// Object metadata: the fields the compiler reads. Others are accepted and ignored.
+#[skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
@@ -41,7 +44,6 @@ pub struct ObjectMeta {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Namespace; the default namespace when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL))]
     pub namespace: Option<String>,
     /// Labels.
@@ -51,7 +53,6 @@ pub struct ObjectMeta {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     /// Creation time, when the input was exported from a cluster.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_timestamp: Option<String>,
 }
 
@@ -84,6 +85,7 @@ pub type GatewayConfig = Resource<GatewayConfigSpec>;
 pub type QuotaPolicy = Resource<QuotaPolicySpec>;
 
 /// Gateway API ParentReference.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ParentReference {
@@ -96,18 +98,15 @@ pub struct ParentReference {
     #[schemars(length(min = 1, max = 63), pattern(KIND))]
     pub kind: String,
     /// Namespace of the parent (default: the route's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL))]
     pub namespace: Option<String>,
     /// Name of the parent.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Listener name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(DNS_SUBDOMAIN))]
     pub section_name: Option<String>,
     /// Listener port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
 }
@@ -141,11 +140,11 @@ pub struct AiGatewayRouteSpec {
 }
 
 /// One AIGatewayRoute rule.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AiGatewayRouteRule {
     /// Rule name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(DNS_SUBDOMAIN))]
     pub name: Option<String>,
     /// Backends.
@@ -157,17 +156,14 @@ pub struct AiGatewayRouteRule {
     #[schemars(length(max = 128))]
     pub matches: Vec<AiGatewayRouteRuleMatch>,
     /// Request timeouts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<HttpRouteTimeouts>,
     /// Idle timeout of streamed responses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(DURATION))]
     pub stream_idle_timeout: Option<String>,
     /// `owned_by` in `/v1/models`.
     #[serde(default = "default_owned_by")]
     pub models_owned_by: String,
     /// `created` in `/v1/models` (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub models_created_at: Option<String>,
 }
@@ -177,6 +173,7 @@ fn default_owned_by() -> String {
 }
 
 /// A backend of an AIGatewayRoute rule.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AiGatewayRouteRuleBackendRef {
@@ -184,25 +181,19 @@ pub struct AiGatewayRouteRuleBackendRef {
     #[schemars(length(min = 1))]
     pub name: String,
     /// Namespace (default: the route's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL))]
     pub namespace: Option<String>,
     /// Group, only for InferencePool.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253), pattern(DNS_SUBDOMAIN_OR_EMPTY))]
     pub group: Option<String>,
     /// Kind, only for InferencePool.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63), pattern(KIND_OR_EMPTY))]
     pub kind: Option<String>,
     /// Model name sent upstream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_name_override: Option<String>,
     /// Route-level header mutation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_mutation: Option<HttpHeaderMutation>,
     /// Route-level body mutation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_mutation: Option<HttpBodyMutation>,
     /// Weight (default 1; 0 disables).
     #[serde(default = "default_weight")]
@@ -254,15 +245,14 @@ pub enum HeaderMatchType {
 }
 
 /// Gateway API HTTPRouteTimeouts.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRouteTimeouts {
     /// Whole-request timeout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(DURATION))]
     pub request: Option<String>,
     /// Per upstream attempt timeout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(DURATION))]
     pub backend_request: Option<String>,
 }
@@ -319,6 +309,7 @@ pub struct HttpBodyField {
 }
 
 /// LLMRequestCost.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LlmRequestCost {
@@ -328,11 +319,11 @@ pub struct LlmRequestCost {
     #[serde(rename = "type")]
     pub cost_type: aigw_filterconfig::CostType,
     /// CEL expression for type CEL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cel: Option<String>,
 }
 
 /// AIServiceBackend spec.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AiServiceBackendSpec {
@@ -341,28 +332,26 @@ pub struct AiServiceBackendSpec {
     /// The Envoy Gateway Backend.
     pub backend_ref: BackendObjectReference,
     /// Backend-level header mutation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_mutation: Option<HttpHeaderMutation>,
     /// Backend-level body mutation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_mutation: Option<HttpBodyMutation>,
 }
 
 /// VersionedAPISchema.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VersionedApiSchema {
     /// Schema name.
     pub name: aigw_filterconfig::ApiSchema,
     /// Version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// Path prefix.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
 }
 
 /// Gateway API BackendObjectReference.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendObjectReference {
@@ -378,11 +367,9 @@ pub struct BackendObjectReference {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Namespace (default: the referrer's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL))]
     pub namespace: Option<String>,
     /// Port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
 }
@@ -392,6 +379,7 @@ fn default_service_kind() -> String {
 }
 
 /// Gateway API SecretObjectReference.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretObjectReference {
@@ -407,7 +395,6 @@ pub struct SecretObjectReference {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Namespace (default: the referrer's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), pattern(DNS_LABEL))]
     pub namespace: Option<String>,
 }
@@ -432,6 +419,7 @@ pub struct LocalPolicyTargetReference {
 }
 
 /// BackendSecurityPolicy spec.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("maxProperties" = 4))]
@@ -444,33 +432,20 @@ pub struct BackendSecurityPolicySpec {
     #[serde(rename = "type")]
     pub policy_type: SecurityPolicyType,
     /// For type APIKey.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<SecretKeyRef>,
     /// For type AzureAPIKey.
-    #[serde(
-        default,
-        rename = "azureAPIKey",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "azureAPIKey")]
     pub azure_api_key: Option<SecretKeyRef>,
     /// For type AnthropicAPIKey.
-    #[serde(
-        default,
-        rename = "anthropicAPIKey",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "anthropicAPIKey")]
     pub anthropic_api_key: Option<SecretKeyRef>,
     /// For type AWSCredentials.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_credentials: Option<AwsCredentials>,
     /// For type AzureCredentials.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure_credentials: Option<AzureCredentials>,
     /// For type GCPCredentials.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gcp_credentials: Option<GcpCredentials>,
     /// Per-request credential (v1beta1 only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_override: Option<CredentialOverride>,
 }
 
@@ -506,6 +481,7 @@ pub struct SecretKeyRef {
 }
 
 /// AWS credentials.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsCredentials {
@@ -513,10 +489,8 @@ pub struct AwsCredentials {
     #[schemars(length(min = 1))]
     pub region: String,
     /// Credentials file Secret (key `credentials`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_file: Option<AwsCredentialsFile>,
     /// OIDC token exchange.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc_exchange_token: Option<AwsOidcExchangeToken>,
 }
 
@@ -536,16 +510,15 @@ fn default_profile() -> String {
 }
 
 /// AWS OIDC exchange.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsOidcExchangeToken {
     /// OIDC client settings.
     pub oidc: Oidc,
     /// Grant type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_type: Option<String>,
     /// Audience.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
     /// Role to assume.
     #[schemars(length(min = 1))]
@@ -553,35 +526,31 @@ pub struct AwsOidcExchangeToken {
 }
 
 /// OIDC exchange (Azure, GCP).
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OidcExchangeToken {
     /// OIDC client settings.
     pub oidc: Oidc,
     /// Grant type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_type: Option<String>,
     /// Audience.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
 }
 
 /// Envoy Gateway OIDC settings, as embedded in BackendSecurityPolicy.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Oidc {
     /// Identity provider.
     pub provider: OidcProvider,
     /// Client ID.
-    #[serde(default, rename = "clientID", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "clientID")]
     #[schemars(length(min = 1))]
     pub client_id: Option<String>,
     /// Secret holding the client ID (key `client-id`).
-    #[serde(
-        default,
-        rename = "clientIDRef",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "clientIDRef")]
     pub client_id_ref: Option<SecretObjectReference>,
     /// Secret holding the client secret (key `client-secret`).
     pub client_secret: SecretObjectReference,
@@ -592,74 +561,46 @@ pub struct Oidc {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<String>,
     /// Envoy Gateway browser-flow settings, not used by token exchange.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie_config: Option<serde_json::Value>,
     /// Not used by token exchange.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(DNS_SUBDOMAIN))]
     pub cookie_domain: Option<String>,
     /// Not used by token exchange.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie_names: Option<serde_json::Value>,
     /// Not used by token exchange.
-    #[serde(
-        default,
-        rename = "csrfTokenTTL",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "csrfTokenTTL")]
     #[schemars(pattern(DURATION))]
     pub csrf_token_ttl: Option<String>,
     /// Not used by token exchange.
-    #[serde(
-        default,
-        rename = "defaultRefreshTokenTTL",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "defaultRefreshTokenTTL")]
     #[schemars(pattern(DURATION))]
     pub default_refresh_token_ttl: Option<String>,
     /// Not used by token exchange.
-    #[serde(
-        default,
-        rename = "defaultTokenTTL",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "defaultTokenTTL")]
     #[schemars(pattern(DURATION))]
     pub default_token_ttl: Option<String>,
     /// Not used by token exchange.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deny_redirect: Option<serde_json::Value>,
     /// Not used by token exchange.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_token_encryption: Option<bool>,
     /// Not used by token exchange.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_access_token: Option<bool>,
     /// Not used by token exchange.
-    #[serde(
-        default,
-        rename = "forwardIDToken",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "forwardIDToken")]
     pub forward_id_token: Option<serde_json::Value>,
     /// Not used by token exchange.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logout_path: Option<String>,
     /// Not used by token exchange.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_through_auth_header: Option<bool>,
     /// Not used by token exchange.
-    #[serde(
-        default,
-        rename = "redirectURL",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "redirectURL")]
     pub redirect_url: Option<String>,
     /// Not used by token exchange.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<bool>,
 }
 
 /// Envoy Gateway OIDC provider.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OidcProvider {
@@ -667,26 +608,21 @@ pub struct OidcProvider {
     #[schemars(length(min = 1))]
     pub issuer: String,
     /// Authorization endpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_endpoint: Option<String>,
     /// Token endpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint: Option<String>,
     /// End-session endpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_session_endpoint: Option<String>,
     /// Deprecated single backend (rejected by a CEL rule).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_ref: Option<serde_json::Value>,
     /// Backends reaching the provider (Envoy Gateway feature; not used by the extproc).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_refs: Option<serde_json::Value>,
     /// Envoy Gateway connection settings (not used by the extproc).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_settings: Option<serde_json::Value>,
 }
 
 /// Azure credentials.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AzureCredentials {
@@ -699,14 +635,13 @@ pub struct AzureCredentials {
     #[schemars(length(min = 1))]
     pub tenant_id: String,
     /// Client secret Secret (key `client-secret`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_ref: Option<SecretObjectReference>,
     /// OIDC exchange.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc_exchange_token: Option<OidcExchangeToken>,
 }
 
 /// GCP credentials.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GcpCredentials {
@@ -717,10 +652,8 @@ pub struct GcpCredentials {
     #[schemars(length(min = 1))]
     pub region: String,
     /// Service account key Secret (key `service_account.json`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_file: Option<GcpCredentialsFile>,
     /// Workload identity federation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_identity_federation_config: Option<GcpWorkloadIdentityFederationConfig>,
 }
 
@@ -733,6 +666,7 @@ pub struct GcpCredentialsFile {
 }
 
 /// GCP workload identity federation.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GcpWorkloadIdentityFederationConfig {
@@ -749,7 +683,6 @@ pub struct GcpWorkloadIdentityFederationConfig {
     /// OIDC token to federate.
     pub oidc_exchange_token: OidcExchangeToken,
     /// Service account to impersonate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_impersonation: Option<ServiceAccountImpersonation>,
 }
 
@@ -763,24 +696,23 @@ pub struct ServiceAccountImpersonation {
 }
 
 /// Per-request credential source.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct CredentialOverride {
     /// From request headers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_request_headers: Option<CredentialFromHeaders>,
     /// From dynamic metadata.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_dynamic_metadata: Option<CredentialFromMetadata>,
 }
 
 /// Credential from request headers.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialFromHeaders {
     /// Header name (or AWS prefix); default per type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
     /// Fall back to the configured credential (default true).
     #[serde(default = "default_true")]
@@ -788,6 +720,7 @@ pub struct CredentialFromHeaders {
 }
 
 /// Credential from dynamic metadata.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialFromMetadata {
@@ -795,7 +728,6 @@ pub struct CredentialFromMetadata {
     #[schemars(length(min = 1))]
     pub namespace: String,
     /// Metadata key; default per type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Fall back to the configured credential (default true).
     #[serde(default = "default_true")]
@@ -807,30 +739,30 @@ fn default_true() -> bool {
 }
 
 /// GatewayConfig spec.
+#[skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewayConfigSpec {
     /// Extproc workload settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ext_proc: Option<GatewayConfigExtProc>,
     /// Gateway-wide costs.
     #[serde(default, rename = "globalLLMRequestCosts")]
     pub global_llm_request_costs: Vec<LlmRequestCost>,
     /// HTTP CONNECT proxy for upstream connections.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_proxy: Option<ForwardProxy>,
 }
 
 /// `extProc`.
+#[skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewayConfigExtProc {
     /// Container settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesContainerSpec>,
 }
 
 /// Envoy Gateway KubernetesContainerSpec.
+#[skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KubernetesContainerSpec {
@@ -838,16 +770,12 @@ pub struct KubernetesContainerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<serde_json::Value>,
     /// Image with tag or digest.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Image repository; the default tag is kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_repository: Option<String>,
     /// Resources (core/v1 ResourceRequirements).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<serde_json::Value>,
     /// Container security context (core/v1 SecurityContext); replaces the default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<serde_json::Value>,
     /// Extra volume mounts (core/v1 VolumeMount).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -864,6 +792,7 @@ pub struct ForwardProxy {
 }
 
 /// QuotaPolicy spec.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuotaPolicySpec {
@@ -872,7 +801,6 @@ pub struct QuotaPolicySpec {
     #[schemars(length(max = 16))]
     pub target_refs: Vec<LocalPolicyTargetReference>,
     /// Quota over all models (not enforced upstream either).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_quota: Option<ServiceQuota>,
     /// Per-model quotas.
     #[serde(default)]
@@ -881,11 +809,11 @@ pub struct QuotaPolicySpec {
 }
 
 /// Service-wide quota.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceQuota {
     /// CEL cost expression.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_expression: Option<String>,
     /// Limit.
     pub quota: QuotaValue,
@@ -931,17 +859,16 @@ pub struct PerModelQuota {
 }
 
 /// Quota of one model.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelQuota {
     /// CEL cost expression (default `total_tokens`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_expression: Option<String>,
     /// Mode (only Shared).
     #[serde(default)]
     pub mode: QuotaMode,
     /// Bucket for requests no rule selects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_bucket: Option<QuotaValue>,
     /// Buckets selected by client attributes.
     #[serde(default)]
@@ -957,6 +884,7 @@ pub enum QuotaMode {
 }
 
 /// A quota bucket selected by client attributes.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuotaBucketRule {
@@ -967,6 +895,5 @@ pub struct QuotaBucketRule {
     /// Limit.
     pub quota: QuotaValue,
     /// Count without enforcing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow_mode: Option<bool>,
 }

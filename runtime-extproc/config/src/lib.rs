@@ -4,7 +4,8 @@
 //! for the standalone target); the extproc reads it at start and on every change. Both sides use
 //! these types, so the contract is declared once. The crate owns:
 //!
-//! - the type tree and its serde representation (camelCase keys, unknown fields rejected);
+//! - the type tree and its serde representation (camelCase keys, unknown fields rejected, an
+//!   absent optional field omitted: `skip_serializing_none` on the types that have one);
 //! - the [`API_VERSION`] it speaks, checked by [`FilterConfig::from_json_value`];
 //! - structural checks that need no I/O ([`FilterConfig::check`]): every backend a rule names exists,
 //!   names are unique, weights are sane.
@@ -16,6 +17,7 @@ use std::collections::BTreeSet;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 /// The `apiVersion` this crate reads and writes.
 pub const API_VERSION: &str = "aigw.envoyproxy.io/filterconfig/v1alpha1";
@@ -169,11 +171,11 @@ pub struct Route {
 }
 
 /// One rule of an AIGatewayRoute.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteRule {
     /// The rule's name, when the AIGatewayRoute gives one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Alternatives: the rule applies when any match holds. Empty: the rule always applies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -186,7 +188,6 @@ pub struct RouteRule {
     /// localities `<cluster>/backend/<j>` (the backends with weight > 0, in order), and the
     /// extproc in the cluster translates each attempt for the backend it reached. Absent: the
     /// extproc picks the backend by weight and translates on the router.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     /// The `:authority` the extproc on the router sets for a rule with a [`cluster`]
     /// (`<httproute>.<ns>.aigw.internal`): the only hostname of the generated HTTPRoute that
@@ -196,7 +197,6 @@ pub struct RouteRule {
     /// backend's host). Absent: the rule's routes match on any host.
     ///
     /// [`cluster`]: RouteRule::cluster
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
 }
 
@@ -248,6 +248,7 @@ fn is_zero(value: &u32) -> bool {
 }
 
 /// One (route, rule, backendRef) target: an AIServiceBackend as reached from one rule.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Backend {
@@ -259,33 +260,27 @@ pub struct Backend {
     /// API schema the backend speaks.
     pub schema: BackendSchema,
     /// Model name sent upstream instead of the one the client asked for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_name_override: Option<String>,
     /// Host the upstream request goes to, when the compiler knows it (used for request signing).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_host: Option<String>,
     /// How the extproc authenticates to the backend.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<BackendAuth>,
     /// Header changes for the upstream request (backend-level merged with route-level).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_mutation: Option<HeaderMutation>,
     /// Top-level JSON body changes for the upstream request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_mutation: Option<BodyMutation>,
 }
 
 /// API schema of a backend, with its version or path prefix.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendSchema {
     /// Schema name.
     pub name: ApiSchema,
     /// Version: Azure `api-version`, Anthropic-on-cloud `anthropic_version`, Cohere path version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// Path prefix for OpenAI and Anthropic (default `v1`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
 }
 
@@ -384,17 +379,18 @@ impl BackendSchema {
 }
 
 /// Credentials for a backend. Secret material is referenced by file path only.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendAuth {
     /// The credential itself.
     pub credential: Credential,
     /// Per-request credential taken from a header or from dynamic metadata.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_override: Option<CredentialOverride>,
 }
 
 /// The credential kinds, one per BackendSecurityPolicy type.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum Credential {
@@ -423,13 +419,10 @@ pub enum Credential {
         region: String,
         /// Shared credentials file (INI). Absent: environment, web identity, container credentials,
         /// the default shared credentials file, then instance metadata.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         credentials_file: Option<String>,
         /// Profile inside the credentials file.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         profile: Option<String>,
         /// Exchange an OIDC token for AWS credentials with STS `AssumeRoleWithWebIdentity`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         oidc_exchange: Option<AwsOidcExchange>,
     },
     /// Entra ID token for Azure OpenAI (`Authorization: Bearer`).
@@ -440,10 +433,8 @@ pub enum Credential {
         /// Directory (tenant) ID.
         tenant_id: String,
         /// File holding the client secret (client-credentials flow).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         client_secret_file: Option<String>,
         /// Obtain an OIDC token and exchange it with Entra ID (federated credentials).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         oidc_exchange: Option<OidcExchange>,
     },
     /// GCP OAuth token (`Authorization: Bearer`, path prefixed with project and region).
@@ -454,22 +445,20 @@ pub enum Credential {
         /// GCP region.
         region: String,
         /// Service account key file. Absent (and no federation): application default credentials.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         credentials_file: Option<String>,
         /// Workload identity federation.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         workload_identity_federation: Option<GcpWorkloadIdentityFederation>,
     },
 }
 
 /// An OIDC client-credentials token request, whose token is then exchanged with a cloud provider.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OidcExchange {
     /// Issuer URL of the identity provider.
     pub issuer: String,
     /// Token endpoint, when it differs from the issuer's discovery document.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint: Option<String>,
     /// OAuth client ID.
     pub client_id: String,
@@ -479,10 +468,8 @@ pub struct OidcExchange {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
     /// Grant type for the exchange, when not the provider default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_type: Option<String>,
     /// Audience for the exchange, when not the provider default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
 }
 
@@ -497,6 +484,7 @@ pub struct AwsOidcExchange {
 }
 
 /// GCP workload identity federation settings.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GcpWorkloadIdentityFederation {
@@ -507,24 +495,21 @@ pub struct GcpWorkloadIdentityFederation {
     /// Workload identity provider name.
     pub workload_identity_provider_name: String,
     /// Service account impersonated with the federated token, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
     /// The OIDC token request whose token is federated.
     pub oidc: OidcExchange,
 }
 
 /// Where a per-request credential comes from.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialOverride {
     /// Request header holding the credential (AWS: prefix of the three headers). Removed upstream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_name: Option<String>,
     /// Dynamic metadata namespace holding the credential.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_namespace: Option<String>,
     /// Dynamic metadata key holding the credential.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_key: Option<String>,
     /// Use the configured credential when the request carries none (else 401).
     pub fallback_to_configured: bool,
@@ -575,6 +560,7 @@ pub struct BodyField {
 }
 
 /// A cost computed from token usage and written as dynamic metadata.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LlmRequestCost {
@@ -584,13 +570,10 @@ pub struct LlmRequestCost {
     #[serde(rename = "type")]
     pub cost_type: CostType,
     /// CEL expression (only for [`CostType::CEL`]); checked to compile by the compiler.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cel: Option<String>,
     /// Only for requests to this AIServiceBackend (`<namespace>/<name>`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_backend: Option<String>,
     /// Only for requests whose upstream model is this one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
 }
 
