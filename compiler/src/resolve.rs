@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::diag::{Diagnostic, FieldPath};
 use crate::model::{
     AIGW_GROUP, AiGatewayRoute, AiServiceBackend, BackendSecurityPolicy, EG_GROUP, GATEWAY_GROUP,
-    SecretObjectReference, SecurityPolicyType,
+    Oidc, SecretObjectReference, SecurityPolicyType,
 };
 use crate::validate::{
     AllowedFrom, Body, GatewayView, Object, ObjectId, ReferenceGrantView, Validated,
@@ -670,76 +670,72 @@ fn credential_refs<'a>(
 ) -> Vec<(&'a SecretObjectReference, &'static str, FieldPath)> {
     let input = index.input;
     let spec = &policy.spec;
-    let mut refs: Vec<(&SecretObjectReference, &'static str, FieldPath)> = Vec::new();
     let spec_path = FieldPath::parse("spec");
-    if let Some(r) = &spec.api_key {
-        refs.push((
-            &r.secret_ref,
+    let aws = spec.aws_credentials.as_ref();
+    let azure = spec.azure_credentials.as_ref();
+    let gcp = spec.gcp_credentials.as_ref();
+    // Each Secret a credential can name, with the key it reads and where it is named.
+    let secrets: [(Option<&'a SecretObjectReference>, &'static str, &str); 6] = [
+        (
+            spec.api_key.as_ref().map(|r| &r.secret_ref),
             "apiKey",
-            spec_path.key("apiKey").key("secretRef"),
-        ));
-    }
-    if let Some(r) = &spec.azure_api_key {
-        refs.push((
-            &r.secret_ref,
+            "spec.apiKey.secretRef",
+        ),
+        (
+            spec.azure_api_key.as_ref().map(|r| &r.secret_ref),
             "apiKey",
-            spec_path.key("azureAPIKey").key("secretRef"),
-        ));
-    }
-    if let Some(r) = &spec.anthropic_api_key {
-        refs.push((
-            &r.secret_ref,
+            "spec.azureAPIKey.secretRef",
+        ),
+        (
+            spec.anthropic_api_key.as_ref().map(|r| &r.secret_ref),
             "apiKey",
-            spec_path.key("anthropicAPIKey").key("secretRef"),
-        ));
-    }
-    let mut oidcs = Vec::new();
-    if let Some(aws) = &spec.aws_credentials {
-        let aws_path = spec_path.key("awsCredentials");
-        if let Some(file) = &aws.credentials_file {
-            refs.push((
-                &file.secret_ref,
-                "credentials",
-                aws_path.key("credentialsFile").key("secretRef"),
-            ));
-        }
-        if let Some(exchange) = &aws.oidc_exchange_token {
-            oidcs.push((
-                &exchange.oidc,
-                aws_path.key("oidcExchangeToken").key("oidc"),
-            ));
-        }
-    }
-    if let Some(azure) = &spec.azure_credentials {
-        let azure_path = spec_path.key("azureCredentials");
-        if let Some(secret) = &azure.client_secret_ref {
-            refs.push((secret, "client-secret", azure_path.key("clientSecretRef")));
-        }
-        if let Some(exchange) = &azure.oidc_exchange_token {
-            oidcs.push((
-                &exchange.oidc,
-                azure_path.key("oidcExchangeToken").key("oidc"),
-            ));
-        }
-    }
-    if let Some(gcp) = &spec.gcp_credentials {
-        let gcp_path = spec_path.key("gcpCredentials");
-        if let Some(file) = &gcp.credentials_file {
-            refs.push((
-                &file.secret_ref,
-                "service_account.json",
-                gcp_path.key("credentialsFile").key("secretRef"),
-            ));
-        }
-        if let Some(wif) = &gcp.workload_identity_federation_config {
-            oidcs.push((
-                &wif.oidc_exchange_token.oidc,
-                gcp_path
-                    .key("workloadIdentityFederationConfig")
-                    .key("oidcExchangeToken")
-                    .key("oidc"),
-            ));
-        }
+            "spec.anthropicAPIKey.secretRef",
+        ),
+        (
+            aws.and_then(|a| a.credentials_file.as_ref())
+                .map(|f| &f.secret_ref),
+            "credentials",
+            "spec.awsCredentials.credentialsFile.secretRef",
+        ),
+        (
+            azure.and_then(|a| a.client_secret_ref.as_ref()),
+            "client-secret",
+            "spec.azureCredentials.clientSecretRef",
+        ),
+        (
+            gcp.and_then(|g| g.credentials_file.as_ref())
+                .map(|f| &f.secret_ref),
+            "service_account.json",
+            "spec.gcpCredentials.credentialsFile.secretRef",
+        ),
+    ];
+    let mut refs: Vec<(&SecretObjectReference, &'static str, FieldPath)> = secrets
+        .into_iter()
+        .filter_map(|(secret, key, path)| secret.map(|s| (s, key, FieldPath::parse(path))))
+        .collect();
+    // The OIDC clients whose secrets the token exchanges read.
+    let oidcs: [(Option<&'a Oidc>, &str); 3] = [
+        (
+            aws.and_then(|a| a.oidc_exchange_token.as_ref())
+                .map(|e| &e.oidc),
+            "spec.awsCredentials.oidcExchangeToken.oidc",
+        ),
+        (
+            azure
+                .and_then(|a| a.oidc_exchange_token.as_ref())
+                .map(|e| &e.oidc),
+            "spec.azureCredentials.oidcExchangeToken.oidc",
+        ),
+        (
+            gcp.and_then(|g| g.workload_identity_federation_config.as_ref())
+                .map(|w| &w.oidc_exchange_token.oidc),
+            "spec.gcpCredentials.workloadIdentityFederationConfig.oidcExchangeToken.oidc",
+        ),
+    ];
+    let oidcs = oidcs
+        .into_iter()
+        .filter_map(|(oidc, path)| oidc.map(|o| (o, FieldPath::parse(path))));
+    if let Some(gcp) = gcp {
         let static_credential =
             gcp.credentials_file.is_some() || gcp.workload_identity_federation_config.is_some();
         let fallback = spec.credential_override.as_ref().is_some_and(|o| {
@@ -758,7 +754,7 @@ fn credential_refs<'a>(
             ));
         }
     }
-    for (oidc, path) in &oidcs {
+    for (oidc, path) in oidcs {
         refs.push((
             &oidc.client_secret,
             "client-secret",
