@@ -53,29 +53,8 @@ enum Command {
     Run {
         #[command(flatten)]
         inputs: Inputs,
-        /// Folder to write the setup to (default: a fresh folder under $XDG_RUNTIME_DIR or the
-        /// temporary folder, removed on exit).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Envoy binary (default: $ENVOY_BIN, else `envoy` on PATH).
-        #[arg(long)]
-        envoy_bin: Option<PathBuf>,
-        /// Extproc binary (default: $AIGW_EXTPROC_BIN, else `aigw-extproc` next to aigw, else on
-        /// PATH).
-        #[arg(long)]
-        extproc_bin: Option<PathBuf>,
-        /// Port of Envoy's admin interface, on 127.0.0.1.
-        #[arg(long, default_value_t = aigw::emit::envoy::DEFAULT_ADMIN_PORT)]
-        envoy_admin_port: u16,
-        /// Namespace of namespaced objects that name none.
-        #[arg(long, default_value = "default", value_parser = parse_namespace)]
-        namespace: String,
-        /// Requests with a larger body are answered 413 by the extproc.
-        #[arg(long, default_value_t = aigw_filterconfig::DEFAULT_MAX_REQUEST_BODY_BYTES)]
-        max_request_body_bytes: u64,
-        /// Time a client has to send a whole request (`90s`, `5m`); slower ones get 408.
-        #[arg(long, default_value = "120s", value_parser = parse_timeout)]
-        request_receive_timeout: u32,
+        #[command(flatten)]
+        options: RunOptions,
     },
     /// Build in memory and compare with a rendered folder; exit 1 when they differ.
     Diff {
@@ -282,27 +261,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             envoy_admin_port,
             settings,
         } => build_envoy(&inputs, &output, envoy_admin_port, settings),
-        Command::Run {
-            inputs,
-            dir,
-            envoy_bin,
-            extproc_bin,
-            envoy_admin_port,
-            namespace,
-            max_request_body_bytes,
-            request_receive_timeout,
-        } => run_standalone(
-            &inputs,
-            RunOptions {
-                dir,
-                envoy_bin,
-                extproc_bin,
-                envoy_admin_port,
-                namespace,
-                max_request_body_bytes,
-                request_receive_timeout,
-            },
-        ),
+        Command::Run { inputs, options } => run_standalone(&inputs, options),
         Command::Build {
             inputs,
             output,
@@ -355,14 +314,31 @@ fn build_envoy(
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `aigw run` takes besides its inputs.
+// What `aigw run` takes besides its inputs.
+#[derive(Args)]
 struct RunOptions {
+    /// Folder to write the setup to (default: a fresh folder under $XDG_RUNTIME_DIR or the
+    /// temporary folder, removed on exit).
+    #[arg(long)]
     dir: Option<PathBuf>,
+    /// Envoy binary (default: $ENVOY_BIN, else `envoy` on PATH).
+    #[arg(long)]
     envoy_bin: Option<PathBuf>,
+    /// Extproc binary (default: $AIGW_EXTPROC_BIN, else `aigw-extproc` next to aigw, else on
+    /// PATH).
+    #[arg(long)]
     extproc_bin: Option<PathBuf>,
+    /// Port of Envoy's admin interface, on 127.0.0.1.
+    #[arg(long, default_value_t = aigw::emit::envoy::DEFAULT_ADMIN_PORT)]
     envoy_admin_port: u16,
+    /// Namespace of namespaced objects that name none.
+    #[arg(long, default_value = "default", value_parser = parse_namespace)]
     namespace: String,
+    /// Requests with a larger body are answered 413 by the extproc.
+    #[arg(long, default_value_t = aigw_filterconfig::DEFAULT_MAX_REQUEST_BODY_BYTES)]
     max_request_body_bytes: u64,
+    /// Time a client has to send a whole request (`90s`, `5m`); slower ones get 408.
+    #[arg(long, default_value = "120s", value_parser = parse_timeout)]
     request_receive_timeout: u32,
 }
 
