@@ -472,6 +472,20 @@ pub enum SecurityPolicyType {
     AnthropicApiKey,
 }
 
+impl SecurityPolicyType {
+    /// The field of the spec that configures this type (`apiKey` for `APIKey`).
+    pub fn field(self) -> &'static str {
+        match self {
+            SecurityPolicyType::ApiKey => "apiKey",
+            SecurityPolicyType::AwsCredentials => "awsCredentials",
+            SecurityPolicyType::AzureApiKey => "azureAPIKey",
+            SecurityPolicyType::AzureCredentials => "azureCredentials",
+            SecurityPolicyType::GcpCredentials => "gcpCredentials",
+            SecurityPolicyType::AnthropicApiKey => "anthropicAPIKey",
+        }
+    }
+}
+
 /// `{secretRef}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

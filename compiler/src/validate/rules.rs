@@ -161,45 +161,23 @@ pub fn service_backend(spec: &AiServiceBackendSpec) -> Vec<Violation> {
 pub fn security_policy(spec: &BackendSecurityPolicySpec, version: Version) -> Vec<Violation> {
     let mut out = Vec::new();
     let path = FieldPath::root().key("spec");
+    use SecurityPolicyType as T;
+    // Each type, and whether the field that configures it is set.
     let set = [
-        (SecurityPolicyType::ApiKey, "apiKey", spec.api_key.is_some()),
-        (
-            SecurityPolicyType::AwsCredentials,
-            "awsCredentials",
-            spec.aws_credentials.is_some(),
-        ),
-        (
-            SecurityPolicyType::AzureApiKey,
-            "azureAPIKey",
-            spec.azure_api_key.is_some(),
-        ),
-        (
-            SecurityPolicyType::AzureCredentials,
-            "azureCredentials",
-            spec.azure_credentials.is_some(),
-        ),
-        (
-            SecurityPolicyType::GcpCredentials,
-            "gcpCredentials",
-            spec.gcp_credentials.is_some(),
-        ),
-        (
-            SecurityPolicyType::AnthropicApiKey,
-            "anthropicAPIKey",
-            spec.anthropic_api_key.is_some(),
-        ),
+        (T::ApiKey, spec.api_key.is_some()),
+        (T::AwsCredentials, spec.aws_credentials.is_some()),
+        (T::AzureApiKey, spec.azure_api_key.is_some()),
+        (T::AzureCredentials, spec.azure_credentials.is_some()),
+        (T::GcpCredentials, spec.gcp_credentials.is_some()),
+        (T::AnthropicApiKey, spec.anthropic_api_key.is_some()),
     ];
-    let own_field = set
-        .iter()
-        .find(|(t, _, _)| *t == spec.policy_type)
-        .map(|(_, f, _)| *f)
-        .unwrap_or("");
+    let own_field = spec.policy_type.field();
     let own_set = set
         .iter()
-        .any(|(t, _, present)| *t == spec.policy_type && *present);
+        .any(|(t, present)| *t == spec.policy_type && *present);
     let others_set = set
         .iter()
-        .any(|(t, _, present)| *t != spec.policy_type && *present);
+        .any(|(t, present)| *t != spec.policy_type && *present);
     if !own_set || others_set {
         let type_name = serde_json::to_value(spec.policy_type)
             .ok()
@@ -228,7 +206,7 @@ pub fn security_policy(spec: &BackendSecurityPolicySpec, version: Version) -> Ve
     };
     let properties = 1
         + usize::from(!spec.target_refs.is_empty())
-        + set.iter().filter(|(_, _, present)| *present).count()
+        + set.iter().filter(|(_, present)| *present).count()
         + usize::from(spec.credential_override.is_some());
     if properties > max_properties {
         out.push(violation(
