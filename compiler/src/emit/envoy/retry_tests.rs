@@ -5,18 +5,25 @@ use serde_json::json;
 fn an_empty_retry_gets_envoy_gateways_defaults() {
     let policy = retry_policy(&json!({})).unwrap();
     assert_eq!(
-        policy,
-        json!({
-            "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-            "retriable_status_codes": [503],
-            "num_retries": 2,
-            "retry_host_predicate": [{
-                "name": "envoy.retry_host_predicates.previous_hosts",
-                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
-            }],
-            "host_selection_retry_max_attempts": 5,
-        })
+        policy["retry_on"],
+        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
     );
+    assert_eq!(policy["retriable_status_codes"], json!([503]));
+    assert_eq!(policy["num_retries"], 2);
+    let predicate = &policy["retry_host_predicate"];
+    assert_eq!(predicate.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        predicate[0]["name"],
+        "envoy.retry_host_predicates.previous_hosts"
+    );
+    assert_eq!(
+        predicate[0]["typed_config"],
+        json!({"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"})
+    );
+    assert_eq!(policy["host_selection_retry_max_attempts"], 5);
+    // Nothing else is set.
+    assert_eq!(policy.as_object().map(|o| o.len()), Some(5));
+    assert_eq!(predicate[0].as_object().map(|o| o.len()), Some(2));
 }
 
 #[test]
