@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use aigw::load::Source;
 
+#[path = "../tests/support/synthetic.rs"]
+mod synthetic;
+
 // Same allocator as the `aigw` binary, so the figures are the CLI's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -50,16 +53,8 @@ fn generate(routes: usize, gateway_count: usize) -> Vec<Source> {
             "---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: route-{r}, namespace: ai}}\nspec:\n  parentRefs: [{{name: gw-{}}}]\n  llmRequestCosts:\n  - {{metadataKey: tokens, type: CEL, cel: 'input_tokens + output_tokens * 3u'}}\n  rules:\n",
             r % gateway_count
         );
-        for k in 0..3 {
-            text.push_str(&format!(
-                "  - matches:\n    - headers: [{{name: x-ai-eg-model, value: model-{r}-{k}}}]\n    backendRefs: [{{name: backend-{r}-{k}, modelNameOverride: upstream-{k}}}]\n"
-            ));
-        }
-        for k in 0..3 {
-            text.push_str(&format!(
-                "---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {{name: backend-{r}-{k}, namespace: ai}}\nspec:\n  schema: {{name: OpenAI}}\n  backendRef: {{name: backend-{r}-{k}, kind: Backend, group: gateway.envoyproxy.io}}\n---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: backend-{r}-{k}, namespace: ai}}\nspec:\n  endpoints: [{{fqdn: {{hostname: provider-{k}.example.com, port: 443}}}}]\n---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: BackendSecurityPolicy\nmetadata: {{name: key-{r}-{k}, namespace: ai}}\nspec:\n  targetRefs: [{{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: backend-{r}-{k}}}]\n  type: APIKey\n  apiKey: {{secretRef: {{name: provider-{k}-key}}}}\n"
-            ));
-        }
+        text.push_str(&synthetic::route_rules(r));
+        text.push_str(&synthetic::route_backends(r, true));
         sources.push(Source {
             name: format!("route-{r}.yaml"),
             text,

@@ -15,6 +15,9 @@ use std::process::Command;
 use aigw::load::Source;
 use serde_json::Value;
 
+#[path = "support/synthetic.rs"]
+mod synthetic;
+
 const ROUTES: usize = 600;
 
 fn input() -> Vec<Source> {
@@ -25,16 +28,8 @@ fn input() -> Vec<Source> {
         text.push_str(&format!(
             "---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {{name: route-{r:04}, namespace: ai}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules:\n"
         ));
-        for k in 0..3 {
-            text.push_str(&format!(
-                "  - matches:\n    - headers: [{{name: x-ai-eg-model, value: model-{r}-{k}}}]\n    backendRefs: [{{name: backend-{r}-{k}, modelNameOverride: upstream-{k}}}]\n"
-            ));
-        }
-        for k in 0..3 {
-            text.push_str(&format!(
-                "---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIServiceBackend\nmetadata: {{name: backend-{r}-{k}, namespace: ai}}\nspec:\n  schema: {{name: OpenAI}}\n  backendRef: {{name: backend-{r}-{k}, kind: Backend, group: gateway.envoyproxy.io}}\n---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: Backend\nmetadata: {{name: backend-{r}-{k}, namespace: ai}}\nspec:\n  endpoints: [{{fqdn: {{hostname: provider-{k}.example.com, port: 443}}}}]\n"
-            ));
-        }
+        text.push_str(&synthetic::route_rules(r));
+        text.push_str(&synthetic::route_backends(r, false));
     }
     vec![Source {
         name: "routes.yaml".into(),
