@@ -125,6 +125,68 @@ impl<'a> Index<'a> {
             })
     }
 
+    /// Whether `to` (group, kind, namespace, name) is in the input ([`Index::present`]); when
+    /// not, an error at `field` that `object` names it.
+    fn require_present(
+        &self,
+        object: &Object,
+        field: &FieldPath,
+        (group, kind, namespace, name): (&str, &str, &str, &str),
+        diags: &mut Vec<Diagnostic>,
+    ) -> bool {
+        let present = self.present(group, kind, namespace, name);
+        if !present {
+            diags.push(self.input.error_at(
+                object,
+                field.clone(),
+                format!("{kind} {namespace}/{name} not found in the input"),
+            ));
+        }
+        present
+    }
+
+    /// Whether `object`, an aigateway.envoyproxy.io `from_kind`, may reference `to` (group,
+    /// kind, namespace, name): it is in the object's own namespace, or a ReferenceGrant there
+    /// allows it. When not, an error at `field.namespace` naming the grant needed (`to_label`:
+    /// `to`'s group and kind as the message writes them).
+    fn require_grant(
+        &self,
+        object: &Object,
+        field: &FieldPath,
+        from_kind: &str,
+        (group, kind, namespace, name): (&str, &str, &str, &str),
+        to_label: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> bool {
+        let own = &object.id.namespace;
+        let from = (AIGW_GROUP, from_kind, own.as_str());
+        if namespace == own || self.granted(from, namespace, (group, kind, name)) {
+            return true;
+        }
+        diags.push(self.input.error_at(
+            object,
+            field.key("namespace"),
+            format!(
+                "referencing {kind} {namespace}/{name} from namespace {own:?} needs a ReferenceGrant in namespace {namespace:?} from {AIGW_GROUP}/{from_kind} in {own:?} to {to_label}"
+            ),
+        ));
+        false
+    }
+
+    /// [`Index::require_present`], then [`Index::require_grant`].
+    fn require_reference(
+        &self,
+        object: &Object,
+        field: &FieldPath,
+        from_kind: &str,
+        to: (&str, &str, &str, &str),
+        to_label: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> bool {
+        self.require_present(object, field, to, diags)
+            && self.require_grant(object, field, from_kind, to, to_label, diags)
+    }
+
     fn object(&self, index: usize) -> &'a Object {
         &self.input.objects[index]
     }
@@ -214,23 +276,22 @@ pub fn resolve(input: &Validated) -> (Resolved, Vec<Diagnostic>) {
                 check_service_backend(&index, object, backend, &mut diags)
             }
             Body::SecurityPolicy(policy) => {
-                let uses =
-                    check_security_policy(&index, i, object, policy, &mut resolved, &mut diags);
+                check_policy_targets(&index, i, object, policy, &mut resolved, &mut diags);
+                let refs = credential_refs(&index, object, policy, &mut diags);
+                let uses = secret_uses(&index, object, refs, &mut diags);
                 resolved.secrets_of_policy.insert(i, uses);
             }
             Body::QuotaPolicy(quota) => {
                 for (t, target) in quota.spec.target_refs.iter().enumerate() {
                     let key = (object.id.namespace.clone(), target.name.clone());
-                    if !index.present(AIGW_GROUP, "AIServiceBackend", &key.0, &key.1) {
-                        diags.push(input.error_at(
-                            object,
-                            FieldPath::parse("spec.targetRefs").index(t),
-                            format!(
-                                "AIServiceBackend {}/{} not found in the input",
-                                key.0, key.1
-                            ),
-                        ));
-                    } else {
+                    let field = FieldPath::parse("spec.targetRefs").index(t);
+                    let to = (
+                        AIGW_GROUP,
+                        "AIServiceBackend",
+                        key.0.as_str(),
+                        key.1.as_str(),
+                    );
+                    if index.require_present(object, &field, to, &mut diags) {
                         resolved.quotas_of.entry(key).or_default().push(i);
                     }
                 }
@@ -454,23 +515,17 @@ pub fn selector_matches(
             }
         }
     }
-    for expression in selector
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let key = expression
-            .get("key")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+    let expressions = selector.get("matchExpressions").and_then(Value::as_array);
+    for expression in expressions.into_iter().flatten() {
+        let text = |field: &str| expression.get(field).and_then(Value::as_str);
+        let key = text("key").unwrap_or_default();
         let values: Vec<&str> = expression
             .get("values")
             .and_then(Value::as_array)
             .map(|v| v.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         let actual = labels.get(key).map(String::as_str);
-        let holds = match expression.get("operator").and_then(Value::as_str) {
+        let holds = match text("operator") {
             Some("In") => actual.is_some_and(|a| values.contains(&a)),
             Some("NotIn") => actual.is_none_or(|a| !values.contains(&a)),
             Some("Exists") => actual.is_some(),
@@ -520,38 +575,14 @@ fn check_route_backends(
                 .namespace
                 .clone()
                 .unwrap_or_else(|| object.id.namespace.clone());
-            if !index.present(
+            let to = (
                 AIGW_GROUP,
                 "AIServiceBackend",
-                &namespace,
-                &backend_ref.name,
-            ) {
-                diags.push(input.error_at(
-                    object,
-                    field,
-                    format!(
-                        "AIServiceBackend {namespace}/{} not found in the input",
-                        backend_ref.name
-                    ),
-                ));
-                continue;
-            }
-            if namespace != object.id.namespace
-                && !index.granted(
-                    (AIGW_GROUP, "AIGatewayRoute", &object.id.namespace),
-                    &namespace,
-                    (AIGW_GROUP, "AIServiceBackend", &backend_ref.name),
-                )
-            {
-                diags.push(input.error_at(
-                    object,
-                    field.key("namespace"),
-                    format!(
-                        "referencing AIServiceBackend {namespace}/{} from namespace {:?} needs a ReferenceGrant in namespace {namespace:?} from {AIGW_GROUP}/AIGatewayRoute in {:?} to {AIGW_GROUP}/AIServiceBackend",
-                        backend_ref.name, object.id.namespace, object.id.namespace
-                    ),
-                ));
-            }
+                &*namespace,
+                &*backend_ref.name,
+            );
+            let to_label = format!("{AIGW_GROUP}/AIServiceBackend");
+            index.require_reference(object, &field, "AIGatewayRoute", to, &to_label, diags);
         }
     }
 }
@@ -562,53 +593,15 @@ fn check_service_backend(
     backend: &AiServiceBackend,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let input = index.input;
     let target = &backend.spec.backend_ref;
     let namespace = target
         .namespace
         .clone()
         .unwrap_or_else(|| object.id.namespace.clone());
     let field = FieldPath::parse("spec.backendRef");
-    if !index.present(&target.group, &target.kind, &namespace, &target.name) {
-        diags.push(input.error_at(
-            object,
-            field.clone(),
-            format!(
-                "{} {namespace}/{} not found in the input",
-                target.kind, target.name
-            ),
-        ));
-        return;
-    }
-    if namespace != object.id.namespace
-        && !index.granted(
-            (AIGW_GROUP, "AIServiceBackend", &object.id.namespace),
-            &namespace,
-            (&target.group, &target.kind, &target.name),
-        )
-    {
-        diags.push(input.error_at(
-            object,
-            field.key("namespace"),
-            format!(
-                "referencing {} {namespace}/{} from namespace {:?} needs a ReferenceGrant in namespace {namespace:?} from {AIGW_GROUP}/AIServiceBackend in {:?} to {}/{}",
-                target.kind, target.name, object.id.namespace, object.id.namespace, target.group, target.kind
-            ),
-        ));
-    }
-}
-
-fn check_security_policy(
-    index: &Index<'_>,
-    policy_index: usize,
-    object: &Object,
-    policy: &BackendSecurityPolicy,
-    resolved: &mut Resolved,
-    diags: &mut Vec<Diagnostic>,
-) -> Vec<SecretUse> {
-    check_policy_targets(index, policy_index, object, policy, resolved, diags);
-    let refs = credential_refs(index, object, policy, diags);
-    secret_uses(index, object, refs, diags)
+    let to = (&*target.group, &*target.kind, &*namespace, &*target.name);
+    let to_label = format!("{}/{}", target.group, target.kind);
+    index.require_reference(object, &field, "AIServiceBackend", to, &to_label, diags);
 }
 
 /// Each target of a policy: an AIServiceBackend of the input that no other policy targets.
@@ -632,15 +625,13 @@ fn check_policy_targets(
             continue;
         }
         let key = (object.id.namespace.clone(), target.name.clone());
-        if !index.present(AIGW_GROUP, "AIServiceBackend", &key.0, &key.1) {
-            diags.push(input.error_at(
-                object,
-                field,
-                format!(
-                    "AIServiceBackend {}/{} not found in the input",
-                    key.0, key.1
-                ),
-            ));
+        let to = (
+            AIGW_GROUP,
+            "AIServiceBackend",
+            key.0.as_str(),
+            key.1.as_str(),
+        );
+        if !index.require_present(object, &field, to, diags) {
             continue;
         }
         if let Some(previous) = resolved
@@ -674,23 +665,20 @@ fn credential_refs<'a>(
     let aws = spec.aws_credentials.as_ref();
     let azure = spec.azure_credentials.as_ref();
     let gcp = spec.gcp_credentials.as_ref();
-    // Each Secret a credential can name, with the key it reads and where it is named.
-    let secrets: [(Option<&'a SecretObjectReference>, &'static str, &str); 6] = [
-        (
-            spec.api_key.as_ref().map(|r| &r.secret_ref),
-            "apiKey",
-            "spec.apiKey.secretRef",
-        ),
-        (
-            spec.azure_api_key.as_ref().map(|r| &r.secret_ref),
-            "apiKey",
-            "spec.azureAPIKey.secretRef",
-        ),
-        (
-            spec.anthropic_api_key.as_ref().map(|r| &r.secret_ref),
-            "apiKey",
-            "spec.anthropicAPIKey.secretRef",
-        ),
+    // The API keys, each in the field of its type, and the Secrets of the cloud credentials.
+    let api_keys = [
+        (SecurityPolicyType::ApiKey, &spec.api_key),
+        (SecurityPolicyType::AzureApiKey, &spec.azure_api_key),
+        (SecurityPolicyType::AnthropicApiKey, &spec.anthropic_api_key),
+    ];
+    let mut refs: Vec<(&SecretObjectReference, &'static str, FieldPath)> = api_keys
+        .into_iter()
+        .filter_map(|(policy_type, key)| {
+            let path = spec_path.key(policy_type.field()).key("secretRef");
+            key.as_ref().map(|key| (&key.secret_ref, "apiKey", path))
+        })
+        .collect();
+    let cloud_secrets: [(Option<&'a SecretObjectReference>, &'static str, &str); 3] = [
         (
             aws.and_then(|a| a.credentials_file.as_ref())
                 .map(|f| &f.secret_ref),
@@ -709,10 +697,11 @@ fn credential_refs<'a>(
             "spec.gcpCredentials.credentialsFile.secretRef",
         ),
     ];
-    let mut refs: Vec<(&SecretObjectReference, &'static str, FieldPath)> = secrets
-        .into_iter()
-        .filter_map(|(secret, key, path)| secret.map(|s| (s, key, FieldPath::parse(path))))
-        .collect();
+    refs.extend(
+        cloud_secrets
+            .into_iter()
+            .filter_map(|(secret, key, path)| secret.map(|s| (s, key, FieldPath::parse(path)))),
+    );
     // The OIDC clients whose secrets the token exchanges read.
     let oidcs: [(Option<&'a Oidc>, &str); 3] = [
         (
@@ -798,21 +787,9 @@ fn secret_uses(
             .namespace
             .clone()
             .unwrap_or_else(|| object.id.namespace.clone());
-        if namespace != object.id.namespace
-            && !index.granted(
-                (AIGW_GROUP, "BackendSecurityPolicy", &object.id.namespace),
-                &namespace,
-                ("", "Secret", &secret_ref.name),
-            )
-        {
-            diags.push(input.error_at(
-                object,
-                field.key("namespace"),
-                format!(
-                    "referencing Secret {namespace}/{} from namespace {:?} needs a ReferenceGrant in namespace {namespace:?} from {AIGW_GROUP}/BackendSecurityPolicy in {:?} to Secret",
-                    secret_ref.name, object.id.namespace, object.id.namespace
-                ),
-            ));
+        let to = ("", "Secret", &*namespace, &*secret_ref.name);
+        let from = "BackendSecurityPolicy";
+        if !index.require_grant(object, &field, from, to, "Secret", diags) {
             continue;
         }
         if let Some(secret) = index.find("", "Secret", &namespace, &secret_ref.name)
