@@ -123,53 +123,81 @@ pub(super) fn header_mutation(
     route: Option<&HttpHeaderMutation>,
     credential_override: Option<&CredentialOverride>,
 ) -> Option<HeaderMutation> {
-    let mut set = BTreeMap::new();
-    let mut remove = BTreeSet::new();
-    for mutation in [backend, route].into_iter().flatten() {
-        for header in &mutation.set {
-            set.insert(header.name.to_ascii_lowercase(), header.value.clone());
-        }
-        remove.extend(mutation.remove.iter().map(|h| h.to_ascii_lowercase()));
-    }
+    let mut merged = Merged::of(
+        [backend, route],
+        |m| {
+            m.set
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
+                .collect()
+        },
+        |m| m.remove.iter().map(|h| h.to_ascii_lowercase()).collect(),
+    );
     if let Some(header) = credential_override.and_then(|o| o.header_name.as_ref()) {
         if header.ends_with('-') {
             for suffix in ["access-key-id", "secret-access-key", "session-token"] {
-                remove.insert(format!("{header}{suffix}"));
+                merged.remove.insert(format!("{header}{suffix}"));
             }
         } else {
-            remove.insert(header.clone());
+            merged.remove.insert(header.clone());
         }
     }
-    let mutation = HeaderMutation {
-        set: set
-            .into_iter()
-            .map(|(name, value)| HeaderValue { name, value })
-            .collect(),
-        remove: remove.into_iter().collect(),
-    };
-    (!mutation.set.is_empty() || !mutation.remove.is_empty()).then_some(mutation)
+    let (set, remove) = merged.finish(|name, value| HeaderValue { name, value })?;
+    Some(HeaderMutation { set, remove })
 }
 
 fn body_mutation(
     backend: Option<&HttpBodyMutation>,
     route: Option<&HttpBodyMutation>,
 ) -> Option<BodyMutation> {
-    let mut set = BTreeMap::new();
-    let mut remove = BTreeSet::new();
-    for mutation in [backend, route].into_iter().flatten() {
-        for field in &mutation.set {
-            set.insert(field.path.clone(), field.value.clone());
+    let merged = Merged::of(
+        [backend, route],
+        |m| {
+            m.set
+                .iter()
+                .map(|f| (f.path.clone(), f.value.clone()))
+                .collect()
+        },
+        |m| m.remove.clone(),
+    );
+    let (set, remove) = merged.finish(|path, value| BodyField { path, value })?;
+    Some(BodyMutation { set, remove })
+}
+
+/// Backend-level and route-level mutations merged: a later `set` wins per key, `remove` is the
+/// union.
+struct Merged {
+    set: BTreeMap<String, String>,
+    remove: BTreeSet<String>,
+}
+
+impl Merged {
+    /// Merges the levels present, in order, reading each one's `set` and `remove` entries.
+    fn of<M>(
+        levels: [Option<&M>; 2],
+        set: impl Fn(&M) -> Vec<(String, String)>,
+        remove: impl Fn(&M) -> Vec<String>,
+    ) -> Self {
+        let mut merged = Merged {
+            set: BTreeMap::new(),
+            remove: BTreeSet::new(),
+        };
+        for mutation in levels.into_iter().flatten() {
+            merged.set.extend(set(mutation));
+            merged.remove.extend(remove(mutation));
         }
-        remove.extend(mutation.remove.iter().cloned());
+        merged
     }
-    let mutation = BodyMutation {
-        set: set
-            .into_iter()
-            .map(|(path, value)| BodyField { path, value })
-            .collect(),
-        remove: remove.into_iter().collect(),
-    };
-    (!mutation.set.is_empty() || !mutation.remove.is_empty()).then_some(mutation)
+
+    /// The `set` entries (sorted by key, made with `entry`) and the sorted removals; `None`
+    /// when both are empty.
+    fn finish<E>(self, entry: impl Fn(String, String) -> E) -> Option<(Vec<E>, Vec<String>)> {
+        if self.set.is_empty() && self.remove.is_empty() {
+            return None;
+        }
+        let set = self.set.into_iter().map(|(k, v)| entry(k, v)).collect();
+        Some((set, self.remove.into_iter().collect()))
+    }
 }
 
 impl Planner<'_> {
@@ -437,33 +465,36 @@ impl Planner<'_> {
         let credential = auth.map(|a| &a.credential);
         let schema = backend.spec.schema.name;
         let field = FieldPath::parse("spec.schema.name");
-        match schema {
+        let name = schema.as_str();
+        let (warning, message) = match schema {
             ApiSchema::GCPVertexAI | ApiSchema::GCPAnthropic
                 if !matches!(credential, Some(Credential::Gcp { .. })) =>
             {
-                self.diags.push(self.input.error_at(
-                    object,
-                    field,
+                (
+                    false,
                     format!(
-                        "schema {} needs a BackendSecurityPolicy of type GCPCredentials targeting this AIServiceBackend: Vertex AI paths name the project and region it sets",
-                        schema.as_str()
+                        "schema {name} needs a BackendSecurityPolicy of type GCPCredentials targeting this AIServiceBackend: Vertex AI paths name the project and region it sets"
                     ),
-                ));
+                )
             }
             ApiSchema::AWSBedrock | ApiSchema::AWSAnthropic
                 if !matches!(credential, Some(Credential::Aws { .. })) =>
             {
-                self.diags.push(self.input.warning_at(
-                    object,
-                    field,
+                (
+                    true,
                     format!(
-                        "schema {} without a BackendSecurityPolicy of type AWSCredentials: requests are sent unsigned, which AWS refuses",
-                        schema.as_str()
+                        "schema {name} without a BackendSecurityPolicy of type AWSCredentials: requests are sent unsigned, which AWS refuses"
                     ),
-                ));
+                )
             }
-            _ => {}
-        }
+            _ => return,
+        };
+        let diag = if warning {
+            self.input.warning_at(object, field, message)
+        } else {
+            self.input.error_at(object, field, message)
+        };
+        self.diags.push(diag);
     }
 
     /// How Envoy Gateway builds the cluster part of a backendRef to `target` (in `ns`).
