@@ -143,48 +143,71 @@ fn is_plain_file_name(name: &str) -> bool {
 
 /// Writes the files into `dir`, all or nothing, and removes files of the previous build.
 pub fn write_dir(dir: &Path, files: &[(String, String)]) -> Result<(), WriteError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| WriteError::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let previous = previous_files(dir);
+    put_in_place(files, |(name, content)| {
+        let target = dir.join(name);
+        if std::fs::read_to_string(&target).is_ok_and(|existing| existing == *content) {
+            return Ok(None);
+        }
+        let tmp = dir.join(temporary_name(name));
+        std::fs::write(&tmp, content).map_err(io_error(&tmp))?;
+        Ok(Some((tmp, target)))
+    })?;
+    let current: BTreeSet<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    for old in previous {
+        if !current.contains(old.as_str()) {
+            remove_if_present(&dir.join(&old))?;
+        }
+    }
+    Ok(())
+}
+
+/// The error of an I/O operation on `path`.
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError {
+    let path = path.to_path_buf();
+    move |source| WriteError::Io { path, source }
+}
+
+/// Stages each item with `stage` (a temporary file beside its target, or `None` when the target
+/// is current), then renames them all into place. On a failure the temporary files not yet
+/// renamed are removed.
+fn put_in_place<T>(
+    items: &[T],
+    mut stage: impl FnMut(&T) -> Result<Option<(PathBuf, PathBuf)>, WriteError>,
+) -> Result<(), WriteError> {
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
     let cleanup = |staged: &[(PathBuf, PathBuf)]| {
         for (tmp, _) in staged {
             let _ = std::fs::remove_file(tmp);
         }
     };
-    for (name, content) in files {
-        let target = dir.join(name);
-        if std::fs::read_to_string(&target).is_ok_and(|existing| existing == *content) {
-            continue;
+    for item in items {
+        match stage(item) {
+            Ok(Some(pair)) => staged.push(pair),
+            Ok(None) => {}
+            Err(err) => {
+                cleanup(&staged);
+                return Err(err);
+            }
         }
-        let tmp = dir.join(temporary_name(name));
-        if let Err(err) = std::fs::write(&tmp, content) {
-            cleanup(&staged);
-            return Err(io(&tmp)(err));
-        }
-        staged.push((tmp, target));
     }
     for (tmp, target) in &staged {
         if let Err(err) = std::fs::rename(tmp, target) {
             cleanup(&staged);
-            return Err(io(target)(err));
-        }
-    }
-    let current: BTreeSet<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-    for old in previous {
-        if !current.contains(old.as_str()) {
-            let path = dir.join(&old);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => return Err(io(&path)(err)),
-            }
+            return Err(io_error(target)(err));
         }
     }
     Ok(())
+}
+
+/// Removes a file of the previous build; one already gone is fine.
+fn remove_if_present(path: &Path) -> Result<(), WriteError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(io_error(path)(err)),
+    }
 }
 
 /// Name of the file listing what a standalone build wrote, one relative path per line.
@@ -208,6 +231,14 @@ impl FileEntry {
             path: path.into(),
             bytes: bytes.into(),
             private: false,
+        }
+    }
+
+    /// A file readable by its owner only: a credential.
+    pub fn private(path: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
+        FileEntry {
+            private: true,
+            ..FileEntry::public(path, bytes)
         }
     }
 }
@@ -276,14 +307,10 @@ fn is_private(_path: &Path) -> bool {
 
 /// Writes `file` under a temporary name next to `target`; returns that name.
 fn stage(dir: &Path, target: &Path, file: &FileEntry) -> Result<PathBuf, WriteError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| WriteError::Io { path, source }
-    };
     let parent = target.parent().unwrap_or(dir);
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    std::fs::create_dir_all(parent).map_err(io_error(parent))?;
     if file.private {
-        restrict(parent, 0o700).map_err(io(parent))?;
+        restrict(parent, 0o700).map_err(io_error(parent))?;
     }
     let name = target
         .file_name()
@@ -305,7 +332,7 @@ fn stage(dir: &Path, target: &Path, file: &FileEntry) -> Result<PathBuf, WriteEr
     });
     if let Err(err) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(io(&tmp)(err));
+        return Err(io_error(&tmp)(err));
     }
     Ok(tmp)
 }
@@ -315,51 +342,24 @@ fn stage(dir: &Path, target: &Path, file: &FileEntry) -> Result<PathBuf, WriteEr
 /// (and the folders that leaves empty). Private files are created with mode 0600, so their
 /// content is never readable by others, not even briefly.
 pub fn write_tree(dir: &Path, files: &[FileEntry]) -> Result<(), WriteError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| WriteError::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let previous = previous_tree_files(dir);
-    let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let cleanup = |staged: &[(PathBuf, PathBuf)]| {
-        for (tmp, _) in staged {
-            let _ = std::fs::remove_file(tmp);
-        }
-    };
-    for file in files {
+    put_in_place(files, |file| {
         let target = dir.join(&file.path);
         let unchanged = std::fs::read(&target).is_ok_and(|existing| existing == file.bytes)
             && (!file.private || is_private(&target));
         if unchanged {
-            continue;
+            return Ok(None);
         }
-        let result = stage(dir, &target, file);
-        match result {
-            Ok(tmp) => staged.push((tmp, target)),
-            Err(err) => {
-                cleanup(&staged);
-                return Err(err);
-            }
-        }
-    }
-    for (tmp, target) in &staged {
-        if let Err(err) = std::fs::rename(tmp, target) {
-            cleanup(&staged);
-            return Err(io(target)(err));
-        }
-    }
+        Ok(Some((stage(dir, &target, file)?, target)))
+    })?;
     let current: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
     for old in previous {
         if current.contains(old.as_str()) {
             continue;
         }
         let path = dir.join(&old);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(io(&path)(err)),
-        }
+        remove_if_present(&path)?;
         // Folders the old file lived in go too once empty (remove_dir fails on a non-empty one).
         let mut parent = path.parent();
         while let Some(folder) = parent {
@@ -453,11 +453,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let first = tree_files(vec![
             FileEntry::public("envoy.yaml", "a\n"),
-            FileEntry {
-                path: "gateways/ns-gw/secrets/key/apiKey".into(),
-                bytes: b"sk-1".to_vec(),
-                private: true,
-            },
+            FileEntry::private("gateways/ns-gw/secrets/key/apiKey", "sk-1"),
             FileEntry::public("gateways/old-gw/filter-config.yaml", "x\n"),
         ])
         .unwrap();
@@ -477,11 +473,7 @@ mod tests {
         }
         let second = tree_files(vec![
             FileEntry::public("envoy.yaml", "b\n"),
-            FileEntry {
-                path: "gateways/ns-gw/secrets/key/apiKey".into(),
-                bytes: b"sk-1".to_vec(),
-                private: true,
-            },
+            FileEntry::private("gateways/ns-gw/secrets/key/apiKey", "sk-1"),
         ])
         .unwrap();
         write_tree(&dir, &second).unwrap();
