@@ -451,6 +451,23 @@ pub enum Credential {
     },
 }
 
+impl Credential {
+    /// The OIDC token request whose token the credential exchanges, if it exchanges one.
+    pub fn oidc_exchange_mut(&mut self) -> Option<&mut OidcExchange> {
+        match self {
+            Credential::Aws { oidc_exchange, .. } => oidc_exchange.as_mut().map(|e| &mut e.oidc),
+            Credential::Azure { oidc_exchange, .. } => oidc_exchange.as_mut(),
+            Credential::Gcp {
+                workload_identity_federation,
+                ..
+            } => workload_identity_federation.as_mut().map(|f| &mut f.oidc),
+            Credential::ApiKey { .. }
+            | Credential::AzureApiKey { .. }
+            | Credential::AnthropicApiKey { .. } => None,
+        }
+    }
+}
+
 /// An OIDC client-credentials token request, whose token is then exchanged with a cloud provider.
 #[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -873,6 +890,62 @@ mod tests {
         assert!(
             matches!(err, Some(ConfigError::Inconsistent(ref m)) if m.contains("no expression"))
         );
+    }
+
+    #[test]
+    fn oidc_exchanges_are_found_in_every_credential_that_has_one() {
+        let oidc = OidcExchange {
+            issuer: "https://issuer.example.com".into(),
+            token_endpoint: None,
+            client_id: "client".into(),
+            client_secret_file: "/secret".into(),
+            scopes: Vec::new(),
+            grant_type: None,
+            aud: None,
+        };
+        let mut credentials = [
+            Credential::Aws {
+                region: "us-east-1".into(),
+                credentials_file: None,
+                profile: None,
+                oidc_exchange: Some(AwsOidcExchange {
+                    oidc: oidc.clone(),
+                    aws_role_arn: "arn".into(),
+                }),
+            },
+            Credential::Azure {
+                client_id: "c".into(),
+                tenant_id: "t".into(),
+                client_secret_file: None,
+                oidc_exchange: Some(oidc.clone()),
+            },
+            Credential::Gcp {
+                project_name: "p".into(),
+                region: "r".into(),
+                credentials_file: None,
+                workload_identity_federation: Some(GcpWorkloadIdentityFederation {
+                    project_id: "p".into(),
+                    workload_identity_pool_name: "pool".into(),
+                    workload_identity_provider_name: "provider".into(),
+                    service_account_name: None,
+                    oidc: oidc.clone(),
+                }),
+            },
+        ];
+        for credential in &mut credentials {
+            assert_eq!(credential.oidc_exchange_mut(), Some(&mut oidc.clone()));
+        }
+        let mut key = Credential::ApiKey {
+            key_file: "/key".into(),
+        };
+        assert_eq!(key.oidc_exchange_mut(), None);
+        let mut plain_aws = Credential::Aws {
+            region: "us-east-1".into(),
+            credentials_file: None,
+            profile: None,
+            oidc_exchange: None,
+        };
+        assert_eq!(plain_aws.oidc_exchange_mut(), None);
     }
 
     #[test]

@@ -79,33 +79,20 @@ pub(super) fn relocated(config: &FilterConfig) -> FilterConfig {
             | Credential::AzureApiKey { key_file }
             | Credential::AnthropicApiKey { key_file } => relocate(key_file),
             Credential::Aws {
-                credentials_file,
-                oidc_exchange,
+                credentials_file: file,
                 ..
-            } => {
-                credentials_file.iter_mut().for_each(relocate);
-                if let Some(exchange) = oidc_exchange {
-                    relocate_oidc(&mut exchange.oidc);
-                }
             }
-            Credential::Azure {
-                client_secret_file,
-                oidc_exchange,
+            | Credential::Azure {
+                client_secret_file: file,
                 ..
-            } => {
-                client_secret_file.iter_mut().for_each(relocate);
-                oidc_exchange.iter_mut().for_each(relocate_oidc);
             }
-            Credential::Gcp {
-                credentials_file,
-                workload_identity_federation,
+            | Credential::Gcp {
+                credentials_file: file,
                 ..
-            } => {
-                credentials_file.iter_mut().for_each(relocate);
-                if let Some(federation) = workload_identity_federation {
-                    relocate_oidc(&mut federation.oidc);
-                }
-            }
+            } => file.iter_mut().for_each(relocate),
+        }
+        if let Some(oidc) = auth.credential.oidc_exchange_mut() {
+            relocate_oidc(oidc);
         }
     }
     config
@@ -201,11 +188,8 @@ impl<'a> Emitter<'a> {
                         ));
                         continue;
                     }
-                    self.files.push(FileEntry {
-                        path: format!("{dir}/{SECRETS_DIR}/{name}/{key}"),
-                        bytes,
-                        private: true,
-                    });
+                    let path = format!("{dir}/{SECRETS_DIR}/{name}/{key}");
+                    self.files.push(FileEntry::private(path, bytes));
                 }
             }
             Err(err) => {
