@@ -277,6 +277,26 @@ fn wait_until(
 }
 
 /// Stops Envoy first (it is last in `children`), then the extprocs.
+/// Starts a child process and adds it to `children`; when it cannot start, stops the others.
+fn start(
+    children: &mut Vec<Child>,
+    name: String,
+    program: &Path,
+    args: &[String],
+    dir: &Path,
+) -> anyhow::Result<()> {
+    match Child::spawn(name, program, args, dir) {
+        Ok(child) => {
+            children.push(child);
+            Ok(())
+        }
+        Err(err) => {
+            stop_all(children);
+            Err(err)
+        }
+    }
+}
+
 fn stop_all(children: &mut [Child]) {
     for child in children.iter_mut().rev() {
         child.stop();
@@ -309,56 +329,47 @@ pub fn supervise(
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .map_err(|err| anyhow::anyhow!("cannot handle Ctrl-C: {err}"))?;
 
+    // Each aigw-extproc process: its name, where it serves /metrics and /health (named for the
+    // log), its socket and its configuration flag. The rate-limit service for one machine is
+    // the same binary, serving only `envoy.service.ratelimit.v3` from the build's `ratelimit/`
+    // folder, in memory.
+    let processes = standalone
+        .gateways
+        .iter()
+        .map(|gateway| {
+            (
+                format!("extproc {}", gateway.gateway),
+                format!("extproc of Gateway {}", gateway.gateway),
+                &gateway.socket,
+                ("--config", &gateway.config),
+            )
+        })
+        .chain(standalone.rate_limit.iter().map(|rate_limit| {
+            (
+                "rate-limit service".to_string(),
+                "rate-limit service".to_string(),
+                &rate_limit.socket,
+                ("--ratelimit-config", &rate_limit.config_dir),
+            )
+        }));
     let mut children: Vec<Child> = Vec::new();
-    // Where each aigw-extproc serves /metrics and /health.
     let mut admins: Vec<(String, u16)> = Vec::new();
-    for gateway in &standalone.gateways {
+    for (name, admin_name, socket, (config_flag, config)) in processes {
         // A socket left by an earlier run would look ready before the extproc is.
-        let _ = std::fs::remove_file(dir.join(&gateway.socket));
+        let _ = std::fs::remove_file(dir.join(socket));
         let admin = free_port()?;
-        admins.push((format!("extproc of Gateway {}", gateway.gateway), admin));
+        admins.push((admin_name, admin));
         let args = vec![
-            "--config".to_string(),
-            gateway.config.clone(),
+            config_flag.to_string(),
+            config.clone(),
             "--listen".to_string(),
-            format!("unix:{}", gateway.socket),
+            format!("unix:{socket}"),
             "--admin-listen".to_string(),
             format!("127.0.0.1:{admin}"),
             "--log-format".to_string(),
             "text".to_string(),
         ];
-        let name = format!("extproc {}", gateway.gateway);
-        match Child::spawn(name, extproc, &args, dir) {
-            Ok(child) => children.push(child),
-            Err(err) => {
-                stop_all(&mut children);
-                return Err(err);
-            }
-        }
-    }
-    // The rate-limit service for one machine: the same binary, serving only
-    // `envoy.service.ratelimit.v3` from the build's `ratelimit/` folder, in memory.
-    if let Some(rate_limit) = &standalone.rate_limit {
-        let _ = std::fs::remove_file(dir.join(&rate_limit.socket));
-        let admin = free_port()?;
-        admins.push(("rate-limit service".to_string(), admin));
-        let args = vec![
-            "--ratelimit-config".to_string(),
-            rate_limit.config_dir.clone(),
-            "--listen".to_string(),
-            format!("unix:{}", rate_limit.socket),
-            "--admin-listen".to_string(),
-            format!("127.0.0.1:{admin}"),
-            "--log-format".to_string(),
-            "text".to_string(),
-        ];
-        match Child::spawn("rate-limit service".into(), extproc, &args, dir) {
-            Ok(child) => children.push(child),
-            Err(err) => {
-                stop_all(&mut children);
-                return Err(err);
-            }
-        }
+        start(&mut children, name, extproc, &args, dir)?;
     }
     let sockets: Vec<PathBuf> = standalone
         .gateways
@@ -381,13 +392,7 @@ pub fn supervise(
         // Several Envoys (other runs, tests) may share this machine.
         "--disable-hot-restart".to_string(),
     ];
-    match Child::spawn("envoy".into(), envoy, &args, dir) {
-        Ok(child) => children.push(child),
-        Err(err) => {
-            stop_all(&mut children);
-            return Err(err);
-        }
-    }
+    start(&mut children, "envoy".into(), envoy, &args, dir)?;
     let admin_port = standalone.admin_port;
     let waited = wait_until(&mut children, &stop, Some(START_TIMEOUT), || {
         envoy_ready(admin_port)
