@@ -350,21 +350,14 @@ pub fn local_route_config(policy: &LocalPolicy) -> Value {
                     );
                 }
             }
-            if let Some(method) = method {
-                let key = format!("rule-{index}-method");
-                both(
-                    header_value_match(&key, ":method", method),
-                    key.clone(),
-                    Some(key),
-                );
-            }
-            if let Some(path) = &rule.path {
-                let key = format!("rule-{index}-path");
-                both(
-                    header_value_match(&key, ":path", path),
-                    key.clone(),
-                    Some(key),
-                );
+            // The method and the path, each matched on its pseudo-header.
+            let pseudo = [("method", method), ("path", rule.path.as_ref())];
+            for (name, selector) in pseudo {
+                if let Some(selector) = selector {
+                    let key = format!("rule-{index}-{name}");
+                    let action = header_value_match(&key, &format!(":{name}"), selector);
+                    both(action, key.clone(), Some(key));
+                }
             }
             if let Some(cidr) = &rule.cidr {
                 let masked = format!("rule-{index}-masked-remote-address");
