@@ -208,25 +208,19 @@ impl Reader {
             )));
             return;
         }
+        let cannot_read = |err: std::io::Error| {
+            Diagnostic::error(format!("cannot read {}: {err}", dir.display()))
+        };
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
-            Err(err) => {
-                self.diagnostics.push(Diagnostic::error(format!(
-                    "cannot read {}: {err}",
-                    dir.display()
-                )));
-                return;
-            }
+            Err(err) => return self.diagnostics.push(cannot_read(err)),
         };
         ancestors.push(real);
         for entry in entries {
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(err) => {
-                    self.diagnostics.push(Diagnostic::error(format!(
-                        "cannot read {}: {err}",
-                        dir.display()
-                    )));
+                    self.diagnostics.push(cannot_read(err));
                     continue;
                 }
             };

@@ -21,21 +21,15 @@ impl Planner<'_> {
             }
             let doc = self.input.document(object);
             let mut targets: Vec<(usize, String)> = Vec::new();
-            let refs = doc
-                .value
-                .pointer("/spec/targetRefs")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let single = doc.value.pointer("/spec/targetRef").cloned();
-            for target in refs.iter().chain(single.iter()) {
-                if target.get("kind").and_then(Value::as_str) != Some("HTTPRoute") {
+            let refs = doc.value.pointer("/spec/targetRefs");
+            let refs: &[Value] = refs.and_then(Value::as_array).map_or(&[], Vec::as_slice);
+            let single = doc.value.pointer("/spec/targetRef");
+            for target in refs.iter().chain(single) {
+                let text = |key: &str| target.get(key).and_then(Value::as_str);
+                if text("kind") != Some("HTTPRoute") {
                     continue;
                 }
-                let name = target
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let name = text("name").unwrap_or_default();
                 if let Some(pos) = instances.iter().position(|inst| {
                     inst.namespace == object.id.namespace
                         && inst.extension_policy.targets.iter().any(|t| t == name)

@@ -430,28 +430,16 @@ fn identify(
     options: &ValidateOptions,
 ) -> Result<(ObjectId, String), Diagnostic> {
     let locate = |doc: &Document, field: &str| Some(doc.location(&FieldPath::parse(field)));
-    let api_version = doc
-        .value
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let kind = doc
-        .value
-        .get("kind")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let text = |pointer: &str| doc.value.pointer(pointer).and_then(Value::as_str);
+    let api_version = text("/apiVersion").map(str::to_string);
+    let kind = text("/kind").map(str::to_string);
     let (Some(api_version), Some(kind)) = (api_version, kind) else {
         return Err(
             Diagnostic::error("every document needs string fields apiVersion and kind")
                 .at(locate(doc, "")),
         );
     };
-    let name = doc
-        .value
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let name = text("/metadata/name").unwrap_or_default().to_string();
     if name.is_empty() {
         return Err(
             Diagnostic::error(format!("{kind}: metadata.name is required"))
@@ -467,12 +455,7 @@ fn identify(
     let namespace = if cluster_scoped {
         String::new()
     } else {
-        let ns = doc
-            .value
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        match ns {
+        match text("/metadata/namespace").map(str::to_string) {
             Some(ns) => ns,
             None => {
                 if let Some(meta) = doc.value.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -686,17 +669,9 @@ fn gateway_view(value: &Value) -> Result<GatewayView, (FieldPath, String)> {
                 kinds
                     .iter()
                     .map(|k| {
-                        let group = k
-                            .get("group")
-                            .and_then(Value::as_str)
-                            .unwrap_or(GATEWAY_GROUP)
-                            .to_string();
-                        let kind = k
-                            .get("kind")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string();
-                        (group, kind)
+                        let field = |key: &str| k.get(key).and_then(Value::as_str);
+                        let group = field("group").unwrap_or(GATEWAY_GROUP).to_string();
+                        (group, field("kind").unwrap_or_default().to_string())
                     })
                     .collect()
             });
@@ -868,24 +843,18 @@ mod tests {
     }
 
     #[test]
-    fn mcp_route_is_rejected_clearly() {
-        let (_, diags) = run(
-            "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: MCPRoute\nmetadata: {name: m}\nspec: {}\n",
-        );
-        assert!(
-            diags[0].contains("MCPRoute is not yet supported"),
-            "{diags:?}"
-        );
-    }
-
-    #[test]
-    fn quota_policy_only_in_v1alpha1() {
-        let (_, diags) = run(
-            "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: QuotaPolicy\nmetadata: {name: q}\nspec: {}\n",
-        );
-        assert!(
-            diags[0].contains("served only as aigateway.envoyproxy.io/v1alpha1"),
-            "{diags:?}"
-        );
+    fn kinds_not_served_as_v1beta1_are_rejected_clearly() {
+        for (kind, expected) in [
+            ("MCPRoute", "MCPRoute is not yet supported"),
+            (
+                "QuotaPolicy",
+                "served only as aigateway.envoyproxy.io/v1alpha1",
+            ),
+        ] {
+            let (_, diags) = run(&format!(
+                "apiVersion: aigateway.envoyproxy.io/v1beta1\nkind: {kind}\nmetadata: {{name: m}}\nspec: {{}}\n"
+            ));
+            assert!(diags[0].contains(expected), "{kind}: {diags:?}");
+        }
     }
 }
