@@ -30,51 +30,30 @@ impl Planner<'_> {
         for instance in instances {
             let ns = instance.namespace.clone();
             let gateway = instance.gateway.to_string();
-            let mut names: Vec<(&str, &str, String, String, String)> = Vec::new();
-            for kind in ["ServiceAccount", "ConfigMap", "Service"] {
-                names.push(("", kind, ns.clone(), instance.name.clone(), gateway.clone()));
-            }
-            names.push((
-                "apps",
-                "Deployment",
-                ns.clone(),
-                instance.name.clone(),
-                gateway.clone(),
-            ));
-            if instance.workload.replicas > 1 {
-                names.push((
-                    "policy",
-                    "PodDisruptionBudget",
-                    ns.clone(),
-                    instance.name.clone(),
-                    gateway.clone(),
-                ));
-            }
-            names.push((
-                EG_GROUP,
-                "EnvoyExtensionPolicy",
-                ns.clone(),
-                instance.extension_policy.name.clone(),
-                gateway.clone(),
-            ));
-            if let Some(local_replies) = &instance.local_replies {
-                names.push((
+            // The instance's own objects, in its namespace, generated for its Gateway.
+            let pdb = (instance.workload.replicas > 1).then_some(&instance.name);
+            let patch = instance.local_replies.as_ref().map(|l| &l.name);
+            let rate_limit = instance.rate_limit.as_ref().map(|r| &r.name);
+            let own = [
+                ("", "ServiceAccount", Some(&instance.name)),
+                ("", "ConfigMap", Some(&instance.name)),
+                ("", "Service", Some(&instance.name)),
+                ("apps", "Deployment", Some(&instance.name)),
+                ("policy", "PodDisruptionBudget", pdb),
+                (
                     EG_GROUP,
-                    "EnvoyPatchPolicy",
-                    ns.clone(),
-                    local_replies.name.clone(),
-                    gateway.clone(),
-                ));
-            }
-            if let Some(rate_limit) = &instance.rate_limit {
-                names.push((
-                    EG_GROUP,
-                    "BackendTrafficPolicy",
-                    ns.clone(),
-                    rate_limit.name.clone(),
-                    gateway.clone(),
-                ));
-            }
+                    "EnvoyExtensionPolicy",
+                    Some(&instance.extension_policy.name),
+                ),
+                (EG_GROUP, "EnvoyPatchPolicy", patch),
+                (EG_GROUP, "BackendTrafficPolicy", rate_limit),
+            ];
+            let mut names: Vec<(&str, &str, String, String, String)> = own
+                .into_iter()
+                .filter_map(|(group, kind, name)| {
+                    name.map(|name| (group, kind, ns.clone(), name.clone(), gateway.clone()))
+                })
+                .collect();
             for grant in &instance.reference_grants {
                 names.push((
                     model::GATEWAY_GROUP,
@@ -144,13 +123,9 @@ impl Planner<'_> {
     /// Envoy Gateway honours one BackendTrafficPolicy per route: a user policy on a route that
     /// also gets the generated rate-limit policy would silently lose to one of them.
     pub(super) fn check_traffic_policies(&mut self, instances: &[Instance]) {
-        for object in &self.input.objects {
-            if object.id.group != EG_GROUP || object.id.kind != "BackendTrafficPolicy" {
-                continue;
-            }
-            let doc = self.input.document(object);
-            let targets = target_names(&doc.value, "HTTPRoute");
-            let gateways = target_names(&doc.value, "Gateway");
+        for (object, doc) in self.input.objects_of(EG_GROUP, "BackendTrafficPolicy") {
+            let targets = target_names(doc, "HTTPRoute");
+            let gateways = target_names(doc, "Gateway");
             for instance in instances.iter().filter(|i| {
                 i.gateway.namespace == object.id.namespace
                     && gateways.contains(&i.gateway.name.as_str())

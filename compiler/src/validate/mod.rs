@@ -158,6 +158,18 @@ impl Validated {
         &self.documents[object.doc]
     }
 
+    /// The objects of one group and kind, each with its document's value.
+    pub fn objects_of<'v>(
+        &'v self,
+        group: &'v str,
+        kind: &'v str,
+    ) -> impl Iterator<Item = (&'v Object, &'v Value)> {
+        self.objects
+            .iter()
+            .filter(move |o| o.id.group == group && o.id.kind == kind)
+            .map(|o| (o, &self.document(o).value))
+    }
+
     /// A diagnostic located at `field` of `object`.
     pub fn error_at(
         &self,

@@ -151,11 +151,7 @@ impl<'a> Emitter<'a> {
     /// retry Envoy Gateway would refuse is an error here too.
     pub(super) fn collect_retries(&mut self) {
         let input: &'a Validated = self.input;
-        for object in &input.objects {
-            if object.id.group != EG_GROUP || object.id.kind != "BackendTrafficPolicy" {
-                continue;
-            }
-            let doc = &input.document(object).value;
+        for (object, doc) in input.objects_of(EG_GROUP, "BackendTrafficPolicy") {
             let Some(retry) = doc.pointer("/spec/retry") else {
                 continue;
             };
@@ -204,11 +200,7 @@ impl<'a> Emitter<'a> {
     /// its Gateway (unless it sets `mergeType`).
     pub(super) fn collect_rate_limits(&mut self) {
         let input: &'a Validated = self.input;
-        for object in &input.objects {
-            if object.id.group != EG_GROUP || object.id.kind != "BackendTrafficPolicy" {
-                continue;
-            }
-            let doc = &input.document(object).value;
+        for (object, doc) in input.objects_of(EG_GROUP, "BackendTrafficPolicy") {
             let mut limits = TrafficLimits {
                 merges: doc.pointer("/spec/mergeType").is_some(),
                 ..TrafficLimits::default()
