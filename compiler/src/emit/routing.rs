@@ -304,38 +304,40 @@ fn http_route(instance: &Instance, route: &HttpRoutePlan) -> Value {
 /// The HTTPRouteFilters `route` writes: `[host rewrite, client host, not found]`.
 fn filters(instance: &Instance, route: &HttpRoutePlan, which: [bool; 3]) -> Vec<Value> {
     let [rewrite, client, not_found] = which;
+    let filter = |name: &str, spec: Value| {
+        json!({
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "HTTPRouteFilter",
+            "metadata": metadata(name, &instance.namespace, &route.source, Default::default()),
+            "spec": spec,
+        })
+    };
     let mut out = Vec::new();
     if client {
         // The router set `:authority` to the route's virtual host and the client's in a header.
-        out.push(json!({
-            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-            "kind": "HTTPRouteFilter",
-            "metadata": metadata(&route.client_host_filter, &instance.namespace, &route.source, Default::default()),
-            "spec": {"urlRewrite": {
+        out.push(filter(
+            &route.client_host_filter,
+            json!({"urlRewrite": {
                 "hostname": {"type": "Header", "header": aigw_filterconfig::CLIENT_AUTHORITY_HEADER},
                 "appendXForwardedHost": false,
-            }},
-        }));
+            }}),
+        ));
     }
     if rewrite {
-        out.push(json!({
-            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-            "kind": "HTTPRouteFilter",
-            "metadata": metadata(&route.host_rewrite_filter, &instance.namespace, &route.source, Default::default()),
-            "spec": {"urlRewrite": {"hostname": {"type": "Backend"}}},
-        }));
+        out.push(filter(
+            &route.host_rewrite_filter,
+            json!({"urlRewrite": {"hostname": {"type": "Backend"}}}),
+        ));
     }
     if not_found {
-        out.push(json!({
-            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
-            "kind": "HTTPRouteFilter",
-            "metadata": metadata(&route.not_found_filter, &instance.namespace, &route.source, Default::default()),
-            "spec": {"directResponse": {
+        out.push(filter(
+            &route.not_found_filter,
+            json!({"directResponse": {
                 "statusCode": 404,
                 "contentType": "application/json",
                 "body": {"type": "Inline", "inline": NOT_FOUND_BODY},
-            }},
-        }));
+            }}),
+        ));
     }
     out
 }
