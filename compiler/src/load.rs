@@ -468,11 +468,16 @@ fn first_line(text: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Vec<Document> {
-        let (docs, diags) = parse_sources(&[Source {
-            name: "t.yaml".into(),
+    /// The documents and diagnostics of one file `name` holding `text`.
+    fn parse_file(name: &str, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
+        parse_sources(&[Source {
+            name: name.into(),
             text: text.into(),
-        }]);
+        }])
+    }
+
+    fn parse(text: &str) -> Vec<Document> {
+        let (docs, diags) = parse_file("t.yaml", text);
         assert!(diags.is_empty(), "{diags:?}");
         docs
     }
@@ -509,10 +514,7 @@ mod tests {
 
     #[test]
     fn syntax_errors_name_file_and_line() {
-        let (_, diags) = parse_sources(&[Source {
-            name: "bad.yaml".into(),
-            text: "kind: A\nspec:\n  a: [1, 2\n  b: 3\n".into(),
-        }]);
+        let (_, diags) = parse_file("bad.yaml", "kind: A\nspec:\n  a: [1, 2\n  b: 3\n");
         assert_eq!(diags.len(), 1);
         let text = diags[0].to_string();
         assert!(text.starts_with("error: bad.yaml:"), "{text}");
@@ -538,10 +540,7 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_reported_in_plain_words() {
-        let (_, diags) = parse_sources(&[Source {
-            name: "dup.yaml".into(),
-            text: "kind: A\nmetadata:\n  name: a\n  name: b\n".into(),
-        }]);
+        let (_, diags) = parse_file("dup.yaml", "kind: A\nmetadata:\n  name: a\n  name: b\n");
         assert_eq!(
             diags.iter().map(ToString::to_string).collect::<Vec<_>>(),
             vec![
@@ -607,10 +606,7 @@ mod tests {
 
     #[test]
     fn non_mapping_documents_are_errors() {
-        let (_, diags) = parse_sources(&[Source {
-            name: "list.yaml".into(),
-            text: "- a\n- b\n".into(),
-        }]);
+        let (_, diags) = parse_file("list.yaml", "- a\n- b\n");
         assert_eq!(diags.len(), 1);
         assert!(diags[0].to_string().contains("list.yaml:1"));
     }
