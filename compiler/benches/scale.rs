@@ -63,12 +63,17 @@ fn generate(routes: usize, gateway_count: usize) -> Vec<Source> {
     sources
 }
 
+/// A memory figure of `/proc/self/status` (`VmHWM`, `VmRSS`), in KiB.
+fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let prefix = format!("{field}:");
+    let line = status.lines().find(|l| l.starts_with(&prefix))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Peak resident set size of this process since the last reset, in bytes.
 fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    status_kib("VmHWM").map(|kib| kib * 1024)
 }
 
 fn reset_peak_rss() {
@@ -77,14 +82,7 @@ fn reset_peak_rss() {
 }
 
 fn rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        / 1024
+    status_kib("VmRSS").unwrap_or(0) / 1024
 }
 
 /// Times each stage once for `routes` routes, to show where the time and memory go.
