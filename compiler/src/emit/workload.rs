@@ -206,19 +206,15 @@ fn project_parts(instance: &Instance, deployment: &mut Value, parts: &[PartFile]
             "items": [{"key": PART_KEY, "path": part.path}],
         }})
     }));
-    let Some(volumes) = deployment
-        .pointer_mut("/spec/template/spec/volumes")
+    let volumes = deployment.pointer_mut("/spec/template/spec/volumes");
+    let config = volumes
         .and_then(Value::as_array_mut)
-    else {
-        return;
-    };
-    for volume in volumes {
-        if volume["name"] == "config" {
-            *volume = json!({
-                "name": "config",
-                "projected": {"defaultMode": 292, "sources": sources},
-            });
-        }
+        .and_then(|volumes| volumes.iter_mut().find(|v| v["name"] == "config"));
+    if let Some(config) = config {
+        *config = json!({
+            "name": "config",
+            "projected": {"defaultMode": 292, "sources": sources},
+        });
     }
 }
 

@@ -41,13 +41,11 @@ fn apply_schema(value: &mut Value, schema: &Value) {
     match value {
         Value::Object(fields) => {
             let properties = schema.get("properties").and_then(Value::as_object);
-            if let Some(properties) = properties {
-                for (name, property) in properties {
-                    if !fields.contains_key(name)
-                        && let Some(default) = property.get("default")
-                    {
-                        fields.insert(name.clone(), default.clone());
-                    }
+            for (name, property) in properties.into_iter().flatten() {
+                if let Some(default) = property.get("default") {
+                    fields
+                        .entry(name.clone())
+                        .or_insert_with(|| default.clone());
                 }
             }
             let additional = schema.get("additionalProperties");

@@ -50,6 +50,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+// Nulls are dropped as the API server does before validating, and as decoding into a typed Go
+// struct ignores them.
+use aigw::validate::schema::drop_nulls;
 use serde_json::{Map, Value, json};
 
 /// The core/v1 OpenAPI document, whose ObjectMeta checks the `metadata` of custom resources.
@@ -711,18 +714,6 @@ fn apply_defaults(value: &mut Value, schema: &Value) {
                 }
             }
         }
-        _ => {}
-    }
-}
-
-/// Drops `null` fields from every object, as decoding into a typed Go struct ignores them.
-fn drop_nulls(value: &mut Value) {
-    match value {
-        Value::Object(fields) => {
-            fields.retain(|_, v| !v.is_null());
-            fields.values_mut().for_each(drop_nulls);
-        }
-        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
         _ => {}
     }
 }
