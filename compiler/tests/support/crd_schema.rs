@@ -764,6 +764,16 @@ fn is_hostname(s: &str) -> bool {
         })
 }
 
+/// [`crds_dir`], saying on standard error that `what` is skipped when there is none.
+#[allow(dead_code)]
+pub fn crds_dir_or_skip(what: &str) -> Option<PathBuf> {
+    let dir = crds_dir();
+    if dir.is_none() {
+        eprintln!("AIGW_CRDS_DIR not set and ../shared/crds missing: {what} skipped");
+    }
+    dir
+}
+
 /// The schema folder: `AIGW_CRDS_DIR` if set, else `<CARGO_MANIFEST_DIR>/../../shared/crds`.
 /// Returns None when the folder does not exist. When the env var `CI` is "true" a missing folder
 /// is a failure instead: this panics.
