@@ -503,14 +503,18 @@ fn namespace_admitted(
     }
 }
 
-/// Evaluates a Kubernetes LabelSelector.
+/// Evaluates a Kubernetes LabelSelector (`matchLabels`, `matchExpressions` with `In`, `NotIn`,
+/// `Exists`, `DoesNotExist`); a `matchLabels` value that is not a string matches no label.
 pub fn selector_matches(
     selector: &Value,
     labels: &BTreeMap<String, String>,
 ) -> Result<bool, String> {
     if let Some(required) = selector.get("matchLabels").and_then(Value::as_object) {
         for (key, value) in required {
-            if labels.get(key).map(String::as_str) != value.as_str() {
+            if value
+                .as_str()
+                .is_none_or(|v| labels.get(key).map(String::as_str) != Some(v))
+            {
                 return Ok(false);
             }
         }
@@ -924,6 +928,8 @@ mod tests {
         let no = serde_json::json!({"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["ai"]}]});
         assert_eq!(selector_matches(&yes, &labels), Ok(true));
         assert_eq!(selector_matches(&no, &labels), Ok(false));
+        let not_a_string = serde_json::json!({"matchLabels": {"env": 1}});
+        assert_eq!(selector_matches(&not_a_string, &labels), Ok(false));
         assert!(
             selector_matches(
                 &serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Near"}]}),

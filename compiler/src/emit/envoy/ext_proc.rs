@@ -1,7 +1,7 @@
 //! External processing: the `ext_proc` HTTP filters of an EnvoyExtensionPolicy, as Envoy Gateway
 //! builds them, and the label selectors of its `targetSelectors`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
@@ -111,35 +111,17 @@ fn policy_targets(policy: &Value, routes: &[&Value]) -> Vec<String> {
     targets
 }
 
-/// Whether a Kubernetes label selector (`matchLabels`, `matchExpressions` with `In`, `NotIn`,
-/// `Exists`, `DoesNotExist`) holds for `labels`.
+/// Whether a Kubernetes label selector holds for `labels` (an object's `metadata.labels`), as
+/// [`crate::resolve::selector_matches`] evaluates it; an operator it does not know holds for
+/// nothing.
 pub(super) fn label_selector_matches(selector: &Value, labels: Option<&Value>) -> bool {
-    let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
-    let by_labels = selector
-        .get("matchLabels")
+    let labels: BTreeMap<String, String> = labels
         .and_then(Value::as_object)
-        .is_none_or(|wanted| {
-            wanted
-                .iter()
-                .all(|(k, v)| v.as_str().is_some_and(|v| label(k) == Some(v)))
-        });
-    let by_expressions = items(selector, "/matchExpressions")
-        .iter()
-        .all(|expression| {
-            let key = text(expression, "/key").unwrap_or_default();
-            let values: Vec<&str> = items(expression, "/values")
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
-            match text(expression, "/operator") {
-                Some("In") => label(key).is_some_and(|v| values.contains(&v)),
-                Some("NotIn") => label(key).is_none_or(|v| !values.contains(&v)),
-                Some("Exists") => label(key).is_some(),
-                Some("DoesNotExist") => label(key).is_none(),
-                _ => false,
-            }
-        });
-    by_labels && by_expressions
+        .into_iter()
+        .flatten()
+        .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_string())))
+        .collect();
+    crate::resolve::selector_matches(selector, &labels).unwrap_or(false)
 }
 
 /// The `ext_proc` filter for one EnvoyExtensionPolicy `extProc` entry, as Envoy Gateway builds

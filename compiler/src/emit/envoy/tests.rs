@@ -20,6 +20,10 @@ fn label_selectors_match_as_kubernetes_does() {
         &json!({"matchLabels": {"app": "a"}}),
         None
     ));
+    // An operator Kubernetes does not have holds for nothing.
+    assert!(!matches(
+        json!({"matchExpressions": [{"key": "app", "operator": "Near"}]})
+    ));
 }
 
 #[test]
