@@ -240,20 +240,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A valid AIGatewayRoute, as a user writes one.
     fn route() -> Value {
-        json!({
-            "apiVersion": "aigateway.envoyproxy.io/v1beta1",
-            "kind": "AIGatewayRoute",
-            "metadata": {"name": "r", "namespace": "default"},
-            "spec": {
-                "parentRefs": [{"name": "gw"}],
-                "rules": [{
-                    "matches": [{"headers": [{"name": "x-ai-eg-model", "value": "gpt-4o"}]}],
-                    "backendRefs": [{"name": "openai"}],
-                    "timeouts": {"request": "60s"}
-                }]
-            }
-        })
+        serde_saphyr::from_str(
+            "apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{headers: [{name: x-ai-eg-model, value: gpt-4o}]}]
+    backendRefs: [{name: openai}]
+    timeouts: {request: 60s}
+",
+        )
+        .unwrap()
     }
 
     #[test]
