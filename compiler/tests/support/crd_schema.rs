@@ -58,8 +58,6 @@ use serde_json::{Map, Value, json};
 /// The core/v1 OpenAPI document, whose ObjectMeta checks the `metadata` of custom resources.
 const CORE_DOCUMENT: &str = "api__v1_openapi.json";
 const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
-const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
-const INT_OR_STRING: &str = "io.k8s.apimachinery.pkg.util.intstr.IntOrString";
 const COMPONENTS_REF_PREFIX: &str = "#/components/schemas/";
 const DEFINITIONS_REF_PREFIX: &str = "#/definitions/";
 /// The syntax of a `resource.Quantity` string (the pattern Kubernetes code generators emit).
@@ -448,8 +446,13 @@ fn load_openapi_document(
     let mut definitions = Map::new();
     for (name, schema) in schemas {
         let transformed = match name.as_str() {
-            QUANTITY => json!({ "type": ["string", "number"], "pattern": QUANTITY_PATTERN }),
-            INT_OR_STRING => json!({ "type": ["integer", "string"] }),
+            // resource.Quantity and intstr.IntOrString have a custom JSON form.
+            "io.k8s.apimachinery.pkg.api.resource.Quantity" => {
+                json!({ "type": ["string", "number"], "pattern": QUANTITY_PATTERN })
+            }
+            "io.k8s.apimachinery.pkg.util.intstr.IntOrString" => {
+                json!({ "type": ["integer", "string"] })
+            }
             _ => transform(schema, Mode::Builtin, false),
         };
         definitions.insert(name.clone(), transformed);
