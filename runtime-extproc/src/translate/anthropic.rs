@@ -17,8 +17,8 @@
 use serde_json::Value;
 
 use super::{
-    RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated, Translator,
-    UpstreamRequest,
+    RequestContext, RequestResult, ResponseContext, ResponseResult, StreamTranslator,
+    TranslateError, Translated, Translator,
 };
 use crate::usage::TokenUsage;
 
@@ -83,19 +83,11 @@ impl OpenAiChat {
 }
 
 impl Translator for OpenAiChat {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         chat_request(body, ctx.model, &self.target)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let (body, usage) = chat_response(body, ctx.model)?;
         let model = serde_json::from_slice::<Value>(&body)
             .ok()
@@ -168,19 +160,11 @@ impl Messages {
 }
 
 impl Translator for Messages {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         messages_request(body, ctx, &self.target)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         // Passed on as it is, but a Messages answer is a JSON object: anything else is a fault.
         let Some(parsed) = serde_json::from_slice::<Value>(body)
             .ok()
@@ -255,19 +239,11 @@ impl CountTokens {
 }
 
 impl Translator for CountTokens {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         count_tokens_request(body, ctx, &self.target)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let (body, usage) = match self.target {
             AnthropicTarget::AwsAnthropic { .. } => bedrock_count_tokens_response(body)?,
             // Anthropic's own answer: passed on as it is, read for the count.
@@ -289,9 +265,5 @@ impl Translator for CountTokens {
 
     fn error(&self, status: u16, body: &[u8], _ctx: &ResponseContext<'_>) -> Vec<u8> {
         messages_error(status, body)
-    }
-
-    fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(super::PassThrough)
     }
 }

@@ -7,8 +7,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    PassThrough, RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest, invalid,
+    RequestContext, RequestResult, ResponseContext, ResponseResult, TranslateError, Translator,
+    UpstreamRequest, invalid,
 };
 use crate::usage::TokenUsage;
 
@@ -56,11 +56,7 @@ fn rerank_usage(response: &Value) -> TokenUsage {
 }
 
 impl Translator for Rerank {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         let Some(fields) = body.as_object() else {
             return Err(invalid("the body must be a JSON object"));
         };
@@ -79,11 +75,7 @@ impl Translator for Rerank {
         })
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let response: Value = serde_json::from_slice(body).map_err(|err| {
             TranslateError::Upstream(format!("the rerank answer is not JSON: {err}"))
         })?;
@@ -98,11 +90,6 @@ impl Translator for Rerank {
         json!({"error": {"message": text, "type": "CohereBackendError", "param": null, "code": status.to_string()}})
             .to_string()
             .into_bytes()
-    }
-
-    fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        // Rerank never streams; should a provider stream anyway, its bytes pass through.
-        Box::new(PassThrough)
     }
 }
 

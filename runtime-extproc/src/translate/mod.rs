@@ -125,24 +125,29 @@ pub struct Translated {
     pub model: Option<String>,
 }
 
+/// What [`Translator::request`] returns: the request to send upstream, or why there is none.
+pub type RequestResult = Result<UpstreamRequest, TranslateError>;
+
+/// What [`Translator::response`] returns: the response for the client, or why there is none.
+pub type ResponseResult = Result<Translated, TranslateError>;
+
 /// One (client API, backend schema) pair: how requests go out and responses come back.
+///
+/// An implementation writes `request`, `response` and `error`; `stream` has a default for
+/// endpoints that never stream.
 pub trait Translator: Send + Sync + std::fmt::Debug {
     /// Translates the client's request body.
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError>;
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult;
     /// Translates a successful (2xx) buffered response.
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError>;
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult;
     /// Translates an error response (status >= 300) into the client API's error shape.
     fn error(&self, status: u16, body: &[u8], ctx: &ResponseContext<'_>) -> Vec<u8>;
-    /// A translator for a streamed successful response.
-    fn stream(&self, ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator>;
+    /// A translator for a streamed successful response. The default, for endpoints that never
+    /// stream (embeddings, rerank, token counting), passes the bytes on unchanged with no
+    /// usage read ([`PassThrough`]), should a provider stream anyway.
+    fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
+        Box::new(PassThrough)
+    }
 }
 
 /// The translator for requests to `endpoint` served by a backend speaking `schema`; `None`
@@ -249,11 +254,7 @@ pub fn base64_embedding(vector: &[Value]) -> Option<String> {
 }
 
 impl<T: Translator> Translator for Base64Embeddings<T> {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         if body.get("encoding_format").and_then(Value::as_str) == Some("base64") {
             self.base64 = true;
             let mut floats = body.clone();
@@ -265,11 +266,7 @@ impl<T: Translator> Translator for Base64Embeddings<T> {
         self.inner.request(body, ctx)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let mut translated = self.inner.response(body, ctx)?;
         if !self.base64 {
             return Ok(translated);

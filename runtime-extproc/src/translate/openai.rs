@@ -17,8 +17,8 @@ use serde_json::{Map, Value, json};
 use super::anthropic::{error_type_for, messages_error, messages_sse_event};
 use super::sse::{SseEvents, SseReader};
 use super::{
-    RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated, Translator,
-    UpstreamRequest, invalid, number_field, unsupported,
+    RequestContext, RequestResult, ResponseContext, ResponseResult, StreamTranslator,
+    TranslateError, Translated, Translator, UpstreamRequest, invalid, number_field, unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -43,11 +43,7 @@ impl AnthropicMessages {
 }
 
 impl Translator for AnthropicMessages {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         let body = messages_request(body, ctx.model)?;
         Ok(UpstreamRequest {
             path: self.path.clone(),
@@ -56,11 +52,7 @@ impl Translator for AnthropicMessages {
         })
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         messages_response(body, ctx.model)
     }
 

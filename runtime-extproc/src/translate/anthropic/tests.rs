@@ -1,5 +1,6 @@
 use super::response::*;
 use super::*;
+use crate::translate::UpstreamRequest;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
