@@ -842,8 +842,14 @@ impl MessagesStream {
         })));
         out.extend(messages_sse_event(&json!({"type": "message_stop"})));
     }
+}
 
-    fn event(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
+impl SseEvents for MessagesStream {
+    fn reader(&mut self) -> &mut SseReader {
+        &mut self.reader
+    }
+
+    fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
         if data.trim_ascii() == b"[DONE]" {
             self.done = true;
             self.end(out);
@@ -854,16 +860,6 @@ impl MessagesStream {
         })?;
         self.chunk(&chunk, out);
         Ok(())
-    }
-}
-
-impl SseEvents for MessagesStream {
-    fn reader(&mut self) -> &mut SseReader {
-        &mut self.reader
-    }
-
-    fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        self.event(data, out)
     }
 }
 

@@ -4,9 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::translate::sse::{SseEvents, SseReader, event_text};
-use crate::translate::{
-    SSE_DONE, StreamTranslator, TranslateError, finish_reason, sse_event, usage_chunk,
-};
+use crate::translate::{StreamTranslator, TranslateError, finish_reason, sse_event, usage_chunk};
 use crate::usage::TokenUsage;
 
 /// Anthropic `usage` as OpenAI `usage` and [`TokenUsage`]: prompt tokens include cache reads
@@ -164,7 +162,6 @@ pub struct ChatStream {
     started: bool,
     /// Anthropic block index to OpenAI tool call index.
     tool_blocks: Vec<(u64, usize)>,
-    finished: bool,
 }
 
 impl ChatStream {
@@ -184,19 +181,6 @@ impl ChatStream {
             "model": self.model.as_deref().unwrap_or(&self.requested_model),
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         }))
-    }
-
-    /// Translates the data of one complete server-sent event.
-    fn data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        let data = std::str::from_utf8(data)
-            .map_err(|_| TranslateError::Upstream("event data is not UTF-8".into()))?;
-        let Some(data) = event_text(data) else {
-            return Ok(());
-        };
-        let event: Value = serde_json::from_str(data)
-            .map_err(|err| TranslateError::Upstream(format!("event data is not JSON: {err}")))?;
-        out.extend(self.event(&event));
-        Ok(())
     }
 
     /// Translates one decoded Anthropic stream event (the JSON of its `data:`).
@@ -305,8 +289,17 @@ impl SseEvents for ChatStream {
         &mut self.reader
     }
 
+    /// Translates the data of one complete server-sent event.
     fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        self.data(data, out)
+        let data = std::str::from_utf8(data)
+            .map_err(|_| TranslateError::Upstream("event data is not UTF-8".into()))?;
+        let Some(data) = event_text(data) else {
+            return Ok(());
+        };
+        let event: Value = serde_json::from_str(data)
+            .map_err(|err| TranslateError::Upstream(format!("event data is not JSON: {err}")))?;
+        out.extend(self.event(&event));
+        Ok(())
     }
 }
 
@@ -316,22 +309,16 @@ impl StreamTranslator for ChatStream {
     }
 
     fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
-        let mut out = Vec::new();
-        if self.finished {
-            return Ok(out);
-        }
-        self.finished = true;
-        self.finish_events(&mut out)?;
-        if self.started {
-            out.extend(usage_chunk(
-                self.id.as_deref().unwrap_or(""),
-                0,
-                self.model.as_deref().unwrap_or(&self.requested_model),
-                &self.usage,
-            ));
-        }
-        out.extend_from_slice(SSE_DONE);
-        Ok(out)
+        self.finish_chat(|stream| {
+            stream.started.then(|| {
+                usage_chunk(
+                    stream.id.as_deref().unwrap_or(""),
+                    0,
+                    stream.model.as_deref().unwrap_or(&stream.requested_model),
+                    &stream.usage,
+                )
+            })
+        })
     }
 
     fn usage(&self) -> TokenUsage {
