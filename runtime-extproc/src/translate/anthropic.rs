@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::{
     RequestContext, RequestResult, ResponseContext, ResponseResult, StreamTranslator,
-    TranslateError, Translated, Translator,
+    TranslateError, Translated, Translator, path_escape,
 };
 use crate::usage::TokenUsage;
 
@@ -66,6 +66,68 @@ pub enum AnthropicTarget {
         /// `anthropic_version` body field (`bedrock-2023-05-31` when empty).
         version: String,
     },
+}
+
+impl AnthropicTarget {
+    /// The upstream path of a Messages request for `model`, streamed or not.
+    fn messages_path(&self, model: &str, stream: bool) -> String {
+        match self {
+            AnthropicTarget::Anthropic { prefix } => format!("/{}/messages", api_prefix(prefix)),
+            AnthropicTarget::GcpAnthropic { .. } => {
+                let method = if stream {
+                    "streamRawPredict"
+                } else {
+                    "rawPredict"
+                };
+                format!(
+                    "publishers/anthropic/models/{}:{method}",
+                    path_escape(model)
+                )
+            }
+            AnthropicTarget::AwsAnthropic { .. } => {
+                let action = if stream {
+                    "invoke-with-response-stream"
+                } else {
+                    "invoke"
+                };
+                format!("/model/{}/{action}", path_escape(model))
+            }
+        }
+    }
+}
+
+/// The path prefix of Anthropic's own API: the configured one without slashes, `v1` when
+/// empty.
+fn api_prefix(prefix: &str) -> &str {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() { "v1" } else { prefix }
+}
+
+/// The configured `anthropic_version`, or `default` when none is.
+fn version_or<'a>(version: &'a str, default: &'a str) -> &'a str {
+    if version.is_empty() { default } else { version }
+}
+
+/// The configured `anthropic_version` that Vertex AI requires for requests passed in the
+/// Anthropic API itself: none is refused (422).
+fn required_gcp_version(version: &str) -> Result<&str, TranslateError> {
+    if version.is_empty() {
+        return Err(super::unsupported(
+            "the AIServiceBackend schema version must be set for GCPAnthropic: it is the \
+             anthropic_version Vertex AI requires (for example vertex-2023-10-16)",
+        ));
+    }
+    Ok(version)
+}
+
+/// The `anthropic-version` header for Anthropic's own API: the client's, else
+/// [`ANTHROPIC_VERSION`].
+fn version_header(ctx: &RequestContext<'_>) -> (String, String) {
+    let version = ctx
+        .header("anthropic-version")
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or(ANTHROPIC_VERSION);
+    ("anthropic-version".to_string(), version.to_string())
 }
 
 /// OpenAI chat completions served by an Anthropic Messages backend (Anthropic, GCP Vertex AI

@@ -5,11 +5,10 @@ use serde_json::{Map, Value, json};
 
 use super::{
     ANTHROPIC_VERSION, AWS_DEFAULT_VERSION, AnthropicTarget, DEFAULT_MAX_TOKENS,
-    GCP_DEFAULT_VERSION, MIN_THINKING_BUDGET,
+    GCP_DEFAULT_VERSION, MIN_THINKING_BUDGET, version_or,
 };
 use crate::translate::{
-    TranslateError, UpstreamRequest, data_url, function_call, invalid, number_field, path_escape,
-    unsupported,
+    TranslateError, UpstreamRequest, data_url, function_call, invalid, number_field, unsupported,
 };
 
 /// Translates an OpenAI chat completion request into an Anthropic Messages request for
@@ -117,50 +116,25 @@ pub(super) fn target_path(
     body: &mut Map<String, Value>,
 ) -> String {
     match target {
-        AnthropicTarget::Anthropic { prefix } => {
+        AnthropicTarget::Anthropic { .. } => {
             body.insert("model".into(), json!(model));
             if stream {
                 body.insert("stream".into(), json!(true));
             }
-            let prefix = prefix.trim_matches('/');
-            let prefix = if prefix.is_empty() { "v1" } else { prefix };
-            format!("/{prefix}/messages")
         }
         AnthropicTarget::GcpAnthropic { version } => {
-            let version = if version.is_empty() {
-                GCP_DEFAULT_VERSION
-            } else {
-                version
-            };
+            let version = version_or(version, GCP_DEFAULT_VERSION);
             body.insert("anthropic_version".into(), json!(version));
             if stream {
                 body.insert("stream".into(), json!(true));
             }
-            let method = if stream {
-                "streamRawPredict"
-            } else {
-                "rawPredict"
-            };
-            format!(
-                "publishers/anthropic/models/{}:{method}",
-                path_escape(model)
-            )
         }
         AnthropicTarget::AwsAnthropic { version } => {
-            let version = if version.is_empty() {
-                AWS_DEFAULT_VERSION
-            } else {
-                version
-            };
+            let version = version_or(version, AWS_DEFAULT_VERSION);
             body.insert("anthropic_version".into(), json!(version));
-            let action = if stream {
-                "invoke-with-response-stream"
-            } else {
-                "invoke"
-            };
-            format!("/model/{}/{action}", path_escape(model))
         }
     }
+    target.messages_path(model, stream)
 }
 
 /// Rejects request fields the Messages API has no equivalent for.
