@@ -74,11 +74,16 @@ pub struct ResponseContext<'a> {
 impl ResponseContext<'_> {
     /// A response header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        header(self.headers, name)
     }
+}
+
+/// The value of the header `name` (lower-case) in `headers`.
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 impl std::fmt::Debug for RequestContext<'_> {
@@ -107,10 +112,7 @@ impl ResponseContext<'_> {
 impl RequestContext<'_> {
     /// A request header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        header(self.headers, name)
     }
 }
 
@@ -391,17 +393,25 @@ pub(crate) fn merge_turn(turns: &mut Vec<Value>, role: &str, key: &str, items: V
     turns.push(Value::Object(turn));
 }
 
+/// `field` as a string; a request whose field is absent or not a string is refused with
+/// `message` (400).
+pub(crate) fn required_str<'a>(
+    field: Option<&'a Value>,
+    message: &str,
+) -> Result<&'a str, TranslateError> {
+    field
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(message))
+}
+
 /// The id, function name and arguments of an OpenAI assistant tool call (its `type` is the
 /// caller's to check). Blank arguments are `{}`; arguments that are not JSON are refused.
 pub(crate) fn function_call(call: &Value) -> Result<(&str, &str, Value), TranslateError> {
-    let id = call
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("a tool call needs an id"))?;
-    let name = call
-        .pointer("/function/name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("a tool call needs function.name"))?;
+    let id = required_str(call.get("id"), "a tool call needs an id")?;
+    let name = required_str(
+        call.pointer("/function/name"),
+        "a tool call needs function.name",
+    )?;
     let arguments = call
         .pointer("/function/arguments")
         .and_then(Value::as_str)

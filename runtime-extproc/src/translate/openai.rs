@@ -18,7 +18,8 @@ use super::anthropic::{error_type_for, messages_error, messages_sse_event};
 use super::sse::{SseEvents, SseReader};
 use super::{
     RequestContext, RequestResult, ResponseContext, ResponseResult, StreamTranslator,
-    TranslateError, Translated, Translator, UpstreamRequest, invalid, number_field, unsupported,
+    TranslateError, Translated, Translator, UpstreamRequest, invalid, number_field, required_str,
+    unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -90,10 +91,7 @@ pub fn messages_request(request: &Value, model: &str) -> Result<Value, Translate
         messages.push(json!({"role": "system", "content": system}));
     }
     for turn in turns {
-        let role = turn
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("every message needs a role"))?;
+        let role = required_str(turn.get("role"), "every message needs a role")?;
         let content = turn.get("content").unwrap_or(&Value::Null);
         match role {
             "user" => user_messages(content, &mut messages)?,
@@ -176,18 +174,11 @@ fn system_text(system: Option<&Value>) -> Result<Option<String>, TranslateError>
 }
 
 fn text_of(block: &Value) -> Result<String, TranslateError> {
-    block
-        .get("text")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| invalid("a text block needs text"))
+    required_str(block.get("text"), "a text block needs text").map(str::to_string)
 }
 
 fn block_type(block: &Value) -> Result<&str, TranslateError> {
-    block
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("every content block needs a type"))
+    required_str(block.get("type"), "every content block needs a type")
 }
 
 /// An image block as an OpenAI `image_url` part.
@@ -197,21 +188,12 @@ fn image_part(block: &Value) -> Result<Value, TranslateError> {
         .ok_or_else(|| invalid("an image block needs a source"))?;
     let url = match source.get("type").and_then(Value::as_str) {
         Some("base64") => {
-            let media_type = source
-                .get("media_type")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid("a base64 image needs media_type"))?;
-            let data = source
-                .get("data")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid("a base64 image needs data"))?;
+            let media_type =
+                required_str(source.get("media_type"), "a base64 image needs media_type")?;
+            let data = required_str(source.get("data"), "a base64 image needs data")?;
             format!("data:{media_type};base64,{data}")
         }
-        Some("url") => source
-            .get("url")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("a url image needs url"))?
-            .to_string(),
+        Some("url") => required_str(source.get("url"), "a url image needs url")?.to_string(),
         Some(other) => {
             return Err(unsupported(format!(
                 "{other} image sources cannot be sent to an OpenAI backend"
@@ -254,10 +236,10 @@ fn document_part(block: &Value) -> Result<Value, TranslateError> {
 
 /// A `tool_result` block as an OpenAI `tool` message (text blocks joined by newlines).
 fn tool_message(block: &Value) -> Result<Value, TranslateError> {
-    let id = block
-        .get("tool_use_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("a tool_result block needs tool_use_id"))?;
+    let id = required_str(
+        block.get("tool_use_id"),
+        "a tool_result block needs tool_use_id",
+    )?;
     let content = match block.get("content") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(text)) => text.clone(),
@@ -332,14 +314,8 @@ fn assistant_message(content: &Value) -> Result<Option<Value>, TranslateError> {
         match block_type(block)? {
             "text" => text.push_str(&text_of(block)?),
             "tool_use" => {
-                let id = block
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("a tool_use block needs an id"))?;
-                let name = block
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("a tool_use block needs a name"))?;
+                let id = required_str(block.get("id"), "a tool_use block needs an id")?;
+                let name = required_str(block.get("name"), "a tool_use block needs a name")?;
                 let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
                 calls.push(json!({
                     "id": id,
@@ -385,10 +361,7 @@ fn tools(tools: Option<&Value>) -> Result<Vec<Value>, TranslateError> {
                 )));
             }
         }
-        let name = tool
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("a tool needs a name"))?;
+        let name = required_str(tool.get("name"), "a tool needs a name")?;
         let mut function = json!({
             "name": name,
             "parameters": tool
@@ -416,10 +389,7 @@ fn tool_choice(choice: &Value) -> Result<(Value, bool), TranslateError> {
         Some("any") => json!("required"),
         Some("none") => json!("none"),
         Some("tool") => {
-            let name = choice
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid("a tool tool_choice needs a name"))?;
+            let name = required_str(choice.get("name"), "a tool tool_choice needs a name")?;
             json!({"type": "function", "function": {"name": name}})
         }
         Some(other) => return Err(invalid(format!("unknown tool_choice type {other:?}"))),

@@ -8,7 +8,8 @@ use super::{
     GCP_DEFAULT_VERSION, MIN_THINKING_BUDGET, version_or,
 };
 use crate::translate::{
-    TranslateError, UpstreamRequest, data_url, function_call, invalid, number_field, unsupported,
+    TranslateError, UpstreamRequest, data_url, function_call, invalid, number_field, required_str,
+    unsupported,
 };
 
 /// Translates an OpenAI chat completion request into an Anthropic Messages request for
@@ -251,10 +252,7 @@ pub(super) fn messages(
     // Whether the last turn is a user turn that holds tool results.
     let mut open_results = false;
     for message in list {
-        let role = message
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("every message needs a role"))?;
+        let role = required_str(message.get("role"), "every message needs a role")?;
         let content = message.get("content").unwrap_or(&Value::Null);
         match role {
             "system" | "developer" => {
@@ -294,10 +292,10 @@ pub(super) fn messages(
                 turns.push(json!({"role": "assistant", "content": content}));
             }
             "tool" | "function" => {
-                let id = message
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("a tool message needs tool_call_id"))?;
+                let id = required_str(
+                    message.get("tool_call_id"),
+                    "a tool message needs tool_call_id",
+                )?;
                 let mut result = json!({"type": "tool_result", "tool_use_id": id});
                 let blocks = text_blocks(content, role)?;
                 result["content"] = match content {
@@ -362,10 +360,7 @@ pub(super) fn text_blocks(content: &Value, role: &str) -> Result<Vec<Value>, Tra
                     } else {
                         "refusal"
                     };
-                    let text = part
-                        .get(key)
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| invalid("a text part needs text"))?;
+                    let text = required_str(part.get(key), "a text part needs text")?;
                     Ok(with_cache_control(
                         json!({"type": "text", "text": text}),
                         part,
@@ -393,10 +388,10 @@ pub(super) fn user_blocks(content: &Value) -> Result<Vec<Value>, TranslateError>
         let block = match part.get("type").and_then(Value::as_str) {
             Some("text") => text_blocks(&Value::Array(vec![part.clone()]), "user")?.remove(0),
             Some("image_url") => {
-                let url = part
-                    .pointer("/image_url/url")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("an image_url part needs image_url.url"))?;
+                let url = required_str(
+                    part.pointer("/image_url/url"),
+                    "an image_url part needs image_url.url",
+                )?;
                 with_cache_control(json!({"type": "image", "source": image_source(url)?}), part)
             }
             Some("file") => {
@@ -485,10 +480,7 @@ pub(super) fn tools(tools: Option<&Value>) -> Result<Option<Value>, TranslateErr
         let function = tool
             .get("function")
             .ok_or_else(|| invalid("a function tool needs function"))?;
-        let name = function
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("a function tool needs a name"))?;
+        let name = required_str(function.get("name"), "a function tool needs a name")?;
         let mut entry = json!({
             "name": name,
             "input_schema": function
