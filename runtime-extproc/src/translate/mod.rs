@@ -360,6 +360,61 @@ pub(crate) fn number_field(
     Ok(())
 }
 
+/// OpenAI `max_completion_tokens`, else `max_tokens`, when the request sets one.
+pub(crate) fn explicit_max_tokens(
+    fields: &Map<String, Value>,
+) -> Result<Option<u64>, TranslateError> {
+    match fields
+        .get("max_completion_tokens")
+        .filter(|v| !v.is_null())
+        .or_else(|| fields.get("max_tokens").filter(|v| !v.is_null()))
+    {
+        Some(value) => value
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| invalid("max_tokens must be a non-negative integer")),
+        None => Ok(None),
+    }
+}
+
+/// OpenAI `stop` (a string or a list of strings) as a list of stop sequences; `None` when
+/// there is none.
+pub(crate) fn openai_stop(stop: Option<&Value>) -> Result<Option<Value>, TranslateError> {
+    match stop {
+        Some(Value::String(stop)) => Ok(Some(json!([stop]))),
+        other => string_list(other, "stop must be a string or a list of strings"),
+    }
+}
+
+/// A request field that is a list of strings (Anthropic `stop_sequences`); `None` when it is
+/// absent, `null` or empty; anything else is refused with `message` (400).
+pub(crate) fn string_list(
+    list: Option<&Value>,
+    message: &str,
+) -> Result<Option<Value>, TranslateError> {
+    match list {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+            Ok((!items.is_empty()).then(|| Value::Array(items.clone())))
+        }
+        Some(_) => Err(invalid(message)),
+    }
+}
+
+/// Whether an OpenAI chat request asks for more than one choice (`n` > 1).
+pub(crate) fn asks_several_choices(fields: &Map<String, Value>) -> bool {
+    fields
+        .get("n")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 1)
+}
+
+/// Whether an OpenAI chat request asks for log probabilities (`logprobs` or `top_logprobs`).
+pub(crate) fn asks_logprobs(fields: &Map<String, Value>) -> bool {
+    fields.get("logprobs").and_then(Value::as_bool) == Some(true)
+        || fields.get("top_logprobs").is_some_and(|v| !v.is_null())
+}
+
 /// The last chunk of an OpenAI chat stream translated from another API: no choices, the
 /// stream's usage (what `stream_options.include_usage` asks of OpenAI).
 pub(crate) fn usage_chunk(id: &str, created: u64, model: &str, usage: &TokenUsage) -> Vec<u8> {
@@ -627,6 +682,46 @@ mod tests {
                 "{name:?}"
             );
         }
+    }
+
+    #[test]
+    fn stop_lists() {
+        let stop = |v: Value| openai_stop(Some(&v));
+        assert_eq!(stop(json!("x")), Ok(Some(json!(["x"]))));
+        assert_eq!(stop(json!(["a", "b"])), Ok(Some(json!(["a", "b"]))));
+        assert_eq!(stop(json!([])), Ok(None));
+        assert_eq!(stop(Value::Null), Ok(None));
+        assert_eq!(openai_stop(None), Ok(None));
+        let refused = invalid("stop must be a string or a list of strings");
+        assert_eq!(stop(json!(["a", 1])), Err(refused.clone()));
+        assert_eq!(stop(json!(1)), Err(refused));
+        assert_eq!(
+            string_list(Some(&json!("x")), "a list"),
+            Err(invalid("a list"))
+        );
+    }
+
+    #[test]
+    fn what_a_chat_request_asks() {
+        let fields = |v: Value| v.as_object().cloned().unwrap();
+        assert!(asks_several_choices(&fields(json!({"n": 2}))));
+        assert!(!asks_several_choices(&fields(json!({"n": 1}))));
+        assert!(asks_logprobs(&fields(json!({"logprobs": true}))));
+        assert!(asks_logprobs(&fields(json!({"top_logprobs": 2}))));
+        assert!(!asks_logprobs(&fields(
+            json!({"logprobs": false, "top_logprobs": null})
+        )));
+        assert_eq!(
+            explicit_max_tokens(&fields(
+                json!({"max_tokens": 5, "max_completion_tokens": 7})
+            )),
+            Ok(Some(7))
+        );
+        assert_eq!(
+            explicit_max_tokens(&fields(json!({"max_tokens": 5}))),
+            Ok(Some(5))
+        );
+        assert!(explicit_max_tokens(&fields(json!({"max_tokens": -1}))).is_err());
     }
 
     #[test]

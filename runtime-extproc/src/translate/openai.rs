@@ -19,7 +19,7 @@ use super::sse::{SseEvents, SseReader};
 use super::{
     RequestContext, RequestResult, ResponseContext, ResponseResult, StreamTranslator,
     TranslateError, Translated, Translator, UpstreamRequest, invalid, number_field, required_str,
-    unsupported,
+    string_list, unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -116,17 +116,9 @@ pub fn messages_request(request: &Value, model: &str) -> Result<Value, Translate
     for name in ["temperature", "top_p"] {
         number_field(fields, name, name, &mut body)?;
     }
-    match fields.get("stop_sequences") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(stops)) => {
-            if stops.iter().any(|s| !s.is_string()) {
-                return Err(invalid("stop_sequences must be a list of strings"));
-            }
-            if !stops.is_empty() {
-                body.insert("stop".into(), Value::Array(stops.clone()));
-            }
-        }
-        Some(_) => return Err(invalid("stop_sequences must be a list of strings")),
+    let stops = fields.get("stop_sequences");
+    if let Some(stops) = string_list(stops, "stop_sequences must be a list of strings")? {
+        body.insert("stop".into(), stops);
     }
     let tools = tools(fields.get("tools"))?;
     let has_tools = !tools.is_empty();

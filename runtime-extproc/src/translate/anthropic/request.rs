@@ -8,7 +8,8 @@ use super::{
     GCP_DEFAULT_VERSION, MIN_THINKING_BUDGET, version_or,
 };
 use crate::translate::{
-    TranslateError, UpstreamRequest, data_url, function_call, invalid, number_field, required_str,
+    TranslateError, UpstreamRequest, asks_logprobs, asks_several_choices, data_url,
+    explicit_max_tokens, function_call, invalid, number_field, openai_stop, required_str,
     unsupported,
 };
 
@@ -45,7 +46,7 @@ pub fn chat_request(
     for name in ["temperature", "top_p", "top_k"] {
         number_field(fields, name, name, &mut body)?;
     }
-    if let Some(stops) = stop_sequences(fields.get("stop"))? {
+    if let Some(stops) = openai_stop(fields.get("stop"))? {
         body.insert("stop_sequences".into(), stops);
     }
     if let Some(tools) = tools(fields.get("tools"))? {
@@ -73,39 +74,6 @@ pub fn chat_request(
         body: Value::Object(body).to_string().into_bytes(),
         headers,
     })
-}
-
-/// `max_completion_tokens`, else `max_tokens`, when the request sets one.
-pub(super) fn explicit_max_tokens(
-    fields: &Map<String, Value>,
-) -> Result<Option<u64>, TranslateError> {
-    match fields
-        .get("max_completion_tokens")
-        .filter(|v| !v.is_null())
-        .or_else(|| fields.get("max_tokens").filter(|v| !v.is_null()))
-    {
-        Some(value) => value
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| invalid("max_tokens must be a non-negative integer")),
-        None => Ok(None),
-    }
-}
-
-/// OpenAI `stop` (a string or a list of strings) as Anthropic `stop_sequences`; `None` when
-/// there is none.
-pub(super) fn stop_sequences(stop: Option<&Value>) -> Result<Option<Value>, TranslateError> {
-    match stop {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(stop)) => Ok(Some(json!([stop]))),
-        Some(Value::Array(stops)) => {
-            if stops.iter().any(|s| !s.is_string()) {
-                return Err(invalid("stop must be a string or a list of strings"));
-            }
-            Ok((!stops.is_empty()).then(|| Value::Array(stops.clone())))
-        }
-        Some(_) => Err(invalid("stop must be a string or a list of strings")),
-    }
 }
 
 /// The upstream path of a Messages request to `target`, with the body fields that target
@@ -140,18 +108,12 @@ pub(super) fn target_path(
 
 /// Rejects request fields the Messages API has no equivalent for.
 pub(super) fn check_unsupported(fields: &Map<String, Value>) -> Result<(), TranslateError> {
-    if fields
-        .get("n")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 1)
-    {
+    if asks_several_choices(fields) {
         return Err(unsupported(
             "Anthropic returns one choice per request: n must be 1",
         ));
     }
-    if fields.get("logprobs").and_then(Value::as_bool) == Some(true)
-        || fields.get("top_logprobs").is_some_and(|v| !v.is_null())
-    {
+    if asks_logprobs(fields) {
         return Err(unsupported("Anthropic does not return logprobs"));
     }
     if fields.get("audio").is_some_and(|v| !v.is_null())
