@@ -130,23 +130,14 @@ fn version_header(ctx: &RequestContext<'_>) -> (String, String) {
     ("anthropic-version".to_string(), version.to_string())
 }
 
-/// OpenAI chat completions served by an Anthropic Messages backend (Anthropic, GCP Vertex AI
-/// or AWS Bedrock).
+/// OpenAI chat completions served by the Anthropic Messages backend it holds (Anthropic, GCP
+/// Vertex AI or AWS Bedrock).
 #[derive(Debug, Clone)]
-pub struct OpenAiChat {
-    target: AnthropicTarget,
-}
-
-impl OpenAiChat {
-    /// The translator for `target`.
-    pub fn new(target: AnthropicTarget) -> Self {
-        OpenAiChat { target }
-    }
-}
+pub struct OpenAiChat(pub AnthropicTarget);
 
 impl Translator for OpenAiChat {
     fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
-        chat_request(body, ctx.model, &self.target)
+        chat_request(body, ctx.model, &self.0)
     }
 
     fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
@@ -162,7 +153,7 @@ impl Translator for OpenAiChat {
     }
 
     fn stream(&self, ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        match self.target {
+        match self.0 {
             // Bedrock wraps each Anthropic event in an event-stream frame.
             AnthropicTarget::AwsAnthropic { .. } => Box::new(Chained {
                 first: BedrockMessagesStream::default(),
@@ -206,24 +197,15 @@ impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for Chained<A, B
     }
 }
 
-/// The Anthropic Messages API (`/anthropic/v1/messages`) passed to an Anthropic-family backend
-/// (Anthropic, GCP Vertex AI or AWS Bedrock): the body keeps the client's fields, only the
-/// model, path and version fields change; responses pass through and are read for usage.
+/// The Anthropic Messages API (`/anthropic/v1/messages`) passed to the Anthropic-family backend
+/// it holds (Anthropic, GCP Vertex AI or AWS Bedrock): the body keeps the client's fields, only
+/// the model, path and version fields change; responses pass through and are read for usage.
 #[derive(Debug, Clone)]
-pub struct Messages {
-    target: AnthropicTarget,
-}
-
-impl Messages {
-    /// The translator for `target`.
-    pub fn new(target: AnthropicTarget) -> Self {
-        Messages { target }
-    }
-}
+pub struct Messages(pub AnthropicTarget);
 
 impl Translator for Messages {
     fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
-        messages_request(body, ctx, &self.target)
+        messages_request(body, ctx, &self.0)
     }
 
     fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
@@ -258,7 +240,7 @@ impl Translator for Messages {
     }
 
     fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        match self.target {
+        match self.0 {
             AnthropicTarget::AwsAnthropic { .. } => Box::new(BedrockMessagesStream::default()),
             _ => Box::new(MessagesPassThrough::default()),
         }
@@ -268,8 +250,8 @@ impl Translator for Messages {
 #[cfg(test)]
 mod tests;
 
-/// The Anthropic token-counting API (`/anthropic/v1/messages/count_tokens`) passed to an
-/// Anthropic-family backend. The request is a Messages request without the `max_tokens`
+/// The Anthropic token-counting API (`/anthropic/v1/messages/count_tokens`) passed to the
+/// Anthropic-family backend it holds. The request is a Messages request without the `max_tokens`
 /// requirement; the answer is `{"input_tokens": n}`.
 ///
 /// - Anthropic: `/<prefix>/messages/count_tokens`, the client's body with the model, and the
@@ -289,24 +271,15 @@ mod tests;
 /// as input usage, as upstream does; nothing is generated, so there is no output or total.
 /// Errors come back in the Anthropic error shape ([`messages_error`]).
 #[derive(Debug, Clone)]
-pub struct CountTokens {
-    target: AnthropicTarget,
-}
-
-impl CountTokens {
-    /// The translator for `target`.
-    pub fn new(target: AnthropicTarget) -> Self {
-        CountTokens { target }
-    }
-}
+pub struct CountTokens(pub AnthropicTarget);
 
 impl Translator for CountTokens {
     fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
-        count_tokens_request(body, ctx, &self.target)
+        count_tokens_request(body, ctx, &self.0)
     }
 
     fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
-        let (body, usage) = match self.target {
+        let (body, usage) = match self.0 {
             AnthropicTarget::AwsAnthropic { .. } => bedrock_count_tokens_response(body)?,
             // Anthropic's own answer: passed on as it is, read for the count.
             _ => {

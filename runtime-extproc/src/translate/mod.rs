@@ -24,6 +24,8 @@ pub mod gemini;
 pub mod multipart;
 pub mod openai;
 pub(crate) mod sse;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 /// Why a request or response could not be translated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -201,10 +203,10 @@ pub fn select(
         },
         ApiSchema::Anthropic | ApiSchema::GCPAnthropic | ApiSchema::AWSAnthropic => {
             match endpoint {
-                Endpoint::ChatCompletions => Some(Box::new(OpenAiChat::new(anthropic_target()))),
-                Endpoint::Messages => Some(Box::new(anthropic::Messages::new(anthropic_target()))),
+                Endpoint::ChatCompletions => Some(Box::new(OpenAiChat(anthropic_target()))),
+                Endpoint::Messages => Some(Box::new(anthropic::Messages(anthropic_target()))),
                 Endpoint::MessagesCountTokens => {
-                    Some(Box::new(anthropic::CountTokens::new(anthropic_target())))
+                    Some(Box::new(anthropic::CountTokens(anthropic_target())))
                 }
                 _ => return Err(cannot()),
             }
