@@ -4,13 +4,13 @@
 //! (`meta.tokens`) is read for metrics and costs. Error bodies that are JSON pass through; any
 //! other error text is wrapped in the OpenAI error shape.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{
     RequestContext, RequestResult, ResponseContext, ResponseResult, TranslateError, Translator,
-    UpstreamRequest, invalid,
+    UpstreamRequest, invalid, openai_error,
 };
-use crate::usage::TokenUsage;
+use crate::usage::{TokenUsage, reported_sum};
 
 /// Rerank requests for a Cohere backend.
 #[derive(Debug, Clone)]
@@ -43,14 +43,10 @@ fn rerank_usage(response: &Value) -> TokenUsage {
     };
     let input = count("input_tokens");
     let output = count("output_tokens");
-    let total = match (input, output) {
-        (None, None) => None,
-        (i, o) => Some(i.unwrap_or(0).saturating_add(o.unwrap_or(0))),
-    };
     TokenUsage {
         input,
         output,
-        total,
+        total: reported_sum(&[input, output]),
         ..TokenUsage::default()
     }
 }
@@ -86,16 +82,15 @@ impl Translator for Rerank {
         if serde_json::from_slice::<Value>(body).is_ok_and(|v| v.is_object()) {
             return body.to_vec();
         }
-        let text = String::from_utf8_lossy(body).trim().to_string();
-        json!({"error": {"message": text, "type": "CohereBackendError", "param": null, "code": status.to_string()}})
-            .to_string()
-            .into_bytes()
+        let text = String::from_utf8_lossy(body);
+        openai_error(status, text.trim(), "CohereBackendError")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn ctx() -> RequestContext<'static> {
         RequestContext {

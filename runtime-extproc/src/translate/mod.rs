@@ -482,6 +482,23 @@ pub(crate) fn function_call(call: &Value) -> Result<(&str, &str, Value), Transla
     Ok((id, name, arguments))
 }
 
+/// An error body in the OpenAI shape for a provider's error answer with status `status`:
+/// `{"error": {"message", "type", "param": null, "code": "<status>"}}`.
+pub(crate) fn openai_error(status: u16, message: &str, kind: &str) -> Vec<u8> {
+    json!({"error": {"message": message, "type": kind, "param": null, "code": status.to_string()}})
+        .to_string()
+        .into_bytes()
+}
+
+/// The `message` of a provider's error object, else the whole error body as text.
+pub(crate) fn error_message(error: Option<&Value>, body: &[u8]) -> String {
+    error
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
+
 /// Percent-encodes one path segment as Go's `url.PathEscape` does (upstream builds provider
 /// paths with it): unreserved characters and `$&+:=@` stay, `/`, `;`, `,`, `?` and the rest are
 /// escaped.

@@ -491,17 +491,10 @@ pub fn messages_response(body: &[u8], model: &str) -> Result<Translated, Transla
             stop_sequence = json!(sequence);
         }
     }
-    let usage = completion
-        .get("usage")
-        .filter(|u| u.is_object())
-        .map(TokenUsage::from_openai)
-        .unwrap_or_default();
-    let model = completion
-        .get("model")
-        .and_then(Value::as_str)
+    let (usage, reported) = crate::usage::from_value(&completion);
+    let model = reported
         .filter(|m| !m.is_empty())
-        .unwrap_or(model)
-        .to_string();
+        .unwrap_or_else(|| model.to_string());
     let message = json!({
         "id": completion.get("id").and_then(Value::as_str).unwrap_or(""),
         "type": "message",

@@ -4,8 +4,11 @@
 use serde_json::{Value, json};
 
 use crate::translate::sse::{SseEvents, SseReader, event_text};
-use crate::translate::{StreamTranslator, TranslateError, finish_reason, sse_event, usage_chunk};
-use crate::usage::TokenUsage;
+use crate::translate::{
+    StreamTranslator, TranslateError, error_message, finish_reason, openai_error, sse_event,
+    usage_chunk,
+};
+use crate::usage::{TokenUsage, reported_sum};
 
 /// Anthropic `usage` as OpenAI `usage` and [`TokenUsage`]: prompt tokens include cache reads
 /// and cache writes.
@@ -16,24 +19,13 @@ pub(super) fn usage_from(usage: &Value, fallback: &TokenUsage) -> TokenUsage {
     let cache_creation_input =
         read("cache_creation_input_tokens").or(fallback.cache_creation_input);
     let output = read("output_tokens").or(fallback.output);
-    let input = match (input_only, cached_input, cache_creation_input) {
-        (None, None, None) => None,
-        (a, b, c) => Some(
-            a.unwrap_or(0)
-                .saturating_add(b.unwrap_or(0))
-                .saturating_add(c.unwrap_or(0)),
-        ),
-    };
-    let total = match (input, output) {
-        (None, None) => None,
-        (i, o) => Some(i.unwrap_or(0).saturating_add(o.unwrap_or(0))),
-    };
+    let input = reported_sum(&[input_only, cached_input, cache_creation_input]);
     TokenUsage {
         input,
         cached_input,
         cache_creation_input,
         output,
-        total,
+        total: reported_sum(&[input, output]),
         reasoning: None,
     }
 }
@@ -137,18 +129,11 @@ pub fn error_type_for(status: u16) -> &'static str {
 pub fn error_response(status: u16, body: &[u8]) -> Vec<u8> {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let error = parsed.as_ref().and_then(|v| v.get("error"));
-    let message = error
-        .and_then(|e| e.get("message"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
     let kind = error
         .and_then(|e| e.get("type").or_else(|| e.get("status")))
         .and_then(Value::as_str)
         .unwrap_or_else(|| error_type_for(status));
-    json!({"error": {"message": message, "type": kind, "param": null, "code": status.to_string()}})
-        .to_string()
-        .into_bytes()
+    openai_error(status, &error_message(error, body), kind)
 }
 
 /// Translates an Anthropic event stream into OpenAI `chat.completion.chunk` events.
