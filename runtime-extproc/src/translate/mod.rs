@@ -430,6 +430,25 @@ pub(crate) fn usage_chunk(id: &str, created: u64, model: &str, usage: &TokenUsag
     }))
 }
 
+/// The OpenAI chat stream delta that starts tool call `index`: its id and function name, no
+/// arguments yet.
+pub(crate) fn tool_call_start(index: u64, id: Option<&Value>, name: Option<&Value>) -> Value {
+    json!({"tool_calls": [{
+        "index": index,
+        "id": id.cloned().unwrap_or(Value::Null),
+        "type": "function",
+        "function": {
+            "name": name.cloned().unwrap_or(Value::Null),
+            "arguments": "",
+        },
+    }]})
+}
+
+/// The OpenAI chat stream delta that adds `arguments` to tool call `index`.
+pub(crate) fn tool_call_arguments(index: u64, arguments: &str) -> Value {
+    json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]})
+}
+
 /// Appends `items` as a turn of `role` (its list under `key`: `content` for Bedrock, `parts`
 /// for Gemini), merged into the previous turn when that one has the same role: both APIs
 /// want roles to alternate. Nothing is added for no items.
@@ -459,6 +478,28 @@ pub(crate) fn required_str<'a>(
     field
         .and_then(Value::as_str)
         .ok_or_else(|| invalid(message))
+}
+
+/// A function tool as another API declares it: `name`, its parameters' JSON schema under
+/// `schema_key` (an object schema without properties when `schema` is absent or `null`), and
+/// its description when it has one.
+pub(crate) fn function_spec(
+    name: &str,
+    schema_key: &str,
+    schema: Option<&Value>,
+    description: Option<&Value>,
+) -> Value {
+    let schema = schema
+        .filter(|s| !s.is_null())
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    let mut spec = Map::new();
+    spec.insert("name".into(), json!(name));
+    spec.insert(schema_key.into(), schema);
+    if let Some(description) = description.and_then(Value::as_str) {
+        spec.insert("description".into(), json!(description));
+    }
+    Value::Object(spec)
 }
 
 /// The id, function name and arguments of an OpenAI assistant tool call (its `type` is the

@@ -18,8 +18,8 @@ use super::anthropic::{error_type_for, messages_error, messages_sse_event};
 use super::sse::{SseEvents, SseReader};
 use super::{
     RequestContext, RequestResult, ResponseContext, ResponseResult, StreamTranslator,
-    TranslateError, Translated, Translator, UpstreamRequest, invalid, number_field, required_str,
-    string_list, unsupported,
+    TranslateError, Translated, Translator, UpstreamRequest, function_spec, invalid, number_field,
+    required_str, string_list, unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -354,17 +354,8 @@ fn tools(tools: Option<&Value>) -> Result<Vec<Value>, TranslateError> {
             }
         }
         let name = required_str(tool.get("name"), "a tool needs a name")?;
-        let mut function = json!({
-            "name": name,
-            "parameters": tool
-                .get("input_schema")
-                .filter(|s| !s.is_null())
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-        });
-        if let Some(description) = tool.get("description").and_then(Value::as_str) {
-            function["description"] = json!(description);
-        }
+        let schema = tool.get("input_schema");
+        let function = function_spec(name, "parameters", schema, tool.get("description"));
         out.push(json!({"type": "function", "function": function}));
     }
     Ok(out)

@@ -9,8 +9,8 @@ use super::{
 };
 use crate::translate::{
     TranslateError, UpstreamRequest, asks_logprobs, asks_several_choices, data_url,
-    explicit_max_tokens, function_call, invalid, number_field, openai_stop, required_str,
-    unsupported,
+    explicit_max_tokens, function_call, function_spec, invalid, number_field, openai_stop,
+    required_str, unsupported,
 };
 
 /// Translates an OpenAI chat completion request into an Anthropic Messages request for
@@ -443,17 +443,8 @@ pub(super) fn tools(tools: Option<&Value>) -> Result<Option<Value>, TranslateErr
             .get("function")
             .ok_or_else(|| invalid("a function tool needs function"))?;
         let name = required_str(function.get("name"), "a function tool needs a name")?;
-        let mut entry = json!({
-            "name": name,
-            "input_schema": function
-                .get("parameters")
-                .filter(|p| !p.is_null())
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-        });
-        if let Some(description) = function.get("description").and_then(Value::as_str) {
-            entry["description"] = json!(description);
-        }
+        let schema = function.get("parameters");
+        let entry = function_spec(name, "input_schema", schema, function.get("description"));
         out.push(with_cache_control(entry, tool));
     }
     Ok(Some(Value::Array(out)))

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::translate::sse::{SseEvents, SseReader, event_text};
 use crate::translate::{
     StreamTranslator, TranslateError, error_message, finish_reason, openai_error, sse_event,
-    usage_chunk,
+    tool_call_arguments, tool_call_start, usage_chunk,
 };
 use crate::usage::{TokenUsage, reported_sum};
 
@@ -146,7 +146,7 @@ pub struct ChatStream {
     usage: TokenUsage,
     started: bool,
     /// Anthropic block index to OpenAI tool call index.
-    tool_blocks: Vec<(u64, usize)>,
+    tool_blocks: Vec<(u64, u64)>,
 }
 
 impl ChatStream {
@@ -191,21 +191,11 @@ impl ChatStream {
                 let block = event.get("content_block").unwrap_or(&Value::Null);
                 match block.get("type").and_then(Value::as_str) {
                     Some("tool_use") => {
-                        let index = self.tool_blocks.len();
+                        let index = self.tool_blocks.len() as u64;
                         let block_index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
                         self.tool_blocks.push((block_index, index));
-                        self.chunk(
-                            json!({"tool_calls": [{
-                                "index": index,
-                                "id": block.get("id").cloned().unwrap_or(Value::Null),
-                                "type": "function",
-                                "function": {
-                                    "name": block.get("name").cloned().unwrap_or(Value::Null),
-                                    "arguments": "",
-                                },
-                            }]}),
-                            None,
-                        )
+                        let start = tool_call_start(index, block.get("id"), block.get("name"));
+                        self.chunk(start, None)
                     }
                     Some("text") => match block.get("text").and_then(Value::as_str) {
                         Some(text) if !text.is_empty() => {
@@ -234,13 +224,7 @@ impl ChatStream {
                         else {
                             return Vec::new();
                         };
-                        self.chunk(
-                            json!({"tool_calls": [{
-                                "index": index,
-                                "function": {"arguments": text("partial_json")},
-                            }]}),
-                            None,
-                        )
+                        self.chunk(tool_call_arguments(index, text("partial_json")), None)
                     }
                     _ => Vec::new(),
                 }
