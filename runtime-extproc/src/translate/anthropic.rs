@@ -130,6 +130,14 @@ fn version_header(ctx: &RequestContext<'_>) -> (String, String) {
     ("anthropic-version".to_string(), version.to_string())
 }
 
+/// The type of an Anthropic server tool (web search, code execution, ...) in a Messages
+/// request's `tools`; `None` for a client tool (no type, or `custom`).
+pub(crate) fn server_tool_type(tool: &Value) -> Option<&str> {
+    tool.get("type")
+        .and_then(Value::as_str)
+        .filter(|kind| *kind != "custom")
+}
+
 /// OpenAI chat completions served by the Anthropic Messages backend it holds (Anthropic, GCP
 /// Vertex AI or AWS Bedrock).
 #[derive(Debug, Clone)]

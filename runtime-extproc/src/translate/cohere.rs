@@ -7,8 +7,8 @@
 use serde_json::Value;
 
 use super::{
-    RequestContext, RequestResult, ResponseContext, ResponseResult, TranslateError, Translator,
-    UpstreamRequest, invalid, openai_error,
+    RequestContext, RequestResult, Required, ResponseContext, ResponseResult, TranslateError,
+    Translator, UpstreamRequest, body_fields, openai_error,
 };
 use crate::usage::{TokenUsage, reported_sum};
 
@@ -51,17 +51,15 @@ fn rerank_usage(response: &Value) -> TokenUsage {
     }
 }
 
+/// What a rerank request must hold.
+const RERANK_FIELDS: [Required; 2] = [
+    ("query", Value::is_string, "query must be a string"),
+    ("documents", Value::is_array, "documents must be an array"),
+];
+
 impl Translator for Rerank {
     fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
-        let Some(fields) = body.as_object() else {
-            return Err(invalid("the body must be a JSON object"));
-        };
-        if !fields.get("query").is_some_and(Value::is_string) {
-            return Err(invalid("query must be a string"));
-        }
-        if !fields.get("documents").is_some_and(Value::is_array) {
-            return Err(invalid("documents must be an array"));
-        }
+        let fields = body_fields(body, &RERANK_FIELDS)?;
         let mut out = fields.clone();
         out.insert("model".into(), Value::String(ctx.model.to_string()));
         Ok(UpstreamRequest {

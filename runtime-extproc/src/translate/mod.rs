@@ -469,6 +469,27 @@ pub(crate) fn merge_turn(turns: &mut Vec<Value>, role: &str, key: &str, items: V
     turns.push(Value::Object(turn));
 }
 
+/// A field a request body must have: its name, what its value must be (`Value::is_string`,
+/// `Value::is_array`, ...) and the message (400) for a body without it.
+pub(crate) type Required = (&'static str, fn(&Value) -> bool, &'static str);
+
+/// The fields of a request body, which must be a JSON object holding every `required` field;
+/// any other body is refused (400).
+pub(crate) fn body_fields<'a>(
+    body: &'a Value,
+    required: &[Required],
+) -> Result<&'a Map<String, Value>, TranslateError> {
+    let fields = body
+        .as_object()
+        .ok_or_else(|| invalid("the body must be a JSON object"))?;
+    for (name, kind, message) in required {
+        if !fields.get(*name).is_some_and(kind) {
+            return Err(invalid(*message));
+        }
+    }
+    Ok(fields)
+}
+
 /// `field` as a string; a request whose field is absent or not a string is refused with
 /// `message` (400).
 pub(crate) fn required_str<'a>(

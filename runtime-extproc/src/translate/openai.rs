@@ -14,12 +14,12 @@
 
 use serde_json::{Map, Value, json};
 
-use super::anthropic::{error_type_for, messages_error, messages_sse_event};
+use super::anthropic::{error_type_for, messages_error, messages_sse_event, server_tool_type};
 use super::sse::{SseEvents, SseReader};
 use super::{
     RequestContext, RequestResult, ResponseContext, ResponseResult, StreamTranslator,
-    TranslateError, Translated, Translator, UpstreamRequest, function_spec, invalid, number_field,
-    required_str, string_list, unsupported,
+    TranslateError, Translated, Translator, UpstreamRequest, body_fields, function_spec, invalid,
+    number_field, required_str, string_list, unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -69,12 +69,10 @@ impl Translator for AnthropicMessages {
 /// Translates an Anthropic Messages request into an OpenAI chat completion request for
 /// `model`.
 pub fn messages_request(request: &Value, model: &str) -> Result<Value, TranslateError> {
-    let Some(fields) = request.as_object() else {
-        return Err(invalid("the body must be a JSON object"));
-    };
-    if !fields.get("model").is_some_and(Value::is_string) {
-        return Err(invalid("model must be a string"));
-    }
+    let fields = body_fields(
+        request,
+        &[("model", Value::is_string, "model must be a string")],
+    )?;
     let Some(turns) = fields.get("messages").and_then(Value::as_array) else {
         return Err(invalid("messages must be a list"));
     };
@@ -345,13 +343,10 @@ fn tools(tools: Option<&Value>) -> Result<Vec<Value>, TranslateError> {
     };
     let mut out = Vec::with_capacity(list.len());
     for tool in list {
-        match tool.get("type").and_then(Value::as_str) {
-            None | Some("custom") => {}
-            Some(other) => {
-                return Err(unsupported(format!(
-                    "the Anthropic server tool {other} cannot be served by an OpenAI backend"
-                )));
-            }
+        if let Some(other) = server_tool_type(tool) {
+            return Err(unsupported(format!(
+                "the Anthropic server tool {other} cannot be served by an OpenAI backend"
+            )));
         }
         let name = required_str(tool.get("name"), "a tool needs a name")?;
         let schema = tool.get("input_schema");

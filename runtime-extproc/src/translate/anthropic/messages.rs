@@ -12,7 +12,7 @@ use super::{
 use crate::translate::eventstream::{Decoder, FrameEvents, Message};
 use crate::translate::sse::SseReader;
 use crate::translate::{
-    RequestContext, StreamTranslator, TranslateError, UpstreamRequest, invalid,
+    RequestContext, Required, StreamTranslator, TranslateError, UpstreamRequest, body_fields,
 };
 use crate::usage::TokenUsage;
 
@@ -62,19 +62,16 @@ pub fn messages_request(
     })
 }
 
+/// What a Messages request must hold.
+const MESSAGES_FIELDS: [Required; 2] = [
+    ("model", Value::is_string, "model must be a string"),
+    ("messages", Value::is_array, "messages must be a list"),
+];
+
 /// The fields of a Messages request: a JSON object with a string `model` and a `messages`
 /// list.
 pub(super) fn messages_fields(body: &Value) -> Result<&Map<String, Value>, TranslateError> {
-    let Some(fields) = body.as_object() else {
-        return Err(invalid("the body must be a JSON object"));
-    };
-    if !fields.get("model").is_some_and(Value::is_string) {
-        return Err(invalid("model must be a string"));
-    }
-    if !fields.get("messages").is_some_and(Value::is_array) {
-        return Err(invalid("messages must be a list"));
-    }
-    Ok(fields)
+    body_fields(body, &MESSAGES_FIELDS)
 }
 
 /// An error answer (status `status`) in the Anthropic error shape

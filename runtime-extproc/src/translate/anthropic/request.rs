@@ -8,7 +8,7 @@ use super::{
     GCP_DEFAULT_VERSION, MIN_THINKING_BUDGET, version_or,
 };
 use crate::translate::{
-    TranslateError, UpstreamRequest, asks_logprobs, asks_several_choices, data_url,
+    TranslateError, UpstreamRequest, asks_logprobs, asks_several_choices, body_fields, data_url,
     explicit_max_tokens, function_call, function_spec, invalid, number_field, openai_stop,
     required_str, unsupported,
 };
@@ -20,9 +20,7 @@ pub fn chat_request(
     model: &str,
     target: &AnthropicTarget,
 ) -> Result<UpstreamRequest, TranslateError> {
-    let Some(fields) = request.as_object() else {
-        return Err(invalid("the body must be a JSON object"));
-    };
+    let fields = body_fields(request, &[])?;
     check_unsupported(fields)?;
     let stream = fields
         .get("stream")
