@@ -441,12 +441,7 @@ pub fn messages_response(body: &[u8], model: &str) -> Result<Translated, Transla
         if !refusal.is_empty() {
             content.push(json!({"type": "text", "text": refusal}));
         }
-        for call in message
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for call in tool_calls(message) {
             let arguments = call
                 .pointer("/function/arguments")
                 .and_then(Value::as_str)
@@ -496,6 +491,15 @@ pub fn messages_response(body: &[u8], model: &str) -> Result<Translated, Transla
         usage,
         model: Some(model),
     })
+}
+
+/// The tool calls of an OpenAI message or stream delta; none when it has no list of them.
+fn tool_calls(message: &Value) -> impl Iterator<Item = &Value> {
+    message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
 
 /// The content block being streamed.
@@ -729,12 +733,7 @@ impl MessagesStream {
                 let index = self.open(Open::Text, json!({"type": "text", "text": ""}), out);
                 Self::delta(out, index, json!({"type": "text_delta", "text": text}));
             }
-            for call in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for call in tool_calls(delta) {
                 self.tool_call(call, out);
             }
             if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{RequestContext, ResponseContext, UpstreamRequest};
+use super::{RequestContext, ResponseContext, TranslateError, Translator, UpstreamRequest};
 
 /// The text of `tests/fixtures/<relative>`.
 pub(crate) fn fixture_text(relative: &str) -> String {
@@ -47,4 +47,19 @@ pub(crate) fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// Asserts that `translator` refuses each of `answers` as not what the provider documents
+/// ([`TranslateError::Upstream`]), for a request that asked for `model`.
+pub(crate) fn assert_bad_answers(translator: &dyn Translator, model: &str, answers: &[&[u8]]) {
+    for answer in answers {
+        assert!(
+            matches!(
+                translator.response(answer, &response_ctx(model)),
+                Err(TranslateError::Upstream(_))
+            ),
+            "{}",
+            String::from_utf8_lossy(answer)
+        );
+    }
 }

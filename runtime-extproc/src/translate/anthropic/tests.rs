@@ -2,7 +2,7 @@ use super::response::*;
 use super::*;
 use crate::translate::UpstreamRequest;
 use crate::translate::test_support::{
-    body_json, fixture_json, fixture_text, headers, request_ctx, response_ctx,
+    assert_bad_answers, body_json, fixture_json, fixture_text, headers, request_ctx, response_ctx,
 };
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -1256,22 +1256,17 @@ fn count_tokens_response_fixtures() {
 #[test]
 fn count_tokens_bad_answers() {
     let aws = CountTokens(aws(""));
-    for body in [
-        &b"not json"[..],
-        b"{}",
-        br#"{"inputTokens":"12"}"#,
-        br#"{"inputTokens":-1}"#,
-        br#"{"input_tokens":12}"#,
-    ] {
-        assert!(
-            matches!(
-                aws.response(body, &response_ctx(MODEL)),
-                Err(TranslateError::Upstream(_))
-            ),
-            "{}",
-            String::from_utf8_lossy(body)
-        );
-    }
+    assert_bad_answers(
+        &aws,
+        MODEL,
+        &[
+            b"not json",
+            b"{}",
+            br#"{"inputTokens":"12"}"#,
+            br#"{"inputTokens":-1}"#,
+            br#"{"input_tokens":12}"#,
+        ],
+    );
     // Anthropic's answer passes whatever it holds; no count, no usage.
     let direct = CountTokens(anthropic());
     let out = direct

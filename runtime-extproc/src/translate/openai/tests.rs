@@ -1,5 +1,7 @@
 use super::*;
-use crate::translate::test_support::{fixture_json, fixture_text, request_ctx, response_ctx};
+use crate::translate::test_support::{
+    assert_bad_answers, fixture_json, fixture_text, request_ctx, response_ctx,
+};
 use serde_json::{Value, json};
 
 const MODEL: &str = "gpt-4.1";
@@ -286,12 +288,11 @@ fn response_stop_reasons() {
 #[test]
 fn response_that_is_not_a_completion_is_upstream_error() {
     let translator = AnthropicMessages::new("v1".into());
-    for body in [&b"not json"[..], br#"{"id":"x"}"#] {
-        assert!(matches!(
-            translator.response(body, &response_ctx("requested-model")),
-            Err(TranslateError::Upstream(_))
-        ));
-    }
+    assert_bad_answers(
+        &translator,
+        "requested-model",
+        &[b"not json", br#"{"id":"x"}"#],
+    );
 }
 
 #[test]
