@@ -316,6 +316,20 @@ pub trait StreamTranslator: Send {
     }
 }
 
+/// The client bytes for the provider events a chunk completed, each translated by `translate`
+/// in order: what the readers of each stream framing (server-sent events, AWS event stream)
+/// share.
+pub(crate) fn translate_each<E>(
+    events: Vec<E>,
+    mut translate: impl FnMut(&E, &mut Vec<u8>) -> Result<(), TranslateError>,
+) -> Result<Vec<u8>, TranslateError> {
+    let mut out = Vec::new();
+    for event in &events {
+        translate(event, &mut out)?;
+    }
+    Ok(out)
+}
+
 /// A stream passed to the client unchanged, with no usage read from it: for endpoints that
 /// never stream (embeddings, rerank), should a provider stream anyway.
 #[derive(Debug, Default, Clone, Copy)]

@@ -2,7 +2,7 @@
 //! complete event, whatever the chunk boundaries, with a bound on what an unfinished event may
 //! hold. The stream translators turn that data into client events.
 
-use super::{SSE_DONE, TranslateError};
+use super::{SSE_DONE, TranslateError, translate_each};
 
 /// Bytes of an unfinished event (its data and the current line) kept at most.
 pub(crate) const MAX_PENDING: usize = 16 * 1024 * 1024;
@@ -33,11 +33,7 @@ pub(crate) trait SseEvents {
     /// The client events for `chunk`: every provider event it completes, mapped in order.
     fn feed_events(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
         let events = self.reader().feed(chunk)?;
-        let mut out = Vec::new();
-        for data in events {
-            self.on_data(&data, &mut out)?;
-        }
-        Ok(out)
+        translate_each(events, |data, out| self.on_data(data, out))
     }
 
     /// At the end of the stream: the event left without its blank line, mapped into `out`.
