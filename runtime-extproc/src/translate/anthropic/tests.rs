@@ -515,7 +515,7 @@ fn messages_fixture(name: &str) -> Value {
 }
 
 /// What [`Messages`] for `target` sends for `input` asked for `model`, streamed or not, with
-/// the client's `headers`.
+/// the `client` headers.
 fn messages_upstream(
     target: AnthropicTarget,
     input: &Value,
