@@ -4,13 +4,18 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use super::{converse_response, output_content};
+use super::converse::{
+    ConverseEvents, ConverseRequest, ConverseStream, converse_response, converse_usage,
+    image_format, output_content, push_turn, response_id, sampling_config, start_role, stop_reason,
+    tool_config, tool_spec, usage_object,
+};
+use super::error_response;
 use crate::time::unix_now;
-use crate::translate::eventstream::{Decoder, FrameEvents, Message};
+use crate::translate::eventstream::Failure;
 use crate::translate::{
     RequestContext, ResponseContext, SSE_DONE, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest, data_url, finish_reason, function_call, invalid, number_field,
-    path_escape, sse_event, unsupported, usage_chunk,
+    Translator, UpstreamRequest, data_url, finish_reason, function_call, invalid, sse_event,
+    unsupported, usage_chunk,
 };
 use crate::usage::TokenUsage;
 
@@ -41,7 +46,7 @@ impl Translator for OpenAiChat {
     }
 
     fn stream(&self, ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(ChatStream::new(ctx.model, ctx.header("x-amzn-requestid")))
+        Box::new(chat_stream(ctx.model, ctx.header("x-amzn-requestid")))
     }
 }
 
@@ -94,17 +99,6 @@ fn image_block(url: &str) -> Result<Value, TranslateError> {
         )));
     };
     Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
-}
-
-/// The Converse image `format` of a media type; `None` for types Bedrock does not take.
-pub(super) fn image_format(media_type: &str) -> Option<&'static str> {
-    match media_type.to_ascii_lowercase().as_str() {
-        "image/png" => Some("png"),
-        "image/jpeg" | "image/jpg" => Some("jpeg"),
-        "image/gif" => Some("gif"),
-        "image/webp" => Some("webp"),
-        _ => None,
-    }
 }
 
 /// Converse content blocks of a user or assistant message's `content`.
@@ -171,12 +165,7 @@ fn tool_use_blocks(calls: &Value) -> Result<Vec<Value>, TranslateError> {
         .collect()
 }
 
-/// Appends blocks as a turn of `role`, merging with the previous turn of the same role.
-pub(super) fn push_turn(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    crate::translate::merge_turn(messages, role, "content", blocks);
-}
-
-fn tool_config(request: &Value) -> Result<Option<Value>, TranslateError> {
+fn chat_tool_config(request: &Value) -> Result<Option<Value>, TranslateError> {
     let Some(tools) = request.get("tools").and_then(Value::as_array) else {
         return Ok(None);
     };
@@ -219,43 +208,22 @@ fn tool_config(request: &Value) -> Result<Option<Value>, TranslateError> {
                 .get("name")
                 .and_then(Value::as_str)
                 .ok_or_else(|| invalid("tool function without name"))?;
-            let mut spec = Map::new();
-            spec.insert("name".into(), json!(name));
-            if let Some(description) = function.get("description").and_then(Value::as_str) {
-                spec.insert("description".into(), json!(description));
-            }
-            let schema = function
-                .get("parameters")
-                .filter(|p| p.is_object())
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-            spec.insert("inputSchema".into(), json!({"json": schema}));
-            Ok(json!({"toolSpec": spec}))
+            Ok(tool_spec(
+                name,
+                function.get("description").and_then(Value::as_str),
+                function.get("parameters"),
+            ))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut config = Map::new();
-    config.insert("tools".into(), Value::Array(specs));
-    if let Some(choice) = choice {
-        config.insert("toolChoice".into(), choice);
-    }
-    Ok(Some(Value::Object(config)))
+    Ok(Some(tool_config(specs, choice)))
 }
 
 fn inference_config(fields: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
-    let mut config = Map::new();
     let max = fields
         .get("max_completion_tokens")
         .filter(|v| !v.is_null())
         .or_else(|| fields.get("max_tokens").filter(|v| !v.is_null()));
-    if let Some(max) = max {
-        let max = max
-            .as_u64()
-            .ok_or_else(|| invalid("max_tokens must be a positive integer"))?;
-        config.insert("maxTokens".into(), json!(max));
-    }
-    for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
-        number_field(fields, from, to, &mut config)?;
-    }
+    let mut config = sampling_config(fields, max)?;
     match fields.get("stop") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => {
@@ -364,69 +332,15 @@ pub fn chat_request(request: &Value, model: &str) -> Result<UpstreamRequest, Tra
             other => return Err(invalid(format!("unknown message role {other}"))),
         }
     }
-    let mut body = Map::new();
-    body.insert("messages".into(), Value::Array(messages));
-    if !system.is_empty() {
-        body.insert("system".into(), Value::Array(system));
-    }
-    if let Some(config) = inference_config(fields)? {
-        body.insert("inferenceConfig".into(), config);
-    }
-    if let Some(config) = tool_config(request)? {
-        body.insert("toolConfig".into(), config);
-    }
-    if let Some(fields) = additional_fields(request) {
-        body.insert("additionalModelRequestFields".into(), fields);
-    }
-    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
-    let path = format!(
-        "/model/{}/{}",
-        path_escape(model),
-        if stream {
-            "converse-stream"
-        } else {
-            "converse"
-        }
-    );
-    Ok(UpstreamRequest {
-        path,
-        body: Value::Object(body).to_string().into_bytes(),
-        headers: vec![("content-type".into(), "application/json".into())],
-    })
-}
-
-pub(super) fn number(value: &Value, key: &str) -> Option<u64> {
-    value.get(key).and_then(Value::as_u64)
-}
-
-/// Converse `usage` -> token usage, counting cache reads and writes as input.
-pub(super) fn converse_usage(usage: &Value) -> TokenUsage {
-    let cache_read = number(usage, "cacheReadInputTokens");
-    let cache_write = number(usage, "cacheWriteInputTokens");
-    let input = number(usage, "inputTokens").map(|i| {
-        i.saturating_add(cache_read.unwrap_or(0))
-            .saturating_add(cache_write.unwrap_or(0))
-    });
-    let output = number(usage, "outputTokens");
-    let total = match (input, output) {
-        (Some(i), Some(o)) => Some(i.saturating_add(o)),
-        _ => number(usage, "totalTokens"),
+    let converse = ConverseRequest {
+        messages,
+        system,
+        inference_config: inference_config(fields)?,
+        tool_config: chat_tool_config(request)?,
+        additional_fields: additional_fields(request),
     };
-    TokenUsage {
-        input,
-        cached_input: cache_read,
-        cache_creation_input: cache_write,
-        output,
-        total,
-        reasoning: None,
-    }
-}
-
-fn response_id(request_id: Option<&str>) -> String {
-    match request_id {
-        Some(id) if !id.is_empty() => id.to_string(),
-        _ => format!("chatcmpl-{:016x}", fastrand::u64(..)),
-    }
+    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+    Ok(converse.into_upstream(model, stream))
 }
 
 /// Translates a buffered `Converse` response into an OpenAI `chat.completion`; `model` is the
@@ -470,66 +384,38 @@ pub fn chat_response(
     if !reasoning.is_empty() {
         message["reasoning_content"] = json!(reasoning);
     }
-    let stop = response
-        .get("stopReason")
-        .and_then(Value::as_str)
-        .unwrap_or("end_turn");
-    let usage = response
-        .get("usage")
-        .filter(|u| u.is_object())
-        .map(converse_usage)
-        .unwrap_or_default();
+    let stop = stop_reason(&response);
+    let usage_json = usage_object(&response);
+    let usage = usage_json.map(converse_usage).unwrap_or_default();
     let mut out = json!({
-        "id": response_id(request_id),
+        "id": response_id(request_id, "chatcmpl-"),
         "object": "chat.completion",
         "created": unix_now(),
         "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(stop)}],
     });
-    if response.get("usage").is_some_and(Value::is_object) {
+    if usage_json.is_some() {
         out["usage"] = usage.to_openai();
     }
     Ok((out.to_string().into_bytes(), usage))
 }
 
-/// Translates a Bedrock error response (`{"message": ...}` with `x-amzn-errortype`) into the
-/// OpenAI error shape, keeping the status as `code`.
-pub fn error_response(status: u16, error_type: Option<&str>, body: &[u8]) -> Vec<u8> {
-    let (is_json, message) = error_message(body);
-    let kind = error_type
-        .filter(|_| is_json)
-        .map(|t| t.split(':').next().unwrap_or(t).trim().to_string())
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| "AWSBedrockBackendError".to_string());
-    json!({"error": {"message": message, "type": kind, "code": status.to_string()}})
-        .to_string()
-        .into_bytes()
+/// Translates a `ConverseStream` event stream into OpenAI `chat.completion.chunk` events for
+/// a request for `model`; `request_id` is the `x-amzn-requestid` response header, used as the
+/// completion id.
+fn chat_stream(model: &str, request_id: Option<&str>) -> ConverseStream<ChatEvents> {
+    ConverseStream::of(ChatEvents {
+        model: model.to_string(),
+        id: response_id(request_id, "chatcmpl-"),
+        created: unix_now(),
+        usage: TokenUsage::default(),
+        tools: HashMap::new(),
+    })
 }
 
-/// The message of a Bedrock error body, and whether the body was a JSON object: its
-/// `message` (or `Message`), the object itself when it has neither, the raw text otherwise.
-pub(super) fn error_message(body: &[u8]) -> (bool, String) {
-    match serde_json::from_slice::<Value>(body)
-        .ok()
-        .filter(Value::is_object)
-    {
-        Some(value) => {
-            let message = value
-                .get("message")
-                .or_else(|| value.get("Message"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| value.to_string());
-            (true, message)
-        }
-        None => (false, String::from_utf8_lossy(body).into_owned()),
-    }
-}
-
-/// Translates a `ConverseStream` event stream into OpenAI `chat.completion.chunk` events.
+/// `ConverseStream` events as OpenAI `chat.completion.chunk` events.
 #[derive(Debug)]
-pub struct ChatStream {
-    decoder: Decoder,
+struct ChatEvents {
     model: String,
     id: String,
     created: u64,
@@ -538,20 +424,7 @@ pub struct ChatStream {
     tools: HashMap<u64, u64>,
 }
 
-impl ChatStream {
-    /// A translator for a stream answering a request for `model`; `request_id` is the
-    /// `x-amzn-requestid` response header, used as the completion id.
-    pub fn new(model: &str, request_id: Option<&str>) -> Self {
-        ChatStream {
-            decoder: Decoder::new(),
-            model: model.to_string(),
-            id: response_id(request_id),
-            created: unix_now(),
-            usage: TokenUsage::default(),
-            tools: HashMap::new(),
-        }
-    }
-
+impl ChatEvents {
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Vec<u8> {
         sse_event(&json!({
             "id": self.id,
@@ -566,32 +439,23 @@ impl ChatStream {
         let next = self.tools.len() as u64;
         *self.tools.entry(block).or_insert(next)
     }
+}
 
-    fn event(&mut self, message: &Message) -> Result<Vec<u8>, TranslateError> {
-        if let Some(failure) = message.failure() {
-            let kind = failure.kind.unwrap_or("AWSBedrockBackendError");
-            return Ok(sse_event(&json!({
-                "error": {"message": failure.message, "type": kind, "code": null}
-            })));
-        }
-        let Some(kind) = message.event_type() else {
-            return Ok(Vec::new());
-        };
-        let payload: Value = serde_json::from_slice(&message.payload).map_err(|err| {
-            TranslateError::Upstream(format!("{kind} event payload is not JSON: {err}"))
-        })?;
+impl ConverseEvents for ChatEvents {
+    fn failure(&mut self, failure: &Failure<'_>) -> Vec<u8> {
+        let kind = failure.kind.unwrap_or("AWSBedrockBackendError");
+        sse_event(&json!({
+            "error": {"message": failure.message, "type": kind, "code": null}
+        }))
+    }
+
+    fn event(&mut self, kind: &str, payload: &Value) -> Vec<u8> {
         let block = payload
             .get("contentBlockIndex")
             .and_then(Value::as_u64)
             .unwrap_or(0);
-        Ok(match kind {
-            "messageStart" => {
-                let role = payload
-                    .get("role")
-                    .and_then(Value::as_str)
-                    .unwrap_or("assistant");
-                self.chunk(json!({"role": role, "content": ""}), None)
-            }
+        match kind {
+            "messageStart" => self.chunk(json!({"role": start_role(payload), "content": ""}), None),
             "contentBlockStart" => match payload.pointer("/start/toolUse") {
                 Some(tool) => {
                     let index = self.tool_index(block);
@@ -630,14 +494,8 @@ impl ChatStream {
                     Vec::new()
                 }
             }
-            "messageStop" => {
-                let stop = payload
-                    .get("stopReason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("end_turn");
-                self.chunk(json!({}), Some(finish_reason(stop)))
-            }
-            "metadata" => match payload.get("usage").filter(|u| u.is_object()) {
+            "messageStop" => self.chunk(json!({}), Some(finish_reason(stop_reason(payload)))),
+            "metadata" => match usage_object(payload) {
                 Some(usage) => {
                     self.usage = converse_usage(usage);
                     usage_chunk(&self.id, self.created, &self.model, &self.usage)
@@ -646,36 +504,18 @@ impl ChatStream {
             },
             // contentBlockStop and unknown events carry nothing the client needs.
             _ => Vec::new(),
-        })
-    }
-}
-
-impl FrameEvents for ChatStream {
-    fn decoder(&mut self) -> &mut Decoder {
-        &mut self.decoder
+        }
     }
 
-    fn on_message(&mut self, message: &Message, out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        out.extend(self.event(message)?);
-        Ok(())
-    }
-}
-
-impl StreamTranslator for ChatStream {
-    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        self.feed_frames(chunk)
-    }
-
-    fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
-        self.decoder.finish()?;
-        Ok(SSE_DONE.to_vec())
+    fn end(&mut self) -> Vec<u8> {
+        SSE_DONE.to_vec()
     }
 
     fn usage(&self) -> TokenUsage {
         self.usage
     }
 
-    fn model(&self) -> Option<String> {
-        Some(self.model.clone())
+    fn model(&self) -> &str {
+        &self.model
     }
 }

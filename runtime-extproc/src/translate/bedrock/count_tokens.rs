@@ -1,11 +1,13 @@
 //! The Anthropic token-counting API served by Bedrock `CountTokens`.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::messages::{messages_error, messages_request};
+use super::converse::ConverseRequest;
+use super::messages::{messages_converse, messages_error};
+use super::model_request;
 use crate::translate::{
     PassThrough, RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest, invalid, path_escape,
+    Translator, UpstreamRequest,
 };
 
 // The Anthropic token-counting API served by Bedrock `CountTokens` with Converse input.
@@ -24,14 +26,6 @@ use crate::translate::{
 #[derive(Debug, Clone, Copy)]
 pub struct CountTokens;
 
-/// The Converse request fields `CountTokens` takes.
-const COUNT_TOKENS_CONVERSE_FIELDS: [&str; 4] = [
-    "messages",
-    "system",
-    "toolConfig",
-    "additionalModelRequestFields",
-];
-
 impl Translator for CountTokens {
     fn request(
         &mut self,
@@ -39,23 +33,14 @@ impl Translator for CountTokens {
         ctx: &RequestContext<'_>,
     ) -> Result<UpstreamRequest, TranslateError> {
         crate::translate::anthropic::count_tokens_fields(body, ctx)?;
-        let converse = messages_request(body, ctx.model, false)?;
-        let mut converse: Map<String, Value> = serde_json::from_slice(&converse.body)
-            .map_err(|err| invalid(format!("the Converse request is not JSON: {err}")))?;
-        let mut input = Map::new();
-        for name in COUNT_TOKENS_CONVERSE_FIELDS {
-            if let Some(value) = converse.remove(name) {
-                input.insert(name.into(), value);
-            }
-        }
+        let converse = ConverseRequest {
+            // Not taken by `CountTokens`.
+            inference_config: None,
+            ..messages_converse(body)?
+        };
         let model = crate::translate::anthropic::bedrock_count_tokens_model(ctx.model);
-        Ok(UpstreamRequest {
-            path: format!("/model/{}/count-tokens", path_escape(model)),
-            body: json!({"input": {"converse": input}})
-                .to_string()
-                .into_bytes(),
-            headers: vec![("content-type".into(), "application/json".into())],
-        })
+        let input = json!({"input": {"converse": converse.into_body()}});
+        Ok(model_request(model, "count-tokens", &input))
     }
 
     fn response(

@@ -2,10 +2,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::chat::error_response;
+use super::{error_response, model_request};
 use crate::translate::{
     PassThrough, RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest, invalid, path_escape, unsupported,
+    Translator, UpstreamRequest, invalid, unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -223,11 +223,7 @@ fn embeddings_request(request: &Value, model: &str) -> Result<UpstreamRequest, T
             }
         }
     }
-    Ok(UpstreamRequest {
-        path: format!("/model/{}/invoke", path_escape(model)),
-        body: Value::Object(body).to_string().into_bytes(),
-        headers: vec![("content-type".into(), "application/json".into())],
-    })
+    Ok(model_request(model, "invoke", &Value::Object(body)))
 }
 
 /// Translates a Titan or Cohere `InvokeModel` answer into an OpenAI embedding list;

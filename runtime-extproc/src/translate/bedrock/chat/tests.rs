@@ -1,5 +1,6 @@
 use super::*;
 use crate::translate::eventstream::encode;
+use crate::translate::path_escape;
 
 /// The JSON fixtures directly under `tests/fixtures/bedrock` whose names start with `prefix`.
 fn fixtures(prefix: &str) -> Vec<(String, Value)> {
@@ -231,8 +232,7 @@ fn stream_split_anywhere() {
     let mut splits: Vec<usize> = vec![1, 7, 100, stream.len()];
     splits.extend((2..40).step_by(3));
     for split in splits {
-        let mut translator =
-            ChatStream::new("anthropic.claude-3-haiku-20240307-v1:0", Some("req-1"));
+        let mut translator = chat_stream("anthropic.claude-3-haiku-20240307-v1:0", Some("req-1"));
         let mut output = Vec::new();
         for chunk in stream.chunks(split) {
             output.extend(translator.feed(chunk).unwrap());
@@ -308,7 +308,7 @@ fn stream_events_are_emitted_as_soon_as_complete() {
         "contentBlockDelta",
         json!({"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
     );
-    let mut translator = ChatStream::new("m", None);
+    let mut translator = chat_stream("m", None);
     let mut bytes = first.clone();
     bytes.extend_from_slice(&second[..5]);
     let (chunks, _) = events(&translator.feed(&bytes).unwrap());
@@ -329,7 +329,7 @@ fn stream_exception_becomes_an_error_event() {
         ],
         br#"{"message":"Too many tokens, please wait before trying again."}"#,
     ));
-    let mut translator = ChatStream::new("m", Some("r"));
+    let mut translator = chat_stream("m", Some("r"));
     let (chunks, _) = events(&translator.feed(&stream).unwrap());
     assert_eq!(chunks.len(), 2);
     assert_eq!(
@@ -343,14 +343,14 @@ fn stream_corruption_and_truncation_are_upstream_errors() {
     let mut stream = converse_stream();
     let at = stream.len() / 2;
     stream[at] ^= 0x55;
-    let mut translator = ChatStream::new("m", None);
+    let mut translator = chat_stream("m", None);
     assert!(matches!(
         translator.feed(&stream),
         Err(TranslateError::Upstream(_))
     ));
 
     let stream = converse_stream();
-    let mut translator = ChatStream::new("m", None);
+    let mut translator = chat_stream("m", None);
     translator.feed(&stream[..stream.len() - 3]).unwrap();
     assert!(matches!(
         translator.finish(),
