@@ -77,6 +77,39 @@ enum EmbedFamily {
     CohereV4,
 }
 
+/// How an embedding family takes `dimensions`.
+#[derive(Debug)]
+struct Dimensions {
+    /// The request field.
+    field: &'static str,
+    /// The sizes the family has.
+    sizes: &'static [u64],
+    /// Those sizes, in words.
+    offered: &'static str,
+}
+
+impl EmbedFamily {
+    /// How the family takes `dimensions`, or why it takes none.
+    fn dimensions(self) -> Result<Dimensions, &'static str> {
+        match self {
+            EmbedFamily::TitanV1 => Err("Amazon Titan Text Embeddings v1 does not take dimensions"),
+            EmbedFamily::TitanV2 => Ok(Dimensions {
+                field: "dimensions",
+                sizes: &[256, 512, 1024],
+                offered: "Amazon Titan Text Embeddings v2 has 256, 512 or 1024 dimensions",
+            }),
+            EmbedFamily::Cohere => {
+                Err("dimensions are only supported by Cohere Embed v4 among Cohere models")
+            }
+            EmbedFamily::CohereV4 => Ok(Dimensions {
+                field: "output_dimension",
+                sizes: &[256, 512, 1024, 1536],
+                offered: "Cohere Embed v4 has 256, 512, 1024 or 1536 dimensions",
+            }),
+        }
+    }
+}
+
 /// The family of a model id such as `amazon.titan-embed-text-v2:0`,
 /// `us.cohere.embed-v4:0` or a foundation-model ARN.
 fn embed_family(model: &str) -> Option<EmbedFamily> {
@@ -174,22 +207,6 @@ fn embeddings_request(request: &Value, model: &str) -> Result<UpstreamRequest, T
                 )));
             };
             body.insert("inputText".into(), json!(text));
-            match (family, dimensions) {
-                (_, None) => {}
-                (EmbedFamily::TitanV2, Some(n @ (256 | 512 | 1024))) => {
-                    body.insert("dimensions".into(), json!(n));
-                }
-                (EmbedFamily::TitanV2, Some(n)) => {
-                    return Err(unsupported(format!(
-                        "Amazon Titan Text Embeddings v2 has 256, 512 or 1024 dimensions, not {n}"
-                    )));
-                }
-                (_, Some(_)) => {
-                    return Err(unsupported(
-                        "Amazon Titan Text Embeddings v1 does not take dimensions",
-                    ));
-                }
-            }
         }
         EmbedFamily::Cohere | EmbedFamily::CohereV4 => {
             if texts.len() > COHERE_MAX_TEXTS {
@@ -205,23 +222,14 @@ fn embeddings_request(request: &Value, model: &str) -> Result<UpstreamRequest, T
             };
             body.insert("texts".into(), json!(texts));
             body.insert("input_type".into(), json!(input_type));
-            match (family, dimensions) {
-                (_, None) => {}
-                (EmbedFamily::CohereV4, Some(n @ (256 | 512 | 1024 | 1536))) => {
-                    body.insert("output_dimension".into(), json!(n));
-                }
-                (EmbedFamily::CohereV4, Some(n)) => {
-                    return Err(unsupported(format!(
-                        "Cohere Embed v4 has 256, 512, 1024 or 1536 dimensions, not {n}"
-                    )));
-                }
-                (_, Some(_)) => {
-                    return Err(unsupported(
-                        "dimensions are only supported by Cohere Embed v4 among Cohere models",
-                    ));
-                }
-            }
         }
+    }
+    if let Some(n) = dimensions {
+        let dimensions = family.dimensions().map_err(unsupported)?;
+        if !dimensions.sizes.contains(&n) {
+            return Err(unsupported(format!("{}, not {n}", dimensions.offered)));
+        }
+        body.insert(dimensions.field.into(), json!(n));
     }
     Ok(model_request(model, "invoke", &Value::Object(body)))
 }

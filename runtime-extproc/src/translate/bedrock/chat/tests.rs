@@ -1,4 +1,5 @@
 use super::*;
+use crate::translate::bedrock::test_support::{assert_fixture_request, assert_refused};
 use crate::translate::eventstream::encode;
 use crate::translate::path_escape;
 
@@ -15,14 +16,7 @@ fn request_fixtures() {
         let model = case["model"].as_str().unwrap();
         let upstream =
             chat_request(&case["openai"], model).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(upstream.path, case["path"].as_str().unwrap(), "{name}");
-        let body: Value = serde_json::from_slice(&upstream.body).unwrap();
-        assert_eq!(body, case["bedrock"], "{name}");
-        assert!(
-            upstream
-                .headers
-                .contains(&("content-type".to_string(), "application/json".to_string()))
-        );
+        assert_fixture_request(&name, &upstream, &case);
     }
 }
 
@@ -80,15 +74,9 @@ fn unsupported_requests() {
         json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AAAA"}}]}]}),
         json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"}),
     ];
-    for case in cases {
-        assert!(
-            matches!(
-                chat_request(&case, "m"),
-                Err(TranslateError::Unsupported(_))
-            ),
-            "{case}"
-        );
-    }
+    assert_refused(TranslateError::Unsupported, cases, |case| {
+        chat_request(case, "m")
+    });
 }
 
 #[test]
@@ -103,12 +91,9 @@ fn invalid_requests() {
         json!({"messages": [{"role": "user", "content": "hi"}], "stop": 3}),
         json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": "many"}),
     ];
-    for case in cases {
-        assert!(
-            matches!(chat_request(&case, "m"), Err(TranslateError::Invalid(_))),
-            "{case}"
-        );
-    }
+    assert_refused(TranslateError::Invalid, cases, |case| {
+        chat_request(case, "m")
+    });
 }
 
 #[test]
