@@ -19,6 +19,15 @@ pub struct TokenUsage {
     pub reasoning: Option<u64>,
 }
 
+/// The sum of the counts a provider reported: `None` when it reported none of them, else the
+/// sum of those it did (saturating).
+pub fn reported_sum(counts: &[Option<u64>]) -> Option<u64> {
+    counts
+        .iter()
+        .flatten()
+        .fold(None, |sum, n| Some(sum.unwrap_or(0).saturating_add(*n)))
+}
+
 fn number(value: &Value, pointer: &str) -> Option<u64> {
     value.pointer(pointer).and_then(Value::as_u64)
 }
@@ -179,6 +188,14 @@ impl StreamUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reported_sums() {
+        assert_eq!(reported_sum(&[None, None]), None);
+        assert_eq!(reported_sum(&[None, Some(0)]), Some(0));
+        assert_eq!(reported_sum(&[Some(2), None, Some(3)]), Some(5));
+        assert_eq!(reported_sum(&[Some(u64::MAX), Some(1)]), Some(u64::MAX));
+    }
 
     #[test]
     fn buffered_usage() {

@@ -17,8 +17,8 @@
 use serde_json::Value;
 
 use super::{
-    RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated, Translator,
-    UpstreamRequest,
+    RequestContext, RequestResult, ResponseContext, ResponseResult, StreamTranslator,
+    TranslateError, Translated, Translator, path_escape,
 };
 use crate::usage::TokenUsage;
 
@@ -68,34 +68,87 @@ pub enum AnthropicTarget {
     },
 }
 
-/// OpenAI chat completions served by an Anthropic Messages backend (Anthropic, GCP Vertex AI
-/// or AWS Bedrock).
-#[derive(Debug, Clone)]
-pub struct OpenAiChat {
-    target: AnthropicTarget,
-}
-
-impl OpenAiChat {
-    /// The translator for `target`.
-    pub fn new(target: AnthropicTarget) -> Self {
-        OpenAiChat { target }
+impl AnthropicTarget {
+    /// The upstream path of a Messages request for `model`, streamed or not.
+    fn messages_path(&self, model: &str, stream: bool) -> String {
+        match self {
+            AnthropicTarget::Anthropic { prefix } => format!("/{}/messages", api_prefix(prefix)),
+            AnthropicTarget::GcpAnthropic { .. } => {
+                let method = if stream {
+                    "streamRawPredict"
+                } else {
+                    "rawPredict"
+                };
+                format!(
+                    "publishers/anthropic/models/{}:{method}",
+                    path_escape(model)
+                )
+            }
+            AnthropicTarget::AwsAnthropic { .. } => {
+                let action = if stream {
+                    "invoke-with-response-stream"
+                } else {
+                    "invoke"
+                };
+                format!("/model/{}/{action}", path_escape(model))
+            }
+        }
     }
 }
+
+/// The path prefix of Anthropic's own API: the configured one without slashes, `v1` when
+/// empty.
+fn api_prefix(prefix: &str) -> &str {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() { "v1" } else { prefix }
+}
+
+/// The configured `anthropic_version`, or `default` when none is.
+fn version_or<'a>(version: &'a str, default: &'a str) -> &'a str {
+    if version.is_empty() { default } else { version }
+}
+
+/// The configured `anthropic_version` that Vertex AI requires for requests passed in the
+/// Anthropic API itself: none is refused (422).
+fn required_gcp_version(version: &str) -> Result<&str, TranslateError> {
+    if version.is_empty() {
+        return Err(super::unsupported(
+            "the AIServiceBackend schema version must be set for GCPAnthropic: it is the \
+             anthropic_version Vertex AI requires (for example vertex-2023-10-16)",
+        ));
+    }
+    Ok(version)
+}
+
+/// The `anthropic-version` header for Anthropic's own API: the client's, else
+/// [`ANTHROPIC_VERSION`].
+fn version_header(ctx: &RequestContext<'_>) -> (String, String) {
+    let version = ctx
+        .header("anthropic-version")
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or(ANTHROPIC_VERSION);
+    ("anthropic-version".to_string(), version.to_string())
+}
+
+/// The type of an Anthropic server tool (web search, code execution, ...) in a Messages
+/// request's `tools`; `None` for a client tool (no type, or `custom`).
+pub(crate) fn server_tool_type(tool: &Value) -> Option<&str> {
+    tool.get("type")
+        .and_then(Value::as_str)
+        .filter(|kind| *kind != "custom")
+}
+
+/// OpenAI chat completions served by the Anthropic Messages backend it holds (Anthropic, GCP
+/// Vertex AI or AWS Bedrock).
+#[derive(Debug, Clone)]
+pub struct OpenAiChat(pub AnthropicTarget);
 
 impl Translator for OpenAiChat {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
-        chat_request(body, ctx.model, &self.target)
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
+        chat_request(body, ctx.model, &self.0)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let (body, usage) = chat_response(body, ctx.model)?;
         let model = serde_json::from_slice::<Value>(&body)
             .ok()
@@ -108,7 +161,7 @@ impl Translator for OpenAiChat {
     }
 
     fn stream(&self, ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        match self.target {
+        match self.0 {
             // Bedrock wraps each Anthropic event in an event-stream frame.
             AnthropicTarget::AwsAnthropic { .. } => Box::new(Chained {
                 first: BedrockMessagesStream::default(),
@@ -152,35 +205,18 @@ impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for Chained<A, B
     }
 }
 
-/// The Anthropic Messages API (`/anthropic/v1/messages`) passed to an Anthropic-family backend
-/// (Anthropic, GCP Vertex AI or AWS Bedrock): the body keeps the client's fields, only the
-/// model, path and version fields change; responses pass through and are read for usage.
+/// The Anthropic Messages API (`/anthropic/v1/messages`) passed to the Anthropic-family backend
+/// it holds (Anthropic, GCP Vertex AI or AWS Bedrock): the body keeps the client's fields, only
+/// the model, path and version fields change; responses pass through and are read for usage.
 #[derive(Debug, Clone)]
-pub struct Messages {
-    target: AnthropicTarget,
-}
-
-impl Messages {
-    /// The translator for `target`.
-    pub fn new(target: AnthropicTarget) -> Self {
-        Messages { target }
-    }
-}
+pub struct Messages(pub AnthropicTarget);
 
 impl Translator for Messages {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
-        messages_request(body, ctx, &self.target)
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
+        messages_request(body, ctx, &self.0)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         // Passed on as it is, but a Messages answer is a JSON object: anything else is a fault.
         let Some(parsed) = serde_json::from_slice::<Value>(body)
             .ok()
@@ -212,7 +248,7 @@ impl Translator for Messages {
     }
 
     fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        match self.target {
+        match self.0 {
             AnthropicTarget::AwsAnthropic { .. } => Box::new(BedrockMessagesStream::default()),
             _ => Box::new(MessagesPassThrough::default()),
         }
@@ -222,8 +258,8 @@ impl Translator for Messages {
 #[cfg(test)]
 mod tests;
 
-/// The Anthropic token-counting API (`/anthropic/v1/messages/count_tokens`) passed to an
-/// Anthropic-family backend. The request is a Messages request without the `max_tokens`
+/// The Anthropic token-counting API (`/anthropic/v1/messages/count_tokens`) passed to the
+/// Anthropic-family backend it holds. The request is a Messages request without the `max_tokens`
 /// requirement; the answer is `{"input_tokens": n}`.
 ///
 /// - Anthropic: `/<prefix>/messages/count_tokens`, the client's body with the model, and the
@@ -243,32 +279,15 @@ mod tests;
 /// as input usage, as upstream does; nothing is generated, so there is no output or total.
 /// Errors come back in the Anthropic error shape ([`messages_error`]).
 #[derive(Debug, Clone)]
-pub struct CountTokens {
-    target: AnthropicTarget,
-}
-
-impl CountTokens {
-    /// The translator for `target`.
-    pub fn new(target: AnthropicTarget) -> Self {
-        CountTokens { target }
-    }
-}
+pub struct CountTokens(pub AnthropicTarget);
 
 impl Translator for CountTokens {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
-        count_tokens_request(body, ctx, &self.target)
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
+        count_tokens_request(body, ctx, &self.0)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
-        let (body, usage) = match self.target {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
+        let (body, usage) = match self.0 {
             AnthropicTarget::AwsAnthropic { .. } => bedrock_count_tokens_response(body)?,
             // Anthropic's own answer: passed on as it is, read for the count.
             _ => {
@@ -289,9 +308,5 @@ impl Translator for CountTokens {
 
     fn error(&self, status: u16, body: &[u8], _ctx: &ResponseContext<'_>) -> Vec<u8> {
         messages_error(status, body)
-    }
-
-    fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(super::PassThrough)
     }
 }

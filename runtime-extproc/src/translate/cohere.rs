@@ -4,13 +4,13 @@
 //! (`meta.tokens`) is read for metrics and costs. Error bodies that are JSON pass through; any
 //! other error text is wrapped in the OpenAI error shape.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{
-    PassThrough, RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest, invalid,
+    RequestContext, RequestResult, Required, ResponseContext, ResponseResult, TranslateError,
+    Translator, UpstreamRequest, body_fields, openai_error,
 };
-use crate::usage::TokenUsage;
+use crate::usage::{TokenUsage, reported_sum};
 
 /// Rerank requests for a Cohere backend.
 #[derive(Debug, Clone)]
@@ -43,33 +43,23 @@ fn rerank_usage(response: &Value) -> TokenUsage {
     };
     let input = count("input_tokens");
     let output = count("output_tokens");
-    let total = match (input, output) {
-        (None, None) => None,
-        (i, o) => Some(i.unwrap_or(0).saturating_add(o.unwrap_or(0))),
-    };
     TokenUsage {
         input,
         output,
-        total,
+        total: reported_sum(&[input, output]),
         ..TokenUsage::default()
     }
 }
 
+/// What a rerank request must hold.
+const RERANK_FIELDS: [Required; 2] = [
+    ("query", Value::is_string, "query must be a string"),
+    ("documents", Value::is_array, "documents must be an array"),
+];
+
 impl Translator for Rerank {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
-        let Some(fields) = body.as_object() else {
-            return Err(invalid("the body must be a JSON object"));
-        };
-        if !fields.get("query").is_some_and(Value::is_string) {
-            return Err(invalid("query must be a string"));
-        }
-        if !fields.get("documents").is_some_and(Value::is_array) {
-            return Err(invalid("documents must be an array"));
-        }
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
+        let fields = body_fields(body, &RERANK_FIELDS)?;
         let mut out = fields.clone();
         out.insert("model".into(), Value::String(ctx.model.to_string()));
         Ok(UpstreamRequest {
@@ -79,11 +69,7 @@ impl Translator for Rerank {
         })
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let response: Value = serde_json::from_slice(body).map_err(|err| {
             TranslateError::Upstream(format!("the rerank answer is not JSON: {err}"))
         })?;
@@ -94,21 +80,15 @@ impl Translator for Rerank {
         if serde_json::from_slice::<Value>(body).is_ok_and(|v| v.is_object()) {
             return body.to_vec();
         }
-        let text = String::from_utf8_lossy(body).trim().to_string();
-        json!({"error": {"message": text, "type": "CohereBackendError", "param": null, "code": status.to_string()}})
-            .to_string()
-            .into_bytes()
-    }
-
-    fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        // Rerank never streams; should a provider stream anyway, its bytes pass through.
-        Box::new(PassThrough)
+        let text = String::from_utf8_lossy(body);
+        openai_error(status, text.trim(), "CohereBackendError")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn ctx() -> RequestContext<'static> {
         RequestContext {

@@ -5,7 +5,7 @@
 //! bytes (4), headers, payload, CRC32 of everything before it (4). A header is a one-byte name
 //! length, the name, a one-byte value type and the value.
 
-use super::TranslateError;
+use super::{TranslateError, translate_each};
 
 /// Frames larger than this are refused.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -203,11 +203,7 @@ pub(crate) trait FrameEvents {
     /// The client events for `chunk`: every message it completes, mapped in order.
     fn feed_frames(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
         let messages = self.decoder().feed(chunk)?;
-        let mut out = Vec::new();
-        for message in messages {
-            self.on_message(&message, &mut out)?;
-        }
-        Ok(out)
+        translate_each(messages, |message, out| self.on_message(message, out))
     }
 }
 

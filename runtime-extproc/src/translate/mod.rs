@@ -24,6 +24,8 @@ pub mod gemini;
 pub mod multipart;
 pub mod openai;
 pub(crate) mod sse;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 /// Why a request or response could not be translated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,11 +76,16 @@ pub struct ResponseContext<'a> {
 impl ResponseContext<'_> {
     /// A response header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        header(self.headers, name)
     }
+}
+
+/// The value of the header `name` (lower-case) in `headers`.
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 impl std::fmt::Debug for RequestContext<'_> {
@@ -107,10 +114,7 @@ impl ResponseContext<'_> {
 impl RequestContext<'_> {
     /// A request header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        header(self.headers, name)
     }
 }
 
@@ -125,24 +129,29 @@ pub struct Translated {
     pub model: Option<String>,
 }
 
+/// What [`Translator::request`] returns: the request to send upstream, or why there is none.
+pub type RequestResult = Result<UpstreamRequest, TranslateError>;
+
+/// What [`Translator::response`] returns: the response for the client, or why there is none.
+pub type ResponseResult = Result<Translated, TranslateError>;
+
 /// One (client API, backend schema) pair: how requests go out and responses come back.
+///
+/// An implementation writes `request`, `response` and `error`; `stream` has a default for
+/// endpoints that never stream.
 pub trait Translator: Send + Sync + std::fmt::Debug {
     /// Translates the client's request body.
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError>;
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult;
     /// Translates a successful (2xx) buffered response.
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError>;
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult;
     /// Translates an error response (status >= 300) into the client API's error shape.
     fn error(&self, status: u16, body: &[u8], ctx: &ResponseContext<'_>) -> Vec<u8>;
-    /// A translator for a streamed successful response.
-    fn stream(&self, ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator>;
+    /// A translator for a streamed successful response. The default, for endpoints that never
+    /// stream (embeddings, rerank, token counting), passes the bytes on unchanged with no
+    /// usage read ([`PassThrough`]), should a provider stream anyway.
+    fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
+        Box::new(PassThrough)
+    }
 }
 
 /// The translator for requests to `endpoint` served by a backend speaking `schema`; `None`
@@ -194,10 +203,10 @@ pub fn select(
         },
         ApiSchema::Anthropic | ApiSchema::GCPAnthropic | ApiSchema::AWSAnthropic => {
             match endpoint {
-                Endpoint::ChatCompletions => Some(Box::new(OpenAiChat::new(anthropic_target()))),
-                Endpoint::Messages => Some(Box::new(anthropic::Messages::new(anthropic_target()))),
+                Endpoint::ChatCompletions => Some(Box::new(OpenAiChat(anthropic_target()))),
+                Endpoint::Messages => Some(Box::new(anthropic::Messages(anthropic_target()))),
                 Endpoint::MessagesCountTokens => {
-                    Some(Box::new(anthropic::CountTokens::new(anthropic_target())))
+                    Some(Box::new(anthropic::CountTokens(anthropic_target())))
                 }
                 _ => return Err(cannot()),
             }
@@ -249,11 +258,7 @@ pub fn base64_embedding(vector: &[Value]) -> Option<String> {
 }
 
 impl<T: Translator> Translator for Base64Embeddings<T> {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         if body.get("encoding_format").and_then(Value::as_str) == Some("base64") {
             self.base64 = true;
             let mut floats = body.clone();
@@ -265,11 +270,7 @@ impl<T: Translator> Translator for Base64Embeddings<T> {
         self.inner.request(body, ctx)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let mut translated = self.inner.response(body, ctx)?;
         if !self.base64 {
             return Ok(translated);
@@ -313,6 +314,20 @@ pub trait StreamTranslator: Send {
     fn model(&self) -> Option<String> {
         None
     }
+}
+
+/// The client bytes for the provider events a chunk completed, each translated by `translate`
+/// in order: what the readers of each stream framing (server-sent events, AWS event stream)
+/// share.
+pub(crate) fn translate_each<E>(
+    events: Vec<E>,
+    mut translate: impl FnMut(&E, &mut Vec<u8>) -> Result<(), TranslateError>,
+) -> Result<Vec<u8>, TranslateError> {
+    let mut out = Vec::new();
+    for event in &events {
+        translate(event, &mut out)?;
+    }
+    Ok(out)
 }
 
 /// A stream passed to the client unchanged, with no usage read from it: for endpoints that
@@ -361,6 +376,61 @@ pub(crate) fn number_field(
     Ok(())
 }
 
+/// OpenAI `max_completion_tokens`, else `max_tokens`, when the request sets one.
+pub(crate) fn explicit_max_tokens(
+    fields: &Map<String, Value>,
+) -> Result<Option<u64>, TranslateError> {
+    match fields
+        .get("max_completion_tokens")
+        .filter(|v| !v.is_null())
+        .or_else(|| fields.get("max_tokens").filter(|v| !v.is_null()))
+    {
+        Some(value) => value
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| invalid("max_tokens must be a non-negative integer")),
+        None => Ok(None),
+    }
+}
+
+/// OpenAI `stop` (a string or a list of strings) as a list of stop sequences; `None` when
+/// there is none.
+pub(crate) fn openai_stop(stop: Option<&Value>) -> Result<Option<Value>, TranslateError> {
+    match stop {
+        Some(Value::String(stop)) => Ok(Some(json!([stop]))),
+        other => string_list(other, "stop must be a string or a list of strings"),
+    }
+}
+
+/// A request field that is a list of strings (Anthropic `stop_sequences`); `None` when it is
+/// absent, `null` or empty; anything else is refused with `message` (400).
+pub(crate) fn string_list(
+    list: Option<&Value>,
+    message: &str,
+) -> Result<Option<Value>, TranslateError> {
+    match list {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+            Ok((!items.is_empty()).then(|| Value::Array(items.clone())))
+        }
+        Some(_) => Err(invalid(message)),
+    }
+}
+
+/// Whether an OpenAI chat request asks for more than one choice (`n` > 1).
+pub(crate) fn asks_several_choices(fields: &Map<String, Value>) -> bool {
+    fields
+        .get("n")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 1)
+}
+
+/// Whether an OpenAI chat request asks for log probabilities (`logprobs` or `top_logprobs`).
+pub(crate) fn asks_logprobs(fields: &Map<String, Value>) -> bool {
+    fields.get("logprobs").and_then(Value::as_bool) == Some(true)
+        || fields.get("top_logprobs").is_some_and(|v| !v.is_null())
+}
+
 /// The last chunk of an OpenAI chat stream translated from another API: no choices, the
 /// stream's usage (what `stream_options.include_usage` asks of OpenAI).
 pub(crate) fn usage_chunk(id: &str, created: u64, model: &str, usage: &TokenUsage) -> Vec<u8> {
@@ -372,6 +442,25 @@ pub(crate) fn usage_chunk(id: &str, created: u64, model: &str, usage: &TokenUsag
         "choices": [],
         "usage": usage.to_openai(),
     }))
+}
+
+/// The OpenAI chat stream delta that starts tool call `index`: its id and function name, no
+/// arguments yet.
+pub(crate) fn tool_call_start(index: u64, id: Option<&Value>, name: Option<&Value>) -> Value {
+    json!({"tool_calls": [{
+        "index": index,
+        "id": id.cloned().unwrap_or(Value::Null),
+        "type": "function",
+        "function": {
+            "name": name.cloned().unwrap_or(Value::Null),
+            "arguments": "",
+        },
+    }]})
+}
+
+/// The OpenAI chat stream delta that adds `arguments` to tool call `index`.
+pub(crate) fn tool_call_arguments(index: u64, arguments: &str) -> Value {
+    json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]})
 }
 
 /// Appends `items` as a turn of `role` (its list under `key`: `content` for Bedrock, `parts`
@@ -394,17 +483,68 @@ pub(crate) fn merge_turn(turns: &mut Vec<Value>, role: &str, key: &str, items: V
     turns.push(Value::Object(turn));
 }
 
+/// A field a request body must have: its name, what its value must be (`Value::is_string`,
+/// `Value::is_array`, ...) and the message (400) for a body without it.
+pub(crate) type Required = (&'static str, fn(&Value) -> bool, &'static str);
+
+/// The fields of a request body, which must be a JSON object holding every `required` field;
+/// any other body is refused (400).
+pub(crate) fn body_fields<'a>(
+    body: &'a Value,
+    required: &[Required],
+) -> Result<&'a Map<String, Value>, TranslateError> {
+    let fields = body
+        .as_object()
+        .ok_or_else(|| invalid("the body must be a JSON object"))?;
+    for (name, kind, message) in required {
+        if !fields.get(*name).is_some_and(kind) {
+            return Err(invalid(*message));
+        }
+    }
+    Ok(fields)
+}
+
+/// `field` as a string; a request whose field is absent or not a string is refused with
+/// `message` (400).
+pub(crate) fn required_str<'a>(
+    field: Option<&'a Value>,
+    message: &str,
+) -> Result<&'a str, TranslateError> {
+    field
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(message))
+}
+
+/// A function tool as another API declares it: `name`, its parameters' JSON schema under
+/// `schema_key` (an object schema without properties when `schema` is absent or `null`), and
+/// its description when it has one.
+pub(crate) fn function_spec(
+    name: &str,
+    schema_key: &str,
+    schema: Option<&Value>,
+    description: Option<&Value>,
+) -> Value {
+    let schema = schema
+        .filter(|s| !s.is_null())
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    let mut spec = Map::new();
+    spec.insert("name".into(), json!(name));
+    spec.insert(schema_key.into(), schema);
+    if let Some(description) = description.and_then(Value::as_str) {
+        spec.insert("description".into(), json!(description));
+    }
+    Value::Object(spec)
+}
+
 /// The id, function name and arguments of an OpenAI assistant tool call (its `type` is the
 /// caller's to check). Blank arguments are `{}`; arguments that are not JSON are refused.
 pub(crate) fn function_call(call: &Value) -> Result<(&str, &str, Value), TranslateError> {
-    let id = call
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("a tool call needs an id"))?;
-    let name = call
-        .pointer("/function/name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("a tool call needs function.name"))?;
+    let id = required_str(call.get("id"), "a tool call needs an id")?;
+    let name = required_str(
+        call.pointer("/function/name"),
+        "a tool call needs function.name",
+    )?;
     let arguments = call
         .pointer("/function/arguments")
         .and_then(Value::as_str)
@@ -416,6 +556,23 @@ pub(crate) fn function_call(call: &Value) -> Result<(&str, &str, Value), Transla
             .map_err(|err| invalid(format!("tool call {id} arguments are not JSON: {err}")))?
     };
     Ok((id, name, arguments))
+}
+
+/// An error body in the OpenAI shape for a provider's error answer with status `status`:
+/// `{"error": {"message", "type", "param": null, "code": "<status>"}}`.
+pub(crate) fn openai_error(status: u16, message: &str, kind: &str) -> Vec<u8> {
+    json!({"error": {"message": message, "type": kind, "param": null, "code": status.to_string()}})
+        .to_string()
+        .into_bytes()
+}
+
+/// The `message` of a provider's error object, else the whole error body as text.
+pub(crate) fn error_message(error: Option<&Value>, body: &[u8]) -> String {
+    error
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }
 
 /// Percent-encodes one path segment as Go's `url.PathEscape` does (upstream builds provider
@@ -620,6 +777,46 @@ mod tests {
                 "{name:?}"
             );
         }
+    }
+
+    #[test]
+    fn stop_lists() {
+        let stop = |v: Value| openai_stop(Some(&v));
+        assert_eq!(stop(json!("x")), Ok(Some(json!(["x"]))));
+        assert_eq!(stop(json!(["a", "b"])), Ok(Some(json!(["a", "b"]))));
+        assert_eq!(stop(json!([])), Ok(None));
+        assert_eq!(stop(Value::Null), Ok(None));
+        assert_eq!(openai_stop(None), Ok(None));
+        let refused = invalid("stop must be a string or a list of strings");
+        assert_eq!(stop(json!(["a", 1])), Err(refused.clone()));
+        assert_eq!(stop(json!(1)), Err(refused));
+        assert_eq!(
+            string_list(Some(&json!("x")), "a list"),
+            Err(invalid("a list"))
+        );
+    }
+
+    #[test]
+    fn what_a_chat_request_asks() {
+        let fields = |v: Value| v.as_object().cloned().unwrap();
+        assert!(asks_several_choices(&fields(json!({"n": 2}))));
+        assert!(!asks_several_choices(&fields(json!({"n": 1}))));
+        assert!(asks_logprobs(&fields(json!({"logprobs": true}))));
+        assert!(asks_logprobs(&fields(json!({"top_logprobs": 2}))));
+        assert!(!asks_logprobs(&fields(
+            json!({"logprobs": false, "top_logprobs": null})
+        )));
+        assert_eq!(
+            explicit_max_tokens(&fields(
+                json!({"max_tokens": 5, "max_completion_tokens": 7})
+            )),
+            Ok(Some(7))
+        );
+        assert_eq!(
+            explicit_max_tokens(&fields(json!({"max_tokens": 5}))),
+            Ok(Some(5))
+        );
+        assert!(explicit_max_tokens(&fields(json!({"max_tokens": -1}))).is_err());
     }
 
     #[test]

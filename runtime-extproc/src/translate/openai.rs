@@ -14,11 +14,12 @@
 
 use serde_json::{Map, Value, json};
 
-use super::anthropic::{error_type_for, messages_error, messages_sse_event};
+use super::anthropic::{error_type_for, messages_error, messages_sse_event, server_tool_type};
 use super::sse::{SseEvents, SseReader};
 use super::{
-    RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated, Translator,
-    UpstreamRequest, invalid, number_field, unsupported,
+    RequestContext, RequestResult, ResponseContext, ResponseResult, StreamTranslator,
+    TranslateError, Translated, Translator, UpstreamRequest, body_fields, function_spec, invalid,
+    number_field, required_str, string_list, unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -43,11 +44,7 @@ impl AnthropicMessages {
 }
 
 impl Translator for AnthropicMessages {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         let body = messages_request(body, ctx.model)?;
         Ok(UpstreamRequest {
             path: self.path.clone(),
@@ -56,11 +53,7 @@ impl Translator for AnthropicMessages {
         })
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         messages_response(body, ctx.model)
     }
 
@@ -76,12 +69,10 @@ impl Translator for AnthropicMessages {
 /// Translates an Anthropic Messages request into an OpenAI chat completion request for
 /// `model`.
 pub fn messages_request(request: &Value, model: &str) -> Result<Value, TranslateError> {
-    let Some(fields) = request.as_object() else {
-        return Err(invalid("the body must be a JSON object"));
-    };
-    if !fields.get("model").is_some_and(Value::is_string) {
-        return Err(invalid("model must be a string"));
-    }
+    let fields = body_fields(
+        request,
+        &[("model", Value::is_string, "model must be a string")],
+    )?;
     let Some(turns) = fields.get("messages").and_then(Value::as_array) else {
         return Err(invalid("messages must be a list"));
     };
@@ -98,10 +89,7 @@ pub fn messages_request(request: &Value, model: &str) -> Result<Value, Translate
         messages.push(json!({"role": "system", "content": system}));
     }
     for turn in turns {
-        let role = turn
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("every message needs a role"))?;
+        let role = required_str(turn.get("role"), "every message needs a role")?;
         let content = turn.get("content").unwrap_or(&Value::Null);
         match role {
             "user" => user_messages(content, &mut messages)?,
@@ -126,17 +114,9 @@ pub fn messages_request(request: &Value, model: &str) -> Result<Value, Translate
     for name in ["temperature", "top_p"] {
         number_field(fields, name, name, &mut body)?;
     }
-    match fields.get("stop_sequences") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(stops)) => {
-            if stops.iter().any(|s| !s.is_string()) {
-                return Err(invalid("stop_sequences must be a list of strings"));
-            }
-            if !stops.is_empty() {
-                body.insert("stop".into(), Value::Array(stops.clone()));
-            }
-        }
-        Some(_) => return Err(invalid("stop_sequences must be a list of strings")),
+    let stops = fields.get("stop_sequences");
+    if let Some(stops) = string_list(stops, "stop_sequences must be a list of strings")? {
+        body.insert("stop".into(), stops);
     }
     let tools = tools(fields.get("tools"))?;
     let has_tools = !tools.is_empty();
@@ -184,18 +164,11 @@ fn system_text(system: Option<&Value>) -> Result<Option<String>, TranslateError>
 }
 
 fn text_of(block: &Value) -> Result<String, TranslateError> {
-    block
-        .get("text")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| invalid("a text block needs text"))
+    required_str(block.get("text"), "a text block needs text").map(str::to_string)
 }
 
 fn block_type(block: &Value) -> Result<&str, TranslateError> {
-    block
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("every content block needs a type"))
+    required_str(block.get("type"), "every content block needs a type")
 }
 
 /// An image block as an OpenAI `image_url` part.
@@ -205,21 +178,12 @@ fn image_part(block: &Value) -> Result<Value, TranslateError> {
         .ok_or_else(|| invalid("an image block needs a source"))?;
     let url = match source.get("type").and_then(Value::as_str) {
         Some("base64") => {
-            let media_type = source
-                .get("media_type")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid("a base64 image needs media_type"))?;
-            let data = source
-                .get("data")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid("a base64 image needs data"))?;
+            let media_type =
+                required_str(source.get("media_type"), "a base64 image needs media_type")?;
+            let data = required_str(source.get("data"), "a base64 image needs data")?;
             format!("data:{media_type};base64,{data}")
         }
-        Some("url") => source
-            .get("url")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("a url image needs url"))?
-            .to_string(),
+        Some("url") => required_str(source.get("url"), "a url image needs url")?.to_string(),
         Some(other) => {
             return Err(unsupported(format!(
                 "{other} image sources cannot be sent to an OpenAI backend"
@@ -262,10 +226,10 @@ fn document_part(block: &Value) -> Result<Value, TranslateError> {
 
 /// A `tool_result` block as an OpenAI `tool` message (text blocks joined by newlines).
 fn tool_message(block: &Value) -> Result<Value, TranslateError> {
-    let id = block
-        .get("tool_use_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("a tool_result block needs tool_use_id"))?;
+    let id = required_str(
+        block.get("tool_use_id"),
+        "a tool_result block needs tool_use_id",
+    )?;
     let content = match block.get("content") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(text)) => text.clone(),
@@ -340,14 +304,8 @@ fn assistant_message(content: &Value) -> Result<Option<Value>, TranslateError> {
         match block_type(block)? {
             "text" => text.push_str(&text_of(block)?),
             "tool_use" => {
-                let id = block
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("a tool_use block needs an id"))?;
-                let name = block
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("a tool_use block needs a name"))?;
+                let id = required_str(block.get("id"), "a tool_use block needs an id")?;
+                let name = required_str(block.get("name"), "a tool_use block needs a name")?;
                 let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
                 calls.push(json!({
                     "id": id,
@@ -385,29 +343,14 @@ fn tools(tools: Option<&Value>) -> Result<Vec<Value>, TranslateError> {
     };
     let mut out = Vec::with_capacity(list.len());
     for tool in list {
-        match tool.get("type").and_then(Value::as_str) {
-            None | Some("custom") => {}
-            Some(other) => {
-                return Err(unsupported(format!(
-                    "the Anthropic server tool {other} cannot be served by an OpenAI backend"
-                )));
-            }
+        if let Some(other) = server_tool_type(tool) {
+            return Err(unsupported(format!(
+                "the Anthropic server tool {other} cannot be served by an OpenAI backend"
+            )));
         }
-        let name = tool
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("a tool needs a name"))?;
-        let mut function = json!({
-            "name": name,
-            "parameters": tool
-                .get("input_schema")
-                .filter(|s| !s.is_null())
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-        });
-        if let Some(description) = tool.get("description").and_then(Value::as_str) {
-            function["description"] = json!(description);
-        }
+        let name = required_str(tool.get("name"), "a tool needs a name")?;
+        let schema = tool.get("input_schema");
+        let function = function_spec(name, "parameters", schema, tool.get("description"));
         out.push(json!({"type": "function", "function": function}));
     }
     Ok(out)
@@ -424,10 +367,7 @@ fn tool_choice(choice: &Value) -> Result<(Value, bool), TranslateError> {
         Some("any") => json!("required"),
         Some("none") => json!("none"),
         Some("tool") => {
-            let name = choice
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid("a tool tool_choice needs a name"))?;
+            let name = required_str(choice.get("name"), "a tool tool_choice needs a name")?;
             json!({"type": "function", "function": {"name": name}})
         }
         Some(other) => return Err(invalid(format!("unknown tool_choice type {other:?}"))),
@@ -501,12 +441,7 @@ pub fn messages_response(body: &[u8], model: &str) -> Result<Translated, Transla
         if !refusal.is_empty() {
             content.push(json!({"type": "text", "text": refusal}));
         }
-        for call in message
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for call in tool_calls(message) {
             let arguments = call
                 .pointer("/function/arguments")
                 .and_then(Value::as_str)
@@ -537,17 +472,10 @@ pub fn messages_response(body: &[u8], model: &str) -> Result<Translated, Transla
             stop_sequence = json!(sequence);
         }
     }
-    let usage = completion
-        .get("usage")
-        .filter(|u| u.is_object())
-        .map(TokenUsage::from_openai)
-        .unwrap_or_default();
-    let model = completion
-        .get("model")
-        .and_then(Value::as_str)
+    let (usage, reported) = crate::usage::from_value(&completion);
+    let model = reported
         .filter(|m| !m.is_empty())
-        .unwrap_or(model)
-        .to_string();
+        .unwrap_or_else(|| model.to_string());
     let message = json!({
         "id": completion.get("id").and_then(Value::as_str).unwrap_or(""),
         "type": "message",
@@ -563,6 +491,15 @@ pub fn messages_response(body: &[u8], model: &str) -> Result<Translated, Transla
         usage,
         model: Some(model),
     })
+}
+
+/// The tool calls of an OpenAI message or stream delta; none when it has no list of them.
+fn tool_calls(message: &Value) -> impl Iterator<Item = &Value> {
+    message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
 
 /// The content block being streamed.
@@ -796,12 +733,7 @@ impl MessagesStream {
                 let index = self.open(Open::Text, json!({"type": "text", "text": ""}), out);
                 Self::delta(out, index, json!({"type": "text_delta", "text": text}));
             }
-            for call in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for call in tool_calls(delta) {
                 self.tool_call(call, out);
             }
             if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
@@ -850,8 +782,14 @@ impl MessagesStream {
         })));
         out.extend(messages_sse_event(&json!({"type": "message_stop"})));
     }
+}
 
-    fn event(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
+impl SseEvents for MessagesStream {
+    fn reader(&mut self) -> &mut SseReader {
+        &mut self.reader
+    }
+
+    fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
         if data.trim_ascii() == b"[DONE]" {
             self.done = true;
             self.end(out);
@@ -862,16 +800,6 @@ impl MessagesStream {
         })?;
         self.chunk(&chunk, out);
         Ok(())
-    }
-}
-
-impl SseEvents for MessagesStream {
-    fn reader(&mut self) -> &mut SseReader {
-        &mut self.reader
-    }
-
-    fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        self.event(data, out)
     }
 }
 

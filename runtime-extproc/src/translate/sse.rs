@@ -2,7 +2,7 @@
 //! complete event, whatever the chunk boundaries, with a bound on what an unfinished event may
 //! hold. The stream translators turn that data into client events.
 
-use super::TranslateError;
+use super::{SSE_DONE, TranslateError, translate_each};
 
 /// Bytes of an unfinished event (its data and the current line) kept at most.
 pub(crate) const MAX_PENDING: usize = 16 * 1024 * 1024;
@@ -17,6 +17,8 @@ pub(crate) struct SseReader {
     has_data: bool,
     /// The rest of an over-long line is dropped up to its end.
     skipping: bool,
+    /// [`SseReader::finish`] was called: the stream has ended.
+    finished: bool,
 }
 
 /// A stream translator over server-sent events: the framing is read here, once; the provider's
@@ -31,11 +33,7 @@ pub(crate) trait SseEvents {
     /// The client events for `chunk`: every provider event it completes, mapped in order.
     fn feed_events(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
         let events = self.reader().feed(chunk)?;
-        let mut out = Vec::new();
-        for data in events {
-            self.on_data(&data, &mut out)?;
-        }
-        Ok(out)
+        translate_each(events, |data, out| self.on_data(data, out))
     }
 
     /// At the end of the stream: the event left without its blank line, mapped into `out`.
@@ -44,6 +42,27 @@ pub(crate) trait SseEvents {
             self.on_data(&data, out)?;
         }
         Ok(())
+    }
+
+    /// The end of an OpenAI chat stream translated from these events, for
+    /// [`StreamTranslator::finish`](super::StreamTranslator::finish): the event left without its
+    /// blank line, then the usage chunk `usage_chunk` gives (if any), then `data: [DONE]`. Only
+    /// the first call at the end of the stream returns anything.
+    fn finish_chat(
+        &mut self,
+        usage_chunk: impl FnOnce(&mut Self) -> Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, TranslateError>
+    where
+        Self: Sized,
+    {
+        let mut out = Vec::new();
+        if self.reader().finished {
+            return Ok(out);
+        }
+        self.finish_events(&mut out)?;
+        out.extend(usage_chunk(self).unwrap_or_default());
+        out.extend_from_slice(SSE_DONE);
+        Ok(out)
     }
 }
 
@@ -85,6 +104,7 @@ impl SseReader {
 
     /// The end of the stream: the data of an event left without its blank line, if any.
     pub(crate) fn finish(&mut self) -> Vec<Vec<u8>> {
+        self.finished = true;
         let mut events = Vec::new();
         let line = std::mem::take(&mut self.line);
         if !self.skipping && !line.is_empty() {
@@ -163,6 +183,43 @@ mod tests {
         assert!(reader.feed(b"data: last").expect("feeds").is_empty());
         assert_eq!(reader.finish(), vec![b"last".to_vec()]);
         assert!(reader.finish().is_empty());
+    }
+
+    /// Events whose data is copied to the client as it is.
+    #[derive(Default)]
+    struct Echo {
+        reader: SseReader,
+    }
+
+    impl SseEvents for Echo {
+        fn reader(&mut self) -> &mut SseReader {
+            &mut self.reader
+        }
+
+        fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
+            out.extend_from_slice(data);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_chat_stream_ends_once_with_the_last_event_usage_and_done() {
+        let mut echo = Echo::default();
+        assert_eq!(
+            echo.feed_events(b"data: a\n\ndata: b").expect("feeds"),
+            b"a"
+        );
+        let end = echo
+            .finish_chat(|_| Some(b"usage;".to_vec()))
+            .expect("ends");
+        assert_eq!(end, b"busage;data: [DONE]\n\n");
+        assert!(
+            echo.finish_chat(|_| Some(b"again".to_vec()))
+                .expect("ends")
+                .is_empty()
+        );
+        let mut echo = Echo::default();
+        assert_eq!(echo.finish_chat(|_| None).expect("ends"), SSE_DONE);
     }
 
     #[test]

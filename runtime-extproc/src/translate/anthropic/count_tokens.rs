@@ -4,11 +4,11 @@
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use super::messages::messages_request;
-use super::{ANTHROPIC_VERSION, AnthropicTarget, DEFAULT_MAX_TOKENS};
-use crate::translate::{
-    RequestContext, TranslateError, UpstreamRequest, invalid, path_escape, unsupported,
+use super::messages::{messages_fields, messages_request};
+use super::{
+    AnthropicTarget, DEFAULT_MAX_TOKENS, api_prefix, required_gcp_version, version_header,
 };
+use crate::translate::{RequestContext, TranslateError, UpstreamRequest, invalid, path_escape};
 use crate::usage::TokenUsage;
 
 /// The fields of a count_tokens request: a JSON object with a string `model` and a
@@ -17,15 +17,7 @@ pub(in crate::translate) fn count_tokens_fields<'a>(
     body: &'a Value,
     ctx: &RequestContext<'_>,
 ) -> Result<&'a Map<String, Value>, TranslateError> {
-    let Some(fields) = body.as_object() else {
-        return Err(invalid("the body must be a JSON object"));
-    };
-    if !fields.get("model").is_some_and(Value::is_string) {
-        return Err(invalid("model must be a string"));
-    }
-    if !fields.get("messages").is_some_and(Value::is_array) {
-        return Err(invalid("messages must be a list"));
-    }
+    let fields = messages_fields(body)?;
     if ctx.stream || fields.get("stream").and_then(Value::as_bool) == Some(true) {
         return Err(invalid(
             "count_tokens does not stream: stream must be false or absent",
@@ -77,25 +69,14 @@ pub fn count_tokens_request(
     match target {
         AnthropicTarget::Anthropic { prefix } => {
             fields.insert("model".into(), json!(model));
-            let prefix = prefix.trim_matches('/');
-            let prefix = if prefix.is_empty() { "v1" } else { prefix };
-            let version = ctx
-                .header("anthropic-version")
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or(ANTHROPIC_VERSION);
             Ok(UpstreamRequest {
-                path: format!("/{prefix}/messages/count_tokens"),
+                path: format!("/{}/messages/count_tokens", api_prefix(prefix)),
                 body: Value::Object(fields).to_string().into_bytes(),
-                headers: vec![("anthropic-version".to_string(), version.to_string())],
+                headers: vec![version_header(ctx)],
             })
         }
         AnthropicTarget::GcpAnthropic { version } => {
-            if version.is_empty() {
-                return Err(unsupported(
-                    "the AIServiceBackend schema version must be set for GCPAnthropic: it is the \
-                     anthropic_version Vertex AI requires (for example vertex-2023-10-16)",
-                ));
-            }
+            let version = required_gcp_version(version)?;
             // Vertex AI counts for explicit versions only, not for the version aliases.
             let model = model
                 .strip_suffix("@default")

@@ -3,15 +3,16 @@
 //! for usage (Anthropic's events, Bedrock's binary event stream unwrapped).
 
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::response::{error_type_for, usage_from};
-use super::{ANTHROPIC_VERSION, AWS_DEFAULT_VERSION, AnthropicTarget};
+use super::{
+    AWS_DEFAULT_VERSION, AnthropicTarget, required_gcp_version, version_header, version_or,
+};
 use crate::translate::eventstream::{Decoder, FrameEvents, Message};
 use crate::translate::sse::SseReader;
 use crate::translate::{
-    RequestContext, StreamTranslator, TranslateError, UpstreamRequest, invalid, path_escape,
-    unsupported,
+    RequestContext, Required, StreamTranslator, TranslateError, UpstreamRequest, body_fields,
 };
 use crate::usage::TokenUsage;
 
@@ -23,61 +24,23 @@ pub fn messages_request(
     ctx: &RequestContext<'_>,
     target: &AnthropicTarget,
 ) -> Result<UpstreamRequest, TranslateError> {
-    let Some(fields) = body.as_object() else {
-        return Err(invalid("the body must be a JSON object"));
-    };
-    if !fields.get("model").is_some_and(Value::is_string) {
-        return Err(invalid("model must be a string"));
-    }
-    if !fields.get("messages").is_some_and(Value::is_array) {
-        return Err(invalid("messages must be a list"));
-    }
-    let mut fields = fields.clone();
+    let mut fields = messages_fields(body)?.clone();
     let model = ctx.model;
-    let (path, headers) = match target {
-        AnthropicTarget::Anthropic { prefix } => {
+    let mut headers = Vec::new();
+    match target {
+        AnthropicTarget::Anthropic { .. } => {
             fields.insert("model".into(), json!(model));
-            let prefix = prefix.trim_matches('/');
-            let prefix = if prefix.is_empty() { "v1" } else { prefix };
-            let version = ctx
-                .header("anthropic-version")
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or(ANTHROPIC_VERSION);
-            (
-                format!("/{prefix}/messages"),
-                vec![("anthropic-version".to_string(), version.to_string())],
-            )
+            headers.push(version_header(ctx));
         }
         AnthropicTarget::GcpAnthropic { version } => {
-            if version.is_empty() {
-                return Err(unsupported(
-                    "the AIServiceBackend schema version must be set for GCPAnthropic: it is the \
-                     anthropic_version Vertex AI requires (for example vertex-2023-10-16)",
-                ));
-            }
+            let version = required_gcp_version(version)?;
             fields.remove("model");
             fields.insert("anthropic_version".into(), json!(version));
-            let method = if ctx.stream {
-                "streamRawPredict"
-            } else {
-                "rawPredict"
-            };
-            (
-                format!(
-                    "publishers/anthropic/models/{}:{method}",
-                    path_escape(model)
-                ),
-                Vec::new(),
-            )
         }
         AnthropicTarget::AwsAnthropic { version } => {
             fields.remove("model");
             fields.remove("stream");
-            let version = if version.is_empty() {
-                AWS_DEFAULT_VERSION
-            } else {
-                version
-            };
+            let version = version_or(version, AWS_DEFAULT_VERSION);
             fields.insert("anthropic_version".into(), json!(version));
             let betas: Vec<&str> = ctx
                 .headers
@@ -90,22 +53,25 @@ pub fn messages_request(
             if !betas.is_empty() {
                 fields.insert("anthropic_beta".into(), json!(betas));
             }
-            let action = if ctx.stream {
-                "invoke-with-response-stream"
-            } else {
-                "invoke"
-            };
-            (
-                format!("/model/{}/{action}", path_escape(model)),
-                Vec::new(),
-            )
         }
     };
     Ok(UpstreamRequest {
-        path,
+        path: target.messages_path(model, ctx.stream),
         body: Value::Object(fields).to_string().into_bytes(),
         headers,
     })
+}
+
+/// What a Messages request must hold.
+const MESSAGES_FIELDS: [Required; 2] = [
+    ("model", Value::is_string, "model must be a string"),
+    ("messages", Value::is_array, "messages must be a list"),
+];
+
+/// The fields of a Messages request: a JSON object with a string `model` and a `messages`
+/// list.
+pub(super) fn messages_fields(body: &Value) -> Result<&Map<String, Value>, TranslateError> {
+    body_fields(body, &MESSAGES_FIELDS)
 }
 
 /// An error answer (status `status`) in the Anthropic error shape

@@ -5,11 +5,12 @@ use serde_json::{Map, Value, json};
 
 use super::{
     ANTHROPIC_VERSION, AWS_DEFAULT_VERSION, AnthropicTarget, DEFAULT_MAX_TOKENS,
-    GCP_DEFAULT_VERSION, MIN_THINKING_BUDGET,
+    GCP_DEFAULT_VERSION, MIN_THINKING_BUDGET, version_or,
 };
 use crate::translate::{
-    TranslateError, UpstreamRequest, data_url, function_call, invalid, number_field, path_escape,
-    unsupported,
+    TranslateError, UpstreamRequest, asks_logprobs, asks_several_choices, body_fields, data_url,
+    explicit_max_tokens, function_call, function_spec, invalid, number_field, openai_stop,
+    required_str, unsupported,
 };
 
 /// Translates an OpenAI chat completion request into an Anthropic Messages request for
@@ -19,9 +20,7 @@ pub fn chat_request(
     model: &str,
     target: &AnthropicTarget,
 ) -> Result<UpstreamRequest, TranslateError> {
-    let Some(fields) = request.as_object() else {
-        return Err(invalid("the body must be a JSON object"));
-    };
+    let fields = body_fields(request, &[])?;
     check_unsupported(fields)?;
     let stream = fields
         .get("stream")
@@ -45,7 +44,7 @@ pub fn chat_request(
     for name in ["temperature", "top_p", "top_k"] {
         number_field(fields, name, name, &mut body)?;
     }
-    if let Some(stops) = stop_sequences(fields.get("stop"))? {
+    if let Some(stops) = openai_stop(fields.get("stop"))? {
         body.insert("stop_sequences".into(), stops);
     }
     if let Some(tools) = tools(fields.get("tools"))? {
@@ -75,39 +74,6 @@ pub fn chat_request(
     })
 }
 
-/// `max_completion_tokens`, else `max_tokens`, when the request sets one.
-pub(super) fn explicit_max_tokens(
-    fields: &Map<String, Value>,
-) -> Result<Option<u64>, TranslateError> {
-    match fields
-        .get("max_completion_tokens")
-        .filter(|v| !v.is_null())
-        .or_else(|| fields.get("max_tokens").filter(|v| !v.is_null()))
-    {
-        Some(value) => value
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| invalid("max_tokens must be a non-negative integer")),
-        None => Ok(None),
-    }
-}
-
-/// OpenAI `stop` (a string or a list of strings) as Anthropic `stop_sequences`; `None` when
-/// there is none.
-pub(super) fn stop_sequences(stop: Option<&Value>) -> Result<Option<Value>, TranslateError> {
-    match stop {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(stop)) => Ok(Some(json!([stop]))),
-        Some(Value::Array(stops)) => {
-            if stops.iter().any(|s| !s.is_string()) {
-                return Err(invalid("stop must be a string or a list of strings"));
-            }
-            Ok((!stops.is_empty()).then(|| Value::Array(stops.clone())))
-        }
-        Some(_) => Err(invalid("stop must be a string or a list of strings")),
-    }
-}
-
 /// The upstream path of a Messages request to `target`, with the body fields that target
 /// wants (`model` and `stream`, or `anthropic_version`).
 pub(super) fn target_path(
@@ -117,66 +83,35 @@ pub(super) fn target_path(
     body: &mut Map<String, Value>,
 ) -> String {
     match target {
-        AnthropicTarget::Anthropic { prefix } => {
+        AnthropicTarget::Anthropic { .. } => {
             body.insert("model".into(), json!(model));
             if stream {
                 body.insert("stream".into(), json!(true));
             }
-            let prefix = prefix.trim_matches('/');
-            let prefix = if prefix.is_empty() { "v1" } else { prefix };
-            format!("/{prefix}/messages")
         }
         AnthropicTarget::GcpAnthropic { version } => {
-            let version = if version.is_empty() {
-                GCP_DEFAULT_VERSION
-            } else {
-                version
-            };
+            let version = version_or(version, GCP_DEFAULT_VERSION);
             body.insert("anthropic_version".into(), json!(version));
             if stream {
                 body.insert("stream".into(), json!(true));
             }
-            let method = if stream {
-                "streamRawPredict"
-            } else {
-                "rawPredict"
-            };
-            format!(
-                "publishers/anthropic/models/{}:{method}",
-                path_escape(model)
-            )
         }
         AnthropicTarget::AwsAnthropic { version } => {
-            let version = if version.is_empty() {
-                AWS_DEFAULT_VERSION
-            } else {
-                version
-            };
+            let version = version_or(version, AWS_DEFAULT_VERSION);
             body.insert("anthropic_version".into(), json!(version));
-            let action = if stream {
-                "invoke-with-response-stream"
-            } else {
-                "invoke"
-            };
-            format!("/model/{}/{action}", path_escape(model))
         }
     }
+    target.messages_path(model, stream)
 }
 
 /// Rejects request fields the Messages API has no equivalent for.
 pub(super) fn check_unsupported(fields: &Map<String, Value>) -> Result<(), TranslateError> {
-    if fields
-        .get("n")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 1)
-    {
+    if asks_several_choices(fields) {
         return Err(unsupported(
             "Anthropic returns one choice per request: n must be 1",
         ));
     }
-    if fields.get("logprobs").and_then(Value::as_bool) == Some(true)
-        || fields.get("top_logprobs").is_some_and(|v| !v.is_null())
-    {
+    if asks_logprobs(fields) {
         return Err(unsupported("Anthropic does not return logprobs"));
     }
     if fields.get("audio").is_some_and(|v| !v.is_null())
@@ -277,10 +212,7 @@ pub(super) fn messages(
     // Whether the last turn is a user turn that holds tool results.
     let mut open_results = false;
     for message in list {
-        let role = message
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("every message needs a role"))?;
+        let role = required_str(message.get("role"), "every message needs a role")?;
         let content = message.get("content").unwrap_or(&Value::Null);
         match role {
             "system" | "developer" => {
@@ -320,10 +252,10 @@ pub(super) fn messages(
                 turns.push(json!({"role": "assistant", "content": content}));
             }
             "tool" | "function" => {
-                let id = message
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("a tool message needs tool_call_id"))?;
+                let id = required_str(
+                    message.get("tool_call_id"),
+                    "a tool message needs tool_call_id",
+                )?;
                 let mut result = json!({"type": "tool_result", "tool_use_id": id});
                 let blocks = text_blocks(content, role)?;
                 result["content"] = match content {
@@ -388,10 +320,7 @@ pub(super) fn text_blocks(content: &Value, role: &str) -> Result<Vec<Value>, Tra
                     } else {
                         "refusal"
                     };
-                    let text = part
-                        .get(key)
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| invalid("a text part needs text"))?;
+                    let text = required_str(part.get(key), "a text part needs text")?;
                     Ok(with_cache_control(
                         json!({"type": "text", "text": text}),
                         part,
@@ -419,10 +348,10 @@ pub(super) fn user_blocks(content: &Value) -> Result<Vec<Value>, TranslateError>
         let block = match part.get("type").and_then(Value::as_str) {
             Some("text") => text_blocks(&Value::Array(vec![part.clone()]), "user")?.remove(0),
             Some("image_url") => {
-                let url = part
-                    .pointer("/image_url/url")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("an image_url part needs image_url.url"))?;
+                let url = required_str(
+                    part.pointer("/image_url/url"),
+                    "an image_url part needs image_url.url",
+                )?;
                 with_cache_control(json!({"type": "image", "source": image_source(url)?}), part)
             }
             Some("file") => {
@@ -511,21 +440,9 @@ pub(super) fn tools(tools: Option<&Value>) -> Result<Option<Value>, TranslateErr
         let function = tool
             .get("function")
             .ok_or_else(|| invalid("a function tool needs function"))?;
-        let name = function
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("a function tool needs a name"))?;
-        let mut entry = json!({
-            "name": name,
-            "input_schema": function
-                .get("parameters")
-                .filter(|p| !p.is_null())
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-        });
-        if let Some(description) = function.get("description").and_then(Value::as_str) {
-            entry["description"] = json!(description);
-        }
+        let name = required_str(function.get("name"), "a function tool needs a name")?;
+        let schema = function.get("parameters");
+        let entry = function_spec(name, "input_schema", schema, function.get("description"));
         out.push(with_cache_control(entry, tool));
     }
     Ok(Some(Value::Array(out)))

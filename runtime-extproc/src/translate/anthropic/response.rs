@@ -5,9 +5,10 @@ use serde_json::{Value, json};
 
 use crate::translate::sse::{SseEvents, SseReader, event_text};
 use crate::translate::{
-    SSE_DONE, StreamTranslator, TranslateError, finish_reason, sse_event, usage_chunk,
+    StreamTranslator, TranslateError, error_message, finish_reason, openai_error, sse_event,
+    tool_call_arguments, tool_call_start, usage_chunk,
 };
-use crate::usage::TokenUsage;
+use crate::usage::{TokenUsage, reported_sum};
 
 /// Anthropic `usage` as OpenAI `usage` and [`TokenUsage`]: prompt tokens include cache reads
 /// and cache writes.
@@ -18,24 +19,13 @@ pub(super) fn usage_from(usage: &Value, fallback: &TokenUsage) -> TokenUsage {
     let cache_creation_input =
         read("cache_creation_input_tokens").or(fallback.cache_creation_input);
     let output = read("output_tokens").or(fallback.output);
-    let input = match (input_only, cached_input, cache_creation_input) {
-        (None, None, None) => None,
-        (a, b, c) => Some(
-            a.unwrap_or(0)
-                .saturating_add(b.unwrap_or(0))
-                .saturating_add(c.unwrap_or(0)),
-        ),
-    };
-    let total = match (input, output) {
-        (None, None) => None,
-        (i, o) => Some(i.unwrap_or(0).saturating_add(o.unwrap_or(0))),
-    };
+    let input = reported_sum(&[input_only, cached_input, cache_creation_input]);
     TokenUsage {
         input,
         cached_input,
         cache_creation_input,
         output,
-        total,
+        total: reported_sum(&[input, output]),
         reasoning: None,
     }
 }
@@ -139,18 +129,11 @@ pub fn error_type_for(status: u16) -> &'static str {
 pub fn error_response(status: u16, body: &[u8]) -> Vec<u8> {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let error = parsed.as_ref().and_then(|v| v.get("error"));
-    let message = error
-        .and_then(|e| e.get("message"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
     let kind = error
         .and_then(|e| e.get("type").or_else(|| e.get("status")))
         .and_then(Value::as_str)
         .unwrap_or_else(|| error_type_for(status));
-    json!({"error": {"message": message, "type": kind, "param": null, "code": status.to_string()}})
-        .to_string()
-        .into_bytes()
+    openai_error(status, &error_message(error, body), kind)
 }
 
 /// Translates an Anthropic event stream into OpenAI `chat.completion.chunk` events.
@@ -163,8 +146,7 @@ pub struct ChatStream {
     usage: TokenUsage,
     started: bool,
     /// Anthropic block index to OpenAI tool call index.
-    tool_blocks: Vec<(u64, usize)>,
-    finished: bool,
+    tool_blocks: Vec<(u64, u64)>,
 }
 
 impl ChatStream {
@@ -184,19 +166,6 @@ impl ChatStream {
             "model": self.model.as_deref().unwrap_or(&self.requested_model),
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         }))
-    }
-
-    /// Translates the data of one complete server-sent event.
-    fn data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        let data = std::str::from_utf8(data)
-            .map_err(|_| TranslateError::Upstream("event data is not UTF-8".into()))?;
-        let Some(data) = event_text(data) else {
-            return Ok(());
-        };
-        let event: Value = serde_json::from_str(data)
-            .map_err(|err| TranslateError::Upstream(format!("event data is not JSON: {err}")))?;
-        out.extend(self.event(&event));
-        Ok(())
     }
 
     /// Translates one decoded Anthropic stream event (the JSON of its `data:`).
@@ -222,21 +191,11 @@ impl ChatStream {
                 let block = event.get("content_block").unwrap_or(&Value::Null);
                 match block.get("type").and_then(Value::as_str) {
                     Some("tool_use") => {
-                        let index = self.tool_blocks.len();
+                        let index = self.tool_blocks.len() as u64;
                         let block_index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
                         self.tool_blocks.push((block_index, index));
-                        self.chunk(
-                            json!({"tool_calls": [{
-                                "index": index,
-                                "id": block.get("id").cloned().unwrap_or(Value::Null),
-                                "type": "function",
-                                "function": {
-                                    "name": block.get("name").cloned().unwrap_or(Value::Null),
-                                    "arguments": "",
-                                },
-                            }]}),
-                            None,
-                        )
+                        let start = tool_call_start(index, block.get("id"), block.get("name"));
+                        self.chunk(start, None)
                     }
                     Some("text") => match block.get("text").and_then(Value::as_str) {
                         Some(text) if !text.is_empty() => {
@@ -265,13 +224,7 @@ impl ChatStream {
                         else {
                             return Vec::new();
                         };
-                        self.chunk(
-                            json!({"tool_calls": [{
-                                "index": index,
-                                "function": {"arguments": text("partial_json")},
-                            }]}),
-                            None,
-                        )
+                        self.chunk(tool_call_arguments(index, text("partial_json")), None)
                     }
                     _ => Vec::new(),
                 }
@@ -305,8 +258,17 @@ impl SseEvents for ChatStream {
         &mut self.reader
     }
 
+    /// Translates the data of one complete server-sent event.
     fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        self.data(data, out)
+        let data = std::str::from_utf8(data)
+            .map_err(|_| TranslateError::Upstream("event data is not UTF-8".into()))?;
+        let Some(data) = event_text(data) else {
+            return Ok(());
+        };
+        let event: Value = serde_json::from_str(data)
+            .map_err(|err| TranslateError::Upstream(format!("event data is not JSON: {err}")))?;
+        out.extend(self.event(&event));
+        Ok(())
     }
 }
 
@@ -316,22 +278,16 @@ impl StreamTranslator for ChatStream {
     }
 
     fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
-        let mut out = Vec::new();
-        if self.finished {
-            return Ok(out);
-        }
-        self.finished = true;
-        self.finish_events(&mut out)?;
-        if self.started {
-            out.extend(usage_chunk(
-                self.id.as_deref().unwrap_or(""),
-                0,
-                self.model.as_deref().unwrap_or(&self.requested_model),
-                &self.usage,
-            ));
-        }
-        out.extend_from_slice(SSE_DONE);
-        Ok(out)
+        self.finish_chat(|stream| {
+            stream.started.then(|| {
+                usage_chunk(
+                    stream.id.as_deref().unwrap_or(""),
+                    0,
+                    stream.model.as_deref().unwrap_or(&stream.requested_model),
+                    &stream.usage,
+                )
+            })
+        })
     }
 
     fn usage(&self) -> TokenUsage {

@@ -1,17 +1,16 @@
 use super::response::*;
 use super::*;
+use crate::translate::UpstreamRequest;
+use crate::translate::test_support::{
+    assert_bad_answers, body_json, fixture_json, fixture_text, headers, request_ctx, response_ctx,
+};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
 const MODEL: &str = "claude-sonnet-4-5";
 
 fn fixture(name: &str) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/anthropic/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"));
-    serde_json::from_str(&text).unwrap_or_else(|err| panic!("{path}: {err}"))
+    fixture_json(&format!("anthropic/{name}.json"))
 }
 
 fn anthropic() -> AnthropicTarget {
@@ -20,8 +19,16 @@ fn anthropic() -> AnthropicTarget {
     }
 }
 
-fn body(request: &UpstreamRequest) -> Value {
-    serde_json::from_slice(&request.body).expect("translated body is JSON")
+fn gcp(version: &str) -> AnthropicTarget {
+    AnthropicTarget::GcpAnthropic {
+        version: version.into(),
+    }
+}
+
+fn aws(version: &str) -> AnthropicTarget {
+    AnthropicTarget::AwsAnthropic {
+        version: version.into(),
+    }
 }
 
 #[test]
@@ -42,7 +49,7 @@ fn request_fixtures() {
         let expected = fixture(&format!("{case}.anthropic"));
         let translated =
             chat_request(&input, MODEL, &anthropic()).unwrap_or_else(|err| panic!("{case}: {err}"));
-        assert_eq!(body(&translated), expected, "{case}");
+        assert_eq!(body_json(&translated), expected, "{case}");
         assert_eq!(translated.path, "/v1/messages", "{case}");
         assert_eq!(
             translated.headers,
@@ -110,9 +117,7 @@ fn prefix_is_trimmed() {
 #[test]
 fn gcp_target() {
     let mut input = fixture("request_plain.openai");
-    let target = AnthropicTarget::GcpAnthropic {
-        version: String::new(),
-    };
+    let target = gcp("");
     let translated = chat_request(&input, "claude-sonnet-4@20250514", &target).expect("ok");
     assert_eq!(
         translated.path,
@@ -122,12 +127,10 @@ fn gcp_target() {
     let mut expected = fixture("request_plain.anthropic");
     expected.as_object_mut().expect("object").remove("model");
     expected["anthropic_version"] = json!("vertex-2023-10-16");
-    assert_eq!(body(&translated), expected);
+    assert_eq!(body_json(&translated), expected);
 
     input["stream"] = json!(true);
-    let target = AnthropicTarget::GcpAnthropic {
-        version: "vertex-2099-01-01".into(),
-    };
+    let target = gcp("vertex-2099-01-01");
     let translated = chat_request(&input, "claude-sonnet-4@20250514", &target).expect("ok");
     assert_eq!(
         translated.path,
@@ -135,16 +138,14 @@ fn gcp_target() {
     );
     expected["stream"] = json!(true);
     expected["anthropic_version"] = json!("vertex-2099-01-01");
-    assert_eq!(body(&translated), expected);
+    assert_eq!(body_json(&translated), expected);
 }
 
 #[test]
 fn aws_target() {
     let mut input = fixture("request_plain.openai");
     input["stream"] = json!(true);
-    let target = AnthropicTarget::AwsAnthropic {
-        version: String::new(),
-    };
+    let target = aws("");
     let model = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-7-sonnet-20250219-v1:0";
     let translated = chat_request(&input, model, &target).expect("ok");
     assert_eq!(
@@ -154,7 +155,7 @@ fn aws_target() {
     let mut expected = fixture("request_plain.anthropic");
     expected.as_object_mut().expect("object").remove("model");
     expected["anthropic_version"] = json!("bedrock-2023-05-31");
-    assert_eq!(body(&translated), expected);
+    assert_eq!(body_json(&translated), expected);
 
     input["stream"] = json!(false);
     let translated =
@@ -241,7 +242,7 @@ fn reasoning_effort_fits_under_explicit_max_tokens() {
     let request = json!({"model": "m", "reasoning_effort": "high", "max_tokens": 5000,
         "messages": [{"role": "user", "content": "hi"}]});
     let translated = chat_request(&request, MODEL, &anthropic()).expect("ok");
-    let value = body(&translated);
+    let value = body_json(&translated);
     assert_eq!(value["max_tokens"], 5000);
     assert_eq!(
         value["thinking"],
@@ -505,121 +506,86 @@ fn stream_without_trailing_blank_line_is_flushed_on_finish() {
 
 // ---- The Messages API passed to Anthropic-family backends ----
 
-fn messages_path(name: &str) -> String {
-    format!(
-        "{}/tests/fixtures/messages/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
 fn messages_text(name: &str) -> String {
-    let path = messages_path(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"))
+    fixture_text(&format!("messages/{name}"))
 }
 
 fn messages_fixture(name: &str) -> Value {
-    let path = messages_path(name);
-    serde_json::from_str(&messages_text(name)).unwrap_or_else(|err| panic!("{path}: {err}"))
+    fixture_json(&format!("messages/{name}"))
 }
 
-fn request_ctx<'a>(
-    model: &'a str,
+/// What [`Messages`] for `target` sends for `input` asked for `model`, streamed or not, with
+/// the `client` headers.
+fn messages_upstream(
+    target: AnthropicTarget,
+    input: &Value,
+    model: &str,
     stream: bool,
-    headers: &'a [(String, String)],
-) -> RequestContext<'a> {
-    RequestContext {
-        model,
-        stream,
-        headers,
-    }
-}
-
-fn response_ctx(model: &str) -> ResponseContext<'_> {
-    ResponseContext {
-        model,
-        headers: &[],
-    }
-}
-
-fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    client: &[(&str, &str)],
+) -> UpstreamRequest {
+    Messages(target)
+        .request(input, &request_ctx(model, stream, &headers(client)))
+        .expect("translates")
 }
 
 #[test]
 fn messages_request_to_anthropic() {
     let input = messages_fixture("request_tools.messages.json");
-    let mut translator = Messages::new(anthropic());
-    let none = headers(&[]);
-    let out = translator
-        .request(
-            &input,
-            &request_ctx("claude-opus-4-1-20250805", false, &none),
-        )
-        .expect("translates");
+    let out = messages_upstream(anthropic(), &input, "claude-opus-4-1-20250805", false, &[]);
     assert_eq!(out.path, "/v1/messages");
-    assert_eq!(body(&out), messages_fixture("request_tools.anthropic.json"));
+    assert_eq!(
+        body_json(&out),
+        messages_fixture("request_tools.anthropic.json")
+    );
     assert_eq!(
         out.headers,
         headers(&[("anthropic-version", ANTHROPIC_VERSION)])
     );
 
     // The client's version is kept; the prefix loses its slashes.
-    let client = headers(&[("anthropic-version", "2024-01-01")]);
-    let mut translator = Messages::new(AnthropicTarget::Anthropic {
+    let prefixed = AnthropicTarget::Anthropic {
         prefix: "/anthropic/v1/".into(),
-    });
-    let out = translator
-        .request(&input, &request_ctx("claude-opus-4-1", true, &client))
-        .expect("translates");
+    };
+    let client = [("anthropic-version", "2024-01-01")];
+    let out = messages_upstream(prefixed, &input, "claude-opus-4-1", true, &client);
     assert_eq!(out.path, "/anthropic/v1/messages");
-    assert_eq!(out.headers, headers(&[("anthropic-version", "2024-01-01")]));
+    assert_eq!(out.headers, headers(&client));
 }
 
 #[test]
 fn messages_request_to_gcp() {
     let mut input = messages_fixture("request_tools.messages.json");
-    let mut translator = Messages::new(AnthropicTarget::GcpAnthropic {
-        version: "vertex-2023-10-16".into(),
-    });
-    let none = headers(&[]);
-    let out = translator
-        .request(
-            &input,
-            &request_ctx("claude-opus-4-1@20250805", false, &none),
-        )
-        .expect("translates");
-    assert_eq!(
-        out.path,
-        "publishers/anthropic/models/claude-opus-4-1@20250805:rawPredict"
+    let model = "claude-opus-4-1@20250805";
+    let out = messages_upstream(gcp("vertex-2023-10-16"), &input, model, false, &[]);
+    let expected = messages_fixture("request_tools.gcp.json");
+    assert_sent(
+        &out,
+        "publishers/anthropic/models/claude-opus-4-1@20250805:rawPredict",
+        &expected,
     );
-    assert_eq!(body(&out), messages_fixture("request_tools.gcp.json"));
-    assert!(out.headers.is_empty());
 
     input["stream"] = json!(true);
-    let out = translator
-        .request(
-            &input,
-            &request_ctx("claude-opus-4-1@20250805", true, &none),
-        )
-        .expect("translates");
-    assert_eq!(
-        out.path,
-        "publishers/anthropic/models/claude-opus-4-1@20250805:streamRawPredict"
-    );
-    let mut expected = messages_fixture("request_tools.gcp.json");
+    let out = messages_upstream(gcp("vertex-2023-10-16"), &input, model, true, &[]);
+    let mut expected = expected;
     expected["stream"] = json!(true);
-    assert_eq!(body(&out), expected);
+    assert_sent(
+        &out,
+        "publishers/anthropic/models/claude-opus-4-1@20250805:streamRawPredict",
+        &expected,
+    );
+}
+
+/// Asserts that `out` goes to `path` with `body` and no headers of its own.
+fn assert_sent(out: &UpstreamRequest, path: &str, body: &Value) {
+    assert_eq!(out.path, path);
+    assert_eq!(&body_json(out), body, "{path}");
+    assert!(out.headers.is_empty(), "{path}");
 }
 
 #[test]
 fn messages_request_to_gcp_needs_a_version() {
     let input = messages_fixture("request_tools.messages.json");
-    let mut translator = Messages::new(AnthropicTarget::GcpAnthropic {
-        version: String::new(),
-    });
+    let mut translator = Messages(gcp(""));
     let none = headers(&[]);
     match translator.request(
         &input,
@@ -638,58 +604,39 @@ fn messages_request_to_gcp_needs_a_version() {
 #[test]
 fn messages_request_to_aws() {
     let mut input = messages_fixture("request_tools.messages.json");
-    let mut translator = Messages::new(AnthropicTarget::AwsAnthropic {
-        version: String::new(),
-    });
-    let betas = headers(&[
+    let betas = [
         ("anthropic-beta", "token-efficient-tools-2025-02-19, "),
         ("content-type", "application/json"),
         ("anthropic-beta", " interleaved-thinking-2025-05-14"),
-    ]);
+    ];
     let model = "anthropic.claude-opus-4-1-20250805-v1:0";
-    let out = translator
-        .request(&input, &request_ctx(model, false, &betas))
-        .expect("translates");
-    assert_eq!(
-        out.path,
-        "/model/anthropic.claude-opus-4-1-20250805-v1:0/invoke"
-    );
-    assert_eq!(body(&out), messages_fixture("request_tools.aws.json"));
-    assert!(out.headers.is_empty());
-
-    input["stream"] = json!(true);
-    let mut translator = Messages::new(AnthropicTarget::AwsAnthropic {
-        version: "bedrock-2099-01-01".into(),
-    });
-    let none = headers(&[]);
-    let profile = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-opus-4-1-20250805-v1:0";
-    let out = translator
-        .request(&input, &request_ctx(profile, true, &none))
-        .expect("translates");
-    assert_eq!(
-        out.path,
-        "/model/arn:aws:bedrock:us-east-1:123456789012:inference-profile%2Fus.anthropic.claude-opus-4-1-20250805-v1:0/invoke-with-response-stream"
-    );
+    let out = messages_upstream(aws(""), &input, model, false, &betas);
     let mut expected = messages_fixture("request_tools.aws.json");
+    assert_sent(
+        &out,
+        "/model/anthropic.claude-opus-4-1-20250805-v1:0/invoke",
+        &expected,
+    );
+
+    // The stream is removed, no beta header.
+    input["stream"] = json!(true);
+    let profile = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-opus-4-1-20250805-v1:0";
+    let out = messages_upstream(aws("bedrock-2099-01-01"), &input, profile, true, &[]);
     let object = expected.as_object_mut().expect("object");
     object.remove("anthropic_beta");
     object.insert("anthropic_version".into(), json!("bedrock-2099-01-01"));
-    assert_eq!(body(&out), expected, "stream is removed, no beta header");
+    assert_sent(
+        &out,
+        "/model/arn:aws:bedrock:us-east-1:123456789012:inference-profile%2Fus.anthropic.claude-opus-4-1-20250805-v1:0/invoke-with-response-stream",
+        &expected,
+    );
 }
 
 #[test]
 fn messages_request_without_model_or_messages_is_invalid() {
     let none = headers(&[]);
-    for target in [
-        anthropic(),
-        AnthropicTarget::GcpAnthropic {
-            version: "vertex-2023-10-16".into(),
-        },
-        AnthropicTarget::AwsAnthropic {
-            version: String::new(),
-        },
-    ] {
-        let mut translator = Messages::new(target);
+    for target in [anthropic(), gcp("vertex-2023-10-16"), aws("")] {
+        let mut translator = Messages(target);
         for bad in [
             json!({"max_tokens": 10, "messages": []}),
             json!({"model": "m", "max_tokens": 10}),
@@ -711,7 +658,7 @@ fn messages_request_without_model_or_messages_is_invalid() {
 #[test]
 fn messages_response_passes_through_with_usage() {
     let body = messages_text("response_message.anthropic.json");
-    let translated = Messages::new(anthropic())
+    let translated = Messages(anthropic())
         .response(body.as_bytes(), &response_ctx("claude-sonnet-4-5"))
         .expect("passes");
     assert_eq!(translated.body, body.as_bytes());
@@ -736,11 +683,9 @@ fn messages_response_passes_through_with_usage() {
     value.as_object_mut().expect("object").remove("model");
     value["usage"] = json!({"input_tokens": 10, "output_tokens": 3});
     let bytes = value.to_string().into_bytes();
-    let translated = Messages::new(AnthropicTarget::AwsAnthropic {
-        version: String::new(),
-    })
-    .response(&bytes, &response_ctx("anthropic.claude-3-haiku"))
-    .expect("passes");
+    let translated = Messages(aws(""))
+        .response(&bytes, &response_ctx("anthropic.claude-3-haiku"))
+        .expect("passes");
     assert_eq!(translated.body, bytes);
     assert_eq!(
         translated.model.as_deref(),
@@ -761,7 +706,7 @@ fn messages_response_passes_through_with_usage() {
 
 #[test]
 fn messages_errors_have_the_anthropic_shape() {
-    let translator = Messages::new(anthropic());
+    let translator = Messages(anthropic());
     let ctx = response_ctx(MODEL);
     let error = |status: u16, body: &str| -> Value {
         serde_json::from_slice(&translator.error(status, body.as_bytes(), &ctx)).expect("JSON")
@@ -820,13 +765,8 @@ fn run_stream(
 #[test]
 fn messages_stream_passes_anthropic_events_through() {
     let input = messages_text("stream_anthropic.sse");
-    for target in [
-        anthropic(),
-        AnthropicTarget::GcpAnthropic {
-            version: "vertex-2023-10-16".into(),
-        },
-    ] {
-        let translator = Messages::new(target);
+    for target in [anthropic(), gcp("vertex-2023-10-16")] {
+        let translator = Messages(target);
         for size in [1, 2, 5, 64, input.len()] {
             let (out, stream) = run_stream(
                 translator.stream(&response_ctx(MODEL)),
@@ -857,7 +797,7 @@ fn messages_stream_passes_anthropic_events_through() {
 #[test]
 fn messages_stream_pass_through_reads_usage_as_it_arrives() {
     let input = messages_text("stream_anthropic.sse");
-    let mut stream = Messages::new(anthropic()).stream(&response_ctx(MODEL));
+    let mut stream = Messages(anthropic()).stream(&response_ctx(MODEL));
     let end = input.find("event: content_block_start").expect("start");
     let out = stream.feed(&input.as_bytes()[..end - 1]).expect("feeds");
     assert_eq!(
@@ -871,7 +811,7 @@ fn messages_stream_pass_through_reads_usage_as_it_arrives() {
     assert_eq!(stream.usage().output, Some(1));
     // A last event without its blank line is read at the end.
     let cut = input.find("event: message_stop").expect("stop") - 1;
-    let mut stream = Messages::new(anthropic()).stream(&response_ctx(MODEL));
+    let mut stream = Messages(anthropic()).stream(&response_ctx(MODEL));
     stream.feed(&input.as_bytes()[..cut]).expect("feeds");
     assert_eq!(stream.usage().output, Some(1));
     assert_eq!(stream.finish().expect("finishes"), Vec::<u8>::new());
@@ -902,20 +842,22 @@ fn bedrock_stream_bytes() -> Vec<u8> {
         .collect()
 }
 
-fn aws() -> Messages {
-    Messages::new(AnthropicTarget::AwsAnthropic {
-        version: String::new(),
-    })
+fn aws_messages() -> Messages {
+    Messages(aws(""))
 }
 
 #[test]
 fn messages_stream_from_bedrock_event_stream() {
     let input = bedrock_stream_bytes();
     let expected = messages_text("stream_bedrock.expected.sse");
-    let (whole, _) = run_stream(aws().stream(&response_ctx(MODEL)), &input, input.len());
+    let (whole, _) = run_stream(
+        aws_messages().stream(&response_ctx(MODEL)),
+        &input,
+        input.len(),
+    );
     assert_eq!(String::from_utf8(whole).expect("UTF-8"), expected);
     for size in [1, 3, 7, 100] {
-        let (out, stream) = run_stream(aws().stream(&response_ctx(MODEL)), &input, size);
+        let (out, stream) = run_stream(aws_messages().stream(&response_ctx(MODEL)), &input, size);
         assert_eq!(
             String::from_utf8(out).expect("UTF-8"),
             expected,
@@ -942,7 +884,7 @@ fn messages_stream_from_bedrock_event_stream() {
 #[test]
 fn messages_stream_from_bedrock_sends_each_event_at_once() {
     let first = bedrock_chunk(r#"{"type":"ping"}"#);
-    let mut stream = aws().stream(&response_ctx(MODEL));
+    let mut stream = aws_messages().stream(&response_ctx(MODEL));
     assert!(
         stream
             .feed(&first[..first.len() - 1])
@@ -959,15 +901,20 @@ fn messages_stream_from_bedrock_sends_each_event_at_once() {
             "{\n  \"type\": \"content_block_stop\",\n  \"index\": 0\n}",
         ))
         .expect("feeds");
-    let text = String::from_utf8(out).expect("UTF-8");
-    let data = text
-        .strip_prefix("event: content_block_stop\ndata: ")
-        .and_then(|rest| rest.strip_suffix("\n\n"))
-        .expect("one event");
     assert_eq!(
-        serde_json::from_str::<Value>(data).expect("JSON"),
+        only_event(&out, "content_block_stop"),
         json!({"type": "content_block_stop", "index": 0})
     );
+}
+
+/// The data of `out`, which must be one Anthropic event of type `event`, as JSON.
+fn only_event(out: &[u8], event: &str) -> Value {
+    let text = std::str::from_utf8(out).expect("UTF-8");
+    let data = text
+        .strip_prefix(&format!("event: {event}\ndata: "))
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("one {event} event: {text}"));
+    serde_json::from_str(data).expect("JSON")
 }
 
 #[test]
@@ -980,15 +927,10 @@ fn messages_stream_from_bedrock_exceptions_and_damage() {
         ],
         br#"{"message":"Too many requests, please wait before trying again."}"#,
     );
-    let mut stream = aws().stream(&response_ctx(MODEL));
+    let mut stream = aws_messages().stream(&response_ctx(MODEL));
     let out = stream.feed(&exception).expect("feeds");
-    let text = String::from_utf8(out).expect("UTF-8");
-    let data = text
-        .strip_prefix("event: error\ndata: ")
-        .and_then(|rest| rest.strip_suffix("\n\n"))
-        .expect("one error event");
     assert_eq!(
-        serde_json::from_str::<Value>(data).expect("JSON"),
+        only_event(&out, "error"),
         json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Too many requests, please wait before trying again."}})
     );
 
@@ -1006,7 +948,7 @@ fn messages_stream_from_bedrock_exceptions_and_damage() {
             ],
             br#"{"message":"boom"}"#,
         );
-        let out = aws()
+        let out = aws_messages()
             .stream(&response_ctx(MODEL))
             .feed(&frame)
             .expect("feeds");
@@ -1019,7 +961,7 @@ fn messages_stream_from_bedrock_exceptions_and_damage() {
 
     // A stream cut inside a frame.
     let frame = bedrock_chunk(r#"{"type":"ping"}"#);
-    let mut stream = aws().stream(&response_ctx(MODEL));
+    let mut stream = aws_messages().stream(&response_ctx(MODEL));
     stream.feed(&frame[..10]).expect("feeds");
     assert!(matches!(stream.finish(), Err(TranslateError::Upstream(_))));
 
@@ -1033,7 +975,7 @@ fn messages_stream_from_bedrock_exceptions_and_damage() {
             &[(":event-type", "chunk"), (":message-type", "event")],
             payload.as_bytes(),
         );
-        let mut stream = aws().stream(&response_ctx(MODEL));
+        let mut stream = aws_messages().stream(&response_ctx(MODEL));
         assert!(
             matches!(stream.feed(&frame), Err(TranslateError::Upstream(_))),
             "{payload}"
@@ -1050,10 +992,8 @@ fn chat_stream_from_bedrock_event_stream_matches_the_sse_form() {
         .lines()
         .flat_map(|event| format!("data: {event}\n\n").into_bytes())
         .collect();
-    let aws = OpenAiChat::new(AnthropicTarget::AwsAnthropic {
-        version: String::new(),
-    });
-    let direct = OpenAiChat::new(AnthropicTarget::Anthropic {
+    let aws = OpenAiChat(aws(""));
+    let direct = OpenAiChat(AnthropicTarget::Anthropic {
         prefix: "v1".into(),
     });
     let (expected, reference) = run_stream(direct.stream(&response_ctx(MODEL)), &sse, sse.len());
@@ -1081,7 +1021,7 @@ fn absurd_numbers_saturate() {
         "thinking": {"type": "enabled", "budget_tokens": u64::MAX},
     });
     let out = chat_request(&request, MODEL, &anthropic()).expect("translates");
-    assert_eq!(body(&out)["max_tokens"], json!(u64::MAX));
+    assert_eq!(body_json(&out)["max_tokens"], json!(u64::MAX));
     // Counts a provider reports are added up without overflowing.
     let message = json!({
         "content": [],
@@ -1100,12 +1040,7 @@ fn absurd_numbers_saturate() {
 // ---- Token counting (`/anthropic/v1/messages/count_tokens`) ----
 
 fn count_tokens_fixture(name: &str) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/count_tokens/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"));
-    serde_json::from_str(&text).unwrap_or_else(|err| panic!("{path}: {err}"))
+    fixture_json(&format!("count_tokens/{name}.json"))
 }
 
 const COUNT_TOKENS_CASES: [&str; 3] = ["request_basic", "request_tools", "request_thinking"];
@@ -1150,7 +1085,7 @@ fn count_tokens_request_fixtures() {
             crate::translate::bedrock::test_support::headers_of(&upstream["client_headers"]);
         for name in ["anthropic", "gcp", "aws"] {
             let expected = &upstream[name];
-            let mut translator = CountTokens::new(count_tokens_target(name, expected));
+            let mut translator = CountTokens(count_tokens_target(name, expected));
             let model = expected["model"].as_str().unwrap();
             let out = translator
                 .request(&input, &request_ctx(model, false, &client_headers))
@@ -1165,7 +1100,7 @@ fn count_tokens_request_fixtures() {
                 crate::translate::bedrock::test_support::headers_of(&expected["headers"]),
                 "{case} {name}"
             );
-            let sent = body(&out);
+            let sent = body_json(&out);
             let sent = if name == "aws" {
                 assert_eq!(
                     sent.as_object().map(|o| o.len()),
@@ -1183,45 +1118,28 @@ fn count_tokens_request_fixtures() {
 
 #[test]
 fn count_tokens_keeps_an_explicit_max_tokens_for_bedrock() {
-    let input = json!({
-        "model": MODEL,
-        "max_tokens": 10,
-        "messages": [{"role": "user", "content": "hi"}],
-    });
-    let aws = AnthropicTarget::AwsAnthropic {
-        version: "bedrock-2023-05-31".into(),
-    };
-    let out = CountTokens::new(aws)
-        .request(
-            &input,
-            &request_ctx("anthropic.claude-3-haiku-20240307-v1:0", false, &[]),
-        )
-        .expect("translates");
-    let sent = decode_invoke_body(body(&out));
-    assert_eq!(
-        sent["input"]["invokeModel"]["body"]["max_tokens"],
-        json!(10)
-    );
-    // A null max_tokens is a missing one.
-    let input = json!({
-        "model": MODEL,
-        "max_tokens": null,
-        "messages": [{"role": "user", "content": "hi"}],
-    });
-    let aws = AnthropicTarget::AwsAnthropic {
-        version: String::new(),
-    };
-    let out = CountTokens::new(aws)
-        .request(
-            &input,
-            &request_ctx("anthropic.claude-3-haiku-20240307-v1:0", false, &[]),
-        )
-        .expect("translates");
-    let sent = decode_invoke_body(body(&out));
-    assert_eq!(
-        sent["input"]["invokeModel"]["body"]["max_tokens"],
-        json!(DEFAULT_MAX_TOKENS)
-    );
+    // An explicit max_tokens is kept; a null one is a missing one.
+    for (version, max_tokens, expected) in [
+        ("bedrock-2023-05-31", json!(10), json!(10)),
+        ("", Value::Null, json!(DEFAULT_MAX_TOKENS)),
+    ] {
+        let input = json!({
+            "model": MODEL,
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "hi"}],
+        });
+        let out = CountTokens(aws(version))
+            .request(
+                &input,
+                &request_ctx("anthropic.claude-3-haiku-20240307-v1:0", false, &[]),
+            )
+            .expect("translates");
+        let sent = decode_invoke_body(body_json(&out));
+        assert_eq!(
+            sent["input"]["invokeModel"]["body"]["max_tokens"], expected,
+            "max_tokens {max_tokens}"
+        );
+    }
 }
 
 #[test]
@@ -1248,18 +1166,16 @@ fn count_tokens_models_for_bedrock() {
         assert_eq!(bedrock_count_tokens_model(model), counted, "{model}");
     }
     // What remains is escaped as a path segment.
-    let out = CountTokens::new(AnthropicTarget::AwsAnthropic {
-        version: String::new(),
-    })
-    .request(
-        &count_tokens_fixture("request_basic"),
-        &request_ctx(
-            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3",
-            false,
-            &[],
-        ),
-    )
-    .expect("translates");
+    let out = CountTokens(aws(""))
+        .request(
+            &count_tokens_fixture("request_basic"),
+            &request_ctx(
+                "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3",
+                false,
+                &[],
+            ),
+        )
+        .expect("translates");
     assert_eq!(
         out.path,
         "/model/arn:aws:bedrock:us-east-1:123456789012:application-inference-profile%2Fa1b2c3/count-tokens"
@@ -1268,9 +1184,7 @@ fn count_tokens_models_for_bedrock() {
 
 #[test]
 fn count_tokens_for_gcp_needs_a_version() {
-    let mut translator = CountTokens::new(AnthropicTarget::GcpAnthropic {
-        version: String::new(),
-    });
+    let mut translator = CountTokens(gcp(""));
     let err = translator
         .request(
             &count_tokens_fixture("request_basic"),
@@ -1285,15 +1199,7 @@ fn count_tokens_for_gcp_needs_a_version() {
 
 #[test]
 fn count_tokens_refuses_streaming_and_malformed_requests() {
-    let targets = [
-        anthropic(),
-        AnthropicTarget::GcpAnthropic {
-            version: "vertex-2023-10-16".into(),
-        },
-        AnthropicTarget::AwsAnthropic {
-            version: String::new(),
-        },
-    ];
+    let targets = [anthropic(), gcp("vertex-2023-10-16"), aws("")];
     let cases = [
         (
             json!({"model": MODEL, "stream": true, "messages": []}),
@@ -1307,7 +1213,7 @@ fn count_tokens_refuses_streaming_and_malformed_requests() {
     ];
     for target in targets {
         for (input, stream, reason) in &cases {
-            let mut translator = CountTokens::new(target.clone());
+            let mut translator = CountTokens(target.clone());
             let err = translator
                 .request(input, &request_ctx(MODEL, *stream, &[]))
                 .expect_err("refused");
@@ -1324,7 +1230,7 @@ fn count_tokens_response_fixtures() {
     for name in ["anthropic", "gcp", "aws"] {
         let case = count_tokens_fixture(&format!("response_{name}"));
         assert_eq!(case["target"], name);
-        let translator = CountTokens::new(count_tokens_target(name, &json!({})));
+        let translator = CountTokens(count_tokens_target(name, &json!({})));
         let provider = case["provider"].to_string();
         let out = translator
             .response(provider.as_bytes(), &response_ctx(MODEL))
@@ -1349,27 +1255,20 @@ fn count_tokens_response_fixtures() {
 
 #[test]
 fn count_tokens_bad_answers() {
-    let aws = CountTokens::new(AnthropicTarget::AwsAnthropic {
-        version: String::new(),
-    });
-    for body in [
-        &b"not json"[..],
-        b"{}",
-        br#"{"inputTokens":"12"}"#,
-        br#"{"inputTokens":-1}"#,
-        br#"{"input_tokens":12}"#,
-    ] {
-        assert!(
-            matches!(
-                aws.response(body, &response_ctx(MODEL)),
-                Err(TranslateError::Upstream(_))
-            ),
-            "{}",
-            String::from_utf8_lossy(body)
-        );
-    }
+    let aws = CountTokens(aws(""));
+    assert_bad_answers(
+        &aws,
+        MODEL,
+        &[
+            b"not json",
+            b"{}",
+            br#"{"inputTokens":"12"}"#,
+            br#"{"inputTokens":-1}"#,
+            br#"{"input_tokens":12}"#,
+        ],
+    );
     // Anthropic's answer passes whatever it holds; no count, no usage.
-    let direct = CountTokens::new(anthropic());
+    let direct = CountTokens(anthropic());
     let out = direct
         .response(br#"{"unexpected":true}"#, &response_ctx(MODEL))
         .expect("passes");
@@ -1381,22 +1280,20 @@ fn count_tokens_bad_answers() {
 fn count_tokens_errors_have_the_anthropic_shape() {
     let ctx = response_ctx(MODEL);
     let error = |target: AnthropicTarget, status: u16, body: &str| -> Value {
-        let translator = CountTokens::new(target);
+        let translator = CountTokens(target);
         serde_json::from_slice(&translator.error(status, body.as_bytes(), &ctx)).expect("JSON")
     };
     // Anthropic: kept as it is.
     let anthropic_body =
         r#"{"type":"error","error":{"type":"not_found_error","message":"model: claude-x"}}"#;
     assert_eq!(
-        CountTokens::new(anthropic()).error(404, anthropic_body.as_bytes(), &ctx),
+        CountTokens(anthropic()).error(404, anthropic_body.as_bytes(), &ctx),
         anthropic_body.as_bytes()
     );
     // Bedrock CountTokens refusing a model.
     assert_eq!(
         error(
-            AnthropicTarget::AwsAnthropic {
-                version: String::new()
-            },
+            aws(""),
             400,
             r#"{"message":"The provided model doesn't support counting tokens."}"#
         ),
@@ -1405,9 +1302,7 @@ fn count_tokens_errors_have_the_anthropic_shape() {
     // Vertex AI: a list around a Google error.
     assert_eq!(
         error(
-            AnthropicTarget::GcpAnthropic {
-                version: "vertex-2023-10-16".into()
-            },
+            gcp("vertex-2023-10-16"),
             429,
             r#"[{"error":{"code":429,"message":"Quota exceeded.","status":"RESOURCE_EXHAUSTED"}}]"#
         ),
@@ -1418,9 +1313,7 @@ fn count_tokens_errors_have_the_anthropic_shape() {
 #[test]
 fn count_tokens_never_streams() {
     // Should a provider stream anyway, the bytes pass untouched and no usage is read.
-    let translator = CountTokens::new(AnthropicTarget::AwsAnthropic {
-        version: String::new(),
-    });
+    let translator = CountTokens(aws(""));
     let mut stream = translator.stream(&response_ctx(MODEL));
     assert_eq!(
         stream.feed(br#"{"inputTokens":3}"#).expect("passes"),

@@ -1,37 +1,21 @@
 use super::*;
+use crate::translate::test_support::{
+    assert_bad_answers, fixture_json, fixture_text, request_ctx, response_ctx,
+};
 use serde_json::{Value, json};
 
 const MODEL: &str = "gpt-4.1";
 
-fn path(name: &str) -> String {
-    format!(
-        "{}/tests/fixtures/messages/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
 fn text(name: &str) -> String {
-    let path = path(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path}: {err}"))
+    fixture_text(&format!("messages/{name}"))
 }
 
 fn fixture(name: &str) -> Value {
-    serde_json::from_str(&text(name)).unwrap_or_else(|err| panic!("{name}: {err}"))
+    fixture_json(&format!("messages/{name}"))
 }
 
 fn ctx(stream: bool) -> RequestContext<'static> {
-    RequestContext {
-        model: MODEL,
-        stream,
-        headers: &[],
-    }
-}
-
-fn response_ctx() -> ResponseContext<'static> {
-    ResponseContext {
-        model: "requested-model",
-        headers: &[],
-    }
+    request_ctx(MODEL, stream, &[])
 }
 
 fn translate(request: &Value) -> Result<Value, TranslateError> {
@@ -219,7 +203,7 @@ fn response_fixtures() {
         let input = text(&format!("{case}.openai.json"));
         let expected = fixture(&format!("{case}.anthropic.json"));
         let translated = translator
-            .response(input.as_bytes(), &response_ctx())
+            .response(input.as_bytes(), &response_ctx("requested-model"))
             .unwrap_or_else(|err| panic!("{case}: {err}"));
         let body: Value = serde_json::from_slice(&translated.body).expect("JSON");
         assert_eq!(body, expected, "{case}");
@@ -237,7 +221,7 @@ fn response_fixtures() {
     let usage = translator
         .response(
             text("response_tool_calls.openai.json").as_bytes(),
-            &response_ctx(),
+            &response_ctx("requested-model"),
         )
         .expect("translates")
         .usage;
@@ -257,7 +241,10 @@ fn response_fixtures() {
 fn answer(choice: Value) -> Value {
     let body = json!({"id": "chatcmpl-1", "object": "chat.completion", "choices": [choice]});
     let translated = AnthropicMessages::new("v1".into())
-        .response(body.to_string().as_bytes(), &response_ctx())
+        .response(
+            body.to_string().as_bytes(),
+            &response_ctx("requested-model"),
+        )
         .expect("translates");
     assert_eq!(translated.model.as_deref(), Some("requested-model"));
     serde_json::from_slice(&translated.body).expect("JSON")
@@ -301,20 +288,23 @@ fn response_stop_reasons() {
 #[test]
 fn response_that_is_not_a_completion_is_upstream_error() {
     let translator = AnthropicMessages::new("v1".into());
-    for body in [&b"not json"[..], br#"{"id":"x"}"#] {
-        assert!(matches!(
-            translator.response(body, &response_ctx()),
-            Err(TranslateError::Upstream(_))
-        ));
-    }
+    assert_bad_answers(
+        &translator,
+        "requested-model",
+        &[b"not json", br#"{"id":"x"}"#],
+    );
 }
 
 #[test]
 fn errors_have_the_anthropic_shape() {
     let translator = AnthropicMessages::new("v1".into());
     let error = |status: u16, body: &str| -> Value {
-        serde_json::from_slice(&translator.error(status, body.as_bytes(), &response_ctx()))
-            .expect("JSON")
+        serde_json::from_slice(&translator.error(
+            status,
+            body.as_bytes(),
+            &response_ctx("requested-model"),
+        ))
+        .expect("JSON")
     };
     assert_eq!(
         error(
@@ -421,21 +411,19 @@ fn stream_events_are_sent_as_soon_as_complete() {
             .expect("feeds")
             .is_empty()
     );
-    let out = String::from_utf8(stream.feed(b"\n").expect("feeds")).expect("UTF-8");
+    let out = feed_text(&mut stream, b"\n");
     assert!(out.starts_with("event: message_start\n"), "{out}");
     // The finish reason closes the block; the message ends once usage arrives.
     let rest = &input[first_end + 1..];
     let usage_at = rest.find("\"choices\":[],").expect("usage chunk");
     let usage_at = rest[..usage_at].rfind("data: ").expect("usage event");
-    let out = String::from_utf8(stream.feed(&rest.as_bytes()[..usage_at]).expect("feeds"))
-        .expect("UTF-8");
+    let out = feed_text(&mut stream, &rest.as_bytes()[..usage_at]);
     assert_eq!(
         events(&out).last(),
         Some(&json!({"type": "content_block_stop", "index": 0})),
         "{out}"
     );
-    let out = String::from_utf8(stream.feed(&rest.as_bytes()[usage_at..]).expect("feeds"))
-        .expect("UTF-8");
+    let out = feed_text(&mut stream, &rest.as_bytes()[usage_at..]);
     assert!(out.contains("event: message_delta") && out.contains("event: message_stop"));
     assert_eq!(stream.finish().expect("finishes"), Vec::<u8>::new());
 }
@@ -445,6 +433,19 @@ fn chunk(choices: Value, usage: Value) -> String {
         "data: {}\n\n",
         json!({"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": choices, "usage": usage})
     )
+}
+
+/// A chunk with the text `Hi` and no usage.
+fn hi_chunk() -> String {
+    chunk(
+        json!([{"index": 0, "delta": {"content": "Hi"}}]),
+        Value::Null,
+    )
+}
+
+/// What `stream` sends the client for `bytes`, as text.
+fn feed_text(stream: &mut MessagesStream, bytes: &[u8]) -> String {
+    String::from_utf8(stream.feed(bytes).expect("feeds")).expect("UTF-8")
 }
 
 fn events(output: &str) -> Vec<Value> {
@@ -462,15 +463,13 @@ fn events(output: &str) -> Vec<Value> {
 
 #[test]
 fn stream_with_usage_beside_the_finish_reason() {
-    let input = chunk(
-        json!([{"index": 0, "delta": {"content": "Hi"}}]),
-        Value::Null,
-    ) + &chunk(
-        json!([{"index": 0, "delta": {}, "finish_reason": "length"}]),
-        json!({"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}),
-    );
+    let input = hi_chunk()
+        + &chunk(
+            json!([{"index": 0, "delta": {}, "finish_reason": "length"}]),
+            json!({"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}),
+        );
     let mut stream = MessagesStream::new("requested-model");
-    let out = String::from_utf8(stream.feed(input.as_bytes()).expect("feeds")).expect("UTF-8");
+    let out = feed_text(&mut stream, input.as_bytes());
     let events = events(&out);
     let delta = &events[events.len() - 2];
     assert_eq!(
@@ -486,17 +485,15 @@ fn stream_with_usage_beside_the_finish_reason() {
 
 #[test]
 fn stream_without_usage_ends_at_done() {
-    let input = chunk(
-        json!([{"index": 0, "delta": {"content": "Hi"}}]),
-        Value::Null,
-    ) + &chunk(
-        json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
-        Value::Null,
-    );
+    let input = hi_chunk()
+        + &chunk(
+            json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+            Value::Null,
+        );
     let mut stream = MessagesStream::new("requested-model");
-    let out = String::from_utf8(stream.feed(input.as_bytes()).expect("feeds")).expect("UTF-8");
+    let out = feed_text(&mut stream, input.as_bytes());
     assert!(!out.contains("message_delta"));
-    let out = String::from_utf8(stream.feed(b"data: [DONE]\n\n").expect("feeds")).expect("UTF-8");
+    let out = feed_text(&mut stream, b"data: [DONE]\n\n");
     assert_eq!(
         events(&out),
         vec![
@@ -511,10 +508,7 @@ fn stream_without_usage_ends_at_done() {
 
 #[test]
 fn stream_cut_short_ends_with_an_error_event() {
-    let input = chunk(
-        json!([{"index": 0, "delta": {"content": "Hi"}}]),
-        Value::Null,
-    );
+    let input = hi_chunk();
     let mut stream = MessagesStream::new("requested-model");
     stream.feed(input.as_bytes()).expect("feeds");
     let out = String::from_utf8(stream.finish().expect("finishes")).expect("UTF-8");
@@ -527,12 +521,10 @@ fn stream_cut_short_ends_with_an_error_event() {
 
 #[test]
 fn stream_error_chunk_becomes_an_error_event() {
-    let input = chunk(
-        json!([{"index": 0, "delta": {"content": "Hi"}}]),
-        Value::Null,
-    ) + "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\",\"code\":503}}\n\n";
+    let input = hi_chunk()
+        + "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\",\"code\":503}}\n\n";
     let mut stream = MessagesStream::new("requested-model");
-    let out = String::from_utf8(stream.feed(input.as_bytes()).expect("feeds")).expect("UTF-8");
+    let out = feed_text(&mut stream, input.as_bytes());
     let events = events(&out);
     assert_eq!(
         events[events.len() - 1],
