@@ -13,9 +13,9 @@ use super::error_response;
 use crate::time::unix_now;
 use crate::translate::eventstream::Failure;
 use crate::translate::{
-    RequestContext, ResponseContext, SSE_DONE, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest, data_url, finish_reason, function_call, invalid, sse_event,
-    unsupported, usage_chunk,
+    RequestContext, RequestResult, ResponseContext, ResponseResult, SSE_DONE, StreamTranslator,
+    TranslateError, Translator, UpstreamRequest, data_url, finish_reason, function_call, invalid,
+    sse_event, unsupported, usage_chunk,
 };
 use crate::usage::TokenUsage;
 
@@ -24,19 +24,11 @@ use crate::usage::TokenUsage;
 pub struct OpenAiChat;
 
 impl Translator for OpenAiChat {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         chat_request(body, ctx.model)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let (body, usage) = chat_response(body, ctx.model, ctx.header("x-amzn-requestid"))?;
         Ok(ctx.translated(body, usage))
     }

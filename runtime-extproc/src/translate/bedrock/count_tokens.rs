@@ -6,8 +6,7 @@ use super::converse::ConverseRequest;
 use super::messages::{messages_converse, messages_error};
 use super::model_request;
 use crate::translate::{
-    PassThrough, RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest,
+    RequestContext, RequestResult, ResponseContext, ResponseResult, Translator,
 };
 
 // The Anthropic token-counting API served by Bedrock `CountTokens` with Converse input.
@@ -27,11 +26,7 @@ use crate::translate::{
 pub struct CountTokens;
 
 impl Translator for CountTokens {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         crate::translate::anthropic::count_tokens_fields(body, ctx)?;
         let converse = ConverseRequest {
             // Not taken by `CountTokens`.
@@ -43,21 +38,13 @@ impl Translator for CountTokens {
         Ok(model_request(model, "count-tokens", &input))
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let (body, usage) = crate::translate::anthropic::bedrock_count_tokens_response(body)?;
         Ok(ctx.translated(body, usage))
     }
 
     fn error(&self, status: u16, body: &[u8], _ctx: &ResponseContext<'_>) -> Vec<u8> {
         messages_error(status, body)
-    }
-
-    fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(PassThrough)
     }
 }
 

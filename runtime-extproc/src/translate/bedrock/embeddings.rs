@@ -4,8 +4,8 @@ use serde_json::{Map, Value, json};
 
 use super::{error_response, model_request};
 use crate::translate::{
-    PassThrough, RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest, invalid, unsupported,
+    RequestContext, RequestResult, ResponseContext, ResponseResult, TranslateError, Translator,
+    UpstreamRequest, invalid, unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -34,19 +34,11 @@ const COHERE_MAX_TEXTS: usize = 96;
 pub struct OpenAiEmbeddings;
 
 impl Translator for OpenAiEmbeddings {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         embeddings_request(body, ctx.model)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let (body, usage) = embeddings_response(
             body,
             ctx.model,
@@ -57,10 +49,6 @@ impl Translator for OpenAiEmbeddings {
 
     fn error(&self, status: u16, body: &[u8], ctx: &ResponseContext<'_>) -> Vec<u8> {
         error_response(status, ctx.header("x-amzn-errortype"), body)
-    }
-
-    fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(PassThrough)
     }
 }
 

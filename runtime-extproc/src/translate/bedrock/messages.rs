@@ -15,8 +15,8 @@ use super::error_message;
 use crate::translate::anthropic::error_type_for;
 use crate::translate::eventstream::Failure;
 use crate::translate::{
-    RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated, Translator,
-    UpstreamRequest, invalid, number_field, unsupported,
+    RequestContext, RequestResult, ResponseContext, ResponseResult, StreamTranslator,
+    TranslateError, Translator, UpstreamRequest, invalid, number_field, unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -46,19 +46,11 @@ const MAX_DOCUMENT_NAME: usize = 200;
 pub struct AnthropicMessages;
 
 impl Translator for AnthropicMessages {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         messages_request(body, ctx.model, ctx.stream)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let (body, usage) = messages_response(body, ctx.model, ctx.header("x-amzn-requestid"))?;
         Ok(ctx.translated(body, usage))
     }

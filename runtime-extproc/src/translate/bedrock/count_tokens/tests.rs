@@ -4,6 +4,7 @@ use super::*;
 use crate::translate::bedrock::test_support::{
     assert_refused, headers_of, request_for, response_ctx, usage_of,
 };
+use crate::translate::{TranslateError, UpstreamRequest};
 use crate::usage::TokenUsage;
 
 fn fixture(name: &str) -> Value {
