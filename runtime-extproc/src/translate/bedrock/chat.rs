@@ -5,17 +5,18 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use super::converse::{
-    ConverseEvents, ConverseRequest, ConverseStream, converse_response, converse_usage,
-    image_format, output_content, push_turn, response_id, sampling_config, start_role, stop_reason,
-    tool_config, tool_spec, usage_object,
+    ConverseEvents, ConverseRequest, ConverseStream, client_messages, converse_response,
+    converse_usage, image_format, output_content, push_turn, response_id, sampling_config,
+    start_role, stop_reason, tool_config, tool_spec, usage_object,
 };
 use super::error_response;
 use crate::time::unix_now;
 use crate::translate::eventstream::Failure;
 use crate::translate::{
     RequestContext, RequestResult, ResponseContext, ResponseResult, SSE_DONE, StreamTranslator,
-    TranslateError, Translator, UpstreamRequest, data_url, finish_reason, function_call, invalid,
-    sse_event, unsupported, usage_chunk,
+    TranslateError, Translator, UpstreamRequest, asks_logprobs, asks_several_choices, data_url,
+    finish_reason, function_call, invalid, required_str, sse_event, tool_call_arguments,
+    tool_call_start, unsupported, usage_chunk,
 };
 use crate::usage::TokenUsage;
 
@@ -104,17 +105,14 @@ fn content_blocks(content: &Value, role: &str) -> Result<Vec<Value>, TranslateEr
             for part in parts {
                 match part.get("type").and_then(Value::as_str) {
                     Some("text") => {
-                        let text = part
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| invalid("text part without text"))?;
+                        let text = required_str(part.get("text"), "text part without text")?;
                         blocks.push(json!({"text": text}));
                     }
                     Some("image_url") => {
-                        let url = part
-                            .pointer("/image_url/url")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| invalid("image_url part without url"))?;
+                        let url = required_str(
+                            part.pointer("/image_url/url"),
+                            "image_url part without url",
+                        )?;
                         blocks.push(image_block(url)?);
                     }
                     Some("input_audio") => {
@@ -196,10 +194,7 @@ fn chat_tool_config(request: &Value) -> Result<Option<Value>, TranslateError> {
             let function = tool
                 .get("function")
                 .ok_or_else(|| invalid("tool without function"))?;
-            let name = function
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid("tool function without name"))?;
+            let name = required_str(function.get("name"), "tool function without name")?;
             Ok(tool_spec(
                 name,
                 function.get("description").and_then(Value::as_str),
@@ -248,23 +243,17 @@ fn additional_fields(request: &Value) -> Option<Value> {
     (!fields.is_empty()).then_some(Value::Object(fields))
 }
 
-fn reject_unsupported(request: &Value) -> Result<(), TranslateError> {
-    if request
-        .get("n")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 1)
-    {
+fn reject_unsupported(fields: &Map<String, Value>) -> Result<(), TranslateError> {
+    if asks_several_choices(fields) {
         return Err(unsupported(
             "AWS Bedrock returns one choice: n > 1 is not supported",
         ));
     }
-    if request.get("logprobs").and_then(Value::as_bool) == Some(true)
-        || request.get("top_logprobs").is_some_and(|v| !v.is_null())
-    {
+    if asks_logprobs(fields) {
         return Err(unsupported("logprobs are not supported by AWS Bedrock"));
     }
-    let audio_out = request.get("audio").is_some_and(|v| !v.is_null())
-        || request
+    let audio_out = fields.get("audio").is_some_and(|v| !v.is_null())
+        || fields
             .get("modalities")
             .and_then(Value::as_array)
             .is_some_and(|m| m.iter().any(|v| v == "audio"));
@@ -277,21 +266,11 @@ fn reject_unsupported(request: &Value) -> Result<(), TranslateError> {
 /// Translates an OpenAI chat completion request into a Bedrock `Converse` (or, with
 /// `stream: true`, `ConverseStream`) request for `model`.
 pub fn chat_request(request: &Value, model: &str) -> Result<UpstreamRequest, TranslateError> {
-    let Some(fields) = request.as_object() else {
-        return Err(invalid("the request body must be a JSON object"));
-    };
-    reject_unsupported(request)?;
-    let input = request
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("messages must be an array"))?;
+    let (fields, input) = client_messages(request, reject_unsupported)?;
     let mut system = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
     for message in input {
-        let role = message
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("message without role"))?;
+        let role = required_str(message.get("role"), "message without role")?;
         let content = message.get("content").unwrap_or(&Value::Null);
         match role {
             "system" | "developer" => {
@@ -308,10 +287,10 @@ pub fn chat_request(request: &Value, model: &str) -> Result<UpstreamRequest, Tra
                 push_turn(&mut messages, "assistant", blocks);
             }
             "tool" => {
-                let id = message
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("tool message without tool_call_id"))?;
+                let id = required_str(
+                    message.get("tool_call_id"),
+                    "tool message without tool_call_id",
+                )?;
                 let texts = text_of(content, role)?;
                 let result: Vec<Value> = texts.into_iter().map(|t| json!({"text": t})).collect();
                 push_turn(
@@ -343,11 +322,10 @@ pub fn chat_response(
     request_id: Option<&str>,
 ) -> Result<(Vec<u8>, TokenUsage), TranslateError> {
     let response = converse_response(body)?;
-    let content = output_content(&response);
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
-    for block in content {
+    for block in output_content(&response) {
         if let Some(t) = block.get("text").and_then(Value::as_str) {
             text.push_str(t);
         } else if let Some(tool) = block.get("toolUse") {
@@ -451,18 +429,8 @@ impl ConverseEvents for ChatEvents {
             "contentBlockStart" => match payload.pointer("/start/toolUse") {
                 Some(tool) => {
                     let index = self.tool_index(block);
-                    self.chunk(
-                        json!({"tool_calls": [{
-                            "index": index,
-                            "id": tool.get("toolUseId").cloned().unwrap_or(Value::Null),
-                            "type": "function",
-                            "function": {
-                                "name": tool.get("name").cloned().unwrap_or(Value::Null),
-                                "arguments": "",
-                            },
-                        }]}),
-                        None,
-                    )
+                    let start = tool_call_start(index, tool.get("toolUseId"), tool.get("name"));
+                    self.chunk(start, None)
                 }
                 None => Vec::new(),
             },
@@ -473,10 +441,7 @@ impl ConverseEvents for ChatEvents {
                 } else if let Some(input) = delta.pointer("/toolUse/input").and_then(Value::as_str)
                 {
                     let index = self.tool_index(block);
-                    self.chunk(
-                        json!({"tool_calls": [{"index": index, "function": {"arguments": input}}]}),
-                        None,
-                    )
+                    self.chunk(tool_call_arguments(index, input), None)
                 } else if let Some(text) = delta
                     .pointer("/reasoningContent/text")
                     .and_then(Value::as_str)

@@ -57,6 +57,23 @@ impl ConverseRequest {
     }
 }
 
+/// The fields of a client request (a JSON object) and its `messages` (an array), once
+/// `reject` found nothing in them that Converse cannot express.
+pub(super) fn client_messages(
+    request: &Value,
+    reject: fn(&Map<String, Value>) -> Result<(), TranslateError>,
+) -> Result<(&Map<String, Value>, &[Value]), TranslateError> {
+    let Some(fields) = request.as_object() else {
+        return Err(invalid("the request body must be a JSON object"));
+    };
+    reject(fields)?;
+    let messages = fields
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("messages must be an array"))?;
+    Ok((fields, messages))
+}
+
 /// Appends blocks as a turn of `role`, merging with the previous turn of the same role.
 pub(super) fn push_turn(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
     crate::translate::merge_turn(messages, role, "content", blocks);

@@ -7,9 +7,9 @@ use serde_json::{Map, Value, json};
 use base64::Engine as _;
 
 use super::converse::{
-    ConverseEvents, ConverseRequest, ConverseStream, converse_response, converse_usage,
-    image_format, number, output_content, push_turn, response_id, sampling_config, start_role,
-    stop_reason, tool_config, tool_spec, usage_object,
+    ConverseEvents, ConverseRequest, ConverseStream, client_messages, converse_response,
+    converse_usage, image_format, number, output_content, push_turn, response_id, sampling_config,
+    start_role, stop_reason, tool_config, tool_spec, usage_object,
 };
 use super::error_message;
 use crate::translate::anthropic::error_type_for;
@@ -408,14 +408,7 @@ fn messages_request(
 
 /// The Converse request fields of an Anthropic Messages request.
 pub(super) fn messages_converse(request: &Value) -> Result<ConverseRequest, TranslateError> {
-    let Some(fields) = request.as_object() else {
-        return Err(invalid("the request body must be a JSON object"));
-    };
-    reject_messages_fields(fields)?;
-    let input = fields
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("messages must be an array"))?;
+    let (fields, input) = client_messages(request, reject_messages_fields)?;
     let mut names = DocumentNames::default();
     let mut messages = Vec::new();
     let mut tool_blocks = false;
