@@ -46,18 +46,19 @@ impl Translator for OpenAiChat {
 #[cfg(test)]
 mod tests;
 
-/// Text of a `content` that must be text: a string or an array of `text` parts.
-fn text_of(content: &Value, role: &str) -> Result<Vec<String>, TranslateError> {
+/// Converse text blocks of a `content` that must be text: a string or an array of `text`
+/// parts.
+fn text_blocks(content: &Value, role: &str) -> Result<Vec<Value>, TranslateError> {
     match content {
         Value::Null => Ok(Vec::new()),
-        Value::String(s) => Ok(vec![s.clone()]),
+        Value::String(s) => Ok(vec![json!({"text": s})]),
         Value::Array(parts) => parts
             .iter()
             .map(|part| match part.get("type").and_then(Value::as_str) {
                 Some("text") => part
                     .get("text")
                     .and_then(Value::as_str)
-                    .map(str::to_string)
+                    .map(|text| json!({"text": text}))
                     .ok_or_else(|| invalid(format!("{role} text part without text"))),
                 other => Err(unsupported(format!(
                     "content part {} in a {role} message is not supported by AWS Bedrock",
@@ -71,8 +72,9 @@ fn text_of(content: &Value, role: &str) -> Result<Vec<String>, TranslateError> {
     }
 }
 
-/// `data:image/png;base64,...` -> a Converse image block.
-fn image_block(url: &str) -> Result<Value, TranslateError> {
+/// An `image_url` part with a `data:image/png;base64,...` URL -> a Converse image block.
+fn image_block(part: &Value) -> Result<Value, TranslateError> {
+    let url = required_str(part.pointer("/image_url/url"), "image_url part without url")?;
     if !url.starts_with("data:") {
         return Err(unsupported(
             "AWS Bedrock accepts images only as base64 data URLs, not remote URLs",
@@ -94,6 +96,16 @@ fn image_block(url: &str) -> Result<Value, TranslateError> {
     Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
 }
 
+/// A `tool` message (its `content`) -> a Converse `toolResult` block.
+fn tool_result(message: &Value, content: &Value) -> Result<Value, TranslateError> {
+    let id = required_str(
+        message.get("tool_call_id"),
+        "tool message without tool_call_id",
+    )?;
+    let result = text_blocks(content, "tool")?;
+    Ok(json!({"toolResult": {"toolUseId": id, "content": result}}))
+}
+
 /// Converse content blocks of a user or assistant message's `content`.
 fn content_blocks(content: &Value, role: &str) -> Result<Vec<Value>, TranslateError> {
     match content {
@@ -108,13 +120,7 @@ fn content_blocks(content: &Value, role: &str) -> Result<Vec<Value>, TranslateEr
                         let text = required_str(part.get("text"), "text part without text")?;
                         blocks.push(json!({"text": text}));
                     }
-                    Some("image_url") => {
-                        let url = required_str(
-                            part.pointer("/image_url/url"),
-                            "image_url part without url",
-                        )?;
-                        blocks.push(image_block(url)?);
-                    }
+                    Some("image_url") => blocks.push(image_block(part)?),
                     Some("input_audio") => {
                         return Err(unsupported("audio input is not supported by AWS Bedrock"));
                     }
@@ -182,11 +188,8 @@ fn chat_tool_config(request: &Value) -> Result<Option<Value>, TranslateError> {
     let specs = tools
         .iter()
         .map(|tool| {
-            let kind = tool
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("function");
-            if kind != "function" {
+            let kind = tool.get("type").and_then(Value::as_str);
+            if let Some(kind) = kind.filter(|kind| *kind != "function") {
                 return Err(unsupported(format!(
                     "tool type {kind} is not supported by AWS Bedrock"
                 )));
@@ -273,11 +276,7 @@ pub fn chat_request(request: &Value, model: &str) -> Result<UpstreamRequest, Tra
         let role = required_str(message.get("role"), "message without role")?;
         let content = message.get("content").unwrap_or(&Value::Null);
         match role {
-            "system" | "developer" => {
-                for text in text_of(content, role)? {
-                    system.push(json!({"text": text}));
-                }
-            }
+            "system" | "developer" => system.extend(text_blocks(content, role)?),
             "user" => push_turn(&mut messages, "user", content_blocks(content, role)?),
             "assistant" => {
                 let mut blocks = content_blocks(content, role)?;
@@ -286,19 +285,7 @@ pub fn chat_request(request: &Value, model: &str) -> Result<UpstreamRequest, Tra
                 )?);
                 push_turn(&mut messages, "assistant", blocks);
             }
-            "tool" => {
-                let id = required_str(
-                    message.get("tool_call_id"),
-                    "tool message without tool_call_id",
-                )?;
-                let texts = text_of(content, role)?;
-                let result: Vec<Value> = texts.into_iter().map(|t| json!({"text": t})).collect();
-                push_turn(
-                    &mut messages,
-                    "user",
-                    vec![json!({"toolResult": {"toolUseId": id, "content": result}})],
-                );
-            }
+            "tool" => push_turn(&mut messages, "user", vec![tool_result(message, content)?]),
             "function" => return Err(unsupported("function messages are not supported; use tool")),
             other => return Err(invalid(format!("unknown message role {other}"))),
         }
