@@ -26,7 +26,7 @@ pub struct OpenAiChat;
 
 impl Translator for OpenAiChat {
     fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
-        chat_request(body, ctx.model)
+        chat_request(body, ctx.model, ctx.stream)
     }
 
     fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
@@ -266,9 +266,13 @@ fn reject_unsupported(fields: &Map<String, Value>) -> Result<(), TranslateError>
     Ok(())
 }
 
-/// Translates an OpenAI chat completion request into a Bedrock `Converse` (or, with
-/// `stream: true`, `ConverseStream`) request for `model`.
-pub fn chat_request(request: &Value, model: &str) -> Result<UpstreamRequest, TranslateError> {
+/// Translates an OpenAI chat completion request into a Bedrock `Converse` request for `model`,
+/// or a `ConverseStream` request when `stream` (the client's `stream: true`).
+pub fn chat_request(
+    request: &Value,
+    model: &str,
+    stream: bool,
+) -> Result<UpstreamRequest, TranslateError> {
     let (fields, input) = client_messages(request, reject_unsupported)?;
     let mut system = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
@@ -297,7 +301,6 @@ pub fn chat_request(request: &Value, model: &str) -> Result<UpstreamRequest, Tra
         tool_config: chat_tool_config(request)?,
         additional_fields: additional_fields(request),
     };
-    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     Ok(converse.into_upstream(model, stream))
 }
 

@@ -14,8 +14,9 @@ fn request_fixtures() {
     assert!(cases.len() >= 10, "found {}", cases.len());
     for (name, case) in cases {
         let model = case["model"].as_str().unwrap();
+        let stream = case["openai"]["stream"] == true;
         let upstream =
-            chat_request(&case["openai"], model).unwrap_or_else(|e| panic!("{name}: {e}"));
+            chat_request(&case["openai"], model, stream).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_fixture_request(&name, &upstream, &case);
     }
 }
@@ -75,7 +76,7 @@ fn unsupported_requests() {
         json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"}),
     ];
     assert_refused(TranslateError::Unsupported, cases, |case| {
-        chat_request(case, "m")
+        chat_request(case, "m", false)
     });
 }
 
@@ -92,7 +93,7 @@ fn invalid_requests() {
         json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": "many"}),
     ];
     assert_refused(TranslateError::Invalid, cases, |case| {
-        chat_request(case, "m")
+        chat_request(case, "m", false)
     });
 }
 
@@ -102,7 +103,7 @@ fn cache_control_adds_a_cache_point() {
         {"type": "text", "text": "long document", "cache_control": {"type": "ephemeral"}},
         {"type": "text", "text": "question"}
     ]}], "stop": "END"});
-    let upstream = chat_request(&request, "m").unwrap();
+    let upstream = chat_request(&request, "m", false).unwrap();
     let body: Value = serde_json::from_slice(&upstream.body).unwrap();
     assert_eq!(
         body["messages"][0]["content"],
