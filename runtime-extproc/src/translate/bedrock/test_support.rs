@@ -38,6 +38,26 @@ pub(crate) fn header_pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Asserts that `translator` sends what each request fixture under `dir` expects
+/// ([`assert_fixture_request`]) for the client body under `client`, to the fixture's `model`,
+/// streaming when the fixture's `stream` is true; there are at least `at_least` fixtures.
+pub(crate) fn assert_request_fixtures(
+    translator: impl Translator + Copy,
+    dir: &str,
+    client: &str,
+    at_least: usize,
+) {
+    let cases = fixtures(dir, "request_");
+    assert!(cases.len() >= at_least, "found {}", cases.len());
+    for (name, case) in cases {
+        let model = case["model"].as_str().unwrap();
+        let stream = case["stream"].as_bool().unwrap_or(false);
+        let upstream = request_for(translator, &case[client], model, stream)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_fixture_request(&name, &upstream, &case);
+    }
+}
+
 /// Asserts that `upstream` is what request fixture `name` expects: its `path` and its JSON
 /// body `bedrock`, sent as JSON.
 pub(crate) fn assert_fixture_request(name: &str, upstream: &UpstreamRequest, case: &Value) {

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::translate::bedrock::test_support::{
-    assert_fixture_request, assert_fixture_response, assert_refused, fixtures, header_pairs,
+    assert_fixture_response, assert_refused, assert_request_fixtures, fixtures, header_pairs,
     headers_of, request_for, response_ctx,
 };
 
@@ -12,13 +12,7 @@ fn request(body: &Value, model: &str) -> Result<UpstreamRequest, TranslateError>
 
 #[test]
 fn request_fixtures() {
-    let cases = fixtures("embeddings", "request_");
-    assert!(cases.len() >= 7, "found {}", cases.len());
-    for (name, case) in cases {
-        let upstream = request(&case["openai"], case["model"].as_str().unwrap())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_fixture_request(&name, &upstream, &case);
-    }
+    assert_request_fixtures(OpenAiEmbeddings, "embeddings", "openai", 7);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::translate::bedrock::test_support::{
-    assert_fixture_request, assert_fixture_response, assert_refused, fixtures, request_for,
+    assert_fixture_response, assert_refused, assert_request_fixtures, fixtures, request_for,
     response_ctx, usage_of,
 };
 use crate::translate::eventstream::encode;
@@ -13,17 +13,7 @@ fn request(body: &Value, model: &str, stream: bool) -> Result<UpstreamRequest, T
 
 #[test]
 fn request_fixtures() {
-    let cases = fixtures("messages", "request_");
-    assert!(cases.len() >= 9, "found {}", cases.len());
-    for (name, case) in cases {
-        let upstream = request(
-            &case["anthropic"],
-            case["model"].as_str().unwrap(),
-            case["stream"].as_bool().unwrap(),
-        )
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_fixture_request(&name, &upstream, &case);
-    }
+    assert_request_fixtures(AnthropicMessages, "messages", "anthropic", 9);
 }
 
 #[test]
