@@ -19,8 +19,7 @@
 use serde_json::Value;
 
 use super::{
-    PassThrough, RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest,
+    RequestContext, RequestResult, ResponseContext, ResponseResult, StreamTranslator, Translator,
 };
 
 /// How deep a JSON schema may nest (after inlining `$ref`s) before it is refused.
@@ -50,19 +49,11 @@ use self::stream::ChatStream;
 pub struct OpenAiChat;
 
 impl Translator for OpenAiChat {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         chat_request(body, ctx.model, ctx.stream)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let (body, usage) = chat_response(body, ctx.model)?;
         Ok(ctx.translated(body, usage))
     }
@@ -83,29 +74,17 @@ impl Translator for OpenAiChat {
 pub struct OpenAiEmbeddings;
 
 impl Translator for OpenAiEmbeddings {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         embeddings_request(body, ctx.model)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let (body, usage) = embeddings_response(body, ctx.model)?;
         Ok(ctx.translated(body, usage))
     }
 
     fn error(&self, status: u16, body: &[u8], _ctx: &ResponseContext<'_>) -> Vec<u8> {
         error_response(status, body)
-    }
-
-    fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(PassThrough)
     }
 }
 

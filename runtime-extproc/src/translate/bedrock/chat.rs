@@ -4,13 +4,19 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use super::{converse_response, output_content};
+use super::converse::{
+    ConverseEvents, ConverseRequest, ConverseStream, client_messages, converse_response,
+    converse_usage, image_format, output_content, push_turn, response_id, sampling_config,
+    start_role, stop_reason, tool_config, tool_spec, usage_object,
+};
+use super::error_response;
 use crate::time::unix_now;
-use crate::translate::eventstream::{Decoder, FrameEvents, Message};
+use crate::translate::eventstream::Failure;
 use crate::translate::{
-    RequestContext, ResponseContext, SSE_DONE, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest, data_url, finish_reason, function_call, invalid, number_field,
-    path_escape, sse_event, unsupported, usage_chunk,
+    RequestContext, RequestResult, ResponseContext, ResponseResult, SSE_DONE, StreamTranslator,
+    TranslateError, Translator, UpstreamRequest, asks_logprobs, asks_several_choices, data_url,
+    finish_reason, function_call, invalid, required_str, sse_event, tool_call_arguments,
+    tool_call_start, unsupported, usage_chunk,
 };
 use crate::usage::TokenUsage;
 
@@ -19,19 +25,11 @@ use crate::usage::TokenUsage;
 pub struct OpenAiChat;
 
 impl Translator for OpenAiChat {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
-        chat_request(body, ctx.model)
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
+        chat_request(body, ctx.model, ctx.stream)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let (body, usage) = chat_response(body, ctx.model, ctx.header("x-amzn-requestid"))?;
         Ok(ctx.translated(body, usage))
     }
@@ -41,25 +39,26 @@ impl Translator for OpenAiChat {
     }
 
     fn stream(&self, ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(ChatStream::new(ctx.model, ctx.header("x-amzn-requestid")))
+        Box::new(chat_stream(ctx.model, ctx.header("x-amzn-requestid")))
     }
 }
 
 #[cfg(test)]
 mod tests;
 
-/// Text of a `content` that must be text: a string or an array of `text` parts.
-fn text_of(content: &Value, role: &str) -> Result<Vec<String>, TranslateError> {
+/// Converse text blocks of a `content` that must be text: a string or an array of `text`
+/// parts.
+fn text_blocks(content: &Value, role: &str) -> Result<Vec<Value>, TranslateError> {
     match content {
         Value::Null => Ok(Vec::new()),
-        Value::String(s) => Ok(vec![s.clone()]),
+        Value::String(s) => Ok(vec![json!({"text": s})]),
         Value::Array(parts) => parts
             .iter()
             .map(|part| match part.get("type").and_then(Value::as_str) {
                 Some("text") => part
                     .get("text")
                     .and_then(Value::as_str)
-                    .map(str::to_string)
+                    .map(|text| json!({"text": text}))
                     .ok_or_else(|| invalid(format!("{role} text part without text"))),
                 other => Err(unsupported(format!(
                     "content part {} in a {role} message is not supported by AWS Bedrock",
@@ -73,8 +72,9 @@ fn text_of(content: &Value, role: &str) -> Result<Vec<String>, TranslateError> {
     }
 }
 
-/// `data:image/png;base64,...` -> a Converse image block.
-fn image_block(url: &str) -> Result<Value, TranslateError> {
+/// An `image_url` part with a `data:image/png;base64,...` URL -> a Converse image block.
+fn image_block(part: &Value) -> Result<Value, TranslateError> {
+    let url = required_str(part.pointer("/image_url/url"), "image_url part without url")?;
     if !url.starts_with("data:") {
         return Err(unsupported(
             "AWS Bedrock accepts images only as base64 data URLs, not remote URLs",
@@ -96,15 +96,14 @@ fn image_block(url: &str) -> Result<Value, TranslateError> {
     Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
 }
 
-/// The Converse image `format` of a media type; `None` for types Bedrock does not take.
-pub(super) fn image_format(media_type: &str) -> Option<&'static str> {
-    match media_type.to_ascii_lowercase().as_str() {
-        "image/png" => Some("png"),
-        "image/jpeg" | "image/jpg" => Some("jpeg"),
-        "image/gif" => Some("gif"),
-        "image/webp" => Some("webp"),
-        _ => None,
-    }
+/// A `tool` message (its `content`) -> a Converse `toolResult` block.
+fn tool_result(message: &Value, content: &Value) -> Result<Value, TranslateError> {
+    let id = required_str(
+        message.get("tool_call_id"),
+        "tool message without tool_call_id",
+    )?;
+    let result = text_blocks(content, "tool")?;
+    Ok(json!({"toolResult": {"toolUseId": id, "content": result}}))
 }
 
 /// Converse content blocks of a user or assistant message's `content`.
@@ -118,19 +117,10 @@ fn content_blocks(content: &Value, role: &str) -> Result<Vec<Value>, TranslateEr
             for part in parts {
                 match part.get("type").and_then(Value::as_str) {
                     Some("text") => {
-                        let text = part
-                            .get("text")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| invalid("text part without text"))?;
+                        let text = required_str(part.get("text"), "text part without text")?;
                         blocks.push(json!({"text": text}));
                     }
-                    Some("image_url") => {
-                        let url = part
-                            .pointer("/image_url/url")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| invalid("image_url part without url"))?;
-                        blocks.push(image_block(url)?);
-                    }
+                    Some("image_url") => blocks.push(image_block(part)?),
                     Some("input_audio") => {
                         return Err(unsupported("audio input is not supported by AWS Bedrock"));
                     }
@@ -171,12 +161,7 @@ fn tool_use_blocks(calls: &Value) -> Result<Vec<Value>, TranslateError> {
         .collect()
 }
 
-/// Appends blocks as a turn of `role`, merging with the previous turn of the same role.
-pub(super) fn push_turn(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    crate::translate::merge_turn(messages, role, "content", blocks);
-}
-
-fn tool_config(request: &Value) -> Result<Option<Value>, TranslateError> {
+fn chat_tool_config(request: &Value) -> Result<Option<Value>, TranslateError> {
     let Some(tools) = request.get("tools").and_then(Value::as_array) else {
         return Ok(None);
     };
@@ -203,11 +188,8 @@ fn tool_config(request: &Value) -> Result<Option<Value>, TranslateError> {
     let specs = tools
         .iter()
         .map(|tool| {
-            let kind = tool
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("function");
-            if kind != "function" {
+            let kind = tool.get("type").and_then(Value::as_str);
+            if let Some(kind) = kind.filter(|kind| *kind != "function") {
                 return Err(unsupported(format!(
                     "tool type {kind} is not supported by AWS Bedrock"
                 )));
@@ -215,47 +197,23 @@ fn tool_config(request: &Value) -> Result<Option<Value>, TranslateError> {
             let function = tool
                 .get("function")
                 .ok_or_else(|| invalid("tool without function"))?;
-            let name = function
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid("tool function without name"))?;
-            let mut spec = Map::new();
-            spec.insert("name".into(), json!(name));
-            if let Some(description) = function.get("description").and_then(Value::as_str) {
-                spec.insert("description".into(), json!(description));
-            }
-            let schema = function
-                .get("parameters")
-                .filter(|p| p.is_object())
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-            spec.insert("inputSchema".into(), json!({"json": schema}));
-            Ok(json!({"toolSpec": spec}))
+            let name = required_str(function.get("name"), "tool function without name")?;
+            Ok(tool_spec(
+                name,
+                function.get("description").and_then(Value::as_str),
+                function.get("parameters"),
+            ))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut config = Map::new();
-    config.insert("tools".into(), Value::Array(specs));
-    if let Some(choice) = choice {
-        config.insert("toolChoice".into(), choice);
-    }
-    Ok(Some(Value::Object(config)))
+    Ok(Some(tool_config(specs, choice)))
 }
 
 fn inference_config(fields: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
-    let mut config = Map::new();
     let max = fields
         .get("max_completion_tokens")
         .filter(|v| !v.is_null())
         .or_else(|| fields.get("max_tokens").filter(|v| !v.is_null()));
-    if let Some(max) = max {
-        let max = max
-            .as_u64()
-            .ok_or_else(|| invalid("max_tokens must be a positive integer"))?;
-        config.insert("maxTokens".into(), json!(max));
-    }
-    for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
-        number_field(fields, from, to, &mut config)?;
-    }
+    let mut config = sampling_config(fields, max)?;
     match fields.get("stop") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => {
@@ -288,23 +246,17 @@ fn additional_fields(request: &Value) -> Option<Value> {
     (!fields.is_empty()).then_some(Value::Object(fields))
 }
 
-fn reject_unsupported(request: &Value) -> Result<(), TranslateError> {
-    if request
-        .get("n")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 1)
-    {
+fn reject_unsupported(fields: &Map<String, Value>) -> Result<(), TranslateError> {
+    if asks_several_choices(fields) {
         return Err(unsupported(
             "AWS Bedrock returns one choice: n > 1 is not supported",
         ));
     }
-    if request.get("logprobs").and_then(Value::as_bool) == Some(true)
-        || request.get("top_logprobs").is_some_and(|v| !v.is_null())
-    {
+    if asks_logprobs(fields) {
         return Err(unsupported("logprobs are not supported by AWS Bedrock"));
     }
-    let audio_out = request.get("audio").is_some_and(|v| !v.is_null())
-        || request
+    let audio_out = fields.get("audio").is_some_and(|v| !v.is_null())
+        || fields
             .get("modalities")
             .and_then(Value::as_array)
             .is_some_and(|m| m.iter().any(|v| v == "audio"));
@@ -314,31 +266,21 @@ fn reject_unsupported(request: &Value) -> Result<(), TranslateError> {
     Ok(())
 }
 
-/// Translates an OpenAI chat completion request into a Bedrock `Converse` (or, with
-/// `stream: true`, `ConverseStream`) request for `model`.
-pub fn chat_request(request: &Value, model: &str) -> Result<UpstreamRequest, TranslateError> {
-    let Some(fields) = request.as_object() else {
-        return Err(invalid("the request body must be a JSON object"));
-    };
-    reject_unsupported(request)?;
-    let input = request
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("messages must be an array"))?;
+/// Translates an OpenAI chat completion request into a Bedrock `Converse` request for `model`,
+/// or a `ConverseStream` request when `stream` (the client's `stream: true`).
+pub fn chat_request(
+    request: &Value,
+    model: &str,
+    stream: bool,
+) -> Result<UpstreamRequest, TranslateError> {
+    let (fields, input) = client_messages(request, reject_unsupported)?;
     let mut system = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
     for message in input {
-        let role = message
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("message without role"))?;
+        let role = required_str(message.get("role"), "message without role")?;
         let content = message.get("content").unwrap_or(&Value::Null);
         match role {
-            "system" | "developer" => {
-                for text in text_of(content, role)? {
-                    system.push(json!({"text": text}));
-                }
-            }
+            "system" | "developer" => system.extend(text_blocks(content, role)?),
             "user" => push_turn(&mut messages, "user", content_blocks(content, role)?),
             "assistant" => {
                 let mut blocks = content_blocks(content, role)?;
@@ -347,86 +289,19 @@ pub fn chat_request(request: &Value, model: &str) -> Result<UpstreamRequest, Tra
                 )?);
                 push_turn(&mut messages, "assistant", blocks);
             }
-            "tool" => {
-                let id = message
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("tool message without tool_call_id"))?;
-                let texts = text_of(content, role)?;
-                let result: Vec<Value> = texts.into_iter().map(|t| json!({"text": t})).collect();
-                push_turn(
-                    &mut messages,
-                    "user",
-                    vec![json!({"toolResult": {"toolUseId": id, "content": result}})],
-                );
-            }
+            "tool" => push_turn(&mut messages, "user", vec![tool_result(message, content)?]),
             "function" => return Err(unsupported("function messages are not supported; use tool")),
             other => return Err(invalid(format!("unknown message role {other}"))),
         }
     }
-    let mut body = Map::new();
-    body.insert("messages".into(), Value::Array(messages));
-    if !system.is_empty() {
-        body.insert("system".into(), Value::Array(system));
-    }
-    if let Some(config) = inference_config(fields)? {
-        body.insert("inferenceConfig".into(), config);
-    }
-    if let Some(config) = tool_config(request)? {
-        body.insert("toolConfig".into(), config);
-    }
-    if let Some(fields) = additional_fields(request) {
-        body.insert("additionalModelRequestFields".into(), fields);
-    }
-    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
-    let path = format!(
-        "/model/{}/{}",
-        path_escape(model),
-        if stream {
-            "converse-stream"
-        } else {
-            "converse"
-        }
-    );
-    Ok(UpstreamRequest {
-        path,
-        body: Value::Object(body).to_string().into_bytes(),
-        headers: vec![("content-type".into(), "application/json".into())],
-    })
-}
-
-pub(super) fn number(value: &Value, key: &str) -> Option<u64> {
-    value.get(key).and_then(Value::as_u64)
-}
-
-/// Converse `usage` -> token usage, counting cache reads and writes as input.
-pub(super) fn converse_usage(usage: &Value) -> TokenUsage {
-    let cache_read = number(usage, "cacheReadInputTokens");
-    let cache_write = number(usage, "cacheWriteInputTokens");
-    let input = number(usage, "inputTokens").map(|i| {
-        i.saturating_add(cache_read.unwrap_or(0))
-            .saturating_add(cache_write.unwrap_or(0))
-    });
-    let output = number(usage, "outputTokens");
-    let total = match (input, output) {
-        (Some(i), Some(o)) => Some(i.saturating_add(o)),
-        _ => number(usage, "totalTokens"),
+    let converse = ConverseRequest {
+        messages,
+        system,
+        inference_config: inference_config(fields)?,
+        tool_config: chat_tool_config(request)?,
+        additional_fields: additional_fields(request),
     };
-    TokenUsage {
-        input,
-        cached_input: cache_read,
-        cache_creation_input: cache_write,
-        output,
-        total,
-        reasoning: None,
-    }
-}
-
-fn response_id(request_id: Option<&str>) -> String {
-    match request_id {
-        Some(id) if !id.is_empty() => id.to_string(),
-        _ => format!("chatcmpl-{:016x}", fastrand::u64(..)),
-    }
+    Ok(converse.into_upstream(model, stream))
 }
 
 /// Translates a buffered `Converse` response into an OpenAI `chat.completion`; `model` is the
@@ -437,11 +312,10 @@ pub fn chat_response(
     request_id: Option<&str>,
 ) -> Result<(Vec<u8>, TokenUsage), TranslateError> {
     let response = converse_response(body)?;
-    let content = output_content(&response);
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
-    for block in content {
+    for block in output_content(&response) {
         if let Some(t) = block.get("text").and_then(Value::as_str) {
             text.push_str(t);
         } else if let Some(tool) = block.get("toolUse") {
@@ -470,66 +344,38 @@ pub fn chat_response(
     if !reasoning.is_empty() {
         message["reasoning_content"] = json!(reasoning);
     }
-    let stop = response
-        .get("stopReason")
-        .and_then(Value::as_str)
-        .unwrap_or("end_turn");
-    let usage = response
-        .get("usage")
-        .filter(|u| u.is_object())
-        .map(converse_usage)
-        .unwrap_or_default();
+    let stop = stop_reason(&response);
+    let usage_json = usage_object(&response);
+    let usage = usage_json.map(converse_usage).unwrap_or_default();
     let mut out = json!({
-        "id": response_id(request_id),
+        "id": response_id(request_id, "chatcmpl-"),
         "object": "chat.completion",
         "created": unix_now(),
         "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(stop)}],
     });
-    if response.get("usage").is_some_and(Value::is_object) {
+    if usage_json.is_some() {
         out["usage"] = usage.to_openai();
     }
     Ok((out.to_string().into_bytes(), usage))
 }
 
-/// Translates a Bedrock error response (`{"message": ...}` with `x-amzn-errortype`) into the
-/// OpenAI error shape, keeping the status as `code`.
-pub fn error_response(status: u16, error_type: Option<&str>, body: &[u8]) -> Vec<u8> {
-    let (is_json, message) = error_message(body);
-    let kind = error_type
-        .filter(|_| is_json)
-        .map(|t| t.split(':').next().unwrap_or(t).trim().to_string())
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| "AWSBedrockBackendError".to_string());
-    json!({"error": {"message": message, "type": kind, "code": status.to_string()}})
-        .to_string()
-        .into_bytes()
+/// Translates a `ConverseStream` event stream into OpenAI `chat.completion.chunk` events for
+/// a request for `model`; `request_id` is the `x-amzn-requestid` response header, used as the
+/// completion id.
+fn chat_stream(model: &str, request_id: Option<&str>) -> ConverseStream<ChatEvents> {
+    ConverseStream::of(ChatEvents {
+        model: model.to_string(),
+        id: response_id(request_id, "chatcmpl-"),
+        created: unix_now(),
+        usage: TokenUsage::default(),
+        tools: HashMap::new(),
+    })
 }
 
-/// The message of a Bedrock error body, and whether the body was a JSON object: its
-/// `message` (or `Message`), the object itself when it has neither, the raw text otherwise.
-pub(super) fn error_message(body: &[u8]) -> (bool, String) {
-    match serde_json::from_slice::<Value>(body)
-        .ok()
-        .filter(Value::is_object)
-    {
-        Some(value) => {
-            let message = value
-                .get("message")
-                .or_else(|| value.get("Message"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| value.to_string());
-            (true, message)
-        }
-        None => (false, String::from_utf8_lossy(body).into_owned()),
-    }
-}
-
-/// Translates a `ConverseStream` event stream into OpenAI `chat.completion.chunk` events.
+/// `ConverseStream` events as OpenAI `chat.completion.chunk` events.
 #[derive(Debug)]
-pub struct ChatStream {
-    decoder: Decoder,
+struct ChatEvents {
     model: String,
     id: String,
     created: u64,
@@ -538,20 +384,7 @@ pub struct ChatStream {
     tools: HashMap<u64, u64>,
 }
 
-impl ChatStream {
-    /// A translator for a stream answering a request for `model`; `request_id` is the
-    /// `x-amzn-requestid` response header, used as the completion id.
-    pub fn new(model: &str, request_id: Option<&str>) -> Self {
-        ChatStream {
-            decoder: Decoder::new(),
-            model: model.to_string(),
-            id: response_id(request_id),
-            created: unix_now(),
-            usage: TokenUsage::default(),
-            tools: HashMap::new(),
-        }
-    }
-
+impl ChatEvents {
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Vec<u8> {
         sse_event(&json!({
             "id": self.id,
@@ -566,47 +399,28 @@ impl ChatStream {
         let next = self.tools.len() as u64;
         *self.tools.entry(block).or_insert(next)
     }
+}
 
-    fn event(&mut self, message: &Message) -> Result<Vec<u8>, TranslateError> {
-        if let Some(failure) = message.failure() {
-            let kind = failure.kind.unwrap_or("AWSBedrockBackendError");
-            return Ok(sse_event(&json!({
-                "error": {"message": failure.message, "type": kind, "code": null}
-            })));
-        }
-        let Some(kind) = message.event_type() else {
-            return Ok(Vec::new());
-        };
-        let payload: Value = serde_json::from_slice(&message.payload).map_err(|err| {
-            TranslateError::Upstream(format!("{kind} event payload is not JSON: {err}"))
-        })?;
+impl ConverseEvents for ChatEvents {
+    fn failure(&mut self, failure: &Failure<'_>) -> Vec<u8> {
+        let kind = failure.kind.unwrap_or("AWSBedrockBackendError");
+        sse_event(&json!({
+            "error": {"message": failure.message, "type": kind, "code": null}
+        }))
+    }
+
+    fn event(&mut self, kind: &str, payload: &Value) -> Vec<u8> {
         let block = payload
             .get("contentBlockIndex")
             .and_then(Value::as_u64)
             .unwrap_or(0);
-        Ok(match kind {
-            "messageStart" => {
-                let role = payload
-                    .get("role")
-                    .and_then(Value::as_str)
-                    .unwrap_or("assistant");
-                self.chunk(json!({"role": role, "content": ""}), None)
-            }
+        match kind {
+            "messageStart" => self.chunk(json!({"role": start_role(payload), "content": ""}), None),
             "contentBlockStart" => match payload.pointer("/start/toolUse") {
                 Some(tool) => {
                     let index = self.tool_index(block);
-                    self.chunk(
-                        json!({"tool_calls": [{
-                            "index": index,
-                            "id": tool.get("toolUseId").cloned().unwrap_or(Value::Null),
-                            "type": "function",
-                            "function": {
-                                "name": tool.get("name").cloned().unwrap_or(Value::Null),
-                                "arguments": "",
-                            },
-                        }]}),
-                        None,
-                    )
+                    let start = tool_call_start(index, tool.get("toolUseId"), tool.get("name"));
+                    self.chunk(start, None)
                 }
                 None => Vec::new(),
             },
@@ -617,10 +431,7 @@ impl ChatStream {
                 } else if let Some(input) = delta.pointer("/toolUse/input").and_then(Value::as_str)
                 {
                     let index = self.tool_index(block);
-                    self.chunk(
-                        json!({"tool_calls": [{"index": index, "function": {"arguments": input}}]}),
-                        None,
-                    )
+                    self.chunk(tool_call_arguments(index, input), None)
                 } else if let Some(text) = delta
                     .pointer("/reasoningContent/text")
                     .and_then(Value::as_str)
@@ -630,14 +441,8 @@ impl ChatStream {
                     Vec::new()
                 }
             }
-            "messageStop" => {
-                let stop = payload
-                    .get("stopReason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("end_turn");
-                self.chunk(json!({}), Some(finish_reason(stop)))
-            }
-            "metadata" => match payload.get("usage").filter(|u| u.is_object()) {
+            "messageStop" => self.chunk(json!({}), Some(finish_reason(stop_reason(payload)))),
+            "metadata" => match usage_object(payload) {
                 Some(usage) => {
                     self.usage = converse_usage(usage);
                     usage_chunk(&self.id, self.created, &self.model, &self.usage)
@@ -646,36 +451,18 @@ impl ChatStream {
             },
             // contentBlockStop and unknown events carry nothing the client needs.
             _ => Vec::new(),
-        })
-    }
-}
-
-impl FrameEvents for ChatStream {
-    fn decoder(&mut self) -> &mut Decoder {
-        &mut self.decoder
+        }
     }
 
-    fn on_message(&mut self, message: &Message, out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        out.extend(self.event(message)?);
-        Ok(())
-    }
-}
-
-impl StreamTranslator for ChatStream {
-    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        self.feed_frames(chunk)
-    }
-
-    fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
-        self.decoder.finish()?;
-        Ok(SSE_DONE.to_vec())
+    fn end(&mut self) -> Vec<u8> {
+        SSE_DONE.to_vec()
     }
 
     fn usage(&self) -> TokenUsage {
         self.usage
     }
 
-    fn model(&self) -> Option<String> {
-        Some(self.model.clone())
+    fn model(&self) -> &str {
+        &self.model
     }
 }

@@ -1,11 +1,12 @@
 //! The Anthropic token-counting API served by Bedrock `CountTokens`.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::messages::{messages_error, messages_request};
+use super::converse::ConverseRequest;
+use super::messages::{messages_converse, messages_error};
+use super::model_request;
 use crate::translate::{
-    PassThrough, RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest, invalid, path_escape,
+    RequestContext, RequestResult, ResponseContext, ResponseResult, Translator,
 };
 
 // The Anthropic token-counting API served by Bedrock `CountTokens` with Converse input.
@@ -24,55 +25,26 @@ use crate::translate::{
 #[derive(Debug, Clone, Copy)]
 pub struct CountTokens;
 
-/// The Converse request fields `CountTokens` takes.
-const COUNT_TOKENS_CONVERSE_FIELDS: [&str; 4] = [
-    "messages",
-    "system",
-    "toolConfig",
-    "additionalModelRequestFields",
-];
-
 impl Translator for CountTokens {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         crate::translate::anthropic::count_tokens_fields(body, ctx)?;
-        let converse = messages_request(body, ctx.model, false)?;
-        let mut converse: Map<String, Value> = serde_json::from_slice(&converse.body)
-            .map_err(|err| invalid(format!("the Converse request is not JSON: {err}")))?;
-        let mut input = Map::new();
-        for name in COUNT_TOKENS_CONVERSE_FIELDS {
-            if let Some(value) = converse.remove(name) {
-                input.insert(name.into(), value);
-            }
-        }
+        let converse = ConverseRequest {
+            // Not taken by `CountTokens`.
+            inference_config: None,
+            ..messages_converse(body)?
+        };
         let model = crate::translate::anthropic::bedrock_count_tokens_model(ctx.model);
-        Ok(UpstreamRequest {
-            path: format!("/model/{}/count-tokens", path_escape(model)),
-            body: json!({"input": {"converse": input}})
-                .to_string()
-                .into_bytes(),
-            headers: vec![("content-type".into(), "application/json".into())],
-        })
+        let input = json!({"input": {"converse": converse.into_body()}});
+        Ok(model_request(model, "count-tokens", &input))
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let (body, usage) = crate::translate::anthropic::bedrock_count_tokens_response(body)?;
         Ok(ctx.translated(body, usage))
     }
 
     fn error(&self, status: u16, body: &[u8], _ctx: &ResponseContext<'_>) -> Vec<u8> {
         messages_error(status, body)
-    }
-
-    fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(PassThrough)
     }
 }
 

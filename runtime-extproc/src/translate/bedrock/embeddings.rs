@@ -2,10 +2,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::chat::error_response;
+use super::{error_response, model_request};
 use crate::translate::{
-    PassThrough, RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated,
-    Translator, UpstreamRequest, invalid, path_escape, unsupported,
+    RequestContext, RequestResult, ResponseContext, ResponseResult, TranslateError, Translator,
+    UpstreamRequest, invalid, unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -34,19 +34,11 @@ const COHERE_MAX_TEXTS: usize = 96;
 pub struct OpenAiEmbeddings;
 
 impl Translator for OpenAiEmbeddings {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         embeddings_request(body, ctx.model)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let (body, usage) = embeddings_response(
             body,
             ctx.model,
@@ -57,10 +49,6 @@ impl Translator for OpenAiEmbeddings {
 
     fn error(&self, status: u16, body: &[u8], ctx: &ResponseContext<'_>) -> Vec<u8> {
         error_response(status, ctx.header("x-amzn-errortype"), body)
-    }
-
-    fn stream(&self, _ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(PassThrough)
     }
 }
 
@@ -75,6 +63,39 @@ enum EmbedFamily {
     Cohere,
     /// Cohere Embed v4: as before, plus `output_dimension`.
     CohereV4,
+}
+
+/// How an embedding family takes `dimensions`.
+#[derive(Debug)]
+struct Dimensions {
+    /// The request field.
+    field: &'static str,
+    /// The sizes the family has.
+    sizes: &'static [u64],
+    /// Those sizes, in words.
+    offered: &'static str,
+}
+
+impl EmbedFamily {
+    /// How the family takes `dimensions`, or why it takes none.
+    fn dimensions(self) -> Result<Dimensions, &'static str> {
+        match self {
+            EmbedFamily::TitanV1 => Err("Amazon Titan Text Embeddings v1 does not take dimensions"),
+            EmbedFamily::TitanV2 => Ok(Dimensions {
+                field: "dimensions",
+                sizes: &[256, 512, 1024],
+                offered: "Amazon Titan Text Embeddings v2 has 256, 512 or 1024 dimensions",
+            }),
+            EmbedFamily::Cohere => {
+                Err("dimensions are only supported by Cohere Embed v4 among Cohere models")
+            }
+            EmbedFamily::CohereV4 => Ok(Dimensions {
+                field: "output_dimension",
+                sizes: &[256, 512, 1024, 1536],
+                offered: "Cohere Embed v4 has 256, 512, 1024 or 1536 dimensions",
+            }),
+        }
+    }
 }
 
 /// The family of a model id such as `amazon.titan-embed-text-v2:0`,
@@ -174,22 +195,6 @@ fn embeddings_request(request: &Value, model: &str) -> Result<UpstreamRequest, T
                 )));
             };
             body.insert("inputText".into(), json!(text));
-            match (family, dimensions) {
-                (_, None) => {}
-                (EmbedFamily::TitanV2, Some(n @ (256 | 512 | 1024))) => {
-                    body.insert("dimensions".into(), json!(n));
-                }
-                (EmbedFamily::TitanV2, Some(n)) => {
-                    return Err(unsupported(format!(
-                        "Amazon Titan Text Embeddings v2 has 256, 512 or 1024 dimensions, not {n}"
-                    )));
-                }
-                (_, Some(_)) => {
-                    return Err(unsupported(
-                        "Amazon Titan Text Embeddings v1 does not take dimensions",
-                    ));
-                }
-            }
         }
         EmbedFamily::Cohere | EmbedFamily::CohereV4 => {
             if texts.len() > COHERE_MAX_TEXTS {
@@ -205,29 +210,16 @@ fn embeddings_request(request: &Value, model: &str) -> Result<UpstreamRequest, T
             };
             body.insert("texts".into(), json!(texts));
             body.insert("input_type".into(), json!(input_type));
-            match (family, dimensions) {
-                (_, None) => {}
-                (EmbedFamily::CohereV4, Some(n @ (256 | 512 | 1024 | 1536))) => {
-                    body.insert("output_dimension".into(), json!(n));
-                }
-                (EmbedFamily::CohereV4, Some(n)) => {
-                    return Err(unsupported(format!(
-                        "Cohere Embed v4 has 256, 512, 1024 or 1536 dimensions, not {n}"
-                    )));
-                }
-                (_, Some(_)) => {
-                    return Err(unsupported(
-                        "dimensions are only supported by Cohere Embed v4 among Cohere models",
-                    ));
-                }
-            }
         }
     }
-    Ok(UpstreamRequest {
-        path: format!("/model/{}/invoke", path_escape(model)),
-        body: Value::Object(body).to_string().into_bytes(),
-        headers: vec![("content-type".into(), "application/json".into())],
-    })
+    if let Some(n) = dimensions {
+        let dimensions = family.dimensions().map_err(unsupported)?;
+        if !dimensions.sizes.contains(&n) {
+            return Err(unsupported(format!("{}, not {n}", dimensions.offered)));
+        }
+        body.insert(dimensions.field.into(), json!(n));
+    }
+    Ok(model_request(model, "invoke", &Value::Object(body)))
 }
 
 /// Translates a Titan or Cohere `InvokeModel` answer into an OpenAI embedding list;

@@ -6,13 +6,17 @@ use serde_json::{Map, Value, json};
 
 use base64::Engine as _;
 
-use super::chat::{converse_usage, error_message, image_format, number, push_turn};
-use super::{converse_response, output_content};
+use super::converse::{
+    ConverseEvents, ConverseRequest, ConverseStream, client_messages, converse_response,
+    converse_usage, image_format, number, output_content, push_turn, response_id, sampling_config,
+    start_role, stop_reason, tool_config, tool_spec, usage_object,
+};
+use super::error_message;
 use crate::translate::anthropic::error_type_for;
-use crate::translate::eventstream::{Decoder, Failure, FrameEvents, Message};
+use crate::translate::eventstream::Failure;
 use crate::translate::{
-    RequestContext, ResponseContext, StreamTranslator, TranslateError, Translated, Translator,
-    UpstreamRequest, invalid, number_field, path_escape, unsupported,
+    RequestContext, RequestResult, ResponseContext, ResponseResult, StreamTranslator,
+    TranslateError, Translator, UpstreamRequest, invalid, number_field, unsupported,
 };
 use crate::usage::TokenUsage;
 
@@ -42,19 +46,11 @@ const MAX_DOCUMENT_NAME: usize = 200;
 pub struct AnthropicMessages;
 
 impl Translator for AnthropicMessages {
-    fn request(
-        &mut self,
-        body: &Value,
-        ctx: &RequestContext<'_>,
-    ) -> Result<UpstreamRequest, TranslateError> {
+    fn request(&mut self, body: &Value, ctx: &RequestContext<'_>) -> RequestResult {
         messages_request(body, ctx.model, ctx.stream)
     }
 
-    fn response(
-        &self,
-        body: &[u8],
-        ctx: &ResponseContext<'_>,
-    ) -> Result<Translated, TranslateError> {
+    fn response(&self, body: &[u8], ctx: &ResponseContext<'_>) -> ResponseResult {
         let (body, usage) = messages_response(body, ctx.model, ctx.header("x-amzn-requestid"))?;
         Ok(ctx.translated(body, usage))
     }
@@ -64,10 +60,7 @@ impl Translator for AnthropicMessages {
     }
 
     fn stream(&self, ctx: &ResponseContext<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(MessagesStream::new(
-            ctx.model,
-            ctx.header("x-amzn-requestid"),
-        ))
+        Box::new(messages_stream(ctx.model, ctx.header("x-amzn-requestid")))
     }
 }
 
@@ -109,12 +102,12 @@ fn reject_messages_fields(fields: &Map<String, Value>) -> Result<(), TranslateEr
     Ok(())
 }
 
-/// Anthropic `system` (a string or text blocks) -> Converse `system`.
-fn messages_system(system: Option<&Value>) -> Result<Option<Value>, TranslateError> {
+/// Anthropic `system` (a string or text blocks) -> Converse `system` blocks.
+fn messages_system(system: Option<&Value>) -> Result<Vec<Value>, TranslateError> {
     match system {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) if text.is_empty() => Ok(None),
-        Some(Value::String(text)) => Ok(Some(json!([{"text": text}]))),
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(text)) if text.is_empty() => Ok(Vec::new()),
+        Some(Value::String(text)) => Ok(vec![json!({"text": text})]),
         Some(Value::Array(blocks)) => {
             let mut out = Vec::with_capacity(blocks.len());
             for block in blocks {
@@ -126,7 +119,7 @@ fn messages_system(system: Option<&Value>) -> Result<Option<Value>, TranslateErr
                     out.push(cache_point());
                 }
             }
-            Ok((!out.is_empty()).then_some(Value::Array(out)))
+            Ok(out)
         }
         Some(_) => Err(invalid(
             "system must be a string or an array of text blocks",
@@ -361,42 +354,21 @@ fn messages_tool_config(
                 )));
             }
         }
-        let mut spec = Map::new();
-        spec.insert("name".into(), json!(required_str(tool, "name", "tool")?));
-        if let Some(description) = tool.get("description").and_then(Value::as_str) {
-            spec.insert("description".into(), json!(description));
-        }
-        let schema = tool
-            .get("input_schema")
-            .filter(|s| s.is_object())
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        spec.insert("inputSchema".into(), json!({"json": schema}));
-        specs.push(json!({"toolSpec": spec}));
+        specs.push(tool_spec(
+            required_str(tool, "name", "tool")?,
+            tool.get("description").and_then(Value::as_str),
+            tool.get("input_schema"),
+        ));
         if has_cache_control(tool) {
             specs.push(cache_point());
         }
     }
-    let mut config = Map::new();
-    config.insert("tools".into(), Value::Array(specs));
-    if let Some(choice) = choice {
-        config.insert("toolChoice".into(), choice);
-    }
-    Ok(Some(Value::Object(config)))
+    Ok(Some(tool_config(specs, choice)))
 }
 
 /// `max_tokens`, `temperature`, `top_p`, `stop_sequences` -> Converse `inferenceConfig`.
 fn messages_inference_config(fields: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
-    let mut config = Map::new();
-    if let Some(max) = fields.get("max_tokens").filter(|v| !v.is_null()) {
-        let max = max
-            .as_u64()
-            .ok_or_else(|| invalid("max_tokens must be a positive integer"))?;
-        config.insert("maxTokens".into(), json!(max));
-    }
-    for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
-        number_field(fields, from, to, &mut config)?;
-    }
+    let mut config = sampling_config(fields, fields.get("max_tokens").filter(|v| !v.is_null()))?;
     match fields.get("stop_sequences") {
         None | Some(Value::Null) => {}
         Some(Value::Array(stops)) if stops.iter().all(Value::is_string) => {
@@ -426,19 +398,17 @@ fn messages_additional_fields(
 
 /// Translates an Anthropic Messages request into a Bedrock `Converse` request for `model`, or
 /// a `ConverseStream` request when `stream`.
-pub(super) fn messages_request(
+fn messages_request(
     request: &Value,
     model: &str,
     stream: bool,
 ) -> Result<UpstreamRequest, TranslateError> {
-    let Some(fields) = request.as_object() else {
-        return Err(invalid("the request body must be a JSON object"));
-    };
-    reject_messages_fields(fields)?;
-    let input = fields
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("messages must be an array"))?;
+    Ok(messages_converse(request)?.into_upstream(model, stream))
+}
+
+/// The Converse request fields of an Anthropic Messages request.
+pub(super) fn messages_converse(request: &Value) -> Result<ConverseRequest, TranslateError> {
+    let (fields, input) = client_messages(request, reject_messages_fields)?;
     let mut names = DocumentNames::default();
     let mut messages = Vec::new();
     let mut tool_blocks = false;
@@ -454,29 +424,12 @@ pub(super) fn messages_request(
         // Anthropic accepts consecutive turns of one role; Converse wants them merged.
         push_turn(&mut messages, role, blocks);
     }
-    let mut body = Map::new();
-    body.insert("messages".into(), Value::Array(messages));
-    if let Some(system) = messages_system(fields.get("system"))? {
-        body.insert("system".into(), system);
-    }
-    if let Some(config) = messages_inference_config(fields)? {
-        body.insert("inferenceConfig".into(), config);
-    }
-    if let Some(config) = messages_tool_config(fields, tool_blocks)? {
-        body.insert("toolConfig".into(), config);
-    }
-    if let Some(additional) = messages_additional_fields(fields)? {
-        body.insert("additionalModelRequestFields".into(), additional);
-    }
-    let action = if stream {
-        "converse-stream"
-    } else {
-        "converse"
-    };
-    Ok(UpstreamRequest {
-        path: format!("/model/{}/{action}", path_escape(model)),
-        body: Value::Object(body).to_string().into_bytes(),
-        headers: vec![("content-type".into(), "application/json".into())],
+    Ok(ConverseRequest {
+        messages,
+        system: messages_system(fields.get("system"))?,
+        inference_config: messages_inference_config(fields)?,
+        tool_config: messages_tool_config(fields, tool_blocks)?,
+        additional_fields: messages_additional_fields(fields)?,
     })
 }
 
@@ -502,14 +455,6 @@ fn anthropic_usage(usage: &Value) -> Value {
         }
     }
     out
-}
-
-/// The message id: the request id, else a random one.
-fn message_id(request_id: Option<&str>) -> String {
-    match request_id {
-        Some(id) if !id.is_empty() => id.to_string(),
-        _ => format!("msg_{:016x}", fastrand::u64(..)),
-    }
 }
 
 /// The stop sequence Bedrock reports among the additional response fields, if any.
@@ -552,21 +497,15 @@ fn messages_response(
             }
         }
     }
-    let stop = response
-        .get("stopReason")
-        .and_then(Value::as_str)
-        .unwrap_or("end_turn");
-    let usage_json = response
-        .get("usage")
-        .filter(|u| u.is_object())
-        .unwrap_or(&Value::Null);
+    let stop = stop_reason(&response);
+    let usage_json = usage_object(&response).unwrap_or(&Value::Null);
     let usage = if usage_json.is_object() {
         converse_usage(usage_json)
     } else {
         TokenUsage::default()
     };
     let out = json!({
-        "id": message_id(request_id),
+        "id": response_id(request_id, "msg_"),
         "type": "message",
         "role": "assistant",
         "model": model,
@@ -595,9 +534,22 @@ fn anthropic_event(kind: &str, data: &Value) -> Vec<u8> {
 /// reports usage in its last (`metadata`) event, after `messageStop`, so `message_delta`
 /// (stop reason and usage) and `message_stop` are sent when `metadata` arrives, or at the end
 /// of the stream when it never does.
+fn messages_stream(model: &str, request_id: Option<&str>) -> ConverseStream<MessagesEvents> {
+    ConverseStream::of(MessagesEvents {
+        model: model.to_string(),
+        id: response_id(request_id, "msg_"),
+        usage: TokenUsage::default(),
+        usage_json: None,
+        started: false,
+        open: Vec::new(),
+        stop: None,
+        ended: false,
+    })
+}
+
+/// `ConverseStream` events as Anthropic server-sent events.
 #[derive(Debug)]
-struct MessagesStream {
-    decoder: Decoder,
+struct MessagesEvents {
     model: String,
     id: String,
     usage: TokenUsage,
@@ -611,21 +563,7 @@ struct MessagesStream {
     ended: bool,
 }
 
-impl MessagesStream {
-    fn new(model: &str, request_id: Option<&str>) -> Self {
-        MessagesStream {
-            decoder: Decoder::new(),
-            model: model.to_string(),
-            id: message_id(request_id),
-            usage: TokenUsage::default(),
-            usage_json: None,
-            started: false,
-            open: Vec::new(),
-            stop: None,
-            ended: false,
-        }
-    }
-
+impl MessagesEvents {
     fn start(&mut self, role: &str, out: &mut Vec<u8>) {
         if self.started {
             return;
@@ -666,7 +604,7 @@ impl MessagesStream {
     }
 
     /// `message_delta` and `message_stop`, once.
-    fn end(&mut self, out: &mut Vec<u8>) {
+    fn end_message(&mut self, out: &mut Vec<u8>) {
         if self.ended {
             return;
         }
@@ -688,8 +626,10 @@ impl MessagesStream {
             &json!({"type": "message_stop"}),
         ));
     }
+}
 
-    fn exception(failure: &Failure<'_>) -> Vec<u8> {
+impl ConverseEvents for MessagesEvents {
+    fn failure(&mut self, failure: &Failure<'_>) -> Vec<u8> {
         anthropic_event(
             "error",
             &json!({"type": "error", "error": {
@@ -699,25 +639,12 @@ impl MessagesStream {
         )
     }
 
-    fn event(&mut self, message: &Message) -> Result<Vec<u8>, TranslateError> {
-        if let Some(failure) = message.failure() {
-            return Ok(Self::exception(&failure));
-        }
+    fn event(&mut self, kind: &str, payload: &Value) -> Vec<u8> {
         let mut out = Vec::new();
-        let Some(kind) = message.event_type() else {
-            return Ok(out);
-        };
-        let payload: Value = serde_json::from_slice(&message.payload).map_err(|err| {
-            TranslateError::Upstream(format!("{kind} event payload is not JSON: {err}"))
-        })?;
-        let index = number(&payload, "contentBlockIndex").unwrap_or(0);
+        let index = number(payload, "contentBlockIndex").unwrap_or(0);
         if kind == "messageStart" {
-            let role = payload
-                .get("role")
-                .and_then(Value::as_str)
-                .unwrap_or("assistant");
-            self.start(role, &mut out);
-            return Ok(out);
+            self.start(start_role(payload), &mut out);
+            return out;
         }
         if matches!(
             kind,
@@ -791,60 +718,35 @@ impl MessagesStream {
                 ));
             }
             "messageStop" => {
-                let reason = payload
-                    .get("stopReason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("end_turn");
-                self.stop = Some((anthropic_stop_reason(reason), stop_sequence(&payload)));
+                let reason = anthropic_stop_reason(stop_reason(payload));
+                self.stop = Some((reason, stop_sequence(payload)));
                 if self.usage_json.is_some() {
-                    self.end(&mut out);
+                    self.end_message(&mut out);
                 }
             }
             "metadata" => {
-                let usage = payload
-                    .get("usage")
-                    .filter(|u| u.is_object())
-                    .cloned()
-                    .unwrap_or_else(|| json!({}));
+                let usage = usage_object(payload).cloned().unwrap_or_else(|| json!({}));
                 self.usage = converse_usage(&usage);
                 self.usage_json = Some(usage);
-                self.end(&mut out);
+                self.end_message(&mut out);
             }
             _ => {}
         }
-        Ok(out)
-    }
-}
-
-impl FrameEvents for MessagesStream {
-    fn decoder(&mut self) -> &mut Decoder {
-        &mut self.decoder
+        out
     }
 
-    fn on_message(&mut self, message: &Message, out: &mut Vec<u8>) -> Result<(), TranslateError> {
-        out.extend(self.event(message)?);
-        Ok(())
-    }
-}
-
-impl StreamTranslator for MessagesStream {
-    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, TranslateError> {
-        self.feed_frames(chunk)
-    }
-
-    fn finish(&mut self) -> Result<Vec<u8>, TranslateError> {
-        self.decoder.finish()?;
+    fn end(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
-        self.end(&mut out);
-        Ok(out)
+        self.end_message(&mut out);
+        out
     }
 
     fn usage(&self) -> TokenUsage {
         self.usage
     }
 
-    fn model(&self) -> Option<String> {
-        Some(self.model.clone())
+    fn model(&self) -> &str {
+        &self.model
     }
 }
 

@@ -14,6 +14,7 @@
 //!   the Anthropic error shape.
 
 mod chat;
+mod converse;
 mod count_tokens;
 mod embeddings;
 mod messages;
@@ -27,31 +28,49 @@ pub use count_tokens::CountTokens;
 pub use embeddings::OpenAiEmbeddings;
 pub use messages::AnthropicMessages;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::translate::TranslateError;
+use crate::translate::{UpstreamRequest, path_escape};
 
-/// A buffered `Converse` response, parsed: an object with `output.message.content` blocks
-/// (read with [`output_content`]).
-fn converse_response(body: &[u8]) -> Result<Value, TranslateError> {
-    let response: Value = serde_json::from_slice(body)
-        .map_err(|err| TranslateError::Upstream(format!("Converse response is not JSON: {err}")))?;
-    if !response
-        .pointer("/output/message/content")
-        .is_some_and(Value::is_array)
-    {
-        return Err(TranslateError::Upstream(
-            "Converse response without output.message".into(),
-        ));
+/// A request to `/model/<model>/<action>` with a JSON body, as every Bedrock API takes.
+fn model_request(model: &str, action: &str, body: &Value) -> UpstreamRequest {
+    UpstreamRequest {
+        path: format!("/model/{}/{action}", path_escape(model)),
+        body: body.to_string().into_bytes(),
+        headers: vec![("content-type".into(), "application/json".into())],
     }
-    Ok(response)
 }
 
-/// The content blocks of a response [`converse_response`] accepted.
-fn output_content(response: &Value) -> &[Value] {
-    response
-        .pointer("/output/message/content")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+/// Translates a Bedrock error response (`{"message": ...}` with `x-amzn-errortype`) into the
+/// OpenAI error shape, keeping the status as `code`.
+fn error_response(status: u16, error_type: Option<&str>, body: &[u8]) -> Vec<u8> {
+    let (is_json, message) = error_message(body);
+    let kind = error_type
+        .filter(|_| is_json)
+        .map(|t| t.split(':').next().unwrap_or(t).trim().to_string())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "AWSBedrockBackendError".to_string());
+    json!({"error": {"message": message, "type": kind, "code": status.to_string()}})
+        .to_string()
+        .into_bytes()
+}
+
+/// The message of a Bedrock error body, and whether the body was a JSON object: its
+/// `message` (or `Message`), the object itself when it has neither, the raw text otherwise.
+fn error_message(body: &[u8]) -> (bool, String) {
+    match serde_json::from_slice::<Value>(body)
+        .ok()
+        .filter(Value::is_object)
+    {
+        Some(value) => {
+            let message = value
+                .get("message")
+                .or_else(|| value.get("Message"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| value.to_string());
+            (true, message)
+        }
+        None => (false, String::from_utf8_lossy(body).into_owned()),
+    }
 }

@@ -1,4 +1,6 @@
+use super::converse::{converse_response, output_content};
 use super::*;
+use crate::translate::TranslateError;
 
 #[test]
 fn a_converse_response_needs_output_message_content() {

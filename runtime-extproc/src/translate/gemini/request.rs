@@ -8,8 +8,8 @@ use serde_json::{Map, Value, json};
 use super::PLACEHOLDER_SIGNATURE;
 use super::schema::gemini_schema;
 use crate::translate::{
-    TranslateError, UpstreamRequest, data_url, function_call, invalid, number_field, path_escape,
-    unsupported,
+    TranslateError, UpstreamRequest, data_url, explicit_max_tokens, function_call, invalid,
+    number_field, openai_stop, path_escape, required_str, unsupported,
 };
 
 /// Translates an OpenAI chat completion request into a Gemini `generateContent` request for
@@ -107,10 +107,7 @@ pub(super) fn contents(
     // Tool call id -> function name, from the assistant messages seen so far.
     let mut call_names: HashMap<String, String> = HashMap::new();
     for message in list {
-        let role = message
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("every message needs a role"))?;
+        let role = required_str(message.get("role"), "every message needs a role")?;
         let content = message.get("content").unwrap_or(&Value::Null);
         match role {
             "system" | "developer" => {
@@ -141,10 +138,10 @@ pub(super) fn contents(
                 push_content(&mut contents, "model", parts);
             }
             "tool" => {
-                let id = message
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("a tool message needs tool_call_id"))?;
+                let id = required_str(
+                    message.get("tool_call_id"),
+                    "a tool message needs tool_call_id",
+                )?;
                 let name = call_names
                     .get(id)
                     .cloned()
@@ -232,30 +229,27 @@ pub(super) fn user_parts(content: &Value) -> Result<Vec<Value>, TranslateError> 
     for part in parts {
         match part.get("type").and_then(Value::as_str) {
             Some("text") => {
-                let text = part
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("a text part needs text"))?;
+                let text = required_str(part.get("text"), "a text part needs text")?;
                 if !text.is_empty() {
                     out.push(json!({ "text": text }));
                 }
             }
             Some("image_url") => {
-                let url = part
-                    .pointer("/image_url/url")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("an image_url part needs image_url.url"))?;
+                let url = required_str(
+                    part.pointer("/image_url/url"),
+                    "an image_url part needs image_url.url",
+                )?;
                 out.push(media_part(url, "image/jpeg")?);
             }
             Some("input_audio") => {
-                let data = part
-                    .pointer("/input_audio/data")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("an input_audio part needs input_audio.data"))?;
-                let format = part
-                    .pointer("/input_audio/format")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("an input_audio part needs input_audio.format"))?;
+                let data = required_str(
+                    part.pointer("/input_audio/data"),
+                    "an input_audio part needs input_audio.data",
+                )?;
+                let format = required_str(
+                    part.pointer("/input_audio/format"),
+                    "an input_audio part needs input_audio.format",
+                )?;
                 let mime = match format {
                     "mp3" => "audio/mp3".to_string(),
                     other => format!("audio/{other}"),
@@ -410,10 +404,7 @@ pub(super) fn tools(fields: &Map<String, Value>) -> Result<Vec<Value>, Translate
 }
 
 pub(super) fn function_declaration(function: &Value) -> Result<Value, TranslateError> {
-    let name = function
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("a function tool needs a name"))?;
+    let name = required_str(function.get("name"), "a function tool needs a name")?;
     let mut declaration = json!({ "name": name });
     if let Some(description) = function.get("description").and_then(Value::as_str) {
         declaration["description"] = json!(description);
@@ -457,10 +448,10 @@ pub(super) fn tool_config(fields: &Map<String, Value>) -> Result<Option<Value>, 
         },
         Some(choice @ Value::Object(_)) => match choice.get("type").and_then(Value::as_str) {
             Some("function") => {
-                let name = choice
-                    .pointer("/function/name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("a function tool_choice needs function.name"))?;
+                let name = required_str(
+                    choice.pointer("/function/name"),
+                    "a function tool_choice needs function.name",
+                )?;
                 json!({"mode": "ANY", "allowedFunctionNames": [name]})
             }
             Some("allowed_tools") => {
@@ -508,30 +499,11 @@ pub(super) fn generation_config(
     number_field(fields, "top_k", "topK", &mut config)?;
     number_field(fields, "presence_penalty", "presencePenalty", &mut config)?;
     number_field(fields, "frequency_penalty", "frequencyPenalty", &mut config)?;
-    if let Some(max) = fields
-        .get("max_completion_tokens")
-        .filter(|v| !v.is_null())
-        .or_else(|| fields.get("max_tokens").filter(|v| !v.is_null()))
-    {
-        let max = max
-            .as_u64()
-            .ok_or_else(|| invalid("max_tokens must be a non-negative integer"))?;
+    if let Some(max) = explicit_max_tokens(fields)? {
         config.insert("maxOutputTokens".into(), json!(max));
     }
-    match fields.get("stop") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(stop)) => {
-            config.insert("stopSequences".into(), json!([stop]));
-        }
-        Some(Value::Array(stops)) => {
-            if stops.iter().any(|s| !s.is_string()) {
-                return Err(invalid("stop must be a string or a list of strings"));
-            }
-            if !stops.is_empty() {
-                config.insert("stopSequences".into(), Value::Array(stops.clone()));
-            }
-        }
-        Some(_) => return Err(invalid("stop must be a string or a list of strings")),
+    if let Some(stops) = openai_stop(fields.get("stop"))? {
+        config.insert("stopSequences".into(), stops);
     }
     if let Some(n) = fields.get("n").filter(|v| !v.is_null()) {
         let n = n

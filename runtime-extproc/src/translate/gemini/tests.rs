@@ -4,7 +4,7 @@ use super::response::*;
 use super::schema::*;
 use super::stream::*;
 use super::*;
-use crate::translate::SSE_DONE;
+use crate::translate::{SSE_DONE, TranslateError, UpstreamRequest};
 use crate::usage::TokenUsage;
 use serde_json::{Value, json};
 

@@ -1,5 +1,7 @@
 use super::*;
+use crate::translate::bedrock::test_support::{assert_fixture_request, assert_refused};
 use crate::translate::eventstream::encode;
+use crate::translate::path_escape;
 
 /// The JSON fixtures directly under `tests/fixtures/bedrock` whose names start with `prefix`.
 fn fixtures(prefix: &str) -> Vec<(String, Value)> {
@@ -12,16 +14,10 @@ fn request_fixtures() {
     assert!(cases.len() >= 10, "found {}", cases.len());
     for (name, case) in cases {
         let model = case["model"].as_str().unwrap();
+        let stream = case["openai"]["stream"] == true;
         let upstream =
-            chat_request(&case["openai"], model).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(upstream.path, case["path"].as_str().unwrap(), "{name}");
-        let body: Value = serde_json::from_slice(&upstream.body).unwrap();
-        assert_eq!(body, case["bedrock"], "{name}");
-        assert!(
-            upstream
-                .headers
-                .contains(&("content-type".to_string(), "application/json".to_string()))
-        );
+            chat_request(&case["openai"], model, stream).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_fixture_request(&name, &upstream, &case);
     }
 }
 
@@ -79,15 +75,9 @@ fn unsupported_requests() {
         json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AAAA"}}]}]}),
         json!({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"}),
     ];
-    for case in cases {
-        assert!(
-            matches!(
-                chat_request(&case, "m"),
-                Err(TranslateError::Unsupported(_))
-            ),
-            "{case}"
-        );
-    }
+    assert_refused(TranslateError::Unsupported, cases, |case| {
+        chat_request(case, "m", false)
+    });
 }
 
 #[test]
@@ -102,12 +92,9 @@ fn invalid_requests() {
         json!({"messages": [{"role": "user", "content": "hi"}], "stop": 3}),
         json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": "many"}),
     ];
-    for case in cases {
-        assert!(
-            matches!(chat_request(&case, "m"), Err(TranslateError::Invalid(_))),
-            "{case}"
-        );
-    }
+    assert_refused(TranslateError::Invalid, cases, |case| {
+        chat_request(case, "m", false)
+    });
 }
 
 #[test]
@@ -116,7 +103,7 @@ fn cache_control_adds_a_cache_point() {
         {"type": "text", "text": "long document", "cache_control": {"type": "ephemeral"}},
         {"type": "text", "text": "question"}
     ]}], "stop": "END"});
-    let upstream = chat_request(&request, "m").unwrap();
+    let upstream = chat_request(&request, "m", false).unwrap();
     let body: Value = serde_json::from_slice(&upstream.body).unwrap();
     assert_eq!(
         body["messages"][0]["content"],
@@ -231,8 +218,7 @@ fn stream_split_anywhere() {
     let mut splits: Vec<usize> = vec![1, 7, 100, stream.len()];
     splits.extend((2..40).step_by(3));
     for split in splits {
-        let mut translator =
-            ChatStream::new("anthropic.claude-3-haiku-20240307-v1:0", Some("req-1"));
+        let mut translator = chat_stream("anthropic.claude-3-haiku-20240307-v1:0", Some("req-1"));
         let mut output = Vec::new();
         for chunk in stream.chunks(split) {
             output.extend(translator.feed(chunk).unwrap());
@@ -308,7 +294,7 @@ fn stream_events_are_emitted_as_soon_as_complete() {
         "contentBlockDelta",
         json!({"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
     );
-    let mut translator = ChatStream::new("m", None);
+    let mut translator = chat_stream("m", None);
     let mut bytes = first.clone();
     bytes.extend_from_slice(&second[..5]);
     let (chunks, _) = events(&translator.feed(&bytes).unwrap());
@@ -329,7 +315,7 @@ fn stream_exception_becomes_an_error_event() {
         ],
         br#"{"message":"Too many tokens, please wait before trying again."}"#,
     ));
-    let mut translator = ChatStream::new("m", Some("r"));
+    let mut translator = chat_stream("m", Some("r"));
     let (chunks, _) = events(&translator.feed(&stream).unwrap());
     assert_eq!(chunks.len(), 2);
     assert_eq!(
@@ -343,14 +329,14 @@ fn stream_corruption_and_truncation_are_upstream_errors() {
     let mut stream = converse_stream();
     let at = stream.len() / 2;
     stream[at] ^= 0x55;
-    let mut translator = ChatStream::new("m", None);
+    let mut translator = chat_stream("m", None);
     assert!(matches!(
         translator.feed(&stream),
         Err(TranslateError::Upstream(_))
     ));
 
     let stream = converse_stream();
-    let mut translator = ChatStream::new("m", None);
+    let mut translator = chat_stream("m", None);
     translator.feed(&stream[..stream.len() - 3]).unwrap();
     assert!(matches!(
         translator.finish(),

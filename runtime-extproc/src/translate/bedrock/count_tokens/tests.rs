@@ -1,7 +1,10 @@
 //! Anthropic token counting served by Bedrock `CountTokens` with Converse input.
 
 use super::*;
-use crate::translate::bedrock::test_support::{headers_of, usage_of};
+use crate::translate::bedrock::test_support::{
+    assert_refused, headers_of, request_for, response_ctx, usage_of,
+};
+use crate::translate::{TranslateError, UpstreamRequest};
 use crate::usage::TokenUsage;
 
 fn fixture(name: &str) -> Value {
@@ -14,19 +17,7 @@ fn fixture(name: &str) -> Value {
 }
 
 fn request(body: &Value, model: &str, stream: bool) -> Result<UpstreamRequest, TranslateError> {
-    let ctx = RequestContext {
-        model,
-        stream,
-        headers: &[],
-    };
-    CountTokens.request(body, &ctx)
-}
-
-fn response_ctx(model: &str) -> ResponseContext<'_> {
-    ResponseContext {
-        model,
-        headers: &[],
-    }
+    request_for(CountTokens, body, model, stream)
 }
 
 #[test]
@@ -79,15 +70,9 @@ fn refused_requests() {
             false,
         ),
     ];
-    for (input, stream) in invalid_cases {
-        assert!(
-            matches!(
-                request(&input, "anthropic.claude-3-haiku-20240307-v1:0", stream),
-                Err(TranslateError::Invalid(_))
-            ),
-            "{input} stream {stream}"
-        );
-    }
+    assert_refused(TranslateError::Invalid, invalid_cases, |(input, stream)| {
+        request(input, "anthropic.claude-3-haiku-20240307-v1:0", *stream)
+    });
     // What Converse cannot express is refused as for the Messages API.
     let input = json!({"model": "m", "messages": [{"role": "user", "content": [
         {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}
@@ -106,7 +91,7 @@ fn response_fixture() {
     let out = CountTokens
         .response(
             case["provider"].to_string().as_bytes(),
-            &response_ctx(model),
+            &response_ctx(model, &[]),
         )
         .unwrap();
     let answer: Value = serde_json::from_slice(&out.body).unwrap();
@@ -118,7 +103,7 @@ fn response_fixture() {
     for body in [&b"nope"[..], b"{}", br#"{"inputTokens":1.5}"#] {
         assert!(
             matches!(
-                CountTokens.response(body, &response_ctx(model)),
+                CountTokens.response(body, &response_ctx(model, &[])),
                 Err(TranslateError::Upstream(_))
             ),
             "{}",
@@ -129,7 +114,7 @@ fn response_fixture() {
 
 #[test]
 fn errors_have_the_anthropic_shape() {
-    let ctx = response_ctx("m");
+    let ctx = response_ctx("m", &[]);
     let error = |status: u16, body: &str| -> Value {
         serde_json::from_slice(&CountTokens.error(status, body.as_bytes(), &ctx)).unwrap()
     };
@@ -155,7 +140,7 @@ fn errors_have_the_anthropic_shape() {
 
 #[test]
 fn streams_pass_through() {
-    let mut stream = CountTokens.stream(&response_ctx("m"));
+    let mut stream = CountTokens.stream(&response_ctx("m", &[]));
     assert_eq!(stream.feed(b"abc").unwrap(), b"abc");
     assert_eq!(stream.finish().unwrap(), Vec::<u8>::new());
     assert_eq!(stream.usage(), TokenUsage::default());

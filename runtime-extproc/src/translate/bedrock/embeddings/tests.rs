@@ -1,32 +1,18 @@
 //! OpenAI embeddings served by Bedrock `InvokeModel` (Titan Text Embeddings, Cohere Embed).
 
 use super::*;
-use crate::translate::bedrock::test_support::{fixtures, headers_of, usage_of};
+use crate::translate::bedrock::test_support::{
+    assert_fixture_response, assert_refused, assert_request_fixtures, fixtures, header_pairs,
+    headers_of, request_for, response_ctx,
+};
 
 fn request(body: &Value, model: &str) -> Result<UpstreamRequest, TranslateError> {
-    let ctx = RequestContext {
-        model,
-        stream: false,
-        headers: &[],
-    };
-    OpenAiEmbeddings.request(body, &ctx)
+    request_for(OpenAiEmbeddings, body, model, false)
 }
 
 #[test]
 fn request_fixtures() {
-    let cases = fixtures("embeddings", "request_");
-    assert!(cases.len() >= 7, "found {}", cases.len());
-    for (name, case) in cases {
-        let upstream = request(&case["openai"], case["model"].as_str().unwrap())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(upstream.path, case["path"].as_str().unwrap(), "{name}");
-        let body: Value = serde_json::from_slice(&upstream.body).unwrap();
-        assert_eq!(body, case["bedrock"], "{name}");
-        assert_eq!(
-            upstream.headers,
-            vec![("content-type".to_string(), "application/json".to_string())]
-        );
-    }
+    assert_request_fixtures(OpenAiEmbeddings, "embeddings", "openai", 7);
 }
 
 #[test]
@@ -35,32 +21,14 @@ fn response_fixtures() {
     assert!(cases.len() >= 4, "found {}", cases.len());
     for (name, case) in cases {
         let headers = headers_of(&case["headers"]);
-        let model = case["model"].as_str().unwrap();
-        let ctx = ResponseContext {
-            model,
-            headers: &headers,
-        };
-        let body = case["bedrock"].to_string();
-        let translated = OpenAiEmbeddings
-            .response(body.as_bytes(), &ctx)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let out: Value = serde_json::from_slice(&translated.body).unwrap();
-        assert_eq!(out, case["openai"], "{name}");
-        assert_eq!(translated.usage, usage_of(&case["usage"]), "{name}");
-        assert_eq!(translated.model.as_deref(), Some(model), "{name}");
+        assert_fixture_response(&OpenAiEmbeddings, &name, &case, "openai", &headers);
     }
 }
 
 #[test]
 fn titan_token_count_wins_over_the_header() {
-    let headers = vec![(
-        "x-amzn-bedrock-input-token-count".to_string(),
-        "99".to_string(),
-    )];
-    let ctx = ResponseContext {
-        model: "amazon.titan-embed-text-v2:0",
-        headers: &headers,
-    };
+    let headers = header_pairs(&[("x-amzn-bedrock-input-token-count", "99")]);
+    let ctx = response_ctx("amazon.titan-embed-text-v2:0", &headers);
     let translated = OpenAiEmbeddings
         .response(br#"{"embedding":[0.5],"inputTextTokenCount":4}"#, &ctx)
         .unwrap();
@@ -71,36 +39,51 @@ fn titan_token_count_wins_over_the_header() {
 
 #[test]
 fn model_families() {
-    let cases = [
-        ("amazon.titan-embed-text-v2:0", Some(EmbedFamily::TitanV2)),
+    let cases: [(Option<EmbedFamily>, &[&str]); 5] = [
         (
-            "eu.amazon.titan-embed-text-v2:0",
             Some(EmbedFamily::TitanV2),
+            &[
+                "amazon.titan-embed-text-v2:0",
+                "eu.amazon.titan-embed-text-v2:0",
+            ],
         ),
-        ("amazon.titan-embed-text-v1", Some(EmbedFamily::TitanV1)),
         (
-            "amazon.titan-embed-text-v1:2:8k",
             Some(EmbedFamily::TitanV1),
+            &[
+                "amazon.titan-embed-text-v1",
+                "amazon.titan-embed-text-v1:2:8k",
+                "amazon.titan-embed-g1-text-02",
+            ],
         ),
-        ("amazon.titan-embed-g1-text-02", Some(EmbedFamily::TitanV1)),
-        ("cohere.embed-english-v3", Some(EmbedFamily::Cohere)),
         (
-            "apac.cohere.embed-multilingual-v3",
             Some(EmbedFamily::Cohere),
+            &[
+                "cohere.embed-english-v3",
+                "apac.cohere.embed-multilingual-v3",
+            ],
         ),
-        ("global.cohere.embed-v4:0", Some(EmbedFamily::CohereV4)),
         (
-            "arn:aws:bedrock:us-west-2::foundation-model/cohere.embed-v4:0",
             Some(EmbedFamily::CohereV4),
+            &[
+                "global.cohere.embed-v4:0",
+                "arn:aws:bedrock:us-west-2::foundation-model/cohere.embed-v4:0",
+            ],
         ),
-        ("amazon.titan-embed-image-v1", None),
-        ("amazon.nova-2-multimodal-embeddings-v1:0", None),
-        ("anthropic.claude-3-haiku-20240307-v1:0", None),
-        ("titan-embed-text-v2", None),
-        ("", None),
+        (
+            None,
+            &[
+                "amazon.titan-embed-image-v1",
+                "amazon.nova-2-multimodal-embeddings-v1:0",
+                "anthropic.claude-3-haiku-20240307-v1:0",
+                "titan-embed-text-v2",
+                "",
+            ],
+        ),
     ];
-    for (model, family) in cases {
-        assert_eq!(embed_family(model), family, "{model}");
+    for (family, models) in cases {
+        for model in models {
+            assert_eq!(embed_family(model), family, "{model}");
+        }
     }
 }
 
@@ -142,12 +125,9 @@ fn unsupported_requests() {
         ("amazon.titan-embed-image-v1", json!({"input": "x"})),
         ("text-embedding-3-small", json!({"input": "x"})),
     ];
-    for (model, case) in cases {
-        assert!(
-            matches!(request(&case, model), Err(TranslateError::Unsupported(_))),
-            "{model} {case}"
-        );
-    }
+    assert_refused(TranslateError::Unsupported, cases, |(model, case)| {
+        request(case, model)
+    });
     let Err(TranslateError::Unsupported(message)) =
         request(&json!({"input": "x"}), "meta.llama3-8b-instruct-v1:0")
     else {
@@ -185,23 +165,14 @@ fn invalid_requests() {
         json!({"input": "x", "dimensions": "many"}),
         json!({"input": "x", "input_type": 3}),
     ];
-    for case in cases {
-        assert!(
-            matches!(
-                request(&case, "cohere.embed-english-v3"),
-                Err(TranslateError::Invalid(_))
-            ),
-            "{case}"
-        );
-    }
+    assert_refused(TranslateError::Invalid, cases, |case| {
+        request(case, "cohere.embed-english-v3")
+    });
 }
 
 #[test]
 fn malformed_answers_are_upstream_errors() {
-    let ctx = ResponseContext {
-        model: "amazon.titan-embed-text-v2:0",
-        headers: &[],
-    };
+    let ctx = response_ctx("amazon.titan-embed-text-v2:0", &[]);
     for body in [
         &b"not json"[..],
         br#"{}"#,
@@ -222,14 +193,11 @@ fn malformed_answers_are_upstream_errors() {
 
 #[test]
 fn errors_keep_the_openai_shape() {
-    let headers = vec![(
-        "x-amzn-errortype".to_string(),
-        "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/".to_string(),
-    )];
-    let ctx = ResponseContext {
-        model: "amazon.titan-embed-text-v2:0",
-        headers: &headers,
-    };
+    let headers = header_pairs(&[(
+        "x-amzn-errortype",
+        "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/",
+    )]);
+    let ctx = response_ctx("amazon.titan-embed-text-v2:0", &headers);
     let out: Value = serde_json::from_slice(&OpenAiEmbeddings.error(
         400,
         br#"{"message":"Malformed input request: expected maxLength: 50000, actual: 52000, please reformat your input and try again."}"#,
@@ -248,10 +216,7 @@ fn errors_keep_the_openai_shape() {
 
 #[test]
 fn streams_pass_through() {
-    let ctx = ResponseContext {
-        model: "cohere.embed-english-v3",
-        headers: &[],
-    };
+    let ctx = response_ctx("cohere.embed-english-v3", &[]);
     let mut stream = OpenAiEmbeddings.stream(&ctx);
     assert_eq!(stream.feed(b"abc").unwrap(), b"abc");
     assert_eq!(stream.feed(b"").unwrap(), b"");

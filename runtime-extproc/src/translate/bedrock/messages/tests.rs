@@ -1,41 +1,19 @@
 //! The Anthropic Messages API served by Bedrock `Converse` / `ConverseStream`.
 
 use super::*;
-use crate::translate::bedrock::test_support::{fixtures, usage_of};
+use crate::translate::bedrock::test_support::{
+    assert_fixture_response, assert_refused, assert_request_fixtures, fixtures, request_for,
+    response_ctx, usage_of,
+};
 use crate::translate::eventstream::encode;
 
 fn request(body: &Value, model: &str, stream: bool) -> Result<UpstreamRequest, TranslateError> {
-    let ctx = RequestContext {
-        model,
-        stream,
-        headers: &[],
-    };
-    AnthropicMessages.request(body, &ctx)
-}
-
-fn response_ctx<'a>(model: &'a str, headers: &'a [(String, String)]) -> ResponseContext<'a> {
-    ResponseContext { model, headers }
+    request_for(AnthropicMessages, body, model, stream)
 }
 
 #[test]
 fn request_fixtures() {
-    let cases = fixtures("messages", "request_");
-    assert!(cases.len() >= 9, "found {}", cases.len());
-    for (name, case) in cases {
-        let upstream = request(
-            &case["anthropic"],
-            case["model"].as_str().unwrap(),
-            case["stream"].as_bool().unwrap(),
-        )
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(upstream.path, case["path"].as_str().unwrap(), "{name}");
-        let body: Value = serde_json::from_slice(&upstream.body).unwrap();
-        assert_eq!(body, case["bedrock"], "{name}");
-        assert_eq!(
-            upstream.headers,
-            vec![("content-type".to_string(), "application/json".to_string())]
-        );
-    }
+    assert_request_fixtures(AnthropicMessages, "messages", "anthropic", 9);
 }
 
 #[test]
@@ -63,15 +41,7 @@ fn response_fixtures() {
             "x-amzn-requestid".to_string(),
             case["request_id"].as_str().unwrap().to_string(),
         )];
-        let model = case["model"].as_str().unwrap();
-        let body = case["bedrock"].to_string();
-        let translated = AnthropicMessages
-            .response(body.as_bytes(), &response_ctx(model, &headers))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let out: Value = serde_json::from_slice(&translated.body).unwrap();
-        assert_eq!(out, case["anthropic"], "{name}");
-        assert_eq!(translated.usage, usage_of(&case["usage"]), "{name}");
-        assert_eq!(translated.model.as_deref(), Some(model), "{name}");
+        assert_fixture_response(&AnthropicMessages, &name, &case, "anthropic", &headers);
     }
 }
 
@@ -121,16 +91,22 @@ fn response_without_request_id_or_usage() {
     }
 }
 
+/// A request with one user message of `content`.
+fn user(content: Value) -> Value {
+    json!({"max_tokens": 10, "messages": [{"role": "user", "content": content}]})
+}
+
+/// A request saying hi, with the fields of `extra` added.
+fn with(extra: Value) -> Value {
+    let mut body = json!({"max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
 #[test]
 fn unsupported_requests() {
-    let user = |content: Value| json!({"max_tokens": 10, "messages": [{"role": "user", "content": content}]});
-    let with = |extra: Value| {
-        let mut body = json!({"max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
-        for (k, v) in extra.as_object().unwrap() {
-            body[k] = v.clone();
-        }
-        body
-    };
     let tool = json!({"name": "f", "input_schema": {"type": "object"}});
     let cases = [
         user(
@@ -178,27 +154,13 @@ fn unsupported_requests() {
             {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}]}),
     ];
-    for case in cases {
-        assert!(
-            matches!(
-                request(&case, "anthropic.claude-3-haiku-20240307-v1:0", false),
-                Err(TranslateError::Unsupported(_))
-            ),
-            "{case}"
-        );
-    }
+    assert_refused(TranslateError::Unsupported, cases, |case| {
+        request(case, "anthropic.claude-3-haiku-20240307-v1:0", false)
+    });
 }
 
 #[test]
 fn invalid_requests() {
-    let user = |content: Value| json!({"max_tokens": 10, "messages": [{"role": "user", "content": content}]});
-    let with = |extra: Value| {
-        let mut body = json!({"max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
-        for (k, v) in extra.as_object().unwrap() {
-            body[k] = v.clone();
-        }
-        body
-    };
     let cases = [
         json!("hello"),
         json!({"max_tokens": 10}),
@@ -231,38 +193,26 @@ fn invalid_requests() {
         with(json!({"tools": [{"name": "f"}], "tool_choice": {"type": "tool"}})),
         with(json!({"tools": [{"name": "f"}], "tool_choice": "auto"})),
     ];
-    for case in cases {
-        assert!(
-            matches!(
-                request(&case, "anthropic.claude-3-haiku-20240307-v1:0", false),
-                Err(TranslateError::Invalid(_))
-            ),
-            "{case}"
-        );
-    }
+    assert_refused(TranslateError::Invalid, cases, |case| {
+        request(case, "anthropic.claude-3-haiku-20240307-v1:0", false)
+    });
 }
 
 #[test]
 fn document_names_follow_converse_rules() {
     let mut used = DocumentNames::default();
-    assert_eq!(
-        document_name(Some("Q3 report: final/v2"), &mut used),
-        "Q3 report final v2"
-    );
-    assert_eq!(
-        document_name(Some("Q3 report -- final v2"), &mut used),
-        "Q3 report -- final v2"
-    );
-    assert_eq!(
-        document_name(Some("Q3 report: final/v2"), &mut used),
-        "Q3 report final v2-2"
-    );
-    assert_eq!(
-        document_name(Some("été [draft] (1)"), &mut used),
-        "t [draft] (1)"
-    );
-    assert_eq!(document_name(None, &mut used), "document");
-    assert_eq!(document_name(Some("!!!"), &mut used), "document-2");
+    // In order: each name given is taken for the ones after it.
+    let cases = [
+        (Some("Q3 report: final/v2"), "Q3 report final v2"),
+        (Some("Q3 report -- final v2"), "Q3 report -- final v2"),
+        (Some("Q3 report: final/v2"), "Q3 report final v2-2"),
+        (Some("été [draft] (1)"), "t [draft] (1)"),
+        (None, "document"),
+        (Some("!!!"), "document-2"),
+    ];
+    for (title, name) in cases {
+        assert_eq!(document_name(title, &mut used), name, "{title:?}");
+    }
     let long = "a".repeat(500);
     assert_eq!(
         document_name(Some(&long), &mut used).len(),
