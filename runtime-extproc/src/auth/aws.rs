@@ -893,32 +893,29 @@ impl DefaultChain {
             .map_err(|_| format!("{what}: the session token is not text"))?;
         let token = token.trim();
         let roles_url = format!("{base}/latest/meta-data/iam/security-credentials/");
-        let roles = http::send(
-            client
-                .get(&roles_url)
-                .timeout(IMDS_TIMEOUT)
-                .header("x-aws-ec2-metadata-token", token),
-            what,
-            &[token],
-        )
-        .await?;
+        let roles = imds_get(client, &roles_url, token).await?;
         let roles = String::from_utf8_lossy(&roles);
         let role = roles
             .lines()
             .map(str::trim)
             .find(|line| !line.is_empty())
             .ok_or_else(|| format!("{what}: the instance has no IAM role"))?;
-        let answer = http::send(
-            client
-                .get(format!("{roles_url}{role}"))
-                .timeout(IMDS_TIMEOUT)
-                .header("x-aws-ec2-metadata-token", token),
-            what,
-            &[token],
-        )
-        .await?;
+        let answer = imds_get(client, &format!("{roles_url}{role}"), token).await?;
         found(Answer::parse(&answer, what)?.into_credentials(what)?)
     }
+}
+
+/// A GET of instance metadata with the IMDSv2 session `token`.
+async fn imds_get(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> Result<Vec<u8>, http::FetchError> {
+    let request = client
+        .get(url)
+        .timeout(IMDS_TIMEOUT)
+        .header("x-aws-ec2-metadata-token", token);
+    http::send(request, "instance metadata", &[token]).await
 }
 
 /// A source result: credentials.

@@ -656,15 +656,11 @@ async fn generate_access_token(
     let answer =
         http::send_json(request, "GCP service account impersonation", &[federated]).await?;
     let endpoint = url.split('?').next().unwrap_or_default();
-    let token = answer
-        .get("accessToken")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            format!(
-                "GCP service account impersonation: the answer of {endpoint} carries no accessToken"
-            )
-        })?;
+    let token = http::token_field(&answer, "accessToken").ok_or_else(|| {
+        format!(
+            "GCP service account impersonation: the answer of {endpoint} carries no accessToken"
+        )
+    })?;
     let expires_at = answer
         .get("expireTime")
         .and_then(Value::as_str)
@@ -698,10 +694,7 @@ async fn from_metadata_server(host: &str) -> Result<Fetched<Secret>, String> {
 /// `endpoint` names the endpoint in the error (without its query).
 fn token_answer(answer: &Value, endpoint: &str) -> Result<Fetched<Secret>, String> {
     let endpoint = endpoint.split('?').next().unwrap_or_default();
-    let token = answer
-        .get("access_token")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
+    let token = http::token_field(answer, "access_token")
         .ok_or_else(|| format!("the answer of {endpoint} carries no access_token"))?;
     Ok(Fetched {
         value: Secret::new(token),

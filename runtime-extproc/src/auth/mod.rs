@@ -16,6 +16,8 @@ pub mod gcp;
 pub mod http;
 pub mod oidc;
 pub mod refresh;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 /// A non-empty environment variable of this process: the one environment reader of the
 /// credential sources (AWS, Azure and GCP read their standard variables through it, and take
@@ -357,6 +359,15 @@ fn shared<T: Send + Sync + 'static>(
     Ok(value)
 }
 
+/// `file` of the config resolved against `base`, and listed in `files` (a change of it reloads
+/// the configuration). Listed before it is read: a reload waits for a file that is not there
+/// yet.
+fn watched(base: &Path, file: &str, files: &mut Vec<PathBuf>) -> PathBuf {
+    let path = base.join(file);
+    files.push(path.clone());
+    path
+}
+
 /// Builds a backend's credential from the config. `base` resolves relative paths; files whose
 /// change should reload the configuration are added to `files`. The error is a message naming
 /// what is wrong (never a secret).
@@ -374,10 +385,7 @@ pub fn build(
     };
     let static_header =
         |name: &'static str, prefix: &'static str, file: &str, files: &mut Vec<PathBuf>| {
-            let path = base.join(file);
-            // Listed before it is read: a reload waits for a file that is not there yet.
-            files.push(path.clone());
-            let value = oidc::read_trimmed(&path)?;
+            let value = oidc::read_trimmed(&watched(base, file, files))?;
             Ok::<Auth, String>(Auth::Header {
                 name,
                 prefix,
@@ -398,10 +406,7 @@ pub fn build(
             profile,
             oidc_exchange,
         } => {
-            let file = credentials_file.as_ref().map(|f| base.join(f));
-            if let Some(file) = &file {
-                files.push(file.clone());
-            }
+            let file = credentials_file.as_ref().map(|f| watched(base, f, files));
             let signer = shared(key("aws"), || {
                 aws::Signer::from_config(
                     region,
@@ -420,8 +425,7 @@ pub fn build(
             client_secret_file,
             oidc_exchange,
         } => {
-            let secret = client_secret_file.as_ref().map(|f| base.join(f));
-            files.extend(secret.clone());
+            let secret = client_secret_file.as_ref().map(|f| watched(base, f, files));
             Auth::Bearer(shared(key("azure"), || {
                 azure::token_source(
                     client_id,
@@ -438,8 +442,7 @@ pub fn build(
             credentials_file,
             workload_identity_federation,
         } => {
-            let file = credentials_file.as_ref().map(|f| base.join(f));
-            files.extend(file.clone());
+            let file = credentials_file.as_ref().map(|f| watched(base, f, files));
             Auth::Gcp {
                 token: shared(key("gcp"), || {
                     gcp::token_source(

@@ -131,7 +131,7 @@ pub async fn client_credentials_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::azure::test_server::TempDir;
+    use crate::auth::test_support::TempDir;
 
     #[test]
     fn secret_files_fail_by_kind_and_name_the_file_only() {
