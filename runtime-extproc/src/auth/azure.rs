@@ -20,10 +20,9 @@ use std::time::{Duration, SystemTime};
 use aigw_filterconfig::OidcExchange;
 use serde_json::Value;
 
-use super::http;
-use super::oidc;
-use super::process_env;
-use super::refresh::{Fetch, FetchFuture, Fetched, Refreshing};
+use super::oidc::{self, SecretFileError};
+use super::refresh::{self, Fetch, FetchFuture, Fetched, Refreshing};
+use super::{CredentialError, http, process_env};
 use crate::redact::Secret;
 
 /// The resource Azure OpenAI tokens are issued for.
@@ -60,6 +59,52 @@ struct EntraToken {
     base: PathBuf,
 }
 
+/// What is wrong with an Entra ID client or the answer of its token endpoint, beyond the
+/// causes all providers share ([`CredentialError`]). Messages name the tenant, the client and
+/// endpoints, never a secret or an assertion.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AzureError {
+    /// The configuration of the client is wrong.
+    #[error("Azure credentials (tenant {tenant}, client {client}): {problem}")]
+    Config {
+        /// The tenant ID, as configured.
+        tenant: String,
+        /// The client ID, as configured (literal or `file:<path>`).
+        client: String,
+        /// What is wrong.
+        problem: AzureConfigError,
+    },
+    /// The token endpoint answered without a token.
+    #[error("Entra ID token request: the answer of {endpoint} carries no access_token")]
+    NoToken {
+        /// The token endpoint.
+        endpoint: String,
+    },
+}
+
+/// What is wrong with the configuration of an Entra ID client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AzureConfigError {
+    /// No client ID.
+    #[error("the client ID is empty")]
+    EmptyClientId,
+    /// A tenant ID that cannot be a path segment of the token endpoint.
+    #[error("the tenant ID must be a GUID or a domain name")]
+    BadTenantId,
+    /// Both ways of authenticating the client are configured.
+    #[error("set a client secret or an OIDC exchange, not both")]
+    SecretAndOidc,
+    /// The client secret file cannot be read.
+    #[error(transparent)]
+    SecretFile(#[from] SecretFileError),
+    /// No way of authenticating the client is configured.
+    #[error(
+        "neither a client secret nor an OIDC exchange is configured, and {FEDERATED_TOKEN_FILE_VAR} \
+         is not set (Azure workload identity)"
+    )]
+    Unconfigured,
+}
+
 /// The token source of a backend's `AzureCredentials`. `client_id` may be `file:<path>`;
 /// `client_secret_file` and `oidc` are exclusive, and with neither the token comes from Azure
 /// workload identity (`AZURE_FEDERATED_TOKEN_FILE`). Needs the async runtime.
@@ -69,7 +114,7 @@ pub fn token_source(
     client_secret_file: Option<&Path>,
     oidc: Option<&OidcExchange>,
     base: &Path,
-) -> Result<Arc<Refreshing<Secret>>, String> {
+) -> Result<Arc<Refreshing<Secret>>, CredentialError> {
     let source = EntraToken::new(
         client_id,
         tenant_id,
@@ -78,10 +123,43 @@ pub fn token_source(
         base,
         &process_env,
     )?;
-    Refreshing::start(
+    Ok(Refreshing::start(
         format!("Entra ID token (tenant {tenant_id}, client {client_id})"),
         source,
-    )
+    )?)
+}
+
+/// How the client authenticates, checked; `env` looks up environment variables.
+fn client_auth(
+    tenant_id: &str,
+    client_id: &str,
+    client_secret_file: Option<&Path>,
+    oidc: Option<&OidcExchange>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ClientAuth, AzureConfigError> {
+    if client_id.trim().is_empty() {
+        return Err(AzureConfigError::EmptyClientId);
+    }
+    if tenant_id.is_empty()
+        || !tenant_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    {
+        return Err(AzureConfigError::BadTenantId);
+    }
+    Ok(match (client_secret_file, oidc) {
+        (Some(_), Some(_)) => return Err(AzureConfigError::SecretAndOidc),
+        (Some(file), None) => {
+            // Fail the configuration now rather than every fetch later.
+            oidc::read_trimmed(file)?;
+            ClientAuth::Secret(file.to_path_buf())
+        }
+        (None, Some(oidc)) => ClientAuth::Oidc(oidc.clone()),
+        (None, None) => match env(FEDERATED_TOKEN_FILE_VAR) {
+            Some(file) => ClientAuth::FederatedTokenFile(PathBuf::from(file.trim())),
+            None => return Err(AzureConfigError::Unconfigured),
+        },
+    })
 }
 
 impl EntraToken {
@@ -93,42 +171,14 @@ impl EntraToken {
         oidc: Option<&OidcExchange>,
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<EntraToken, String> {
-        let context = format!("Azure credentials (tenant {tenant_id}, client {client_id})");
-        if client_id.trim().is_empty() {
-            return Err(format!("{context}: the client ID is empty"));
-        }
-        if tenant_id.is_empty()
-            || !tenant_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-        {
-            return Err(format!(
-                "{context}: the tenant ID must be a GUID or a domain name"
-            ));
-        }
-        let auth = match (client_secret_file, oidc) {
-            (Some(_), Some(_)) => {
-                return Err(format!(
-                    "{context}: set a client secret or an OIDC exchange, not both"
-                ));
-            }
-            (Some(file), None) => {
-                // Fail the configuration now rather than every fetch later.
-                oidc::read_trimmed(file).map_err(|err| format!("{context}: {err}"))?;
-                ClientAuth::Secret(file.to_path_buf())
-            }
-            (None, Some(oidc)) => ClientAuth::Oidc(oidc.clone()),
-            (None, None) => match env(FEDERATED_TOKEN_FILE_VAR) {
-                Some(file) => ClientAuth::FederatedTokenFile(PathBuf::from(file.trim())),
-                None => {
-                    return Err(format!(
-                        "{context}: neither a client secret nor an OIDC exchange is configured, \
-                         and {FEDERATED_TOKEN_FILE_VAR} is not set (Azure workload identity)"
-                    ));
-                }
+    ) -> Result<EntraToken, CredentialError> {
+        let auth = client_auth(tenant_id, client_id, client_secret_file, oidc, env).map_err(
+            |problem| AzureError::Config {
+                tenant: tenant_id.to_string(),
+                client: client_id.to_string(),
+                problem,
             },
-        };
+        )?;
         let authority = env(AUTHORITY_HOST_VAR).unwrap_or_else(|| DEFAULT_AUTHORITY.to_string());
         let authority = authority.trim().trim_end_matches('/');
         Ok(EntraToken {
@@ -140,7 +190,7 @@ impl EntraToken {
     }
 
     /// One client-credentials request.
-    async fn request(&self) -> Result<Fetched<Secret>, String> {
+    async fn request(&self) -> Result<Fetched<Secret>, CredentialError> {
         let client_id = oidc::literal_or_file(&self.client_id, &self.base)?;
         let mut fields = vec![
             ("grant_type", "client_credentials".to_string()),
@@ -164,12 +214,10 @@ impl EntraToken {
         }
         let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let answer = http::post_form(&self.endpoint, &fields, "Entra ID token request").await?;
-        let token = http::token_field(&answer, "access_token").ok_or_else(|| {
-            format!(
-                "Entra ID token request: the answer of {} carries no access_token",
-                self.endpoint
-            )
-        })?;
+        let token =
+            http::token_field(&answer, "access_token").ok_or_else(|| AzureError::NoToken {
+                endpoint: self.endpoint.clone(),
+            })?;
         Ok(Fetched {
             value: Secret::new(token),
             expires_at: expiry(&answer, SystemTime::now()),
@@ -181,7 +229,7 @@ impl Fetch for EntraToken {
     type Output = Secret;
 
     fn fetch(&self) -> FetchFuture<'_, Secret> {
-        Box::pin(self.request())
+        refresh::boxed(self.request())
     }
 }
 
@@ -233,7 +281,7 @@ mod tests {
         oidc: Option<&OidcExchange>,
         base: &Path,
         vars: &[(&str, &str)],
-    ) -> Result<EntraToken, String> {
+    ) -> Result<EntraToken, CredentialError> {
         EntraToken::new(CLIENT, TENANT, secret, oidc, base, &env(vars))
     }
 
@@ -411,9 +459,30 @@ mod tests {
 
     #[test]
     fn missing_configuration_is_named() {
+        /// The problem of a configuration error.
+        fn problem(err: &CredentialError) -> &AzureConfigError {
+            match err {
+                CredentialError::Azure(AzureError::Config { problem, .. }) => problem,
+                other => panic!("not a configuration error: {other:?}"),
+            }
+        }
         let err = entra_token(None, None, Path::new("/"), &[]).unwrap_err();
-        assert!(err.contains("AZURE_FEDERATED_TOKEN_FILE"), "{err}");
-        assert!(err.contains(TENANT), "{err}");
+        assert_eq!(
+            err,
+            CredentialError::Azure(AzureError::Config {
+                tenant: TENANT.into(),
+                client: CLIENT.into(),
+                problem: AzureConfigError::Unconfigured
+            })
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "Azure credentials (tenant {TENANT}, client {CLIENT}): neither a client secret nor \
+                 an OIDC exchange is configured, and AZURE_FEDERATED_TOKEN_FILE is not set (Azure \
+                 workload identity)"
+            )
+        );
 
         let err = EntraToken::new(
             CLIENT,
@@ -424,11 +493,39 @@ mod tests {
             &env(&[(FEDERATED_TOKEN_FILE_VAR, "/t")]),
         )
         .unwrap_err();
-        assert!(err.contains("tenant ID"), "{err}");
+        assert_eq!(problem(&err), &AzureConfigError::BadTenantId);
+        assert!(err.to_string().contains("tenant ID"), "{err}");
 
-        let missing = Path::new("/nonexistent/aigw/client-secret");
-        let err = entra_token(Some(missing), None, Path::new("/"), &[]).unwrap_err();
-        assert!(err.contains("/nonexistent/aigw/client-secret"), "{err}");
+        let err = EntraToken::new(" ", TENANT, None, None, Path::new("/"), &env(&[])).unwrap_err();
+        assert_eq!(problem(&err), &AzureConfigError::EmptyClientId);
+        assert!(err.to_string().ends_with("the client ID is empty"), "{err}");
+
+        let secret = Path::new("/nonexistent/aigw/client-secret");
+        let exchange = OidcExchange {
+            issuer: "https://idp.example".into(),
+            token_endpoint: None,
+            client_id: "c".into(),
+            client_secret_file: "s".into(),
+            scopes: Vec::new(),
+            grant_type: None,
+            aud: None,
+        };
+        let err = entra_token(Some(secret), Some(&exchange), Path::new("/"), &[]).unwrap_err();
+        assert_eq!(problem(&err), &AzureConfigError::SecretAndOidc);
+        assert!(err.to_string().ends_with("not both"), "{err}");
+
+        let err = entra_token(Some(secret), None, Path::new("/"), &[]).unwrap_err();
+        assert!(
+            matches!(
+                problem(&err),
+                AzureConfigError::SecretFile(SecretFileError::Unreadable { .. })
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("/nonexistent/aigw/client-secret"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

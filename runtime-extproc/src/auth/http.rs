@@ -81,12 +81,6 @@ pub enum FetchError {
     },
 }
 
-impl From<FetchError> for String {
-    fn from(err: FetchError) -> Self {
-        err.to_string()
-    }
-}
-
 /// The shared client.
 pub fn client() -> Result<&'static reqwest::Client, FetchError> {
     static CLIENT: OnceLock<Result<reqwest::Client, FetchError>> = OnceLock::new();

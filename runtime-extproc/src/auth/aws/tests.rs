@@ -1,6 +1,11 @@
 use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
+
+use super::answer::parse_time;
 use super::*;
+use crate::auth::http::FetchError;
+use crate::auth::oidc::SecretFileError;
 use crate::auth::test_support::{
     IDP_SECRET, Server, TempDir, assert_fields, env, fixture, oidc_exchange,
 };
@@ -88,12 +93,12 @@ fn token_file(dir: &TempDir, content: &str) -> String {
 
 /// A signer for `region` with neither a credentials file nor an OIDC exchange: the
 /// environment `vars` and the default chain.
-fn env_signer(region: &str, base: &Path, vars: &[(&str, &str)]) -> Result<Signer, String> {
+fn env_signer(region: &str, base: &Path, vars: &[(&str, &str)]) -> Result<Signer, CredentialError> {
     Signer::build(region, None, None, None, base, lookup(vars))
 }
 
 /// A signer of `profile` in the credentials file `file`.
-fn file_signer(file: &Path, profile: Option<&str>, base: &Path) -> Result<Signer, String> {
+fn file_signer(file: &Path, profile: Option<&str>, base: &Path) -> Result<Signer, CredentialError> {
     Signer::build("us-east-1", Some(file), profile, None, base, lookup(&[]))
 }
 
@@ -395,6 +400,11 @@ async fn a_credentials_file_configures_a_static_signer() {
         assert_eq!(applied.headers.len(), if profile.is_some() { 3 } else { 2 });
     }
     let err = file_signer(&file, Some("nope"), dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, CredentialError::CredentialsFile(CredentialsFileError::NoProfile { profile, .. }) if profile == "nope"),
+        "{err:?}"
+    );
+    let err = err.to_string();
     assert!(err.contains("profile nope not found"), "{err}");
 }
 
@@ -422,6 +432,14 @@ fn environment_keys_need_no_runtime() {
         &[("AWS_ACCESS_KEY_ID", "AKIAENV")],
     )
     .unwrap_err();
+    assert_eq!(
+        err,
+        CredentialError::Aws(AwsError::HalfSet {
+            set: "AWS_ACCESS_KEY_ID",
+            unset: "AWS_SECRET_ACCESS_KEY"
+        })
+    );
+    let err = err.to_string();
     assert!(err.contains("AWS_SECRET_ACCESS_KEY is not"), "{err}");
 }
 
@@ -430,10 +448,7 @@ fn environment_keys_need_no_runtime() {
 #[test]
 fn answers_are_read_from_xml_and_json() {
     let what = "test";
-    let xml = Answer::parse(sts_answer("ASIASTS").as_bytes(), what)
-        .unwrap()
-        .into_credentials(what)
-        .unwrap();
+    let xml = credentials_in(sts_answer("ASIASTS").as_bytes(), what).unwrap();
     assert_eq!(xml.value.access_key_id, "ASIASTS");
     assert_eq!(
         xml.value.secret_access_key.expose(),
@@ -447,24 +462,46 @@ fn answers_are_read_from_xml_and_json() {
     assert_eq!(xml.value.expires_at, far_expiry());
 
     let json = r#"{"AssumeRoleWithWebIdentityResponse":{"AssumeRoleWithWebIdentityResult":{"Credentials":{"AccessKeyId":"ASIAJSON","SecretAccessKey":"json-secret","SessionToken":"json-token","Expiration":4070908800.0}}}}"#;
-    let json = Answer::parse(json.as_bytes(), what)
-        .unwrap()
-        .into_credentials(what)
-        .unwrap();
+    let json = credentials_in(json.as_bytes(), what).unwrap();
     assert_temporary(&json, "ASIAJSON", "json-token");
 
-    let err = Answer::parse(
+    let err = credentials_in(
         b"<Credentials><AccessKeyId>A</AccessKeyId></Credentials>",
         what,
     )
-    .unwrap()
-    .into_credentials(what)
     .unwrap_err();
-    assert_eq!(err, "test: the answer carries no SecretAccessKey");
-    let err = Answer::parse(br#"{"Code":"Failed","AccessKeyId":"A"}"#, what)
-        .err()
-        .unwrap();
-    assert_eq!(err, "test: the answer's Code is Failed");
+    assert_eq!(
+        err,
+        CredentialError::Aws(AwsError::Answer {
+            what: what.into(),
+            problem: AnswerError::Missing("SecretAccessKey")
+        })
+    );
+    assert_eq!(
+        err.to_string(),
+        "test: the answer carries no SecretAccessKey"
+    );
+    let err = credentials_in(br#"{"Code":"Failed","AccessKeyId":"A"}"#, what).unwrap_err();
+    assert_eq!(err.to_string(), "test: the answer's Code is Failed");
+    for (answer, problem) in [
+        (&b"\xff"[..], AnswerError::NotText),
+        (b"{\"Code\":", AnswerError::NotJson(String::new())),
+        (b"{\"Code\":\"Success\"}", AnswerError::Missing("AccessKeyId")),
+        (br#"{"Code":"Failed","AccessKeyId":"A"}"#, AnswerError::Code("Failed".into())),
+        (
+            b"<AccessKeyId>A</AccessKeyId><SecretAccessKey>S</SecretAccessKey><Expiration>soon</Expiration>",
+            AnswerError::Expiration("soon".into()),
+        ),
+    ] {
+        let found = Answer::parse(answer).and_then(Answer::into_credentials);
+        let Err(found) = found else {
+            panic!("{answer:?} is read");
+        };
+        match (&found, &problem) {
+            (AnswerError::NotJson(_), AnswerError::NotJson(_)) => {}
+            _ => assert_eq!(found, problem, "{answer:?}"),
+        }
+    }
 }
 
 #[test]
@@ -596,6 +633,98 @@ async fn sts_refusals_are_reported_without_the_token() {
         .await
         .unwrap_err();
     assert!(err.contains("AWS_ROLE_ARN is not"), "{err}");
+}
+
+#[tokio::test]
+async fn chain_errors_are_typed() {
+    let sts = Server::start(&[("/", 403, r#"{"Error":{"Code":"AccessDenied"}}"#)]).await;
+    let dir = TempDir::new("aws-chain-errors");
+    let token = token_file(&dir, "web-identity-token");
+    let missing = dir.path().join("missing").display().to_string();
+    let resolve = |vars: &[(&str, &str)]| {
+        let chain = chain(vars);
+        async move { chain.resolve().await.unwrap_err() }
+    };
+
+    let err = resolve(&[("AWS_WEB_IDENTITY_TOKEN_FILE", &token)]).await;
+    assert_eq!(
+        err,
+        CredentialError::Aws(AwsError::HalfSet {
+            set: "AWS_WEB_IDENTITY_TOKEN_FILE",
+            unset: "AWS_ROLE_ARN"
+        })
+    );
+    let err = resolve(&[
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", &missing),
+        ("AWS_ROLE_ARN", ROLE),
+    ])
+    .await;
+    assert!(
+        matches!(
+            &err,
+            CredentialError::Aws(AwsError::WebIdentityToken(SecretFileError::Unreadable { path, .. })) if *path == missing
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("web identity token: cannot read "),
+        "{err}"
+    );
+    let err = resolve(&[
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", &token),
+        ("AWS_ROLE_ARN", ROLE),
+        ("AWS_ENDPOINT_URL_STS", &sts.base),
+    ])
+    .await;
+    assert!(
+        matches!(
+            &err,
+            CredentialError::Fetch(FetchError::Status { status: 403, .. })
+        ),
+        "{err:?}"
+    );
+
+    let err = resolve(&[(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "http://credentials.example.com/v1/credentials",
+    )])
+    .await;
+    assert_eq!(
+        err,
+        CredentialError::Aws(AwsError::UntrustedContainerHost {
+            host: "credentials.example.com".into()
+        })
+    );
+    let err = resolve(&[("AWS_CONTAINER_CREDENTIALS_FULL_URI", "not a url")]).await;
+    assert!(
+        matches!(&err, CredentialError::Aws(AwsError::ContainerUrl(_))),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("container credentials: the endpoint is not a URL: "),
+        "{err}"
+    );
+    let err = resolve(&[
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "http://127.0.0.1:1/creds",
+        ),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &missing),
+    ])
+    .await;
+    assert!(
+        matches!(&err, CredentialError::Aws(AwsError::ContainerToken(_))),
+        "{err:?}"
+    );
+
+    let err = resolve(&[("HOME", &missing), ("AWS_EC2_METADATA_DISABLED", "true")]).await;
+    let CredentialError::Aws(AwsError::NotFound { skipped }) = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(skipped.len(), 5, "{skipped:?}");
+    assert_eq!(skipped[4], "AWS_EC2_METADATA_DISABLED is true");
 }
 
 #[tokio::test]

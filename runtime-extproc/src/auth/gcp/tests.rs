@@ -80,6 +80,18 @@ fn key_source(file: &Path, dir: &TempDir) -> GcpToken {
     GcpToken::new(Some(file), None, dir.path(), None, &env(&[])).unwrap()
 }
 
+/// The application default token source with `GOOGLE_APPLICATION_CREDENTIALS` naming `file`.
+fn application_default_source(file: &Path, dir: &TempDir) -> Result<GcpToken, CredentialError> {
+    let var = file.display().to_string();
+    GcpToken::new(
+        None,
+        None,
+        dir.path(),
+        None,
+        &env(&[(CREDENTIALS_VAR, &var)]),
+    )
+}
+
 /// The token source of `wif`, with the environment `vars`.
 fn wif_source(
     wif: &GcpWorkloadIdentityFederation,
@@ -205,18 +217,11 @@ async fn the_key_file_is_read_again_on_every_fetch() {
 #[tokio::test]
 async fn authorized_user_flow_uses_the_refresh_token() {
     let dir = TempDir::new("gcp-user");
-    let (oauth, file) = key_file_for_token_endpoint(&dir, r#"{"access_token":"ya29.user-token","expires_in":"3599","scope":"https://www.googleapis.com/auth/cloud-platform"}"#, "authorized_user", "adc.json")
-    .await;
+    let answer = r#"{"access_token":"ya29.user-token","expires_in":"3599","scope":"https://www.googleapis.com/auth/cloud-platform"}"#;
+    let (oauth, file) =
+        key_file_for_token_endpoint(&dir, answer, "authorized_user", "adc.json").await;
     // Found through GOOGLE_APPLICATION_CREDENTIALS.
-    let file_var = file.display().to_string();
-    let source = GcpToken::new(
-        None,
-        None,
-        dir.path(),
-        None,
-        &env(&[(CREDENTIALS_VAR, &file_var)]),
-    )
-    .unwrap();
+    let source = application_default_source(&file, &dir).unwrap();
     assert!(matches!(&source.source, Source::KeyFile(f) if *f == file));
 
     let fetched = source.fetch().await.unwrap();
@@ -499,20 +504,149 @@ fn configuration_errors_name_what_is_wrong() {
         &env(&[]),
     )
     .unwrap_err();
-    assert!(err.contains("missing.json"), "{err}");
+    assert!(
+        matches!(
+            &err,
+            CredentialError::KeyFile(KeyFileError::Unreadable { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("missing.json"), "{err}");
 
     let file = dir.write(
         "impersonated.json",
         r#"{"type":"impersonated_service_account"}"#,
     );
     let err = GcpToken::new(Some(&file), None, dir.path(), None, &env(&[])).unwrap_err();
+    assert!(
+        matches!(&err, CredentialError::KeyFile(KeyFileError::UnsupportedType { kind, .. }) if kind == "impersonated_service_account"),
+        "{err:?}"
+    );
+    let err = err.to_string();
     assert!(err.contains("impersonated_service_account"), "{err}");
     assert!(err.contains("impersonated.json"), "{err}");
+
+    // The same file, named by GOOGLE_APPLICATION_CREDENTIALS.
+    let var = file.display().to_string();
+    let err = application_default_source(&file, &dir).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            CredentialError::Gcp(GcpError::ApplicationCredentials(
+                KeyFileError::UnsupportedType { .. }
+            ))
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with(&format!("GOOGLE_APPLICATION_CREDENTIALS: {var}: ")),
+        "{err}"
+    );
 
     let key = dir.write("key.json", &fixture("gcp/service_account.json"));
     let idp = pool_federation(unused_oidc(), None);
     let err = GcpToken::new(Some(&key), Some(&idp), dir.path(), None, &env(&[])).unwrap_err();
-    assert!(err.contains("not both"), "{err}");
+    assert_eq!(err, CredentialError::Gcp(GcpError::FileAndFederation));
+    assert!(err.to_string().contains("not both"), "{err}");
+
+    let mut bad = pool_federation(unused_oidc(), None);
+    bad.workload_identity_provider_name = "a/b".into();
+    let err = GcpToken::new(None, Some(&bad), dir.path(), None, &env(&[])).unwrap_err();
+    assert_eq!(
+        err,
+        CredentialError::Gcp(GcpError::InvalidName {
+            field: "workloadIdentityProviderName",
+            value: "a/b".into()
+        })
+    );
+    assert_eq!(
+        err.to_string(),
+        r#"GCP workload identity federation: workloadIdentityProviderName "a/b" is not a valid name"#
+    );
+    let bad = pool_federation(unused_oidc(), Some("sa name"));
+    let err = GcpToken::new(None, Some(&bad), dir.path(), None, &env(&[])).unwrap_err();
+    assert_eq!(
+        err,
+        CredentialError::Gcp(GcpError::InvalidServiceAccount {
+            email: "sa name@pool-project.iam.gserviceaccount.com".into()
+        })
+    );
+}
+
+#[test]
+fn malformed_keys_do_not_sign() {
+    let header = json!({"alg": "RS256"});
+    for pem in [
+        "no PEM at all",
+        "-----BEGIN PRIVATE KEY-----\nbm90LWEta2V5\n-----END PRIVATE KEY-----\n",
+    ] {
+        assert_eq!(
+            sign_rs256(&header, &json!({}), pem),
+            Err(SignError::BadKey),
+            "{pem}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn subject_token_faults_are_typed() {
+    let dir = TempDir::new("gcp-subject-faults");
+    let key = dir.path().join("external.json");
+    let file = key.display().to_string();
+    let empty = dir.write("empty", " \n").display().to_string();
+    let text = dir.write("text", "not json").display().to_string();
+    let missing = dir.path().join("missing").display().to_string();
+    for (source, expected) in [
+        (
+            json!({}),
+            SubjectTokenError::NoSource { file: file.clone() },
+        ),
+        (
+            json!({"file": empty}),
+            SubjectTokenError::Empty {
+                origin: empty.clone(),
+            },
+        ),
+        (
+            json!({"file": text, "format": {"type": "json"}}),
+            SubjectTokenError::NoFieldName { file: file.clone() },
+        ),
+        (
+            json!({"file": text, "format": {"type": "json", "subject_token_field_name": "t"}}),
+            SubjectTokenError::NotJson {
+                origin: text.clone(),
+            },
+        ),
+        (
+            json!({"file": text, "format": {"type": "xml"}}),
+            SubjectTokenError::UnsupportedFormat {
+                file: file.clone(),
+                format: "xml".into(),
+            },
+        ),
+    ] {
+        let err = subject_token(&source, &key).await.unwrap_err();
+        assert_eq!(
+            err,
+            CredentialError::Gcp(GcpError::SubjectToken(expected)),
+            "{source}"
+        );
+    }
+    let json_file = dir.write("json", r#"{"other":"x"}"#).display().to_string();
+    let source =
+        json!({"file": json_file, "format": {"type": "json", "subject_token_field_name": "t"}});
+    assert_eq!(
+        subject_token(&source, &key).await.unwrap_err().to_string(),
+        format!("the credential source {json_file} has no t")
+    );
+    let err = subject_token(&json!({ "file": missing }), &key)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CredentialError::Gcp(GcpError::SubjectToken(SubjectTokenError::Unreadable { path, .. })) if *path == missing),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -613,6 +747,13 @@ async fn what_an_endpoint_was_sent_never_comes_back_in_an_error() {
         &format!("{}?key=token-url-query-secret", google.url("/empty")),
     )
     .unwrap_err();
+    assert_eq!(
+        err,
+        CredentialError::Gcp(GcpError::NoAccessToken {
+            endpoint: google.url("/empty")
+        })
+    );
+    let err = err.to_string();
     assert!(err.contains("/empty carries no access_token"), "{err}");
     assert!(!err.contains("token-url-query-secret"), "{err}");
 }
