@@ -263,6 +263,7 @@ mod tests {
     use super::*;
     use crate::auth::test_support::{
         IDP_SECRET, Server, TempDir, assert_fields, assert_token, env, fixture, oidc_exchange,
+        unused_oidc,
     };
 
     const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -501,15 +502,7 @@ mod tests {
         assert!(err.to_string().ends_with("the client ID is empty"), "{err}");
 
         let secret = Path::new("/nonexistent/aigw/client-secret");
-        let exchange = OidcExchange {
-            issuer: "https://idp.example".into(),
-            token_endpoint: None,
-            client_id: "c".into(),
-            client_secret_file: "s".into(),
-            scopes: Vec::new(),
-            grant_type: None,
-            aud: None,
-        };
+        let exchange = unused_oidc();
         let err = entra_token(Some(secret), Some(&exchange), Path::new("/"), &[]).unwrap_err();
         assert_eq!(problem(&err), &AzureConfigError::SecretAndOidc);
         assert!(err.to_string().ends_with("not both"), "{err}");

@@ -313,3 +313,16 @@ pub(crate) fn oidc_exchange(idp: &Server, dir: &TempDir, scope: &str) -> OidcExc
         aud: None,
     }
 }
+
+/// An OIDC exchange that the test never contacts.
+pub(crate) fn unused_oidc() -> OidcExchange {
+    OidcExchange {
+        issuer: "https://idp.example".to_string(),
+        token_endpoint: None,
+        client_id: "c".to_string(),
+        client_secret_file: "s".to_string(),
+        scopes: Vec::new(),
+        grant_type: None,
+        aud: None,
+    }
+}

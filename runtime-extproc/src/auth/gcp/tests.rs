@@ -5,6 +5,7 @@ use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use super::*;
 use crate::auth::test_support::{
     IDP_SECRET, Server, TempDir, assert_fields, assert_token, env, fixture, oidc_exchange,
+    unused_oidc,
 };
 
 const STS_PATH: &str = "/v1/token";
@@ -43,19 +44,6 @@ fn wif_config(
     service_account: Option<&str>,
 ) -> GcpWorkloadIdentityFederation {
     pool_federation(oidc_exchange(idp, dir, "openid"), service_account)
-}
-
-/// An OIDC exchange that is never contacted.
-fn unused_oidc() -> OidcExchange {
-    OidcExchange {
-        issuer: "https://idp.example".to_string(),
-        token_endpoint: None,
-        client_id: "c".to_string(),
-        client_secret_file: "s".to_string(),
-        scopes: Vec::new(),
-        grant_type: None,
-        aud: None,
-    }
 }
 
 /// An `external_account` key file: `subject_token_type` tokens from `credential_source`,
