@@ -367,7 +367,7 @@ pub fn build(
                 Some(auth) => Some(auth::build(auth, base, files).map_err(|message| {
                     LoadError::Credential {
                         backend: spec.name.clone(),
-                        message,
+                        message: message.to_string(),
                     }
                 })?),
             };

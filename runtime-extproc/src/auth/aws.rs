@@ -33,17 +33,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use super::oidc::SecretFileError;
+use super::process_env;
+use super::refresh::{self, Fetch, FetchFuture, Fetched, Refreshing};
+use super::{Applied, AuthError, CredentialError, UpstreamCall, http, oidc};
+use crate::redact::Secret;
 use aigw_filterconfig::AwsOidcExchange;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
-use serde_json::Value;
 
-use super::process_env;
-use super::refresh::{Fetch, FetchFuture, Fetched, Refreshing};
-use super::{Applied, AuthError, UpstreamCall, http, oidc};
-use crate::redact::Secret;
-use crate::time::parse_rfc3339;
+mod answer;
+use answer::{Answer, AnswerError};
 
 /// Suffixes of the per-request credential headers, after the configured prefix.
 pub const OVERRIDE_SUFFIXES: [&str; 3] = ["access-key-id", "secret-access-key", "session-token"];
@@ -174,6 +175,71 @@ pub fn sign_at(
     Ok(applied)
 }
 
+/// What is wrong with the AWS configuration or an AWS answer, beyond the causes all providers
+/// share ([`CredentialError`]). Messages name files, profiles, variables and endpoints, never
+/// a key, secret or token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AwsError {
+    /// One variable of a pair is set, the other is not.
+    #[error("{set} is set but {unset} is not")]
+    HalfSet {
+        /// The variable that is set.
+        set: &'static str,
+        /// The one that is missing.
+        unset: &'static str,
+    },
+    /// The web identity token file could not be read.
+    #[error("web identity token: {0}")]
+    WebIdentityToken(SecretFileError),
+    /// The container credentials endpoint is not a URL.
+    #[error("container credentials: the endpoint is not a URL: {0}")]
+    ContainerUrl(String),
+    /// The container credentials endpoint is plain HTTP to a host the SDKs do not trust.
+    #[error(
+        "container credentials: {host} is neither HTTPS nor a loopback or container agent address"
+    )]
+    UntrustedContainerHost {
+        /// The host of the endpoint.
+        host: String,
+    },
+    /// The container authorization token file could not be read.
+    #[error("container credentials token: {0}")]
+    ContainerToken(SecretFileError),
+    /// Instance metadata answered a session token that is not text.
+    #[error("instance metadata: the session token is not text")]
+    MetadataTokenNotText,
+    /// Instance metadata lists no IAM role.
+    #[error("instance metadata: the instance has no IAM role")]
+    NoInstanceRole,
+    /// An answer carries no usable credentials.
+    #[error("{what}: {problem}")]
+    Answer {
+        /// What was asked (`STS AssumeRoleWithWebIdentity for <role>`, ...).
+        what: String,
+        /// What is wrong with the answer.
+        problem: AnswerError,
+    },
+    /// No source of the default chain is configured here.
+    #[error("no AWS credentials found: {}", .skipped.join("; "))]
+    NotFound {
+        /// Why each source was skipped.
+        skipped: Vec<String>,
+    },
+}
+
+/// The credentials in the answer `body` to `what`.
+fn credentials_in(body: &[u8], what: &str) -> Result<Fetched<AwsCredentials>, CredentialError> {
+    Answer::parse(body)
+        .and_then(Answer::into_credentials)
+        .map_err(|problem| {
+            AwsError::Answer {
+                what: what.to_string(),
+                problem,
+            }
+            .into()
+        })
+}
+
 /// Looks up an environment variable (non-empty values only).
 type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -196,7 +262,7 @@ impl Signer {
         profile: Option<&str>,
         oidc: Option<&AwsOidcExchange>,
         base: &Path,
-    ) -> Result<Signer, String> {
+    ) -> Result<Signer, CredentialError> {
         Signer::build(
             region,
             credentials_file,
@@ -214,7 +280,7 @@ impl Signer {
         oidc: Option<&AwsOidcExchange>,
         base: &Path,
         env: Env,
-    ) -> Result<Signer, String> {
+    ) -> Result<Signer, CredentialError> {
         let credentials = if let Some(file) = credentials_file {
             let profile = profile.filter(|p| !p.is_empty()).unwrap_or("default");
             let credentials = read_credentials_file(file, profile)?;
@@ -324,12 +390,6 @@ pub enum CredentialsFileError {
     },
 }
 
-impl From<CredentialsFileError> for String {
-    fn from(err: CredentialsFileError) -> Self {
-        err.to_string()
-    }
-}
-
 /// A line of a shared credentials file that is not INI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IniError {
@@ -430,177 +490,6 @@ fn read_credentials_file(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Answers of STS, container and instance metadata endpoints
-
-/// The text of the first `<tag>` element in `xml`, entities decoded.
-fn xml_text(xml: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}");
-    let mut from = 0;
-    while let Some(found) = xml[from..].find(&open) {
-        let start = from + found + open.len();
-        let rest = &xml[start..];
-        match rest.chars().next() {
-            Some('>') => {
-                let body = &rest[1..];
-                let end = body.find(&format!("</{tag}>"))?;
-                return Some(xml_unescape(body[..end].trim()));
-            }
-            Some(c) if c.is_whitespace() => {
-                let close = rest.find('>')?;
-                if rest[..close].ends_with('/') {
-                    return Some(String::new());
-                }
-                let body = &rest[close + 1..];
-                let end = body.find(&format!("</{tag}>"))?;
-                return Some(xml_unescape(body[..end].trim()));
-            }
-            _ => from = start,
-        }
-    }
-    None
-}
-
-/// Decodes the XML entities of `text`.
-fn xml_unescape(text: &str) -> String {
-    if !text.contains('&') {
-        return text.to_string();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find('&') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at..];
-        let decoded = after.find(';').and_then(|end| {
-            let entity = &after[1..end];
-            let c = match entity {
-                "amp" => Some('&'),
-                "lt" => Some('<'),
-                "gt" => Some('>'),
-                "quot" => Some('"'),
-                "apos" => Some('\''),
-                _ => entity
-                    .strip_prefix("#x")
-                    .or_else(|| entity.strip_prefix("#X"))
-                    .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-                    .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
-                    .and_then(char::from_u32),
-            }?;
-            Some((c, end + 1))
-        });
-        match decoded {
-            Some((c, len)) => {
-                out.push(c);
-                rest = &after[len..];
-            }
-            None => {
-                out.push('&');
-                rest = &after[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The object holding `AccessKeyId` in a JSON answer (at any depth).
-fn json_credentials(value: &Value) -> Option<&serde_json::Map<String, Value>> {
-    let object = value.as_object()?;
-    if object.contains_key("AccessKeyId") {
-        return Some(object);
-    }
-    object.values().find_map(json_credentials)
-}
-
-/// A JSON field as text (numbers too).
-fn json_text(object: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
-    match object.get(key)? {
-        Value::String(text) => Some(text.trim().to_string()),
-        Value::Number(number) => Some(number.to_string()),
-        _ => None,
-    }
-    .filter(|text| !text.is_empty())
-}
-
-/// Credentials fields found in an answer, before validation.
-struct Answer {
-    access_key_id: Option<String>,
-    secret_access_key: Option<String>,
-    session_token: Option<String>,
-    expiration: Option<String>,
-}
-
-impl Answer {
-    /// Reads an XML (STS) or JSON (STS, container, instance metadata) answer.
-    fn parse(body: &[u8], what: &str) -> Result<Answer, String> {
-        let text = std::str::from_utf8(body)
-            .map_err(|_| format!("{what}: the answer is not UTF-8 text"))?
-            .trim();
-        if text.starts_with('{') {
-            let value: Value = serde_json::from_str(text)
-                .map_err(|err| format!("{what}: the answer is not JSON: {err}"))?;
-            let object = json_credentials(&value)
-                .ok_or_else(|| format!("{what}: the answer carries no AccessKeyId"))?;
-            if let Some(code) = json_text(object, "Code").filter(|code| code != "Success") {
-                return Err(format!("{what}: the answer's Code is {code}"));
-            }
-            return Ok(Answer {
-                access_key_id: json_text(object, "AccessKeyId"),
-                secret_access_key: json_text(object, "SecretAccessKey"),
-                session_token: json_text(object, "Token")
-                    .or_else(|| json_text(object, "SessionToken")),
-                expiration: json_text(object, "Expiration"),
-            });
-        }
-        let scope = xml_text(text, "Credentials").unwrap_or_else(|| text.to_string());
-        let field = |tag: &str| xml_text(&scope, tag).filter(|v| !v.is_empty());
-        Ok(Answer {
-            access_key_id: field("AccessKeyId"),
-            secret_access_key: field("SecretAccessKey"),
-            session_token: field("SessionToken").or_else(|| field("Token")),
-            expiration: field("Expiration"),
-        })
-    }
-
-    /// The credentials; an error names the missing field, never a value.
-    fn into_credentials(self, what: &str) -> Result<Fetched<AwsCredentials>, String> {
-        let missing = |field: &str| format!("{what}: the answer carries no {field}");
-        let expires_at = match self.expiration {
-            Some(text) => Some(
-                parse_time(&text)
-                    .ok_or_else(|| format!("{what}: cannot read the Expiration {text:?}"))?,
-            ),
-            None => None,
-        };
-        let credentials = AwsCredentials {
-            access_key_id: self.access_key_id.ok_or_else(|| missing("AccessKeyId"))?,
-            secret_access_key: Secret::new(
-                self.secret_access_key
-                    .ok_or_else(|| missing("SecretAccessKey"))?,
-            ),
-            session_token: self.session_token.map(Secret::new),
-            expires_at,
-        };
-        Ok(Fetched {
-            value: credentials,
-            expires_at,
-        })
-    }
-}
-
-/// Parses an RFC 3339 time (`2024-06-20T15:04:05Z`, fractions and offsets allowed, see
-/// [`parse_rfc3339`]) or a number of seconds since the epoch.
-fn parse_time(text: &str) -> Option<SystemTime> {
-    let text = text.trim();
-    if let Ok(seconds) = text.parse::<f64>() {
-        // A time no clock can hold (`1e30`) is no time at all, never a panic.
-        return Duration::try_from_secs_f64(seconds)
-            .ok()
-            .and_then(|since| SystemTime::UNIX_EPOCH.checked_add(since));
-    }
-    parse_rfc3339(text)
-}
-
-// ---------------------------------------------------------------------------------------------
 // STS
 
 /// The STS endpoint: `AWS_ENDPOINT_URL_STS`, `AWS_ENDPOINT_URL`, or the regional one.
@@ -636,7 +525,7 @@ async fn assume_role_with_web_identity(
     role_arn: &str,
     session_name: &str,
     token: &str,
-) -> Result<Fetched<AwsCredentials>, String> {
+) -> Result<Fetched<AwsCredentials>, CredentialError> {
     let what = format!("STS AssumeRoleWithWebIdentity for {role_arn}");
     let body = http::form(&[
         ("Action", "AssumeRoleWithWebIdentity"),
@@ -650,7 +539,7 @@ async fn assume_role_with_web_identity(
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body);
     let answer = http::send(request, &what, &[token]).await?;
-    Answer::parse(&answer, &what)?.into_credentials(&what)
+    credentials_in(&answer, &what)
 }
 
 /// Temporary credentials from an OIDC client-credentials token exchanged with STS.
@@ -661,7 +550,7 @@ struct OidcExchangeFetch {
 }
 
 impl OidcExchangeFetch {
-    async fn credentials(&self) -> Result<Fetched<AwsCredentials>, String> {
+    async fn credentials(&self) -> Result<Fetched<AwsCredentials>, CredentialError> {
         let token = oidc::client_credentials_token(&self.exchange.oidc, &self.base).await?;
         assume_role_with_web_identity(
             &self.sts,
@@ -677,7 +566,7 @@ impl Fetch for OidcExchangeFetch {
     type Output = AwsCredentials;
 
     fn fetch(&self) -> FetchFuture<'_, AwsCredentials> {
-        Box::pin(self.credentials())
+        refresh::boxed(self.credentials())
     }
 }
 
@@ -687,7 +576,7 @@ impl Fetch for OidcExchangeFetch {
 /// Static keys from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`.
 fn from_environment(
     env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
-) -> Result<Option<AwsCredentials>, String> {
+) -> Result<Option<AwsCredentials>, CredentialError> {
     let id = env("AWS_ACCESS_KEY_ID");
     let secret = env("AWS_SECRET_ACCESS_KEY");
     match (id, secret) {
@@ -698,12 +587,16 @@ fn from_environment(
             session_token: env("AWS_SESSION_TOKEN").map(|t| Secret::new(t.trim())),
             expires_at: None,
         })),
-        (Some(_), None) => {
-            Err("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".to_string())
+        (Some(_), None) => Err(AwsError::HalfSet {
+            set: "AWS_ACCESS_KEY_ID",
+            unset: "AWS_SECRET_ACCESS_KEY",
         }
-        (None, Some(_)) => {
-            Err("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not".to_string())
+        .into()),
+        (None, Some(_)) => Err(AwsError::HalfSet {
+            set: "AWS_SECRET_ACCESS_KEY",
+            unset: "AWS_ACCESS_KEY_ID",
         }
+        .into()),
     }
 }
 
@@ -749,7 +642,7 @@ impl DefaultChain {
         (self.env)(name).map(|v| v.trim().to_string())
     }
 
-    async fn resolve(&self) -> Result<Fetched<AwsCredentials>, String> {
+    async fn resolve(&self) -> Result<Fetched<AwsCredentials>, CredentialError> {
         let mut skipped = Vec::new();
         for step in 0..5 {
             let found = match step {
@@ -770,23 +663,26 @@ impl DefaultChain {
                 Found::NotConfigured(why) => skipped.push(why),
             }
         }
-        Err(format!("no AWS credentials found: {}", skipped.join("; ")))
+        Err(AwsError::NotFound { skipped }.into())
     }
 
     /// IRSA: `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`, exchanged with STS.
-    async fn web_identity(&self) -> Result<Found, String> {
+    async fn web_identity(&self) -> Result<Found, CredentialError> {
         let (file, role) = match (
             self.var("AWS_WEB_IDENTITY_TOKEN_FILE"),
             self.var("AWS_ROLE_ARN"),
         ) {
             (None, _) => return not_configured("AWS_WEB_IDENTITY_TOKEN_FILE is not set"),
             (Some(_), None) => {
-                return Err("AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not".into());
+                return Err(AwsError::HalfSet {
+                    set: "AWS_WEB_IDENTITY_TOKEN_FILE",
+                    unset: "AWS_ROLE_ARN",
+                }
+                .into());
             }
             (Some(file), Some(role)) => (file, role),
         };
-        let token = oidc::read_trimmed(Path::new(&file))
-            .map_err(|err| format!("web identity token: {err}"))?;
+        let token = oidc::read_trimmed(Path::new(&file)).map_err(AwsError::WebIdentityToken)?;
         let session = self
             .var("AWS_ROLE_SESSION_NAME")
             .unwrap_or_else(default_session_name);
@@ -796,7 +692,7 @@ impl DefaultChain {
     }
 
     /// EKS Pod Identity / ECS: the container credentials endpoint.
-    async fn container(&self) -> Result<Found, String> {
+    async fn container(&self) -> Result<Found, CredentialError> {
         let url = match (
             self.var("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
             self.var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
@@ -807,19 +703,18 @@ impl DefaultChain {
                 return not_configured("AWS_CONTAINER_CREDENTIALS_FULL_URI is not set");
             }
         };
-        let parsed = reqwest::Url::parse(&url)
-            .map_err(|err| format!("container credentials: the endpoint is not a URL: {err}"))?;
+        let parsed =
+            reqwest::Url::parse(&url).map_err(|err| AwsError::ContainerUrl(err.to_string()))?;
         if !container_host_allowed(&parsed) {
-            return Err(format!(
-                "container credentials: {} is neither HTTPS nor a loopback or container agent address",
-                parsed.host_str().unwrap_or_default()
-            ));
+            return Err(AwsError::UntrustedContainerHost {
+                host: parsed.host_str().unwrap_or_default().to_string(),
+            }
+            .into());
         }
         let token = match self.var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
-            Some(file) => Some(
-                oidc::read_trimmed(Path::new(&file))
-                    .map_err(|err| format!("container credentials token: {err}"))?,
-            ),
+            Some(file) => {
+                Some(oidc::read_trimmed(Path::new(&file)).map_err(AwsError::ContainerToken)?)
+            }
             None => self.var("AWS_CONTAINER_AUTHORIZATION_TOKEN"),
         };
         let mut request = http::client()?
@@ -832,11 +727,11 @@ impl DefaultChain {
         let what = "container credentials";
         let sent: Vec<&str> = token.iter().map(String::as_str).collect();
         let answer = http::send(request, what, &sent).await?;
-        found(Answer::parse(&answer, what)?.into_credentials(what)?)
+        found(credentials_in(&answer, what)?)
     }
 
     /// `AWS_SHARED_CREDENTIALS_FILE` (default `~/.aws/credentials`), profile `AWS_PROFILE`.
-    async fn shared_file(&self) -> Result<Found, String> {
+    async fn shared_file(&self) -> Result<Found, CredentialError> {
         let path = match self.var("AWS_SHARED_CREDENTIALS_FILE") {
             Some(path) => PathBuf::from(path),
             None => match self.var("HOME").or_else(|| self.var("USERPROFILE")) {
@@ -851,10 +746,11 @@ impl DefaultChain {
                 return not_configured(&format!("{} does not exist", path.display()));
             }
             Err(err) => {
-                return Err(format!(
-                    "cannot read AWS credentials file {}: {err}",
-                    path.display()
-                ));
+                return Err(CredentialsFileError::Unreadable {
+                    path: path.display().to_string(),
+                    reason: err.to_string(),
+                }
+                .into());
             }
         };
         match profile_credentials(&path, &text, &profile)? {
@@ -867,7 +763,7 @@ impl DefaultChain {
     }
 
     /// EC2 instance metadata, IMDSv2.
-    async fn instance_metadata(&self) -> Result<Found, String> {
+    async fn instance_metadata(&self) -> Result<Found, CredentialError> {
         if self
             .var("AWS_EC2_METADATA_DISABLED")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"))
@@ -889,45 +785,41 @@ impl DefaultChain {
             &[],
         )
         .await?;
-        let token = String::from_utf8(token)
-            .map_err(|_| format!("{what}: the session token is not text"))?;
+        let token = String::from_utf8(token).map_err(|_| AwsError::MetadataTokenNotText)?;
         let token = token.trim();
         let roles_url = format!("{base}/latest/meta-data/iam/security-credentials/");
-        let roles = http::send(
-            client
-                .get(&roles_url)
-                .timeout(IMDS_TIMEOUT)
-                .header("x-aws-ec2-metadata-token", token),
-            what,
-            &[token],
-        )
-        .await?;
+        let roles = imds_get(client, &roles_url, token).await?;
         let roles = String::from_utf8_lossy(&roles);
         let role = roles
             .lines()
             .map(str::trim)
             .find(|line| !line.is_empty())
-            .ok_or_else(|| format!("{what}: the instance has no IAM role"))?;
-        let answer = http::send(
-            client
-                .get(format!("{roles_url}{role}"))
-                .timeout(IMDS_TIMEOUT)
-                .header("x-aws-ec2-metadata-token", token),
-            what,
-            &[token],
-        )
-        .await?;
-        found(Answer::parse(&answer, what)?.into_credentials(what)?)
+            .ok_or(AwsError::NoInstanceRole)?;
+        let answer = imds_get(client, &format!("{roles_url}{role}"), token).await?;
+        found(credentials_in(&answer, what)?)
     }
 }
 
+/// A GET of instance metadata with the IMDSv2 session `token`.
+async fn imds_get(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> Result<Vec<u8>, http::FetchError> {
+    let request = client
+        .get(url)
+        .timeout(IMDS_TIMEOUT)
+        .header("x-aws-ec2-metadata-token", token);
+    http::send(request, "instance metadata", &[token]).await
+}
+
 /// A source result: credentials.
-fn found(credentials: Fetched<AwsCredentials>) -> Result<Found, String> {
+fn found(credentials: Fetched<AwsCredentials>) -> Result<Found, CredentialError> {
     Ok(Found::Credentials(credentials))
 }
 
 /// A source result: not set up.
-fn not_configured(why: &str) -> Result<Found, String> {
+fn not_configured(why: &str) -> Result<Found, CredentialError> {
     Ok(Found::NotConfigured(why.to_string()))
 }
 
@@ -935,13 +827,13 @@ impl Fetch for DefaultChain {
     type Output = AwsCredentials;
 
     fn fetch(&self) -> FetchFuture<'_, AwsCredentials> {
-        Box::pin(async move {
+        refresh::boxed(async move {
             let credentials = self.resolve().await?;
             tracing::debug!(
                 expires_at = ?credentials.expires_at,
                 "resolved AWS credentials from the default chain"
             );
-            Ok(credentials)
+            Ok::<_, CredentialError>(credentials)
         })
     }
 }

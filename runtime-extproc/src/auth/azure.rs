@@ -20,10 +20,9 @@ use std::time::{Duration, SystemTime};
 use aigw_filterconfig::OidcExchange;
 use serde_json::Value;
 
-use super::http;
-use super::oidc;
-use super::process_env;
-use super::refresh::{Fetch, FetchFuture, Fetched, Refreshing};
+use super::oidc::{self, SecretFileError};
+use super::refresh::{self, Fetch, FetchFuture, Fetched, Refreshing};
+use super::{CredentialError, http, process_env};
 use crate::redact::Secret;
 
 /// The resource Azure OpenAI tokens are issued for.
@@ -60,6 +59,52 @@ struct EntraToken {
     base: PathBuf,
 }
 
+/// What is wrong with an Entra ID client or the answer of its token endpoint, beyond the
+/// causes all providers share ([`CredentialError`]). Messages name the tenant, the client and
+/// endpoints, never a secret or an assertion.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AzureError {
+    /// The configuration of the client is wrong.
+    #[error("Azure credentials (tenant {tenant}, client {client}): {problem}")]
+    Config {
+        /// The tenant ID, as configured.
+        tenant: String,
+        /// The client ID, as configured (literal or `file:<path>`).
+        client: String,
+        /// What is wrong.
+        problem: AzureConfigError,
+    },
+    /// The token endpoint answered without a token.
+    #[error("Entra ID token request: the answer of {endpoint} carries no access_token")]
+    NoToken {
+        /// The token endpoint.
+        endpoint: String,
+    },
+}
+
+/// What is wrong with the configuration of an Entra ID client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AzureConfigError {
+    /// No client ID.
+    #[error("the client ID is empty")]
+    EmptyClientId,
+    /// A tenant ID that cannot be a path segment of the token endpoint.
+    #[error("the tenant ID must be a GUID or a domain name")]
+    BadTenantId,
+    /// Both ways of authenticating the client are configured.
+    #[error("set a client secret or an OIDC exchange, not both")]
+    SecretAndOidc,
+    /// The client secret file cannot be read.
+    #[error(transparent)]
+    SecretFile(#[from] SecretFileError),
+    /// No way of authenticating the client is configured.
+    #[error(
+        "neither a client secret nor an OIDC exchange is configured, and {FEDERATED_TOKEN_FILE_VAR} \
+         is not set (Azure workload identity)"
+    )]
+    Unconfigured,
+}
+
 /// The token source of a backend's `AzureCredentials`. `client_id` may be `file:<path>`;
 /// `client_secret_file` and `oidc` are exclusive, and with neither the token comes from Azure
 /// workload identity (`AZURE_FEDERATED_TOKEN_FILE`). Needs the async runtime.
@@ -69,7 +114,7 @@ pub fn token_source(
     client_secret_file: Option<&Path>,
     oidc: Option<&OidcExchange>,
     base: &Path,
-) -> Result<Arc<Refreshing<Secret>>, String> {
+) -> Result<Arc<Refreshing<Secret>>, CredentialError> {
     let source = EntraToken::new(
         client_id,
         tenant_id,
@@ -78,10 +123,43 @@ pub fn token_source(
         base,
         &process_env,
     )?;
-    Refreshing::start(
+    Ok(Refreshing::start(
         format!("Entra ID token (tenant {tenant_id}, client {client_id})"),
         source,
-    )
+    )?)
+}
+
+/// How the client authenticates, checked; `env` looks up environment variables.
+fn client_auth(
+    tenant_id: &str,
+    client_id: &str,
+    client_secret_file: Option<&Path>,
+    oidc: Option<&OidcExchange>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ClientAuth, AzureConfigError> {
+    if client_id.trim().is_empty() {
+        return Err(AzureConfigError::EmptyClientId);
+    }
+    if tenant_id.is_empty()
+        || !tenant_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    {
+        return Err(AzureConfigError::BadTenantId);
+    }
+    Ok(match (client_secret_file, oidc) {
+        (Some(_), Some(_)) => return Err(AzureConfigError::SecretAndOidc),
+        (Some(file), None) => {
+            // Fail the configuration now rather than every fetch later.
+            oidc::read_trimmed(file)?;
+            ClientAuth::Secret(file.to_path_buf())
+        }
+        (None, Some(oidc)) => ClientAuth::Oidc(oidc.clone()),
+        (None, None) => match env(FEDERATED_TOKEN_FILE_VAR) {
+            Some(file) => ClientAuth::FederatedTokenFile(PathBuf::from(file.trim())),
+            None => return Err(AzureConfigError::Unconfigured),
+        },
+    })
 }
 
 impl EntraToken {
@@ -93,42 +171,14 @@ impl EntraToken {
         oidc: Option<&OidcExchange>,
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<EntraToken, String> {
-        let context = format!("Azure credentials (tenant {tenant_id}, client {client_id})");
-        if client_id.trim().is_empty() {
-            return Err(format!("{context}: the client ID is empty"));
-        }
-        if tenant_id.is_empty()
-            || !tenant_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-        {
-            return Err(format!(
-                "{context}: the tenant ID must be a GUID or a domain name"
-            ));
-        }
-        let auth = match (client_secret_file, oidc) {
-            (Some(_), Some(_)) => {
-                return Err(format!(
-                    "{context}: set a client secret or an OIDC exchange, not both"
-                ));
-            }
-            (Some(file), None) => {
-                // Fail the configuration now rather than every fetch later.
-                oidc::read_trimmed(file).map_err(|err| format!("{context}: {err}"))?;
-                ClientAuth::Secret(file.to_path_buf())
-            }
-            (None, Some(oidc)) => ClientAuth::Oidc(oidc.clone()),
-            (None, None) => match env(FEDERATED_TOKEN_FILE_VAR) {
-                Some(file) => ClientAuth::FederatedTokenFile(PathBuf::from(file.trim())),
-                None => {
-                    return Err(format!(
-                        "{context}: neither a client secret nor an OIDC exchange is configured, \
-                         and {FEDERATED_TOKEN_FILE_VAR} is not set (Azure workload identity)"
-                    ));
-                }
+    ) -> Result<EntraToken, CredentialError> {
+        let auth = client_auth(tenant_id, client_id, client_secret_file, oidc, env).map_err(
+            |problem| AzureError::Config {
+                tenant: tenant_id.to_string(),
+                client: client_id.to_string(),
+                problem,
             },
-        };
+        )?;
         let authority = env(AUTHORITY_HOST_VAR).unwrap_or_else(|| DEFAULT_AUTHORITY.to_string());
         let authority = authority.trim().trim_end_matches('/');
         Ok(EntraToken {
@@ -140,7 +190,7 @@ impl EntraToken {
     }
 
     /// One client-credentials request.
-    async fn request(&self) -> Result<Fetched<Secret>, String> {
+    async fn request(&self) -> Result<Fetched<Secret>, CredentialError> {
         let client_id = oidc::literal_or_file(&self.client_id, &self.base)?;
         let mut fields = vec![
             ("grant_type", "client_credentials".to_string()),
@@ -164,15 +214,9 @@ impl EntraToken {
         }
         let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let answer = http::post_form(&self.endpoint, &fields, "Entra ID token request").await?;
-        let token = answer
-            .get("access_token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                format!(
-                    "Entra ID token request: the answer of {} carries no access_token",
-                    self.endpoint
-                )
+        let token =
+            http::token_field(&answer, "access_token").ok_or_else(|| AzureError::NoToken {
+                endpoint: self.endpoint.clone(),
             })?;
         Ok(Fetched {
             value: Secret::new(token),
@@ -185,7 +229,7 @@ impl Fetch for EntraToken {
     type Output = Secret;
 
     fn fetch(&self) -> FetchFuture<'_, Secret> {
-        Box::pin(self.request())
+        refresh::boxed(self.request())
     }
 }
 
@@ -212,265 +256,15 @@ fn seconds(value: &Value) -> Option<u64> {
     }
 }
 
-/// A local HTTP/1.1 server answering canned responses and capturing the requests, for the
-/// token-flow tests of this module and of [`super::gcp`].
-#[cfg(test)]
-pub(crate) mod test_server {
-    use std::collections::HashMap;
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::{Arc, Mutex};
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
-
-    /// A request the server received.
-    #[derive(Debug, Clone)]
-    pub(crate) struct Captured {
-        pub(crate) method: String,
-        /// Path and query.
-        pub(crate) target: String,
-        /// Lower-case names.
-        pub(crate) headers: Vec<(String, String)>,
-        pub(crate) body: String,
-    }
-
-    impl Captured {
-        pub(crate) fn path(&self) -> &str {
-            self.target.split('?').next().unwrap_or_default()
-        }
-
-        pub(crate) fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        }
-
-        /// The body as a form.
-        pub(crate) fn form(&self) -> HashMap<String, String> {
-            decode_form(&self.body)
-        }
-
-        /// The query string as a form.
-        pub(crate) fn query(&self) -> HashMap<String, String> {
-            decode_form(self.target.split_once('?').map(|(_, q)| q).unwrap_or(""))
-        }
-    }
-
-    fn decode_form(text: &str) -> HashMap<String, String> {
-        text.split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (decode(k), decode(v))
-            })
-            .collect()
-    }
-
-    fn decode(text: &str) -> String {
-        let bytes = text.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < bytes.len() => {
-                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-                    out.push(u8::from_str_radix(hex, 16).unwrap());
-                    i += 2;
-                }
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8(out).unwrap()
-    }
-
-    type Routes = Arc<Vec<(String, u16, String)>>;
-
-    /// The server; stops when dropped.
-    pub(crate) struct Server {
-        /// `http://127.0.0.1:<port>`.
-        pub(crate) base: String,
-        /// `127.0.0.1:<port>`.
-        pub(crate) authority: String,
-        captured: Arc<Mutex<Vec<Captured>>>,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    impl Server {
-        /// Answers a request for `path` (query ignored) with `status` and the JSON `body`;
-        /// other paths get 404.
-        pub(crate) async fn start(routes: &[(&str, u16, &str)]) -> Server {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let authority = listener.local_addr().unwrap().to_string();
-            let routes: Routes = Arc::new(
-                routes
-                    .iter()
-                    .map(|(p, s, b)| (p.to_string(), *s, b.to_string()))
-                    .collect(),
-            );
-            let captured = Arc::new(Mutex::new(Vec::new()));
-            let sink = captured.clone();
-            let task = tokio::spawn(async move {
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        return;
-                    };
-                    tokio::spawn(serve(stream, routes.clone(), sink.clone()));
-                }
-            });
-            Server {
-                base: format!("http://{authority}"),
-                authority,
-                captured,
-                task,
-            }
-        }
-
-        /// `base` + `path`.
-        pub(crate) fn url(&self, path: &str) -> String {
-            format!("{}{path}", self.base)
-        }
-
-        /// Every request so far.
-        pub(crate) fn requests(&self) -> Vec<Captured> {
-            self.captured.lock().unwrap().clone()
-        }
-
-        /// The requests for `path`.
-        pub(crate) fn requests_to(&self, path: &str) -> Vec<Captured> {
-            self.requests()
-                .into_iter()
-                .filter(|r| r.path() == path)
-                .collect()
-        }
-
-        /// The only request for `path`.
-        pub(crate) fn one(&self, path: &str) -> Captured {
-            let mut found = self.requests_to(path);
-            assert_eq!(found.len(), 1, "requests to {path}: {:?}", self.requests());
-            found.remove(0)
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            self.task.abort();
-        }
-    }
-
-    async fn serve(mut stream: TcpStream, routes: Routes, sink: Arc<Mutex<Vec<Captured>>>) {
-        let mut data = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at;
-            }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => data.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&data[..head_end]).to_string();
-        let mut lines = head.split("\r\n");
-        let mut request_line = lines.next().unwrap_or_default().split(' ');
-        let method = request_line.next().unwrap_or_default().to_string();
-        let target = request_line.next().unwrap_or_default().to_string();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|line| line.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let length: usize = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = data[head_end + 4..].to_vec();
-        while body.len() < length {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => body.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let request = Captured {
-            method,
-            target,
-            headers,
-            body: String::from_utf8_lossy(&body).to_string(),
-        };
-        let (status, answer) = routes
-            .iter()
-            .find(|(path, _, _)| path == request.path())
-            .map(|(_, status, body)| (*status, body.clone()))
-            .unwrap_or((404, r#"{"error":"not_found"}"#.to_string()));
-        sink.lock().unwrap().push(request);
-        let response = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-            answer.len()
-        );
-        let _ = stream.write_all(response.as_bytes()).await;
-        let _ = stream.shutdown().await;
-    }
-
-    /// A directory removed when dropped.
-    pub(crate) struct TempDir(PathBuf);
-
-    impl TempDir {
-        pub(crate) fn new(name: &str) -> TempDir {
-            static COUNTER: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "aigw-auth-{name}-{}-{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::SeqCst)
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-
-        pub(crate) fn path(&self) -> &Path {
-            &self.0
-        }
-
-        /// Writes `name` in the directory and returns its path.
-        pub(crate) fn write(&self, name: &str, content: &str) -> PathBuf {
-            let path = self.0.join(name);
-            std::fs::write(&path, content).unwrap();
-            path
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// A fixture file of this crate.
-    pub(crate) fn fixture(relative: &str) -> String {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(relative);
-        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
-    }
-
-    /// An environment lookup over fixed variables.
-    pub(crate) fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name: &str| vars.get(name).cloned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::test_server::{Server, TempDir, env, fixture};
     use super::*;
+    use crate::auth::test_support::{
+        IDP_SECRET, Server, TempDir, assert_fields, assert_token, env, fixture, oidc_exchange,
+        unused_oidc,
+    };
 
     const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
     const TOKEN_PATH: &str = "/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/token";
@@ -482,23 +276,34 @@ mod tests {
         )
     }
 
-    fn close_to(at: Option<SystemTime>, expected: SystemTime) -> bool {
-        let Some(at) = at else { return false };
-        let diff = at.duration_since(expected).unwrap_or_else(|e| e.duration());
-        diff < Duration::from_secs(30)
+    /// The token source of [`CLIENT`] in [`TENANT`], with the environment `vars`.
+    fn entra_token(
+        secret: Option<&Path>,
+        oidc: Option<&OidcExchange>,
+        base: &Path,
+        vars: &[(&str, &str)],
+    ) -> Result<EntraToken, CredentialError> {
+        EntraToken::new(CLIENT, TENANT, secret, oidc, base, &env(vars))
     }
 
-    fn oidc_exchange(idp: &Server, dir: &TempDir) -> OidcExchange {
-        dir.write("idp-secret", "idp-client-secret-value\n");
-        OidcExchange {
-            issuer: idp.base.clone(),
-            token_endpoint: Some(idp.url("/idp/token")),
-            client_id: "aigw-extproc".to_string(),
-            client_secret_file: "idp-secret".to_string(),
-            scopes: vec!["api://AzureADTokenExchange".to_string()],
-            grant_type: None,
-            aud: None,
-        }
+    /// The token source of a client secret in `secret`, at the authority `authority`.
+    fn with_secret(secret: &Path, base: &Path, authority: &str) -> EntraToken {
+        entra_token(Some(secret), None, base, &[(AUTHORITY_HOST_VAR, authority)]).unwrap()
+    }
+
+    /// The token source of Azure workload identity, the token in `file`, at `authority`.
+    fn workload_identity(file: &Path, base: &Path, authority: &str) -> EntraToken {
+        let file = file.display().to_string();
+        entra_token(
+            None,
+            None,
+            base,
+            &[
+                (AUTHORITY_HOST_VAR, authority),
+                (FEDERATED_TOKEN_FILE_VAR, &file),
+            ],
+        )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -520,28 +325,21 @@ mod tests {
         .unwrap();
 
         let fetched = source.fetch().await.unwrap();
-        assert_eq!(
-            fetched.value.expose(),
-            "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.entra-test-access-token.sig"
+        assert_token(
+            &fetched,
+            "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.entra-test-access-token.sig",
+            3599,
         );
-        assert!(close_to(
-            fetched.expires_at,
-            SystemTime::now() + Duration::from_secs(3599)
-        ));
 
-        let request = entra.one(TOKEN_PATH);
-        assert_eq!(request.method, "POST");
-        assert_eq!(
-            request.header("content-type"),
-            Some("application/x-www-form-urlencoded")
-        );
-        let form = request.form();
-        assert_eq!(form["grant_type"], "client_credentials");
-        assert_eq!(form["client_id"], CLIENT);
-        assert_eq!(form["client_secret"], "test-entra-client-secret-not-real");
-        assert_eq!(
-            form["scope"],
-            "https://cognitiveservices.azure.com/.default"
+        let form = entra.one(TOKEN_PATH).posted_form();
+        assert_fields(
+            &form,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", CLIENT),
+                ("client_secret", "test-entra-client-secret-not-real"),
+                ("scope", "https://cognitiveservices.azure.com/.default"),
+            ],
         );
         assert!(!form.contains_key("client_assertion"));
 
@@ -558,15 +356,7 @@ mod tests {
         let entra = Server::start(&[(TOKEN_PATH, 200, &token_answer("served-token"))]).await;
         let dir = TempDir::new("azure-refresh");
         let secret = dir.write("client-secret", "s3cret");
-        let source = EntraToken::new(
-            CLIENT,
-            TENANT,
-            Some(&secret),
-            None,
-            dir.path(),
-            &env(&[(AUTHORITY_HOST_VAR, &entra.base)]),
-        )
-        .unwrap();
+        let source = with_secret(&secret, dir.path(), &entra.base);
         let token = Refreshing::start("Entra ID token", source).unwrap();
         assert!(token.ready(Duration::from_secs(10)).await);
         assert_eq!(token.get().unwrap().expose(), "served-token");
@@ -582,14 +372,12 @@ mod tests {
         .await;
         let entra = Server::start(&[(TOKEN_PATH, 200, &token_answer("entra-from-oidc"))]).await;
         let dir = TempDir::new("azure-oidc");
-        let exchange = oidc_exchange(&idp, &dir);
-        let source = EntraToken::new(
-            CLIENT,
-            TENANT,
+        let exchange = oidc_exchange(&idp, &dir, "api://AzureADTokenExchange");
+        let source = entra_token(
             None,
             Some(&exchange),
             dir.path(),
-            &env(&[(AUTHORITY_HOST_VAR, &entra.base)]),
+            &[(AUTHORITY_HOST_VAR, &entra.base)],
         )
         .unwrap();
 
@@ -597,16 +385,26 @@ mod tests {
         assert_eq!(fetched.value.expose(), "entra-from-oidc");
 
         let idp_form = idp.one("/idp/token").form();
-        assert_eq!(idp_form["grant_type"], "client_credentials");
-        assert_eq!(idp_form["client_id"], "aigw-extproc");
-        assert_eq!(idp_form["client_secret"], "idp-client-secret-value");
+        assert_fields(
+            &idp_form,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "aigw-extproc"),
+                ("client_secret", IDP_SECRET),
+            ],
+        );
 
         let form = entra.one(TOKEN_PATH).form();
-        assert_eq!(form["grant_type"], "client_credentials");
-        assert_eq!(form["client_id"], CLIENT);
-        assert_eq!(form["scope"], SCOPE);
-        assert_eq!(form["client_assertion_type"], ASSERTION_TYPE);
-        assert_eq!(form["client_assertion"], "idp-issued-jwt");
+        assert_fields(
+            &form,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", CLIENT),
+                ("scope", SCOPE),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", "idp-issued-jwt"),
+            ],
+        );
         assert!(!form.contains_key("client_secret"));
     }
 
@@ -616,28 +414,21 @@ mod tests {
         let dir = TempDir::new("azure-wi");
         let jwt = fixture("azure/federated_token.jwt");
         let file = dir.write("token", &jwt);
-        let file_var = file.display().to_string();
-        let source = EntraToken::new(
-            CLIENT,
-            TENANT,
-            None,
-            None,
-            dir.path(),
-            &env(&[
-                (AUTHORITY_HOST_VAR, &entra.base),
-                (FEDERATED_TOKEN_FILE_VAR, &file_var),
-            ]),
-        )
-        .unwrap();
+        let source = workload_identity(&file, dir.path(), &entra.base);
 
         assert_eq!(
             source.fetch().await.unwrap().value.expose(),
             "entra-from-wi"
         );
         let form = entra.one(TOKEN_PATH).form();
-        assert_eq!(form["client_assertion_type"], ASSERTION_TYPE);
-        assert_eq!(form["client_assertion"], jwt.trim());
-        assert_eq!(form["client_id"], CLIENT);
+        assert_fields(
+            &form,
+            &[
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", jwt.trim()),
+                ("client_id", CLIENT),
+            ],
+        );
         assert!(!form.contains_key("client_secret"));
 
         dir.write("token", "rotated.projected.token");
@@ -651,16 +442,14 @@ mod tests {
 
     #[tokio::test]
     async fn the_default_authority_is_the_public_cloud() {
-        let source = EntraToken::new(
-            CLIENT,
-            TENANT,
+        let source = entra_token(
             None,
             None,
             Path::new("/"),
-            &env(&[(
+            &[(
                 FEDERATED_TOKEN_FILE_VAR,
                 "/var/run/secrets/azure/tokens/token",
-            )]),
+            )],
         )
         .unwrap();
         assert_eq!(
@@ -671,10 +460,30 @@ mod tests {
 
     #[test]
     fn missing_configuration_is_named() {
-        let err =
-            EntraToken::new(CLIENT, TENANT, None, None, Path::new("/"), &env(&[])).unwrap_err();
-        assert!(err.contains("AZURE_FEDERATED_TOKEN_FILE"), "{err}");
-        assert!(err.contains(TENANT), "{err}");
+        /// The problem of a configuration error.
+        fn problem(err: &CredentialError) -> &AzureConfigError {
+            match err {
+                CredentialError::Azure(AzureError::Config { problem, .. }) => problem,
+                other => panic!("not a configuration error: {other:?}"),
+            }
+        }
+        let err = entra_token(None, None, Path::new("/"), &[]).unwrap_err();
+        assert_eq!(
+            err,
+            CredentialError::Azure(AzureError::Config {
+                tenant: TENANT.into(),
+                client: CLIENT.into(),
+                problem: AzureConfigError::Unconfigured
+            })
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "Azure credentials (tenant {TENANT}, client {CLIENT}): neither a client secret nor \
+                 an OIDC exchange is configured, and AZURE_FEDERATED_TOKEN_FILE is not set (Azure \
+                 workload identity)"
+            )
+        );
 
         let err = EntraToken::new(
             CLIENT,
@@ -685,18 +494,31 @@ mod tests {
             &env(&[(FEDERATED_TOKEN_FILE_VAR, "/t")]),
         )
         .unwrap_err();
-        assert!(err.contains("tenant ID"), "{err}");
+        assert_eq!(problem(&err), &AzureConfigError::BadTenantId);
+        assert!(err.to_string().contains("tenant ID"), "{err}");
 
-        let err = EntraToken::new(
-            CLIENT,
-            TENANT,
-            Some(Path::new("/nonexistent/aigw/client-secret")),
-            None,
-            Path::new("/"),
-            &env(&[]),
-        )
-        .unwrap_err();
-        assert!(err.contains("/nonexistent/aigw/client-secret"), "{err}");
+        let err = EntraToken::new(" ", TENANT, None, None, Path::new("/"), &env(&[])).unwrap_err();
+        assert_eq!(problem(&err), &AzureConfigError::EmptyClientId);
+        assert!(err.to_string().ends_with("the client ID is empty"), "{err}");
+
+        let secret = Path::new("/nonexistent/aigw/client-secret");
+        let exchange = unused_oidc();
+        let err = entra_token(Some(secret), Some(&exchange), Path::new("/"), &[]).unwrap_err();
+        assert_eq!(problem(&err), &AzureConfigError::SecretAndOidc);
+        assert!(err.to_string().ends_with("not both"), "{err}");
+
+        let err = entra_token(Some(secret), None, Path::new("/"), &[]).unwrap_err();
+        assert!(
+            matches!(
+                problem(&err),
+                AzureConfigError::SecretFile(SecretFileError::Unreadable { .. })
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("/nonexistent/aigw/client-secret"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -709,15 +531,7 @@ mod tests {
         .await;
         let dir = TempDir::new("azure-error");
         let secret = dir.write("client-secret", "very-secret-value-123");
-        let source = EntraToken::new(
-            CLIENT,
-            TENANT,
-            Some(&secret),
-            None,
-            dir.path(),
-            &env(&[(AUTHORITY_HOST_VAR, &entra.base)]),
-        )
-        .unwrap();
+        let source = with_secret(&secret, dir.path(), &entra.base);
         let err = source.fetch().await.unwrap_err();
         assert!(err.contains(TOKEN_PATH), "{err}");
         assert!(err.contains("401"), "{err}");
@@ -726,34 +540,14 @@ mod tests {
 
         // Assertions are not echoed either.
         let file = dir.write("token", "assertion-jwt-value-456");
-        let file_var = file.display().to_string();
-        let source = EntraToken::new(
-            CLIENT,
-            TENANT,
-            None,
-            None,
-            dir.path(),
-            &env(&[
-                (AUTHORITY_HOST_VAR, &entra.base),
-                (FEDERATED_TOKEN_FILE_VAR, &file_var),
-            ]),
-        )
-        .unwrap();
+        let source = workload_identity(&file, dir.path(), &entra.base);
         let err = source.fetch().await.unwrap_err();
         assert!(err.contains("401"), "{err}");
         assert!(!err.contains("assertion-jwt-value-456"), "{err}");
 
         // An answer without a token is an error, too.
         let empty = Server::start(&[(TOKEN_PATH, 200, r#"{"token_type":"Bearer"}"#)]).await;
-        let source = EntraToken::new(
-            CLIENT,
-            TENANT,
-            Some(&secret),
-            None,
-            dir.path(),
-            &env(&[(AUTHORITY_HOST_VAR, &empty.base)]),
-        )
-        .unwrap();
+        let source = with_secret(&secret, dir.path(), &empty.base);
         let err = source.fetch().await.unwrap_err();
         assert!(err.contains("no access_token"), "{err}");
         assert!(!err.contains("very-secret-value-123"), "{err}");

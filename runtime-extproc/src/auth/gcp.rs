@@ -25,10 +25,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Map, Value, json};
 
-use super::http;
 use super::oidc;
-use super::process_env;
-use super::refresh::{Fetch, FetchFuture, Fetched, Refreshing};
+use super::refresh::{self, Fetch, FetchFuture, Fetched, Refreshing};
+use super::{CredentialError, http, process_env};
 use crate::redact::Secret;
 use crate::time::{parse_rfc3339, unix_now};
 
@@ -66,6 +65,131 @@ pub fn path(project: &str, region: &str, relative: &str) -> String {
     )
 }
 
+/// What is wrong with the GCP configuration, a key file's credential source or an answer,
+/// beyond the causes all providers share ([`CredentialError`]). Messages name files,
+/// variables, pools and endpoints (without their queries), never a key, token or secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GcpError {
+    /// Both token sources are configured.
+    #[error("GCP credentials: set a credentials file or workload identity federation, not both")]
+    FileAndFederation,
+    /// The key file `GOOGLE_APPLICATION_CREDENTIALS` names is wrong.
+    #[error("{CREDENTIALS_VAR}: {0}")]
+    ApplicationCredentials(KeyFileError),
+    /// A name of the workload identity pool is not a path segment.
+    #[error("GCP workload identity federation: {field} {value:?} is not a valid name")]
+    InvalidName {
+        /// The configuration field.
+        field: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The service account to impersonate is not an e-mail address.
+    #[error(
+        "GCP workload identity federation: service account {email:?} is not a valid e-mail address"
+    )]
+    InvalidServiceAccount {
+        /// The address the name resolves to.
+        email: String,
+    },
+    /// The service account's JWT assertion could not be signed.
+    #[error("{path}: {reason}")]
+    Assertion {
+        /// The key file.
+        path: String,
+        /// Why.
+        reason: SignError,
+    },
+    /// The subject token of an `external_account` could not be obtained.
+    #[error(transparent)]
+    SubjectToken(#[from] SubjectTokenError),
+    /// A token endpoint answered without a token.
+    #[error("the answer of {endpoint} carries no access_token")]
+    NoAccessToken {
+        /// The endpoint (without its query), or the metadata server.
+        endpoint: String,
+    },
+    /// `generateAccessToken` answered without a token.
+    #[error("GCP service account impersonation: the answer of {endpoint} carries no accessToken")]
+    NoImpersonatedToken {
+        /// The endpoint, without its query.
+        endpoint: String,
+    },
+}
+
+impl From<SubjectTokenError> for CredentialError {
+    fn from(err: SubjectTokenError) -> Self {
+        CredentialError::Gcp(GcpError::SubjectToken(err))
+    }
+}
+
+/// Why a JWT assertion could not be signed. The message never shows the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    /// The `private_key` is not an RSA key in PEM.
+    #[error("the private_key is not a PEM RSA private key")]
+    BadKey,
+    /// The signer failed.
+    #[error("signing the JWT assertion failed")]
+    Failed,
+}
+
+/// What is wrong with the `credential_source` of an `external_account` key file, or the
+/// subject token it gives. Messages name files and URLs without queries, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectTokenError {
+    /// The source file could not be read.
+    #[error("cannot read the credential source {path}: {reason}")]
+    Unreadable {
+        /// The source file.
+        path: String,
+        /// The error of the read.
+        reason: String,
+    },
+    /// The source is neither a file nor a URL.
+    #[error(
+        "{file}: the credential_source names no file or url (executable and AWS sources are not supported)"
+    )]
+    NoSource {
+        /// The key file.
+        file: String,
+    },
+    /// A JSON source without the field to read.
+    #[error("{file}: a json credential_source needs format.subject_token_field_name")]
+    NoFieldName {
+        /// The key file.
+        file: String,
+    },
+    /// A format other than text and JSON.
+    #[error("{file}: credential_source format {format:?} is not supported (text, json)")]
+    UnsupportedFormat {
+        /// The key file.
+        file: String,
+        /// The format's `type`.
+        format: String,
+    },
+    /// A JSON source that is not JSON.
+    #[error("the credential source {origin} is not JSON")]
+    NotJson {
+        /// The source file or URL.
+        origin: String,
+    },
+    /// A JSON source without the token field.
+    #[error("the credential source {origin} has no {field}")]
+    NoField {
+        /// The source file or URL.
+        origin: String,
+        /// The field.
+        field: String,
+    },
+    /// The token is empty.
+    #[error("the credential source {origin} is empty")]
+    Empty {
+        /// The source file or URL.
+        origin: String,
+    },
+}
+
 /// The token source of a backend's `GCPCredentials`: the key file, workload identity
 /// federation, or (neither) application default credentials. A service account to impersonate
 /// that is not a full e-mail address belongs to `project_name` (the backend's `projectName`),
@@ -76,7 +200,7 @@ pub fn token_source(
     credentials_file: Option<&Path>,
     wif: Option<&GcpWorkloadIdentityFederation>,
     base: &Path,
-) -> Result<Arc<Refreshing<Secret>>, String> {
+) -> Result<Arc<Refreshing<Secret>>, CredentialError> {
     start(GcpToken::new(
         credentials_file,
         wif,
@@ -86,8 +210,8 @@ pub fn token_source(
     )?)
 }
 
-fn start(source: GcpToken) -> Result<Arc<Refreshing<Secret>>, String> {
-    Refreshing::start(source.describe(), source)
+fn start(source: GcpToken) -> Result<Arc<Refreshing<Secret>>, CredentialError> {
+    Ok(Refreshing::start(source.describe(), source)?)
 }
 
 /// Where tokens come from.
@@ -127,14 +251,9 @@ impl GcpToken {
         base: &Path,
         project_name: Option<&str>,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<GcpToken, String> {
+    ) -> Result<GcpToken, CredentialError> {
         let source = match (credentials_file, wif) {
-            (Some(_), Some(_)) => {
-                return Err(
-                    "GCP credentials: set a credentials file or workload identity federation, not both"
-                        .to_string(),
-                );
-            }
+            (Some(_), Some(_)) => return Err(GcpError::FileAndFederation.into()),
             (Some(file), None) => {
                 check_key_file(file)?;
                 Source::KeyFile(file.to_path_buf())
@@ -156,7 +275,7 @@ impl GcpToken {
         }
     }
 
-    async fn request(&self) -> Result<Fetched<Secret>, String> {
+    async fn request(&self) -> Result<Fetched<Secret>, CredentialError> {
         match &self.source {
             Source::KeyFile(file) => from_key_file(file).await,
             Source::Federation(federation) => federation.token().await,
@@ -169,7 +288,7 @@ impl Fetch for GcpToken {
     type Output = Secret;
 
     fn fetch(&self) -> FetchFuture<'_, Secret> {
-        Box::pin(self.request())
+        refresh::boxed(self.request())
     }
 }
 
@@ -179,7 +298,7 @@ fn federation(
     base: &Path,
     project_name: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Federation, String> {
+) -> Result<Federation, CredentialError> {
     let segment_ok = |s: &str| {
         !s.is_empty()
             && s.chars()
@@ -194,9 +313,11 @@ fn federation(
         ),
     ] {
         if !segment_ok(value) {
-            return Err(format!(
-                "GCP workload identity federation: {field} {value:?} is not a valid name"
-            ));
+            return Err(GcpError::InvalidName {
+                field,
+                value: value.clone(),
+            }
+            .into());
         }
     }
     let audience = format!(
@@ -214,9 +335,7 @@ fn federation(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
             {
-                return Err(format!(
-                    "GCP workload identity federation: service account {email:?} is not a valid e-mail address"
-                ));
+                return Err(GcpError::InvalidServiceAccount { email }.into());
             }
             let iam = env(IAM_CREDENTIALS_ENDPOINT_VAR)
                 .unwrap_or_else(|| DEFAULT_IAM_CREDENTIALS_ENDPOINT.to_string());
@@ -245,7 +364,7 @@ fn service_account_email(name: &str, project: &str) -> String {
 }
 
 impl Federation {
-    async fn token(&self) -> Result<Fetched<Secret>, String> {
+    async fn token(&self) -> Result<Fetched<Secret>, CredentialError> {
         let subject = oidc::client_credentials_token(&self.oidc, &self.base).await?;
         let federated = sts_exchange(&StsExchange {
             endpoint: &self.sts_endpoint,
@@ -264,10 +383,10 @@ impl Federation {
 }
 
 /// Application default credentials.
-fn application_default(env: &dyn Fn(&str) -> Option<String>) -> Result<Source, String> {
+fn application_default(env: &dyn Fn(&str) -> Option<String>) -> Result<Source, CredentialError> {
     if let Some(file) = env(CREDENTIALS_VAR) {
         let file = PathBuf::from(file.trim());
-        check_key_file(&file).map_err(|err| format!("{CREDENTIALS_VAR}: {err}"))?;
+        check_key_file(&file).map_err(GcpError::ApplicationCredentials)?;
         return Ok(Source::KeyFile(file));
     }
     let gcloud = env("CLOUDSDK_CONFIG")
@@ -320,12 +439,6 @@ pub enum KeyFileError {
         /// The field.
         field: String,
     },
-}
-
-impl From<KeyFileError> for String {
-    fn from(err: KeyFileError) -> Self {
-        err.to_string()
-    }
 }
 
 /// Reads and parses a key file; the error names the file, never its content.
@@ -389,7 +502,7 @@ fn optional<'a>(doc: &'a Value, field: &str) -> Option<&'a str> {
 }
 
 /// A token from a key file.
-async fn from_key_file(file: &Path) -> Result<Fetched<Secret>, String> {
+async fn from_key_file(file: &Path) -> Result<Fetched<Secret>, CredentialError> {
     let doc = read_key_file(file)?;
     match key_type(&doc) {
         "service_account" => {
@@ -429,7 +542,7 @@ fn service_account_assertion(
     file: &Path,
     token_uri: &str,
     now: u64,
-) -> Result<String, String> {
+) -> Result<String, CredentialError> {
     let email = required(doc, "client_email", file)?;
     let key = required(doc, "private_key", file)?;
     let mut header = Map::new();
@@ -445,18 +558,22 @@ fn service_account_assertion(
         "iat": now,
         "exp": now + ASSERTION_LIFETIME,
     });
-    sign_rs256(&Value::Object(header), &claims, key)
-        .map_err(|reason| format!("{}: {reason}", file.display()))
+    sign_rs256(&Value::Object(header), &claims, key).map_err(|reason| {
+        GcpError::Assertion {
+            path: file.display().to_string(),
+            reason,
+        }
+        .into()
+    })
 }
 
 /// `header.claims.signature`, RSASSA-PKCS1-v1_5 with SHA-256, with a PEM private key
 /// (PKCS#8, or PKCS#1 `RSA PRIVATE KEY`).
-fn sign_rs256(header: &Value, claims: &Value, pem: &str) -> Result<String, String> {
-    const BAD_KEY: &str = "the private_key is not a PEM RSA private key";
-    let der = pem_body(pem).ok_or(BAD_KEY)?;
+fn sign_rs256(header: &Value, claims: &Value, pem: &str) -> Result<String, SignError> {
+    let der = pem_body(pem).ok_or(SignError::BadKey)?;
     let pair = ring::signature::RsaKeyPair::from_pkcs8(&der)
         .or_else(|_| ring::signature::RsaKeyPair::from_der(&der))
-        .map_err(|_| BAD_KEY.to_string())?;
+        .map_err(|_| SignError::BadKey)?;
     let input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -469,7 +586,7 @@ fn sign_rs256(header: &Value, claims: &Value, pem: &str) -> Result<String, Strin
         input.as_bytes(),
         &mut signature,
     )
-    .map_err(|_| "signing the JWT assertion failed".to_string())?;
+    .map_err(|_| SignError::Failed)?;
     Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
 }
 
@@ -490,14 +607,17 @@ fn pem_body(pem: &str) -> Option<Vec<u8>> {
 }
 
 /// An `external_account` (workload or workforce identity federation) key file.
-async fn external_account(doc: &Value, file: &Path) -> Result<Fetched<Secret>, String> {
+async fn external_account(doc: &Value, file: &Path) -> Result<Fetched<Secret>, CredentialError> {
     let audience = required(doc, "audience", file)?;
     let subject_token_type = required(doc, "subject_token_type", file)?;
     let token_url = optional(doc, "token_url").unwrap_or(DEFAULT_STS_ENDPOINT);
     let source = doc
         .get("credential_source")
         .filter(|s| s.is_object())
-        .ok_or_else(|| format!("{}: the key file has no credential_source", file.display()))?;
+        .ok_or_else(|| KeyFileError::MissingField {
+            path: file.display().to_string(),
+            field: "credential_source".to_string(),
+        })?;
     let subject = subject_token(source, file).await?;
     let impersonation_url = optional(doc, "service_account_impersonation_url");
     let client = optional(doc, "client_id").map(|id| {
@@ -534,10 +654,13 @@ async fn external_account(doc: &Value, file: &Path) -> Result<Fetched<Secret>, S
 
 /// The subject token of an `external_account` credential source: a file or a URL, as text or
 /// as a JSON field.
-async fn subject_token(source: &Value, file: &Path) -> Result<String, String> {
+async fn subject_token(source: &Value, file: &Path) -> Result<String, CredentialError> {
+    let key_file = || file.display().to_string();
     let (raw, origin) = if let Some(path) = optional(source, "file") {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| format!("cannot read the credential source {path}: {err}"))?;
+        let text = std::fs::read_to_string(path).map_err(|err| SubjectTokenError::Unreadable {
+            path: path.to_string(),
+            reason: err.to_string(),
+        })?;
         (text, path.to_string())
     } else if let Some(url) = optional(source, "url") {
         let mut request = http::client()?.get(url);
@@ -558,10 +681,7 @@ async fn subject_token(source: &Value, file: &Path) -> Result<String, String> {
             origin.to_string(),
         )
     } else {
-        return Err(format!(
-            "{}: the credential_source names no file or url (executable and AWS sources are not supported)",
-            file.display()
-        ));
+        return Err(SubjectTokenError::NoSource { file: key_file() }.into());
     };
     let format = source.get("format");
     let token = match format.and_then(|f| optional(f, "type")).unwrap_or("text") {
@@ -569,27 +689,28 @@ async fn subject_token(source: &Value, file: &Path) -> Result<String, String> {
         "json" => {
             let field = format
                 .and_then(|f| optional(f, "subject_token_field_name"))
-                .ok_or_else(|| {
-                    format!(
-                        "{}: a json credential_source needs format.subject_token_field_name",
-                        file.display()
-                    )
+                .ok_or_else(|| SubjectTokenError::NoFieldName { file: key_file() })?;
+            let parsed: Value =
+                serde_json::from_str(&raw).map_err(|_| SubjectTokenError::NotJson {
+                    origin: origin.clone(),
                 })?;
-            let parsed: Value = serde_json::from_str(&raw)
-                .map_err(|_| format!("the credential source {origin} is not JSON"))?;
             optional(&parsed, field)
-                .ok_or_else(|| format!("the credential source {origin} has no {field}"))?
+                .ok_or_else(|| SubjectTokenError::NoField {
+                    origin: origin.clone(),
+                    field: field.to_string(),
+                })?
                 .to_string()
         }
         other => {
-            return Err(format!(
-                "{}: credential_source format {other:?} is not supported (text, json)",
-                file.display()
-            ));
+            return Err(SubjectTokenError::UnsupportedFormat {
+                file: key_file(),
+                format: other.to_string(),
+            }
+            .into());
         }
     };
     if token.is_empty() {
-        return Err(format!("the credential source {origin} is empty"));
+        return Err(SubjectTokenError::Empty { origin }.into());
     }
     Ok(token)
 }
@@ -606,7 +727,7 @@ struct StsExchange<'a> {
     user_project: Option<&'a str>,
 }
 
-async fn sts_exchange(exchange: &StsExchange<'_>) -> Result<Fetched<Secret>, String> {
+async fn sts_exchange(exchange: &StsExchange<'_>) -> Result<Fetched<Secret>, CredentialError> {
     let options = exchange
         .user_project
         .map(|project| json!({ "userProject": project }).to_string());
@@ -641,7 +762,7 @@ async fn generate_access_token(
     url: &str,
     federated: &str,
     lifetime: Option<u64>,
-) -> Result<Fetched<Secret>, String> {
+) -> Result<Fetched<Secret>, CredentialError> {
     let mut body = Map::new();
     body.insert("scope".into(), json!([SCOPE]));
     if let Some(seconds) = lifetime {
@@ -656,14 +777,9 @@ async fn generate_access_token(
     let answer =
         http::send_json(request, "GCP service account impersonation", &[federated]).await?;
     let endpoint = url.split('?').next().unwrap_or_default();
-    let token = answer
-        .get("accessToken")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            format!(
-                "GCP service account impersonation: the answer of {endpoint} carries no accessToken"
-            )
+    let token =
+        http::token_field(&answer, "accessToken").ok_or_else(|| GcpError::NoImpersonatedToken {
+            endpoint: endpoint.to_string(),
         })?;
     let expires_at = answer
         .get("expireTime")
@@ -681,7 +797,7 @@ async fn generate_access_token(
 }
 
 /// A token from the metadata server.
-async fn from_metadata_server(host: &str) -> Result<Fetched<Secret>, String> {
+async fn from_metadata_server(host: &str) -> Result<Fetched<Secret>, CredentialError> {
     let url = format!(
         "http://{host}/computeMetadata/v1/instance/service-accounts/default/token?{}",
         http::form(&[("scopes", SCOPE)])
@@ -696,13 +812,12 @@ async fn from_metadata_server(host: &str) -> Result<Fetched<Secret>, String> {
 
 /// An OAuth token answer: `access_token` and `expires_in` (seconds, number or string).
 /// `endpoint` names the endpoint in the error (without its query).
-fn token_answer(answer: &Value, endpoint: &str) -> Result<Fetched<Secret>, String> {
+fn token_answer(answer: &Value, endpoint: &str) -> Result<Fetched<Secret>, CredentialError> {
     let endpoint = endpoint.split('?').next().unwrap_or_default();
-    let token = answer
-        .get("access_token")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| format!("the answer of {endpoint} carries no access_token"))?;
+    let token =
+        http::token_field(answer, "access_token").ok_or_else(|| GcpError::NoAccessToken {
+            endpoint: endpoint.to_string(),
+        })?;
     Ok(Fetched {
         value: Secret::new(token),
         expires_at: expires_in(answer, SystemTime::now()),

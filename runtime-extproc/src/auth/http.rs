@@ -81,12 +81,6 @@ pub enum FetchError {
     },
 }
 
-impl From<FetchError> for String {
-    fn from(err: FetchError) -> Self {
-        err.to_string()
-    }
-}
-
 /// The shared client.
 pub fn client() -> Result<&'static reqwest::Client, FetchError> {
     static CLIENT: OnceLock<Result<reqwest::Client, FetchError>> = OnceLock::new();
@@ -101,6 +95,14 @@ pub fn client() -> Result<&'static reqwest::Client, FetchError> {
         })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// A token in a JSON answer: the non-empty string `field`.
+pub fn token_field<'a>(answer: &'a Value, field: &str) -> Option<&'a str> {
+    answer
+        .get(field)
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
 }
 
 /// `application/x-www-form-urlencoded` encoding of `fields`.
@@ -273,7 +275,7 @@ mod tests {
 
     #[tokio::test]
     async fn secrets_sent_are_redacted_from_error_excerpts() {
-        let echo = super::super::azure::test_server::Server::start(&[(
+        let echo = crate::auth::test_support::Server::start(&[(
             "/token",
             401,
             r#"{"error":"invalid_client","received":"client_secret=s3cret%2Bvalue%2F1&client_assertion=eyJhbGciOiJSUzI1NiJ9.assertion"}"#,
@@ -308,7 +310,7 @@ mod tests {
     async fn answers_are_bounded() {
         let huge = "x".repeat(MAX_ANSWER + 1);
         let server =
-            super::super::azure::test_server::Server::start(&[("/huge", 200, huge.as_str())]).await;
+            crate::auth::test_support::Server::start(&[("/huge", 200, huge.as_str())]).await;
         let client = client().unwrap();
         let err = send(client.get(server.url("/huge")), "metadata", &[])
             .await

@@ -16,6 +16,8 @@ pub mod gcp;
 pub mod http;
 pub mod oidc;
 pub mod refresh;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 /// A non-empty environment variable of this process: the one environment reader of the
 /// credential sources (AWS, Azure and GCP read their standard variables through it, and take
@@ -335,12 +337,46 @@ impl BackendCredential {
     }
 }
 
+/// Why a backend's credential could not be built from the configuration, or a token or
+/// temporary credentials could not be obtained: the causes all providers share, or one
+/// provider's own. Messages name files, profiles, variables and endpoints, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// A key, client ID, client secret or token file could not be read.
+    #[error(transparent)]
+    SecretFile(#[from] oidc::SecretFileError),
+    /// An AWS shared credentials file is unreadable, not INI, or lacks the profile or a key.
+    #[error(transparent)]
+    CredentialsFile(#[from] aws::CredentialsFileError),
+    /// A GCP key file is unreadable, not JSON, of an unsupported type or lacks a field.
+    #[error(transparent)]
+    KeyFile(#[from] gcp::KeyFileError),
+    /// The identity provider of an OIDC exchange gave no token.
+    #[error(transparent)]
+    Oidc(#[from] oidc::OidcError),
+    /// A token endpoint, STS, or a metadata or container credentials endpoint failed.
+    #[error(transparent)]
+    Fetch(#[from] http::FetchError),
+    /// A credential that refreshes in the background needs the async runtime.
+    #[error(transparent)]
+    NoRuntime(#[from] refresh::NoRuntime),
+    /// What is wrong with AWS credentials.
+    #[error(transparent)]
+    Aws(#[from] aws::AwsError),
+    /// What is wrong with an Entra ID client.
+    #[error(transparent)]
+    Azure(#[from] azure::AzureError),
+    /// What is wrong with GCP credentials.
+    #[error(transparent)]
+    Gcp(#[from] gcp::GcpError),
+}
+
 /// Credentials that refresh in the background, shared by successive configurations so that a
 /// reload does not fetch again what is still valid.
-fn shared<T: Send + Sync + 'static>(
+fn shared<T: Send + Sync + 'static, E>(
     key: String,
-    make: impl FnOnce() -> Result<Arc<T>, String>,
-) -> Result<Arc<T>, String> {
+    make: impl FnOnce() -> Result<Arc<T>, E>,
+) -> Result<Arc<T>, E> {
     type Registry = Mutex<HashMap<String, Weak<dyn Any + Send + Sync>>>;
     static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
     let registry = REGISTRY.get_or_init(Registry::default);
@@ -357,14 +393,23 @@ fn shared<T: Send + Sync + 'static>(
     Ok(value)
 }
 
+/// `file` of the config resolved against `base`, and listed in `files` (a change of it reloads
+/// the configuration). Listed before it is read: a reload waits for a file that is not there
+/// yet.
+fn watched(base: &Path, file: &str, files: &mut Vec<PathBuf>) -> PathBuf {
+    let path = base.join(file);
+    files.push(path.clone());
+    path
+}
+
 /// Builds a backend's credential from the config. `base` resolves relative paths; files whose
-/// change should reload the configuration are added to `files`. The error is a message naming
-/// what is wrong (never a secret).
+/// change should reload the configuration are added to `files`. The error names what is wrong
+/// (never a secret).
 pub fn build(
     auth: &BackendAuth,
     base: &Path,
     files: &mut Vec<PathBuf>,
-) -> Result<BackendCredential, String> {
+) -> Result<BackendCredential, CredentialError> {
     let key = |kind: &str| {
         format!(
             "{kind}|{}|{}",
@@ -374,11 +419,8 @@ pub fn build(
     };
     let static_header =
         |name: &'static str, prefix: &'static str, file: &str, files: &mut Vec<PathBuf>| {
-            let path = base.join(file);
-            // Listed before it is read: a reload waits for a file that is not there yet.
-            files.push(path.clone());
-            let value = oidc::read_trimmed(&path)?;
-            Ok::<Auth, String>(Auth::Header {
+            let value = oidc::read_trimmed(&watched(base, file, files))?;
+            Ok::<Auth, oidc::SecretFileError>(Auth::Header {
                 name,
                 prefix,
                 value: Secret::new(value),
@@ -398,10 +440,7 @@ pub fn build(
             profile,
             oidc_exchange,
         } => {
-            let file = credentials_file.as_ref().map(|f| base.join(f));
-            if let Some(file) = &file {
-                files.push(file.clone());
-            }
+            let file = credentials_file.as_ref().map(|f| watched(base, f, files));
             let signer = shared(key("aws"), || {
                 aws::Signer::from_config(
                     region,
@@ -420,8 +459,7 @@ pub fn build(
             client_secret_file,
             oidc_exchange,
         } => {
-            let secret = client_secret_file.as_ref().map(|f| base.join(f));
-            files.extend(secret.clone());
+            let secret = client_secret_file.as_ref().map(|f| watched(base, f, files));
             Auth::Bearer(shared(key("azure"), || {
                 azure::token_source(
                     client_id,
@@ -438,8 +476,7 @@ pub fn build(
             credentials_file,
             workload_identity_federation,
         } => {
-            let file = credentials_file.as_ref().map(|f| base.join(f));
-            files.extend(file.clone());
+            let file = credentials_file.as_ref().map(|f| watched(base, f, files));
             Auth::Gcp {
                 token: shared(key("gcp"), || {
                     gcp::token_source(
@@ -647,6 +684,86 @@ mod tests {
             credential_override: None,
         };
         let err = build(&auth, Path::new("/"), &mut Vec::new()).unwrap_err();
-        assert!(err.contains("/nonexistent/aigw/apiKey"), "{err}");
+        assert!(
+            matches!(&err, CredentialError::SecretFile(oidc::SecretFileError::Unreadable { path, .. }) if path == "/nonexistent/aigw/apiKey"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("/nonexistent/aigw/apiKey"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn provider_errors_keep_their_kind_and_message() {
+        let fail = |credential: Credential| {
+            let auth = BackendAuth {
+                credential,
+                credential_override: None,
+            };
+            let mut files = Vec::new();
+            let err = build(&auth, Path::new("/nonexistent/aigw"), &mut files).unwrap_err();
+            (err, files)
+        };
+        let (err, files) = fail(Credential::Aws {
+            region: "us-east-1".into(),
+            credentials_file: Some("credentials".into()),
+            profile: None,
+            oidc_exchange: None,
+        });
+        assert!(
+            matches!(
+                &err,
+                CredentialError::CredentialsFile(aws::CredentialsFileError::Unreadable { .. })
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("cannot read AWS credentials file /nonexistent/aigw/credentials: "),
+            "{err}"
+        );
+        // The file is watched although it could not be read.
+        assert_eq!(files, [PathBuf::from("/nonexistent/aigw/credentials")]);
+
+        let (err, _) = fail(Credential::Azure {
+            client_id: " ".into(),
+            tenant_id: "contoso.onmicrosoft.com".into(),
+            client_secret_file: None,
+            oidc_exchange: None,
+        });
+        assert!(
+            matches!(
+                &err,
+                CredentialError::Azure(azure::AzureError::Config {
+                    problem: azure::AzureConfigError::EmptyClientId,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "Azure credentials (tenant contoso.onmicrosoft.com, client  ): the client ID is empty"
+        );
+
+        let (err, _) = fail(Credential::Gcp {
+            project_name: "p1".into(),
+            region: "us-east5".into(),
+            credentials_file: Some("key.json".into()),
+            workload_identity_federation: None,
+        });
+        assert!(
+            matches!(
+                &err,
+                CredentialError::KeyFile(gcp::KeyFileError::Unreadable { .. })
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("cannot read /nonexistent/aigw/key.json: "),
+            "{err}"
+        );
     }
 }

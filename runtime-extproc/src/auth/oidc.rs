@@ -29,12 +29,6 @@ pub enum SecretFileError {
     },
 }
 
-impl From<SecretFileError> for String {
-    fn from(err: SecretFileError) -> Self {
-        err.to_string()
-    }
-}
-
 /// Why no OIDC token could be obtained from the identity provider.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OidcError {
@@ -53,12 +47,6 @@ pub enum OidcError {
     /// The token endpoint answered without a token.
     #[error("OIDC token request: the answer carries no access_token")]
     NoToken,
-}
-
-impl From<OidcError> for String {
-    fn from(err: OidcError) -> Self {
-        err.to_string()
-    }
 }
 
 /// Reads a value the config gives literally or, as `file:<path>`, in a mounted file.
@@ -131,7 +119,7 @@ pub async fn client_credentials_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::azure::test_server::TempDir;
+    use crate::auth::test_support::TempDir;
 
     #[test]
     fn secret_files_fail_by_kind_and_name_the_file_only() {

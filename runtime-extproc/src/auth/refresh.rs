@@ -35,6 +35,21 @@ pub struct Fetched<T> {
 /// A boxed future, as [`Fetch`] returns.
 pub type FetchFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Fetched<T>, String>> + Send + 'a>>;
 
+/// Boxes `fetch` as a [`FetchFuture`]: its typed error becomes the message it displays.
+pub fn boxed<'a, T, E: std::fmt::Display>(
+    fetch: impl Future<Output = Result<Fetched<T>, E>> + Send + 'a,
+) -> FetchFuture<'a, T> {
+    Box::pin(async move { fetch.await.map_err(|err| err.to_string()) })
+}
+
+/// A credential that refreshes in the background was configured where no async runtime runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: refreshing credentials needs the async runtime")]
+pub struct NoRuntime {
+    /// The credential, as logs name it (never a secret).
+    pub what: String,
+}
+
 /// Something that obtains a fresh value (a token, temporary AWS credentials). The error is a
 /// message for logs and for the 503 a request gets while no value is available; it must never
 /// contain a secret.
@@ -92,10 +107,11 @@ impl<T: Send + Sync + 'static> Refreshing<T> {
     pub fn start<F: Fetch<Output = T>>(
         what: impl Into<String>,
         fetch: F,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, NoRuntime> {
         let what = what.into();
-        let handle = tokio::runtime::Handle::try_current()
-            .map_err(|_| format!("{what}: refreshing credentials needs the async runtime"))?;
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return Err(NoRuntime { what });
+        };
         let this = Arc::new(Refreshing::empty(what));
         handle.spawn(refresh_loop(Arc::downgrade(&this), fetch));
         Ok(this)
@@ -314,5 +330,21 @@ mod tests {
     fn fixed_values_need_no_runtime() {
         let value = Refreshing::fixed("key", 7u8);
         assert_eq!(*value.get().unwrap(), 7);
+    }
+
+    #[test]
+    fn refreshing_values_need_the_runtime() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let err = Refreshing::start("test token", Counter(calls, false)).unwrap_err();
+        assert_eq!(
+            err,
+            NoRuntime {
+                what: "test token".into()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "test token: refreshing credentials needs the async runtime"
+        );
     }
 }

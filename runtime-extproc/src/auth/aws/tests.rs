@@ -1,9 +1,14 @@
 use std::time::{Duration, SystemTime};
 
-use aigw_filterconfig::OidcExchange;
+use serde_json::Value;
 
-use super::super::azure::test_server::{Server, TempDir, env, fixture};
+use super::answer::parse_time;
 use super::*;
+use crate::auth::http::FetchError;
+use crate::auth::oidc::SecretFileError;
+use crate::auth::test_support::{
+    IDP_SECRET, Server, TempDir, assert_fields, env, fixture, oidc_exchange,
+};
 
 const KEY_ID: &str = "AKIDEXAMPLE";
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
@@ -70,6 +75,44 @@ fn far_expiry() -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(FAR_EXPIRY))
 }
 
+/// Asserts that `fetched` are the temporary credentials `key_id` with `session_token`, which
+/// (like the fixtures' answers) expire at [`FAR_EXPIRY`].
+fn assert_temporary(fetched: &Fetched<AwsCredentials>, key_id: &str, session_token: &str) {
+    assert_eq!(fetched.value.access_key_id, key_id);
+    assert_eq!(
+        fetched.value.session_token.as_ref().map(Secret::expose),
+        Some(session_token)
+    );
+    assert_eq!(fetched.expires_at, far_expiry());
+}
+
+/// Writes the web identity token `content` to `dir` and returns its path.
+fn token_file(dir: &TempDir, content: &str) -> String {
+    dir.write("token", content).display().to_string()
+}
+
+/// A signer for `region` with neither a credentials file nor an OIDC exchange: the
+/// environment `vars` and the default chain.
+fn env_signer(region: &str, base: &Path, vars: &[(&str, &str)]) -> Result<Signer, CredentialError> {
+    Signer::build(region, None, None, None, base, lookup(vars))
+}
+
+/// A signer of `profile` in the credentials file `file`.
+fn file_signer(file: &Path, profile: Option<&str>, base: &Path) -> Result<Signer, CredentialError> {
+    Signer::build("us-east-1", Some(file), profile, None, base, lookup(&[]))
+}
+
+/// `signer`'s headers for a Converse call to the Bedrock runtime in us-east-1.
+fn converse(signer: &Signer) -> Applied {
+    signer
+        .sign(&call(
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            "/model/m/converse",
+            b"{}",
+        ))
+        .unwrap()
+}
+
 // ---- SigV4, against botocore
 
 #[test]
@@ -127,41 +170,22 @@ fn signatures_match_botocore() {
 fn the_signature_covers_path_body_and_time() {
     let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_718_895_845);
     let host = "bedrock-runtime.us-east-1.amazonaws.com";
-    let base = sign_at(
-        &keys(None),
-        "us-east-1",
-        &call(host, "/model/a:0/converse", b"{}"),
-        time,
-    )
-    .unwrap();
-    let variants = [
-        sign_at(
-            &keys(None),
-            "us-east-1",
-            &call(host, "/model/a%3A0/converse", b"{}"),
-            time,
-        ),
-        sign_at(
-            &keys(None),
-            "us-east-1",
-            &call(host, "/model/a:0/converse", b"{ }"),
-            time,
-        ),
-        sign_at(
-            &keys(None),
-            "us-west-2",
-            &call(host, "/model/a:0/converse", b"{}"),
-            time,
-        ),
-        sign_at(
-            &keys(None),
-            "us-east-1",
-            &call(host, "/model/a:0/converse", b"{}"),
-            time + Duration::from_secs(1),
-        ),
-    ];
-    for variant in variants {
-        assert_ne!(variant.unwrap().headers[0], base.headers[0]);
+    let sign = |region: &str, path: &str, body: &[u8], time: SystemTime| {
+        sign_at(&keys(None), region, &call(host, path, body), time).unwrap()
+    };
+    let base = sign("us-east-1", "/model/a:0/converse", b"{}", time);
+    let later = time + Duration::from_secs(1);
+    for (region, path, body, time) in [
+        ("us-east-1", "/model/a%3A0/converse", &b"{}"[..], time),
+        ("us-east-1", "/model/a:0/converse", b"{ }", time),
+        ("us-west-2", "/model/a:0/converse", b"{}", time),
+        ("us-east-1", "/model/a:0/converse", b"{}", later),
+    ] {
+        let variant = sign(region, path, body, time);
+        assert_ne!(
+            variant.headers[0], base.headers[0],
+            "{region} {path} {body:?} {time:?}"
+        );
     }
     assert!(base.headers[0].1.contains("SignedHeaders=host;x-amz-date,"));
 }
@@ -215,16 +239,13 @@ fn region_comes_from_bedrock_runtime_hosts() {
 
 #[test]
 fn signer_signs_for_the_host_region() {
-    let signer = Signer::build(
+    let signer = env_signer(
         "us-west-2",
-        None,
-        None,
-        None,
         Path::new("/"),
-        lookup(&[
+        &[
             ("AWS_ACCESS_KEY_ID", KEY_ID),
             ("AWS_SECRET_ACCESS_KEY", SECRET),
-        ]),
+        ],
     )
     .unwrap();
     let on_host = signer
@@ -366,23 +387,9 @@ async fn a_credentials_file_configures_a_static_signer() {
     let dir = TempDir::new("aws-file-signer");
     let file = dir.write("credentials", INI);
     for (profile, key_id) in [(None, "AKIADEFAULT"), (Some("bedrock"), "AKIABEDROCK")] {
-        let signer = Signer::build(
-            "us-east-1",
-            Some(&file),
-            profile,
-            None,
-            dir.path(),
-            lookup(&[]),
-        )
-        .unwrap();
+        let signer = file_signer(&file, profile, dir.path()).unwrap();
         assert!(signer.ready(Duration::from_millis(1)).await);
-        let applied = signer
-            .sign(&call(
-                "bedrock-runtime.us-east-1.amazonaws.com",
-                "/model/m/converse",
-                b"{}",
-            ))
-            .unwrap();
+        let applied = converse(&signer);
         assert!(
             applied.headers[0]
                 .1
@@ -392,31 +399,25 @@ async fn a_credentials_file_configures_a_static_signer() {
         );
         assert_eq!(applied.headers.len(), if profile.is_some() { 3 } else { 2 });
     }
-    let err = Signer::build(
-        "us-east-1",
-        Some(&file),
-        Some("nope"),
-        None,
-        dir.path(),
-        lookup(&[]),
-    )
-    .unwrap_err();
+    let err = file_signer(&file, Some("nope"), dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, CredentialError::CredentialsFile(CredentialsFileError::NoProfile { profile, .. }) if profile == "nope"),
+        "{err:?}"
+    );
+    let err = err.to_string();
     assert!(err.contains("profile nope not found"), "{err}");
 }
 
 #[test]
 fn environment_keys_need_no_runtime() {
-    let signer = Signer::build(
+    let signer = env_signer(
         "us-east-1",
-        None,
-        None,
-        None,
         Path::new("/"),
-        lookup(&[
+        &[
             ("AWS_ACCESS_KEY_ID", "AKIAENV"),
             ("AWS_SECRET_ACCESS_KEY", "env-secret"),
             ("AWS_SESSION_TOKEN", "env-token"),
-        ]),
+        ],
     )
     .unwrap();
     let applied = signer
@@ -425,15 +426,20 @@ fn environment_keys_need_no_runtime() {
     assert!(applied.headers[0].1.contains("Credential=AKIAENV/"));
     assert_eq!(applied.headers[2].1, "env-token");
 
-    let err = Signer::build(
+    let err = env_signer(
         "us-east-1",
-        None,
-        None,
-        None,
         Path::new("/"),
-        lookup(&[("AWS_ACCESS_KEY_ID", "AKIAENV")]),
+        &[("AWS_ACCESS_KEY_ID", "AKIAENV")],
     )
     .unwrap_err();
+    assert_eq!(
+        err,
+        CredentialError::Aws(AwsError::HalfSet {
+            set: "AWS_ACCESS_KEY_ID",
+            unset: "AWS_SECRET_ACCESS_KEY"
+        })
+    );
+    let err = err.to_string();
     assert!(err.contains("AWS_SECRET_ACCESS_KEY is not"), "{err}");
 }
 
@@ -442,10 +448,7 @@ fn environment_keys_need_no_runtime() {
 #[test]
 fn answers_are_read_from_xml_and_json() {
     let what = "test";
-    let xml = Answer::parse(sts_answer("ASIASTS").as_bytes(), what)
-        .unwrap()
-        .into_credentials(what)
-        .unwrap();
+    let xml = credentials_in(sts_answer("ASIASTS").as_bytes(), what).unwrap();
     assert_eq!(xml.value.access_key_id, "ASIASTS");
     assert_eq!(
         xml.value.secret_access_key.expose(),
@@ -459,29 +462,46 @@ fn answers_are_read_from_xml_and_json() {
     assert_eq!(xml.value.expires_at, far_expiry());
 
     let json = r#"{"AssumeRoleWithWebIdentityResponse":{"AssumeRoleWithWebIdentityResult":{"Credentials":{"AccessKeyId":"ASIAJSON","SecretAccessKey":"json-secret","SessionToken":"json-token","Expiration":4070908800.0}}}}"#;
-    let json = Answer::parse(json.as_bytes(), what)
-        .unwrap()
-        .into_credentials(what)
-        .unwrap();
-    assert_eq!(json.value.access_key_id, "ASIAJSON");
-    assert_eq!(
-        json.value.session_token.as_ref().map(Secret::expose),
-        Some("json-token")
-    );
-    assert_eq!(json.expires_at, far_expiry());
+    let json = credentials_in(json.as_bytes(), what).unwrap();
+    assert_temporary(&json, "ASIAJSON", "json-token");
 
-    let err = Answer::parse(
+    let err = credentials_in(
         b"<Credentials><AccessKeyId>A</AccessKeyId></Credentials>",
         what,
     )
-    .unwrap()
-    .into_credentials(what)
     .unwrap_err();
-    assert_eq!(err, "test: the answer carries no SecretAccessKey");
-    let err = Answer::parse(br#"{"Code":"Failed","AccessKeyId":"A"}"#, what)
-        .err()
-        .unwrap();
-    assert_eq!(err, "test: the answer's Code is Failed");
+    assert_eq!(
+        err,
+        CredentialError::Aws(AwsError::Answer {
+            what: what.into(),
+            problem: AnswerError::Missing("SecretAccessKey")
+        })
+    );
+    assert_eq!(
+        err.to_string(),
+        "test: the answer carries no SecretAccessKey"
+    );
+    let err = credentials_in(br#"{"Code":"Failed","AccessKeyId":"A"}"#, what).unwrap_err();
+    assert_eq!(err.to_string(), "test: the answer's Code is Failed");
+    for (answer, problem) in [
+        (&b"\xff"[..], AnswerError::NotText),
+        (b"{\"Code\":", AnswerError::NotJson(String::new())),
+        (b"{\"Code\":\"Success\"}", AnswerError::Missing("AccessKeyId")),
+        (br#"{"Code":"Failed","AccessKeyId":"A"}"#, AnswerError::Code("Failed".into())),
+        (
+            b"<AccessKeyId>A</AccessKeyId><SecretAccessKey>S</SecretAccessKey><Expiration>soon</Expiration>",
+            AnswerError::Expiration("soon".into()),
+        ),
+    ] {
+        let found = Answer::parse(answer).and_then(Answer::into_credentials);
+        let Err(found) = found else {
+            panic!("{answer:?} is read");
+        };
+        match (&found, &problem) {
+            (AnswerError::NotJson(_), AnswerError::NotJson(_)) => {}
+            _ => assert_eq!(found, problem, "{answer:?}"),
+        }
+    }
 }
 
 #[test]
@@ -550,8 +570,7 @@ fn sts_endpoints() {
 async fn web_identity_exchanges_the_token_file_with_sts() {
     let sts = Server::start(&[("/", 200, &sts_answer("ASIAIRSA"))]).await;
     let dir = TempDir::new("aws-irsa");
-    let token_file = dir.write("token", "eyJhbGciOiJSUzI1NiJ9.first-token.sig\n");
-    let token_path = token_file.display().to_string();
+    let token_path = token_file(&dir, "eyJhbGciOiJSUzI1NiJ9.first-token.sig\n");
     let chain = chain(&[
         ("AWS_WEB_IDENTITY_TOKEN_FILE", &token_path),
         ("AWS_ROLE_ARN", ROLE),
@@ -564,20 +583,17 @@ async fn web_identity_exchanges_the_token_file_with_sts() {
     assert_eq!(fetched.expires_at, far_expiry());
 
     let request = sts.one("/");
-    assert_eq!(request.method, "POST");
-    assert_eq!(
-        request.header("content-type"),
-        Some("application/x-www-form-urlencoded")
-    );
     assert_eq!(request.header("authorization"), None);
-    let form = request.form();
-    assert_eq!(form["Action"], "AssumeRoleWithWebIdentity");
-    assert_eq!(form["Version"], "2011-06-15");
-    assert_eq!(form["RoleArn"], ROLE);
-    assert_eq!(form["RoleSessionName"], "extproc-session");
-    assert_eq!(
-        form["WebIdentityToken"],
-        "eyJhbGciOiJSUzI1NiJ9.first-token.sig"
+    let form = request.posted_form();
+    assert_fields(
+        &form,
+        &[
+            ("Action", "AssumeRoleWithWebIdentity"),
+            ("Version", "2011-06-15"),
+            ("RoleArn", ROLE),
+            ("RoleSessionName", "extproc-session"),
+            ("WebIdentityToken", "eyJhbGciOiJSUzI1NiJ9.first-token.sig"),
+        ],
     );
 
     // The projected token rotates; every refresh reads it again.
@@ -597,8 +613,7 @@ async fn sts_refusals_are_reported_without_the_token() {
     let refusal = r#"<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code><Message>No OpenIDConnect provider found in your account</Message></Error></ErrorResponse>"#;
     let sts = Server::start(&[("/", 400, refusal)]).await;
     let dir = TempDir::new("aws-irsa-refused");
-    let token_file = dir.write("token", "secret-web-identity-token");
-    let token_path = token_file.display().to_string();
+    let token_path = token_file(&dir, "secret-web-identity-token");
     let err = chain(&[
         ("AWS_WEB_IDENTITY_TOKEN_FILE", &token_path),
         ("AWS_ROLE_ARN", ROLE),
@@ -621,12 +636,106 @@ async fn sts_refusals_are_reported_without_the_token() {
 }
 
 #[tokio::test]
+async fn chain_errors_are_typed() {
+    let sts = Server::start(&[("/", 403, r#"{"Error":{"Code":"AccessDenied"}}"#)]).await;
+    let dir = TempDir::new("aws-chain-errors");
+    let token = token_file(&dir, "web-identity-token");
+    let missing = dir.path().join("missing").display().to_string();
+    let resolve = |vars: &[(&str, &str)]| {
+        let chain = chain(vars);
+        async move { chain.resolve().await.unwrap_err() }
+    };
+
+    let err = resolve(&[("AWS_WEB_IDENTITY_TOKEN_FILE", &token)]).await;
+    assert_eq!(
+        err,
+        CredentialError::Aws(AwsError::HalfSet {
+            set: "AWS_WEB_IDENTITY_TOKEN_FILE",
+            unset: "AWS_ROLE_ARN"
+        })
+    );
+    let err = resolve(&[
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", &missing),
+        ("AWS_ROLE_ARN", ROLE),
+    ])
+    .await;
+    assert!(
+        matches!(
+            &err,
+            CredentialError::Aws(AwsError::WebIdentityToken(SecretFileError::Unreadable { path, .. })) if *path == missing
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("web identity token: cannot read "),
+        "{err}"
+    );
+    let err = resolve(&[
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", &token),
+        ("AWS_ROLE_ARN", ROLE),
+        ("AWS_ENDPOINT_URL_STS", &sts.base),
+    ])
+    .await;
+    assert!(
+        matches!(
+            &err,
+            CredentialError::Fetch(FetchError::Status { status: 403, .. })
+        ),
+        "{err:?}"
+    );
+
+    let err = resolve(&[(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "http://credentials.example.com/v1/credentials",
+    )])
+    .await;
+    assert_eq!(
+        err,
+        CredentialError::Aws(AwsError::UntrustedContainerHost {
+            host: "credentials.example.com".into()
+        })
+    );
+    let err = resolve(&[("AWS_CONTAINER_CREDENTIALS_FULL_URI", "not a url")]).await;
+    assert!(
+        matches!(&err, CredentialError::Aws(AwsError::ContainerUrl(_))),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("container credentials: the endpoint is not a URL: "),
+        "{err}"
+    );
+    let err = resolve(&[
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "http://127.0.0.1:1/creds",
+        ),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &missing),
+    ])
+    .await;
+    assert!(
+        matches!(&err, CredentialError::Aws(AwsError::ContainerToken(_))),
+        "{err:?}"
+    );
+
+    let err = resolve(&[("HOME", &missing), ("AWS_EC2_METADATA_DISABLED", "true")]).await;
+    let CredentialError::Aws(AwsError::NotFound { skipped }) = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(skipped.len(), 5, "{skipped:?}");
+    assert_eq!(skipped[4], "AWS_EC2_METADATA_DISABLED is true");
+}
+
+#[tokio::test]
 async fn container_credentials_send_the_authorization_token() {
     let answer = r#"{"AccessKeyId":"ASIAPODIDENTITY","SecretAccessKey":"pod-secret","Token":"pod-session-token","AccountId":"123456789012","Expiration":"2099-01-01T00:00:00Z"}"#;
     let agent = Server::start(&[("/v1/credentials", 200, answer)]).await;
     let dir = TempDir::new("aws-pod-identity");
-    let token_file = dir.write("eks-pod-identity-token", "pod-identity-jwt\n");
-    let token_path = token_file.display().to_string();
+    let token_path = dir
+        .write("eks-pod-identity-token", "pod-identity-jwt\n")
+        .display()
+        .to_string();
     let full_uri = agent.url("/v1/credentials");
     let fetched = chain(&[
         ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &full_uri),
@@ -636,13 +745,8 @@ async fn container_credentials_send_the_authorization_token() {
     .fetch()
     .await
     .unwrap();
-    assert_eq!(fetched.value.access_key_id, "ASIAPODIDENTITY");
+    assert_temporary(&fetched, "ASIAPODIDENTITY", "pod-session-token");
     assert_eq!(fetched.value.secret_access_key.expose(), "pod-secret");
-    assert_eq!(
-        fetched.value.session_token.as_ref().map(Secret::expose),
-        Some("pod-session-token")
-    );
-    assert_eq!(fetched.expires_at, far_expiry());
     let request = agent.one("/v1/credentials");
     assert_eq!(request.method, "GET");
     assert_eq!(request.header("authorization"), Some("pod-identity-jwt"));
@@ -705,12 +809,7 @@ async fn instance_metadata_uses_a_session_token() {
     .fetch()
     .await
     .unwrap();
-    assert_eq!(fetched.value.access_key_id, "ASIAIMDSEXAMPLE");
-    assert_eq!(
-        fetched.value.session_token.as_ref().map(Secret::expose),
-        Some("imds-session-token")
-    );
-    assert_eq!(fetched.expires_at, far_expiry());
+    assert_temporary(&fetched, "ASIAIMDSEXAMPLE", "imds-session-token");
 
     let put = imds.one("/latest/api/token");
     assert_eq!(put.method, "PUT");
@@ -735,10 +834,7 @@ async fn instance_metadata_uses_a_session_token() {
 async fn the_chain_takes_the_first_configured_source() {
     let server = Server::start(&[("/", 200, &sts_answer("ASIAIRSA"))]).await;
     let dir = TempDir::new("aws-chain");
-    let token = dir
-        .write("token", "web-identity-token")
-        .display()
-        .to_string();
+    let token = token_file(&dir, "web-identity-token");
     let file = dir.write("credentials", INI).display().to_string();
     let base = server.base.clone();
     let everything = [
@@ -791,31 +887,19 @@ async fn the_chain_takes_the_first_configured_source() {
 async fn the_default_chain_signer_becomes_ready() {
     let server = Server::start(&[("/", 200, &sts_answer("ASIACHAIN"))]).await;
     let dir = TempDir::new("aws-chain-signer");
-    let token = dir
-        .write("token", "web-identity-token")
-        .display()
-        .to_string();
-    let signer = Signer::build(
+    let token = token_file(&dir, "web-identity-token");
+    let signer = env_signer(
         "us-east-1",
-        None,
-        None,
-        None,
         dir.path(),
-        lookup(&[
+        &[
             ("AWS_WEB_IDENTITY_TOKEN_FILE", &token),
             ("AWS_ROLE_ARN", ROLE),
             ("AWS_ENDPOINT_URL_STS", &server.base),
-        ]),
+        ],
     )
     .unwrap();
     assert!(signer.ready(Duration::from_secs(10)).await);
-    let applied = signer
-        .sign(&call(
-            "bedrock-runtime.us-east-1.amazonaws.com",
-            "/model/m/converse",
-            b"{}",
-        ))
-        .unwrap();
+    let applied = converse(&signer);
     assert!(applied.headers[0].1.contains("Credential=ASIACHAIN/"));
     assert_eq!(
         applied.headers[2].1,
@@ -833,17 +917,8 @@ async fn oidc_exchange_assumes_the_role_with_the_idp_token() {
     ])
     .await;
     let dir = TempDir::new("aws-oidc");
-    dir.write("idp-secret", "idp-client-secret\n");
     let exchange = AwsOidcExchange {
-        oidc: OidcExchange {
-            issuer: server.base.clone(),
-            token_endpoint: Some(server.url("/idp/token")),
-            client_id: "aigw-extproc".into(),
-            client_secret_file: "idp-secret".into(),
-            scopes: vec!["sts".into()],
-            grant_type: None,
-            aud: None,
-        },
+        oidc: oidc_exchange(&server, &dir, "sts"),
         aws_role_arn: ROLE.into(),
     };
     let sts_url = server.url("/sts");
@@ -862,20 +937,19 @@ async fn oidc_exchange_assumes_the_role_with_the_idp_token() {
     )
     .unwrap();
     assert!(signer.ready(Duration::from_secs(10)).await);
-    let applied = signer
-        .sign(&call(
-            "bedrock-runtime.us-east-1.amazonaws.com",
-            "/model/m/converse",
-            b"{}",
-        ))
-        .unwrap();
+    let applied = converse(&signer);
     assert!(applied.headers[0].1.contains("Credential=ASIAOIDC/"));
 
     let idp = server.one("/idp/token").form();
     assert_eq!(idp["grant_type"], "client_credentials");
-    assert_eq!(idp["client_secret"], "idp-client-secret");
+    assert_eq!(idp["client_secret"], IDP_SECRET);
     let sts = server.one("/sts").form();
-    assert_eq!(sts["Action"], "AssumeRoleWithWebIdentity");
-    assert_eq!(sts["RoleArn"], ROLE);
-    assert_eq!(sts["WebIdentityToken"], "idp-access-token");
+    assert_fields(
+        &sts,
+        &[
+            ("Action", "AssumeRoleWithWebIdentity"),
+            ("RoleArn", ROLE),
+            ("WebIdentityToken", "idp-access-token"),
+        ],
+    );
 }

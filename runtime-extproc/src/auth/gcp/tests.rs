@@ -2,17 +2,14 @@ use std::time::Duration;
 
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 
-use super::super::azure::test_server::{Server, TempDir, env, fixture};
 use super::*;
+use crate::auth::test_support::{
+    IDP_SECRET, Server, TempDir, assert_fields, assert_token, env, fixture, oidc_exchange,
+    unused_oidc,
+};
 
 const STS_PATH: &str = "/v1/token";
 const IDP_PATH: &str = "/idp/token";
-
-fn close_to(at: Option<SystemTime>, expected: SystemTime) -> bool {
-    let Some(at) = at else { return false };
-    let diff = at.duration_since(expected).unwrap_or_else(|e| e.duration());
-    diff < Duration::from_secs(30)
-}
 
 fn json_fixture(name: &str) -> Value {
     serde_json::from_str(&fixture(name)).unwrap()
@@ -26,27 +23,92 @@ fn decode_segment(segment: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).unwrap()).unwrap()
 }
 
-fn wif_config(
-    idp: &Server,
-    dir: &TempDir,
+/// Federation of the pool `aigw-pool` of `pool-project` ([`AUDIENCE`]) with `oidc`.
+fn pool_federation(
+    oidc: OidcExchange,
     service_account: Option<&str>,
 ) -> GcpWorkloadIdentityFederation {
-    dir.write("idp-secret", "idp-client-secret-value\n");
     GcpWorkloadIdentityFederation {
         project_id: "pool-project".to_string(),
         workload_identity_pool_name: "aigw-pool".to_string(),
         workload_identity_provider_name: "aigw-provider".to_string(),
         service_account_name: service_account.map(str::to_string),
-        oidc: OidcExchange {
-            issuer: idp.base.clone(),
-            token_endpoint: Some(idp.url(IDP_PATH)),
-            client_id: "aigw-extproc".to_string(),
-            client_secret_file: "idp-secret".to_string(),
-            scopes: vec!["openid".to_string()],
-            grant_type: None,
-            aud: None,
-        },
+        oidc,
     }
+}
+
+/// [`pool_federation`] with the identity provider `idp`.
+fn wif_config(
+    idp: &Server,
+    dir: &TempDir,
+    service_account: Option<&str>,
+) -> GcpWorkloadIdentityFederation {
+    pool_federation(oidc_exchange(idp, dir, "openid"), service_account)
+}
+
+/// An `external_account` key file: `subject_token_type` tokens from `credential_source`,
+/// exchanged for `audience` at `token_url`.
+fn external_account(
+    audience: &str,
+    subject_token_type: &str,
+    token_url: String,
+    credential_source: Value,
+) -> Value {
+    json!({
+        "type": "external_account",
+        "audience": audience,
+        "subject_token_type": subject_token_type,
+        "token_url": token_url,
+        "credential_source": credential_source,
+    })
+}
+
+/// The token source of the key file `file`.
+fn key_source(file: &Path, dir: &TempDir) -> GcpToken {
+    GcpToken::new(Some(file), None, dir.path(), None, &env(&[])).unwrap()
+}
+
+/// The application default token source with `GOOGLE_APPLICATION_CREDENTIALS` naming `file`.
+fn application_default_source(file: &Path, dir: &TempDir) -> Result<GcpToken, CredentialError> {
+    let var = file.display().to_string();
+    GcpToken::new(
+        None,
+        None,
+        dir.path(),
+        None,
+        &env(&[(CREDENTIALS_VAR, &var)]),
+    )
+}
+
+/// The token source of `wif`, with the environment `vars`.
+fn wif_source(
+    wif: &GcpWorkloadIdentityFederation,
+    dir: &TempDir,
+    vars: &[(&str, &str)],
+) -> GcpToken {
+    GcpToken::new(None, Some(wif), dir.path(), None, &env(vars)).unwrap()
+}
+
+/// A token endpoint `/token` answering `answer`, and the key file fixture of `kind` naming it
+/// as `token_uri`, written to `dir` as `name`.
+async fn key_file_for_token_endpoint(
+    dir: &TempDir,
+    answer: &str,
+    kind: &str,
+    name: &str,
+) -> (Server, PathBuf) {
+    let oauth = Server::start(&[("/token", 200, answer)]).await;
+    let (_, file) = key_file(dir, kind, name, oauth.url("/token"));
+    (oauth, file)
+}
+
+/// The key file fixture of `kind` (`gcp/<kind>.json`) with `token_uri`, written to `dir` as
+/// `name`.
+fn key_file(dir: &TempDir, kind: &str, name: &str, token_uri: String) -> (Value, PathBuf) {
+    let mut doc = json_fixture(&format!("gcp/{kind}.json"));
+    doc["token_uri"] = token_uri.into();
+    let file = write_json(dir, name, &doc);
+    (doc, file)
 }
 
 const AUDIENCE: &str = "//iam.googleapis.com/projects/pool-project/locations/global/workloadIdentityPools/aigw-pool/providers/aigw-provider";
@@ -65,25 +127,19 @@ fn paths_are_prefixed_with_project_and_location() {
 
 #[tokio::test]
 async fn service_account_flow_posts_a_signed_jwt_to_the_token_uri() {
-    let oauth = Server::start(&[(
-        "/token",
-        200,
-        r#"{"access_token":"ya29.sa-token","expires_in":3599,"token_type":"Bearer"}"#,
-    )])
-    .await;
     let dir = TempDir::new("gcp-sa");
-    let mut doc = json_fixture("gcp/service_account.json");
-    doc["token_uri"] = oauth.url("/token").into();
-    let file = write_json(&dir, "service_account.json", &doc);
+    let (oauth, file) = key_file_for_token_endpoint(
+        &dir,
+        r#"{"access_token":"ya29.sa-token","expires_in":3599,"token_type":"Bearer"}"#,
+        "service_account",
+        "service_account.json",
+    )
+    .await;
 
-    let source = GcpToken::new(Some(&file), None, dir.path(), None, &env(&[])).unwrap();
+    let source = key_source(&file, &dir);
     let before = unix_now();
     let fetched = source.fetch().await.unwrap();
-    assert_eq!(fetched.value.expose(), "ya29.sa-token");
-    assert!(close_to(
-        fetched.expires_at,
-        SystemTime::now() + Duration::from_secs(3599)
-    ));
+    assert_token(&fetched, "ya29.sa-token", 3599);
 
     let request = oauth.one("/token");
     assert_eq!(request.method, "POST");
@@ -138,10 +194,8 @@ async fn the_key_file_is_read_again_on_every_fetch() {
     let second =
         Server::start(&[("/token", 200, r#"{"access_token":"two","expires_in":3600}"#)]).await;
     let dir = TempDir::new("gcp-reread");
-    let mut doc = json_fixture("gcp/service_account.json");
-    doc["token_uri"] = first.url("/token").into();
-    let file = write_json(&dir, "key.json", &doc);
-    let source = GcpToken::new(Some(&file), None, dir.path(), None, &env(&[])).unwrap();
+    let (mut doc, file) = key_file(&dir, "service_account", "key.json", first.url("/token"));
+    let source = key_source(&file, &dir);
     assert_eq!(source.fetch().await.unwrap().value.expose(), "one");
     doc["token_uri"] = second.url("/token").into();
     write_json(&dir, "key.json", &doc);
@@ -150,42 +204,26 @@ async fn the_key_file_is_read_again_on_every_fetch() {
 
 #[tokio::test]
 async fn authorized_user_flow_uses_the_refresh_token() {
-    let oauth = Server::start(&[(
-            "/token",
-            200,
-            r#"{"access_token":"ya29.user-token","expires_in":"3599","scope":"https://www.googleapis.com/auth/cloud-platform"}"#,
-        )])
-        .await;
     let dir = TempDir::new("gcp-user");
-    let mut doc = json_fixture("gcp/authorized_user.json");
-    doc["token_uri"] = oauth.url("/token").into();
-    let file = write_json(&dir, "adc.json", &doc);
+    let answer = r#"{"access_token":"ya29.user-token","expires_in":"3599","scope":"https://www.googleapis.com/auth/cloud-platform"}"#;
+    let (oauth, file) =
+        key_file_for_token_endpoint(&dir, answer, "authorized_user", "adc.json").await;
     // Found through GOOGLE_APPLICATION_CREDENTIALS.
-    let file_var = file.display().to_string();
-    let source = GcpToken::new(
-        None,
-        None,
-        dir.path(),
-        None,
-        &env(&[(CREDENTIALS_VAR, &file_var)]),
-    )
-    .unwrap();
+    let source = application_default_source(&file, &dir).unwrap();
     assert!(matches!(&source.source, Source::KeyFile(f) if *f == file));
 
     let fetched = source.fetch().await.unwrap();
-    assert_eq!(fetched.value.expose(), "ya29.user-token");
-    assert!(close_to(
-        fetched.expires_at,
-        SystemTime::now() + Duration::from_secs(3599)
-    ));
+    assert_token(&fetched, "ya29.user-token", 3599);
     let form = oauth.one("/token").form();
-    assert_eq!(form["grant_type"], "refresh_token");
-    assert_eq!(
-        form["client_id"],
-        "764086051850-test.apps.googleusercontent.com"
+    assert_fields(
+        &form,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "764086051850-test.apps.googleusercontent.com"),
+            ("client_secret", "test-client-secret-not-real"),
+            ("refresh_token", "1//test-refresh-token-not-real"),
+        ],
     );
-    assert_eq!(form["client_secret"], "test-client-secret-not-real");
-    assert_eq!(form["refresh_token"], "1//test-refresh-token-not-real");
 }
 
 #[tokio::test]
@@ -213,21 +251,26 @@ async fn external_account_exchanges_the_file_token_and_impersonates() {
     doc["service_account_impersonation"] = json!({"token_lifetime_seconds": 1800});
     let file = write_json(&dir, "external.json", &doc);
 
-    let source = GcpToken::new(Some(&file), None, dir.path(), None, &env(&[])).unwrap();
+    let source = key_source(&file, &dir);
     let fetched = source.fetch().await.unwrap();
     assert_eq!(fetched.value.expose(), "ya29.impersonated");
     assert_eq!(fetched.expires_at, parse_rfc3339("2099-01-02T03:04:05Z"));
 
     let form = google.one(STS_PATH).form();
-    assert_eq!(form["grant_type"], GRANT_TOKEN_EXCHANGE);
-    assert_eq!(
-        form["audience"],
-        "//iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/test-pool/providers/test-provider"
+    assert_fields(
+        &form,
+        &[
+            ("grant_type", GRANT_TOKEN_EXCHANGE),
+            (
+                "audience",
+                "//iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/test-pool/providers/test-provider",
+            ),
+            ("scope", SCOPE),
+            ("requested_token_type", TOKEN_TYPE_ACCESS_TOKEN),
+            ("subject_token", "projected-subject-token-not-real"),
+            ("subject_token_type", TOKEN_TYPE_JWT),
+        ],
     );
-    assert_eq!(form["scope"], SCOPE);
-    assert_eq!(form["requested_token_type"], TOKEN_TYPE_ACCESS_TOKEN);
-    assert_eq!(form["subject_token"], "projected-subject-token-not-real");
-    assert_eq!(form["subject_token_type"], TOKEN_TYPE_JWT);
 
     let impersonation = google.one(sa_path);
     assert_eq!(impersonation.method, "POST");
@@ -251,30 +294,30 @@ async fn external_account_reads_a_text_token_from_a_url() {
     ])
     .await;
     let dir = TempDir::new("gcp-external-url");
-    let doc = json!({
-        "type": "external_account",
-        "audience": "//iam.googleapis.com/locations/global/workforcePools/wf/providers/p",
-        "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
-        "token_url": google.url(STS_PATH),
-        "workforce_pool_user_project": "billing-project",
-        "credential_source": {"url": google.url("/subject"), "headers": {"x-flavor": "test"}},
-    });
+    let mut doc = external_account(
+        "//iam.googleapis.com/locations/global/workforcePools/wf/providers/p",
+        "urn:ietf:params:oauth:token-type:id_token",
+        google.url(STS_PATH),
+        json!({"url": google.url("/subject"), "headers": {"x-flavor": "test"}}),
+    );
+    doc["workforce_pool_user_project"] = "billing-project".into();
     let file = write_json(&dir, "external.json", &doc);
-    let source = GcpToken::new(Some(&file), None, dir.path(), None, &env(&[])).unwrap();
+    let source = key_source(&file, &dir);
     let fetched = source.fetch().await.unwrap();
-    assert_eq!(fetched.value.expose(), "federated-direct");
-    assert!(close_to(
-        fetched.expires_at,
-        SystemTime::now() + Duration::from_secs(3000)
-    ));
+    assert_token(&fetched, "federated-direct", 3000);
     assert_eq!(google.one("/subject").header("x-flavor"), Some("test"));
     let form = google.one(STS_PATH).form();
-    assert_eq!(form["subject_token"], "url-subject-token");
-    assert_eq!(
-        form["subject_token_type"],
-        "urn:ietf:params:oauth:token-type:id_token"
+    assert_fields(
+        &form,
+        &[
+            ("subject_token", "url-subject-token"),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:id_token",
+            ),
+            ("options", r#"{"userProject":"billing-project"}"#),
+        ],
     );
-    assert_eq!(form["options"], r#"{"userProject":"billing-project"}"#);
 }
 
 #[tokio::test]
@@ -289,40 +332,31 @@ async fn workload_identity_federation_without_impersonation() {
     let dir = TempDir::new("gcp-wif");
     let wif = wif_config(&idp, &dir, None);
     let endpoint = sts.url(STS_PATH);
-    let source = GcpToken::new(
-        None,
-        Some(&wif),
-        dir.path(),
-        None,
-        &env(&[(STS_ENDPOINT_VAR, &endpoint)]),
-    )
-    .unwrap();
+    let source = wif_source(&wif, &dir, &[(STS_ENDPOINT_VAR, &endpoint)]);
     let fetched = source.fetch().await.unwrap();
-    assert_eq!(fetched.value.expose(), "federated-wif");
-    assert!(close_to(
-        fetched.expires_at,
-        SystemTime::now() + Duration::from_secs(3600)
-    ));
+    assert_token(&fetched, "federated-wif", 3600);
 
     let idp_form = idp.one(IDP_PATH).form();
     assert_eq!(idp_form["grant_type"], "client_credentials");
-    assert_eq!(idp_form["client_secret"], "idp-client-secret-value");
+    assert_eq!(idp_form["client_secret"], IDP_SECRET);
 
     let form = sts.one(STS_PATH).form();
-    assert_eq!(
-        form["grant_type"],
-        "urn:ietf:params:oauth:grant-type:token-exchange"
-    );
-    assert_eq!(form["audience"], AUDIENCE);
-    assert_eq!(form["scope"], SCOPE);
-    assert_eq!(
-        form["requested_token_type"],
-        "urn:ietf:params:oauth:token-type:access_token"
-    );
-    assert_eq!(form["subject_token"], "oidc-subject-jwt");
-    assert_eq!(
-        form["subject_token_type"],
-        "urn:ietf:params:oauth:token-type:jwt"
+    assert_fields(
+        &form,
+        &[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("audience", AUDIENCE),
+            ("scope", SCOPE),
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            ("subject_token", "oidc-subject-jwt"),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ],
     );
     assert!(!form.contains_key("options"));
 }
@@ -344,17 +378,14 @@ async fn workload_identity_federation_with_impersonation() {
     let wif = wif_config(&idp, &dir, Some("vertex"));
     let endpoint = google.url(STS_PATH);
     let iam = format!("{}/", google.base);
-    let source = GcpToken::new(
-        None,
-        Some(&wif),
-        dir.path(),
-        None,
-        &env(&[
+    let source = wif_source(
+        &wif,
+        &dir,
+        &[
             (STS_ENDPOINT_VAR, &endpoint),
             (IAM_CREDENTIALS_ENDPOINT_VAR, &iam),
-        ]),
-    )
-    .unwrap();
+        ],
+    );
     let fetched = source.fetch().await.unwrap();
     assert_eq!(fetched.value.expose(), "ya29.wif-impersonated");
     assert_eq!(
@@ -381,21 +412,7 @@ async fn workload_identity_federation_with_impersonation() {
 #[test]
 fn service_accounts_to_impersonate_are_resolved_like_upstream() {
     let idp_dir = TempDir::new("gcp-sa-names");
-    let wif = |name: &str| GcpWorkloadIdentityFederation {
-        project_id: "pool-project".to_string(),
-        workload_identity_pool_name: "pool".to_string(),
-        workload_identity_provider_name: "provider".to_string(),
-        service_account_name: Some(name.to_string()),
-        oidc: OidcExchange {
-            issuer: "https://idp.example".to_string(),
-            token_endpoint: None,
-            client_id: "c".to_string(),
-            client_secret_file: "s".to_string(),
-            scopes: Vec::new(),
-            grant_type: None,
-            aud: None,
-        },
-    };
+    let wif = |name: &str| pool_federation(unused_oidc(), Some(name));
     let url = |name: &str, project: Option<&str>| {
         federation(&wif(name), idp_dir.path(), project, &env(&[]))
             .unwrap()
@@ -440,11 +457,7 @@ async fn metadata_server_flow() {
     )
     .unwrap();
     let fetched = source.fetch().await.unwrap();
-    assert_eq!(fetched.value.expose(), "ya29.metadata");
-    assert!(close_to(
-        fetched.expires_at,
-        SystemTime::now() + Duration::from_secs(1799)
-    ));
+    assert_token(&fetched, "ya29.metadata", 1799);
     let request = metadata.one(path);
     assert_eq!(request.method, "GET");
     assert_eq!(request.header("metadata-flavor"), Some("Google"));
@@ -479,34 +492,149 @@ fn configuration_errors_name_what_is_wrong() {
         &env(&[]),
     )
     .unwrap_err();
-    assert!(err.contains("missing.json"), "{err}");
+    assert!(
+        matches!(
+            &err,
+            CredentialError::KeyFile(KeyFileError::Unreadable { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("missing.json"), "{err}");
 
     let file = dir.write(
         "impersonated.json",
         r#"{"type":"impersonated_service_account"}"#,
     );
     let err = GcpToken::new(Some(&file), None, dir.path(), None, &env(&[])).unwrap_err();
+    assert!(
+        matches!(&err, CredentialError::KeyFile(KeyFileError::UnsupportedType { kind, .. }) if kind == "impersonated_service_account"),
+        "{err:?}"
+    );
+    let err = err.to_string();
     assert!(err.contains("impersonated_service_account"), "{err}");
     assert!(err.contains("impersonated.json"), "{err}");
 
+    // The same file, named by GOOGLE_APPLICATION_CREDENTIALS.
+    let var = file.display().to_string();
+    let err = application_default_source(&file, &dir).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            CredentialError::Gcp(GcpError::ApplicationCredentials(
+                KeyFileError::UnsupportedType { .. }
+            ))
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with(&format!("GOOGLE_APPLICATION_CREDENTIALS: {var}: ")),
+        "{err}"
+    );
+
     let key = dir.write("key.json", &fixture("gcp/service_account.json"));
-    let idp = GcpWorkloadIdentityFederation {
-        project_id: "p".to_string(),
-        workload_identity_pool_name: "pool".to_string(),
-        workload_identity_provider_name: "provider".to_string(),
-        service_account_name: None,
-        oidc: OidcExchange {
-            issuer: "https://idp.example".to_string(),
-            token_endpoint: None,
-            client_id: "c".to_string(),
-            client_secret_file: "s".to_string(),
-            scopes: Vec::new(),
-            grant_type: None,
-            aud: None,
-        },
-    };
+    let idp = pool_federation(unused_oidc(), None);
     let err = GcpToken::new(Some(&key), Some(&idp), dir.path(), None, &env(&[])).unwrap_err();
-    assert!(err.contains("not both"), "{err}");
+    assert_eq!(err, CredentialError::Gcp(GcpError::FileAndFederation));
+    assert!(err.to_string().contains("not both"), "{err}");
+
+    let mut bad = pool_federation(unused_oidc(), None);
+    bad.workload_identity_provider_name = "a/b".into();
+    let err = GcpToken::new(None, Some(&bad), dir.path(), None, &env(&[])).unwrap_err();
+    assert_eq!(
+        err,
+        CredentialError::Gcp(GcpError::InvalidName {
+            field: "workloadIdentityProviderName",
+            value: "a/b".into()
+        })
+    );
+    assert_eq!(
+        err.to_string(),
+        r#"GCP workload identity federation: workloadIdentityProviderName "a/b" is not a valid name"#
+    );
+    let bad = pool_federation(unused_oidc(), Some("sa name"));
+    let err = GcpToken::new(None, Some(&bad), dir.path(), None, &env(&[])).unwrap_err();
+    assert_eq!(
+        err,
+        CredentialError::Gcp(GcpError::InvalidServiceAccount {
+            email: "sa name@pool-project.iam.gserviceaccount.com".into()
+        })
+    );
+}
+
+#[test]
+fn malformed_keys_do_not_sign() {
+    let header = json!({"alg": "RS256"});
+    for pem in [
+        "no PEM at all",
+        "-----BEGIN PRIVATE KEY-----\nbm90LWEta2V5\n-----END PRIVATE KEY-----\n",
+    ] {
+        assert_eq!(
+            sign_rs256(&header, &json!({}), pem),
+            Err(SignError::BadKey),
+            "{pem}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn subject_token_faults_are_typed() {
+    let dir = TempDir::new("gcp-subject-faults");
+    let key = dir.path().join("external.json");
+    let file = key.display().to_string();
+    let empty = dir.write("empty", " \n").display().to_string();
+    let text = dir.write("text", "not json").display().to_string();
+    let missing = dir.path().join("missing").display().to_string();
+    for (source, expected) in [
+        (
+            json!({}),
+            SubjectTokenError::NoSource { file: file.clone() },
+        ),
+        (
+            json!({"file": empty}),
+            SubjectTokenError::Empty {
+                origin: empty.clone(),
+            },
+        ),
+        (
+            json!({"file": text, "format": {"type": "json"}}),
+            SubjectTokenError::NoFieldName { file: file.clone() },
+        ),
+        (
+            json!({"file": text, "format": {"type": "json", "subject_token_field_name": "t"}}),
+            SubjectTokenError::NotJson {
+                origin: text.clone(),
+            },
+        ),
+        (
+            json!({"file": text, "format": {"type": "xml"}}),
+            SubjectTokenError::UnsupportedFormat {
+                file: file.clone(),
+                format: "xml".into(),
+            },
+        ),
+    ] {
+        let err = subject_token(&source, &key).await.unwrap_err();
+        assert_eq!(
+            err,
+            CredentialError::Gcp(GcpError::SubjectToken(expected)),
+            "{source}"
+        );
+    }
+    let json_file = dir.write("json", r#"{"other":"x"}"#).display().to_string();
+    let source =
+        json!({"file": json_file, "format": {"type": "json", "subject_token_field_name": "t"}});
+    assert_eq!(
+        subject_token(&source, &key).await.unwrap_err().to_string(),
+        format!("the credential source {json_file} has no t")
+    );
+    let err = subject_token(&json!({ "file": missing }), &key)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CredentialError::Gcp(GcpError::SubjectToken(SubjectTokenError::Unreadable { path, .. })) if *path == missing),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -523,11 +651,8 @@ async fn errors_name_the_endpoint_and_status_but_no_secret() {
     let dir = TempDir::new("gcp-errors");
 
     // Service account: neither the key nor the assertion appear.
-    let mut doc = json_fixture("gcp/service_account.json");
-    doc["token_uri"] = failing.url("/token").into();
-    let file = write_json(&dir, "key.json", &doc);
-    let source = GcpToken::new(Some(&file), None, dir.path(), None, &env(&[])).unwrap();
-    let err = source.fetch().await.unwrap_err();
+    let (mut doc, file) = key_file(&dir, "service_account", "key.json", failing.url("/token"));
+    let err = key_source(&file, &dir).fetch().await.unwrap_err();
     assert!(err.contains("400"), "{err}");
     assert!(err.contains(&failing.url("/token")), "{err}");
     let assertion = failing.one("/token").form()["assertion"].clone();
@@ -539,11 +664,7 @@ async fn errors_name_the_endpoint_and_status_but_no_secret() {
     doc["private_key"] =
         "-----BEGIN PRIVATE KEY-----\nbm90LWEta2V5LXNlY3JldA==\n-----END PRIVATE KEY-----\n".into();
     let file = write_json(&dir, "bad-key.json", &doc);
-    let err = GcpToken::new(Some(&file), None, dir.path(), None, &env(&[]))
-        .unwrap()
-        .fetch()
-        .await
-        .unwrap_err();
+    let err = key_source(&file, &dir).fetch().await.unwrap_err();
     assert!(
         err.contains("bad-key.json") && err.contains("private_key"),
         "{err}"
@@ -554,28 +675,15 @@ async fn errors_name_the_endpoint_and_status_but_no_secret() {
     let idp = Server::start(&[(IDP_PATH, 200, r#"{"access_token":"oidc-secret-subject"}"#)]).await;
     let wif = wif_config(&idp, &dir, Some("vertex"));
     let endpoint = failing.url(STS_PATH);
-    let source = GcpToken::new(
-        None,
-        Some(&wif),
-        dir.path(),
-        None,
-        &env(&[(STS_ENDPOINT_VAR, &endpoint)]),
-    )
-    .unwrap();
+    let source = wif_source(&wif, &dir, &[(STS_ENDPOINT_VAR, &endpoint)]);
     let err = source.fetch().await.unwrap_err();
     assert!(err.contains("403") && err.contains(STS_PATH), "{err}");
     assert!(!err.contains("oidc-secret-subject"), "{err}");
-    assert!(!err.contains("idp-client-secret-value"), "{err}");
+    assert!(!err.contains(IDP_SECRET), "{err}");
 
     // Authorized user: the refresh token and client secret do not appear.
-    let mut user = json_fixture("gcp/authorized_user.json");
-    user["token_uri"] = failing.url("/token").into();
-    let file = write_json(&dir, "user.json", &user);
-    let err = GcpToken::new(Some(&file), None, dir.path(), None, &env(&[]))
-        .unwrap()
-        .fetch()
-        .await
-        .unwrap_err();
+    let (_, file) = key_file(&dir, "authorized_user", "user.json", failing.url("/token"));
+    let err = key_source(&file, &dir).fetch().await.unwrap_err();
     assert!(err.contains("400"), "{err}");
     assert!(!err.contains("test-refresh-token-not-real"), "{err}");
     assert!(!err.contains("test-client-secret-not-real"), "{err}");
@@ -596,38 +704,30 @@ async fn what_an_endpoint_was_sent_never_comes_back_in_an_error() {
         .await;
     let dir = TempDir::new("gcp-echo");
     // An STS that repeats the subject token in its error.
-    let doc = json!({
-        "type": "external_account",
-        "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q",
-        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-        "token_url": google.url(STS_PATH),
-        "credential_source": {"url": google.url("/subject")},
-    });
+    let audience =
+        "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q";
+    let doc = external_account(
+        audience,
+        TOKEN_TYPE_JWT,
+        google.url(STS_PATH),
+        json!({"url": google.url("/subject")}),
+    );
     let file = write_json(&dir, "echo.json", &doc);
-    let err = GcpToken::new(Some(&file), None, dir.path(), None, &env(&[]))
-        .unwrap()
-        .fetch()
-        .await
-        .unwrap_err();
+    let err = key_source(&file, &dir).fetch().await.unwrap_err();
     assert!(err.contains("400") && err.contains("<redacted>"), "{err}");
     assert!(!err.contains("echoed-subject-token-value"), "{err}");
     // URL queries are not repeated either.
-    let doc = json!({
-        "type": "external_account",
-        "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q",
-        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-        "token_url": format!("{}?key=token-url-query-secret", google.url("/empty")),
-        "credential_source": {
+    let doc = external_account(
+        audience,
+        TOKEN_TYPE_JWT,
+        format!("{}?key=token-url-query-secret", google.url("/empty")),
+        json!({
             "url": format!("{}?key=source-query-secret", google.url("/not-json")),
             "format": {"type": "json", "subject_token_field_name": "token"},
-        },
-    });
+        }),
+    );
     let file = write_json(&dir, "query.json", &doc);
-    let err = GcpToken::new(Some(&file), None, dir.path(), None, &env(&[]))
-        .unwrap()
-        .fetch()
-        .await
-        .unwrap_err();
+    let err = key_source(&file, &dir).fetch().await.unwrap_err();
     assert!(err.contains("/not-json is not JSON"), "{err}");
     assert!(!err.contains("source-query-secret"), "{err}");
     let err = token_answer(
@@ -635,22 +735,27 @@ async fn what_an_endpoint_was_sent_never_comes_back_in_an_error() {
         &format!("{}?key=token-url-query-secret", google.url("/empty")),
     )
     .unwrap_err();
+    assert_eq!(
+        err,
+        CredentialError::Gcp(GcpError::NoAccessToken {
+            endpoint: google.url("/empty")
+        })
+    );
+    let err = err.to_string();
     assert!(err.contains("/empty carries no access_token"), "{err}");
     assert!(!err.contains("token-url-query-secret"), "{err}");
 }
 
 #[tokio::test]
 async fn token_source_starts_a_refreshing_token() {
-    let oauth = Server::start(&[(
-        "/token",
-        200,
-        r#"{"access_token":"served","expires_in":3600}"#,
-    )])
-    .await;
     let dir = TempDir::new("gcp-refreshing");
-    let mut doc = json_fixture("gcp/service_account.json");
-    doc["token_uri"] = oauth.url("/token").into();
-    let file = write_json(&dir, "key.json", &doc);
+    let (_oauth, file) = key_file_for_token_endpoint(
+        &dir,
+        r#"{"access_token":"served","expires_in":3600}"#,
+        "service_account",
+        "key.json",
+    )
+    .await;
     let token = token_source(None, Some(&file), None, dir.path()).unwrap();
     assert!(token.ready(Duration::from_secs(10)).await);
     assert_eq!(token.get().unwrap().expose(), "served");
