@@ -11,13 +11,7 @@
 //!
 //! Run: `cargo bench -p aigw-extproc --bench routing` (release build).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    missing_docs,
-    reason = "benchmark binary"
-)]
+#![allow(clippy::unwrap_used, reason = "benchmark binary")]
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -25,10 +19,8 @@ use std::time::{Duration, Instant};
 
 use aigw_extproc::metrics::Metrics;
 use aigw_extproc::processor::Processor;
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-use envoy_types::pb::envoy::service::ext_proc::v3::{
-    HttpBody, HttpHeaders, ProcessingRequest, processing_request,
-};
+use aigw_extproc::testing::{request_body, request_headers};
+use envoy_types::pb::envoy::service::ext_proc::v3::ProcessingRequest;
 use serde_json::{Value, json};
 
 /// Requests timed per figure (a quick pass of 20 under `cargo test`, which runs benchmark
@@ -75,35 +67,12 @@ fn headers() -> ProcessingRequest {
         (":authority", "gateway.example.com"),
         ("content-type", "application/json"),
     ];
-    ProcessingRequest {
-        request: Some(processing_request::Request::RequestHeaders(HttpHeaders {
-            headers: Some(HeaderMap {
-                headers: pairs
-                    .iter()
-                    .map(|(k, v)| HeaderValue {
-                        key: k.to_string(),
-                        value: String::new(),
-                        raw_value: v.as_bytes().to_vec(),
-                    })
-                    .collect(),
-            }),
-            end_of_stream: false,
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
+    request_headers(&pairs, false)
 }
 
 fn body(model: &str) -> ProcessingRequest {
     let body = json!({"model": model, "messages": [{"role": "user", "content": "Say hello in one word."}]});
-    ProcessingRequest {
-        request: Some(processing_request::Request::RequestBody(HttpBody {
-            body: body.to_string().into_bytes(),
-            end_of_stream: true,
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
+    request_body(body.to_string().as_bytes())
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -128,16 +97,14 @@ fn request_time(config: &Arc<aigw_extproc::config::RuntimeConfig>, model: &str) 
     median(samples)
 }
 
-/// Resident memory of this process, in MiB.
+/// Resident memory of this process, in MiB (0 where `/proc` does not tell).
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
+    let kib = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kib.unwrap_or(0.0) / 1024.0
 }
 
 fn main() {

@@ -8,19 +8,14 @@
 //!
 //! Run: `cargo bench -p aigw-extproc --bench translate` (release build).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    missing_docs,
-    reason = "benchmark binary"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark binary")]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aigw_extproc::endpoint::Endpoint;
-use aigw_extproc::translate::{self, RequestContext, ResponseContext, eventstream};
+use aigw_extproc::testing::event_frame;
+use aigw_extproc::translate::{self, RequestContext, ResponseContext};
 use aigw_filterconfig::{ApiSchema, BackendSchema};
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -95,30 +90,22 @@ fn sse(events: &[Value], named: bool) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn frame(event: &str, payload: &[u8]) -> Vec<u8> {
-    eventstream::encode(
-        &[
-            (":event-type", event),
-            (":content-type", "application/json"),
-            (":message-type", "event"),
-        ],
-        payload,
-    )
-}
-
 fn converse_frames() -> Vec<Vec<u8>> {
-    let mut frames = vec![frame("messageStart", br#"{"role":"assistant"}"#)];
+    let mut frames = vec![event_frame("messageStart", br#"{"role":"assistant"}"#)];
     for i in 0..DELTAS {
-        frames.push(frame(
+        frames.push(event_frame(
             "contentBlockDelta",
             json!({"contentBlockIndex": 0, "delta": {"text": format!("tok{i} ")}})
                 .to_string()
                 .as_bytes(),
         ));
     }
-    frames.push(frame("contentBlockStop", br#"{"contentBlockIndex":0}"#));
-    frames.push(frame("messageStop", br#"{"stopReason":"end_turn"}"#));
-    frames.push(frame(
+    frames.push(event_frame(
+        "contentBlockStop",
+        br#"{"contentBlockIndex":0}"#,
+    ));
+    frames.push(event_frame("messageStop", br#"{"stopReason":"end_turn"}"#));
+    frames.push(event_frame(
         "metadata",
         br#"{"usage":{"inputTokens":310,"outputTokens":200,"totalTokens":510},"metrics":{"latencyMs":900}}"#,
     ));
@@ -130,7 +117,7 @@ fn bedrock_anthropic_frames() -> Vec<Vec<u8>> {
         .iter()
         .map(|e| {
             let bytes = base64::engine::general_purpose::STANDARD.encode(e.to_string());
-            frame("chunk", json!({"bytes": bytes}).to_string().as_bytes())
+            event_frame("chunk", json!({"bytes": bytes}).to_string().as_bytes())
         })
         .collect()
 }

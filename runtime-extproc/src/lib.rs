@@ -26,6 +26,8 @@ pub mod redact;
 pub mod reload;
 pub mod router;
 pub mod server;
+#[doc(hidden)]
+pub mod testing;
 pub mod time;
 pub mod translate;
 pub mod usage;

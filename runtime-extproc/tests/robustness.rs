@@ -19,7 +19,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use aigw_extproc::endpoint::Endpoint;
-use aigw_extproc::translate::{self, RequestContext, ResponseContext, Translator, eventstream};
+use aigw_extproc::testing::event_frame;
+use aigw_extproc::translate::{self, RequestContext, ResponseContext, Translator};
 use aigw_filterconfig::{ApiSchema, BackendSchema};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
@@ -66,17 +67,6 @@ fn json_seeds() -> Vec<Value> {
     seeds
 }
 
-fn frame(event: &str, payload: &[u8]) -> Vec<u8> {
-    eventstream::encode(
-        &[
-            (":event-type", event),
-            (":content-type", "application/json"),
-            (":message-type", "event"),
-        ],
-        payload,
-    )
-}
-
 /// Streams in every framing the translators read.
 fn stream_seeds() -> Vec<Vec<u8>> {
     let mut seeds: Vec<Vec<u8>> = files("sse")
@@ -90,7 +80,7 @@ fn stream_seeds() -> Vec<Vec<u8>> {
             text.lines()
                 .flat_map(|line| {
                     let bytes = base64::engine::general_purpose::STANDARD.encode(line);
-                    frame("chunk", json!({"bytes": bytes}).to_string().as_bytes())
+                    event_frame("chunk", json!({"bytes": bytes}).to_string().as_bytes())
                 })
                 .collect(),
         );
@@ -123,7 +113,7 @@ fn stream_seeds() -> Vec<Vec<u8>> {
     seeds.push(
         converse
             .iter()
-            .flat_map(|(event, payload)| frame(event, payload.to_string().as_bytes()))
+            .flat_map(|(event, payload)| event_frame(event, payload.to_string().as_bytes()))
             .collect(),
     );
     seeds
